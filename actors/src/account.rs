@@ -1,0 +1,198 @@
+//! Account: a shopper or admin, keyed by user id (derived from the email). It holds the
+//! password hash, the role, the wallet balance and the list of the shopper's orders.
+
+use crate::command::{Command, Reply};
+use crate::entity::{reply, Ctx, Outcome};
+use crate::error::{invalid, DomainError};
+use crate::limits::MAX_ACCOUNT_ORDERS;
+use crate::payment::PaymentCommand;
+use crate::{EntityKind, EntityRef};
+use serde::{Deserialize, Serialize};
+
+/// An account's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    /// A shopper.
+    Customer,
+    /// An operator of the shop: catalog and stock.
+    Admin,
+}
+
+impl Role {
+    /// Lower-case name, as carried in tokens.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Customer => "customer",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// A registered account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Profile {
+    /// Email as given at registration (normalised to lower case).
+    pub email: String,
+    /// Display name.
+    pub name: String,
+    /// Argon2id PHC string.
+    pub password_hash: String,
+    /// Role.
+    pub role: Role,
+    /// Registration time.
+    pub created_at_ms: u64,
+}
+
+/// The account state (no profile until registered).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountState {
+    /// The profile, once registered.
+    pub profile: Option<Profile>,
+    /// Wallet balance in minor units.
+    pub wallet_minor: u64,
+    /// The shopper's orders, oldest first.
+    pub orders: Vec<String>,
+}
+
+/// Commands for an Account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AccountCommand {
+    /// Create the account.
+    Register {
+        /// Email (already validated).
+        email: String,
+        /// Name (already validated).
+        name: String,
+        /// Argon2id PHC string.
+        password_hash: String,
+        /// Role.
+        role: Role,
+    },
+    /// Replace the password hash (the seeded admin's password from the environment).
+    SetPassword {
+        /// Argon2id PHC string.
+        password_hash: String,
+    },
+    /// Read the hash and role, to verify a login.
+    GetCredentials,
+    /// Read the profile.
+    Get,
+    /// ORDER_PLACED: remember the order for listing.
+    OrderPlaced {
+        /// The order.
+        order_id: String,
+    },
+    /// List the shopper's order ids.
+    ListOrders,
+    /// Pay for an order from the wallet; the result goes back to `Payment(order_id)`.
+    DebitWallet {
+        /// The order.
+        order_id: String,
+        /// Amount in minor units.
+        amount_minor: u64,
+    },
+    /// Refund an order into the wallet; the result goes back to `Payment(order_id)`.
+    CreditWallet {
+        /// The order.
+        order_id: String,
+        /// Amount in minor units.
+        amount_minor: u64,
+    },
+}
+
+/// An account as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountView {
+    /// User id.
+    pub user_id: String,
+    /// Email.
+    pub email: String,
+    /// Name.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// Wallet balance.
+    pub wallet_minor: u64,
+}
+
+fn profile<'a>(s: &'a AccountState, ctx: &Ctx) -> Result<&'a Profile, DomainError> {
+    s.profile.as_ref().ok_or_else(|| DomainError::NotFound(format!("account {}", ctx.me.id)))
+}
+
+fn payment(order_id: &str) -> EntityRef {
+    EntityRef::new(EntityKind::Payment, order_id)
+}
+
+/// Handles one command.
+pub fn handle(s: &mut AccountState, cmd: AccountCommand, ctx: &mut Ctx) -> Result<Outcome, DomainError> {
+    match cmd {
+        AccountCommand::Register { email, name, password_hash, role } => {
+            if s.profile.is_some() {
+                return Err(DomainError::AlreadyExists("an account with this email".into()));
+            }
+            if password_hash.is_empty() {
+                return Err(invalid("password", "missing"));
+            }
+            s.profile = Some(Profile { email, name, password_hash, role, created_at_ms: ctx.now_ms });
+            s.wallet_minor = ctx.config.initial_wallet_minor;
+        }
+        AccountCommand::SetPassword { password_hash } => {
+            let p = s.profile.as_mut().ok_or_else(|| DomainError::NotFound("account".into()))?;
+            p.password_hash = password_hash;
+        }
+        AccountCommand::GetCredentials => {
+            let p = s.profile.as_ref().ok_or(DomainError::BadCredentials)?;
+            return reply(Reply::Credentials {
+                user_id: ctx.me.id.clone(),
+                password_hash: p.password_hash.clone(),
+                role: p.role,
+            });
+        }
+        AccountCommand::Get => {}
+        AccountCommand::OrderPlaced { order_id } => {
+            if !s.orders.contains(&order_id) {
+                s.orders.push(order_id);
+                if s.orders.len() > MAX_ACCOUNT_ORDERS {
+                    s.orders.remove(0);
+                }
+            }
+            return reply(Reply::Ack);
+        }
+        AccountCommand::ListOrders => return reply(Reply::OrderIds(s.orders.clone())),
+        AccountCommand::DebitWallet { order_id, amount_minor } => {
+            let result = if s.profile.is_none() {
+                Err("no such account".to_string())
+            } else if s.wallet_minor < amount_minor {
+                Err("insufficient_funds".to_string())
+            } else {
+                s.wallet_minor -= amount_minor;
+                Ok(())
+            };
+            let event_id = format!("wallet:{order_id}:charge");
+            ctx.send(
+                payment(&order_id),
+                "WALLET_RESULT",
+                Command::Payment(PaymentCommand::ChargeResult { event_id, result }),
+            );
+            return reply(Reply::Ack);
+        }
+        AccountCommand::CreditWallet { order_id, amount_minor } => {
+            s.wallet_minor += amount_minor;
+            let event_id = format!("wallet:{order_id}:refund");
+            ctx.send(
+                payment(&order_id),
+                "WALLET_REFUNDED",
+                Command::Payment(PaymentCommand::RefundResult { event_id, result: Ok(()) }),
+            );
+            return reply(Reply::Ack);
+        }
+    }
+    let p = profile(s, ctx)?;
+    reply(Reply::Account(AccountView {
+        user_id: ctx.me.id.clone(),
+        email: p.email.clone(),
+        name: p.name.clone(),
+        role: p.role,
+        wallet_minor: s.wallet_minor,
+    }))
+}

@@ -1,0 +1,171 @@
+//! The payment gateway seen from Agora, and a simulated one with realistic behaviour:
+//! asynchronous results after a latency, declines, no-answer timeouts, lost responses and
+//! duplicated callbacks. Every call carries an idempotency key; the gateway charges once
+//! per key.
+
+use crate::command::Command;
+use crate::ids::{EntityKind, EntityRef};
+use crate::money::Money;
+use crate::payment::{Method, PaymentCommand};
+use crate::seams::RandomSource;
+use async_trait::async_trait;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Why a call to an outside service did not go through (the caller retries).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExternalError {
+    /// The service did not answer in time.
+    #[error("timed out")]
+    Timeout,
+    /// The service is down.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Where outside services send their asynchronous answers: the runtime delivers each as a
+/// command, deduplicated by `msg_id`, to the named entity.
+pub trait CallbackSink: Send + Sync + 'static {
+    /// Delivers `cmd` to `to` (at least once; the receiver deduplicates by `msg_id`).
+    fn deliver(&self, to: EntityRef, msg_id: String, cmd: Command);
+}
+
+/// A payment gateway.
+#[async_trait]
+pub trait PaymentGateway: Send + Sync + 'static {
+    /// Starts a charge; the result comes later as `PaymentCommand::ChargeResult`.
+    async fn charge(&self, key: &str, order_id: &str, method: &Method, amount: &Money) -> Result<(), ExternalError>;
+    /// Starts a refund; the result comes later as `PaymentCommand::RefundResult`.
+    async fn refund(&self, key: &str, order_id: &str, amount: &Money) -> Result<(), ExternalError>;
+}
+
+/// Behaviour of the simulated gateway.
+#[derive(Debug, Clone)]
+pub struct SimGatewayConfig {
+    /// Shortest delay before the result arrives.
+    pub min_latency: Duration,
+    /// Longest delay before the result arrives.
+    pub max_latency: Duration,
+    /// Chance (per million) that a result callback is sent twice.
+    pub duplicate_ppm: u32,
+    /// Chance (per million) that the call itself times out after being accepted (the
+    /// caller retries with the same key; the gateway charges once).
+    pub lost_response_ppm: u32,
+}
+
+impl Default for SimGatewayConfig {
+    fn default() -> Self {
+        Self {
+            min_latency: Duration::from_millis(20),
+            max_latency: Duration::from_millis(150),
+            duplicate_ppm: 50_000,
+            lost_response_ppm: 20_000,
+        }
+    }
+}
+
+/// What the simulated gateway decides for a method.
+pub fn decide(method: &Method) -> Option<Result<(), String>> {
+    match method {
+        Method::Card { number } => match number.as_str() {
+            "4000000000000002" => Some(Err("card_declined".into())),
+            "4000000000009995" => Some(Err("insufficient_funds".into())),
+            "4000000000000119" => None,
+            _ => Some(Ok(())),
+        },
+        Method::Upi { vpa } if vpa == "failure@upi" => Some(Err("upi_declined".into())),
+        Method::Upi { .. } => Some(Ok(())),
+        Method::Wallet => Some(Err("wallet_not_handled_by_gateway".into())),
+    }
+}
+
+/// A payment gateway simulated in process.
+pub struct SimulatedGateway {
+    config: SimGatewayConfig,
+    rng: Arc<dyn RandomSource>,
+    callbacks: Arc<dyn CallbackSink>,
+    seen: Mutex<BTreeMap<String, ()>>,
+}
+
+impl SimulatedGateway {
+    /// A gateway that answers through `callbacks`.
+    pub fn new(config: SimGatewayConfig, rng: Arc<dyn RandomSource>, callbacks: Arc<dyn CallbackSink>) -> Self {
+        Self { config, rng, callbacks, seen: Mutex::new(BTreeMap::new()) }
+    }
+
+    fn chance(&self, ppm: u32) -> bool {
+        (self.rng.next_u64() % 1_000_000) < u64::from(ppm)
+    }
+
+    fn latency(&self) -> Duration {
+        let lo = self.config.min_latency.as_millis() as u64;
+        let hi = self.config.max_latency.as_millis() as u64;
+        Duration::from_millis(lo + self.rng.next_u64() % (hi.saturating_sub(lo) + 1))
+    }
+
+    /// Records the key; true when it is new (the first call with this key).
+    fn first_call(&self, key: &str) -> bool {
+        match self.seen.lock() {
+            Ok(mut seen) => seen.insert(key.to_string(), ()).is_none(),
+            Err(_) => false,
+        }
+    }
+
+    fn answer_later(&self, key: &str, to: EntityRef, cmd: Command) {
+        let times = if self.chance(self.config.duplicate_ppm) { 2 } else { 1 };
+        let delay = self.latency();
+        let callbacks = self.callbacks.clone();
+        let msg_id = format!("gateway:{key}");
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            for _ in 0..times {
+                callbacks.deliver(to.clone(), msg_id.clone(), cmd.clone());
+            }
+        });
+    }
+
+    fn accepted(&self) -> Result<(), ExternalError> {
+        if self.chance(self.config.lost_response_ppm) {
+            return Err(ExternalError::Timeout);
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl PaymentGateway for SimulatedGateway {
+    async fn charge(&self, key: &str, order_id: &str, method: &Method, _amount: &Money) -> Result<(), ExternalError> {
+        if self.first_call(key) {
+            if let Some(result) = decide(method) {
+                let cmd = Command::Payment(PaymentCommand::ChargeResult { event_id: format!("evt:{key}"), result });
+                self.answer_later(key, EntityRef::new(EntityKind::Payment, order_id), cmd);
+            }
+        }
+        self.accepted()
+    }
+
+    async fn refund(&self, key: &str, order_id: &str, _amount: &Money) -> Result<(), ExternalError> {
+        if self.first_call(key) {
+            let cmd = Command::Payment(PaymentCommand::RefundResult { event_id: format!("evt:{key}"), result: Ok(()) });
+            self.answer_later(key, EntityRef::new(EntityKind::Payment, order_id), cmd);
+        }
+        self.accepted()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_cards_behave_as_documented() {
+        let card = |n: &str| Method::Card { number: n.into() };
+        assert_eq!(decide(&card("4242424242424242")), Some(Ok(())));
+        assert_eq!(decide(&card("4000000000000002")), Some(Err("card_declined".into())));
+        assert_eq!(decide(&card("4000000000009995")), Some(Err("insufficient_funds".into())));
+        assert_eq!(decide(&card("4000000000000119")), None);
+        assert_eq!(decide(&Method::Upi { vpa: "success@upi".into() }), Some(Ok(())));
+        assert_eq!(decide(&Method::Upi { vpa: "failure@upi".into() }), Some(Err("upi_declined".into())));
+    }
+}

@@ -1,0 +1,35 @@
+//! Limits on every input, shared by the domain and the edge.
+
+/// Longest accepted SKU.
+pub const MAX_SKU_LEN: usize = 64;
+/// Longest accepted short text (names, cities, categories).
+pub const MAX_NAME_LEN: usize = 200;
+/// Longest accepted long text (descriptions).
+pub const MAX_TEXT_LEN: usize = 4000;
+/// Largest quantity of one SKU in a cart line or an order line.
+pub const MAX_LINE_QUANTITY: u32 = 100;
+/// Most distinct lines in a cart.
+pub const MAX_CART_LINES: usize = 50;
+/// Largest quantity received or written off in one call.
+pub const MAX_STOCK_MOVE: u64 = 1_000_000;
+/// Largest unit price in minor units (10 million in major units).
+pub const MAX_PRICE_MINOR: u64 = 1_000_000_000;
+/// Notifications kept per inbox (oldest dropped first).
+pub const MAX_INBOX_ITEMS: usize = 200;
+/// Orders remembered per account for listing (oldest dropped first).
+pub const MAX_ACCOUNT_ORDERS: usize = 500;
+
+/// Whether `sku` is a valid SKU: 1..=64 of `A-Z a-z 0-9 - _ .`.
+pub fn valid_sku(sku: &str) -> bool {
+    !sku.is_empty()
+        && sku.len() <= MAX_SKU_LEN
+        && sku
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+/// Whether `s` is acceptable free text: at most `max` characters, no control characters
+/// other than newline and tab.
+pub fn valid_text(s: &str, max: usize) -> bool {
+    s.chars().count() <= max && !s.chars().any(|c| c.is_control() && c != '\n' && c != '\t')
+}

@@ -1,0 +1,6 @@
+//! Agora's runtime: storage, shard hosting, the outbox relay, the outside-world adapters,
+//! the admin endpoint, and the assembly of a node.
+
+pub mod runtime;
+pub mod seams;
+pub mod store;

@@ -1,0 +1,246 @@
+//! The outbox relay: delivers every committed outbox message at least once, in order per
+//! destination, at or after its due time (durable timers are outbox rows with a due time).
+//! A delivered row is deleted; a refused one becomes a dead letter; an unreachable
+//! destination is retried with backoff. Rows are reloaded from the store at start, so timers
+//! and undelivered messages survive restarts.
+
+use super::external::ExternalServices;
+use super::region::Region;
+use crate::store::record::{DeadLetter, FORMAT_VERSION};
+use crate::store::writer::CommittedOutbox;
+use crate::store::{Store, StoreError, WriteOp, Writer};
+use agora_actors::client::AskError;
+use agora_actors::message::Body;
+use agora_actors::seams::Clock;
+use agora_actors::{Destination, OutboxMessage};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::task::JoinSet;
+
+/// Most deliveries in flight at once.
+const MAX_CONCURRENT: usize = 512;
+/// Longest wait between retries.
+const MAX_BACKOFF_MS: u64 = 5_000;
+
+struct Item {
+    key: Vec<u8>,
+    msg: OutboxMessage,
+    attempts: u32,
+}
+
+#[derive(Default)]
+struct Lane {
+    queue: VecDeque<Item>,
+    busy: bool,
+    waiting_retry: bool,
+}
+
+enum Failure {
+    Retry(String),
+    Dead(String),
+}
+
+/// Everything the relay needs.
+pub struct RelayDeps {
+    /// Committed reads at start.
+    pub store: Store,
+    /// Acks and dead letters.
+    pub writer: Writer,
+    /// Entity destinations.
+    pub region: Region,
+    /// Outside destinations.
+    pub external: ExternalServices,
+    /// Time seam.
+    pub clock: Arc<dyn Clock>,
+}
+
+/// Starts the relay: loads every stored outbox row, then follows new commits.
+pub fn start(deps: RelayDeps, committed: UnboundedReceiver<CommittedOutbox>) -> Result<tokio::task::JoinHandle<()>, StoreError> {
+    let rows = deps.store.outbox_rows()?;
+    tracing::info!(pending = rows.len(), "outbox relay starting");
+    let mut relay = Relay {
+        deps,
+        lanes: HashMap::new(),
+        ready: VecDeque::new(),
+        timers: BTreeMap::new(),
+        retries: BTreeMap::new(),
+        acks: Vec::new(),
+        running: JoinSet::new(),
+        backlog: 0,
+    };
+    for (key, rec) in rows {
+        relay.add(key, rec.message);
+    }
+    Ok(tokio::spawn(relay.run(committed)))
+}
+
+struct Relay {
+    deps: RelayDeps,
+    lanes: HashMap<String, Lane>,
+    ready: VecDeque<String>,
+    timers: BTreeMap<(u64, Vec<u8>), OutboxMessage>,
+    retries: BTreeMap<(u64, String), ()>,
+    acks: Vec<Vec<u8>>,
+    running: JoinSet<(String, Item, Result<(), Failure>)>,
+    backlog: usize,
+}
+
+fn lane_of(msg: &OutboxMessage) -> String {
+    match &msg.to {
+        Destination::Entity(e) => e.to_string(),
+        Destination::External => format!("external:{}", msg.id),
+    }
+}
+
+async fn deliver(region: Region, external: ExternalServices, msg: &OutboxMessage) -> Result<(), Failure> {
+    match (&msg.to, &msg.body) {
+        (Destination::Entity(to), Body::Command(cmd)) => match region.deliver(to.clone(), cmd.clone(), Some(msg.id.clone())).await {
+            Ok(_) => Ok(()),
+            Err(AskError::Domain(e)) => Err(Failure::Dead(e.to_string())),
+            Err(e) => Err(Failure::Retry(e.to_string())),
+        },
+        (Destination::External, Body::External(call)) => external.call(call).await.map_err(|e| Failure::Retry(e.to_string())),
+        _ => Err(Failure::Dead("destination and body do not match".into())),
+    }
+}
+
+impl Relay {
+    fn add(&mut self, key: Vec<u8>, msg: OutboxMessage) {
+        self.backlog += 1;
+        if msg.deliver_at_ms > self.deps.clock.now_ms() {
+            self.timers.insert((msg.deliver_at_ms, key), msg);
+        } else {
+            self.enqueue(Item { key, msg, attempts: 0 });
+        }
+    }
+
+    fn enqueue(&mut self, item: Item) {
+        let name = lane_of(&item.msg);
+        let lane = self.lanes.entry(name.clone()).or_default();
+        lane.queue.push_back(item);
+        if !lane.busy && !lane.waiting_retry && lane.queue.len() == 1 {
+            self.ready.push_back(name);
+        }
+    }
+
+    fn fire_due(&mut self) {
+        let now = self.deps.clock.now_ms();
+        while let Some(entry) = self.timers.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let ((_, key), msg) = entry.remove_entry();
+            self.enqueue(Item { key, msg, attempts: 0 });
+        }
+        while let Some(entry) = self.retries.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let ((_, name), ()) = entry.remove_entry();
+            if let Some(lane) = self.lanes.get_mut(&name) {
+                lane.waiting_retry = false;
+                self.ready.push_back(name);
+            }
+        }
+    }
+
+    fn start_ready(&mut self) {
+        while self.running.len() < MAX_CONCURRENT {
+            let Some(name) = self.ready.pop_front() else { break };
+            let Some(lane) = self.lanes.get_mut(&name) else { continue };
+            if lane.busy || lane.waiting_retry {
+                continue;
+            }
+            let Some(item) = lane.queue.pop_front() else {
+                self.lanes.remove(&name);
+                continue;
+            };
+            lane.busy = true;
+            let region = self.deps.region.clone();
+            let external = self.deps.external.clone();
+            self.running.spawn(async move {
+                let r = deliver(region, external, &item.msg).await;
+                (name, item, r)
+            });
+        }
+    }
+
+    fn finished(&mut self, name: String, mut item: Item, result: Result<(), Failure>) {
+        let now = self.deps.clock.now_ms();
+        let Some(lane) = self.lanes.get_mut(&name) else { return };
+        lane.busy = false;
+        match result {
+            Ok(()) => {
+                metrics::counter!("agora_outbox_delivered_total").increment(1);
+                self.acks.push(item.key);
+                self.backlog -= 1;
+            }
+            Err(Failure::Dead(reason)) => {
+                tracing::warn!(msg_id = %item.msg.id, topic = %item.msg.topic, reason, "message refused; dead-lettered");
+                metrics::counter!("agora_dead_letters_total").increment(1);
+                let letter = DeadLetter { format: FORMAT_VERSION, at_ms: now, reason, message: item.msg };
+                if let Err(e) = self.deps.writer.submit(WriteOp::DeadLetter { key: item.key, letter }) {
+                    tracing::error!(error = %e, "cannot record a dead letter");
+                }
+                self.backlog -= 1;
+            }
+            Err(Failure::Retry(reason)) => {
+                item.attempts += 1;
+                metrics::counter!("agora_outbox_retries_total").increment(1);
+                tracing::debug!(msg_id = %item.msg.id, attempts = item.attempts, reason, "delivery failed; will retry");
+                let backoff = (50u64 << item.attempts.min(10)).min(MAX_BACKOFF_MS);
+                lane.queue.push_front(item);
+                lane.waiting_retry = true;
+                self.retries.insert((now + backoff, name), ());
+                return;
+            }
+        }
+        if lane.queue.is_empty() {
+            self.lanes.remove(&name);
+        } else {
+            self.ready.push_back(name);
+        }
+    }
+
+    fn flush_acks(&mut self) {
+        if !self.acks.is_empty() {
+            let keys = std::mem::take(&mut self.acks);
+            if let Err(e) = self.deps.writer.submit(WriteOp::OutboxAcked(keys)) {
+                tracing::error!(error = %e, "cannot delete delivered outbox rows");
+            }
+        }
+        metrics::gauge!("agora_outbox_backlog").set(self.backlog as f64);
+    }
+
+    fn next_wake(&self) -> Duration {
+        let now = self.deps.clock.now_ms();
+        let t = self.timers.keys().next().map(|(t, _)| *t);
+        let r = self.retries.keys().next().map(|(t, _)| *t);
+        match t.into_iter().chain(r).min() {
+            Some(at) => Duration::from_millis(at.saturating_sub(now).max(1)),
+            None => Duration::from_secs(3600),
+        }
+    }
+
+    async fn run(mut self, mut committed: UnboundedReceiver<CommittedOutbox>) {
+        loop {
+            self.fire_due();
+            self.start_ready();
+            self.flush_acks();
+            let wake = self.next_wake();
+            tokio::select! {
+                batch = committed.recv() => match batch {
+                    Some(rows) => for (key, msg) in rows { self.add(key, msg) },
+                    None => return,
+                },
+                Some(done) = self.running.join_next(), if !self.running.is_empty() => match done {
+                    Ok((name, item, result)) => self.finished(name, item, result),
+                    Err(e) => tracing::error!(error = %e, "a delivery task failed"),
+                },
+                _ = tokio::time::sleep(wake) => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! The shard actor: owns the entities of one shard on this node. It activates an entity on
+//! its first message, passivates it when idle, and restarts it (state reloaded from the
+//! store) when it fails. A passivating entity's new messages wait until it has stopped, so
+//! two copies of one entity never run at once.
+
+use super::entity::{EntityActor, EntityArgs, EntityMsg, ReplyTo};
+use super::RuntimeContext;
+use agora_actors::client::AskError;
+use agora_actors::{Command, EntityRef};
+use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+/// Messages a shard takes.
+pub enum ShardMsg {
+    /// Deliver a command to an entity of this shard.
+    Deliver {
+        /// The entity.
+        to: EntityRef,
+        /// The command.
+        cmd: Command,
+        /// Message id for dedup, if any.
+        msg_id: Option<String>,
+        /// Where the reply goes.
+        reply: ReplyTo,
+    },
+    /// Passivate idle entities.
+    Tick,
+    /// Report counts.
+    Stats(tokio::sync::oneshot::Sender<ShardStats>),
+}
+
+/// A shard's counts.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ShardStats {
+    /// Active entities.
+    pub active: usize,
+    /// Entities stopping.
+    pub stopping: usize,
+}
+
+/// Start arguments.
+pub struct ShardArgs {
+    /// The shard number.
+    pub shard: u32,
+    /// The epoch this node owns it under.
+    pub epoch: u64,
+    /// Shared runtime.
+    pub rt: RuntimeContext,
+}
+
+/// The actor.
+pub struct ShardActor;
+
+struct Active {
+    actor: ActorRef<EntityMsg>,
+    last_touch_ms: u64,
+}
+
+type Pending = (Command, Option<String>, ReplyTo);
+
+/// The shard's state.
+pub struct ShardState {
+    args: ShardArgs,
+    fenced: Arc<AtomicBool>,
+    active: HashMap<EntityRef, Active>,
+    stopping: HashMap<EntityRef, Vec<Pending>>,
+    by_actor: HashMap<ActorId, EntityRef>,
+}
+
+impl ShardState {
+    async fn activate(&mut self, me: &ActorRef<ShardMsg>, entity: EntityRef) -> Result<ActorRef<EntityMsg>, ActorProcessingErr> {
+        let args = EntityArgs {
+            entity: entity.clone(),
+            shard: self.args.shard,
+            epoch: self.args.epoch,
+            fenced: self.fenced.clone(),
+            rt: self.args.rt.clone(),
+        };
+        let (actor, _) = Actor::spawn_linked(None, EntityActor, args, me.get_cell()).await?;
+        self.by_actor.insert(actor.get_id(), entity.clone());
+        metrics::counter!("agora_entity_activations_total", "kind" => entity.kind.name()).increment(1);
+        Ok(actor)
+    }
+
+    async fn deliver(&mut self, me: &ActorRef<ShardMsg>, to: EntityRef, p: Pending) -> Result<(), ActorProcessingErr> {
+        if let Some(buffer) = self.stopping.get_mut(&to) {
+            buffer.push(p);
+            return Ok(());
+        }
+        let now = self.args.rt.clock.now_ms();
+        let actor = match self.active.get_mut(&to) {
+            Some(a) => {
+                a.last_touch_ms = now;
+                a.actor.clone()
+            }
+            None => {
+                let actor = self.activate(me, to.clone()).await?;
+                self.active.insert(to, Active { actor: actor.clone(), last_touch_ms: now });
+                actor
+            }
+        };
+        let (cmd, msg_id, reply) = p;
+        if let Err(e) = actor.send_message(EntityMsg::Request { cmd, msg_id, reply }) {
+            // The actor is gone; the reply port was inside the message and is dropped, so the
+            // caller sees the failure and retries.
+            tracing::debug!(error = %e, "entity mailbox closed");
+        }
+        Ok(())
+    }
+
+    fn passivate_idle(&mut self) {
+        let now = self.args.rt.clock.now_ms();
+        let idle_ms = self.args.rt.passivate_after.as_millis() as u64;
+        let idle: Vec<EntityRef> = self
+            .active
+            .iter()
+            .filter(|(_, a)| now.saturating_sub(a.last_touch_ms) >= idle_ms)
+            .map(|(e, _)| e.clone())
+            .collect();
+        for e in idle {
+            if let Some(a) = self.active.remove(&e) {
+                if a.actor.send_message(EntityMsg::Stop).is_ok() {
+                    self.stopping.insert(e, Vec::new());
+                    metrics::counter!("agora_entity_passivations_total").increment(1);
+                }
+            }
+        }
+    }
+
+    async fn on_exit(&mut self, me: &ActorRef<ShardMsg>, cell: &ActorCell) -> Result<(), ActorProcessingErr> {
+        let Some(entity) = self.by_actor.remove(&cell.get_id()) else { return Ok(()) };
+        if self.active.get(&entity).is_some_and(|a| a.actor.get_id() == cell.get_id()) {
+            self.active.remove(&entity);
+        }
+        if let Some(buffer) = self.stopping.remove(&entity) {
+            for p in buffer {
+                self.deliver(me, entity.clone(), p).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Actor for ShardActor {
+    type Msg = ShardMsg;
+    type State = ShardState;
+    type Arguments = ShardArgs;
+
+    async fn pre_start(&self, _me: ActorRef<ShardMsg>, args: ShardArgs) -> Result<ShardState, ActorProcessingErr> {
+        Ok(ShardState {
+            args,
+            fenced: Arc::new(AtomicBool::new(false)),
+            active: HashMap::new(),
+            stopping: HashMap::new(),
+            by_actor: HashMap::new(),
+        })
+    }
+
+    async fn handle(&self, me: ActorRef<ShardMsg>, msg: ShardMsg, s: &mut ShardState) -> Result<(), ActorProcessingErr> {
+        match msg {
+            ShardMsg::Deliver { to, cmd, msg_id, reply } => {
+                if s.fenced.load(std::sync::atomic::Ordering::Acquire) {
+                    let _ = reply.send(Err(AskError::Unavailable(format!("shard {} is fenced", s.args.shard))));
+                    return Ok(());
+                }
+                s.deliver(&me, to, (cmd, msg_id, reply)).await
+            }
+            ShardMsg::Tick => {
+                s.passivate_idle();
+                Ok(())
+            }
+            ShardMsg::Stats(tx) => {
+                let _ = tx.send(ShardStats { active: s.active.len(), stopping: s.stopping.len() });
+                Ok(())
+            }
+        }
+    }
+
+    async fn handle_supervisor_evt(&self, me: ActorRef<ShardMsg>, evt: SupervisionEvent, s: &mut ShardState) -> Result<(), ActorProcessingErr> {
+        match evt {
+            SupervisionEvent::ActorTerminated(cell, _, _) => s.on_exit(&me, &cell).await,
+            SupervisionEvent::ActorFailed(cell, err) => {
+                let entity = s.by_actor.get(&cell.get_id()).cloned();
+                tracing::error!(shard = s.args.shard, entity = ?entity, error = %err, "entity failed; it restarts from the store on its next message");
+                metrics::counter!("agora_entity_failures_total").increment(1);
+                s.on_exit(&me, &cell).await
+            }
+            _ => Ok(()),
+        }
+    }
+}

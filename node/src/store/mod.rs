@@ -1,0 +1,161 @@
+//! Storage on redb: entity records, the outbox, message dedup, dead letters and metadata,
+//! written by one group-commit writer (see `writer`). A change is acknowledged only after
+//! the transaction that holds it is committed with `Durability::Immediate`.
+
+pub mod keys;
+pub mod record;
+pub mod writer;
+
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use std::path::Path;
+use std::sync::Arc;
+
+pub use writer::{CommitProgress, Writer, WriteOp};
+
+/// Entity records: entity key → `EntityRecord`.
+pub const ENTITIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("entities");
+/// Outbox rows: outbox key → `OutboxRecord`.
+pub const OUTBOX: TableDefinition<&[u8], &[u8]> = TableDefinition::new("outbox");
+/// Applied message ids: dedup key → time applied (ms).
+pub const DEDUP: TableDefinition<&[u8], u64> = TableDefinition::new("dedup");
+/// Dead letters: sequence → `DeadLetter`.
+pub const DEAD_LETTERS: TableDefinition<u64, &[u8]> = TableDefinition::new("dead_letters");
+/// Node metadata: name → bytes.
+pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// Shard epochs: shard → the epoch under which this node owns it.
+pub const SHARD_EPOCHS: TableDefinition<u32, u64> = TableDefinition::new("shard_epochs");
+
+/// Storage errors.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// redb failed.
+    #[error("storage: {0}")]
+    Redb(String),
+    /// A record did not encode or decode.
+    #[error("record codec: {0}")]
+    Codec(String),
+    /// The write was made under an epoch older than the shard's current one (fencing).
+    #[error("stale epoch {got} for shard {shard} (current {current})")]
+    StaleEpoch {
+        /// The shard.
+        shard: u32,
+        /// The writer's epoch.
+        got: u64,
+        /// The shard's epoch.
+        current: u64,
+    },
+    /// The writer stopped (after a failed commit the node stops taking writes).
+    #[error("the store is closed")]
+    Closed,
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self { StoreError::Redb(e.to_string()) }
+        }
+    )*};
+}
+from_redb!(redb::Error, redb::DatabaseError, redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
+
+/// The node's store.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<redb::Database>,
+}
+
+impl Store {
+    /// Opens (or creates) the database at `path` and its tables.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = redb::Database::builder().set_cache_size(256 * 1024 * 1024).create(path)?;
+        let tx = db.begin_write()?;
+        tx.open_table(ENTITIES)?;
+        tx.open_table(OUTBOX)?;
+        tx.open_table(DEDUP)?;
+        tx.open_table(DEAD_LETTERS)?;
+        tx.open_table(META)?;
+        tx.open_table(SHARD_EPOCHS)?;
+        tx.commit()?;
+        Ok(Self { db: Arc::new(db) })
+    }
+
+    /// The database (for the writer).
+    pub fn db(&self) -> &Arc<redb::Database> {
+        &self.db
+    }
+
+    /// Whether `msg_id` already took effect on the entity at `entity_key` (committed data).
+    pub fn dedup_seen(&self, entity_key: &[u8], msg_id: &str) -> Result<bool, StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(DEDUP)?;
+        Ok(t.get(keys::dedup_key(entity_key, msg_id).as_slice())?.is_some())
+    }
+
+    /// Reads a metadata value.
+    pub fn meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(META)?;
+        Ok(t.get(name)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Every outbox row, in key order (for the relay at start).
+    pub fn outbox_rows(&self) -> Result<Vec<(Vec<u8>, record::OutboxRecord)>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(OUTBOX)?;
+        let mut rows = Vec::new();
+        for row in t.iter()? {
+            let (k, v) = row?;
+            rows.push((k.value().to_vec(), record::decode(v.value())?));
+        }
+        Ok(rows)
+    }
+
+    /// Every entity record of the given kinds (for projections at start), in key order.
+    pub fn scan_entities(
+        &self,
+        kinds: &[agora_actors::EntityKind],
+        mut f: impl FnMut(agora_actors::EntityRef, record::EntityRecord),
+    ) -> Result<u64, StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(ENTITIES)?;
+        let mut n = 0;
+        for row in t.iter()? {
+            let (k, v) = row?;
+            if let Some((_, entity)) = keys::parse_entity_key(k.value()) {
+                if kinds.contains(&entity.kind) {
+                    f(entity, record::decode(v.value())?);
+                    n += 1;
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    /// Reads one entity record (committed data).
+    pub fn entity(&self, key: &[u8]) -> Result<Option<record::EntityRecord>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(ENTITIES)?;
+        match t.get(key)? {
+            Some(v) => Ok(Some(record::decode(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Counts of rows per table, for metrics and the admin endpoint.
+    pub fn counts(&self) -> Result<(u64, u64, u64), StoreError> {
+        let tx = self.db.begin_read()?;
+        Ok((tx.open_table(ENTITIES)?.len()?, tx.open_table(OUTBOX)?.len()?, tx.open_table(DEAD_LETTERS)?.len()?))
+    }
+
+    /// The latest dead letters, newest first.
+    pub fn dead_letters(&self, limit: usize) -> Result<Vec<record::DeadLetter>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(DEAD_LETTERS)?;
+        let mut out = Vec::new();
+        for row in t.iter()?.rev().take(limit) {
+            let (_, v) = row?;
+            out.push(record::decode(v.value())?);
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,404 @@
+//! The group-commit writer: one OS thread (the storage executor in production) takes every
+//! pending change, writes them all in one redb transaction, commits it durably with one
+//! fsync, and only then answers. Changes are applied in the order they were submitted, so a
+//! later change never lands without an earlier one.
+
+use super::keys::{dedup_key, outbox_key};
+use super::record::{self, DeadLetter, EntityRecord, OutboxRecord, FORMAT_VERSION};
+use super::{Store, StoreError, DEAD_LETTERS, DEDUP, ENTITIES, META, OUTBOX, SHARD_EPOCHS};
+use agora_actors::host::EntityState;
+use agora_actors::{EntityRef, OutboxMessage};
+use redb::{Durability, ReadableDatabase, ReadableTable};
+use std::collections::HashMap;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::sync::{oneshot, watch};
+
+/// Most operations folded into one transaction.
+const MAX_BATCH: usize = 8192;
+
+/// One entity's change: its new record, the message id it consumed, the messages it emits.
+pub struct EntityWrite {
+    /// The entity's shard.
+    pub shard: u32,
+    /// The epoch the entity's owner holds.
+    pub epoch: u64,
+    /// The entity.
+    pub entity: EntityRef,
+    /// Its storage key.
+    pub key: Vec<u8>,
+    /// The encoded `EntityRecord`.
+    pub record: Vec<u8>,
+    /// The message id consumed, recorded for dedup.
+    pub msg_id: Option<String>,
+    /// Messages to put in the outbox.
+    pub outbox: Vec<OutboxMessage>,
+    /// The new state, for commit listeners (projections), when a listener wants this kind.
+    pub state_for_listeners: Option<EntityState>,
+    /// When the change was made.
+    pub now_ms: u64,
+    /// Answered once the change is durable (or refused).
+    pub done: oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// An operation for the writer.
+pub enum WriteOp {
+    /// Write an entity's change.
+    Entity(Box<EntityWrite>),
+    /// Read an entity's record after every earlier write is durable.
+    Load {
+        /// The entity key.
+        key: Vec<u8>,
+        /// The answer.
+        reply: oneshot::Sender<Result<Option<EntityRecord>, StoreError>>,
+    },
+    /// Delete delivered outbox rows.
+    OutboxAcked(Vec<Vec<u8>>),
+    /// Move an undeliverable outbox row to the dead letters.
+    DeadLetter {
+        /// Its outbox key.
+        key: Vec<u8>,
+        /// The dead letter.
+        letter: DeadLetter,
+    },
+    /// Write a metadata value.
+    PutMeta {
+        /// Name.
+        name: String,
+        /// Value.
+        value: Vec<u8>,
+        /// Answered once durable.
+        done: oneshot::Sender<Result<(), StoreError>>,
+    },
+}
+
+/// How far the writer has got.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitProgress {
+    /// Every operation with a ticket up to this one is durable (or was refused).
+    pub committed: u64,
+    /// A commit failed: the store takes no more writes.
+    pub failed: bool,
+}
+
+/// Told about every committed entity state of the kinds it asked for.
+pub trait CommitListener: Send + Sync + 'static {
+    /// Whether this listener wants states of `kind`.
+    fn wants(&self, kind: agora_actors::EntityKind) -> bool;
+    /// A state was committed.
+    fn committed(&self, entity: &EntityRef, state: &EntityState);
+}
+
+/// Committed outbox rows, for the relay.
+pub type CommittedOutbox = Vec<(Vec<u8>, OutboxMessage)>;
+
+struct Submit {
+    next_ticket: u64,
+    tx: mpsc::Sender<(u64, WriteOp)>,
+}
+
+/// The handle through which actors submit changes.
+#[derive(Clone)]
+pub struct Writer {
+    submit: Arc<Mutex<Submit>>,
+    progress: watch::Receiver<CommitProgress>,
+    listeners: Arc<Vec<Arc<dyn CommitListener>>>,
+}
+
+impl Writer {
+    /// Starts the writer thread. Committed outbox rows go to `relay`.
+    pub fn start(
+        store: Store,
+        relay: tokio::sync::mpsc::UnboundedSender<CommittedOutbox>,
+        listeners: Vec<Arc<dyn CommitListener>>,
+    ) -> Result<Self, StoreError> {
+        let (tx, rx) = mpsc::channel();
+        let (progress_tx, progress) = watch::channel(CommitProgress::default());
+        let listeners = Arc::new(listeners);
+        let next_outbox = {
+            let rtx = store.db().begin_read()?;
+            let t = rtx.open_table(OUTBOX)?;
+            let mut max = 0;
+            for row in t.iter()? {
+                let (k, _) = row?;
+                if let Some((_, seq)) = super::keys::parse_outbox_key(k.value()) {
+                    max = max.max(seq);
+                }
+            }
+            max + 1
+        };
+        let next_dead = {
+            let rtx = store.db().begin_read()?;
+            let t = rtx.open_table(DEAD_LETTERS)?;
+            let last = t.last()?.map(|(k, _)| k.value());
+            last.map_or(1, |k| k + 1)
+        };
+        let mut thread = WriterThread {
+            store,
+            rx,
+            progress: progress_tx,
+            relay,
+            listeners: listeners.clone(),
+            next_outbox,
+            next_dead,
+            epochs: HashMap::new(),
+        };
+        std::thread::Builder::new()
+            .name("agora-writer".into())
+            .spawn(move || thread.run())
+            .map_err(|e| StoreError::Redb(format!("cannot start the writer thread: {e}")))?;
+        Ok(Self { submit: Arc::new(Mutex::new(Submit { next_ticket: 1, tx })), progress, listeners })
+    }
+
+    /// Submits an operation; returns its ticket (durable once `progress().committed >= ticket`).
+    pub fn submit(&self, op: WriteOp) -> Result<u64, StoreError> {
+        let mut s = self.submit.lock().map_err(|_| StoreError::Closed)?;
+        let ticket = s.next_ticket;
+        s.tx.send((ticket, op)).map_err(|_| StoreError::Closed)?;
+        s.next_ticket += 1;
+        Ok(ticket)
+    }
+
+    /// A receiver of commit progress.
+    pub fn progress(&self) -> watch::Receiver<CommitProgress> {
+        self.progress.clone()
+    }
+
+    /// Whether some listener wants committed states of `kind`.
+    pub fn listened(&self, kind: agora_actors::EntityKind) -> bool {
+        self.listeners.iter().any(|l| l.wants(kind))
+    }
+
+    /// Loads an entity record after every earlier write is durable.
+    pub async fn load(&self, key: Vec<u8>) -> Result<Option<EntityRecord>, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.submit(WriteOp::Load { key, reply })?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Writes a metadata value durably.
+    pub async fn put_meta(&self, name: &str, value: Vec<u8>) -> Result<(), StoreError> {
+        let (done, rx) = oneshot::channel();
+        self.submit(WriteOp::PutMeta { name: name.to_string(), value, done })?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Waits until the operation with `ticket` is durable; false if the store failed first.
+    pub async fn durable(&self, ticket: u64) -> bool {
+        wait_durable(self.progress.clone(), ticket).await
+    }
+}
+
+/// Waits until `ticket` is durable; false if the store failed first.
+pub async fn wait_durable(mut progress: watch::Receiver<CommitProgress>, ticket: u64) -> bool {
+    match progress.wait_for(|p| p.failed || p.committed >= ticket).await {
+        Ok(p) => !p.failed,
+        Err(_) => false,
+    }
+}
+
+enum Done {
+    Unit(oneshot::Sender<Result<(), StoreError>>),
+    Load(oneshot::Sender<Result<Option<EntityRecord>, StoreError>>, Result<Option<EntityRecord>, StoreError>),
+}
+
+struct WriterThread {
+    store: Store,
+    rx: mpsc::Receiver<(u64, WriteOp)>,
+    progress: watch::Sender<CommitProgress>,
+    relay: tokio::sync::mpsc::UnboundedSender<CommittedOutbox>,
+    listeners: Arc<Vec<Arc<dyn CommitListener>>>,
+    next_outbox: u64,
+    next_dead: u64,
+    epochs: HashMap<u32, u64>,
+}
+
+struct BatchResult {
+    done: Vec<Done>,
+    refused: Vec<(oneshot::Sender<Result<(), StoreError>>, StoreError)>,
+    outbox: CommittedOutbox,
+    states: Vec<(EntityRef, EntityState)>,
+    wrote: bool,
+}
+
+impl WriterThread {
+    fn run(&mut self) {
+        while let Ok(first) = self.rx.recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match self.rx.try_recv() {
+                    Ok(op) => batch.push(op),
+                    Err(_) => break,
+                }
+            }
+            let max_ticket = batch.iter().map(|(t, _)| *t).max().unwrap_or(0);
+            let size = batch.len();
+            let started = Instant::now();
+            match self.commit(batch) {
+                Ok(r) => {
+                    if r.wrote {
+                        metrics::counter!("agora_store_commits_total").increment(1);
+                        metrics::histogram!("agora_store_commit_seconds").record(started.elapsed().as_secs_f64());
+                        metrics::histogram!("agora_store_batch_ops").record(size as f64);
+                    }
+                    self.finish(r, max_ticket);
+                }
+                Err((e, pending)) => {
+                    tracing::error!(error = %e, "commit failed; the store takes no more writes");
+                    metrics::counter!("agora_store_commit_failures_total").increment(1);
+                    for d in pending {
+                        match d {
+                            Done::Unit(tx) => {
+                                let _ = tx.send(Err(e.clone()));
+                            }
+                            Done::Load(tx, _) => {
+                                let _ = tx.send(Err(e.clone()));
+                            }
+                        }
+                    }
+                    self.progress.send_modify(|p| p.failed = true);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self, r: BatchResult, max_ticket: u64) {
+        for d in r.done {
+            match d {
+                Done::Unit(tx) => {
+                    let _ = tx.send(Ok(()));
+                }
+                Done::Load(tx, v) => {
+                    let _ = tx.send(v);
+                }
+            }
+        }
+        for (tx, e) in r.refused {
+            let _ = tx.send(Err(e));
+        }
+        self.progress.send_modify(|p| p.committed = p.committed.max(max_ticket));
+        for (entity, state) in &r.states {
+            for l in self.listeners.iter() {
+                if l.wants(entity.kind) {
+                    l.committed(entity, state);
+                }
+            }
+        }
+        if !r.outbox.is_empty() {
+            let _ = self.relay.send(r.outbox);
+        }
+    }
+
+    fn epoch_of(&mut self, t: &redb::Table<u32, u64>, shard: u32) -> Result<u64, StoreError> {
+        if let Some(e) = self.epochs.get(&shard) {
+            return Ok(*e);
+        }
+        let e = t.get(shard)?.map_or(0, |v| v.value());
+        self.epochs.insert(shard, e);
+        Ok(e)
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn commit(&mut self, batch: Vec<(u64, WriteOp)>) -> Result<BatchResult, (StoreError, Vec<Done>)> {
+        let mut r = BatchResult { done: Vec::new(), refused: Vec::new(), outbox: Vec::new(), states: Vec::new(), wrote: false };
+        let mut ops = batch.into_iter();
+        let result = (|| -> Result<redb::WriteTransaction, StoreError> {
+            let mut tx = self.store.db().begin_write()?;
+            tx.set_durability(Durability::Immediate).map_err(|e| StoreError::Redb(e.to_string()))?;
+            {
+                let mut entities = tx.open_table(ENTITIES)?;
+                let mut outbox = tx.open_table(OUTBOX)?;
+                let mut dedup = tx.open_table(DEDUP)?;
+                let mut dead = tx.open_table(DEAD_LETTERS)?;
+                let mut meta = tx.open_table(META)?;
+                let mut epochs = tx.open_table(SHARD_EPOCHS)?;
+                for (_, op) in ops.by_ref() {
+                    match op {
+                        WriteOp::Entity(w) => {
+                            let current = self.epoch_of(&epochs, w.shard)?;
+                            if w.epoch < current {
+                                metrics::counter!("agora_store_fenced_writes_total").increment(1);
+                                r.refused.push((w.done, StoreError::StaleEpoch { shard: w.shard, got: w.epoch, current }));
+                                continue;
+                            }
+                            if w.epoch > current {
+                                epochs.insert(w.shard, w.epoch)?;
+                                self.epochs.insert(w.shard, w.epoch);
+                            }
+                            entities.insert(w.key.as_slice(), w.record.as_slice())?;
+                            if let Some(id) = &w.msg_id {
+                                dedup.insert(dedup_key(&w.key, id).as_slice(), w.now_ms)?;
+                            }
+                            for m in w.outbox {
+                                let k = outbox_key(w.shard, self.next_outbox);
+                                self.next_outbox += 1;
+                                let row = record::encode(&OutboxRecord { format: FORMAT_VERSION, epoch: w.epoch, message: m.clone() })?;
+                                outbox.insert(k.as_slice(), row.as_slice())?;
+                                r.outbox.push((k.to_vec(), m));
+                            }
+                            if let Some(s) = w.state_for_listeners {
+                                r.states.push((w.entity, s));
+                            }
+                            r.done.push(Done::Unit(w.done));
+                            r.wrote = true;
+                        }
+                        WriteOp::Load { key, reply } => {
+                            let v = match entities.get(key.as_slice()) {
+                                Ok(Some(v)) => record::decode(v.value()).map(Some),
+                                Ok(None) => Ok(None),
+                                Err(e) => Err(StoreError::from(e)),
+                            };
+                            r.done.push(Done::Load(reply, v));
+                        }
+                        WriteOp::OutboxAcked(keys) => {
+                            for k in keys {
+                                outbox.remove(k.as_slice())?;
+                            }
+                            r.wrote = true;
+                        }
+                        WriteOp::DeadLetter { key, letter } => {
+                            outbox.remove(key.as_slice())?;
+                            dead.insert(self.next_dead, record::encode(&letter)?.as_slice())?;
+                            self.next_dead += 1;
+                            r.wrote = true;
+                        }
+                        WriteOp::PutMeta { name, value, done } => {
+                            meta.insert(name.as_str(), value.as_slice())?;
+                            r.done.push(Done::Unit(done));
+                            r.wrote = true;
+                        }
+                    }
+                }
+            }
+            Ok(tx)
+        })();
+        let fail = |e: StoreError, r: BatchResult, rest: std::vec::IntoIter<(u64, WriteOp)>| {
+            let mut pending = r.done;
+            pending.extend(r.refused.into_iter().map(|(tx, _)| Done::Unit(tx)));
+            for (_, op) in rest {
+                match op {
+                    WriteOp::Entity(w) => pending.push(Done::Unit(w.done)),
+                    WriteOp::PutMeta { done, .. } => pending.push(Done::Unit(done)),
+                    WriteOp::Load { reply, .. } => pending.push(Done::Load(reply, Err(StoreError::Closed))),
+                    _ => {}
+                }
+            }
+            (e, pending)
+        };
+        match result {
+            Ok(tx) => {
+                if r.wrote {
+                    if let Err(e) = tx.commit() {
+                        return Err(fail(e.into(), r, ops));
+                    }
+                } else {
+                    tx.abort().map_err(|e| (StoreError::from(e), Vec::new()))?;
+                }
+                Ok(r)
+            }
+            Err(e) => Err(fail(e, r, ops)),
+        }
+    }
+}
