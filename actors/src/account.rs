@@ -116,7 +116,9 @@ pub struct AccountView {
 }
 
 fn profile<'a>(s: &'a AccountState, ctx: &Ctx) -> Result<&'a Profile, DomainError> {
-    s.profile.as_ref().ok_or_else(|| DomainError::NotFound(format!("account {}", ctx.me.id)))
+    s.profile
+        .as_ref()
+        .ok_or_else(|| DomainError::NotFound(format!("account {}", ctx.me.id)))
 }
 
 fn payment(order_id: &str) -> EntityRef {
@@ -124,20 +126,40 @@ fn payment(order_id: &str) -> EntityRef {
 }
 
 /// Handles one command.
-pub fn handle(s: &mut AccountState, cmd: AccountCommand, ctx: &mut Ctx) -> Result<Outcome, DomainError> {
+pub fn handle(
+    s: &mut AccountState,
+    cmd: AccountCommand,
+    ctx: &mut Ctx,
+) -> Result<Outcome, DomainError> {
     match cmd {
-        AccountCommand::Register { email, name, password_hash, role } => {
+        AccountCommand::Register {
+            email,
+            name,
+            password_hash,
+            role,
+        } => {
             if s.profile.is_some() {
-                return Err(DomainError::AlreadyExists("an account with this email".into()));
+                return Err(DomainError::AlreadyExists(
+                    "an account with this email".into(),
+                ));
             }
             if password_hash.is_empty() {
                 return Err(invalid("password", "missing"));
             }
-            s.profile = Some(Profile { email, name, password_hash, role, created_at_ms: ctx.now_ms });
+            s.profile = Some(Profile {
+                email,
+                name,
+                password_hash,
+                role,
+                created_at_ms: ctx.now_ms,
+            });
             s.wallet_minor = ctx.config.initial_wallet_minor;
         }
         AccountCommand::SetPassword { password_hash } => {
-            let p = s.profile.as_mut().ok_or_else(|| DomainError::NotFound("account".into()))?;
+            let p = s
+                .profile
+                .as_mut()
+                .ok_or_else(|| DomainError::NotFound("account".into()))?;
             p.password_hash = password_hash;
         }
         AccountCommand::GetCredentials => {
@@ -159,7 +181,10 @@ pub fn handle(s: &mut AccountState, cmd: AccountCommand, ctx: &mut Ctx) -> Resul
             return reply(Reply::Ack);
         }
         AccountCommand::ListOrders => return reply(Reply::OrderIds(s.orders.clone())),
-        AccountCommand::DebitWallet { order_id, amount_minor } => {
+        AccountCommand::DebitWallet {
+            order_id,
+            amount_minor,
+        } => {
             let result = if s.profile.is_none() {
                 Err("no such account".to_string())
             } else if s.wallet_minor < amount_minor {
@@ -176,13 +201,19 @@ pub fn handle(s: &mut AccountState, cmd: AccountCommand, ctx: &mut Ctx) -> Resul
             );
             return reply(Reply::Ack);
         }
-        AccountCommand::CreditWallet { order_id, amount_minor } => {
+        AccountCommand::CreditWallet {
+            order_id,
+            amount_minor,
+        } => {
             s.wallet_minor += amount_minor;
             let event_id = format!("wallet:{order_id}:refund");
             ctx.send(
                 payment(&order_id),
                 "WALLET_REFUNDED",
-                Command::Payment(PaymentCommand::RefundResult { event_id, result: Ok(()) }),
+                Command::Payment(PaymentCommand::RefundResult {
+                    event_id,
+                    result: Ok(()),
+                }),
             );
             return reply(Reply::Ack);
         }

@@ -47,14 +47,23 @@ pub fn handle(s: &mut CartState, cmd: CartCommand, _ctx: &mut Ctx) -> Result<Out
     match cmd {
         CartCommand::AddItem { sku, quantity } => {
             if quantity == 0 || quantity > MAX_LINE_QUANTITY {
-                return Err(invalid("quantity", format!("must be 1..={MAX_LINE_QUANTITY}")));
+                return Err(invalid(
+                    "quantity",
+                    format!("must be 1..={MAX_LINE_QUANTITY}"),
+                ));
             }
             if !s.lines.contains_key(&sku) && s.lines.len() >= MAX_CART_LINES {
-                return Err(invalid("sku", format!("a cart holds at most {MAX_CART_LINES} lines")));
+                return Err(invalid(
+                    "sku",
+                    format!("a cart holds at most {MAX_CART_LINES} lines"),
+                ));
             }
             let q = s.lines.get(&sku).copied().unwrap_or(0) + quantity;
             if q > MAX_LINE_QUANTITY {
-                return Err(invalid("quantity", format!("at most {MAX_LINE_QUANTITY} of one SKU")));
+                return Err(invalid(
+                    "quantity",
+                    format!("at most {MAX_LINE_QUANTITY} of one SKU"),
+                ));
             }
             s.lines.insert(sku, q);
         }
@@ -81,5 +90,7 @@ pub fn handle(s: &mut CartState, cmd: CartCommand, _ctx: &mut Ctx) -> Result<Out
         }
         CartCommand::Get => {}
     }
-    reply(Reply::Cart(s.lines.iter().map(|(k, v)| (k.clone(), *v)).collect()))
+    reply(Reply::Cart(
+        s.lines.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+    ))
 }

@@ -52,7 +52,9 @@ impl Command {
     pub fn name(&self) -> String {
         let dbg = format!("{self:?}");
         // `Stock(Reserve { .. })` → `Stock::Reserve`
-        let mut parts = dbg.split(|c: char| !c.is_alphanumeric()).filter(|p| !p.is_empty());
+        let mut parts = dbg
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|p| !p.is_empty());
         match (parts.next(), parts.next()) {
             (Some(a), Some(b)) => format!("{a}::{b}"),
             (Some(a), None) => a.to_string(),

@@ -48,8 +48,16 @@ pub struct SimulatedCourier {
 
 impl SimulatedCourier {
     /// A courier that answers through `callbacks`.
-    pub fn new(config: SimCourierConfig, rng: Arc<dyn RandomSource>, callbacks: Arc<dyn CallbackSink>) -> Self {
-        Self { config, rng, callbacks }
+    pub fn new(
+        config: SimCourierConfig,
+        rng: Arc<dyn RandomSource>,
+        callbacks: Arc<dyn CallbackSink>,
+    ) -> Self {
+        Self {
+            config,
+            rng,
+            callbacks,
+        }
     }
 }
 
@@ -60,8 +68,16 @@ impl Courier for SimulatedCourier {
             return Err(ExternalError::Timeout);
         }
         // The tracking number is a function of the key: a repeated booking is the same one.
-        let tracking = format!("TRK{:012}", xxhash_rust::xxh3::xxh3_64(key.as_bytes()) % 1_000_000_000_000);
-        let legs_ms = self.config.legs.iter().map(|d| d.as_millis() as u64).collect();
+        let tracking = format!(
+            "TRK{:012}",
+            xxhash_rust::xxh3::xxh3_64(key.as_bytes()) % 1_000_000_000_000
+        );
+        let legs_ms = self
+            .config
+            .legs
+            .iter()
+            .map(|d| d.as_millis() as u64)
+            .collect();
         let cmd = Command::Shipment(ShipmentCommand::Booked { tracking, legs_ms });
         let to = EntityRef::new(EntityKind::Shipment, shipment_id);
         let callbacks = self.callbacks.clone();

@@ -35,7 +35,13 @@ pub trait CallbackSink: Send + Sync + 'static {
 #[async_trait]
 pub trait PaymentGateway: Send + Sync + 'static {
     /// Starts a charge; the result comes later as `PaymentCommand::ChargeResult`.
-    async fn charge(&self, key: &str, order_id: &str, method: &Method, amount: &Money) -> Result<(), ExternalError>;
+    async fn charge(
+        &self,
+        key: &str,
+        order_id: &str,
+        method: &Method,
+        amount: &Money,
+    ) -> Result<(), ExternalError>;
     /// Starts a refund; the result comes later as `PaymentCommand::RefundResult`.
     async fn refund(&self, key: &str, order_id: &str, amount: &Money) -> Result<(), ExternalError>;
 }
@@ -90,8 +96,17 @@ pub struct SimulatedGateway {
 
 impl SimulatedGateway {
     /// A gateway that answers through `callbacks`.
-    pub fn new(config: SimGatewayConfig, rng: Arc<dyn RandomSource>, callbacks: Arc<dyn CallbackSink>) -> Self {
-        Self { config, rng, callbacks, seen: Mutex::new(BTreeMap::new()) }
+    pub fn new(
+        config: SimGatewayConfig,
+        rng: Arc<dyn RandomSource>,
+        callbacks: Arc<dyn CallbackSink>,
+    ) -> Self {
+        Self {
+            config,
+            rng,
+            callbacks,
+            seen: Mutex::new(BTreeMap::new()),
+        }
     }
 
     fn chance(&self, ppm: u32) -> bool {
@@ -113,7 +128,11 @@ impl SimulatedGateway {
     }
 
     fn answer_later(&self, key: &str, to: EntityRef, cmd: Command) {
-        let times = if self.chance(self.config.duplicate_ppm) { 2 } else { 1 };
+        let times = if self.chance(self.config.duplicate_ppm) {
+            2
+        } else {
+            1
+        };
         let delay = self.latency();
         let callbacks = self.callbacks.clone();
         let msg_id = format!("gateway:{key}");
@@ -135,19 +154,36 @@ impl SimulatedGateway {
 
 #[async_trait]
 impl PaymentGateway for SimulatedGateway {
-    async fn charge(&self, key: &str, order_id: &str, method: &Method, _amount: &Money) -> Result<(), ExternalError> {
+    async fn charge(
+        &self,
+        key: &str,
+        order_id: &str,
+        method: &Method,
+        _amount: &Money,
+    ) -> Result<(), ExternalError> {
         if self.first_call(key) {
             if let Some(result) = decide(method) {
-                let cmd = Command::Payment(PaymentCommand::ChargeResult { event_id: format!("evt:{key}"), result });
+                let cmd = Command::Payment(PaymentCommand::ChargeResult {
+                    event_id: format!("evt:{key}"),
+                    result,
+                });
                 self.answer_later(key, EntityRef::new(EntityKind::Payment, order_id), cmd);
             }
         }
         self.accepted()
     }
 
-    async fn refund(&self, key: &str, order_id: &str, _amount: &Money) -> Result<(), ExternalError> {
+    async fn refund(
+        &self,
+        key: &str,
+        order_id: &str,
+        _amount: &Money,
+    ) -> Result<(), ExternalError> {
         if self.first_call(key) {
-            let cmd = Command::Payment(PaymentCommand::RefundResult { event_id: format!("evt:{key}"), result: Ok(()) });
+            let cmd = Command::Payment(PaymentCommand::RefundResult {
+                event_id: format!("evt:{key}"),
+                result: Ok(()),
+            });
             self.answer_later(key, EntityRef::new(EntityKind::Payment, order_id), cmd);
         }
         self.accepted()
@@ -162,10 +198,26 @@ mod tests {
     fn test_cards_behave_as_documented() {
         let card = |n: &str| Method::Card { number: n.into() };
         assert_eq!(decide(&card("4242424242424242")), Some(Ok(())));
-        assert_eq!(decide(&card("4000000000000002")), Some(Err("card_declined".into())));
-        assert_eq!(decide(&card("4000000000009995")), Some(Err("insufficient_funds".into())));
+        assert_eq!(
+            decide(&card("4000000000000002")),
+            Some(Err("card_declined".into()))
+        );
+        assert_eq!(
+            decide(&card("4000000000009995")),
+            Some(Err("insufficient_funds".into()))
+        );
         assert_eq!(decide(&card("4000000000000119")), None);
-        assert_eq!(decide(&Method::Upi { vpa: "success@upi".into() }), Some(Ok(())));
-        assert_eq!(decide(&Method::Upi { vpa: "failure@upi".into() }), Some(Err("upi_declined".into())));
+        assert_eq!(
+            decide(&Method::Upi {
+                vpa: "success@upi".into()
+            }),
+            Some(Ok(()))
+        );
+        assert_eq!(
+            decide(&Method::Upi {
+                vpa: "failure@upi".into()
+            }),
+            Some(Err("upi_declined".into()))
+        );
     }
 }

@@ -97,13 +97,19 @@ impl EntityState {
             (EntityState::Payment(s), Command::Payment(c)) => run(s, c, ctx, payment::handle),
             (EntityState::Shipment(s), Command::Shipment(c)) => run(s, c, ctx, shipment::handle),
             (EntityState::Inbox(s), Command::Inbox(c)) => run(s, c, ctx, inbox::handle),
-            (_, c) => Err(DomainError::WrongKind { kind: ctx.me.kind.name().to_string(), command: c.name() }),
+            (_, c) => Err(DomainError::WrongKind {
+                kind: ctx.me.kind.name().to_string(),
+                command: c.name(),
+            }),
         }
     }
 
     /// Encodes for storage (bincode 2, serde mode).
     pub fn encode(&self) -> Result<Vec<u8>, CodecError> {
-        Ok(bincode::serde::encode_to_vec(self, bincode::config::standard())?)
+        Ok(bincode::serde::encode_to_vec(
+            self,
+            bincode::config::standard(),
+        )?)
     }
 
     /// Decodes from storage.

@@ -88,7 +88,10 @@ pub struct EntityRef {
 impl EntityRef {
     /// Builds a reference.
     pub fn new(kind: EntityKind, id: impl Into<String>) -> Self {
-        Self { kind, id: id.into() }
+        Self {
+            kind,
+            id: id.into(),
+        }
     }
 
     /// The shard that owns this entity: a fixed hash (xxh3 with a constant seed), never
@@ -110,7 +113,8 @@ impl fmt::Display for EntityRef {
 }
 
 /// Namespace for deterministic ids derived with UUID v5.
-const AGORA_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6167_6f72_612d_4e53_8000_0000_0000_0001);
+const AGORA_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x6167_6f72_612d_4e53_8000_0000_0000_0001);
 
 /// The user id for an email address: deterministic, so registration and login find the
 /// same Account entity without a secondary index.

@@ -67,16 +67,33 @@ pub enum InboxCommand {
 }
 
 /// Handles one command.
-pub fn handle(s: &mut InboxState, cmd: InboxCommand, ctx: &mut Ctx) -> Result<Outcome, DomainError> {
+pub fn handle(
+    s: &mut InboxState,
+    cmd: InboxCommand,
+    ctx: &mut Ctx,
+) -> Result<Outcome, DomainError> {
     match cmd {
         InboxCommand::Event { kind, order_id } => {
-            let channels = if s.channels.is_empty() { vec![Channel::Email] } else { s.channels.clone() };
+            let channels = if s.channels.is_empty() {
+                vec![Channel::Email]
+            } else {
+                s.channels.clone()
+            };
             for channel in channels {
-                let n = Notification { channel, kind: kind.clone(), order_id: order_id.clone(), at_ms: ctx.now_ms };
+                let n = Notification {
+                    channel,
+                    kind: kind.clone(),
+                    order_id: order_id.clone(),
+                    at_ms: ctx.now_ms,
+                };
                 let key = format!("{}:{}:{}:{}", ctx.me.id, order_id, kind, channel.name());
                 ctx.call(
                     "NOTIFY",
-                    ExternalCall::Notify { key, user_id: ctx.me.id.clone(), notification: n.clone() },
+                    ExternalCall::Notify {
+                        key,
+                        user_id: ctx.me.id.clone(),
+                        notification: n.clone(),
+                    },
                 );
                 s.items.push(n);
             }

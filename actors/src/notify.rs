@@ -10,7 +10,12 @@ use std::sync::Mutex;
 #[async_trait]
 pub trait NotificationSink: Send + Sync + 'static {
     /// Sends one notification.
-    async fn send(&self, key: &str, user_id: &str, notification: &Notification) -> Result<(), ExternalError>;
+    async fn send(
+        &self,
+        key: &str,
+        user_id: &str,
+        notification: &Notification,
+    ) -> Result<(), ExternalError>;
 }
 
 /// A sink that keeps what it was sent in memory, once per key (for tests and the simulator).
@@ -28,8 +33,16 @@ impl MemorySink {
 
 #[async_trait]
 impl NotificationSink for MemorySink {
-    async fn send(&self, key: &str, user_id: &str, notification: &Notification) -> Result<(), ExternalError> {
-        let mut sent = self.sent.lock().map_err(|_| ExternalError::Unavailable("poisoned".into()))?;
+    async fn send(
+        &self,
+        key: &str,
+        user_id: &str,
+        notification: &Notification,
+    ) -> Result<(), ExternalError> {
+        let mut sent = self
+            .sent
+            .lock()
+            .map_err(|_| ExternalError::Unavailable("poisoned".into()))?;
         if !sent.iter().any(|(k, _, _)| k == key) {
             sent.push((key.to_string(), user_id.to_string(), notification.clone()));
         }

@@ -5,6 +5,7 @@
 //! DELIVERED`, with `PAYMENT_FAILED → CANCELLED`, `CANCELLED`, `EXPIRED`, and
 //! `REFUND_PENDING → REFUNDED` for a cancel after confirmation.
 
+use crate::account::AccountCommand;
 use crate::cart::CartCommand;
 use crate::command::{Command, Reply};
 use crate::entity::{reply, Ctx, Outcome};
@@ -14,7 +15,6 @@ use crate::inbox::InboxCommand;
 use crate::payment::{Method, PaymentCommand};
 use crate::shipment::{ShipmentCommand, ShipmentStatus};
 use crate::stock::StockCommand;
-use crate::account::AccountCommand;
 use crate::{EntityKind, EntityRef};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -71,7 +71,10 @@ impl OrderStatus {
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            OrderStatus::Delivered | OrderStatus::Cancelled | OrderStatus::Expired | OrderStatus::Refunded
+            OrderStatus::Delivered
+                | OrderStatus::Cancelled
+                | OrderStatus::Expired
+                | OrderStatus::Refunded
         )
     }
 
@@ -94,8 +97,14 @@ pub fn transition_allowed(from: OrderStatus, to: OrderStatus) -> bool {
         (from, to),
         (Pending, StockReserved | Cancelled | Expired)
             | (StockReserved, AwaitingPayment)
-            | (AwaitingPayment, PaymentProcessing | Confirmed | PaymentFailed | Cancelled | Expired)
-            | (PaymentProcessing, Confirmed | PaymentFailed | Cancelled | Expired)
+            | (
+                AwaitingPayment,
+                PaymentProcessing | Confirmed | PaymentFailed | Cancelled | Expired
+            )
+            | (
+                PaymentProcessing,
+                Confirmed | PaymentFailed | Cancelled | Expired
+            )
             | (PaymentFailed, Cancelled)
             | (Confirmed, Shipped | RefundPending)
             | (Shipped, Delivered)
@@ -149,7 +158,10 @@ pub struct Placement {
 impl Placement {
     /// The order total in minor units.
     pub fn total_minor(&self) -> u64 {
-        self.lines.iter().map(|l| u64::from(l.quantity) * l.unit_price_minor).sum()
+        self.lines
+            .iter()
+            .map(|l| u64::from(l.quantity) * l.unit_price_minor)
+            .sum()
     }
 }
 
@@ -197,7 +209,10 @@ impl OrderState {
 
     fn set(&mut self, to: OrderStatus, at: u64) {
         if let Some(from) = self.status() {
-            assert!(transition_allowed(from, to), "order transition {from:?} -> {to:?} is not allowed");
+            assert!(
+                transition_allowed(from, to),
+                "order transition {from:?} -> {to:?} is not allowed"
+            );
         }
         self.history.push((to, at));
     }
@@ -208,6 +223,11 @@ impl OrderState {
 pub enum OrderCommand {
     /// Check out (from the edge).
     Place(Placement),
+    /// Read, refusing if the order was placed by a different checkout request.
+    CheckRequest {
+        /// Hash of the retried checkout request.
+        request_hash: String,
+    },
     /// Wait until the checkout is settled (stock answered), then read.
     AwaitSettled,
     /// STOCK_RESERVED from a StockItem.
@@ -284,14 +304,23 @@ fn notify(p: &Placement, ctx: &mut Ctx, kind: &str) {
     ctx.send(
         EntityRef::new(EntityKind::Inbox, p.customer.clone()),
         kind,
-        Command::Inbox(InboxCommand::Event { kind: kind.to_string(), order_id }),
+        Command::Inbox(InboxCommand::Event {
+            kind: kind.to_string(),
+            order_id,
+        }),
     );
 }
 
 fn release_all(p: &Placement, ctx: &mut Ctx) {
     let order_id = ctx.me.id.clone();
     for l in &p.lines {
-        ctx.send(stock(&l.sku), "STOCK_RELEASE", Command::Stock(StockCommand::Release { order_id: order_id.clone() }));
+        ctx.send(
+            stock(&l.sku),
+            "STOCK_RELEASE",
+            Command::Stock(StockCommand::Release {
+                order_id: order_id.clone(),
+            }),
+        );
     }
 }
 
@@ -301,7 +330,11 @@ fn end_unpaid(s: &mut OrderState, p: &Placement, ctx: &mut Ctx, to: OrderStatus,
     s.cancel_reason = Some(reason.to_string());
     release_all(p, ctx);
     if s.payment_status != "none" {
-        ctx.send(payment(ctx), "PAYMENT_ABANDON", Command::Payment(PaymentCommand::Abandon));
+        ctx.send(
+            payment(ctx),
+            "PAYMENT_ABANDON",
+            Command::Payment(PaymentCommand::Abandon),
+        );
     }
     notify(p, ctx, "ORDER_CANCELLED");
 }
@@ -311,9 +344,19 @@ fn payment(ctx: &Ctx) -> EntityRef {
 }
 
 fn view(s: &OrderState, ctx: &Ctx) -> Result<Outcome, DomainError> {
-    let p = s.placement.as_ref().ok_or_else(|| DomainError::NotFound(format!("order {}", ctx.me.id)))?;
-    let status = s.status().map(OrderStatus::name).unwrap_or("PENDING").to_string();
-    let confirmed = s.history.iter().any(|(st, _)| *st == OrderStatus::Confirmed);
+    let p = s
+        .placement
+        .as_ref()
+        .ok_or_else(|| DomainError::NotFound(format!("order {}", ctx.me.id)))?;
+    let status = s
+        .status()
+        .map(OrderStatus::name)
+        .unwrap_or("PENDING")
+        .to_string();
+    let confirmed = s
+        .history
+        .iter()
+        .any(|(st, _)| *st == OrderStatus::Confirmed);
     reply(Reply::Order(OrderView {
         order_id: ctx.me.id.clone(),
         customer: p.customer.clone(),
@@ -323,7 +366,11 @@ fn view(s: &OrderState, ctx: &Ctx) -> Result<Outcome, DomainError> {
         payment_method: p.method.name().to_string(),
         payment_status: s.payment_status.clone(),
         shipment_id: confirmed.then(|| shipment_id_for_order(&ctx.me.id)),
-        history: s.history.iter().map(|(st, at)| (st.name().to_string(), *at)).collect(),
+        history: s
+            .history
+            .iter()
+            .map(|(st, at)| (st.name().to_string(), *at))
+            .collect(),
         cancel_reason: s.cancel_reason.clone(),
         settlement: s.settlement.clone(),
     }))
@@ -331,7 +378,11 @@ fn view(s: &OrderState, ctx: &Ctx) -> Result<Outcome, DomainError> {
 
 fn place(s: &mut OrderState, p: Placement, ctx: &mut Ctx) -> Result<(), DomainError> {
     if let Some(existing) = &s.placement {
-        return if existing.request_hash == p.request_hash { Ok(()) } else { Err(DomainError::IdempotencyMismatch) };
+        return if existing.request_hash == p.request_hash {
+            Ok(())
+        } else {
+            Err(DomainError::IdempotencyMismatch)
+        };
     }
     if p.lines.is_empty() {
         return Err(DomainError::Conflict("the cart is empty".into()));
@@ -341,10 +392,17 @@ fn place(s: &mut OrderState, p: Placement, ctx: &mut Ctx) -> Result<(), DomainEr
         ctx.send(
             stock(&l.sku),
             "ORDER_PLACED",
-            Command::Stock(StockCommand::Reserve { order_id: order_id.clone(), quantity: u64::from(l.quantity) }),
+            Command::Stock(StockCommand::Reserve {
+                order_id: order_id.clone(),
+                quantity: u64::from(l.quantity),
+            }),
         );
     }
-    ctx.timer(ctx.now_ms + ctx.config.reservation_ttl_ms, "RESERVATION_EXPIRY", Command::Order(OrderCommand::ExpireReservation));
+    ctx.timer(
+        ctx.now_ms + ctx.config.reservation_ttl_ms,
+        "RESERVATION_EXPIRY",
+        Command::Order(OrderCommand::ExpireReservation),
+    );
     ctx.send(
         EntityRef::new(EntityKind::Account, p.customer.clone()),
         "ORDER_PLACED",
@@ -360,8 +418,17 @@ fn place(s: &mut OrderState, p: Placement, ctx: &mut Ctx) -> Result<(), DomainEr
 /// Called when every line has answered.
 fn stock_settled(s: &mut OrderState, p: &Placement, ctx: &mut Ctx) {
     if let Some((sku, available)) = s.rejection.clone() {
-        let requested = p.lines.iter().find(|l| l.sku == sku).map(|l| u64::from(l.quantity)).unwrap_or(0);
-        s.settlement = Some(Settlement::OutOfStock { sku, requested, available });
+        let requested = p
+            .lines
+            .iter()
+            .find(|l| l.sku == sku)
+            .map(|l| u64::from(l.quantity))
+            .unwrap_or(0);
+        s.settlement = Some(Settlement::OutOfStock {
+            sku,
+            requested,
+            available,
+        });
         end_unpaid(s, p, ctx, OrderStatus::Cancelled, "out_of_stock");
         return;
     }
@@ -378,19 +445,31 @@ fn stock_settled(s: &mut OrderState, p: &Placement, ctx: &mut Ctx) {
             method: p.method.clone(),
         }),
     );
-    ctx.timer(ctx.now_ms + ctx.config.payment_timeout_ms, "PAYMENT_TIMEOUT", Command::Order(OrderCommand::PaymentTimeout));
+    ctx.timer(
+        ctx.now_ms + ctx.config.payment_timeout_ms,
+        "PAYMENT_TIMEOUT",
+        Command::Order(OrderCommand::PaymentTimeout),
+    );
     ctx.send(
         EntityRef::new(EntityKind::Cart, p.customer.clone()),
         "CART_CHECKED_OUT",
         Command::Cart(CartCommand::CheckedOut {
             order_id,
-            lines: p.lines.iter().map(|l| (l.sku.clone(), l.quantity)).collect(),
+            lines: p
+                .lines
+                .iter()
+                .map(|l| (l.sku.clone(), l.quantity))
+                .collect(),
         }),
     );
 }
 
 /// Handles one command.
-pub fn handle(s: &mut OrderState, cmd: OrderCommand, ctx: &mut Ctx) -> Result<Outcome, DomainError> {
+pub fn handle(
+    s: &mut OrderState,
+    cmd: OrderCommand,
+    ctx: &mut Ctx,
+) -> Result<Outcome, DomainError> {
     if let OrderCommand::Place(p) = cmd {
         place(s, p, ctx)?;
         return view(s, ctx);
@@ -403,6 +482,11 @@ pub fn handle(s: &mut OrderState, cmd: OrderCommand, ctx: &mut Ctx) -> Result<Ou
     };
     match cmd {
         OrderCommand::Place(_) => unreachable!("handled above"),
+        OrderCommand::CheckRequest { request_hash } => {
+            if p.request_hash != request_hash {
+                return Err(DomainError::IdempotencyMismatch);
+            }
+        }
         OrderCommand::AwaitSettled => {
             if s.settlement.is_none() {
                 return Ok(Outcome::Park);
@@ -438,11 +522,20 @@ pub fn handle(s: &mut OrderState, cmd: OrderCommand, ctx: &mut Ctx) -> Result<Ou
         }
         OrderCommand::PaymentSucceeded => {
             s.payment_status = "succeeded".into();
-            if matches!(status, OrderStatus::AwaitingPayment | OrderStatus::PaymentProcessing) {
+            if matches!(
+                status,
+                OrderStatus::AwaitingPayment | OrderStatus::PaymentProcessing
+            ) {
                 s.set(OrderStatus::Confirmed, ctx.now_ms);
                 let order_id = ctx.me.id.clone();
                 for l in &p.lines {
-                    ctx.send(stock(&l.sku), "STOCK_COMMIT", Command::Stock(StockCommand::Commit { order_id: order_id.clone() }));
+                    ctx.send(
+                        stock(&l.sku),
+                        "STOCK_COMMIT",
+                        Command::Stock(StockCommand::Commit {
+                            order_id: order_id.clone(),
+                        }),
+                    );
                 }
                 ctx.send(
                     EntityRef::new(EntityKind::Shipment, shipment_id_for_order(&order_id)),
@@ -457,19 +550,35 @@ pub fn handle(s: &mut OrderState, cmd: OrderCommand, ctx: &mut Ctx) -> Result<Ou
             } else if matches!(status, OrderStatus::Cancelled | OrderStatus::Expired) {
                 // Paid after the order ended: give the money back.
                 s.payment_status = "refunding".into();
-                ctx.send(payment(ctx), "REFUND_REQUESTED", Command::Payment(PaymentCommand::Refund));
+                ctx.send(
+                    payment(ctx),
+                    "REFUND_REQUESTED",
+                    Command::Payment(PaymentCommand::Refund),
+                );
             }
         }
         OrderCommand::PaymentFailed { reason } => {
             s.payment_status = "failed".into();
-            if matches!(status, OrderStatus::AwaitingPayment | OrderStatus::PaymentProcessing) {
+            if matches!(
+                status,
+                OrderStatus::AwaitingPayment | OrderStatus::PaymentProcessing
+            ) {
                 s.set(OrderStatus::PaymentFailed, ctx.now_ms);
                 notify(&p, ctx, "PAYMENT_FAILED");
-                end_unpaid(s, &p, ctx, OrderStatus::Cancelled, &format!("payment_failed: {reason}"));
+                end_unpaid(
+                    s,
+                    &p,
+                    ctx,
+                    OrderStatus::Cancelled,
+                    &format!("payment_failed: {reason}"),
+                );
             }
         }
         OrderCommand::PaymentTimeout => {
-            if matches!(status, OrderStatus::AwaitingPayment | OrderStatus::PaymentProcessing) {
+            if matches!(
+                status,
+                OrderStatus::AwaitingPayment | OrderStatus::PaymentProcessing
+            ) {
                 s.set(OrderStatus::PaymentFailed, ctx.now_ms);
                 notify(&p, ctx, "PAYMENT_FAILED");
                 end_unpaid(s, &p, ctx, OrderStatus::Cancelled, "payment_timeout");
@@ -488,18 +597,27 @@ pub fn handle(s: &mut OrderState, cmd: OrderCommand, ctx: &mut Ctx) -> Result<Ou
             notify(&p, ctx, "REFUND_ISSUED");
         }
         OrderCommand::Cancel => match status {
-            st if st.holds_reservation() => end_unpaid(s, &p, ctx, OrderStatus::Cancelled, "cancelled_by_customer"),
+            st if st.holds_reservation() => {
+                end_unpaid(s, &p, ctx, OrderStatus::Cancelled, "cancelled_by_customer")
+            }
             OrderStatus::Confirmed => {
                 s.set(OrderStatus::RefundPending, ctx.now_ms);
                 s.cancel_reason = Some("cancelled_by_customer".into());
                 s.payment_status = "refunding".into();
                 let order_id = ctx.me.id.clone();
-                ctx.send(payment(ctx), "REFUND_REQUESTED", Command::Payment(PaymentCommand::Refund));
+                ctx.send(
+                    payment(ctx),
+                    "REFUND_REQUESTED",
+                    Command::Payment(PaymentCommand::Refund),
+                );
                 for l in &p.lines {
                     ctx.send(
                         stock(&l.sku),
                         "STOCK_UPDATED",
-                        Command::Stock(StockCommand::Restock { order_id: order_id.clone(), quantity: u64::from(l.quantity) }),
+                        Command::Stock(StockCommand::Restock {
+                            order_id: order_id.clone(),
+                            quantity: u64::from(l.quantity),
+                        }),
                     );
                 }
                 ctx.send(
@@ -509,8 +627,16 @@ pub fn handle(s: &mut OrderState, cmd: OrderCommand, ctx: &mut Ctx) -> Result<Ou
                 );
                 notify(&p, ctx, "ORDER_CANCELLED");
             }
-            OrderStatus::Cancelled | OrderStatus::Expired | OrderStatus::RefundPending | OrderStatus::Refunded => {}
-            other => return Err(DomainError::Conflict(format!("an order that is {} cannot be cancelled", other.name()))),
+            OrderStatus::Cancelled
+            | OrderStatus::Expired
+            | OrderStatus::RefundPending
+            | OrderStatus::Refunded => {}
+            other => {
+                return Err(DomainError::Conflict(format!(
+                    "an order that is {} cannot be cancelled",
+                    other.name()
+                )))
+            }
         },
         OrderCommand::ShipmentProgress { status: ship } => match (status, ship) {
             (OrderStatus::Confirmed, ShipmentStatus::Delivered) => {
@@ -519,7 +645,12 @@ pub fn handle(s: &mut OrderState, cmd: OrderCommand, ctx: &mut Ctx) -> Result<Ou
                 notify(&p, ctx, "ORDER_SHIPPED");
                 notify(&p, ctx, "ORDER_DELIVERED");
             }
-            (OrderStatus::Confirmed, ShipmentStatus::PickedUp | ShipmentStatus::InTransit | ShipmentStatus::OutForDelivery) => {
+            (
+                OrderStatus::Confirmed,
+                ShipmentStatus::PickedUp
+                | ShipmentStatus::InTransit
+                | ShipmentStatus::OutForDelivery,
+            ) => {
                 s.set(OrderStatus::Shipped, ctx.now_ms);
                 notify(&p, ctx, "ORDER_SHIPPED");
             }

@@ -154,14 +154,28 @@ fn request_refund(s: &PaymentState, ctx: &mut Ctx) {
         Some(Method::Wallet) => ctx.send(
             EntityRef::new(EntityKind::Account, s.customer.clone()),
             "WALLET_CREDIT",
-            Command::Account(AccountCommand::CreditWallet { order_id, amount_minor: s.amount_minor }),
+            Command::Account(AccountCommand::CreditWallet {
+                order_id,
+                amount_minor: s.amount_minor,
+            }),
         ),
         _ => {
             let key = format!("{order_id}:refund");
-            ctx.call("REFUND_REQUESTED", ExternalCall::Refund { key, order_id, amount: Money::shop(s.amount_minor) });
+            ctx.call(
+                "REFUND_REQUESTED",
+                ExternalCall::Refund {
+                    key,
+                    order_id,
+                    amount: Money::shop(s.amount_minor),
+                },
+            );
             // The gateway may lose its answer: ask again (same key) until it comes. A wallet
             // credit is an entity message, delivered exactly once, so it needs no retry.
-            ctx.timer(ctx.now_ms + REFUND_RETRY_MS, "REFUND_RETRY", Command::Payment(PaymentCommand::RetryRefund));
+            ctx.timer(
+                ctx.now_ms + REFUND_RETRY_MS,
+                "REFUND_RETRY",
+                Command::Payment(PaymentCommand::RetryRefund),
+            );
         }
     }
 }
@@ -175,9 +189,17 @@ fn seen(s: &mut PaymentState, event_id: &str) -> bool {
 }
 
 /// Handles one command.
-pub fn handle(s: &mut PaymentState, cmd: PaymentCommand, ctx: &mut Ctx) -> Result<Outcome, DomainError> {
+pub fn handle(
+    s: &mut PaymentState,
+    cmd: PaymentCommand,
+    ctx: &mut Ctx,
+) -> Result<Outcome, DomainError> {
     match cmd {
-        PaymentCommand::Authorize { customer, amount_minor, method } => {
+        PaymentCommand::Authorize {
+            customer,
+            amount_minor,
+            method,
+        } => {
             if s.status == PaymentStatus::None && !s.abandoned {
                 s.status = PaymentStatus::Processing;
                 s.customer = customer.clone();
@@ -188,17 +210,29 @@ pub fn handle(s: &mut PaymentState, cmd: PaymentCommand, ctx: &mut Ctx) -> Resul
                     Method::Wallet => ctx.send(
                         EntityRef::new(EntityKind::Account, customer),
                         "WALLET_DEBIT",
-                        Command::Account(AccountCommand::DebitWallet { order_id, amount_minor }),
+                        Command::Account(AccountCommand::DebitWallet {
+                            order_id,
+                            amount_minor,
+                        }),
                     ),
                     m => {
                         let key = format!("{order_id}:charge");
                         ctx.call(
                             "PAYMENT_REQUESTED",
-                            ExternalCall::Charge { key, order_id, method: m, amount: Money::shop(amount_minor) },
+                            ExternalCall::Charge {
+                                key,
+                                order_id,
+                                method: m,
+                                amount: Money::shop(amount_minor),
+                            },
                         );
                     }
                 }
-                ctx.send(order(ctx), "PAYMENT_PROCESSING", Command::Order(OrderCommand::PaymentStarted));
+                ctx.send(
+                    order(ctx),
+                    "PAYMENT_PROCESSING",
+                    Command::Order(OrderCommand::PaymentStarted),
+                );
             }
         }
         PaymentCommand::ChargeResult { event_id, result } => {
@@ -207,12 +241,20 @@ pub fn handle(s: &mut PaymentState, cmd: PaymentCommand, ctx: &mut Ctx) -> Resul
                     Ok(()) if s.abandoned => start_refund(s, ctx),
                     Ok(()) => {
                         s.status = PaymentStatus::Succeeded;
-                        ctx.send(order(ctx), "PAYMENT_SUCCEEDED", Command::Order(OrderCommand::PaymentSucceeded));
+                        ctx.send(
+                            order(ctx),
+                            "PAYMENT_SUCCEEDED",
+                            Command::Order(OrderCommand::PaymentSucceeded),
+                        );
                     }
                     Err(reason) => {
                         s.status = PaymentStatus::Failed(reason.clone());
                         if !s.abandoned {
-                            ctx.send(order(ctx), "PAYMENT_FAILED", Command::Order(OrderCommand::PaymentFailed { reason }));
+                            ctx.send(
+                                order(ctx),
+                                "PAYMENT_FAILED",
+                                Command::Order(OrderCommand::PaymentFailed { reason }),
+                            );
                         }
                     }
                 }
@@ -233,7 +275,11 @@ pub fn handle(s: &mut PaymentState, cmd: PaymentCommand, ctx: &mut Ctx) -> Resul
         PaymentCommand::RefundResult { event_id, result } => {
             if !seen(s, &event_id) && s.status == PaymentStatus::Refunding && result.is_ok() {
                 s.status = PaymentStatus::Refunded;
-                ctx.send(order(ctx), "REFUND_ISSUED", Command::Order(OrderCommand::RefundCompleted));
+                ctx.send(
+                    order(ctx),
+                    "REFUND_ISSUED",
+                    Command::Order(OrderCommand::RefundCompleted),
+                );
             }
         }
         PaymentCommand::RetryRefund => {

@@ -52,28 +52,46 @@ pub struct ProductView {
 /// Validates product details (also used by the edge before it asks).
 pub fn validate(d: &ProductDetails) -> Result<(), DomainError> {
     if d.name.trim().is_empty() || !valid_text(&d.name, MAX_NAME_LEN) {
-        return Err(invalid("name", format!("1..={MAX_NAME_LEN} printable characters")));
+        return Err(invalid(
+            "name",
+            format!("1..={MAX_NAME_LEN} printable characters"),
+        ));
     }
     if !valid_text(&d.description, MAX_TEXT_LEN) {
-        return Err(invalid("description", format!("at most {MAX_TEXT_LEN} characters")));
+        return Err(invalid(
+            "description",
+            format!("at most {MAX_TEXT_LEN} characters"),
+        ));
     }
     let cat_ok = !d.category.is_empty()
         && d.category.len() <= 64
-        && d.category.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        && d.category
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     if !cat_ok {
         return Err(invalid("category", "1..=64 of a-z, 0-9 and -"));
     }
     if d.price.currency != crate::money::SHOP_CURRENCY {
-        return Err(invalid("price.currency", format!("must be {}", crate::money::SHOP_CURRENCY)));
+        return Err(invalid(
+            "price.currency",
+            format!("must be {}", crate::money::SHOP_CURRENCY),
+        ));
     }
     if d.price.amount_minor == 0 || d.price.amount_minor > MAX_PRICE_MINOR {
-        return Err(invalid("price.amount_minor", format!("must be 1..={MAX_PRICE_MINOR}")));
+        return Err(invalid(
+            "price.amount_minor",
+            format!("must be 1..={MAX_PRICE_MINOR}"),
+        ));
     }
     Ok(())
 }
 
 /// Handles one command.
-pub fn handle(s: &mut ProductState, cmd: ProductCommand, ctx: &mut Ctx) -> Result<Outcome, DomainError> {
+pub fn handle(
+    s: &mut ProductState,
+    cmd: ProductCommand,
+    ctx: &mut Ctx,
+) -> Result<Outcome, DomainError> {
     match cmd {
         ProductCommand::Create(d) => {
             validate(&d)?;

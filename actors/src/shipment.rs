@@ -126,14 +126,33 @@ const BOOKING_RETRY_MS: u64 = 30_000;
 
 fn book(ctx: &mut Ctx, city: String) {
     let shipment_id = ctx.me.id.clone();
-    ctx.call("SHIPMENT_BOOK", ExternalCall::BookShipment { key: format!("{shipment_id}:book"), shipment_id, city: city.clone() });
-    ctx.timer(ctx.now_ms + BOOKING_RETRY_MS, "SHIPMENT_BOOK_CHECK", Command::Shipment(ShipmentCommand::CheckBooking { city }));
+    ctx.call(
+        "SHIPMENT_BOOK",
+        ExternalCall::BookShipment {
+            key: format!("{shipment_id}:book"),
+            shipment_id,
+            city: city.clone(),
+        },
+    );
+    ctx.timer(
+        ctx.now_ms + BOOKING_RETRY_MS,
+        "SHIPMENT_BOOK_CHECK",
+        Command::Shipment(ShipmentCommand::CheckBooking { city }),
+    );
 }
 
 /// Handles one command.
-pub fn handle(s: &mut ShipmentState, cmd: ShipmentCommand, ctx: &mut Ctx) -> Result<Outcome, DomainError> {
+pub fn handle(
+    s: &mut ShipmentState,
+    cmd: ShipmentCommand,
+    ctx: &mut Ctx,
+) -> Result<Outcome, DomainError> {
     match cmd {
-        ShipmentCommand::Create { order_id, customer, city } => {
+        ShipmentCommand::Create {
+            order_id,
+            customer,
+            city,
+        } => {
             if s.events.is_empty() {
                 s.order_id = order_id;
                 s.customer = customer;
@@ -146,7 +165,11 @@ pub fn handle(s: &mut ShipmentState, cmd: ShipmentCommand, ctx: &mut Ctx) -> Res
                 let first = legs_ms.first().copied().unwrap_or(0);
                 s.tracking = Some(tracking);
                 s.legs_ms = legs_ms;
-                ctx.timer(ctx.now_ms + first, "SHIPMENT_PROGRESS", Command::Shipment(ShipmentCommand::Advance));
+                ctx.timer(
+                    ctx.now_ms + first,
+                    "SHIPMENT_PROGRESS",
+                    Command::Shipment(ShipmentCommand::Advance),
+                );
             }
         }
         ShipmentCommand::CheckBooking { city } => {
@@ -158,12 +181,24 @@ pub fn handle(s: &mut ShipmentState, cmd: ShipmentCommand, ctx: &mut Ctx) -> Res
             if let Some(next) = s.status().and_then(ShipmentStatus::next) {
                 s.events.push((next, ctx.now_ms));
                 let order = EntityRef::new(EntityKind::Order, s.order_id.clone());
-                let topic = if next == ShipmentStatus::Delivered { "ORDER_DELIVERED" } else { "ORDER_SHIPPED" };
-                ctx.send(order, topic, Command::Order(OrderCommand::ShipmentProgress { status: next }));
+                let topic = if next == ShipmentStatus::Delivered {
+                    "ORDER_DELIVERED"
+                } else {
+                    "ORDER_SHIPPED"
+                };
+                ctx.send(
+                    order,
+                    topic,
+                    Command::Order(OrderCommand::ShipmentProgress { status: next }),
+                );
                 let leg = s.events.len() - 1;
                 if next != ShipmentStatus::Delivered {
                     let wait = s.legs_ms.get(leg).copied().unwrap_or(0);
-                    ctx.timer(ctx.now_ms + wait, "SHIPMENT_PROGRESS", Command::Shipment(ShipmentCommand::Advance));
+                    ctx.timer(
+                        ctx.now_ms + wait,
+                        "SHIPMENT_PROGRESS",
+                        Command::Shipment(ShipmentCommand::Advance),
+                    );
                 }
             }
         }
@@ -183,6 +218,10 @@ pub fn handle(s: &mut ShipmentState, cmd: ShipmentCommand, ctx: &mut Ctx) -> Res
         customer: s.customer.clone(),
         status: status.name().to_string(),
         tracking: s.tracking.clone(),
-        events: s.events.iter().map(|(st, at)| (st.name().to_string(), *at)).collect(),
+        events: s
+            .events
+            .iter()
+            .map(|(st, at)| (st.name().to_string(), *at))
+            .collect(),
     }))
 }

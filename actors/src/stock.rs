@@ -121,7 +121,11 @@ fn check_quantity(quantity: u64) -> Result<(), DomainError> {
 }
 
 /// Handles one command.
-pub fn handle(s: &mut StockState, cmd: StockCommand, ctx: &mut Ctx) -> Result<Outcome, DomainError> {
+pub fn handle(
+    s: &mut StockState,
+    cmd: StockCommand,
+    ctx: &mut Ctx,
+) -> Result<Outcome, DomainError> {
     let sku = ctx.me.id.clone();
     match cmd {
         StockCommand::Receive { quantity } => {
@@ -144,7 +148,11 @@ pub fn handle(s: &mut StockState, cmd: StockCommand, ctx: &mut Ctx) -> Result<Ou
             let order = crate::EntityRef::new(crate::EntityKind::Order, order_id.clone());
             if s.reservations.contains_key(&order_id) {
                 // Already held for this order: answer the same way again.
-                ctx.send(order, "STOCK_RESERVED", Command::Order(OrderCommand::StockReserved { sku: sku.clone() }));
+                ctx.send(
+                    order,
+                    "STOCK_RESERVED",
+                    Command::Order(OrderCommand::StockReserved { sku: sku.clone() }),
+                );
             } else if quantity == 0 || quantity > s.available {
                 ctx.send(
                     order,
@@ -158,7 +166,11 @@ pub fn handle(s: &mut StockState, cmd: StockCommand, ctx: &mut Ctx) -> Result<Ou
                 s.available -= quantity;
                 s.reserved += quantity;
                 s.reservations.insert(order_id, quantity);
-                ctx.send(order, "STOCK_RESERVED", Command::Order(OrderCommand::StockReserved { sku: sku.clone() }));
+                ctx.send(
+                    order,
+                    "STOCK_RESERVED",
+                    Command::Order(OrderCommand::StockReserved { sku: sku.clone() }),
+                );
             }
         }
         StockCommand::Release { order_id } => {
@@ -208,10 +220,16 @@ mod tests {
         prop_oneof![
             (0u64..50).prop_map(|quantity| StockCommand::Receive { quantity }),
             (0u64..50).prop_map(|quantity| StockCommand::WriteOff { quantity }),
-            (order.clone(), 0u64..30).prop_map(|(order_id, quantity)| StockCommand::Reserve { order_id, quantity }),
-            order.clone().prop_map(|order_id| StockCommand::Release { order_id }),
-            order.clone().prop_map(|order_id| StockCommand::Commit { order_id }),
-            (order, 0u64..30).prop_map(|(order_id, quantity)| StockCommand::Restock { order_id, quantity }),
+            (order.clone(), 0u64..30)
+                .prop_map(|(order_id, quantity)| StockCommand::Reserve { order_id, quantity }),
+            order
+                .clone()
+                .prop_map(|order_id| StockCommand::Release { order_id }),
+            order
+                .clone()
+                .prop_map(|order_id| StockCommand::Commit { order_id }),
+            (order, 0u64..30)
+                .prop_map(|(order_id, quantity)| StockCommand::Restock { order_id, quantity }),
         ]
     }
 
@@ -243,11 +261,37 @@ mod tests {
     fn reserve_twice_for_one_order_holds_once() {
         let mut s = StockState::default();
         run(&mut s, StockCommand::Receive { quantity: 5 }).unwrap();
-        run(&mut s, StockCommand::Reserve { order_id: "o".into(), quantity: 2 }).unwrap();
-        run(&mut s, StockCommand::Reserve { order_id: "o".into(), quantity: 2 }).unwrap();
+        run(
+            &mut s,
+            StockCommand::Reserve {
+                order_id: "o".into(),
+                quantity: 2,
+            },
+        )
+        .unwrap();
+        run(
+            &mut s,
+            StockCommand::Reserve {
+                order_id: "o".into(),
+                quantity: 2,
+            },
+        )
+        .unwrap();
         assert_eq!(s.reserved, 2);
-        run(&mut s, StockCommand::Release { order_id: "o".into() }).unwrap();
-        run(&mut s, StockCommand::Release { order_id: "o".into() }).unwrap();
+        run(
+            &mut s,
+            StockCommand::Release {
+                order_id: "o".into(),
+            },
+        )
+        .unwrap();
+        run(
+            &mut s,
+            StockCommand::Release {
+                order_id: "o".into(),
+            },
+        )
+        .unwrap();
         assert_eq!(s.available, 5);
     }
 
@@ -255,6 +299,9 @@ mod tests {
     fn write_off_beyond_available_is_refused() {
         let mut s = StockState::default();
         run(&mut s, StockCommand::Receive { quantity: 1 }).unwrap();
-        assert!(matches!(run(&mut s, StockCommand::WriteOff { quantity: 2 }), Err(DomainError::Conflict(_))));
+        assert!(matches!(
+            run(&mut s, StockCommand::WriteOff { quantity: 2 }),
+            Err(DomainError::Conflict(_))
+        ));
     }
 }

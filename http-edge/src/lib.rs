@@ -1,1 +1,91 @@
-//! placeholder
+//! Agora's shopper-facing REST API on axum. It reaches entities only through the narrow
+//! `EntityClient` trait, so it runs the same over one node, a cluster or the simulator.
+
+pub mod auth;
+pub mod catalog;
+pub mod dto;
+pub mod extract;
+pub mod openapi;
+pub mod problem;
+pub mod routes;
+
+use agora_actors::client::EntityClient;
+use agora_actors::seams::{Clock, RandomSource};
+use axum::extract::DefaultBodyLimit;
+use axum::Router;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use catalog::{Catalog, CatalogEntry};
+
+/// Runs blocking work (password hashing) off the async workers. Production uses tokio's
+/// blocking pool; the simulator runs it inline.
+pub trait BlockingPool: Send + Sync + 'static {
+    /// Runs `job` somewhere it may block.
+    fn run(&self, job: Box<dyn FnOnce() + Send>);
+}
+
+/// Runs `f` on `pool` and awaits its result.
+pub async fn run_blocking<T: Send + 'static>(
+    pool: &Arc<dyn BlockingPool>,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, problem::Problem> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    pool.run(Box::new(move || {
+        let _ = tx.send(f());
+    }));
+    rx.await
+        .map_err(|_| problem::Problem::internal("blocking job dropped"))
+}
+
+/// Limits and timings of the edge.
+#[derive(Debug, Clone)]
+pub struct EdgeConfig {
+    /// Largest request body in bytes.
+    pub body_limit: usize,
+    /// Access token lifetime.
+    pub token_ttl: Duration,
+    /// How long a checkout waits for the stock answer before answering 201 PENDING.
+    pub settle_wait: Duration,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        Self {
+            body_limit: 64 * 1024,
+            token_ttl: Duration::from_secs(3600),
+            settle_wait: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Everything the handlers share.
+pub struct EdgeState {
+    /// The way into entities.
+    pub client: Arc<dyn EntityClient>,
+    /// The product listing.
+    pub catalog: Arc<dyn Catalog>,
+    /// Token keys.
+    pub keys: auth::JwtKeys,
+    /// Where blocking work runs.
+    pub blocking: Arc<dyn BlockingPool>,
+    /// Time seam.
+    pub clock: Arc<dyn Clock>,
+    /// Random seam (password salts).
+    pub rng: Arc<dyn RandomSource>,
+    /// Limits.
+    pub config: EdgeConfig,
+}
+
+/// The shop API router.
+pub fn router(state: Arc<EdgeState>) -> Router {
+    let limit = state.config.body_limit;
+    routes::routes()
+        .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            routes::panic_to_problem,
+        ))
+        .with_state(state)
+}

@@ -1,6 +1,11 @@
 //! Agora's runtime: storage, shard hosting, the outbox relay, the outside-world adapters,
 //! the admin endpoint, and the assembly of a node.
 
+pub mod admin;
+pub mod catalog;
+pub mod node;
 pub mod runtime;
 pub mod seams;
+pub mod seed;
+pub mod sinks;
 pub mod store;

@@ -20,7 +20,10 @@ impl CallbackSink for RegionCallbacks {
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(50);
             for attempt in 0..30 {
-                match region.deliver(to.clone(), cmd.clone(), Some(msg_id.clone())).await {
+                match region
+                    .deliver(to.clone(), cmd.clone(), Some(msg_id.clone()))
+                    .await
+                {
                     Ok(_) => return,
                     Err(AskError::Domain(e)) => {
                         tracing::warn!(target_entity = %to, msg_id, error = %e, "callback refused");

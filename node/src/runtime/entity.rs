@@ -77,9 +77,16 @@ impl EntityHost {
     fn respond(&self, reply: ReplyTo, result: Result<Reply, AskError>, ticket: u64) {
         let progress = self.args.rt.writer.progress();
         let fenced = self.args.fenced.clone();
-        let done = { let p = *progress.borrow(); p.committed >= ticket || p.failed };
+        let done = {
+            let p = *progress.borrow();
+            p.committed >= ticket || p.failed
+        };
         let deliver = move |ok: bool| {
-            let r = if !ok || fenced.load(Ordering::Acquire) { Err(AskError::Unavailable("store".into())) } else { result };
+            let r = if !ok || fenced.load(Ordering::Acquire) {
+                Err(AskError::Unavailable("store".into()))
+            } else {
+                result
+            };
             let _ = reply.send(r);
         };
         if done {
@@ -102,7 +109,12 @@ impl EntityHost {
         self.args.rt.store.dedup_seen(&self.key, msg_id)
     }
 
-    async fn request(&mut self, cmd: Command, msg_id: Option<String>, reply: ReplyTo) -> Result<(), ActorProcessingErr> {
+    async fn request(
+        &mut self,
+        cmd: Command,
+        msg_id: Option<String>,
+        reply: ReplyTo,
+    ) -> Result<(), ActorProcessingErr> {
         if let Err(e) = self.ensure_loaded().await {
             let _ = reply.send(Err(AskError::Unavailable(e.to_string())));
             return Err(Box::new(e));
@@ -147,8 +159,11 @@ impl EntityHost {
             };
             let record = encode(&record)?;
             let (done, done_rx) = oneshot::channel();
-            let state_for_listeners =
-                if self.args.rt.writer.listened(me.kind) { Some(state.clone()) } else { None };
+            let state_for_listeners = if self.args.rt.writer.listened(me.kind) {
+                Some(state.clone())
+            } else {
+                None
+            };
             let write = EntityWrite {
                 shard: self.args.shard,
                 epoch: self.args.epoch,
@@ -161,7 +176,11 @@ impl EntityHost {
                 now_ms: now,
                 done,
             };
-            let ticket = self.args.rt.writer.submit(WriteOp::Entity(Box::new(write)))?;
+            let ticket = self
+                .args
+                .rt
+                .writer
+                .submit(WriteOp::Entity(Box::new(write)))?;
             self.last_ticket = ticket;
             if let Some(id) = msg_id {
                 self.recent.insert(id, ticket);
@@ -191,9 +210,16 @@ impl EntityHost {
     fn recheck_parked(&mut self) {
         let parked = std::mem::take(&mut self.parked);
         for (cmd, reply) in parked {
-            let Some((state, seq)) = self.loaded.as_mut() else { return };
+            let Some((state, seq)) = self.loaded.as_mut() else {
+                return;
+            };
             let me = self.args.entity.clone();
-            let mut ctx = Ctx::new(self.args.rt.clock.now_ms(), &me, *seq + 1, &self.args.rt.domain);
+            let mut ctx = Ctx::new(
+                self.args.rt.clock.now_ms(),
+                &me,
+                *seq + 1,
+                &self.args.rt.domain,
+            );
             let mut probe = state.clone();
             match probe.handle(cmd.clone(), &mut ctx) {
                 Ok(h) => match h.outcome {
@@ -211,13 +237,28 @@ impl Actor for EntityActor {
     type State = EntityHost;
     type Arguments = EntityArgs;
 
-    async fn pre_start(&self, _me: ActorRef<Self::Msg>, args: EntityArgs) -> Result<EntityHost, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _me: ActorRef<Self::Msg>,
+        args: EntityArgs,
+    ) -> Result<EntityHost, ActorProcessingErr> {
         let key = entity_key(args.shard, &args.entity);
         metrics::gauge!("agora_active_entities").increment(1.0);
-        Ok(EntityHost { args, key, loaded: None, last_ticket: 0, recent: HashMap::new(), parked: Vec::new() })
+        Ok(EntityHost {
+            args,
+            key,
+            loaded: None,
+            last_ticket: 0,
+            recent: HashMap::new(),
+            parked: Vec::new(),
+        })
     }
 
-    async fn post_stop(&self, _me: ActorRef<Self::Msg>, host: &mut EntityHost) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        _me: ActorRef<Self::Msg>,
+        host: &mut EntityHost,
+    ) -> Result<(), ActorProcessingErr> {
         metrics::gauge!("agora_active_entities").decrement(1.0);
         for (_, reply) in host.parked.drain(..) {
             let _ = reply.send(Err(AskError::Unavailable("entity passivated".into())));
@@ -225,7 +266,12 @@ impl Actor for EntityActor {
         Ok(())
     }
 
-    async fn handle(&self, me: ActorRef<Self::Msg>, msg: EntityMsg, host: &mut EntityHost) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        me: ActorRef<Self::Msg>,
+        msg: EntityMsg,
+        host: &mut EntityHost,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             EntityMsg::Request { cmd, msg_id, reply } => host.request(cmd, msg_id, reply).await,
             EntityMsg::Stop => {

@@ -22,10 +22,27 @@ impl ExternalServices {
     /// Makes one call; an error means "try again later with the same key".
     pub async fn call(&self, call: &ExternalCall) -> Result<(), ExternalError> {
         match call {
-            ExternalCall::Charge { key, order_id, method, amount } => self.gateway.charge(key, order_id, method, amount).await,
-            ExternalCall::Refund { key, order_id, amount } => self.gateway.refund(key, order_id, amount).await,
-            ExternalCall::BookShipment { key, shipment_id, city } => self.courier.book(key, shipment_id, city).await,
-            ExternalCall::Notify { key, user_id, notification } => self.sink.send(key, user_id, notification).await,
+            ExternalCall::Charge {
+                key,
+                order_id,
+                method,
+                amount,
+            } => self.gateway.charge(key, order_id, method, amount).await,
+            ExternalCall::Refund {
+                key,
+                order_id,
+                amount,
+            } => self.gateway.refund(key, order_id, amount).await,
+            ExternalCall::BookShipment {
+                key,
+                shipment_id,
+                city,
+            } => self.courier.book(key, shipment_id, city).await,
+            ExternalCall::Notify {
+                key,
+                user_id,
+                notification,
+            } => self.sink.send(key, user_id, notification).await,
         }
     }
 }

@@ -22,7 +22,10 @@ pub struct RegionLimits {
 
 impl Default for RegionLimits {
     fn default() -> Self {
-        Self { max_in_flight: 20_000, ask_timeout: Duration::from_secs(10) }
+        Self {
+            max_in_flight: 20_000,
+            ask_timeout: Duration::from_secs(10),
+        }
     }
 }
 
@@ -36,10 +39,24 @@ pub struct Region {
 
 impl Region {
     /// Starts `shard_count` shard actors and a passivation ticker.
-    pub async fn start(shard_count: u32, epoch: u64, rt: RuntimeContext, limits: RegionLimits) -> Result<Self, ractor::SpawnErr> {
+    pub async fn start(
+        shard_count: u32,
+        epoch: u64,
+        rt: RuntimeContext,
+        limits: RegionLimits,
+    ) -> Result<Self, ractor::SpawnErr> {
         let mut shards = Vec::with_capacity(shard_count as usize);
         for shard in 0..shard_count {
-            let (actor, _) = Actor::spawn(None, ShardActor, ShardArgs { shard, epoch, rt: rt.clone() }).await?;
+            let (actor, _) = Actor::spawn(
+                None,
+                ShardActor,
+                ShardArgs {
+                    shard,
+                    epoch,
+                    rt: rt.clone(),
+                },
+            )
+            .await?;
             shards.push(actor);
         }
         let shards = Arc::new(shards);
@@ -56,7 +73,11 @@ impl Region {
                 }
             }
         });
-        Ok(Self { in_flight: Arc::new(Semaphore::new(limits.max_in_flight)), shards, limits })
+        Ok(Self {
+            in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
+            shards,
+            limits,
+        })
     }
 
     /// The number of shards.
@@ -65,17 +86,35 @@ impl Region {
     }
 
     /// Delivers `cmd` to `to`; `msg_id` makes it take effect at most once.
-    pub async fn deliver(&self, to: EntityRef, cmd: Command, msg_id: Option<String>) -> Result<Reply, AskError> {
-        let _permit = self.in_flight.try_acquire().map_err(|_| AskError::Overloaded)?;
+    pub async fn deliver(
+        &self,
+        to: EntityRef,
+        cmd: Command,
+        msg_id: Option<String>,
+    ) -> Result<Reply, AskError> {
+        let _permit = self
+            .in_flight
+            .try_acquire()
+            .map_err(|_| AskError::Overloaded)?;
         let shard = to.shard(self.shard_count());
-        let actor = self.shards.get(shard as usize).ok_or_else(|| AskError::Unavailable(format!("no shard {shard}")))?;
+        let actor = self
+            .shards
+            .get(shard as usize)
+            .ok_or_else(|| AskError::Unavailable(format!("no shard {shard}")))?;
         let (reply, rx) = oneshot::channel();
         actor
-            .send_message(ShardMsg::Deliver { to, cmd, msg_id, reply })
+            .send_message(ShardMsg::Deliver {
+                to,
+                cmd,
+                msg_id,
+                reply,
+            })
             .map_err(|_| AskError::Unavailable(format!("shard {shard} stopped")))?;
         match tokio::time::timeout(self.limits.ask_timeout, rx).await {
             Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err(AskError::Unavailable("the entity stopped before answering".into())),
+            Ok(Err(_)) => Err(AskError::Unavailable(
+                "the entity stopped before answering".into(),
+            )),
             Err(_) => Err(AskError::Timeout),
         }
     }
@@ -85,7 +124,11 @@ impl Region {
         let mut out = Vec::with_capacity(self.shards.len());
         for s in self.shards.iter() {
             let (tx, rx) = oneshot::channel();
-            let stats = if s.send_message(ShardMsg::Stats(tx)).is_ok() { rx.await.unwrap_or_default() } else { ShardStats::default() };
+            let stats = if s.send_message(ShardMsg::Stats(tx)).is_ok() {
+                rx.await.unwrap_or_default()
+            } else {
+                ShardStats::default()
+            };
             out.push(stats);
         }
         out

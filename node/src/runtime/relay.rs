@@ -57,7 +57,10 @@ pub struct RelayDeps {
 }
 
 /// Starts the relay: loads every stored outbox row, then follows new commits.
-pub fn start(deps: RelayDeps, committed: UnboundedReceiver<CommittedOutbox>) -> Result<tokio::task::JoinHandle<()>, StoreError> {
+pub fn start(
+    deps: RelayDeps,
+    committed: UnboundedReceiver<CommittedOutbox>,
+) -> Result<tokio::task::JoinHandle<()>, StoreError> {
     let rows = deps.store.outbox_rows()?;
     tracing::info!(pending = rows.len(), "outbox relay starting");
     let mut relay = Relay {
@@ -94,14 +97,24 @@ fn lane_of(msg: &OutboxMessage) -> String {
     }
 }
 
-async fn deliver(region: Region, external: ExternalServices, msg: &OutboxMessage) -> Result<(), Failure> {
+async fn deliver(
+    region: Region,
+    external: ExternalServices,
+    msg: &OutboxMessage,
+) -> Result<(), Failure> {
     match (&msg.to, &msg.body) {
-        (Destination::Entity(to), Body::Command(cmd)) => match region.deliver(to.clone(), cmd.clone(), Some(msg.id.clone())).await {
+        (Destination::Entity(to), Body::Command(cmd)) => match region
+            .deliver(to.clone(), cmd.clone(), Some(msg.id.clone()))
+            .await
+        {
             Ok(_) => Ok(()),
             Err(AskError::Domain(e)) => Err(Failure::Dead(e.to_string())),
             Err(e) => Err(Failure::Retry(e.to_string())),
         },
-        (Destination::External, Body::External(call)) => external.call(call).await.map_err(|e| Failure::Retry(e.to_string())),
+        (Destination::External, Body::External(call)) => external
+            .call(call)
+            .await
+            .map_err(|e| Failure::Retry(e.to_string())),
         _ => Err(Failure::Dead("destination and body do not match".into())),
     }
 }
@@ -112,7 +125,11 @@ impl Relay {
         if msg.deliver_at_ms > self.deps.clock.now_ms() {
             self.timers.insert((msg.deliver_at_ms, key), msg);
         } else {
-            self.enqueue(Item { key, msg, attempts: 0 });
+            self.enqueue(Item {
+                key,
+                msg,
+                attempts: 0,
+            });
         }
     }
 
@@ -132,7 +149,11 @@ impl Relay {
                 break;
             }
             let ((_, key), msg) = entry.remove_entry();
-            self.enqueue(Item { key, msg, attempts: 0 });
+            self.enqueue(Item {
+                key,
+                msg,
+                attempts: 0,
+            });
         }
         while let Some(entry) = self.retries.first_entry() {
             if entry.key().0 > now {
@@ -148,8 +169,12 @@ impl Relay {
 
     fn start_ready(&mut self) {
         while self.running.len() < MAX_CONCURRENT {
-            let Some(name) = self.ready.pop_front() else { break };
-            let Some(lane) = self.lanes.get_mut(&name) else { continue };
+            let Some(name) = self.ready.pop_front() else {
+                break;
+            };
+            let Some(lane) = self.lanes.get_mut(&name) else {
+                continue;
+            };
             if lane.busy || lane.waiting_retry {
                 continue;
             }
@@ -169,7 +194,9 @@ impl Relay {
 
     fn finished(&mut self, name: String, mut item: Item, result: Result<(), Failure>) {
         let now = self.deps.clock.now_ms();
-        let Some(lane) = self.lanes.get_mut(&name) else { return };
+        let Some(lane) = self.lanes.get_mut(&name) else {
+            return;
+        };
         lane.busy = false;
         match result {
             Ok(()) => {
@@ -180,8 +207,16 @@ impl Relay {
             Err(Failure::Dead(reason)) => {
                 tracing::warn!(msg_id = %item.msg.id, topic = %item.msg.topic, reason, "message refused; dead-lettered");
                 metrics::counter!("agora_dead_letters_total").increment(1);
-                let letter = DeadLetter { format: FORMAT_VERSION, at_ms: now, reason, message: item.msg };
-                if let Err(e) = self.deps.writer.submit(WriteOp::DeadLetter { key: item.key, letter }) {
+                let letter = DeadLetter {
+                    format: FORMAT_VERSION,
+                    at_ms: now,
+                    reason,
+                    message: item.msg,
+                };
+                if let Err(e) = self.deps.writer.submit(WriteOp::DeadLetter {
+                    key: item.key,
+                    letter,
+                }) {
                     tracing::error!(error = %e, "cannot record a dead letter");
                 }
                 self.backlog -= 1;

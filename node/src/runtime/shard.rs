@@ -70,7 +70,11 @@ pub struct ShardState {
 }
 
 impl ShardState {
-    async fn activate(&mut self, me: &ActorRef<ShardMsg>, entity: EntityRef) -> Result<ActorRef<EntityMsg>, ActorProcessingErr> {
+    async fn activate(
+        &mut self,
+        me: &ActorRef<ShardMsg>,
+        entity: EntityRef,
+    ) -> Result<ActorRef<EntityMsg>, ActorProcessingErr> {
         let args = EntityArgs {
             entity: entity.clone(),
             shard: self.args.shard,
@@ -80,11 +84,17 @@ impl ShardState {
         };
         let (actor, _) = Actor::spawn_linked(None, EntityActor, args, me.get_cell()).await?;
         self.by_actor.insert(actor.get_id(), entity.clone());
-        metrics::counter!("agora_entity_activations_total", "kind" => entity.kind.name()).increment(1);
+        metrics::counter!("agora_entity_activations_total", "kind" => entity.kind.name())
+            .increment(1);
         Ok(actor)
     }
 
-    async fn deliver(&mut self, me: &ActorRef<ShardMsg>, to: EntityRef, p: Pending) -> Result<(), ActorProcessingErr> {
+    async fn deliver(
+        &mut self,
+        me: &ActorRef<ShardMsg>,
+        to: EntityRef,
+        p: Pending,
+    ) -> Result<(), ActorProcessingErr> {
         if let Some(buffer) = self.stopping.get_mut(&to) {
             buffer.push(p);
             return Ok(());
@@ -97,7 +107,13 @@ impl ShardState {
             }
             None => {
                 let actor = self.activate(me, to.clone()).await?;
-                self.active.insert(to, Active { actor: actor.clone(), last_touch_ms: now });
+                self.active.insert(
+                    to,
+                    Active {
+                        actor: actor.clone(),
+                        last_touch_ms: now,
+                    },
+                );
                 actor
             }
         };
@@ -129,9 +145,19 @@ impl ShardState {
         }
     }
 
-    async fn on_exit(&mut self, me: &ActorRef<ShardMsg>, cell: &ActorCell) -> Result<(), ActorProcessingErr> {
-        let Some(entity) = self.by_actor.remove(&cell.get_id()) else { return Ok(()) };
-        if self.active.get(&entity).is_some_and(|a| a.actor.get_id() == cell.get_id()) {
+    async fn on_exit(
+        &mut self,
+        me: &ActorRef<ShardMsg>,
+        cell: &ActorCell,
+    ) -> Result<(), ActorProcessingErr> {
+        let Some(entity) = self.by_actor.remove(&cell.get_id()) else {
+            return Ok(());
+        };
+        if self
+            .active
+            .get(&entity)
+            .is_some_and(|a| a.actor.get_id() == cell.get_id())
+        {
             self.active.remove(&entity);
         }
         if let Some(buffer) = self.stopping.remove(&entity) {
@@ -148,7 +174,11 @@ impl Actor for ShardActor {
     type State = ShardState;
     type Arguments = ShardArgs;
 
-    async fn pre_start(&self, _me: ActorRef<ShardMsg>, args: ShardArgs) -> Result<ShardState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _me: ActorRef<ShardMsg>,
+        args: ShardArgs,
+    ) -> Result<ShardState, ActorProcessingErr> {
         Ok(ShardState {
             args,
             fenced: Arc::new(AtomicBool::new(false)),
@@ -158,11 +188,24 @@ impl Actor for ShardActor {
         })
     }
 
-    async fn handle(&self, me: ActorRef<ShardMsg>, msg: ShardMsg, s: &mut ShardState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        me: ActorRef<ShardMsg>,
+        msg: ShardMsg,
+        s: &mut ShardState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
-            ShardMsg::Deliver { to, cmd, msg_id, reply } => {
+            ShardMsg::Deliver {
+                to,
+                cmd,
+                msg_id,
+                reply,
+            } => {
                 if s.fenced.load(std::sync::atomic::Ordering::Acquire) {
-                    let _ = reply.send(Err(AskError::Unavailable(format!("shard {} is fenced", s.args.shard))));
+                    let _ = reply.send(Err(AskError::Unavailable(format!(
+                        "shard {} is fenced",
+                        s.args.shard
+                    ))));
                     return Ok(());
                 }
                 s.deliver(&me, to, (cmd, msg_id, reply)).await
@@ -172,13 +215,21 @@ impl Actor for ShardActor {
                 Ok(())
             }
             ShardMsg::Stats(tx) => {
-                let _ = tx.send(ShardStats { active: s.active.len(), stopping: s.stopping.len() });
+                let _ = tx.send(ShardStats {
+                    active: s.active.len(),
+                    stopping: s.stopping.len(),
+                });
                 Ok(())
             }
         }
     }
 
-    async fn handle_supervisor_evt(&self, me: ActorRef<ShardMsg>, evt: SupervisionEvent, s: &mut ShardState) -> Result<(), ActorProcessingErr> {
+    async fn handle_supervisor_evt(
+        &self,
+        me: ActorRef<ShardMsg>,
+        evt: SupervisionEvent,
+        s: &mut ShardState,
+    ) -> Result<(), ActorProcessingErr> {
         match evt {
             SupervisionEvent::ActorTerminated(cell, _, _) => s.on_exit(&me, &cell).await,
             SupervisionEvent::ActorFailed(cell, err) => {

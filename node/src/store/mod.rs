@@ -10,7 +10,7 @@ use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefiniti
 use std::path::Path;
 use std::sync::Arc;
 
-pub use writer::{CommitProgress, Writer, WriteOp};
+pub use writer::{CommitProgress, WriteOp, Writer};
 
 /// Entity records: entity key → `EntityRecord`.
 pub const ENTITIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("entities");
@@ -56,7 +56,14 @@ macro_rules! from_redb {
         }
     )*};
 }
-from_redb!(redb::Error, redb::DatabaseError, redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
+from_redb!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
 
 /// The node's store.
 #[derive(Clone)]
@@ -67,7 +74,9 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the database at `path` and its tables.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = redb::Database::builder().set_cache_size(256 * 1024 * 1024).create(path)?;
+        let db = redb::Database::builder()
+            .set_cache_size(256 * 1024 * 1024)
+            .create(path)?;
         let tx = db.begin_write()?;
         tx.open_table(ENTITIES)?;
         tx.open_table(OUTBOX)?;
@@ -88,7 +97,8 @@ impl Store {
     pub fn dedup_seen(&self, entity_key: &[u8], msg_id: &str) -> Result<bool, StoreError> {
         let tx = self.db.begin_read()?;
         let t = tx.open_table(DEDUP)?;
-        Ok(t.get(keys::dedup_key(entity_key, msg_id).as_slice())?.is_some())
+        Ok(t.get(keys::dedup_key(entity_key, msg_id).as_slice())?
+            .is_some())
     }
 
     /// Reads a metadata value.
@@ -144,7 +154,11 @@ impl Store {
     /// Counts of rows per table, for metrics and the admin endpoint.
     pub fn counts(&self) -> Result<(u64, u64, u64), StoreError> {
         let tx = self.db.begin_read()?;
-        Ok((tx.open_table(ENTITIES)?.len()?, tx.open_table(OUTBOX)?.len()?, tx.open_table(DEAD_LETTERS)?.len()?))
+        Ok((
+            tx.open_table(ENTITIES)?.len()?,
+            tx.open_table(OUTBOX)?.len()?,
+            tx.open_table(DEAD_LETTERS)?.len()?,
+        ))
     }
 
     /// The latest dead letters, newest first.

@@ -52,7 +52,8 @@ fn config() -> bincode::config::Configuration {
 
 /// Encodes any record with bincode 2.
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, super::StoreError> {
-    bincode::serde::encode_to_vec(value, config()).map_err(|e| super::StoreError::Codec(e.to_string()))
+    bincode::serde::encode_to_vec(value, config())
+        .map_err(|e| super::StoreError::Codec(e.to_string()))
 }
 
 /// Decodes any record; a record from a newer format is refused, never misread.

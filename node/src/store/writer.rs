@@ -148,7 +148,11 @@ impl Writer {
             .name("agora-writer".into())
             .spawn(move || thread.run())
             .map_err(|e| StoreError::Redb(format!("cannot start the writer thread: {e}")))?;
-        Ok(Self { submit: Arc::new(Mutex::new(Submit { next_ticket: 1, tx })), progress, listeners })
+        Ok(Self {
+            submit: Arc::new(Mutex::new(Submit { next_ticket: 1, tx })),
+            progress,
+            listeners,
+        })
     }
 
     /// Submits an operation; returns its ticket (durable once `progress().committed >= ticket`).
@@ -180,7 +184,11 @@ impl Writer {
     /// Writes a metadata value durably.
     pub async fn put_meta(&self, name: &str, value: Vec<u8>) -> Result<(), StoreError> {
         let (done, rx) = oneshot::channel();
-        self.submit(WriteOp::PutMeta { name: name.to_string(), value, done })?;
+        self.submit(WriteOp::PutMeta {
+            name: name.to_string(),
+            value,
+            done,
+        })?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -192,7 +200,10 @@ impl Writer {
 
 /// Waits until `ticket` is durable; false if the store failed first.
 pub async fn wait_durable(mut progress: watch::Receiver<CommitProgress>, ticket: u64) -> bool {
-    match progress.wait_for(|p| p.failed || p.committed >= ticket).await {
+    match progress
+        .wait_for(|p| p.failed || p.committed >= ticket)
+        .await
+    {
         Ok(p) => !p.failed,
         Err(_) => false,
     }
@@ -200,7 +211,10 @@ pub async fn wait_durable(mut progress: watch::Receiver<CommitProgress>, ticket:
 
 enum Done {
     Unit(oneshot::Sender<Result<(), StoreError>>),
-    Load(oneshot::Sender<Result<Option<EntityRecord>, StoreError>>, Result<Option<EntityRecord>, StoreError>),
+    Load(
+        oneshot::Sender<Result<Option<EntityRecord>, StoreError>>,
+        Result<Option<EntityRecord>, StoreError>,
+    ),
 }
 
 struct WriterThread {
@@ -239,7 +253,8 @@ impl WriterThread {
                 Ok(r) => {
                     if r.wrote {
                         metrics::counter!("agora_store_commits_total").increment(1);
-                        metrics::histogram!("agora_store_commit_seconds").record(started.elapsed().as_secs_f64());
+                        metrics::histogram!("agora_store_commit_seconds")
+                            .record(started.elapsed().as_secs_f64());
                         metrics::histogram!("agora_store_batch_ops").record(size as f64);
                     }
                     self.finish(r, max_ticket);
@@ -278,7 +293,8 @@ impl WriterThread {
         for (tx, e) in r.refused {
             let _ = tx.send(Err(e));
         }
-        self.progress.send_modify(|p| p.committed = p.committed.max(max_ticket));
+        self.progress
+            .send_modify(|p| p.committed = p.committed.max(max_ticket));
         for (entity, state) in &r.states {
             for l in self.listeners.iter() {
                 if l.wants(entity.kind) {
@@ -301,12 +317,22 @@ impl WriterThread {
     }
 
     #[allow(clippy::type_complexity)]
-    fn commit(&mut self, batch: Vec<(u64, WriteOp)>) -> Result<BatchResult, (StoreError, Vec<Done>)> {
-        let mut r = BatchResult { done: Vec::new(), refused: Vec::new(), outbox: Vec::new(), states: Vec::new(), wrote: false };
+    fn commit(
+        &mut self,
+        batch: Vec<(u64, WriteOp)>,
+    ) -> Result<BatchResult, (StoreError, Vec<Done>)> {
+        let mut r = BatchResult {
+            done: Vec::new(),
+            refused: Vec::new(),
+            outbox: Vec::new(),
+            states: Vec::new(),
+            wrote: false,
+        };
         let mut ops = batch.into_iter();
         let result = (|| -> Result<redb::WriteTransaction, StoreError> {
             let mut tx = self.store.db().begin_write()?;
-            tx.set_durability(Durability::Immediate).map_err(|e| StoreError::Redb(e.to_string()))?;
+            tx.set_durability(Durability::Immediate)
+                .map_err(|e| StoreError::Redb(e.to_string()))?;
             {
                 let mut entities = tx.open_table(ENTITIES)?;
                 let mut outbox = tx.open_table(OUTBOX)?;
@@ -320,7 +346,14 @@ impl WriterThread {
                             let current = self.epoch_of(&epochs, w.shard)?;
                             if w.epoch < current {
                                 metrics::counter!("agora_store_fenced_writes_total").increment(1);
-                                r.refused.push((w.done, StoreError::StaleEpoch { shard: w.shard, got: w.epoch, current }));
+                                r.refused.push((
+                                    w.done,
+                                    StoreError::StaleEpoch {
+                                        shard: w.shard,
+                                        got: w.epoch,
+                                        current,
+                                    },
+                                ));
                                 continue;
                             }
                             if w.epoch > current {
@@ -334,7 +367,11 @@ impl WriterThread {
                             for m in w.outbox {
                                 let k = outbox_key(w.shard, self.next_outbox);
                                 self.next_outbox += 1;
-                                let row = record::encode(&OutboxRecord { format: FORMAT_VERSION, epoch: w.epoch, message: m.clone() })?;
+                                let row = record::encode(&OutboxRecord {
+                                    format: FORMAT_VERSION,
+                                    epoch: w.epoch,
+                                    message: m.clone(),
+                                })?;
                                 outbox.insert(k.as_slice(), row.as_slice())?;
                                 r.outbox.push((k.to_vec(), m));
                             }
@@ -381,7 +418,9 @@ impl WriterThread {
                 match op {
                     WriteOp::Entity(w) => pending.push(Done::Unit(w.done)),
                     WriteOp::PutMeta { done, .. } => pending.push(Done::Unit(done)),
-                    WriteOp::Load { reply, .. } => pending.push(Done::Load(reply, Err(StoreError::Closed))),
+                    WriteOp::Load { reply, .. } => {
+                        pending.push(Done::Load(reply, Err(StoreError::Closed)))
+                    }
                     _ => {}
                 }
             }

@@ -1,0 +1,63 @@
+//! The routes of the shop API, one module per resource.
+
+pub mod cart;
+pub mod inventory;
+pub mod notifications;
+pub mod orders;
+pub mod products;
+pub mod users;
+pub mod validate;
+
+use crate::problem::Problem;
+use crate::EdgeState;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::Router;
+use std::sync::Arc;
+
+/// Every route of the shop API.
+pub fn routes() -> Router<Arc<EdgeState>> {
+    Router::new()
+        .route("/openapi.json", get(crate::openapi::openapi_json))
+        .route("/api/v1/users", post(users::register))
+        .route("/api/v1/auth/login", post(users::login))
+        .route(
+            "/api/v1/products",
+            get(products::list).post(products::create),
+        )
+        .route("/api/v1/products/{sku}", get(products::get_one))
+        .route("/api/v1/inventory/{sku}", get(inventory::get_stock))
+        .route("/api/v1/inventory/{sku}/receive", post(inventory::receive))
+        .route(
+            "/api/v1/inventory/{sku}/write-off",
+            post(inventory::write_off),
+        )
+        .route("/api/v1/cart", get(cart::get_cart))
+        .route("/api/v1/cart/items", post(cart::add_item))
+        .route("/api/v1/cart/items/{sku}", delete(cart::remove_item))
+        .route("/api/v1/orders", get(orders::list).post(orders::checkout))
+        .route("/api/v1/orders/{order_id}", get(orders::get_one))
+        .route("/api/v1/orders/{order_id}/cancel", post(orders::cancel))
+        .route("/api/v1/shipments/{shipment_id}", get(orders::get_shipment))
+        .route("/api/v1/notifications", get(notifications::list))
+}
+
+/// Unknown routes answer a 404 problem.
+pub async fn not_found() -> Problem {
+    Problem::not_found("no such route")
+}
+
+/// Known routes with another method answer a 405 problem.
+pub async fn method_not_allowed() -> Problem {
+    Problem::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "Method not allowed",
+        "this route does not take that method",
+    )
+}
+
+/// A panic in a handler becomes a logged 500 problem (it is a bug, never expected).
+pub fn panic_to_problem(_err: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    Problem::internal("a handler panicked").into_response()
+}

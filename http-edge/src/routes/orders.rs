@@ -1,0 +1,310 @@
+//! Checkout, orders and shipments. A checkout's order id is derived from the caller and the
+//! `Idempotency-Key`, so a retry reaches the same Order entity and gets the same answer.
+
+use super::cart::cart_command;
+use super::validate;
+use crate::dto::{CheckoutRequest, OrderCreated, OrderDto, OrderList, PaymentRequest, ShipmentDto};
+use crate::extract::{ApiJson, ApiPath, Caller};
+use crate::problem::{ApiResult, Problem};
+use crate::EdgeState;
+use agora_actors::account::{AccountCommand, Role};
+use agora_actors::cart::CartCommand;
+use agora_actors::client::AskError;
+use agora_actors::ids::order_id_for_key;
+use agora_actors::order::{Address, OrderCommand, OrderLine, OrderView, Placement, Settlement};
+use agora_actors::payment::Method;
+use agora_actors::shipment::ShipmentCommand;
+use agora_actors::{Command, DomainError, EntityKind, EntityRef, Reply};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use std::sync::Arc;
+
+fn validate_checkout(req: &CheckoutRequest) -> Result<Method, Problem> {
+    let a = &req.shipping_address;
+    validate::name("shipping_address.name", &a.name)?;
+    validate::name("shipping_address.line1", &a.line1)?;
+    validate::name("shipping_address.city", &a.city)?;
+    if a.postal_code.is_empty()
+        || a.postal_code.len() > 16
+        || !a
+            .postal_code
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b' ' || b == b'-')
+    {
+        return Err(Problem::invalid(
+            "shipping_address.postal_code",
+            "1 to 16 letters, digits, spaces or dashes",
+        ));
+    }
+    if a.country.len() != 2 || !a.country.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err(Problem::invalid(
+            "shipping_address.country",
+            "an ISO 3166 alpha-2 code like IN",
+        ));
+    }
+    Ok(match &req.payment {
+        PaymentRequest::Card { card_number } => {
+            validate::card_number(card_number)?;
+            Method::Card {
+                number: card_number.clone(),
+            }
+        }
+        PaymentRequest::Upi { vpa } => {
+            validate::vpa(vpa)?;
+            Method::Upi { vpa: vpa.clone() }
+        }
+        PaymentRequest::Wallet => Method::Wallet,
+    })
+}
+
+fn order_ref(order_id: &str) -> EntityRef {
+    EntityRef::new(EntityKind::Order, order_id)
+}
+
+async fn order_cmd(
+    st: &EdgeState,
+    order_id: &str,
+    cmd: OrderCommand,
+) -> Result<OrderView, AskError> {
+    match st
+        .client
+        .ask(order_ref(order_id), Command::Order(cmd))
+        .await?
+    {
+        Reply::Order(v) => Ok(v),
+        _ => Err(AskError::Unavailable(
+            "unexpected reply to an order command".into(),
+        )),
+    }
+}
+
+/// Answers a checkout from the order's settlement (the same answer for every retry).
+fn checkout_response(v: &OrderView) -> Response {
+    match &v.settlement {
+        Some(Settlement::OutOfStock {
+            sku,
+            requested,
+            available,
+        }) => Problem::from(DomainError::OutOfStock {
+            sku: sku.clone(),
+            requested: *requested,
+            available: *available,
+        })
+        .with("order_id", v.order_id.clone())
+        .into_response(),
+        Some(Settlement::Accepted(status)) => (
+            StatusCode::CREATED,
+            Json(OrderCreated {
+                order_id: v.order_id.clone(),
+                status: status.name().into(),
+            }),
+        )
+            .into_response(),
+        None => (
+            StatusCode::CREATED,
+            Json(OrderCreated {
+                order_id: v.order_id.clone(),
+                status: v.status.clone(),
+            }),
+        )
+            .into_response(),
+    }
+}
+
+/// Checks out the caller's cart.
+#[utoipa::path(post, path = "/api/v1/orders", tag = "orders", request_body = CheckoutRequest, security(("bearer" = [])),
+    params(("Idempotency-Key" = String, Header, description = "1..=128 visible ASCII characters; a retry with the same key returns the same answer")),
+    responses((status = 201, body = OrderCreated), (status = 400, description = "no Idempotency-Key"), (status = 409, description = "out of stock"),
+              (status = 422, description = "invalid input, empty cart, or key reused with another body")))]
+pub async fn checkout(
+    State(st): State<Arc<EdgeState>>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<CheckoutRequest>,
+) -> ApiResult<Response> {
+    let key = headers
+        .get("idempotency-key")
+        .ok_or_else(|| Problem::bad_request("the Idempotency-Key header is required"))?
+        .to_str()
+        .map_err(|_| Problem::bad_request("Idempotency-Key must be visible ASCII"))?;
+    validate::idempotency_key(key)?;
+    let method = validate_checkout(&req)?;
+    let order_id = order_id_for_key(&caller.user_id, key);
+    let body = serde_json::to_string(&req).map_err(|e| Problem::internal(e.to_string()))?;
+    let request_hash = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(body.as_bytes()));
+
+    // A retry: answer as the first time.
+    match order_cmd(&st, &order_id, OrderCommand::Get).await {
+        Ok(existing) => {
+            let _ = existing;
+            return replay(&st, &order_id, &request_hash).await;
+        }
+        Err(AskError::Domain(DomainError::NotFound(_))) => {}
+        Err(e) => return Err(e.into()),
+    }
+
+    let (cart_lines, _) =
+        cart_command(st.client.as_ref(), &caller.user_id, CartCommand::Get).await?;
+    if cart_lines.is_empty() {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "empty-cart",
+            "Empty cart",
+            "add items to the cart before checking out",
+        ));
+    }
+    let mut lines = Vec::with_capacity(cart_lines.len());
+    for (sku, quantity) in cart_lines {
+        let p = super::products::fetch_product(st.client.as_ref(), &sku).await?;
+        lines.push(OrderLine {
+            sku,
+            quantity,
+            unit_price_minor: p.details.price.amount_minor,
+        });
+    }
+    let a = req.shipping_address;
+    let placement = Placement {
+        customer: caller.user_id.clone(),
+        lines,
+        method,
+        address: Address {
+            name: a.name,
+            line1: a.line1,
+            city: a.city,
+            postal_code: a.postal_code,
+            country: a.country,
+        },
+        request_hash: request_hash.clone(),
+        placed_at_ms: st.clock.now_ms(),
+    };
+    order_cmd(&st, &order_id, OrderCommand::Place(placement)).await?;
+    replay(&st, &order_id, &request_hash).await
+}
+
+/// Answers a checkout of an existing order: refused if the key came with another body,
+/// otherwise once the stock has answered (or, after `settle_wait`, with the status so far).
+async fn replay(st: &EdgeState, order_id: &str, request_hash: &str) -> ApiResult<Response> {
+    let check = order_cmd(
+        st,
+        order_id,
+        OrderCommand::CheckRequest {
+            request_hash: request_hash.to_string(),
+        },
+    )
+    .await?;
+    let settled = match tokio::time::timeout(
+        st.config.settle_wait,
+        order_cmd(st, order_id, OrderCommand::AwaitSettled),
+    )
+    .await
+    {
+        Ok(Ok(v)) => v,
+        Ok(Err(AskError::Timeout)) | Err(_) => check,
+        Ok(Err(e)) => return Err(e.into()),
+    };
+    Ok(checkout_response(&settled))
+}
+
+async fn owned_order(st: &EdgeState, caller: &Caller, order_id: &str) -> ApiResult<OrderView> {
+    let not_found = || {
+        Problem::not_found(format!(
+            "order {}",
+            order_id.chars().take(64).collect::<String>()
+        ))
+    };
+    if order_id.is_empty() || order_id.len() > 64 {
+        return Err(not_found());
+    }
+    let v = order_cmd(st, order_id, OrderCommand::Get)
+        .await
+        .map_err(|e| match e {
+            AskError::Domain(DomainError::NotFound(_)) => not_found(),
+            e => e.into(),
+        })?;
+    if v.customer != caller.user_id && caller.role != Role::Admin {
+        return Err(not_found());
+    }
+    Ok(v)
+}
+
+/// Reads one of the caller's orders.
+#[utoipa::path(get, path = "/api/v1/orders/{order_id}", tag = "orders", params(("order_id" = String, Path, description = "order id")), security(("bearer" = [])),
+    responses((status = 200, body = OrderDto), (status = 404, description = "no such order of the caller's")))]
+pub async fn get_one(
+    State(st): State<Arc<EdgeState>>,
+    caller: Caller,
+    ApiPath(order_id): ApiPath<String>,
+) -> ApiResult<Json<OrderDto>> {
+    Ok(Json(owned_order(&st, &caller, &order_id).await?.into()))
+}
+
+/// Lists the caller's orders, newest first (at most 50).
+#[utoipa::path(get, path = "/api/v1/orders", tag = "orders", security(("bearer" = [])), responses((status = 200, body = OrderList)))]
+pub async fn list(State(st): State<Arc<EdgeState>>, caller: Caller) -> ApiResult<Json<OrderList>> {
+    let account = EntityRef::new(EntityKind::Account, caller.user_id.clone());
+    let ids = match st
+        .client
+        .ask(account, Command::Account(AccountCommand::ListOrders))
+        .await
+    {
+        Ok(Reply::OrderIds(ids)) => ids,
+        Ok(_) => return Err(Problem::internal("unexpected reply to ListOrders")),
+        Err(AskError::Domain(DomainError::NotFound(_))) => Vec::new(),
+        Err(e) => return Err(e.into()),
+    };
+    let mut items = Vec::new();
+    for id in ids.iter().rev().take(50) {
+        items.push(owned_order(&st, &caller, id).await?.into());
+    }
+    Ok(Json(OrderList { items }))
+}
+
+/// Cancels one of the caller's orders (refunded if it was paid).
+#[utoipa::path(post, path = "/api/v1/orders/{order_id}/cancel", tag = "orders", params(("order_id" = String, Path, description = "order id")), security(("bearer" = [])),
+    responses((status = 200, body = OrderDto), (status = 404, description = "no such order"), (status = 409, description = "already shipped")))]
+pub async fn cancel(
+    State(st): State<Arc<EdgeState>>,
+    caller: Caller,
+    ApiPath(order_id): ApiPath<String>,
+) -> ApiResult<Json<OrderDto>> {
+    owned_order(&st, &caller, &order_id).await?;
+    Ok(Json(
+        order_cmd(&st, &order_id, OrderCommand::Cancel)
+            .await?
+            .into(),
+    ))
+}
+
+/// Reads the shipment of one of the caller's orders.
+#[utoipa::path(get, path = "/api/v1/shipments/{shipment_id}", tag = "orders", params(("shipment_id" = String, Path, description = "shipment id")), security(("bearer" = [])),
+    responses((status = 200, body = ShipmentDto), (status = 404, description = "no such shipment of the caller's")))]
+pub async fn get_shipment(
+    State(st): State<Arc<EdgeState>>,
+    caller: Caller,
+    ApiPath(shipment_id): ApiPath<String>,
+) -> ApiResult<Json<ShipmentDto>> {
+    let not_found = || Problem::not_found("no such shipment");
+    if shipment_id.is_empty() || shipment_id.len() > 80 {
+        return Err(not_found());
+    }
+    let reply = st
+        .client
+        .ask(
+            EntityRef::new(EntityKind::Shipment, shipment_id),
+            Command::Shipment(ShipmentCommand::Get),
+        )
+        .await
+        .map_err(|e| match e {
+            AskError::Domain(DomainError::NotFound(_)) => not_found(),
+            e => e.into(),
+        })?;
+    let Reply::Shipment(v) = reply else {
+        return Err(Problem::internal("unexpected reply to Shipment::Get"));
+    };
+    if v.customer != caller.user_id && caller.role != Role::Admin {
+        return Err(not_found());
+    }
+    Ok(Json(v.into()))
+}

@@ -1,0 +1,273 @@
+//! Assembles a node: store, writer, shards, relay, outside services, the shop API and the
+//! admin endpoint.
+
+use crate::admin::{self, AdminState};
+use crate::catalog::CatalogProjection;
+use crate::runtime::callbacks::RegionCallbacks;
+use crate::runtime::external::ExternalServices;
+use crate::runtime::region::{Region, RegionLimits};
+use crate::runtime::{relay, RuntimeContext};
+use crate::seams::{OsRandom, SystemClock};
+use crate::seed::{self, AdminSeed};
+use crate::sinks::{FileSink, TokioBlocking};
+use crate::store::{Store, Writer};
+use agora_actors::courier::{SimCourierConfig, SimulatedCourier};
+use agora_actors::entity::DomainConfig;
+use agora_actors::gateway::{SimGatewayConfig, SimulatedGateway};
+use agora_actors::seams::{Clock, RandomSource};
+use agora_cluster_config::NodeSettings;
+use agora_http_edge::{auth::JwtKeys, BlockingPool, EdgeConfig, EdgeState};
+use anyhow::Context;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Metadata key of the persisted token signing secret.
+const META_JWT_SECRET: &str = "jwt_secret";
+/// Metadata key set once the demo catalog was seeded.
+const META_DEMO_SEEDED: &str = "demo_seeded";
+/// Metadata key of the shard count the data directory was created with.
+const META_SHARD_COUNT: &str = "shard_count";
+
+/// A running node.
+pub struct RunningNode {
+    /// Where the shop API listens.
+    pub http_addr: SocketAddr,
+    /// Where the admin endpoint listens.
+    pub admin_addr: SocketAddr,
+    /// What seeding the admin did (with a generated password to show once).
+    pub admin_seed: AdminSeed,
+    shutdown: watch::Sender<bool>,
+    region: Region,
+    servers: Vec<tokio::task::JoinHandle<()>>,
+    store_failed: watch::Receiver<crate::store::CommitProgress>,
+}
+
+impl RunningNode {
+    /// Resolves when the store has failed (the node must stop: fail-stop).
+    pub async fn store_failed(&mut self) {
+        let _ = self.store_failed.wait_for(|p| p.failed).await;
+    }
+
+    /// Stops serving and waits for the servers to finish their requests.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for s in self.servers {
+            let _ = s.await;
+        }
+        self.region.stop();
+    }
+}
+
+/// Settings from the environment that are secrets (never in files or flags).
+#[derive(Debug, Clone, Default)]
+pub struct Secrets {
+    /// `AGORA_ADMIN_PASSWORD`.
+    pub admin_password: Option<String>,
+    /// `AGORA_JWT_SECRET` (otherwise generated once and kept in the store).
+    pub jwt_secret: Option<String>,
+}
+
+async fn jwt_secret(
+    store: &Store,
+    writer: &Writer,
+    rng: &dyn RandomSource,
+    configured: Option<String>,
+) -> anyhow::Result<Vec<u8>> {
+    if let Some(s) = configured {
+        anyhow::ensure!(s.len() >= 32, "AGORA_JWT_SECRET must be at least 32 bytes");
+        return Ok(s.into_bytes());
+    }
+    if let Some(s) = store.meta(META_JWT_SECRET)? {
+        return Ok(s);
+    }
+    let mut s = vec![0u8; 32];
+    rng.fill(&mut s);
+    writer.put_meta(META_JWT_SECRET, s.clone()).await?;
+    Ok(s)
+}
+
+async fn check_shard_count(store: &Store, writer: &Writer, shard_count: u32) -> anyhow::Result<()> {
+    match store.meta(META_SHARD_COUNT)? {
+        Some(b) => {
+            let stored = u32::from_be_bytes(
+                b.as_slice()
+                    .try_into()
+                    .context("corrupt shard_count metadata")?,
+            );
+            anyhow::ensure!(
+                stored == shard_count,
+                "this data directory was created with shard_count = {stored}; start with --shards {stored} (the shard count cannot change)"
+            );
+        }
+        None => {
+            writer
+                .put_meta(META_SHARD_COUNT, shard_count.to_be_bytes().to_vec())
+                .await?
+        }
+    }
+    Ok(())
+}
+
+/// Starts a node with `settings`.
+pub async fn start(
+    settings: NodeSettings,
+    secrets: Secrets,
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+) -> anyhow::Result<RunningNode> {
+    settings.validate()?;
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("cannot create data dir {}", settings.data_dir.display()))?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let rng: Arc<dyn RandomSource> = Arc::new(OsRandom);
+
+    let store =
+        Store::open(&settings.data_dir.join("agora.redb")).context("cannot open the store")?;
+    let catalog = Arc::new(CatalogProjection::load(&store)?);
+    let (relay_tx, relay_rx) = tokio::sync::mpsc::unbounded_channel();
+    let writer = Writer::start(store.clone(), relay_tx, vec![catalog.clone()])?;
+    check_shard_count(&store, &writer, settings.shard_count).await?;
+
+    let domain = DomainConfig {
+        reservation_ttl_ms: settings.reservation_ttl_ms,
+        payment_timeout_ms: settings.payment_timeout_ms,
+        ..DomainConfig::default()
+    };
+    let rt = RuntimeContext {
+        writer: writer.clone(),
+        store: store.clone(),
+        clock: clock.clone(),
+        domain: Arc::new(domain),
+        passivate_after: Duration::from_millis(settings.passivate_after_ms),
+    };
+    let region = Region::start(settings.shard_count, 1, rt, RegionLimits::default()).await?;
+    let callbacks = Arc::new(RegionCallbacks {
+        region: region.clone(),
+    });
+    let gateway_cfg = SimGatewayConfig {
+        min_latency: Duration::from_millis(settings.gateway_min_latency_ms),
+        max_latency: Duration::from_millis(settings.gateway_max_latency_ms),
+        ..SimGatewayConfig::default()
+    };
+    let courier_cfg = SimCourierConfig {
+        legs: [Duration::from_millis(settings.courier_leg_ms); 4],
+        ..SimCourierConfig::default()
+    };
+    let external = ExternalServices {
+        gateway: Arc::new(SimulatedGateway::new(
+            gateway_cfg,
+            rng.clone(),
+            callbacks.clone(),
+        )),
+        courier: Arc::new(SimulatedCourier::new(courier_cfg, rng.clone(), callbacks)),
+        sink: Arc::new(FileSink::new(settings.data_dir.join("notifications.jsonl"))),
+    };
+    relay::start(
+        relay::RelayDeps {
+            store: store.clone(),
+            writer: writer.clone(),
+            region: region.clone(),
+            external,
+            clock: clock.clone(),
+        },
+        relay_rx,
+    )?;
+
+    let secret = jwt_secret(&store, &writer, rng.as_ref(), secrets.jwt_secret).await?;
+    let blocking: Arc<dyn BlockingPool> = Arc::new(TokioBlocking);
+    let admin_seed = {
+        let mut generated = [0u8; 12];
+        rng.fill(&mut generated);
+        let generated: String = generated.iter().map(|b| format!("{b:02x}")).collect();
+        let salt_rng = rng.clone();
+        let hash = move |p: String| {
+            let mut salt = [0u8; 16];
+            salt_rng.fill(&mut salt);
+            use argon2::password_hash::PasswordHasher;
+            argon2::Argon2::default()
+                .hash_password_with_salt(p.as_bytes(), &salt)
+                .map(|h| h.to_string())
+                .map_err(|e| e.to_string())
+        };
+        let verify = |p: &str, h: &str| {
+            use argon2::password_hash::{phc::PasswordHash, PasswordVerifier};
+            PasswordHash::new(h).is_ok_and(|h| {
+                argon2::Argon2::default()
+                    .verify_password(p.as_bytes(), &h)
+                    .is_ok()
+            })
+        };
+        seed::seed_admin(&region, secrets.admin_password, generated, hash, verify)
+            .await
+            .map_err(anyhow::Error::msg)?
+    };
+    if settings.seed_demo_catalog && store.meta(META_DEMO_SEEDED)?.is_none() {
+        let n = seed::seed_demo_catalog(&region).await?;
+        writer.put_meta(META_DEMO_SEEDED, vec![1]).await?;
+        tracing::info!(products = n, "demo catalog seeded");
+    }
+
+    let edge = Arc::new(EdgeState {
+        client: Arc::new(region.clone()),
+        catalog: catalog.clone(),
+        keys: JwtKeys::new(&secret, settings.token_ttl_secs),
+        blocking,
+        clock,
+        rng,
+        config: EdgeConfig {
+            body_limit: settings.body_limit_bytes,
+            token_ttl: Duration::from_secs(settings.token_ttl_secs),
+            ..EdgeConfig::default()
+        },
+    });
+    let admin_state = Arc::new(AdminState {
+        ready: false.into(),
+        metrics,
+        store: store.clone(),
+    });
+
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let http = tokio::net::TcpListener::bind(settings.http_addr)
+        .await
+        .with_context(|| format!("cannot bind the shop API on {}", settings.http_addr))?;
+    let admin = tokio::net::TcpListener::bind(settings.admin_addr)
+        .await
+        .with_context(|| format!("cannot bind the admin endpoint on {}", settings.admin_addr))?;
+    let http_addr = http.local_addr()?;
+    let admin_addr = admin.local_addr()?;
+    let servers = vec![
+        serve(http, agora_http_edge::router(edge), shutdown_rx.clone()),
+        serve(admin, admin::router(admin_state.clone()), shutdown_rx),
+    ];
+    admin_state.ready.store(true, Ordering::Release);
+    tracing::info!(%http_addr, %admin_addr, data_dir = %settings.data_dir.display(), shards = settings.shard_count, "node serving");
+    Ok(RunningNode {
+        http_addr,
+        admin_addr,
+        admin_seed,
+        shutdown,
+        region,
+        servers,
+        store_failed: writer.progress(),
+    })
+}
+
+fn serve(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    mut shutdown: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let stop = async move {
+            let _ = shutdown.wait_for(|s| *s).await;
+        };
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(stop)
+            .await
+        {
+            tracing::error!(error = %e, "server failed");
+        }
+    })
+}
