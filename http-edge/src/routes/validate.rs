@@ -90,7 +90,7 @@ pub fn card_number(s: &str) -> Result<(), Problem> {
             }
         })
         .sum();
-    if sum % 10 != 0 {
+    if !sum.is_multiple_of(10) {
         return Err(bad());
     }
     Ok(())

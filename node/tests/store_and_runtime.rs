@@ -1,0 +1,299 @@
+//! Tests of the store (group commit, ordering, fencing, outbox) and the runtime (dedup by
+//! message id across restarts, durable replies) on a real redb file.
+
+use agora_actors::client::{AskError, EntityClient};
+use agora_actors::host::EntityState;
+use agora_actors::stock::StockCommand;
+use agora_actors::{Command, EntityKind, EntityRef, Reply};
+use agora_node::runtime::region::{Region, RegionLimits};
+use agora_node::runtime::RuntimeContext;
+use agora_node::seams::SystemClock;
+use agora_node::store::keys::entity_key;
+use agora_node::store::record::{encode, EntityRecord, FORMAT_VERSION};
+use agora_node::store::writer::EntityWrite;
+use agora_node::store::{Store, StoreError, WriteOp, Writer};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+fn write(
+    shard: u32,
+    epoch: u64,
+    entity: &EntityRef,
+    state: EntityState,
+    outbox: Vec<agora_actors::OutboxMessage>,
+) -> (WriteOp, oneshot::Receiver<Result<(), StoreError>>) {
+    let (done, rx) = oneshot::channel();
+    let record = encode(&EntityRecord {
+        format: FORMAT_VERSION,
+        seq: 1,
+        epoch,
+        written_at_ms: 0,
+        state,
+    })
+    .unwrap();
+    let w = EntityWrite {
+        shard,
+        epoch,
+        entity: entity.clone(),
+        key: entity_key(shard, entity),
+        record,
+        msg_id: None,
+        outbox,
+        state_for_listeners: None,
+        now_ms: 0,
+        done,
+    };
+    (WriteOp::Entity(Box::new(w)), rx)
+}
+
+/// Opens the store at `path`, waiting (bounded) for the previous owner's threads to let go.
+async fn reopen(path: &std::path::Path) -> Store {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match Store::open(path) {
+            Ok(s) => return s,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("store still locked after 10 s: {e}"),
+        }
+    }
+}
+
+fn stock_state(available: u64) -> EntityState {
+    let mut s = agora_actors::stock::StockState::default();
+    s.available = available;
+    s.received = available;
+    EntityState::Stock(s)
+}
+
+#[tokio::test]
+async fn concurrent_writes_are_grouped_and_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.redb");
+    {
+        let store = Store::open(&path).unwrap();
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let writer = Writer::start(store, tx, vec![]).unwrap();
+        let mut waits = Vec::new();
+        for i in 0..500u64 {
+            let e = EntityRef::new(EntityKind::StockItem, format!("SKU-{i}"));
+            let (op, rx) = write(0, 1, &e, stock_state(i), vec![]);
+            writer.submit(op).unwrap();
+            waits.push(rx);
+        }
+        for w in waits {
+            w.await.unwrap().unwrap();
+        }
+    }
+    let store = reopen(&path).await;
+    let mut n = 0;
+    store
+        .scan_entities(&[EntityKind::StockItem], |e, rec| {
+            let i: u64 = e.id.trim_start_matches("SKU-").parse().unwrap();
+            assert_eq!(rec.state, stock_state(i));
+            n += 1;
+        })
+        .unwrap();
+    assert_eq!(n, 500);
+}
+
+#[tokio::test]
+async fn a_load_sees_every_write_submitted_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("a.redb")).unwrap();
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let writer = Writer::start(store, tx, vec![]).unwrap();
+    let e = EntityRef::new(EntityKind::StockItem, "X");
+    let (op, _done) = write(3, 1, &e, stock_state(7), vec![]);
+    writer.submit(op).unwrap();
+    // No await on the write: the load is queued behind it and must see it.
+    let rec = writer.load(entity_key(3, &e)).await.unwrap().unwrap();
+    assert_eq!(rec.state, stock_state(7));
+}
+
+#[tokio::test]
+async fn a_write_under_a_stale_epoch_is_refused_and_not_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("a.redb")).unwrap();
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let writer = Writer::start(store.clone(), tx, vec![]).unwrap();
+    let e = EntityRef::new(EntityKind::StockItem, "F");
+    let (op, done) = write(5, 2, &e, stock_state(1), vec![]);
+    writer.submit(op).unwrap();
+    done.await.unwrap().unwrap();
+    let (op, done) = write(5, 1, &e, stock_state(99), vec![]);
+    writer.submit(op).unwrap();
+    assert!(matches!(
+        done.await.unwrap(),
+        Err(StoreError::StaleEpoch {
+            shard: 5,
+            got: 1,
+            current: 2
+        })
+    ));
+    let rec = store.entity(&entity_key(5, &e)).unwrap().unwrap();
+    assert_eq!(rec.state, stock_state(1));
+}
+
+#[tokio::test]
+async fn outbox_rows_are_committed_with_the_state_and_deleted_when_acked() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("a.redb")).unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let writer = Writer::start(store.clone(), tx, vec![]).unwrap();
+    let from = EntityRef::new(EntityKind::Order, "o1");
+    let msg = agora_actors::OutboxMessage {
+        id: "order/o1#1.0".into(),
+        from: from.clone(),
+        to: agora_actors::Destination::Entity(EntityRef::new(EntityKind::StockItem, "S")),
+        deliver_at_ms: 0,
+        topic: "ORDER_PLACED".into(),
+        body: agora_actors::message::Body::Command(Command::Stock(StockCommand::Get)),
+    };
+    let (op, done) = write(
+        1,
+        1,
+        &from,
+        EntityState::empty(EntityKind::Order),
+        vec![msg.clone()],
+    );
+    writer.submit(op).unwrap();
+    done.await.unwrap().unwrap();
+    let committed = rx.recv().await.unwrap();
+    assert_eq!(committed.len(), 1);
+    assert_eq!(committed[0].1, msg);
+    assert_eq!(store.outbox_rows().unwrap().len(), 1);
+    writer
+        .submit(WriteOp::OutboxAcked(vec![committed[0].0.clone()]))
+        .unwrap();
+    writer.put_meta("barrier", vec![]).await.unwrap();
+    assert!(store.outbox_rows().unwrap().is_empty());
+}
+
+async fn region_on(path: &std::path::Path) -> (Region, Store) {
+    let store = reopen(path).await;
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let writer = Writer::start(store.clone(), tx, vec![]).unwrap();
+    let rt = RuntimeContext {
+        writer,
+        store: store.clone(),
+        clock: Arc::new(SystemClock),
+        domain: Arc::new(Default::default()),
+        passivate_after: Duration::from_millis(200),
+    };
+    (
+        Region::start(8, 1, rt, RegionLimits::default())
+            .await
+            .unwrap(),
+        store,
+    )
+}
+
+#[tokio::test]
+async fn a_redelivered_message_takes_effect_once_even_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.redb");
+    let sku = EntityRef::new(EntityKind::StockItem, "D");
+    let receive = Command::Stock(StockCommand::Receive { quantity: 5 });
+    {
+        let (region, _) = region_on(&path).await;
+        let r = region
+            .deliver(sku.clone(), receive.clone(), Some("m-1".into()))
+            .await
+            .unwrap();
+        assert!(matches!(r, Reply::Stock(ref s) if s.available == 5));
+        let r = region
+            .deliver(sku.clone(), receive.clone(), Some("m-1".into()))
+            .await
+            .unwrap();
+        assert_eq!(r, Reply::Duplicate);
+        region.stop();
+    }
+    let (region, _) = region_on(&path).await;
+    assert_eq!(
+        region
+            .deliver(sku.clone(), receive.clone(), Some("m-1".into()))
+            .await
+            .unwrap(),
+        Reply::Duplicate
+    );
+    let Reply::Stock(s) = region
+        .ask(sku.clone(), Command::Stock(StockCommand::Get))
+        .await
+        .unwrap()
+    else {
+        panic!("not stock")
+    };
+    assert_eq!(s.available, 5);
+    // A new message id does take effect.
+    region
+        .deliver(sku.clone(), receive, Some("m-2".into()))
+        .await
+        .unwrap();
+    let Reply::Stock(s) = region
+        .ask(sku, Command::Stock(StockCommand::Get))
+        .await
+        .unwrap()
+    else {
+        panic!("not stock")
+    };
+    assert_eq!(s.available, 10);
+}
+
+#[tokio::test]
+async fn a_refused_command_changes_nothing_and_a_passivated_entity_reloads_its_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let (region, store) = region_on(&dir.path().join("a.redb")).await;
+    let sku = EntityRef::new(EntityKind::StockItem, "P");
+    region
+        .ask(
+            sku.clone(),
+            Command::Stock(StockCommand::Receive { quantity: 3 }),
+        )
+        .await
+        .unwrap();
+    let refused = region
+        .ask(
+            sku.clone(),
+            Command::Stock(StockCommand::WriteOff { quantity: 4 }),
+        )
+        .await;
+    assert!(matches!(refused, Err(AskError::Domain(_))));
+    // Wait (bounded) for passivation: the shard stops the idle entity.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let active: usize = region
+            .stats()
+            .await
+            .iter()
+            .map(|s| s.active + s.stopping)
+            .sum();
+        if active == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "entity never passivated"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let Reply::Stock(s) = region
+        .ask(sku.clone(), Command::Stock(StockCommand::Get))
+        .await
+        .unwrap()
+    else {
+        panic!("not stock")
+    };
+    assert_eq!((s.available, s.sold), (3, 0));
+    let rec = store
+        .entity(&entity_key(sku.shard(8), &sku))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        rec.seq, 1,
+        "the refused write-off must not have been stored"
+    );
+}
