@@ -15,9 +15,9 @@ pub const MAX_STOCK_MOVE: u64 = 1_000_000;
 /// Largest unit price in minor units (10 million in major units).
 pub const MAX_PRICE_MINOR: u64 = 1_000_000_000;
 /// Notifications kept per inbox (oldest dropped first).
-pub const MAX_INBOX_ITEMS: usize = 200;
+pub const MAX_INBOX_ITEMS: usize = 50;
 /// Orders remembered per account for listing (oldest dropped first).
-pub const MAX_ACCOUNT_ORDERS: usize = 500;
+pub const MAX_ACCOUNT_ORDERS: usize = 100;
 
 /// Whether `sku` is a valid SKU: 1..=64 of `A-Z a-z 0-9 - _ .`.
 pub fn valid_sku(sku: &str) -> bool {

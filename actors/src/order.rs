@@ -3,7 +3,8 @@
 //!
 //! `PENDING → STOCK_RESERVED → AWAITING_PAYMENT → PAYMENT_PROCESSING → CONFIRMED → SHIPPED →
 //! DELIVERED`, with `PAYMENT_FAILED → CANCELLED`, `CANCELLED`, `EXPIRED`, and
-//! `REFUND_PENDING → REFUNDED` for a cancel after confirmation.
+//! `REFUND_PENDING → REFUNDED` for a cancel after confirmation (or `REFUND_PENDING → SHIPPED`
+//! when the courier had already picked the parcel up: the cancel came too late).
 
 use crate::account::AccountCommand;
 use crate::cart::CartCommand;
@@ -108,7 +109,7 @@ pub fn transition_allowed(from: OrderStatus, to: OrderStatus) -> bool {
             | (PaymentFailed, Cancelled)
             | (Confirmed, Shipped | RefundPending)
             | (Shipped, Delivered)
-            | (RefundPending, Refunded)
+            | (RefundPending, Refunded | Shipped)
     )
 }
 
@@ -601,8 +602,29 @@ pub fn handle(
                 end_unpaid(s, &p, ctx, OrderStatus::Cancelled, "cancelled_by_customer")
             }
             OrderStatus::Confirmed => {
+                // The parcel may already be picked up: only the shipment knows. Refund and
+                // restock once it confirms the cancellation (`ShipmentProgress { Cancelled }`).
                 s.set(OrderStatus::RefundPending, ctx.now_ms);
                 s.cancel_reason = Some("cancelled_by_customer".into());
+                ctx.send(
+                    EntityRef::new(EntityKind::Shipment, shipment_id_for_order(&ctx.me.id)),
+                    "SHIPMENT_CANCEL",
+                    Command::Shipment(ShipmentCommand::Cancel),
+                );
+            }
+            OrderStatus::Cancelled
+            | OrderStatus::Expired
+            | OrderStatus::RefundPending
+            | OrderStatus::Refunded => {}
+            other => {
+                return Err(DomainError::Conflict(format!(
+                    "an order that is {} cannot be cancelled",
+                    other.name()
+                )))
+            }
+        },
+        OrderCommand::ShipmentProgress { status: ship } => match (status, ship) {
+            (OrderStatus::RefundPending, ShipmentStatus::Cancelled) => {
                 s.payment_status = "refunding".into();
                 let order_id = ctx.me.id.clone();
                 ctx.send(
@@ -620,25 +642,18 @@ pub fn handle(
                         }),
                     );
                 }
-                ctx.send(
-                    EntityRef::new(EntityKind::Shipment, shipment_id_for_order(&order_id)),
-                    "SHIPMENT_CANCEL",
-                    Command::Shipment(ShipmentCommand::Cancel),
-                );
                 notify(&p, ctx, "ORDER_CANCELLED");
             }
-            OrderStatus::Cancelled
-            | OrderStatus::Expired
-            | OrderStatus::RefundPending
-            | OrderStatus::Refunded => {}
-            other => {
-                return Err(DomainError::Conflict(format!(
-                    "an order that is {} cannot be cancelled",
-                    other.name()
-                )))
+            (OrderStatus::RefundPending, _) if ship != ShipmentStatus::Created => {
+                // Picked up before the cancel reached the shipment: too late, it ships.
+                s.cancel_reason = None;
+                s.set(OrderStatus::Shipped, ctx.now_ms);
+                notify(&p, ctx, "ORDER_SHIPPED");
+                if ship == ShipmentStatus::Delivered {
+                    s.set(OrderStatus::Delivered, ctx.now_ms);
+                    notify(&p, ctx, "ORDER_DELIVERED");
+                }
             }
-        },
-        OrderCommand::ShipmentProgress { status: ship } => match (status, ship) {
             (OrderStatus::Confirmed, ShipmentStatus::Delivered) => {
                 s.set(OrderStatus::Shipped, ctx.now_ms);
                 s.set(OrderStatus::Delivered, ctx.now_ms);

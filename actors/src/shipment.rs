@@ -203,8 +203,16 @@ pub fn handle(
             }
         }
         ShipmentCommand::Cancel => {
+            // After pickup a cancel is too late; the order learns it from the progress sent.
             if s.status() == Some(ShipmentStatus::Created) {
                 s.events.push((ShipmentStatus::Cancelled, ctx.now_ms));
+                ctx.send(
+                    EntityRef::new(EntityKind::Order, s.order_id.clone()),
+                    "SHIPMENT_CANCELLED",
+                    Command::Order(OrderCommand::ShipmentProgress {
+                        status: ShipmentStatus::Cancelled,
+                    }),
+                );
             }
         }
         ShipmentCommand::Get => {}

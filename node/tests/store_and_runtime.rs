@@ -38,7 +38,7 @@ fn write(
         entity: entity.clone(),
         key: entity_key(shard, entity),
         record,
-        msg_id: None,
+        msg_ids: Vec::new(),
         outbox,
         state_for_listeners: None,
         now_ms: 0,
@@ -63,10 +63,11 @@ async fn reopen(path: &std::path::Path) -> Store {
 }
 
 fn stock_state(available: u64) -> EntityState {
-    let mut s = agora_actors::stock::StockState::default();
-    s.available = available;
-    s.received = available;
-    EntityState::Stock(s)
+    EntityState::Stock(agora_actors::stock::StockState {
+        available,
+        received: available,
+        ..Default::default()
+    })
 }
 
 #[tokio::test]

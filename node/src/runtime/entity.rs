@@ -1,6 +1,7 @@
 //! The generic entity actor: hosts one entity of any kind, runs each command against its
 //! state, hands changes to the group-commit writer without waiting for the fsync, and sends
-//! each reply only once the change it reports is durable.
+//! each reply only once the change it reports is durable. Relayed messages may come in
+//! batches: all of a batch's effects are stored in one write.
 
 use super::RuntimeContext;
 use crate::store::keys::entity_key;
@@ -9,7 +10,7 @@ use crate::store::writer::{wait_durable, EntityWrite};
 use crate::store::{StoreError, WriteOp};
 use agora_actors::client::AskError;
 use agora_actors::host::EntityState;
-use agora_actors::{Command, Ctx, EntityRef, Outcome, Reply};
+use agora_actors::{Command, Ctx, DomainError, EntityRef, OutboxMessage, Outcome, Reply};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,6 +19,12 @@ use tokio::sync::oneshot;
 
 /// The reply channel of a request.
 pub type ReplyTo = oneshot::Sender<Result<Reply, AskError>>;
+
+/// Per-message results of a batch.
+pub type BatchResults = Vec<Result<(), DomainError>>;
+
+/// The reply channel of a batch.
+pub type BatchReplyTo = oneshot::Sender<Result<BatchResults, AskError>>;
 
 /// Messages an entity actor takes.
 pub enum EntityMsg {
@@ -29,6 +36,13 @@ pub enum EntityMsg {
         msg_id: Option<String>,
         /// Where the reply goes.
         reply: ReplyTo,
+    },
+    /// Run relayed messages in order, storing their effects in one write.
+    Batch {
+        /// Commands with their message ids.
+        items: Vec<(Command, String)>,
+        /// Where the per-message results go.
+        reply: BatchReplyTo,
     },
     /// Stop after everything before this message (passivation).
     Stop,
@@ -62,6 +76,13 @@ pub struct EntityHost {
     parked: Vec<(Command, ReplyTo)>,
 }
 
+/// The effect of applying one command.
+struct Applied {
+    outcome: Outcome,
+    changed: bool,
+    outbox: Vec<OutboxMessage>,
+}
+
 impl EntityHost {
     async fn ensure_loaded(&mut self) -> Result<(), StoreError> {
         if self.loaded.is_none() {
@@ -74,7 +95,14 @@ impl EntityHost {
         Ok(())
     }
 
-    fn respond(&self, reply: ReplyTo, result: Result<Reply, AskError>, ticket: u64) {
+    /// Sends `result` once everything up to `ticket` is durable (an error if the store failed
+    /// or the shard was fenced meanwhile).
+    fn respond<T: Send + 'static>(
+        &self,
+        reply: oneshot::Sender<Result<T, AskError>>,
+        result: Result<T, AskError>,
+        ticket: u64,
+    ) {
         let progress = self.args.rt.writer.progress();
         let fenced = self.args.fenced.clone();
         let done = {
@@ -109,6 +137,84 @@ impl EntityHost {
         self.args.rt.store.dedup_seen(&self.key, msg_id)
     }
 
+    /// Runs one command on the state; a change (or an emitted message) takes the next seq.
+    fn apply(&mut self, cmd: Command, now: u64) -> Result<Applied, DomainError> {
+        let (state, seq) = self
+            .loaded
+            .as_mut()
+            .ok_or_else(|| DomainError::NotFound("entity state not loaded".into()))?;
+        let me = self.args.entity.clone();
+        let mut ctx = Ctx::new(now, &me, *seq + 1, &self.args.rt.domain);
+        let handled = state.handle(cmd, &mut ctx)?;
+        let outbox = ctx.take_outbox();
+        if handled.changed || !outbox.is_empty() {
+            *seq += 1;
+        }
+        Ok(Applied {
+            outcome: handled.outcome,
+            changed: handled.changed,
+            outbox,
+        })
+    }
+
+    /// Hands the current state, consumed message ids and emitted messages to the writer.
+    fn persist(
+        &mut self,
+        msg_ids: Vec<String>,
+        outbox: Vec<OutboxMessage>,
+        now: u64,
+    ) -> Result<(), ActorProcessingErr> {
+        let Some((state, seq)) = self.loaded.as_ref() else {
+            return Err("entity state missing after load".into());
+        };
+        let me = self.args.entity.clone();
+        let record = encode(&EntityRecord {
+            format: FORMAT_VERSION,
+            seq: *seq,
+            epoch: self.args.epoch,
+            written_at_ms: now,
+            state: state.clone(),
+        })?;
+        let state_for_listeners = if self.args.rt.writer.listened(me.kind) {
+            Some(state.clone())
+        } else {
+            None
+        };
+        let (done, done_rx) = oneshot::channel();
+        let write = EntityWrite {
+            shard: self.args.shard,
+            epoch: self.args.epoch,
+            entity: me.clone(),
+            key: self.key.clone(),
+            record,
+            msg_ids: msg_ids.clone(),
+            outbox,
+            state_for_listeners,
+            now_ms: now,
+            done,
+        };
+        let ticket = self
+            .args
+            .rt
+            .writer
+            .submit(WriteOp::Entity(Box::new(write)))?;
+        self.last_ticket = ticket;
+        for id in msg_ids {
+            self.recent.insert(id, ticket);
+        }
+        // A refused write (stale epoch) means another node owns the shard now: fence it, so
+        // nothing more is answered from this copy.
+        let fenced = self.args.fenced.clone();
+        tokio::spawn(async move {
+            if let Ok(Err(e)) = done_rx.await {
+                tracing::warn!(error = %e, "write refused; fencing shard");
+                fenced.store(true, Ordering::Release);
+            }
+        });
+        metrics::counter!("agora_entity_writes_total", "kind" => me.kind.name()).increment(1);
+        Ok(())
+    }
+
     async fn request(
         &mut self,
         cmd: Command,
@@ -133,74 +239,70 @@ impl EntityHost {
                 }
             }
         }
-        let Some((state, seq)) = self.loaded.as_mut() else {
-            return Err("entity state missing after load".into());
-        };
         let now = self.args.rt.clock.now_ms();
-        let me = self.args.entity.clone();
-        let mut ctx = Ctx::new(now, &me, *seq + 1, &self.args.rt.domain);
         let parked_cmd = cmd.clone();
-        let handled = match state.handle(cmd, &mut ctx) {
-            Ok(h) => h,
+        let applied = match self.apply(cmd, now) {
+            Ok(a) => a,
             Err(e) => {
                 self.respond(reply, Err(AskError::Domain(e)), self.last_ticket);
                 return Ok(());
             }
         };
-        let outbox = ctx.take_outbox();
-        if handled.changed || !outbox.is_empty() || msg_id.is_some() {
-            *seq += 1;
-            let record = EntityRecord {
-                format: FORMAT_VERSION,
-                seq: *seq,
-                epoch: self.args.epoch,
-                written_at_ms: now,
-                state: state.clone(),
-            };
-            let record = encode(&record)?;
-            let (done, done_rx) = oneshot::channel();
-            let state_for_listeners = if self.args.rt.writer.listened(me.kind) {
-                Some(state.clone())
-            } else {
-                None
-            };
-            let write = EntityWrite {
-                shard: self.args.shard,
-                epoch: self.args.epoch,
-                entity: me.clone(),
-                key: self.key.clone(),
-                record,
-                msg_id: msg_id.clone(),
-                outbox,
-                state_for_listeners,
-                now_ms: now,
-                done,
-            };
-            let ticket = self
-                .args
-                .rt
-                .writer
-                .submit(WriteOp::Entity(Box::new(write)))?;
-            self.last_ticket = ticket;
-            if let Some(id) = msg_id {
-                self.recent.insert(id, ticket);
-            }
-            // A refused write (stale epoch) means another node owns the shard now: fence it,
-            // so nothing more is answered from this copy.
-            let fenced = self.args.fenced.clone();
-            tokio::spawn(async move {
-                if let Ok(Err(e)) = done_rx.await {
-                    tracing::warn!(error = %e, "write refused; fencing shard");
-                    fenced.store(true, Ordering::Release);
-                }
-            });
-            metrics::counter!("agora_entity_writes_total", "kind" => me.kind.name()).increment(1);
+        if applied.changed || !applied.outbox.is_empty() || msg_id.is_some() {
+            self.persist(msg_id.into_iter().collect(), applied.outbox, now)?;
         }
-        match handled.outcome {
+        match applied.outcome {
             Outcome::Reply(r) => self.respond(reply, Ok(r), self.last_ticket),
             Outcome::Park => self.parked.push((parked_cmd, reply)),
         }
-        if handled.changed {
+        if applied.changed {
+            self.recheck_parked();
+        }
+        Ok(())
+    }
+
+    async fn batch(
+        &mut self,
+        items: Vec<(Command, String)>,
+        reply: BatchReplyTo,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Err(e) = self.ensure_loaded().await {
+            let _ = reply.send(Err(AskError::Unavailable(e.to_string())));
+            return Err(Box::new(e));
+        }
+        let now = self.args.rt.clock.now_ms();
+        let mut results = Vec::with_capacity(items.len());
+        let mut ids = Vec::with_capacity(items.len());
+        let mut outbox = Vec::new();
+        let mut changed = false;
+        for (cmd, id) in items {
+            let seen = match self.already_applied(&id) {
+                Ok(seen) => seen || ids.contains(&id),
+                Err(e) => {
+                    let _ = reply.send(Err(AskError::Unavailable(e.to_string())));
+                    return Err(Box::new(e));
+                }
+            };
+            if seen {
+                metrics::counter!("agora_messages_deduplicated_total").increment(1);
+                results.push(Ok(()));
+                continue;
+            }
+            match self.apply(cmd, now) {
+                Ok(a) => {
+                    changed |= a.changed;
+                    outbox.extend(a.outbox);
+                    ids.push(id);
+                    results.push(Ok(()));
+                }
+                Err(e) => results.push(Err(e)),
+            }
+        }
+        if !ids.is_empty() {
+            self.persist(ids, outbox, now)?;
+        }
+        self.respond(reply, Ok(results), self.last_ticket);
+        if changed {
             self.recheck_parked();
         }
         Ok(())
@@ -210,7 +312,7 @@ impl EntityHost {
     fn recheck_parked(&mut self) {
         let parked = std::mem::take(&mut self.parked);
         for (cmd, reply) in parked {
-            let Some((state, seq)) = self.loaded.as_mut() else {
+            let Some((state, seq)) = self.loaded.as_ref() else {
                 return;
             };
             let me = self.args.entity.clone();
@@ -274,6 +376,7 @@ impl Actor for EntityActor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             EntityMsg::Request { cmd, msg_id, reply } => host.request(cmd, msg_id, reply).await,
+            EntityMsg::Batch { items, reply } => host.batch(items, reply).await,
             EntityMsg::Stop => {
                 me.stop(Some("passivated".into()));
                 Ok(())

@@ -1,6 +1,7 @@
 //! The shard region: the node's routing table from entity to shard actor. It is the
 //! `EntityClient` the edge, the relay and the outside-service callbacks use.
 
+use super::entity::{BatchResults, EntityMsg};
 use super::shard::{ShardActor, ShardArgs, ShardMsg, ShardStats};
 use super::RuntimeContext;
 use agora_actors::client::{AskError, EntityClient};
@@ -85,13 +86,11 @@ impl Region {
         self.shards.len() as u32
     }
 
-    /// Delivers `cmd` to `to`; `msg_id` makes it take effect at most once.
-    pub async fn deliver(
+    async fn send<T>(
         &self,
         to: EntityRef,
-        cmd: Command,
-        msg_id: Option<String>,
-    ) -> Result<Reply, AskError> {
+        make: impl FnOnce(oneshot::Sender<Result<T, AskError>>) -> EntityMsg,
+    ) -> Result<T, AskError> {
         let _permit = self
             .in_flight
             .try_acquire()
@@ -105,9 +104,7 @@ impl Region {
         actor
             .send_message(ShardMsg::Deliver {
                 to,
-                cmd,
-                msg_id,
-                reply,
+                msg: make(reply),
             })
             .map_err(|_| AskError::Unavailable(format!("shard {shard} stopped")))?;
         match tokio::time::timeout(self.limits.ask_timeout, rx).await {
@@ -117,6 +114,27 @@ impl Region {
             )),
             Err(_) => Err(AskError::Timeout),
         }
+    }
+
+    /// Delivers `cmd` to `to`; `msg_id` makes it take effect at most once.
+    pub async fn deliver(
+        &self,
+        to: EntityRef,
+        cmd: Command,
+        msg_id: Option<String>,
+    ) -> Result<Reply, AskError> {
+        self.send(to, |reply| EntityMsg::Request { cmd, msg_id, reply })
+            .await
+    }
+
+    /// Delivers relayed messages to `to` in order, their effects stored in one write.
+    pub async fn deliver_batch(
+        &self,
+        to: EntityRef,
+        items: Vec<(Command, String)>,
+    ) -> Result<BatchResults, AskError> {
+        self.send(to, |reply| EntityMsg::Batch { items, reply })
+            .await
     }
 
     /// Counts per shard.

@@ -21,6 +21,8 @@ use tokio::task::JoinSet;
 
 /// Most deliveries in flight at once.
 const MAX_CONCURRENT: usize = 512;
+/// Most messages to one entity delivered (and stored) together.
+const MAX_BATCH: usize = 256;
 /// Longest wait between retries.
 const MAX_BACKOFF_MS: u64 = 5_000;
 
@@ -37,10 +39,9 @@ struct Lane {
     waiting_retry: bool,
 }
 
-enum Failure {
-    Retry(String),
-    Dead(String),
-}
+/// How a delivery attempt ended: per-message results (an error is a refusal, so the
+/// message becomes a dead letter), or a transient failure of the whole attempt (retried).
+type Delivery = Result<Vec<Result<(), String>>, String>;
 
 /// Everything the relay needs.
 pub struct RelayDeps {
@@ -86,7 +87,7 @@ struct Relay {
     timers: BTreeMap<(u64, Vec<u8>), OutboxMessage>,
     retries: BTreeMap<(u64, String), ()>,
     acks: Vec<Vec<u8>>,
-    running: JoinSet<(String, Item, Result<(), Failure>)>,
+    running: JoinSet<(String, Vec<Item>, Delivery)>,
     backlog: usize,
 }
 
@@ -97,25 +98,47 @@ fn lane_of(msg: &OutboxMessage) -> String {
     }
 }
 
-async fn deliver(
-    region: Region,
-    external: ExternalServices,
-    msg: &OutboxMessage,
-) -> Result<(), Failure> {
-    match (&msg.to, &msg.body) {
-        (Destination::Entity(to), Body::Command(cmd)) => match region
-            .deliver(to.clone(), cmd.clone(), Some(msg.id.clone()))
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(AskError::Domain(e)) => Err(Failure::Dead(e.to_string())),
-            Err(e) => Err(Failure::Retry(e.to_string())),
-        },
-        (Destination::External, Body::External(call)) => external
-            .call(call)
-            .await
-            .map_err(|e| Failure::Retry(e.to_string())),
-        _ => Err(Failure::Dead("destination and body do not match".into())),
+async fn deliver(region: Region, external: ExternalServices, items: &[Item]) -> Delivery {
+    let Some(first) = items.first() else {
+        return Ok(Vec::new());
+    };
+    match &first.msg.to {
+        Destination::Entity(to) => {
+            let mut batch = Vec::with_capacity(items.len());
+            for item in items {
+                match &item.msg.body {
+                    Body::Command(cmd) => batch.push((cmd.clone(), item.msg.id.clone())),
+                    Body::External(_) => {
+                        return Ok(items
+                            .iter()
+                            .map(|_| Err("an outside call addressed to an entity".to_string()))
+                            .collect())
+                    }
+                }
+            }
+            match region.deliver_batch(to.clone(), batch).await {
+                Ok(results) => Ok(results
+                    .into_iter()
+                    .map(|r| r.map_err(|e| e.to_string()))
+                    .collect()),
+                Err(AskError::Domain(e)) => Ok(items.iter().map(|_| Err(e.to_string())).collect()),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+        Destination::External => {
+            let mut results = Vec::with_capacity(items.len());
+            for item in items {
+                match &item.msg.body {
+                    Body::External(call) => external.call(call).await.map_err(|e| e.to_string())?,
+                    Body::Command(_) => {
+                        results.push(Err("a command addressed to no entity".to_string()));
+                        continue;
+                    }
+                }
+                results.push(Ok(()));
+            }
+            Ok(results)
+        }
     }
 }
 
@@ -178,60 +201,76 @@ impl Relay {
             if lane.busy || lane.waiting_retry {
                 continue;
             }
-            let Some(item) = lane.queue.pop_front() else {
+            if lane.queue.is_empty() {
                 self.lanes.remove(&name);
                 continue;
-            };
+            }
+            let n = lane.queue.len().min(MAX_BATCH);
+            let items: Vec<Item> = lane.queue.drain(..n).collect();
             lane.busy = true;
             let region = self.deps.region.clone();
             let external = self.deps.external.clone();
             self.running.spawn(async move {
-                let r = deliver(region, external, &item.msg).await;
-                (name, item, r)
+                let r = deliver(region, external, &items).await;
+                (name, items, r)
             });
         }
     }
 
-    fn finished(&mut self, name: String, mut item: Item, result: Result<(), Failure>) {
-        let now = self.deps.clock.now_ms();
-        let Some(lane) = self.lanes.get_mut(&name) else {
-            return;
+    fn dead_letter(&mut self, item: Item, reason: String, now: u64) {
+        tracing::warn!(msg_id = %item.msg.id, topic = %item.msg.topic, reason, "message refused; dead-lettered");
+        metrics::counter!("agora_dead_letters_total").increment(1);
+        let letter = DeadLetter {
+            format: FORMAT_VERSION,
+            at_ms: now,
+            reason,
+            message: item.msg,
         };
-        lane.busy = false;
+        if let Err(e) = self.deps.writer.submit(WriteOp::DeadLetter {
+            key: item.key,
+            letter,
+        }) {
+            tracing::error!(error = %e, "cannot record a dead letter");
+        }
+    }
+
+    fn finished(&mut self, name: String, items: Vec<Item>, result: Delivery) {
+        let now = self.deps.clock.now_ms();
         match result {
-            Ok(()) => {
-                metrics::counter!("agora_outbox_delivered_total").increment(1);
-                self.acks.push(item.key);
-                self.backlog -= 1;
-            }
-            Err(Failure::Dead(reason)) => {
-                tracing::warn!(msg_id = %item.msg.id, topic = %item.msg.topic, reason, "message refused; dead-lettered");
-                metrics::counter!("agora_dead_letters_total").increment(1);
-                let letter = DeadLetter {
-                    format: FORMAT_VERSION,
-                    at_ms: now,
-                    reason,
-                    message: item.msg,
-                };
-                if let Err(e) = self.deps.writer.submit(WriteOp::DeadLetter {
-                    key: item.key,
-                    letter,
-                }) {
-                    tracing::error!(error = %e, "cannot record a dead letter");
+            Ok(results) => {
+                for (item, r) in items.into_iter().zip(results) {
+                    self.backlog -= 1;
+                    match r {
+                        Ok(()) => {
+                            metrics::counter!("agora_outbox_delivered_total").increment(1);
+                            self.acks.push(item.key);
+                        }
+                        Err(reason) => self.dead_letter(item, reason, now),
+                    }
                 }
-                self.backlog -= 1;
             }
-            Err(Failure::Retry(reason)) => {
-                item.attempts += 1;
+            Err(reason) => {
+                let Some(lane) = self.lanes.get_mut(&name) else {
+                    return;
+                };
+                let attempts = items.first().map_or(1, |i| i.attempts + 1);
                 metrics::counter!("agora_outbox_retries_total").increment(1);
-                tracing::debug!(msg_id = %item.msg.id, attempts = item.attempts, reason, "delivery failed; will retry");
-                let backoff = (50u64 << item.attempts.min(10)).min(MAX_BACKOFF_MS);
-                lane.queue.push_front(item);
+                tracing::debug!(lane = %name, attempts, reason, "delivery failed; will retry");
+                for mut item in items.into_iter().rev() {
+                    item.attempts = attempts;
+                    lane.queue.push_front(item);
+                }
+                lane.busy = false;
                 lane.waiting_retry = true;
+                let backoff = (50u64 << attempts.min(10)).min(MAX_BACKOFF_MS);
                 self.retries.insert((now + backoff, name), ());
                 return;
             }
         }
+        let Some(lane) = self.lanes.get_mut(&name) else {
+            return;
+        };
+        lane.busy = false;
         if lane.queue.is_empty() {
             self.lanes.remove(&name);
         } else {
@@ -271,7 +310,7 @@ impl Relay {
                     None => return,
                 },
                 Some(done) = self.running.join_next(), if !self.running.is_empty() => match done {
-                    Ok((name, item, result)) => self.finished(name, item, result),
+                    Ok((name, items, result)) => self.finished(name, items, result),
                     Err(e) => tracing::error!(error = %e, "a delivery task failed"),
                 },
                 _ = tokio::time::sleep(wake) => {}

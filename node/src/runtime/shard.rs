@@ -3,10 +3,10 @@
 //! store) when it fails. A passivating entity's new messages wait until it has stopped, so
 //! two copies of one entity never run at once.
 
-use super::entity::{EntityActor, EntityArgs, EntityMsg, ReplyTo};
+use super::entity::{EntityActor, EntityArgs, EntityMsg};
 use super::RuntimeContext;
 use agora_actors::client::AskError;
-use agora_actors::{Command, EntityRef};
+use agora_actors::EntityRef;
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
@@ -14,16 +14,12 @@ use std::sync::Arc;
 
 /// Messages a shard takes.
 pub enum ShardMsg {
-    /// Deliver a command to an entity of this shard.
+    /// Deliver a request or a batch to an entity of this shard.
     Deliver {
         /// The entity.
         to: EntityRef,
-        /// The command.
-        cmd: Command,
-        /// Message id for dedup, if any.
-        msg_id: Option<String>,
-        /// Where the reply goes.
-        reply: ReplyTo,
+        /// What to deliver (`Request` or `Batch`).
+        msg: EntityMsg,
     },
     /// Passivate idle entities.
     Tick,
@@ -58,14 +54,12 @@ struct Active {
     last_touch_ms: u64,
 }
 
-type Pending = (Command, Option<String>, ReplyTo);
-
 /// The shard's state.
 pub struct ShardState {
     args: ShardArgs,
     fenced: Arc<AtomicBool>,
     active: HashMap<EntityRef, Active>,
-    stopping: HashMap<EntityRef, Vec<Pending>>,
+    stopping: HashMap<EntityRef, Vec<EntityMsg>>,
     by_actor: HashMap<ActorId, EntityRef>,
 }
 
@@ -93,7 +87,7 @@ impl ShardState {
         &mut self,
         me: &ActorRef<ShardMsg>,
         to: EntityRef,
-        p: Pending,
+        p: EntityMsg,
     ) -> Result<(), ActorProcessingErr> {
         if let Some(buffer) = self.stopping.get_mut(&to) {
             buffer.push(p);
@@ -117,8 +111,7 @@ impl ShardState {
                 actor
             }
         };
-        let (cmd, msg_id, reply) = p;
-        if let Err(e) = actor.send_message(EntityMsg::Request { cmd, msg_id, reply }) {
+        if let Err(e) = actor.send_message(p) {
             // The actor is gone; the reply port was inside the message and is dropped, so the
             // caller sees the failure and retries.
             tracing::debug!(error = %e, "entity mailbox closed");
@@ -195,20 +188,21 @@ impl Actor for ShardActor {
         s: &mut ShardState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            ShardMsg::Deliver {
-                to,
-                cmd,
-                msg_id,
-                reply,
-            } => {
+            ShardMsg::Deliver { to, msg } => {
                 if s.fenced.load(std::sync::atomic::Ordering::Acquire) {
-                    let _ = reply.send(Err(AskError::Unavailable(format!(
-                        "shard {} is fenced",
-                        s.args.shard
-                    ))));
+                    let why = format!("shard {} is fenced", s.args.shard);
+                    match msg {
+                        EntityMsg::Request { reply, .. } => {
+                            drop(reply.send(Err(AskError::Unavailable(why))))
+                        }
+                        EntityMsg::Batch { reply, .. } => {
+                            drop(reply.send(Err(AskError::Unavailable(why))))
+                        }
+                        EntityMsg::Stop => {}
+                    }
                     return Ok(());
                 }
-                s.deliver(&me, to, (cmd, msg_id, reply)).await
+                s.deliver(&me, to, msg).await
             }
             ShardMsg::Tick => {
                 s.passivate_idle();

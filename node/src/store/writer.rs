@@ -17,6 +17,10 @@ use tokio::sync::{oneshot, watch};
 
 /// Most operations folded into one transaction.
 const MAX_BATCH: usize = 8192;
+/// Longest a delivered outbox row waits for its delete to ride along with another commit.
+const ACK_FLUSH: std::time::Duration = std::time::Duration::from_millis(200);
+/// Most deferred outbox deletes before they are committed anyway.
+const MAX_DEFERRED_ACKS: usize = 50_000;
 
 /// One entity's change: its new record, the message id it consumed, the messages it emits.
 pub struct EntityWrite {
@@ -30,8 +34,8 @@ pub struct EntityWrite {
     pub key: Vec<u8>,
     /// The encoded `EntityRecord`.
     pub record: Vec<u8>,
-    /// The message id consumed, recorded for dedup.
-    pub msg_id: Option<String>,
+    /// The message ids consumed, recorded for dedup.
+    pub msg_ids: Vec<String>,
     /// Messages to put in the outbox.
     pub outbox: Vec<OutboxMessage>,
     /// The new state, for commit listeners (projections), when a listener wants this kind.
@@ -237,14 +241,53 @@ struct BatchResult {
 }
 
 impl WriterThread {
-    fn run(&mut self) {
-        while let Ok(first) = self.rx.recv() {
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match self.rx.try_recv() {
-                    Ok(op) => batch.push(op),
-                    Err(_) => break,
+    /// Takes the next batch: everything pending, up to `MAX_BATCH`. Deleting delivered outbox
+    /// rows needs no fsync of its own (a lost delete only means a deduplicated redelivery),
+    /// so acks ride along with the next batch that commits anyway, or go after `ACK_FLUSH`.
+    fn next_batch(&mut self, deferred_acks: &mut Vec<Vec<u8>>) -> Option<Vec<(u64, WriteOp)>> {
+        let first = if deferred_acks.is_empty() {
+            self.rx.recv().ok()?
+        } else {
+            match self.rx.recv_timeout(ACK_FLUSH) {
+                Ok(op) => op,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    return Some(vec![(
+                        0,
+                        WriteOp::OutboxAcked(std::mem::take(deferred_acks)),
+                    )])
                 }
+                Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+            }
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match self.rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        let mut kept = Vec::with_capacity(batch.len());
+        let mut needs_commit = false;
+        for (ticket, op) in batch {
+            match op {
+                WriteOp::OutboxAcked(keys) => deferred_acks.extend(keys),
+                op => {
+                    needs_commit |= !matches!(op, WriteOp::Load { .. });
+                    kept.push((ticket, op));
+                }
+            }
+        }
+        if needs_commit || deferred_acks.len() >= MAX_DEFERRED_ACKS {
+            kept.push((0, WriteOp::OutboxAcked(std::mem::take(deferred_acks))));
+        }
+        Some(kept)
+    }
+
+    fn run(&mut self) {
+        let mut deferred_acks = Vec::new();
+        while let Some(batch) = self.next_batch(&mut deferred_acks) {
+            if batch.is_empty() {
+                continue;
             }
             let max_ticket = batch.iter().map(|(t, _)| *t).max().unwrap_or(0);
             let size = batch.len();
@@ -361,7 +404,7 @@ impl WriterThread {
                                 self.epochs.insert(w.shard, w.epoch);
                             }
                             entities.insert(w.key.as_slice(), w.record.as_slice())?;
-                            if let Some(id) = &w.msg_id {
+                            for id in &w.msg_ids {
                                 dedup.insert(dedup_key(&w.key, id).as_slice(), w.now_ms)?;
                             }
                             for m in w.outbox {
@@ -390,10 +433,10 @@ impl WriterThread {
                             r.done.push(Done::Load(reply, v));
                         }
                         WriteOp::OutboxAcked(keys) => {
-                            for k in keys {
+                            for k in &keys {
                                 outbox.remove(k.as_slice())?;
                             }
-                            r.wrote = true;
+                            r.wrote |= !keys.is_empty();
                         }
                         WriteOp::DeadLetter { key, letter } => {
                             outbox.remove(key.as_slice())?;
