@@ -91,7 +91,8 @@ pub struct SimulatedGateway {
     config: SimGatewayConfig,
     rng: Arc<dyn RandomSource>,
     callbacks: Arc<dyn CallbackSink>,
-    seen: Mutex<BTreeMap<String, ()>>,
+    /// The answer decided for each idempotency key (None: this call never gets one).
+    answers: Mutex<BTreeMap<String, Option<Command>>>,
 }
 
 impl SimulatedGateway {
@@ -105,7 +106,7 @@ impl SimulatedGateway {
             config,
             rng,
             callbacks,
-            seen: Mutex::new(BTreeMap::new()),
+            answers: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -119,12 +120,14 @@ impl SimulatedGateway {
         Duration::from_millis(lo + self.rng.next_u64() % (hi.saturating_sub(lo) + 1))
     }
 
-    /// Records the key; true when it is new (the first call with this key).
-    fn first_call(&self, key: &str) -> bool {
-        match self.seen.lock() {
-            Ok(mut seen) => seen.insert(key.to_string(), ()).is_none(),
-            Err(_) => false,
-        }
+    /// The answer for `key`: decided by `decide` on the first call, the same on every repeat
+    /// (as a real gateway's idempotency keys behave).
+    fn answer_for(&self, key: &str, decide: impl FnOnce() -> Option<Command>) -> Option<Command> {
+        let mut answers = self.answers.lock().ok()?;
+        answers
+            .entry(key.to_string())
+            .or_insert_with(decide)
+            .clone()
     }
 
     fn answer_later(&self, key: &str, to: EntityRef, cmd: Command) {
@@ -161,14 +164,13 @@ impl PaymentGateway for SimulatedGateway {
         method: &Method,
         _amount: &Money,
     ) -> Result<(), ExternalError> {
-        if self.first_call(key) {
-            if let Some(result) = decide(method) {
-                let cmd = Command::Payment(PaymentCommand::ChargeResult {
-                    event_id: format!("evt:{key}"),
-                    result,
-                });
-                self.answer_later(key, EntityRef::new(EntityKind::Payment, order_id), cmd);
-            }
+        let event_id = format!("evt:{key}");
+        let answer = self.answer_for(key, || {
+            decide(method)
+                .map(|result| Command::Payment(PaymentCommand::ChargeResult { event_id, result }))
+        });
+        if let Some(cmd) = answer {
+            self.answer_later(key, EntityRef::new(EntityKind::Payment, order_id), cmd);
         }
         self.accepted()
     }
@@ -179,11 +181,14 @@ impl PaymentGateway for SimulatedGateway {
         order_id: &str,
         _amount: &Money,
     ) -> Result<(), ExternalError> {
-        if self.first_call(key) {
-            let cmd = Command::Payment(PaymentCommand::RefundResult {
-                event_id: format!("evt:{key}"),
+        let event_id = format!("evt:{key}");
+        let answer = self.answer_for(key, || {
+            Some(Command::Payment(PaymentCommand::RefundResult {
+                event_id,
                 result: Ok(()),
-            });
+            }))
+        });
+        if let Some(cmd) = answer {
             self.answer_later(key, EntityRef::new(EntityKind::Payment, order_id), cmd);
         }
         self.accepted()

@@ -120,6 +120,8 @@ pub enum PaymentCommand {
     },
     /// Durable timer: ask for the refund again if it has not completed.
     RetryRefund,
+    /// Durable timer: ask the gateway again (same key) if the charge's result has not come.
+    RetryCharge,
     /// Read it.
     Get,
 }
@@ -138,6 +140,9 @@ pub struct PaymentView {
 }
 
 const REFUND_RETRY_MS: u64 = 10_000;
+/// How long a charge waits for the gateway's answer before asking again with the same key
+/// (the answer may have been lost, for example by a crash between acceptance and callback).
+const CHARGE_RETRY_MS: u64 = 5_000;
 
 fn order(ctx: &Ctx) -> EntityRef {
     EntityRef::new(EntityKind::Order, ctx.me.id.clone())
@@ -180,6 +185,26 @@ fn request_refund(s: &PaymentState, ctx: &mut Ctx) {
     }
 }
 
+/// Asks the gateway to charge (the key makes a repeat safe) and arms the retry timer.
+fn request_charge(ctx: &mut Ctx, method: Method, amount_minor: u64) {
+    let order_id = ctx.me.id.clone();
+    let key = format!("{order_id}:charge");
+    ctx.call(
+        "PAYMENT_REQUESTED",
+        ExternalCall::Charge {
+            key,
+            order_id,
+            method,
+            amount: Money::shop(amount_minor),
+        },
+    );
+    ctx.timer(
+        ctx.now_ms + CHARGE_RETRY_MS,
+        "PAYMENT_RETRY",
+        Command::Payment(PaymentCommand::RetryCharge),
+    );
+}
+
 fn seen(s: &mut PaymentState, event_id: &str) -> bool {
     if s.events.iter().any(|e| e == event_id) {
         return true;
@@ -215,18 +240,7 @@ pub fn handle(
                             amount_minor,
                         }),
                     ),
-                    m => {
-                        let key = format!("{order_id}:charge");
-                        ctx.call(
-                            "PAYMENT_REQUESTED",
-                            ExternalCall::Charge {
-                                key,
-                                order_id,
-                                method: m,
-                                amount: Money::shop(amount_minor),
-                            },
-                        );
-                    }
+                    m => request_charge(ctx, m, amount_minor),
                 }
                 ctx.send(
                     order(ctx),
@@ -280,6 +294,13 @@ pub fn handle(
                     "REFUND_ISSUED",
                     Command::Order(OrderCommand::RefundCompleted),
                 );
+            }
+        }
+        PaymentCommand::RetryCharge => {
+            if s.status == PaymentStatus::Processing && !s.abandoned {
+                if let Some(m) = s.method.clone().filter(|m| *m != Method::Wallet) {
+                    request_charge(ctx, m, s.amount_minor);
+                }
             }
         }
         PaymentCommand::RetryRefund => {

@@ -9,8 +9,8 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid `{field}`: {problem}; {fix}")]
 pub struct ConfigError {
-    /// The field's name.
-    pub field: &'static str,
+    /// The field's name (with its position, like `nodes[1].http_addr`).
+    pub field: String,
     /// What is wrong.
     pub problem: String,
     /// How to fix it.
@@ -69,9 +69,9 @@ impl Default for NodeSettings {
     }
 }
 
-fn err(field: &'static str, problem: impl Into<String>, fix: &'static str) -> ConfigError {
+fn err(field: impl Into<String>, problem: impl Into<String>, fix: &'static str) -> ConfigError {
     ConfigError {
-        field,
+        field: field.into(),
         problem: problem.into(),
         fix,
     }

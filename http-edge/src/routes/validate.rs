@@ -20,9 +20,7 @@ pub fn name(field: &str, s: &str) -> Result<(), Problem> {
             format!("1..={MAX_NAME_LEN} printable characters"),
         ));
     }
-    if s.chars()
-        .any(|c| matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'))
-    {
+    if has_bidi_controls(s) {
         return Err(Problem::invalid(
             field,
             "bidirectional control characters are not allowed",
@@ -31,10 +29,21 @@ pub fn name(field: &str, s: &str) -> Result<(), Problem> {
     Ok(())
 }
 
+/// Whether `s` holds bidirectional marks, embeddings, overrides or isolates, which make text
+/// display as something other than it is.
+fn has_bidi_controls(s: &str) -> bool {
+    s.chars().any(|c| {
+        matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    })
+}
+
 /// Checks an email address (a pragmatic subset of RFC 5321).
 pub fn email(s: &str) -> Result<(), Problem> {
     let bad = || Problem::invalid("email", "a valid email address, at most 254 characters");
-    if s.len() > 254 || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if s.len() > 254
+        || s.chars().any(|c| c.is_whitespace() || c.is_control())
+        || has_bidi_controls(s)
+    {
         return Err(bad());
     }
     let (local, domain) = s.rsplit_once('@').ok_or_else(bad)?;
@@ -142,5 +151,6 @@ mod tests {
         assert!(email("a@b").is_err());
         assert!(email("a b@c.de").is_err());
         assert!(email("@c.de").is_err());
+        assert!(email("rtl\u{202e}@example.com").is_err());
     }
 }

@@ -1,0 +1,202 @@
+//! The cluster file: the cluster's name, shard count, shared secret, admin token and its
+//! nodes. Example: `examples/three-nodes.toml`.
+
+use crate::{err, ConfigError, NodeSettings};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// One node of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeEntry {
+    /// Stable node id (1 or more); never reused for another machine.
+    pub id: u64,
+    /// Where other nodes reach this one (node-to-node traffic).
+    pub cluster_addr: SocketAddr,
+    /// Where the shop API listens.
+    pub http_addr: SocketAddr,
+    /// Where the admin endpoint listens.
+    pub admin_addr: SocketAddr,
+    /// This node's data directory (relative paths are relative to the config file).
+    pub data_dir: PathBuf,
+}
+
+/// Timings shared by every node (the defaults suit production).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tuning {
+    /// Idle time before an entity is passivated (ms).
+    pub passivate_after_ms: u64,
+    /// Stock reservation lifetime (ms).
+    pub reservation_ttl_ms: u64,
+    /// Payment gateway timeout (ms).
+    pub payment_timeout_ms: u64,
+    /// Simulated courier leg (ms).
+    pub courier_leg_ms: u64,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        let d = NodeSettings::default();
+        Self {
+            passivate_after_ms: d.passivate_after_ms,
+            reservation_ttl_ms: d.reservation_ttl_ms,
+            payment_timeout_ms: d.payment_timeout_ms,
+            courier_leg_ms: d.courier_leg_ms,
+        }
+    }
+}
+
+/// A cluster file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The cluster's name; nodes of another cluster are refused.
+    pub cluster_name: String,
+    /// Number of shards, fixed when the cluster is created.
+    pub shard_count: u32,
+    /// Shared secret that authenticates nodes to each other (at least 16 characters).
+    pub secret: String,
+    /// Bearer token for the admin endpoints (`AGORA_ADMIN_TOKEN` overrides it).
+    #[serde(default)]
+    pub admin_token: Option<String>,
+    /// Whether mutating admin routes (drain, move) are enabled.
+    #[serde(default)]
+    pub admin_mutations: bool,
+    /// The nodes.
+    pub nodes: Vec<NodeEntry>,
+    /// Timings.
+    #[serde(default)]
+    pub tuning: Tuning,
+}
+
+impl ClusterConfig {
+    /// Parses a cluster file's text; relative data dirs are resolved against `base_dir`.
+    pub fn parse(text: &str, base_dir: &Path) -> Result<Self, ConfigError> {
+        let mut c: ClusterConfig = toml::from_str(text).map_err(|e| err("(file)", e.message().to_string(), "fix the TOML syntax or field names shown"))?;
+        for n in &mut c.nodes {
+            if n.data_dir.is_relative() {
+                n.data_dir = base_dir.join(&n.data_dir);
+            }
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Reads and parses a cluster file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| err("(file)", format!("cannot read {}: {e}", path.display()), "give the path of a readable TOML file"))?;
+        Self::parse(&text, path.parent().unwrap_or(Path::new(".")))
+    }
+
+    /// Checks every field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.cluster_name.is_empty() || self.cluster_name.len() > 64 || !self.cluster_name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            return Err(err("cluster_name", "must be 1..=64 of A-Z a-z 0-9 - _", "pick a short name like agora-prod"));
+        }
+        if !(1..=4096).contains(&self.shard_count) {
+            return Err(err("shard_count", format!("{} is out of range", self.shard_count), "use 1 to 4096 (64 is a good default)"));
+        }
+        if self.secret.len() < 16 {
+            return Err(err("secret", "is shorter than 16 characters", "use a long random string shared by every node"));
+        }
+        if let Some(t) = &self.admin_token {
+            if t.len() < 16 {
+                return Err(err("admin_token", "is shorter than 16 characters", "use a long random string, or leave it out and set AGORA_ADMIN_TOKEN"));
+            }
+        }
+        if self.nodes.is_empty() {
+            return Err(err("nodes", "is empty", "add at least one [[nodes]] entry"));
+        }
+        let mut ids = BTreeSet::new();
+        let mut addrs = BTreeSet::new();
+        let mut dirs = BTreeSet::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            if n.id == 0 {
+                return Err(err(format!("nodes[{i}].id"), "is 0", "node ids start at 1"));
+            }
+            if !ids.insert(n.id) {
+                return Err(err(format!("nodes[{i}].id"), format!("{} is used twice", n.id), "give every node its own id"));
+            }
+            for (name, a) in [("cluster_addr", n.cluster_addr), ("http_addr", n.http_addr), ("admin_addr", n.admin_addr)] {
+                if a.port() == 0 {
+                    return Err(err(format!("nodes[{i}].{name}"), "has port 0", "give a fixed port so other nodes and clients can find it"));
+                }
+                if !addrs.insert(a) {
+                    return Err(err(format!("nodes[{i}].{name}"), format!("{a} is used twice"), "give every listener its own address"));
+                }
+            }
+            if n.data_dir.as_os_str().is_empty() {
+                return Err(err(format!("nodes[{i}].data_dir"), "is empty", "give each node its own directory"));
+            }
+            if !dirs.insert(n.data_dir.clone()) {
+                return Err(err(format!("nodes[{i}].data_dir"), "is shared with another node", "give each node its own directory"));
+            }
+        }
+        self.settings_for_any()?;
+        Ok(())
+    }
+
+    fn settings_for_any(&self) -> Result<(), ConfigError> {
+        match self.nodes.first() {
+            Some(n) => self.node_settings(n.id).map(|_| ()),
+            None => Ok(()),
+        }
+    }
+
+    /// The entry of node `id`.
+    pub fn node(&self, id: u64) -> Result<&NodeEntry, ConfigError> {
+        self.nodes.iter().find(|n| n.id == id).ok_or_else(|| err("--node-id", format!("no node {id} in the cluster file"), "pass the id of one of the [[nodes]] entries"))
+    }
+
+    /// The settings node `id` runs with.
+    pub fn node_settings(&self, id: u64) -> Result<NodeSettings, ConfigError> {
+        let n = self.node(id)?;
+        let s = NodeSettings {
+            data_dir: n.data_dir.clone(),
+            http_addr: n.http_addr,
+            admin_addr: n.admin_addr,
+            shard_count: self.shard_count,
+            passivate_after_ms: self.tuning.passivate_after_ms,
+            reservation_ttl_ms: self.tuning.reservation_ttl_ms,
+            payment_timeout_ms: self.tuning.payment_timeout_ms,
+            courier_leg_ms: self.tuning.courier_leg_ms,
+            ..NodeSettings::default()
+        };
+        s.validate().map_err(|e| ConfigError { field: format!("tuning.{}", e.field), ..e })?;
+        Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example() -> String {
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/three-nodes.toml")).unwrap()
+    }
+
+    #[test]
+    fn the_three_node_example_is_valid() {
+        let c = ClusterConfig::parse(&example(), Path::new("/etc/agora")).unwrap();
+        assert_eq!(c.nodes.len(), 3);
+        assert_eq!(c.nodes[0].data_dir, Path::new("/etc/agora/data/node-1"));
+        let s = c.node_settings(2).unwrap();
+        assert_eq!(s.shard_count, c.shard_count);
+    }
+
+    #[test]
+    fn errors_name_the_field_and_the_fix() {
+        let bad = example().replacen("id = 2", "id = 1", 1);
+        let e = ClusterConfig::parse(&bad, Path::new(".")).unwrap_err();
+        assert_eq!(e.field, "nodes[1].id");
+        assert!(e.to_string().contains("give every node its own id"));
+        let bad = example().replacen("shard_count = 64", "shard_count = 0", 1);
+        assert_eq!(ClusterConfig::parse(&bad, Path::new(".")).unwrap_err().field, "shard_count");
+        let bad = example().replacen("cluster_addr", "clustr_addr", 1);
+        assert!(ClusterConfig::parse(&bad, Path::new(".")).unwrap_err().problem.contains("clustr_addr"));
+        assert_eq!(ClusterConfig::parse(&example(), Path::new(".")).unwrap().node(9).unwrap_err().field, "--node-id");
+    }
+}
