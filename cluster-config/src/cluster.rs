@@ -75,7 +75,13 @@ pub struct ClusterConfig {
 impl ClusterConfig {
     /// Parses a cluster file's text; relative data dirs are resolved against `base_dir`.
     pub fn parse(text: &str, base_dir: &Path) -> Result<Self, ConfigError> {
-        let mut c: ClusterConfig = toml::from_str(text).map_err(|e| err("(file)", e.message().to_string(), "fix the TOML syntax or field names shown"))?;
+        let mut c: ClusterConfig = toml::from_str(text).map_err(|e| {
+            err(
+                "(file)",
+                e.message().to_string(),
+                "fix the TOML syntax or field names shown",
+            )
+        })?;
         for n in &mut c.nodes {
             if n.data_dir.is_relative() {
                 n.data_dir = base_dir.join(&n.data_dir);
@@ -87,24 +93,52 @@ impl ClusterConfig {
 
     /// Reads and parses a cluster file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| err("(file)", format!("cannot read {}: {e}", path.display()), "give the path of a readable TOML file"))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            err(
+                "(file)",
+                format!("cannot read {}: {e}", path.display()),
+                "give the path of a readable TOML file",
+            )
+        })?;
         Self::parse(&text, path.parent().unwrap_or(Path::new(".")))
     }
 
     /// Checks every field.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.cluster_name.is_empty() || self.cluster_name.len() > 64 || !self.cluster_name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-            return Err(err("cluster_name", "must be 1..=64 of A-Z a-z 0-9 - _", "pick a short name like agora-prod"));
+        if self.cluster_name.is_empty()
+            || self.cluster_name.len() > 64
+            || !self
+                .cluster_name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(err(
+                "cluster_name",
+                "must be 1..=64 of A-Z a-z 0-9 - _",
+                "pick a short name like agora-prod",
+            ));
         }
         if !(1..=4096).contains(&self.shard_count) {
-            return Err(err("shard_count", format!("{} is out of range", self.shard_count), "use 1 to 4096 (64 is a good default)"));
+            return Err(err(
+                "shard_count",
+                format!("{} is out of range", self.shard_count),
+                "use 1 to 4096 (64 is a good default)",
+            ));
         }
         if self.secret.len() < 16 {
-            return Err(err("secret", "is shorter than 16 characters", "use a long random string shared by every node"));
+            return Err(err(
+                "secret",
+                "is shorter than 16 characters",
+                "use a long random string shared by every node",
+            ));
         }
         if let Some(t) = &self.admin_token {
             if t.len() < 16 {
-                return Err(err("admin_token", "is shorter than 16 characters", "use a long random string, or leave it out and set AGORA_ADMIN_TOKEN"));
+                return Err(err(
+                    "admin_token",
+                    "is shorter than 16 characters",
+                    "use a long random string, or leave it out and set AGORA_ADMIN_TOKEN",
+                ));
             }
         }
         if self.nodes.is_empty() {
@@ -118,21 +152,45 @@ impl ClusterConfig {
                 return Err(err(format!("nodes[{i}].id"), "is 0", "node ids start at 1"));
             }
             if !ids.insert(n.id) {
-                return Err(err(format!("nodes[{i}].id"), format!("{} is used twice", n.id), "give every node its own id"));
+                return Err(err(
+                    format!("nodes[{i}].id"),
+                    format!("{} is used twice", n.id),
+                    "give every node its own id",
+                ));
             }
-            for (name, a) in [("cluster_addr", n.cluster_addr), ("http_addr", n.http_addr), ("admin_addr", n.admin_addr)] {
+            for (name, a) in [
+                ("cluster_addr", n.cluster_addr),
+                ("http_addr", n.http_addr),
+                ("admin_addr", n.admin_addr),
+            ] {
                 if a.port() == 0 {
-                    return Err(err(format!("nodes[{i}].{name}"), "has port 0", "give a fixed port so other nodes and clients can find it"));
+                    return Err(err(
+                        format!("nodes[{i}].{name}"),
+                        "has port 0",
+                        "give a fixed port so other nodes and clients can find it",
+                    ));
                 }
                 if !addrs.insert(a) {
-                    return Err(err(format!("nodes[{i}].{name}"), format!("{a} is used twice"), "give every listener its own address"));
+                    return Err(err(
+                        format!("nodes[{i}].{name}"),
+                        format!("{a} is used twice"),
+                        "give every listener its own address",
+                    ));
                 }
             }
             if n.data_dir.as_os_str().is_empty() {
-                return Err(err(format!("nodes[{i}].data_dir"), "is empty", "give each node its own directory"));
+                return Err(err(
+                    format!("nodes[{i}].data_dir"),
+                    "is empty",
+                    "give each node its own directory",
+                ));
             }
             if !dirs.insert(n.data_dir.clone()) {
-                return Err(err(format!("nodes[{i}].data_dir"), "is shared with another node", "give each node its own directory"));
+                return Err(err(
+                    format!("nodes[{i}].data_dir"),
+                    "is shared with another node",
+                    "give each node its own directory",
+                ));
             }
         }
         self.settings_for_any()?;
@@ -148,7 +206,13 @@ impl ClusterConfig {
 
     /// The entry of node `id`.
     pub fn node(&self, id: u64) -> Result<&NodeEntry, ConfigError> {
-        self.nodes.iter().find(|n| n.id == id).ok_or_else(|| err("--node-id", format!("no node {id} in the cluster file"), "pass the id of one of the [[nodes]] entries"))
+        self.nodes.iter().find(|n| n.id == id).ok_or_else(|| {
+            err(
+                "--node-id",
+                format!("no node {id} in the cluster file"),
+                "pass the id of one of the [[nodes]] entries",
+            )
+        })
     }
 
     /// The settings node `id` runs with.
@@ -165,7 +229,10 @@ impl ClusterConfig {
             courier_leg_ms: self.tuning.courier_leg_ms,
             ..NodeSettings::default()
         };
-        s.validate().map_err(|e| ConfigError { field: format!("tuning.{}", e.field), ..e })?;
+        s.validate().map_err(|e| ConfigError {
+            field: format!("tuning.{}", e.field),
+            ..e
+        })?;
         Ok(s)
     }
 }
@@ -175,7 +242,11 @@ mod tests {
     use super::*;
 
     fn example() -> String {
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/three-nodes.toml")).unwrap()
+        std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/three-nodes.toml"
+        ))
+        .unwrap()
     }
 
     #[test]
@@ -194,9 +265,24 @@ mod tests {
         assert_eq!(e.field, "nodes[1].id");
         assert!(e.to_string().contains("give every node its own id"));
         let bad = example().replacen("shard_count = 64", "shard_count = 0", 1);
-        assert_eq!(ClusterConfig::parse(&bad, Path::new(".")).unwrap_err().field, "shard_count");
+        assert_eq!(
+            ClusterConfig::parse(&bad, Path::new("."))
+                .unwrap_err()
+                .field,
+            "shard_count"
+        );
         let bad = example().replacen("cluster_addr", "clustr_addr", 1);
-        assert!(ClusterConfig::parse(&bad, Path::new(".")).unwrap_err().problem.contains("clustr_addr"));
-        assert_eq!(ClusterConfig::parse(&example(), Path::new(".")).unwrap().node(9).unwrap_err().field, "--node-id");
+        assert!(ClusterConfig::parse(&bad, Path::new("."))
+            .unwrap_err()
+            .problem
+            .contains("clustr_addr"));
+        assert_eq!(
+            ClusterConfig::parse(&example(), Path::new("."))
+                .unwrap()
+                .node(9)
+                .unwrap_err()
+                .field,
+            "--node-id"
+        );
     }
 }

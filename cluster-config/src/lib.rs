@@ -1,5 +1,8 @@
 //! Typed configuration of an Agora node, with the defaults of the single-node embedded mode
-//! (`agora dev`) and validation whose errors name the field and the fix.
+//! (`agora dev`) and validation whose errors name the field and the fix. `cluster` holds the
+//! TOML file that describes a cluster.
+
+pub mod cluster;
 
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
