@@ -7,7 +7,7 @@ use crate::ids::EntityRef;
 use async_trait::async_trait;
 
 /// Why an ask did not get an answer from the entity's logic.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum AskError {
     /// The entity refused the command.
     #[error(transparent)]

@@ -330,7 +330,12 @@ fn end_unpaid(s: &mut OrderState, p: &Placement, ctx: &mut Ctx, to: OrderStatus,
     s.set(to, ctx.now_ms);
     s.cancel_reason = Some(reason.to_string());
     release_all(p, ctx);
-    if s.payment_status != "none" {
+    // Abandon as soon as the payment was asked for, even before PAYMENT_PROCESSING came back:
+    // an unanswered charge otherwise retries for ever. The ask precedes this in its queue.
+    if s.history
+        .iter()
+        .any(|(st, _)| *st == OrderStatus::AwaitingPayment)
+    {
         ctx.send(
             payment(ctx),
             "PAYMENT_ABANDON",

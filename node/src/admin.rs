@@ -13,6 +13,8 @@ use std::sync::Arc;
 pub struct AdminState {
     /// Set once the node has recovered its store and serves.
     pub ready: AtomicBool,
+    /// Whether enough of the cluster is reachable.
+    pub peers_ready: Box<dyn Fn() -> bool + Send + Sync>,
     /// Renders the metrics.
     pub metrics: Option<PrometheusHandle>,
     /// The store, for counts.
@@ -29,7 +31,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
 }
 
 async fn readyz(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
-    if s.ready.load(Ordering::Acquire) {
+    if s.ready.load(Ordering::Acquire) && (s.peers_ready)() {
         (StatusCode::OK, "ready")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready")

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod catalog;
+pub mod cluster;
 pub mod node;
 pub mod runtime;
 pub mod seams;

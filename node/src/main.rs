@@ -1,11 +1,15 @@
 //! The `agora` binary.
 
+use agora_cluster_config::cluster::ClusterConfig;
 use agora_cluster_config::NodeSettings;
-use agora_node::node::{self, Secrets};
+use agora_node::cluster::Membership;
+use agora_node::node::{self, ClusterSpec, Secrets};
 use agora_node::seed::{AdminSeed, ADMIN_EMAIL};
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+
+mod local_cluster;
 
 /// Agora: an e-commerce backend where every business entity is an actor.
 #[derive(Parser)]
@@ -20,8 +24,23 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run one node with embedded storage and a demo catalog.
+    /// Run one node with embedded storage and a demo catalog (or a local cluster with --nodes).
     Dev(DevArgs),
+    /// Run one node of a cluster described by a cluster file.
+    Node(NodeArgs),
+}
+
+#[derive(Parser)]
+struct NodeArgs {
+    /// The cluster file (see cluster-config/examples/three-nodes.toml).
+    #[arg(long, env = "AGORA_CONFIG")]
+    config: PathBuf,
+    /// This node's id in the cluster file.
+    #[arg(long, env = "AGORA_NODE_ID")]
+    node_id: u64,
+    /// Do not seed the demo catalog.
+    #[arg(long)]
+    no_demo: bool,
 }
 
 #[derive(Parser)]
@@ -53,6 +72,9 @@ struct DevArgs {
     /// Do not seed the demo catalog.
     #[arg(long)]
     no_demo: bool,
+    /// Start a local cluster of this many node processes instead of one embedded node.
+    #[arg(long, default_value_t = 1)]
+    nodes: u32,
 }
 
 fn init_logging(format: &str) {
@@ -99,43 +121,80 @@ async fn wait_for_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
+fn secrets() -> Secrets {
+    Secrets {
+        admin_password: std::env::var("AGORA_ADMIN_PASSWORD")
+            .ok()
+            .filter(|s| !s.is_empty()),
+        jwt_secret: std::env::var("AGORA_JWT_SECRET")
+            .ok()
+            .filter(|s| !s.is_empty()),
+    }
+}
+
+fn banner(node: &node::RunningNode, what: &str) {
+    println!("agora is running ({what})");
+    println!("  shop API:  http://{}/api/v1/products", node.http_addr);
+    println!("  API docs:  http://{}/openapi.json", node.http_addr);
+    println!("  admin:     http://{}/healthz", node.admin_addr);
+    match &node.admin_seed {
+        Some(AdminSeed::Created(Some(pw))) => println!("  admin login: {ADMIN_EMAIL} / {pw}  (generated; set AGORA_ADMIN_PASSWORD to choose one)"),
+        _ => println!("  admin login: {ADMIN_EMAIL} (password from AGORA_ADMIN_PASSWORD, or as printed on first start)"),
+    }
+    println!("press Ctrl-C to stop");
+}
+
+async fn serve_until_stopped(mut node: node::RunningNode) -> anyhow::Result<()> {
+    tokio::select! {
+        _ = wait_for_signal() => {
+            tracing::info!("stopping");
+            node.shutdown().await;
+            Ok(())
+        }
+        _ = node.store_failed() => anyhow::bail!("the store failed; stopping so that nothing unacknowledged is served"),
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .ok();
     match cli.command {
+        Cmd::Dev(args) if args.nodes > 1 => {
+            local_cluster::run(
+                args.nodes,
+                &args.data_dir,
+                args.http_addr,
+                args.admin_addr,
+                args.no_demo,
+            )
+            .await
+        }
         Cmd::Dev(args) => {
             let settings = settings(args);
             let data_dir = settings.data_dir.clone();
-            let secrets = Secrets {
-                admin_password: std::env::var("AGORA_ADMIN_PASSWORD")
-                    .ok()
-                    .filter(|s| !s.is_empty()),
-                jwt_secret: std::env::var("AGORA_JWT_SECRET")
-                    .ok()
-                    .filter(|s| !s.is_empty()),
+            let node = node::start(settings, secrets(), None, metrics).await?;
+            banner(&node, &format!("one node, data in {}", data_dir.display()));
+            serve_until_stopped(node).await
+        }
+        Cmd::Node(args) => {
+            let config = ClusterConfig::load(&args.config)?;
+            let mut settings = config.node_settings(args.node_id)?;
+            settings.seed_demo_catalog = !args.no_demo;
+            let spec = ClusterSpec {
+                membership: Membership {
+                    cluster_name: config.cluster_name.clone(),
+                    me: args.node_id,
+                    nodes: config.nodes.clone(),
+                },
+                secret: config.secret.clone(),
             };
-            let mut node = node::start(settings, secrets, metrics).await?;
-            println!(
-                "agora is running (one node, data in {})",
-                data_dir.display()
+            let node = node::start(settings, secrets(), Some(spec), metrics).await?;
+            banner(
+                &node,
+                &format!("node {} of cluster {}", args.node_id, config.cluster_name),
             );
-            println!("  shop API:  http://{}/api/v1/products", node.http_addr);
-            println!("  API docs:  http://{}/openapi.json", node.http_addr);
-            println!("  admin:     http://{}/healthz", node.admin_addr);
-            match &node.admin_seed {
-                AdminSeed::Created(Some(pw)) => println!("  admin login: {ADMIN_EMAIL} / {pw}  (generated; set AGORA_ADMIN_PASSWORD to choose one)"),
-                _ => println!("  admin login: {ADMIN_EMAIL} (password from AGORA_ADMIN_PASSWORD or as first printed)"),
-            }
-            println!("press Ctrl-C to stop");
-            tokio::select! {
-                _ = wait_for_signal() => {
-                    tracing::info!("stopping");
-                    node.shutdown().await;
-                    Ok(())
-                }
-                _ = node.store_failed() => anyhow::bail!("the store failed; stopping so that nothing unacknowledged is served"),
-            }
+            serve_until_stopped(node).await
         }
     }
 }

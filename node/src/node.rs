@@ -1,8 +1,13 @@
-//! Assembles a node: store, writer, shards, relay, outside services, the shop API and the
-//! admin endpoint.
+//! Assembles a node: store, writer, shards, router and gateway, relay, outside services, the
+//! shop API and the admin endpoint. A single `agora dev` node is a cluster of one.
 
 use crate::admin::{self, AdminState};
 use crate::catalog::CatalogProjection;
+use crate::cluster::directory::Directory;
+use crate::cluster::gateway::{Gateway, GatewayArgs};
+use crate::cluster::router::Router;
+use crate::cluster::shard_map::ShardMap;
+use crate::cluster::{transport, Membership};
 use crate::runtime::callbacks::RegionCallbacks;
 use crate::runtime::external::ExternalServices;
 use crate::runtime::region::{Region, RegionLimits};
@@ -11,6 +16,7 @@ use crate::seams::{OsRandom, SystemClock};
 use crate::seed::{self, AdminSeed};
 use crate::sinks::{FileSink, TokioBlocking};
 use crate::store::{Store, Writer};
+use agora_actors::client::EntityClient;
 use agora_actors::courier::{SimCourierConfig, SimulatedCourier};
 use agora_actors::entity::DomainConfig;
 use agora_actors::gateway::{SimGatewayConfig, SimulatedGateway};
@@ -18,9 +24,11 @@ use agora_actors::seams::{Clock, RandomSource};
 use agora_cluster_config::NodeSettings;
 use agora_http_edge::{auth::JwtKeys, BlockingPool, EdgeConfig, EdgeState};
 use anyhow::Context;
+use ractor::Actor;
+use sha2::Digest;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -37,8 +45,9 @@ pub struct RunningNode {
     pub http_addr: SocketAddr,
     /// Where the admin endpoint listens.
     pub admin_addr: SocketAddr,
-    /// What seeding the admin did (with a generated password to show once).
-    pub admin_seed: AdminSeed,
+    /// What seeding the admin did (with a generated password to show once); `None` when
+    /// another node seeds, or seeding runs in the background.
+    pub admin_seed: Option<AdminSeed>,
     shutdown: watch::Sender<bool>,
     region: Region,
     servers: Vec<tokio::task::JoinHandle<()>>,
@@ -61,13 +70,23 @@ impl RunningNode {
     }
 }
 
-/// Settings from the environment that are secrets (never in files or flags).
+/// Settings from the environment that are secrets (never in flags).
 #[derive(Debug, Clone, Default)]
 pub struct Secrets {
     /// `AGORA_ADMIN_PASSWORD`.
     pub admin_password: Option<String>,
-    /// `AGORA_JWT_SECRET` (otherwise generated once and kept in the store).
+    /// `AGORA_JWT_SECRET` (otherwise derived from the cluster secret, or generated once and
+    /// kept in the store for a single node).
     pub jwt_secret: Option<String>,
+}
+
+/// How a node belongs to a cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterSpec {
+    /// Who is in the cluster and who this node is.
+    pub membership: Membership,
+    /// The shared secret nodes authenticate with.
+    pub secret: String,
 }
 
 async fn jwt_secret(
@@ -75,10 +94,18 @@ async fn jwt_secret(
     writer: &Writer,
     rng: &dyn RandomSource,
     configured: Option<String>,
+    cluster: Option<&ClusterSpec>,
 ) -> anyhow::Result<Vec<u8>> {
     if let Some(s) = configured {
         anyhow::ensure!(s.len() >= 32, "AGORA_JWT_SECRET must be at least 32 bytes");
         return Ok(s.into_bytes());
+    }
+    if let Some(c) = cluster {
+        // Every node must verify every other node's tokens: derive the key from the secret.
+        return Ok(sha2::Sha256::digest(
+            format!("agora-jwt:{}:{}", c.membership.cluster_name, c.secret).as_bytes(),
+        )
+        .to_vec());
     }
     if let Some(s) = store.meta(META_JWT_SECRET)? {
         return Ok(s);
@@ -111,10 +138,51 @@ async fn check_shard_count(store: &Store, writer: &Writer, shard_count: u32) -> 
     Ok(())
 }
 
-/// Starts a node with `settings`.
+/// Seeds the admin account and (once) the demo catalog.
+async fn seed_all(
+    client: &dyn EntityClient,
+    store: &Store,
+    writer: &Writer,
+    rng: Arc<dyn RandomSource>,
+    admin_password: Option<String>,
+    demo: bool,
+) -> anyhow::Result<AdminSeed> {
+    let mut generated = [0u8; 12];
+    rng.fill(&mut generated);
+    let generated: String = generated.iter().map(|b| format!("{b:02x}")).collect();
+    let hash = move |p: String| {
+        let mut salt = [0u8; 16];
+        rng.fill(&mut salt);
+        use argon2::password_hash::PasswordHasher;
+        argon2::Argon2::default()
+            .hash_password_with_salt(p.as_bytes(), &salt)
+            .map(|h| h.to_string())
+            .map_err(|e| e.to_string())
+    };
+    let verify = |p: &str, h: &str| {
+        use argon2::password_hash::{phc::PasswordHash, PasswordVerifier};
+        PasswordHash::new(h).is_ok_and(|h| {
+            argon2::Argon2::default()
+                .verify_password(p.as_bytes(), &h)
+                .is_ok()
+        })
+    };
+    let admin = seed::seed_admin(client, admin_password, generated, hash, verify)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    if demo && store.meta(META_DEMO_SEEDED)?.is_none() {
+        let n = seed::seed_demo_catalog(client).await?;
+        writer.put_meta(META_DEMO_SEEDED, vec![1]).await?;
+        tracing::info!(products = n, "demo catalog seeded");
+    }
+    Ok(admin)
+}
+
+/// Starts a node with `settings`; `cluster` is `None` for a single embedded node.
 pub async fn start(
     settings: NodeSettings,
     secrets: Secrets,
+    cluster: Option<ClusterSpec>,
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 ) -> anyhow::Result<RunningNode> {
     settings.validate()?;
@@ -122,6 +190,10 @@ pub async fn start(
         .with_context(|| format!("cannot create data dir {}", settings.data_dir.display()))?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let rng: Arc<dyn RandomSource> = Arc::new(OsRandom);
+    let membership = cluster
+        .as_ref()
+        .map_or_else(|| Membership::single("agora-dev"), |c| c.membership.clone());
+    let me = membership.me;
 
     let store =
         Store::open(&settings.data_dir.join("agora.redb")).context("cannot open the store")?;
@@ -142,9 +214,52 @@ pub async fn start(
         domain: Arc::new(domain),
         passivate_after: Duration::from_millis(settings.passivate_after_ms),
     };
-    let region = Region::start(settings.shard_count, 1, rt, RegionLimits::default()).await?;
+    let map = ShardMap::spread(settings.shard_count, &membership.node_ids());
+    let owned = map.shards_of(me);
+    let region = Region::start(
+        settings.shard_count,
+        &owned,
+        map.epoch,
+        rt,
+        RegionLimits::default(),
+    )
+    .await?;
+    let map = Arc::new(RwLock::new(map));
+    let directory = Directory::new(&membership.cluster_name);
+    let router = Router::new(
+        me,
+        region.clone(),
+        map.clone(),
+        directory.clone(),
+        clock.clone(),
+    );
+    let (gateway, _) = Actor::spawn(
+        None,
+        Gateway,
+        GatewayArgs {
+            me,
+            region: region.clone(),
+            map: map.clone(),
+        },
+    )
+    .await?;
+    ractor::pg::join_scoped(
+        directory.scope(),
+        Directory::group(me),
+        vec![gateway.get_cell()],
+    );
+    if let Some(c) = &cluster {
+        transport::start(&c.membership, &c.secret, directory.clone()).await?;
+    }
+    tracing::info!(
+        node = me,
+        shards = owned.len(),
+        of = settings.shard_count,
+        "hosting shards"
+    );
+
     let callbacks = Arc::new(RegionCallbacks {
-        region: region.clone(),
+        region: router.clone(),
     });
     let gateway_cfg = SimGatewayConfig {
         min_latency: Duration::from_millis(settings.gateway_min_latency_ms),
@@ -168,52 +283,66 @@ pub async fn start(
         relay::RelayDeps {
             store: store.clone(),
             writer: writer.clone(),
-            region: region.clone(),
+            region: router.clone(),
             external,
             clock: clock.clone(),
         },
         relay_rx,
     )?;
 
-    let secret = jwt_secret(&store, &writer, rng.as_ref(), secrets.jwt_secret).await?;
-    let blocking: Arc<dyn BlockingPool> = Arc::new(TokioBlocking);
-    let admin_seed = {
-        let mut generated = [0u8; 12];
-        rng.fill(&mut generated);
-        let generated: String = generated.iter().map(|b| format!("{b:02x}")).collect();
-        let salt_rng = rng.clone();
-        let hash = move |p: String| {
-            let mut salt = [0u8; 16];
-            salt_rng.fill(&mut salt);
-            use argon2::password_hash::PasswordHasher;
-            argon2::Argon2::default()
-                .hash_password_with_salt(p.as_bytes(), &salt)
-                .map(|h| h.to_string())
-                .map_err(|e| e.to_string())
-        };
-        let verify = |p: &str, h: &str| {
-            use argon2::password_hash::{phc::PasswordHash, PasswordVerifier};
-            PasswordHash::new(h).is_ok_and(|h| {
-                argon2::Argon2::default()
-                    .verify_password(p.as_bytes(), &h)
-                    .is_ok()
-            })
-        };
-        seed::seed_admin(&region, secrets.admin_password, generated, hash, verify)
-            .await
-            .map_err(anyhow::Error::msg)?
+    let secret = jwt_secret(
+        &store,
+        &writer,
+        rng.as_ref(),
+        secrets.jwt_secret.clone(),
+        cluster.as_ref(),
+    )
+    .await?;
+    let seeder = membership.node_ids().first().copied() == Some(me);
+    let admin_seed = match (&cluster, seeder) {
+        (None, _) => Some(
+            seed_all(
+                &router,
+                &store,
+                &writer,
+                rng.clone(),
+                secrets.admin_password.clone(),
+                settings.seed_demo_catalog,
+            )
+            .await?,
+        ),
+        (Some(_), true) => {
+            // The other nodes may not be up yet: seed in the background, retrying.
+            let (router, store, writer, rng, pw, demo) = (
+                router.clone(),
+                store.clone(),
+                writer.clone(),
+                rng.clone(),
+                secrets.admin_password.clone(),
+                settings.seed_demo_catalog,
+            );
+            tokio::spawn(async move {
+                for attempt in 0..240u32 {
+                    match seed_all(&router, &store, &writer, rng.clone(), pw.clone(), demo).await {
+                        Ok(_) => return tracing::info!("cluster seeded"),
+                        Err(e) => {
+                            tracing::debug!(attempt, error = %e, "seeding waits for the cluster")
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                tracing::error!("could not seed the cluster in 2 minutes");
+            });
+            None
+        }
+        (Some(_), false) => None,
     };
-    if settings.seed_demo_catalog && store.meta(META_DEMO_SEEDED)?.is_none() {
-        let n = seed::seed_demo_catalog(&region).await?;
-        writer.put_meta(META_DEMO_SEEDED, vec![1]).await?;
-        tracing::info!(products = n, "demo catalog seeded");
-    }
 
     let edge = Arc::new(EdgeState {
-        client: Arc::new(region.clone()),
+        client: Arc::new(router.clone()),
         catalog: catalog.clone(),
         keys: JwtKeys::new(&secret, settings.token_ttl_secs),
-        blocking,
+        blocking: Arc::new(TokioBlocking) as Arc<dyn BlockingPool>,
         clock,
         rng,
         config: EdgeConfig {
@@ -222,8 +351,23 @@ pub async fn start(
             ..EdgeConfig::default()
         },
     });
+    let peers: Vec<u64> = membership
+        .node_ids()
+        .into_iter()
+        .filter(|id| *id != me)
+        .collect();
+    let majority = membership.node_ids().len() / 2 + 1;
+    let ready_directory = directory.clone();
     let admin_state = Arc::new(AdminState {
         ready: false.into(),
+        // Ready when this node reaches a majority of the cluster (itself included).
+        peers_ready: Box::new(move || {
+            1 + peers
+                .iter()
+                .filter(|p| ready_directory.gateway(**p).is_some())
+                .count()
+                >= majority
+        }),
         metrics,
         store: store.clone(),
     });

@@ -1,7 +1,7 @@
 //! Delivers outside services' asynchronous answers (gateway results, courier bookings) to
 //! entities, retrying while the entity is unavailable; the entity deduplicates by id.
 
-use super::region::Region;
+use crate::cluster::router::Router;
 use agora_actors::client::AskError;
 use agora_actors::gateway::CallbackSink;
 use agora_actors::{Command, EntityRef};
@@ -10,8 +10,8 @@ use std::time::Duration;
 /// A `CallbackSink` over the region.
 #[derive(Clone)]
 pub struct RegionCallbacks {
-    /// Where to deliver.
-    pub region: Region,
+    /// Where to deliver (the entity may live on another node).
+    pub region: Router,
 }
 
 impl CallbackSink for RegionCallbacks {

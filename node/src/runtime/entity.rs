@@ -384,3 +384,6 @@ impl Actor for EntityActor {
         }
     }
 }
+
+// Entity messages stay on their node (only the Gateway is remotable).
+impl ractor::Message for EntityMsg {}

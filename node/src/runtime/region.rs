@@ -33,21 +33,27 @@ impl Default for RegionLimits {
 /// Routes commands to the shards hosted on this node.
 #[derive(Clone)]
 pub struct Region {
-    shards: Arc<Vec<ActorRef<ShardMsg>>>,
+    shards: Arc<Vec<Option<ActorRef<ShardMsg>>>>,
     in_flight: Arc<Semaphore>,
     limits: RegionLimits,
 }
 
 impl Region {
-    /// Starts `shard_count` shard actors and a passivation ticker.
+    /// Starts the shard actors of the `owned` shards (of `shard_count`) and a passivation
+    /// ticker.
     pub async fn start(
         shard_count: u32,
+        owned: &[u32],
         epoch: u64,
         rt: RuntimeContext,
         limits: RegionLimits,
     ) -> Result<Self, ractor::SpawnErr> {
         let mut shards = Vec::with_capacity(shard_count as usize);
         for shard in 0..shard_count {
+            if !owned.contains(&shard) {
+                shards.push(None);
+                continue;
+            }
             let (actor, _) = Actor::spawn(
                 None,
                 ShardActor,
@@ -58,7 +64,7 @@ impl Region {
                 },
             )
             .await?;
-            shards.push(actor);
+            shards.push(Some(actor));
         }
         let shards = Arc::new(shards);
         let tick = (rt.passivate_after / 2).max(Duration::from_millis(100));
@@ -67,7 +73,7 @@ impl Region {
             let mut interval = tokio::time::interval(tick);
             loop {
                 interval.tick().await;
-                for s in ticking.iter() {
+                for s in ticking.iter().flatten() {
                     if s.send_message(ShardMsg::Tick).is_err() {
                         return;
                     }
@@ -99,7 +105,8 @@ impl Region {
         let actor = self
             .shards
             .get(shard as usize)
-            .ok_or_else(|| AskError::Unavailable(format!("no shard {shard}")))?;
+            .and_then(Option::as_ref)
+            .ok_or_else(|| AskError::Unavailable(format!("shard {shard} is not hosted here")))?;
         let (reply, rx) = oneshot::channel();
         actor
             .send_message(ShardMsg::Deliver {
@@ -137,10 +144,10 @@ impl Region {
             .await
     }
 
-    /// Counts per shard.
+    /// Counts per hosted shard.
     pub async fn stats(&self) -> Vec<ShardStats> {
         let mut out = Vec::with_capacity(self.shards.len());
-        for s in self.shards.iter() {
+        for s in self.shards.iter().flatten() {
             let (tx, rx) = oneshot::channel();
             let stats = if s.send_message(ShardMsg::Stats(tx)).is_ok() {
                 rx.await.unwrap_or_default()
@@ -154,7 +161,7 @@ impl Region {
 
     /// Stops every shard (and so every entity).
     pub fn stop(&self) {
-        for s in self.shards.iter() {
+        for s in self.shards.iter().flatten() {
             s.stop(Some("node stopping".into()));
         }
     }

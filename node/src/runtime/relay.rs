@@ -5,7 +5,7 @@
 //! and undelivered messages survive restarts.
 
 use super::external::ExternalServices;
-use super::region::Region;
+use crate::cluster::router::Router;
 use crate::store::record::{DeadLetter, FORMAT_VERSION};
 use crate::store::writer::CommittedOutbox;
 use crate::store::{Store, StoreError, WriteOp, Writer};
@@ -49,8 +49,8 @@ pub struct RelayDeps {
     pub store: Store,
     /// Acks and dead letters.
     pub writer: Writer,
-    /// Entity destinations.
-    pub region: Region,
+    /// Entity destinations, wherever they live.
+    pub region: Router,
     /// Outside destinations.
     pub external: ExternalServices,
     /// Time seam.
@@ -98,7 +98,7 @@ fn lane_of(msg: &OutboxMessage) -> String {
     }
 }
 
-async fn deliver(region: Region, external: ExternalServices, items: &[Item]) -> Delivery {
+async fn deliver(region: Router, external: ExternalServices, items: &[Item]) -> Delivery {
     let Some(first) = items.first() else {
         return Ok(Vec::new());
     };

@@ -236,3 +236,6 @@ impl Actor for ShardActor {
         }
     }
 }
+
+// Shard messages stay on their node (only the Gateway is remotable).
+impl ractor::Message for ShardMsg {}

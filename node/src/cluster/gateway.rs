@@ -1,0 +1,126 @@
+//! The Gateway: the one remotable actor of a node. It takes envelopes from peers, checks that
+//! this node owns the target shard under the envelope's epoch (fencing), delivers to the
+//! local shard, and answers with the encoded reply.
+
+use super::envelope::{
+    decode, encode, Envelope, Payload, ReplyPayload, WireReply, ENVELOPE_VERSION,
+};
+use super::shard_map::SharedShardMap;
+use crate::runtime::region::Region;
+use agora_actors::client::AskError;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor_cluster::RactorClusterMessage;
+
+/// Messages the gateway takes, from this node or a peer.
+#[derive(RactorClusterMessage)]
+pub enum GatewayMsg {
+    /// An encoded `Envelope`; answered with an encoded `WireReply`.
+    #[rpc]
+    Deliver(Vec<u8>, RpcReplyPort<Vec<u8>>),
+}
+
+/// Start arguments and state.
+pub struct GatewayArgs {
+    /// This node's id.
+    pub me: u64,
+    /// The local shards.
+    pub region: Region,
+    /// The shard map.
+    pub map: SharedShardMap,
+}
+
+/// The actor.
+pub struct Gateway;
+
+/// Checks an envelope against this node's view; `Ok` means deliver it here.
+fn admit(args: &GatewayArgs, env: &Envelope) -> Result<(), AskError> {
+    if env.version != ENVELOPE_VERSION {
+        return Err(AskError::Unavailable(format!(
+            "envelope version {} is not {ENVELOPE_VERSION}",
+            env.version
+        )));
+    }
+    if env.to_node != args.me {
+        return Err(AskError::Unavailable(format!(
+            "envelope for node {} reached node {}",
+            env.to_node, args.me
+        )));
+    }
+    let map = args
+        .map
+        .read()
+        .map_err(|_| AskError::Unavailable("shard map lock poisoned".into()))?;
+    if env.target.shard(map.owners.len() as u32) != env.shard {
+        return Err(AskError::Unavailable(
+            "envelope shard does not match its target".into(),
+        ));
+    }
+    if map.epoch != env.epoch || map.owner(env.shard) != Some(args.me) {
+        metrics::counter!("agora_cluster_refused_envelopes_total").increment(1);
+        return Err(AskError::Unavailable(format!(
+            "shard {} is not owned here under epoch {}",
+            env.shard, env.epoch
+        )));
+    }
+    Ok(())
+}
+
+async fn serve(region: Region, env: Envelope) -> WireReply {
+    match env.payload {
+        Payload::Request { cmd, msg_id } => region
+            .deliver(env.target, cmd, msg_id)
+            .await
+            .map(ReplyPayload::Reply),
+        Payload::Batch(items) => region
+            .deliver_batch(env.target, items)
+            .await
+            .map(ReplyPayload::Batch),
+    }
+}
+
+impl Actor for Gateway {
+    type Msg = GatewayMsg;
+    type State = GatewayArgs;
+    type Arguments = GatewayArgs;
+
+    async fn pre_start(
+        &self,
+        _me: ActorRef<GatewayMsg>,
+        args: GatewayArgs,
+    ) -> Result<GatewayArgs, ActorProcessingErr> {
+        Ok(args)
+    }
+
+    async fn handle(
+        &self,
+        _me: ActorRef<GatewayMsg>,
+        msg: GatewayMsg,
+        args: &mut GatewayArgs,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            GatewayMsg::Deliver(bytes, reply) => {
+                let env = match decode::<Envelope>(&bytes) {
+                    Ok(env) => env,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "undecodable envelope; answered with an error");
+                        metrics::counter!("agora_cluster_dead_letters_total").increment(1);
+                        let answer: WireReply = Err(e);
+                        let _ = reply.send(encode(&answer).unwrap_or_default());
+                        return Ok(());
+                    }
+                };
+                if let Err(e) = admit(args, &env) {
+                    let answer: WireReply = Err(e);
+                    let _ = reply.send(encode(&answer).unwrap_or_default());
+                    return Ok(());
+                }
+                let region = args.region.clone();
+                tokio::spawn(async move {
+                    let answer = serve(region, env).await;
+                    let _ = reply.send(encode(&answer).unwrap_or_default());
+                });
+                Ok(())
+            }
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! The router: sends each request to the node that owns the target's shard — the local
+//! region, or a peer's gateway in an envelope. A shard whose owner is unreachable answers
+//! `Unavailable` at once (the edge turns it into 503 with `Retry-After`), never a hang.
+
+use super::directory::Directory;
+use super::envelope::{
+    decode, encode, Envelope, Payload, ReplyPayload, WireReply, ENVELOPE_VERSION,
+};
+use super::gateway::GatewayMsg;
+use super::shard_map::SharedShardMap;
+use crate::runtime::entity::BatchResults;
+use crate::runtime::region::Region;
+use agora_actors::client::{AskError, EntityClient};
+use agora_actors::seams::Clock;
+use agora_actors::{Command, EntityRef, Reply};
+use async_trait::async_trait;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Routes requests to shard owners.
+#[derive(Clone)]
+pub struct Router {
+    me: u64,
+    region: Region,
+    map: SharedShardMap,
+    directory: Directory,
+    clock: Arc<dyn Clock>,
+    call_timeout: Duration,
+    correlation: Arc<AtomicU64>,
+}
+
+impl Router {
+    /// A router for node `me`.
+    pub fn new(
+        me: u64,
+        region: Region,
+        map: SharedShardMap,
+        directory: Directory,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            me,
+            region,
+            map,
+            directory,
+            clock,
+            call_timeout: Duration::from_secs(10),
+            correlation: Arc::new(AtomicU64::new(1)),
+        }
+    }
+
+    /// The local region.
+    pub fn region(&self) -> &Region {
+        &self.region
+    }
+
+    fn owner(&self, to: &EntityRef) -> Result<(u32, u64, u64), AskError> {
+        let map = self
+            .map
+            .read()
+            .map_err(|_| AskError::Unavailable("shard map lock poisoned".into()))?;
+        let shard = to.shard(map.owners.len() as u32);
+        let owner = map
+            .owner(shard)
+            .ok_or_else(|| AskError::Unavailable(format!("no owner for shard {shard}")))?;
+        Ok((shard, owner, map.epoch))
+    }
+
+    async fn remote(
+        &self,
+        to: EntityRef,
+        shard: u32,
+        owner: u64,
+        epoch: u64,
+        payload: Payload,
+    ) -> Result<ReplyPayload, AskError> {
+        let gateway = self.directory.gateway(owner).ok_or_else(|| {
+            AskError::Unavailable(format!(
+                "node {owner} (owner of shard {shard}) is not connected"
+            ))
+        })?;
+        let env = Envelope {
+            version: ENVELOPE_VERSION,
+            from_node: self.me,
+            to_node: owner,
+            target: to,
+            shard,
+            epoch,
+            correlation: self.correlation.fetch_add(1, Ordering::Relaxed),
+            deadline_ms: self.clock.now_ms() + self.call_timeout.as_millis() as u64,
+            payload,
+        };
+        let bytes = encode(&env)?;
+        metrics::counter!("agora_cluster_remote_calls_total").increment(1);
+        let answer = ractor::call_t!(
+            gateway,
+            GatewayMsg::Deliver,
+            self.call_timeout.as_millis() as u64,
+            bytes
+        )
+        .map_err(|e| match e {
+            ractor::RactorErr::Timeout => AskError::Timeout,
+            e => AskError::Unavailable(format!("node {owner}: {e}")),
+        })?;
+        decode::<WireReply>(&answer)?
+    }
+
+    /// Delivers `cmd` to `to` wherever it lives; `msg_id` makes it take effect at most once.
+    pub async fn deliver(
+        &self,
+        to: EntityRef,
+        cmd: Command,
+        msg_id: Option<String>,
+    ) -> Result<Reply, AskError> {
+        let (shard, owner, epoch) = self.owner(&to)?;
+        if owner == self.me {
+            return self.region.deliver(to, cmd, msg_id).await;
+        }
+        match self
+            .remote(to, shard, owner, epoch, Payload::Request { cmd, msg_id })
+            .await?
+        {
+            ReplyPayload::Reply(r) => Ok(r),
+            ReplyPayload::Batch(_) => {
+                Err(AskError::Unavailable("a batch answer to a request".into()))
+            }
+        }
+    }
+
+    /// Delivers relayed messages to `to` wherever it lives, stored in one write.
+    pub async fn deliver_batch(
+        &self,
+        to: EntityRef,
+        items: Vec<(Command, String)>,
+    ) -> Result<BatchResults, AskError> {
+        let (shard, owner, epoch) = self.owner(&to)?;
+        if owner == self.me {
+            return self.region.deliver_batch(to, items).await;
+        }
+        match self
+            .remote(to, shard, owner, epoch, Payload::Batch(items))
+            .await?
+        {
+            ReplyPayload::Batch(r) => Ok(r),
+            ReplyPayload::Reply(_) => {
+                Err(AskError::Unavailable("a request answer to a batch".into()))
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl EntityClient for Router {
+    async fn ask(&self, to: EntityRef, cmd: Command) -> Result<Reply, AskError> {
+        self.deliver(to, cmd, None).await
+    }
+}

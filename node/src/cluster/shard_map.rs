@@ -1,0 +1,58 @@
+//! The shard map: for each shard, the node that owns it, under an epoch. For now it is
+//! derived from the cluster file (shard `s` belongs to the `s mod n`-th node by id) under
+//! epoch 1; agreement through Raft and handoff come next.
+
+use std::sync::Arc;
+
+/// Who owns each shard, under which epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardMap {
+    /// The map's epoch.
+    pub epoch: u64,
+    /// Owner node id per shard.
+    pub owners: Vec<u64>,
+}
+
+impl ShardMap {
+    /// Spreads `shard_count` shards evenly over `node_ids` (sorted).
+    pub fn spread(shard_count: u32, node_ids: &[u64]) -> Self {
+        assert!(!node_ids.is_empty(), "a shard map needs at least one node");
+        let owners = (0..shard_count as usize)
+            .map(|s| node_ids[s % node_ids.len()])
+            .collect();
+        Self { epoch: 1, owners }
+    }
+
+    /// The owner of `shard`.
+    pub fn owner(&self, shard: u32) -> Option<u64> {
+        self.owners.get(shard as usize).copied()
+    }
+
+    /// The shards `node` owns.
+    pub fn shards_of(&self, node: u64) -> Vec<u32> {
+        self.owners
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| **o == node)
+            .map(|(s, _)| s as u32)
+            .collect()
+    }
+}
+
+/// A shared, replaceable shard map.
+pub type SharedShardMap = Arc<std::sync::RwLock<ShardMap>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spread_is_even_and_total() {
+        let m = ShardMap::spread(64, &[1, 2, 3]);
+        let counts: Vec<usize> = [1, 2, 3].iter().map(|n| m.shards_of(*n).len()).collect();
+        assert_eq!(counts.iter().sum::<usize>(), 64);
+        assert!(counts.iter().all(|c| (21..=22).contains(c)));
+        assert_eq!(m.owner(0), Some(1));
+        assert_eq!(m.owner(64), None);
+    }
+}
