@@ -1,5 +1,7 @@
 //! The product listing projection: kept in memory from committed Product and StockItem
-//! states, rebuilt from the store at start.
+//! states, rebuilt from the store at start. In a cluster, each node also pulls the facts the
+//! other nodes' shards produced (`since`), so every node lists the whole catalog; the lag is
+//! bounded by the pull interval.
 
 use crate::store::writer::CommitListener;
 use crate::store::{Store, StoreError};
@@ -7,8 +9,29 @@ use agora_actors::host::EntityState;
 use agora_actors::product::ProductState;
 use agora_actors::{EntityKind, EntityRef};
 use agora_http_edge::catalog::{Catalog, CatalogEntry, CatalogQuery};
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::RwLock;
+
+/// What one entity tells the listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Fact {
+    /// A product's state.
+    Product(ProductState),
+    /// A SKU's available units.
+    Stock(u64),
+}
+
+/// Facts changed since a version, for a peer's pull.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FactsSince {
+    /// Changes each time the node starts: a new incarnation means "pull everything again".
+    pub incarnation: u64,
+    /// The newest version included.
+    pub version: u64,
+    /// The facts: SKU and what is known of it.
+    pub facts: Vec<(String, Fact)>,
+}
 
 #[derive(Default, Clone)]
 struct Row {
@@ -16,32 +39,89 @@ struct Row {
     available: u64,
 }
 
-/// The listing.
 #[derive(Default)]
+struct Inner {
+    rows: BTreeMap<String, Row>,
+    /// Facts from this node's shards: (is stock, SKU) → (version, fact).
+    local: BTreeMap<(bool, String), (u64, Fact)>,
+    version: u64,
+}
+
+/// The listing.
 pub struct CatalogProjection {
-    rows: RwLock<BTreeMap<String, Row>>,
+    inner: RwLock<Inner>,
+    incarnation: u64,
 }
 
 impl CatalogProjection {
-    /// Builds the projection from the store.
-    pub fn load(store: &Store) -> Result<Self, StoreError> {
-        let p = Self::default();
+    /// Builds the projection from the store; `incarnation` tells peers this is a new start.
+    pub fn load(store: &Store, incarnation: u64) -> Result<Self, StoreError> {
+        let p = Self {
+            inner: RwLock::new(Inner::default()),
+            incarnation,
+        };
         let n = store.scan_entities(&[EntityKind::Product, EntityKind::StockItem], |e, rec| {
-            p.apply(&e, &rec.state)
+            p.apply_local(&e, &rec.state)
         })?;
         tracing::info!(records = n, "catalog projection loaded");
         Ok(p)
     }
 
-    fn apply(&self, entity: &EntityRef, state: &EntityState) {
-        let Ok(mut rows) = self.rows.write() else {
+    fn apply(rows: &mut BTreeMap<String, Row>, sku: &str, fact: &Fact) {
+        let row = rows.entry(sku.to_string()).or_default();
+        match fact {
+            Fact::Product(p) => row.product = Some(p.clone()),
+            Fact::Stock(a) => row.available = *a,
+        }
+    }
+
+    fn apply_local(&self, entity: &EntityRef, state: &EntityState) {
+        let fact = match state {
+            EntityState::Product(p) => Fact::Product(p.clone()),
+            EntityState::Stock(s) => Fact::Stock(s.available),
+            _ => return,
+        };
+        let Ok(mut inner) = self.inner.write() else {
             return;
         };
-        let row = rows.entry(entity.id.clone()).or_default();
-        match state {
-            EntityState::Product(p) => row.product = Some(p.clone()),
-            EntityState::Stock(s) => row.available = s.available,
-            _ => {}
+        Self::apply(&mut inner.rows, &entity.id, &fact);
+        inner.version += 1;
+        let v = inner.version;
+        inner.local.insert(
+            (matches!(fact, Fact::Stock(_)), entity.id.clone()),
+            (v, fact),
+        );
+    }
+
+    /// The facts from this node's shards newer than `version`.
+    pub fn since(&self, version: u64) -> FactsSince {
+        let Ok(inner) = self.inner.read() else {
+            return FactsSince {
+                incarnation: self.incarnation,
+                version,
+                facts: Vec::new(),
+            };
+        };
+        let facts = inner
+            .local
+            .iter()
+            .filter(|(_, (v, _))| *v > version)
+            .map(|((_, sku), (_, f))| (sku.clone(), f.clone()))
+            .collect();
+        FactsSince {
+            incarnation: self.incarnation,
+            version: inner.version,
+            facts,
+        }
+    }
+
+    /// Applies facts pulled from a peer.
+    pub fn apply_remote(&self, facts: &[(String, Fact)]) {
+        let Ok(mut inner) = self.inner.write() else {
+            return;
+        };
+        for (sku, f) in facts {
+            Self::apply(&mut inner.rows, sku, f);
         }
     }
 }
@@ -52,7 +132,7 @@ impl CommitListener for CatalogProjection {
     }
 
     fn committed(&self, entity: &EntityRef, state: &EntityState) {
-        self.apply(entity, state);
+        self.apply_local(entity, state);
     }
 }
 
@@ -63,7 +143,7 @@ fn matches(words: &[String], text: &str) -> bool {
 
 impl Catalog for CatalogProjection {
     fn search(&self, query: &CatalogQuery) -> (Vec<CatalogEntry>, usize) {
-        let Ok(rows) = self.rows.read() else {
+        let Ok(inner) = self.inner.read() else {
             return (Vec::new(), 0);
         };
         let words: Vec<String> = query
@@ -75,15 +155,14 @@ impl Catalog for CatalogProjection {
             .collect();
         let mut total = 0;
         let mut page = Vec::new();
-        for (sku, row) in rows.iter() {
-            let Some(d) = row
+        for (sku, row) in inner.rows.iter() {
+            let Some((p, d)) = row
                 .product
                 .as_ref()
                 .and_then(|p| p.details.as_ref().map(|d| (p, d)))
             else {
                 continue;
             };
-            let (p, d) = d;
             if query.category.as_deref().is_some_and(|c| c != d.category) {
                 continue;
             }

@@ -197,7 +197,7 @@ pub async fn start(
 
     let store =
         Store::open(&settings.data_dir.join("agora.redb")).context("cannot open the store")?;
-    let catalog = Arc::new(CatalogProjection::load(&store)?);
+    let catalog = Arc::new(CatalogProjection::load(&store, rng.next_u64())?);
     let (relay_tx, relay_rx) = tokio::sync::mpsc::unbounded_channel();
     let writer = Writer::start(store.clone(), relay_tx, vec![catalog.clone()])?;
     check_shard_count(&store, &writer, settings.shard_count).await?;
@@ -240,6 +240,7 @@ pub async fn start(
             me,
             region: region.clone(),
             map: map.clone(),
+            catalog: catalog.clone(),
         },
     )
     .await?;
@@ -250,6 +251,12 @@ pub async fn start(
     );
     if let Some(c) = &cluster {
         transport::start(&c.membership, &c.secret, directory.clone()).await?;
+        let peers = membership
+            .node_ids()
+            .into_iter()
+            .filter(|id| *id != me)
+            .collect();
+        crate::cluster::catalog_sync::start(peers, directory.clone(), catalog.clone());
     }
     tracing::info!(
         node = me,

@@ -186,9 +186,15 @@ async fn region_on(path: &std::path::Path) -> (Region, Store) {
         passivate_after: Duration::from_millis(200),
     };
     (
-        Region::start(8, &(0..8).collect::<Vec<u32>>(), 1, rt, RegionLimits::default())
-            .await
-            .unwrap(),
+        Region::start(
+            8,
+            &(0..8).collect::<Vec<u32>>(),
+            1,
+            rt,
+            RegionLimits::default(),
+        )
+        .await
+        .unwrap(),
         store,
     )
 }

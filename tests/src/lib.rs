@@ -6,6 +6,8 @@
 //! - `AGORA_TEST_RUST_LOG`: `RUST_LOG` for the spawned servers (default `warn`).
 //! - `AGORA_KEEP_TMP=1`: keep the temp dirs (data, stdout/stderr logs) after the test.
 
+pub mod cluster;
+
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::future::Future;
@@ -61,6 +63,8 @@ pub const TERMINAL_ORDER_STATUSES: &[&str] = &["DELIVERED", "CANCELLED", "EXPIRE
 /// Command-line options for one `agora dev` process.
 #[derive(Debug, Clone, Default)]
 pub struct ServerOptions {
+    /// Run as `agora node --config FILE --node-id ID` (a cluster member) instead of `agora dev`.
+    pub cluster_node: Option<(PathBuf, u64)>,
     /// `--reservation-ttl-ms`, server default when `None`.
     pub reservation_ttl_ms: Option<u64>,
     /// `--payment-timeout-ms`, server default when `None`.
@@ -136,6 +140,26 @@ pub struct AgoraProcess {
 }
 
 impl AgoraProcess {
+    /// Spawns a server with its data in `root/data` (the caller keeps `root`), and waits
+    /// until it prints its addresses.
+    pub fn start_in(opts: ServerOptions, root: PathBuf) -> Self {
+        let data_dir = root.join("data");
+        std::fs::create_dir_all(&data_dir).expect("create data dir");
+        let mut p = AgoraProcess {
+            child: None,
+            tmp: None,
+            data_dir,
+            opts,
+            starts: 0,
+            stderr_path: PathBuf::new(),
+            stdout_path: PathBuf::new(),
+            shop_url: String::new(),
+            admin_url: String::new(),
+        };
+        p.spawn();
+        p
+    }
+
     /// Spawns a server on a fresh temp data dir and waits until it prints its addresses.
     pub fn start(opts: ServerOptions) -> Self {
         let tmp = tempfile::Builder::new()
@@ -221,13 +245,21 @@ impl AgoraProcess {
         writeln!(stderr, "==== agora start #{} ====", self.starts).ok();
 
         let mut cmd = Command::new(&bin);
-        cmd.arg("dev")
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            .arg("--http-addr")
-            .arg("127.0.0.1:0")
-            .arg("--admin-addr")
-            .arg("127.0.0.1:0");
+        if let Some((config, id)) = &self.opts.cluster_node {
+            cmd.arg("node")
+                .arg("--config")
+                .arg(config)
+                .arg("--node-id")
+                .arg(id.to_string());
+        } else {
+            cmd.arg("dev")
+                .arg("--data-dir")
+                .arg(&self.data_dir)
+                .arg("--http-addr")
+                .arg("127.0.0.1:0")
+                .arg("--admin-addr")
+                .arg("127.0.0.1:0");
+        }
         if let Some(ms) = self.opts.reservation_ttl_ms {
             cmd.arg("--reservation-ttl-ms").arg(ms.to_string());
         }
@@ -373,6 +405,8 @@ pub struct Resp {
     pub body: Value,
     /// Raw body text (lossy UTF-8).
     pub text: String,
+    /// Value of the `retry-after` header, when present.
+    pub retry_after: Option<String>,
 }
 
 impl Resp {
@@ -502,6 +536,11 @@ impl Client {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_string();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let bytes = resp.bytes().await?;
         let text = String::from_utf8_lossy(&bytes).into_owned();
         let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
@@ -510,6 +549,7 @@ impl Client {
             content_type,
             body,
             text,
+            retry_after,
         })
     }
 
@@ -853,6 +893,7 @@ pub fn parse_http_response(buf: &[u8], at_eof: bool) -> Option<Resp> {
         content_type,
         body,
         text,
+        retry_after: None,
     })
 }
 

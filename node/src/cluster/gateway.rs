@@ -17,6 +17,10 @@ pub enum GatewayMsg {
     /// An encoded `Envelope`; answered with an encoded `WireReply`.
     #[rpc]
     Deliver(Vec<u8>, RpcReplyPort<Vec<u8>>),
+    /// An encoded catalog version; answered with the encoded `FactsSince` of this node's
+    /// shards.
+    #[rpc]
+    CatalogSince(Vec<u8>, RpcReplyPort<Vec<u8>>),
 }
 
 /// Start arguments and state.
@@ -27,6 +31,8 @@ pub struct GatewayArgs {
     pub region: Region,
     /// The shard map.
     pub map: SharedShardMap,
+    /// The listing projection (served to peers).
+    pub catalog: std::sync::Arc<crate::catalog::CatalogProjection>,
 }
 
 /// The actor.
@@ -119,6 +125,11 @@ impl Actor for Gateway {
                     let answer = serve(region, env).await;
                     let _ = reply.send(encode(&answer).unwrap_or_default());
                 });
+                Ok(())
+            }
+            GatewayMsg::CatalogSince(bytes, reply) => {
+                let since = decode::<u64>(&bytes).unwrap_or(0);
+                let _ = reply.send(encode(&args.catalog.since(since)).unwrap_or_default());
                 Ok(())
             }
         }

@@ -3,6 +3,7 @@
 //! of peers' gateways, the shard map, and the router that sends each request to the shard's
 //! owner.
 
+pub mod catalog_sync;
 pub mod directory;
 pub mod envelope;
 pub mod gateway;

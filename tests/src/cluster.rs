@@ -1,0 +1,114 @@
+//! A local cluster of real `agora node` processes on free ports, for the cluster tests.
+
+use crate::{AgoraProcess, Client, ServerOptions, ADMIN_EMAIL, ADMIN_PASSWORD, STARTUP_TIMEOUT};
+use std::fmt::Write as _;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// A running cluster: one `AgoraProcess` per node, sharing one cluster file.
+pub struct Cluster {
+    /// The nodes, index `i` is node id `i + 1`.
+    pub nodes: Vec<AgoraProcess>,
+    /// The cluster file.
+    pub config: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// Free loopback ports, found by binding port 0 (the listeners are closed before use).
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("local addr").port())
+        .collect()
+}
+
+impl Cluster {
+    /// Starts `n` nodes with fast courier legs and waits until every node is ready and the
+    /// admin account is seeded.
+    pub async fn start(n: usize, courier_leg_ms: u64) -> Cluster {
+        let dir = tempfile::Builder::new()
+            .prefix("agora-cluster-")
+            .tempdir()
+            .expect("temp dir");
+        let ports = free_ports(3 * n);
+        let mut toml = format!(
+            "cluster_name = \"agora-test\"\nshard_count = 16\nsecret = \"test-cluster-secret-0123456789\"\n\n[tuning]\ncourier_leg_ms = {courier_leg_ms}\n"
+        );
+        for i in 0..n {
+            let _ = write!(
+                toml,
+                "\n[[nodes]]\nid = {}\ncluster_addr = \"127.0.0.1:{}\"\nhttp_addr = \"127.0.0.1:{}\"\nadmin_addr = \"127.0.0.1:{}\"\ndata_dir = \"node-{}/data\"\n",
+                i + 1,
+                ports[3 * i],
+                ports[3 * i + 1],
+                ports[3 * i + 2],
+                i + 1
+            );
+        }
+        let config = dir.path().join("cluster.toml");
+        std::fs::write(&config, toml).expect("write cluster file");
+        let nodes = (0..n)
+            .map(|i| {
+                let opts = ServerOptions {
+                    cluster_node: Some((config.clone(), i as u64 + 1)),
+                    ..Default::default()
+                };
+                AgoraProcess::start_in(opts, dir.path().join(format!("node-{}", i + 1)))
+            })
+            .collect();
+        let c = Cluster {
+            nodes,
+            config,
+            _dir: dir,
+        };
+        c.wait_ready().await;
+        c
+    }
+
+    /// Waits until every running node answers /readyz 200 and the admin can log in.
+    pub async fn wait_ready(&self) {
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        for node in &self.nodes {
+            let admin = node.admin_port_client();
+            loop {
+                let ready = admin
+                    .try_send(admin.req(reqwest::Method::GET, "/readyz"))
+                    .await
+                    .map(|r| r.status == 200)
+                    .unwrap_or(false);
+                if ready {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "node {} never became ready:\n{}",
+                    node.shop_url,
+                    node.stderr_tail(3000)
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        let first = self.nodes[0].client();
+        loop {
+            let r = first.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+            if r.status == 200 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the admin account was never seeded (last login answer {})",
+                r.status
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// A client of node `i`'s shop API (0-based).
+    pub fn client(&self, i: usize) -> Client {
+        self.nodes[i].client()
+    }
+}

@@ -1,0 +1,181 @@
+//! A three-node cluster of real `agora node` processes: the full order flow through each
+//! node's edge with entities spread over all three, catalog listings that include every
+//! node's products, and a killed node whose shards fail fast while the others keep working.
+
+use agora_tests::cluster::Cluster;
+use agora_tests::{
+    card, poll_until, wait_for_order, ADMIN_EMAIL, ADMIN_PASSWORD, CARD_OK, POLL_TIMEOUT,
+};
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+/// Sum of one counter in a node's Prometheus text.
+async fn counter(c: &agora_tests::Client, name: &str) -> f64 {
+    let r = c.get("/metrics").await;
+    r.text
+        .lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_order_flow_runs_through_every_node_with_entities_on_all_three() {
+    let cluster = Cluster::start(3, 100).await;
+    let admin = cluster
+        .client(0)
+        .login_as(ADMIN_EMAIL, ADMIN_PASSWORD)
+        .await;
+    let skus = [
+        admin.stocked_product(1_000, 50).await,
+        admin.stocked_product(2_500, 50).await,
+        admin.stocked_product(700, 50).await,
+    ];
+
+    // Every node lists every product (catalog facts are pulled from the owning nodes).
+    for i in 0..3 {
+        let c = cluster.client(i);
+        for sku in &skus {
+            poll_until(
+                &format!("node {} lists {sku} with stock", i + 1),
+                POLL_TIMEOUT,
+                || {
+                    let c = c.clone();
+                    let sku = sku.clone();
+                    async move {
+                        let r = c.get(&format!("/api/v1/products?q={sku}")).await;
+                        if r.body["items"][0]["available"] == json!(50) {
+                            Ok(())
+                        } else {
+                            Err(r.text)
+                        }
+                    }
+                },
+            )
+            .await;
+        }
+    }
+
+    // A shopper on each node buys all three products; another node follows the order.
+    let mut orders = Vec::new();
+    for i in 0..3 {
+        let (shopper, _) = cluster.client(i).new_user().await;
+        for sku in &skus {
+            shopper.add_to_cart(sku, 1).await;
+        }
+        let order_id = shopper.place_order(card(CARD_OK)).await;
+        let follower = shopper.rebased(&cluster.nodes[(i + 1) % 3].shop_url);
+        orders.push((follower, order_id));
+    }
+    for (follower, order_id) in &orders {
+        let order = wait_for_order(follower, order_id, &["DELIVERED"]).await;
+        assert_eq!(order["lines"].as_array().map(Vec::len), Some(3), "{order}");
+    }
+    for sku in &skus {
+        let inv = admin.inventory(sku).await;
+        assert_eq!(
+            (inv.available, inv.reserved, inv.sold),
+            (47, 0, 3),
+            "{sku}: {inv:?}"
+        );
+    }
+
+    // Entities live on all three nodes: each stored entity writes, and each served remote calls.
+    for node in &cluster.nodes {
+        let a = node.admin_port_client();
+        assert!(
+            counter(&a, "agora_entity_writes_total").await > 0.0,
+            "node {} stored nothing",
+            node.shop_url
+        );
+        assert!(
+            counter(&a, "agora_cluster_remote_calls_total").await > 0.0,
+            "node {} never routed to a peer",
+            node.shop_url
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_fails_fast_and_recovers_everything_on_restart() {
+    let mut cluster = Cluster::start(3, 100).await;
+    let admin = cluster
+        .client(0)
+        .login_as(ADMIN_EMAIL, ADMIN_PASSWORD)
+        .await;
+    // Products spread over the shards of all nodes.
+    let mut skus = Vec::new();
+    for _ in 0..12 {
+        skus.push(admin.stocked_product(1_000, 10).await);
+    }
+    let (shopper, _) = cluster.client(0).new_user().await;
+    shopper.add_to_cart(&skus[0], 1).await;
+    let order_id = shopper.place_order(card(CARD_OK)).await;
+    wait_for_order(&shopper, &order_id, &["DELIVERED"]).await;
+
+    cluster.nodes[2].kill9();
+    let reader = cluster.client(0);
+    // Wait (bounded) until node 1 has noticed node 3 is gone: some SKU answers 503.
+    poll_until("node 1 notices node 3 is down", POLL_TIMEOUT, || {
+        let reader = reader.clone();
+        let skus = skus.clone();
+        async move {
+            for sku in &skus {
+                if reader.get(&format!("/api/v1/products/{sku}")).await.status == 503 {
+                    return Ok(());
+                }
+            }
+            Err("every SKU still answers".to_string())
+        }
+    })
+    .await;
+    // Now every request answers within 2 s: 200 for shards elsewhere, 503 for node 3's.
+    let (mut ok, mut unavailable) = (0, 0);
+    for sku in &skus {
+        let started = Instant::now();
+        let r = reader.get(&format!("/api/v1/products/{sku}")).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "GET {sku} took {:?}",
+            started.elapsed()
+        );
+        match r.status {
+            200 => ok += 1,
+            503 => {
+                assert!(
+                    r.retry_after.is_some(),
+                    "503 without Retry-After: {}",
+                    r.text
+                );
+                unavailable += 1
+            }
+            s => panic!("GET {sku} answered {s}: {}", r.text),
+        }
+    }
+    assert!(
+        ok > 0 && unavailable > 0,
+        "expected both live and unavailable shards, got {ok} ok and {unavailable} unavailable"
+    );
+
+    cluster.nodes[2].restart();
+    cluster.wait_ready().await;
+    for sku in &skus {
+        poll_until(&format!("{sku} is served again"), POLL_TIMEOUT, || {
+            let reader = reader.clone();
+            let sku = sku.clone();
+            async move {
+                let r = reader.get(&format!("/api/v1/products/{sku}")).await;
+                if r.status == 200 {
+                    Ok(())
+                } else {
+                    Err(r.text)
+                }
+            }
+        })
+        .await;
+    }
+    let order = shopper.order(&order_id).await;
+    assert_eq!(order["status"], "DELIVERED", "{order}");
+    let inv = admin.inventory(&skus[0]).await;
+    assert_eq!((inv.available, inv.sold), (9, 1), "{inv:?}");
+}
