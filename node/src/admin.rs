@@ -1,11 +1,22 @@
-//! The operators' endpoint, on its own port: health, readiness and Prometheus metrics.
+//! The operators' endpoint, on its own port. `/healthz`, `/readyz` and `/metrics` are open
+//! (for probes and scrapers); everything under `/admin` needs the admin bearer token, and
+//! mutating routes answer only when the cluster file enables them.
 
-use axum::extract::State;
+use crate::cluster::directory::Directory;
+use crate::cluster::shard_map::SharedShardMap;
+use crate::cluster::Membership;
+use crate::runtime::region::Region;
+use crate::store::keys::entity_key;
+use agora_actors::{EntityKind, EntityRef};
+use agora_http_edge::problem::Problem;
+use axum::extract::{Path, Request, State};
 use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::Router;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -17,17 +28,62 @@ pub struct AdminState {
     pub peers_ready: Box<dyn Fn() -> bool + Send + Sync>,
     /// Renders the metrics.
     pub metrics: Option<PrometheusHandle>,
-    /// The store, for counts.
+    /// The store.
     pub store: crate::store::Store,
+    /// The bearer token `/admin` routes need (`None`: they are closed).
+    pub token: Option<String>,
+    /// Whether mutating routes (drain, move) are enabled.
+    pub mutations: bool,
+    /// Who is in the cluster.
+    pub membership: Membership,
+    /// The shard map.
+    pub map: SharedShardMap,
+    /// The local shards.
+    pub region: Region,
+    /// Peers' gateways.
+    pub directory: Directory,
 }
 
 /// The admin router.
 pub fn router(state: Arc<AdminState>) -> Router {
+    let admin = Router::new()
+        .route("/admin/cluster/members", get(members))
+        .route("/admin/cluster/shards", get(shards))
+        .route("/admin/entities/{kind}/{id}", get(entity))
+        .route("/admin/dead-letters", get(dead_letters))
+        .route("/admin/cluster/members/{id}/drain", post(not_yet))
+        .route("/admin/shards/{shard}/move", post(not_yet))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_token,
+        ));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(admin)
+        .fallback(|| async { Problem::not_found("no such admin route") })
         .with_state(state)
+}
+
+/// Compares in time independent of where the strings differ.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn require_token(State(s): State<Arc<AdminState>>, req: Request, next: Next) -> Response {
+    let Some(expected) = s.token.as_deref() else {
+        return Problem::forbidden("no admin token is configured: set AGORA_ADMIN_TOKEN or admin_token in the cluster file").into_response();
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(t) if same_secret(t.as_bytes(), expected.as_bytes()) => next.run(req).await,
+        _ => Problem::unauthorized("the admin bearer token is required").into_response(),
+    }
 }
 
 async fn readyz(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
@@ -46,4 +102,132 @@ async fn metrics(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
     }
     let body = s.metrics.as_ref().map(|m| m.render()).unwrap_or_default();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+}
+
+fn map_snapshot(s: &AdminState) -> Result<crate::cluster::shard_map::ShardMap, Problem> {
+    s.map
+        .read()
+        .map(|m| m.clone())
+        .map_err(|_| Problem::internal("shard map lock poisoned"))
+}
+
+async fn members(State(s): State<Arc<AdminState>>) -> Result<Json<Value>, Problem> {
+    let map = map_snapshot(&s)?;
+    let local_entities: usize = s.region.stats().await.iter().map(|x| x.active).sum();
+    let me = s.membership.me;
+    let mut members = Vec::new();
+    for id in s.membership.node_ids() {
+        let entry = s.membership.nodes.iter().find(|n| n.id == id);
+        let status = if id == me || s.directory.gateway(id).is_some() {
+            "up"
+        } else {
+            "down"
+        };
+        members.push(json!({
+            "id": id,
+            "cluster_addr": entry.map(|n| n.cluster_addr.to_string()),
+            "http_addr": entry.map(|n| n.http_addr.to_string()),
+            "status": status,
+            "shards": map.shards_of(id).len(),
+            "entities": if id == me { Some(local_entities) } else { None },
+        }));
+    }
+    Ok(Json(json!({ "me": me, "members": members })))
+}
+
+async fn shards(State(s): State<Arc<AdminState>>) -> Result<Json<Value>, Problem> {
+    let map = map_snapshot(&s)?;
+    let me = s.membership.me;
+    let local = s.region.stats().await;
+    let mut local = local.into_iter();
+    let shards: Vec<Value> = map
+        .owners
+        .iter()
+        .enumerate()
+        .map(|(shard, owner)| {
+            let up = *owner == me || s.directory.gateway(*owner).is_some();
+            let entities = if *owner == me { local.next().map(|x| x.active) } else { None };
+            json!({ "shard": shard, "owner": owner, "status": if up { "serving" } else { "unavailable" }, "entities": entities })
+        })
+        .collect();
+    Ok(Json(json!({ "epoch": map.epoch, "shards": shards })))
+}
+
+async fn entity(
+    State(s): State<Arc<AdminState>>,
+    Path((kind, id)): Path<(String, String)>,
+) -> Result<Json<Value>, Problem> {
+    let kind = EntityKind::from_name(&kind)
+        .ok_or_else(|| Problem::not_found(format!("no entity kind {kind:?}")))?;
+    if id.is_empty() || id.len() > 128 {
+        return Err(Problem::not_found("no such entity"));
+    }
+    let entity = EntityRef::new(kind, id);
+    let map = map_snapshot(&s)?;
+    let shard = entity.shard(map.owners.len() as u32);
+    let owner = map.owner(shard).unwrap_or_default();
+    if owner != s.membership.me {
+        let addr = s
+            .membership
+            .nodes
+            .iter()
+            .find(|n| n.id == owner)
+            .map(|n| n.admin_addr.to_string());
+        return Err(Problem::new(
+            StatusCode::MISDIRECTED_REQUEST,
+            "not-owner",
+            "Not the owner",
+            format!("shard {shard} is owned by node {owner}"),
+        )
+        .with("owner", owner)
+        .with("owner_admin_addr", addr));
+    }
+    let key = entity_key(shard, &entity);
+    let record = s
+        .store
+        .entity(&key)
+        .map_err(|e| Problem::internal(e.to_string()))?
+        .ok_or_else(|| Problem::not_found(format!("{entity} is not stored")))?;
+    let messages = s
+        .store
+        .applied_messages(&key, 50)
+        .map_err(|e| Problem::internal(e.to_string()))?;
+    Ok(Json(json!({
+        "kind": kind.name(),
+        "id": entity.id,
+        "shard": shard,
+        "owner": owner,
+        "format": record.format,
+        "seq": record.seq,
+        "epoch": record.epoch,
+        "written_at_ms": record.written_at_ms,
+        "state": record.state.to_json(),
+        "applied_messages": messages.into_iter().map(|(id, at)| json!({"msg_id": id, "at_ms": at})).collect::<Vec<_>>(),
+    })))
+}
+
+async fn dead_letters(State(s): State<Arc<AdminState>>) -> Result<Json<Value>, Problem> {
+    let letters = s
+        .store
+        .dead_letters(100)
+        .map_err(|e| Problem::internal(e.to_string()))?;
+    let items: Vec<Value> = letters
+        .into_iter()
+        .map(|d| json!({ "at_ms": d.at_ms, "reason": d.reason, "msg_id": d.message.id, "topic": d.message.topic, "from": d.message.from.to_string() }))
+        .collect();
+    Ok(Json(json!({ "items": items })))
+}
+
+async fn not_yet(State(s): State<Arc<AdminState>>) -> Problem {
+    if !s.mutations {
+        return Problem::forbidden(
+            "mutating admin routes are disabled: set admin_mutations = true in the cluster file",
+        );
+    }
+    Problem::new(
+        StatusCode::NOT_IMPLEMENTED,
+        "not-implemented",
+        "Not implemented",
+        "shard handoff (drain, move) is not built yet",
+    )
 }

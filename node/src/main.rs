@@ -129,6 +129,9 @@ fn secrets() -> Secrets {
         jwt_secret: std::env::var("AGORA_JWT_SECRET")
             .ok()
             .filter(|s| !s.is_empty()),
+        admin_token: std::env::var("AGORA_ADMIN_TOKEN")
+            .ok()
+            .filter(|s| !s.is_empty()),
     }
 }
 
@@ -140,6 +143,9 @@ fn banner(node: &node::RunningNode, what: &str) {
     match &node.admin_seed {
         Some(AdminSeed::Created(Some(pw))) => println!("  admin login: {ADMIN_EMAIL} / {pw}  (generated; set AGORA_ADMIN_PASSWORD to choose one)"),
         _ => println!("  admin login: {ADMIN_EMAIL} (password from AGORA_ADMIN_PASSWORD, or as printed on first start)"),
+    }
+    if let Some(t) = &node.generated_admin_token {
+        println!("  admin token: {t}  (generated; set AGORA_ADMIN_TOKEN to choose one)");
     }
     println!("press Ctrl-C to stop");
 }
@@ -188,6 +194,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     nodes: config.nodes.clone(),
                 },
                 secret: config.secret.clone(),
+                admin_token: config.admin_token.clone(),
+                admin_mutations: config.admin_mutations,
             };
             let node = node::start(settings, secrets(), Some(spec), metrics).await?;
             banner(

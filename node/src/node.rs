@@ -48,6 +48,8 @@ pub struct RunningNode {
     /// What seeding the admin did (with a generated password to show once); `None` when
     /// another node seeds, or seeding runs in the background.
     pub admin_seed: Option<AdminSeed>,
+    /// The admin endpoint's token when it was generated at this start (to print once).
+    pub generated_admin_token: Option<String>,
     shutdown: watch::Sender<bool>,
     region: Region,
     servers: Vec<tokio::task::JoinHandle<()>>,
@@ -78,6 +80,8 @@ pub struct Secrets {
     /// `AGORA_JWT_SECRET` (otherwise derived from the cluster secret, or generated once and
     /// kept in the store for a single node).
     pub jwt_secret: Option<String>,
+    /// `AGORA_ADMIN_TOKEN` (otherwise the cluster file's, or generated at start and printed).
+    pub admin_token: Option<String>,
 }
 
 /// How a node belongs to a cluster.
@@ -87,6 +91,10 @@ pub struct ClusterSpec {
     pub membership: Membership,
     /// The shared secret nodes authenticate with.
     pub secret: String,
+    /// The admin token from the cluster file.
+    pub admin_token: Option<String>,
+    /// Whether mutating admin routes are enabled.
+    pub admin_mutations: bool,
 }
 
 async fn jwt_secret(
@@ -351,7 +359,7 @@ pub async fn start(
         keys: JwtKeys::new(&secret, settings.token_ttl_secs),
         blocking: Arc::new(TokioBlocking) as Arc<dyn BlockingPool>,
         clock,
-        rng,
+        rng: rng.clone(),
         config: EdgeConfig {
             body_limit: settings.body_limit_bytes,
             token_ttl: Duration::from_secs(settings.token_ttl_secs),
@@ -365,7 +373,25 @@ pub async fn start(
         .collect();
     let majority = membership.node_ids().len() / 2 + 1;
     let ready_directory = directory.clone();
+    let configured_token = secrets
+        .admin_token
+        .clone()
+        .or_else(|| cluster.as_ref().and_then(|c| c.admin_token.clone()));
+    let generated_admin_token = match configured_token {
+        Some(_) => None,
+        None => {
+            let mut t = [0u8; 24];
+            rng.fill(&mut t);
+            Some(t.iter().map(|b| format!("{b:02x}")).collect::<String>())
+        }
+    };
     let admin_state = Arc::new(AdminState {
+        token: configured_token.or_else(|| generated_admin_token.clone()),
+        mutations: cluster.as_ref().is_some_and(|c| c.admin_mutations),
+        membership: membership.clone(),
+        map: map.clone(),
+        region: region.clone(),
+        directory: directory.clone(),
         ready: false.into(),
         // Ready when this node reaches a majority of the cluster (itself included).
         peers_ready: Box::new(move || {
@@ -398,6 +424,7 @@ pub async fn start(
         http_addr,
         admin_addr,
         admin_seed,
+        generated_admin_token,
         shutdown,
         region,
         servers,

@@ -6,6 +6,9 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+/// The admin endpoint token of test clusters.
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
 /// A running cluster: one `AgoraProcess` per node, sharing one cluster file.
 pub struct Cluster {
     /// The nodes, index `i` is node id `i + 1`.
@@ -36,7 +39,7 @@ impl Cluster {
             .expect("temp dir");
         let ports = free_ports(3 * n);
         let mut toml = format!(
-            "cluster_name = \"agora-test\"\nshard_count = 16\nsecret = \"test-cluster-secret-0123456789\"\n\n[tuning]\ncourier_leg_ms = {courier_leg_ms}\n"
+            "cluster_name = \"agora-test\"\nshard_count = 16\nsecret = \"test-cluster-secret-0123456789\"\nadmin_token = \"{ADMIN_TOKEN}\"\nadmin_mutations = true\n\n[tuning]\ncourier_leg_ms = {courier_leg_ms}\n"
         );
         for i in 0..n {
             let _ = write!(

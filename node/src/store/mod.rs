@@ -173,3 +173,27 @@ impl Store {
         Ok(out)
     }
 }
+
+impl Store {
+    /// Message ids applied to the entity at `entity_key` (newest by key order last), at most
+    /// `limit`, with the time each was applied.
+    pub fn applied_messages(
+        &self,
+        entity_key: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        let prefix = keys::dedup_key(entity_key, "");
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(DEDUP)?;
+        let mut out = Vec::new();
+        for row in t.range(prefix.as_slice()..)? {
+            let (k, v) = row?;
+            let Some(id) = k.value().strip_prefix(prefix.as_slice()) else {
+                break;
+            };
+            out.push((String::from_utf8_lossy(id).into_owned(), v.value()));
+        }
+        let skip = out.len().saturating_sub(limit);
+        Ok(out.split_off(skip))
+    }
+}
