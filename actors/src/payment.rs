@@ -86,6 +86,8 @@ pub struct PaymentState {
     pub abandoned: bool,
     /// Gateway event ids already applied (duplicate callbacks are ignored).
     pub events: Vec<String>,
+    /// Charge requests repeated after the order abandoned the payment (bounded).
+    pub checks_after_abandon: u32,
 }
 
 /// Commands for a Payment.
@@ -143,6 +145,8 @@ const REFUND_RETRY_MS: u64 = 10_000;
 /// How long a charge waits for the gateway's answer before asking again with the same key
 /// (the answer may have been lost, for example by a crash between acceptance and callback).
 const CHARGE_RETRY_MS: u64 = 5_000;
+/// How many times an abandoned charge is asked about again (12 × 5 s = one minute).
+const MAX_CHECKS_AFTER_ABANDON: u32 = 12;
 
 fn order(ctx: &Ctx) -> EntityRef {
     EntityRef::new(EntityKind::Order, ctx.me.id.clone())
@@ -297,8 +301,15 @@ pub fn handle(
             }
         }
         PaymentCommand::RetryCharge => {
-            if s.status == PaymentStatus::Processing && !s.abandoned {
+            // After the order gave up, keep asking a while: if the gateway did take the money
+            // and its answer was lost, the repeated key brings the answer back and the
+            // payment refunds itself. A gateway that never answers is left after a bound.
+            let keep_asking = !s.abandoned || s.checks_after_abandon < MAX_CHECKS_AFTER_ABANDON;
+            if s.status == PaymentStatus::Processing && keep_asking {
                 if let Some(m) = s.method.clone().filter(|m| *m != Method::Wallet) {
+                    if s.abandoned {
+                        s.checks_after_abandon += 1;
+                    }
                     request_charge(ctx, m, s.amount_minor);
                 }
             }
