@@ -227,3 +227,40 @@ pub fn handle(
         wallet_minor: s.wallet_minor,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entity::DomainConfig;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn the_wallet_never_goes_negative_and_debits_balance_credits(ops in prop::collection::vec((any::<bool>(), 0u64..400_000), 0..100)) {
+            let me = EntityRef::new(EntityKind::Account, "u");
+            let cfg = DomainConfig::default();
+            let mut s = AccountState::default();
+            let mut ctx = Ctx::new(0, &me, 1, &cfg);
+            handle(&mut s, AccountCommand::Register { email: "a@b.co".into(), name: "A".into(), password_hash: "h".into(), role: Role::Customer }, &mut ctx).unwrap();
+            let mut expected = cfg.initial_wallet_minor;
+            for (i, (debit, amount)) in ops.into_iter().enumerate() {
+                let order_id = format!("o{i}");
+                let cmd = if debit {
+                    AccountCommand::DebitWallet { order_id, amount_minor: amount }
+                } else {
+                    AccountCommand::CreditWallet { order_id, amount_minor: amount }
+                };
+                let mut ctx = Ctx::new(0, &me, 2, &cfg);
+                handle(&mut s, cmd, &mut ctx).unwrap();
+                if !debit {
+                    expected += amount;
+                } else if amount <= expected {
+                    expected -= amount;
+                }
+                prop_assert_eq!(s.wallet_minor, expected);
+                // Every wallet operation answers the payment exactly once.
+                prop_assert_eq!(ctx.outbox().len(), 1);
+            }
+        }
+    }
+}

@@ -94,3 +94,44 @@ pub fn handle(s: &mut CartState, cmd: CartCommand, _ctx: &mut Ctx) -> Result<Out
         s.lines.iter().map(|(k, v)| (k.clone(), *v)).collect(),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entity::DomainConfig;
+    use crate::{EntityKind, EntityRef};
+    use proptest::prelude::*;
+
+    fn arb_cmd() -> impl Strategy<Value = CartCommand> {
+        let sku = (0u8..60).prop_map(|i| format!("SKU-{i}"));
+        prop_oneof![
+            (sku.clone(), 0u32..120)
+                .prop_map(|(sku, quantity)| CartCommand::AddItem { sku, quantity }),
+            sku.clone().prop_map(|sku| CartCommand::RemoveItem { sku }),
+            (
+                (0u8..5).prop_map(|o| format!("o{o}")),
+                prop::collection::vec((sku, 0u32..10), 0..4)
+            )
+                .prop_map(|(order_id, lines)| CartCommand::CheckedOut { order_id, lines }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn any_command_sequence_keeps_the_cart_within_its_limits(cmds in prop::collection::vec(arb_cmd(), 0..200)) {
+            let me = EntityRef::new(EntityKind::Cart, "u");
+            let cfg = DomainConfig::default();
+            let mut s = CartState::default();
+            for c in cmds {
+                let mut ctx = Ctx::new(0, &me, 1, &cfg);
+                let mut work = s.clone();
+                if handle(&mut work, c, &mut ctx).is_ok() {
+                    s = work;
+                }
+                prop_assert!(s.lines.len() <= MAX_CART_LINES);
+                prop_assert!(s.lines.values().all(|q| (1..=MAX_LINE_QUANTITY).contains(q)));
+                prop_assert!(s.checked_out.len() <= 50);
+            }
+        }
+    }
+}
