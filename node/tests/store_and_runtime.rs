@@ -175,28 +175,26 @@ async fn outbox_rows_are_committed_with_the_state_and_deleted_when_acked() {
 }
 
 async fn region_on(path: &std::path::Path) -> (Region, Store) {
+    let (region, store, _) = region_and_writer(path).await;
+    (region, store)
+}
+
+async fn region_and_writer(path: &std::path::Path) -> (Region, Store, Writer) {
     let store = reopen(path).await;
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
     let writer = Writer::start(store.clone(), tx, vec![]).unwrap();
     let rt = RuntimeContext {
-        writer,
+        writer: writer.clone(),
         store: store.clone(),
         clock: Arc::new(SystemClock),
         domain: Arc::new(Default::default()),
         passivate_after: Duration::from_millis(200),
     };
-    (
-        Region::start(
-            8,
-            &(0..8).collect::<Vec<u32>>(),
-            1,
-            rt,
-            RegionLimits::default(),
-        )
+    let all: Vec<u32> = (0..8).collect();
+    let region = Region::start(8, &all, 1, rt, RegionLimits::default())
         .await
-        .unwrap(),
-        store,
-    )
+        .unwrap();
+    (region, store, writer)
 }
 
 #[tokio::test]
@@ -303,4 +301,83 @@ async fn a_refused_command_changes_nothing_and_a_passivated_entity_reloads_its_s
         rec.seq, 1,
         "the refused write-off must not have been stored"
     );
+}
+
+#[tokio::test]
+async fn a_shard_streams_to_another_store_as_a_unit_and_the_old_copy_is_fenced() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a_region, a_store, a_writer) = region_and_writer(&dir.path().join("a.redb")).await;
+    // Entities in several shards, with applied message ids and pending outbox rows.
+    for i in 0..40 {
+        let sku = EntityRef::new(EntityKind::StockItem, format!("S{i}"));
+        a_region
+            .deliver(
+                sku,
+                Command::Stock(StockCommand::Receive { quantity: 3 }),
+                Some(format!("m{i}")),
+            )
+            .await
+            .unwrap();
+    }
+    let order = EntityRef::new(EntityKind::Order, "o-1");
+    let shard = order.shard(8);
+    let mut moved = a_store.export_shard(shard).unwrap();
+    let others: usize = (0..8)
+        .filter(|s| *s != shard)
+        .map(|s| a_store.export_shard(s).unwrap().rows())
+        .sum();
+    assert!(
+        moved.rows() > 0 && others > 0,
+        "shards should hold data: {} / {others}",
+        moved.rows()
+    );
+    assert!(moved
+        .entities
+        .iter()
+        .all(|(k, _)| k.starts_with(&shard.to_be_bytes())));
+    assert!(
+        !moved.dedup.is_empty(),
+        "applied message ids travel with the shard"
+    );
+
+    // Install on another store under epoch 2: same rows, and the shard's epoch is 2 there.
+    let b_store = Store::open(&dir.path().join("b.redb")).unwrap();
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let b_writer = Writer::start(b_store.clone(), tx, vec![]).unwrap();
+    let (done, rx) = oneshot::channel();
+    b_writer
+        .submit(WriteOp::InstallShard {
+            data: Box::new(moved.clone()),
+            epoch: 2,
+            done,
+        })
+        .unwrap();
+    rx.await.unwrap().unwrap();
+    assert_eq!(b_store.export_shard(shard).unwrap(), moved);
+    assert_eq!(b_store.shard_epoch(shard).unwrap(), 2);
+
+    // Drop on the old owner: its rows are gone and a write under the old epoch is refused.
+    a_region.stop();
+    let (done, rx) = oneshot::channel();
+    a_writer
+        .submit(WriteOp::DropShard {
+            shard,
+            epoch: 2,
+            done,
+        })
+        .unwrap();
+    rx.await.unwrap().unwrap();
+    moved.entities.clear();
+    assert_eq!(a_store.export_shard(shard).unwrap().rows(), 0);
+    let (op, done) = write(shard, 1, &order, stock_state(1), vec![]);
+    a_writer.submit(op).unwrap();
+    assert!(matches!(
+        done.await.unwrap(),
+        Err(StoreError::StaleEpoch { .. })
+    ));
+    let still: usize = (0..8)
+        .filter(|s| *s != shard)
+        .map(|s| a_store.export_shard(s).unwrap().rows())
+        .sum();
+    assert_eq!(still, others, "other shards are untouched");
 }

@@ -21,15 +21,23 @@ pub fn parse_entity_key(key: &[u8]) -> Option<(u32, EntityRef)> {
 }
 
 /// The key recording that `msg_id` took effect on the entity at `entity_key`:
-/// `entity_key length (u16) | entity_key | msg_id`.
+/// `shard | kind | id length (u16) | id | msg_id`, so a shard's dedup records are one
+/// contiguous range like its entities, and ids cannot run into message ids.
 pub fn dedup_key(entity_key: &[u8], msg_id: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(2 + entity_key.len() + msg_id.len());
-    k.extend_from_slice(&(entity_key.len() as u16).to_be_bytes());
-    k.extend_from_slice(entity_key);
+    let (head, id) = entity_key.split_at(entity_key.len().min(5));
+    let mut k = Vec::with_capacity(7 + id.len() + msg_id.len());
+    k.extend_from_slice(head);
+    k.extend_from_slice(&(id.len() as u16).to_be_bytes());
+    k.extend_from_slice(id);
     k.extend_from_slice(msg_id.as_bytes());
-    // Dedup keys of one shard share the shard prefix after the length; shard-range scans
-    // filter on it.
     k
+}
+
+/// The first key of shard `shard` in any shard-prefixed table, and the first key after it.
+pub fn shard_range(shard: u32) -> (Vec<u8>, Option<Vec<u8>>) {
+    let start = shard.to_be_bytes().to_vec();
+    let end = shard.checked_add(1).map(|n| n.to_be_bytes().to_vec());
+    (start, end)
 }
 
 /// The key of an outbox row: `shard | seq`.
@@ -57,6 +65,15 @@ mod tests {
         let k = entity_key(7, &e);
         assert_eq!(parse_entity_key(&k), Some((7, e.clone())));
         assert!(entity_key(7, &e) < entity_key(8, &EntityRef::new(EntityKind::Account, "a")));
+    }
+
+    #[test]
+    fn dedup_keys_are_shard_prefixed_and_unambiguous() {
+        let a = entity_key(7, &EntityRef::new(EntityKind::Order, "ab"));
+        let b = entity_key(7, &EntityRef::new(EntityKind::Order, "a"));
+        assert_ne!(dedup_key(&a, "c"), dedup_key(&b, "bc"));
+        assert!(dedup_key(&a, "x").starts_with(&7u32.to_be_bytes()));
+        assert!(dedup_key(&a, "x").starts_with(&dedup_key(&a, "")));
     }
 
     #[test]

@@ -197,3 +197,76 @@ impl Store {
         Ok(out.split_off(skip))
     }
 }
+
+/// Everything one shard has stored, in key order: what a handoff streams to the new owner.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ShardData {
+    /// The shard.
+    pub shard: u32,
+    /// Entity records: key and encoded `EntityRecord`.
+    pub entities: Rows,
+    /// Outbox rows: key and encoded `OutboxRecord`.
+    pub outbox: Rows,
+    /// Applied message ids: key and time applied.
+    pub dedup: Vec<(Vec<u8>, u64)>,
+}
+
+impl ShardData {
+    /// How many rows it holds.
+    pub fn rows(&self) -> usize {
+        self.entities.len() + self.outbox.len() + self.dedup.len()
+    }
+}
+
+/// Raw key–value rows of one table.
+pub type Rows = Vec<(Vec<u8>, Vec<u8>)>;
+
+fn scan_bytes(
+    t: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    shard: u32,
+) -> Result<Rows, StoreError> {
+    let (start, end) = keys::shard_range(shard);
+    let rows = match &end {
+        Some(end) => t.range(start.as_slice()..end.as_slice())?,
+        None => t.range(start.as_slice()..)?,
+    };
+    let mut out = Vec::new();
+    for row in rows {
+        let (k, v) = row?;
+        out.push((k.value().to_vec(), v.value().to_vec()));
+    }
+    Ok(out)
+}
+
+impl Store {
+    /// Reads everything shard `shard` has stored (committed data) as one unit.
+    pub fn export_shard(&self, shard: u32) -> Result<ShardData, StoreError> {
+        let tx = self.db.begin_read()?;
+        let entities = scan_bytes(&tx.open_table(ENTITIES)?, shard)?;
+        let outbox = scan_bytes(&tx.open_table(OUTBOX)?, shard)?;
+        let dedup_table = tx.open_table(DEDUP)?;
+        let (start, end) = keys::shard_range(shard);
+        let rows = match &end {
+            Some(end) => dedup_table.range(start.as_slice()..end.as_slice())?,
+            None => dedup_table.range(start.as_slice()..)?,
+        };
+        let mut dedup = Vec::new();
+        for row in rows {
+            let (k, v) = row?;
+            dedup.push((k.value().to_vec(), v.value()));
+        }
+        Ok(ShardData {
+            shard,
+            entities,
+            outbox,
+            dedup,
+        })
+    }
+
+    /// The epoch under which this node last owned `shard` (0 if never).
+    pub fn shard_epoch(&self, shard: u32) -> Result<u64, StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(SHARD_EPOCHS)?;
+        Ok(t.get(shard)?.map_or(0, |v| v.value()))
+    }
+}

@@ -75,6 +75,24 @@ pub enum WriteOp {
         /// Answered once durable.
         done: oneshot::Sender<Result<(), StoreError>>,
     },
+    /// Install a shard streamed from its previous owner, to own it under `epoch`.
+    InstallShard {
+        /// The shard's rows.
+        data: Box<super::ShardData>,
+        /// The epoch of the new ownership.
+        epoch: u64,
+        /// Answered once durable.
+        done: oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// Delete a shard handed to another node, and refuse writes under epochs before `epoch`.
+    DropShard {
+        /// The shard.
+        shard: u32,
+        /// The epoch of the new owner.
+        epoch: u64,
+        /// Answered once durable.
+        done: oneshot::Sender<Result<(), StoreError>>,
+    },
 }
 
 /// How far the writer has got.
@@ -105,6 +123,7 @@ struct Submit {
 /// The handle through which actors submit changes.
 #[derive(Clone)]
 pub struct Writer {
+    store: Store,
     submit: Arc<Mutex<Submit>>,
     progress: watch::Receiver<CommitProgress>,
     listeners: Arc<Vec<Arc<dyn CommitListener>>>,
@@ -139,7 +158,7 @@ impl Writer {
             last.map_or(1, |k| k + 1)
         };
         let mut thread = WriterThread {
-            store,
+            store: store.clone(),
             rx,
             progress: progress_tx,
             relay,
@@ -153,6 +172,7 @@ impl Writer {
             .spawn(move || thread.run())
             .map_err(|e| StoreError::Redb(format!("cannot start the writer thread: {e}")))?;
         Ok(Self {
+            store,
             submit: Arc::new(Mutex::new(Submit { next_ticket: 1, tx })),
             progress,
             listeners,
@@ -166,6 +186,11 @@ impl Writer {
         s.tx.send((ticket, op)).map_err(|_| StoreError::Closed)?;
         s.next_ticket += 1;
         Ok(ticket)
+    }
+
+    /// The store this writer writes to.
+    pub fn store(&self) -> Store {
+        self.store.clone()
     }
 
     /// A receiver of commit progress.
@@ -449,6 +474,74 @@ impl WriterThread {
                             r.done.push(Done::Unit(done));
                             r.wrote = true;
                         }
+                        WriteOp::InstallShard { data, epoch, done } => {
+                            for (k, v) in &data.entities {
+                                entities.insert(k.as_slice(), v.as_slice())?;
+                                if let (Some((_, entity)), Ok(rec)) = (
+                                    super::keys::parse_entity_key(k),
+                                    record::decode::<EntityRecord>(v),
+                                ) {
+                                    if self.listeners.iter().any(|l| l.wants(entity.kind)) {
+                                        r.states.push((entity, rec.state));
+                                    }
+                                }
+                            }
+                            for (k, v) in &data.outbox {
+                                outbox.insert(k.as_slice(), v.as_slice())?;
+                                r.outbox
+                                    .push((k.clone(), record::decode::<OutboxRecord>(v)?.message));
+                            }
+                            for (k, at) in &data.dedup {
+                                dedup.insert(k.as_slice(), *at)?;
+                            }
+                            epochs.insert(data.shard, epoch)?;
+                            self.epochs.insert(data.shard, epoch);
+                            r.done.push(Done::Unit(done));
+                            r.wrote = true;
+                        }
+                        WriteOp::DropShard { shard, epoch, done } => {
+                            let (start, end) = super::keys::shard_range(shard);
+                            let in_shard = |k: &[u8]| {
+                                k >= start.as_slice() && end.as_deref().is_none_or(|e| k < e)
+                            };
+                            let mut doomed = Vec::new();
+                            for row in entities.range(start.as_slice()..)? {
+                                let (k, _) = row?;
+                                if !in_shard(k.value()) {
+                                    break;
+                                }
+                                doomed.push(k.value().to_vec());
+                            }
+                            for k in doomed.drain(..) {
+                                entities.remove(k.as_slice())?;
+                            }
+                            for row in outbox.range(start.as_slice()..)? {
+                                let (k, _) = row?;
+                                if !in_shard(k.value()) {
+                                    break;
+                                }
+                                doomed.push(k.value().to_vec());
+                            }
+                            for k in doomed.drain(..) {
+                                outbox.remove(k.as_slice())?;
+                            }
+                            for row in dedup.range(start.as_slice()..)? {
+                                let (k, _) = row?;
+                                if !in_shard(k.value()) {
+                                    break;
+                                }
+                                doomed.push(k.value().to_vec());
+                            }
+                            for k in doomed.drain(..) {
+                                dedup.remove(k.as_slice())?;
+                            }
+                            let current = self.epoch_of(&epochs, shard)?;
+                            let fenced = current.max(epoch);
+                            epochs.insert(shard, fenced)?;
+                            self.epochs.insert(shard, fenced);
+                            r.done.push(Done::Unit(done));
+                            r.wrote = true;
+                        }
                     }
                 }
             }
@@ -460,7 +553,9 @@ impl WriterThread {
             for (_, op) in rest {
                 match op {
                     WriteOp::Entity(w) => pending.push(Done::Unit(w.done)),
-                    WriteOp::PutMeta { done, .. } => pending.push(Done::Unit(done)),
+                    WriteOp::PutMeta { done, .. }
+                    | WriteOp::InstallShard { done, .. }
+                    | WriteOp::DropShard { done, .. } => pending.push(Done::Unit(done)),
                     WriteOp::Load { reply, .. } => {
                         pending.push(Done::Load(reply, Err(StoreError::Closed)))
                     }
