@@ -1,5 +1,5 @@
 //! `agora dev --nodes N`: writes a cluster file for N nodes on 127.0.0.1 and runs each node
-//! as its own `agora node` process, until Ctrl-C.
+//! as its own `agora node` process, until Ctrl-C or SIGTERM.
 
 use agora_cluster_config::cluster::{ClusterConfig, NodeEntry, Tuning};
 use std::net::SocketAddr;
@@ -9,17 +9,18 @@ fn with_port(addr: SocketAddr, port: u16) -> SocketAddr {
     SocketAddr::new(addr.ip(), port)
 }
 
-/// Runs a local cluster of `n` node processes.
-pub async fn run(
+fn random_hex(bytes: usize) -> anyhow::Result<String> {
+    let mut b = vec![0u8; bytes];
+    getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+fn new_config(
     n: u32,
-    data_dir: &Path,
+    shards: u32,
     http: SocketAddr,
     admin: SocketAddr,
-    no_demo: bool,
-) -> anyhow::Result<()> {
-    std::fs::create_dir_all(data_dir)?;
-    let mut secret = [0u8; 16];
-    getrandom::fill(&mut secret).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+) -> anyhow::Result<ClusterConfig> {
     let nodes = (1..=u64::from(n))
         .map(|id| {
             let i = id as u16;
@@ -32,24 +33,53 @@ pub async fn run(
             }
         })
         .collect();
-    let config = ClusterConfig {
+    Ok(ClusterConfig {
         cluster_name: "agora-dev".into(),
-        shard_count: 64,
-        secret: secret.iter().map(|b| format!("{b:02x}")).collect(),
+        shard_count: shards,
+        secret: random_hex(16)?,
         admin_token: None,
         admin_mutations: true,
         nodes,
         tuning: Tuning::default(),
-    };
+    })
+}
+
+/// Runs a local cluster of `n` node processes with `shards` shards. A cluster file left by an
+/// earlier run is reused (same secret, so tokens stay valid across restarts).
+pub async fn run(
+    n: u32,
+    shards: u32,
+    data_dir: &Path,
+    http: SocketAddr,
+    admin: SocketAddr,
+    no_demo: bool,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(data_dir)?;
     let path = data_dir.join("cluster.toml");
-    std::fs::write(&path, toml::to_string(&config)?)?;
+    let config = if path.exists() {
+        let c = ClusterConfig::load(&path)?;
+        anyhow::ensure!(
+            c.nodes.len() == n as usize,
+            "{} describes {} nodes; remove it or pass --nodes {}",
+            path.display(),
+            c.nodes.len(),
+            c.nodes.len()
+        );
+        c
+    } else {
+        let c = new_config(n, shards, http, admin)?;
+        std::fs::write(&path, toml::to_string(&c)?)?;
+        c
+    };
     let exe = std::env::current_exe()?;
-    let mut password = std::env::var("AGORA_ADMIN_PASSWORD").unwrap_or_default();
-    if password.is_empty() {
-        let mut pw = [0u8; 12];
-        getrandom::fill(&mut pw).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
-        password = pw.iter().map(|b| format!("{b:02x}")).collect();
-    }
+    let password = match std::env::var("AGORA_ADMIN_PASSWORD") {
+        Ok(p) if !p.is_empty() => p,
+        _ => random_hex(12)?,
+    };
+    let token = match std::env::var("AGORA_ADMIN_TOKEN") {
+        Ok(t) if !t.is_empty() => t,
+        _ => random_hex(24)?,
+    };
     let mut children = Vec::new();
     for node in &config.nodes {
         let mut cmd = tokio::process::Command::new(&exe);
@@ -62,6 +92,7 @@ pub async fn run(
             cmd.arg("--no-demo");
         }
         cmd.env("AGORA_ADMIN_PASSWORD", &password)
+            .env("AGORA_ADMIN_TOKEN", &token)
             .stdout(std::process::Stdio::null())
             .kill_on_drop(true);
         children.push(cmd.spawn()?);
@@ -77,10 +108,14 @@ pub async fn run(
         );
     }
     println!("  admin login: admin@agora.local / {password}");
+    println!("  admin token: {token}");
     println!("press Ctrl-C to stop");
-    let _ = tokio::signal::ctrl_c().await;
+    crate::wait_for_signal().await;
     for c in &mut children {
         let _ = c.start_kill();
+    }
+    for c in &mut children {
+        let _ = c.wait().await;
     }
     Ok(())
 }

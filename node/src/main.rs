@@ -106,7 +106,8 @@ fn settings(a: DevArgs) -> NodeSettings {
     }
 }
 
-async fn wait_for_signal() {
+/// Resolves on Ctrl-C or SIGTERM.
+pub(crate) async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -169,6 +170,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Dev(args) if args.nodes > 1 => {
             local_cluster::run(
                 args.nodes,
+                args.shards,
                 &args.data_dir,
                 args.http_addr,
                 args.admin_addr,
@@ -184,6 +186,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             serve_until_stopped(node).await
         }
         Cmd::Node(args) => {
+            let secrets = secrets();
+            anyhow::ensure!(
+                secrets.admin_password.is_some(),
+                "set AGORA_ADMIN_PASSWORD: in a cluster the admin account is seeded in the background, so a generated password could not be shown"
+            );
             let config = ClusterConfig::load(&args.config)?;
             let mut settings = config.node_settings(args.node_id)?;
             settings.seed_demo_catalog = !args.no_demo;
@@ -197,7 +204,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 admin_token: config.admin_token.clone(),
                 admin_mutations: config.admin_mutations,
             };
-            let node = node::start(settings, secrets(), Some(spec), metrics).await?;
+            let node = node::start(settings, secrets, Some(spec), metrics).await?;
             banner(
                 &node,
                 &format!("node {} of cluster {}", args.node_id, config.cluster_name),
