@@ -42,6 +42,8 @@ pub struct AdminState {
     pub region: Region,
     /// Peers' gateways.
     pub directory: Directory,
+    /// This node's member of the shard-map group (`None` for a single node).
+    pub raft: Option<crate::cluster::raft::Raft>,
 }
 
 /// The admin router.
@@ -150,7 +152,13 @@ async fn shards(State(s): State<Arc<AdminState>>) -> Result<Json<Value>, Problem
             json!({ "shard": shard, "owner": owner, "status": if up { "serving" } else { "unavailable" }, "entities": entities })
         })
         .collect();
-    Ok(Json(json!({ "epoch": map.epoch, "shards": shards })))
+    let raft = s.raft.as_ref().map(|r| {
+        let st = crate::cluster::raft::status(r);
+        json!({ "leader": st.leader, "term": st.term, "last_applied": st.last_applied })
+    });
+    Ok(Json(
+        json!({ "epoch": map.epoch, "shards": shards, "raft": raft }),
+    ))
 }
 
 async fn entity(

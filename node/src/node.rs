@@ -234,6 +234,23 @@ pub async fn start(
     .await?;
     let map = Arc::new(RwLock::new(map));
     let directory = Directory::new(&membership.cluster_name);
+    // The shard map agreed through Raft replaces the static spread when it is applied;
+    // nothing waits for it (a single node runs no Raft).
+    let raft = match &cluster {
+        Some(c) => Some(
+            crate::cluster::raft::start(
+                &c.membership,
+                store.db().clone(),
+                Arc::new(TokioBlocking),
+                settings.shard_count,
+                map.clone(),
+                directory.clone(),
+            )
+            .await
+            .context("cannot start the shard-map raft member")?,
+        ),
+        None => None,
+    };
     let router = Router::new(
         me,
         region.clone(),
@@ -249,6 +266,7 @@ pub async fn start(
             region: region.clone(),
             map: map.clone(),
             catalog: catalog.clone(),
+            raft: raft.clone(),
         },
     )
     .await?;
@@ -403,6 +421,7 @@ pub async fn start(
         }),
         metrics,
         store: store.clone(),
+        raft,
     });
 
     let (shutdown, shutdown_rx) = watch::channel(false);

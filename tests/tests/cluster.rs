@@ -255,3 +255,103 @@ async fn the_admin_endpoint_needs_its_token_and_shows_members_shards_and_entitie
         501
     );
 }
+
+/// What one node reports of the shard map and its Raft group.
+#[derive(Debug, Clone, PartialEq)]
+struct RaftView {
+    leader: u64,
+    term: u64,
+    epoch: u64,
+    owners: Vec<u64>,
+}
+
+/// Asks node `i` (0-based) for its shard map and Raft status; `Err` until it knows a leader.
+async fn raft_view(cluster: &Cluster, i: usize) -> Result<RaftView, String> {
+    use agora_tests::cluster::ADMIN_TOKEN;
+    let ops = cluster.nodes[i].admin_port_client().with_token(ADMIN_TOKEN);
+    let r = ops
+        .try_send(ops.req(reqwest::Method::GET, "/admin/cluster/shards"))
+        .await
+        .map_err(|e| format!("node {}: {e}", i + 1))?;
+    if r.status != 200 {
+        return Err(format!("node {} answered {}: {}", i + 1, r.status, r.text));
+    }
+    let leader = r.body["raft"]["leader"]
+        .as_u64()
+        .ok_or_else(|| format!("node {} knows no leader: {}", i + 1, r.body["raft"]))?;
+    let term = r.body["raft"]["term"]
+        .as_u64()
+        .ok_or_else(|| format!("node {} reports no term: {}", i + 1, r.body["raft"]))?;
+    if !r.body["raft"]["last_applied"].is_u64() {
+        return Err(format!(
+            "node {} applied nothing: {}",
+            i + 1,
+            r.body["raft"]
+        ));
+    }
+    let owners = r.body["shards"]
+        .as_array()
+        .map(|s| s.iter().filter_map(|x| x["owner"].as_u64()).collect())
+        .unwrap_or_default();
+    Ok(RaftView {
+        leader,
+        term,
+        epoch: r.body["epoch"].as_u64().unwrap_or_default(),
+        owners,
+    })
+}
+
+/// What every node in `nodes` (0-based) reports, if they all report the same.
+async fn agreement(cluster: &Cluster, nodes: &[usize]) -> Result<RaftView, String> {
+    let mut views = Vec::new();
+    for i in nodes {
+        views.push(raft_view(cluster, *i).await?);
+    }
+    match views.split_first() {
+        Some((first, rest)) if rest.iter().all(|v| v == first) => Ok(first.clone()),
+        _ => Err(format!("views differ: {views:?}")),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shard_map_is_agreed_through_raft_and_survives_losing_the_leader() {
+    let mut cluster = Cluster::start(3, 100).await;
+    // The static spread of 16 shards over nodes 1..=3, at epoch 1.
+    let spread: Vec<u64> = (0..16).map(|s| s % 3 + 1).collect();
+
+    let first = poll_until(
+        "all three nodes agree on a raft leader",
+        POLL_TIMEOUT,
+        || agreement(&cluster, &[0, 1, 2]),
+    )
+    .await;
+    assert_eq!((first.epoch, &first.owners), (1, &spread), "{first:?}");
+
+    // kill -9 the leader: the two others elect another one and keep the same map.
+    let killed = usize::try_from(first.leader - 1).expect("a node index");
+    cluster.nodes[killed].kill9();
+    let others: Vec<usize> = (0..3).filter(|i| *i != killed).collect();
+    let second = poll_until("the two survivors elect a new leader", POLL_TIMEOUT, || {
+        let (cluster, others, first) = (&cluster, &others, &first);
+        async move {
+            let v = agreement(cluster, others).await?;
+            if v.leader != first.leader && v.term > first.term {
+                Ok(v)
+            } else {
+                Err(format!("still {v:?}"))
+            }
+        }
+    })
+    .await;
+    assert_eq!((second.epoch, &second.owners), (1, &spread), "{second:?}");
+
+    // The killed node comes back and follows the group again.
+    cluster.nodes[killed].restart();
+    cluster.wait_ready().await;
+    let third = poll_until("the restarted node rejoins the group", POLL_TIMEOUT, || {
+        agreement(&cluster, &[0, 1, 2])
+    })
+    .await;
+    assert_eq!((third.epoch, &third.owners), (1, &spread), "{third:?}");
+    assert!(third.term >= second.term, "{third:?} after {second:?}");
+}

@@ -1,6 +1,7 @@
 //! The Gateway: the one remotable actor of a node. It takes envelopes from peers, checks that
 //! this node owns the target shard under the envelope's epoch (fencing), delivers to the
-//! local shard, and answers with the encoded reply.
+//! local shard, and answers with the encoded reply. It also carries the shard-map group's
+//! Raft requests to the local Raft member.
 
 use super::envelope::{
     decode, encode, Envelope, Payload, ReplyPayload, WireReply, ENVELOPE_VERSION,
@@ -21,6 +22,9 @@ pub enum GatewayMsg {
     /// shards.
     #[rpc]
     CatalogSince(Vec<u8>, RpcReplyPort<Vec<u8>>),
+    /// An encoded Raft request of the shard-map group; answered with the encoded answer.
+    #[rpc]
+    Raft(Vec<u8>, RpcReplyPort<Vec<u8>>),
 }
 
 /// Start arguments and state.
@@ -33,6 +37,8 @@ pub struct GatewayArgs {
     pub map: SharedShardMap,
     /// The listing projection (served to peers).
     pub catalog: std::sync::Arc<crate::catalog::CatalogProjection>,
+    /// This node's member of the shard-map group (`None` for a single node).
+    pub raft: Option<super::raft::Raft>,
 }
 
 /// The actor.
@@ -130,6 +136,15 @@ impl Actor for Gateway {
             GatewayMsg::CatalogSince(bytes, reply) => {
                 let since = decode::<u64>(&bytes).unwrap_or(0);
                 let _ = reply.send(encode(&args.catalog.since(since)).unwrap_or_default());
+                Ok(())
+            }
+            GatewayMsg::Raft(bytes, reply) => {
+                // Raft may wait on storage: answer from a task, never block the gateway.
+                let raft = args.raft.clone();
+                tokio::spawn(async move {
+                    let answer = super::raft::network::serve(raft.as_ref(), &bytes).await;
+                    let _ = reply.send(answer);
+                });
                 Ok(())
             }
         }

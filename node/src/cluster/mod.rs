@@ -1,12 +1,13 @@
 //! The cluster: node-to-node transport over ractor_cluster, the versioned envelope entity
 //! messages travel in, the one remotable Gateway actor per node, the node-scoped directory
-//! of peers' gateways, the shard map, and the router that sends each request to the shard's
-//! owner.
+//! of peers' gateways, the shard map (agreed through Raft), and the router that sends each
+//! request to the shard's owner.
 
 pub mod catalog_sync;
 pub mod directory;
 pub mod envelope;
 pub mod gateway;
+pub mod raft;
 pub mod router;
 pub mod shard_map;
 pub mod transport;

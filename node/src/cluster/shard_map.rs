@@ -1,6 +1,7 @@
-//! The shard map: for each shard, the node that owns it, under an epoch. For now it is
-//! derived from the cluster file (shard `s` belongs to the `s mod n`-th node by id) under
-//! epoch 1; agreement through Raft and handoff come next.
+//! The shard map: for each shard, the node that owns it, under an epoch. The first map spreads
+//! shards over the cluster file's nodes (shard `s` to the `s mod n`-th node by id) under epoch
+//! 1; it is agreed through Raft (`cluster::raft`), and a move bumps the epoch. Handoff, which
+//! will issue moves, comes next.
 
 use std::sync::Arc;
 

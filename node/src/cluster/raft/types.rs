@@ -1,0 +1,89 @@
+//! The Raft type configuration of the shard-map group, and the commands it agrees on.
+
+use crate::cluster::shard_map::ShardMap;
+use openraft::BasicNode;
+use serde::{Deserialize, Serialize};
+use std::io::Cursor;
+
+/// A member's id in the Raft group: its node id from the cluster file.
+pub type NodeId = u64;
+
+/// A shard map as it travels in the Raft log and rests in the state machine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MapRecord {
+    /// The map's epoch.
+    pub epoch: u64,
+    /// Owner node id per shard.
+    pub owners: Vec<NodeId>,
+}
+
+impl From<&ShardMap> for MapRecord {
+    fn from(m: &ShardMap) -> Self {
+        Self {
+            epoch: m.epoch,
+            owners: m.owners.clone(),
+        }
+    }
+}
+
+impl From<MapRecord> for ShardMap {
+    fn from(r: MapRecord) -> Self {
+        Self {
+            epoch: r.epoch,
+            owners: r.owners,
+        }
+    }
+}
+
+/// What the shard-map group agrees on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MapCommand {
+    /// Sets the first map; ignored once a map exists.
+    Initialize(MapRecord),
+    /// Gives `shard` to node `to` under the next epoch.
+    Move {
+        /// The shard.
+        shard: u32,
+        /// Its new owner.
+        to: NodeId,
+    },
+}
+
+/// What applying one log entry did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MapOutcome {
+    /// The map changed; it now has this epoch.
+    Applied {
+        /// The map's epoch after the change.
+        epoch: u64,
+    },
+    /// The command changed nothing (a map already existed, or the shard already has that
+    /// owner).
+    Unchanged {
+        /// The map's epoch.
+        epoch: u64,
+    },
+    /// The command was refused; the map is unchanged.
+    Rejected(String),
+    /// The entry was not a command (a leader's blank entry or a membership change).
+    NotACommand,
+}
+
+openraft::declare_raft_types!(
+    /// The shard-map group's Raft types.
+    pub TypeConfig:
+        D = MapCommand,
+        R = MapOutcome,
+        NodeId = NodeId,
+        Node = BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+        Responder = openraft::impls::OneshotResponder<TypeConfig>,
+);
+
+/// The handle to this node's member of the shard-map group.
+pub type Raft = openraft::Raft<TypeConfig>;
+
+/// A Raft log entry of the shard-map group.
+pub type Entry = openraft::Entry<TypeConfig>;
