@@ -44,6 +44,8 @@ pub struct AdminState {
     pub directory: Directory,
     /// This node's member of the shard-map group (`None` for a single node).
     pub raft: Option<crate::cluster::raft::Raft>,
+    /// Moves shards away from this node.
+    pub handoff: crate::cluster::handoff::Handoff,
 }
 
 /// The admin router.
@@ -54,7 +56,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/admin/entities/{kind}/{id}", get(entity))
         .route("/admin/dead-letters", get(dead_letters))
         .route("/admin/cluster/members/{id}/drain", post(not_yet))
-        .route("/admin/shards/{shard}/move", post(not_yet))
+        .route("/admin/shards/{shard}/move", post(move_shard))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_token,
@@ -115,7 +117,7 @@ fn map_snapshot(s: &AdminState) -> Result<crate::cluster::shard_map::ShardMap, P
 
 async fn members(State(s): State<Arc<AdminState>>) -> Result<Json<Value>, Problem> {
     let map = map_snapshot(&s)?;
-    let local_entities: usize = s.region.stats().await.iter().map(|x| x.active).sum();
+    let local_entities: usize = s.region.stats().await.iter().map(|(_, x)| x.active).sum();
     let me = s.membership.me;
     let mut members = Vec::new();
     for id in s.membership.node_ids() {
@@ -140,15 +142,20 @@ async fn members(State(s): State<Arc<AdminState>>) -> Result<Json<Value>, Proble
 async fn shards(State(s): State<Arc<AdminState>>) -> Result<Json<Value>, Problem> {
     let map = map_snapshot(&s)?;
     let me = s.membership.me;
-    let local = s.region.stats().await;
-    let mut local = local.into_iter();
+    let local: std::collections::HashMap<u32, usize> = s
+        .region
+        .stats()
+        .await
+        .into_iter()
+        .map(|(shard, x)| (shard, x.active))
+        .collect();
     let shards: Vec<Value> = map
         .owners
         .iter()
         .enumerate()
         .map(|(shard, owner)| {
             let up = *owner == me || s.directory.gateway(*owner).is_some();
-            let entities = if *owner == me { local.next().map(|x| x.active) } else { None };
+            let entities = if *owner == me { local.get(&(shard as u32)).copied() } else { None };
             json!({ "shard": shard, "owner": owner, "status": if up { "serving" } else { "unavailable" }, "entities": entities })
         })
         .collect();
@@ -224,6 +231,38 @@ async fn dead_letters(State(s): State<Arc<AdminState>>) -> Result<Json<Value>, P
         .map(|d| json!({ "at_ms": d.at_ms, "reason": d.reason, "msg_id": d.message.id, "topic": d.message.topic, "from": d.message.from.to_string() }))
         .collect();
     Ok(Json(json!({ "items": items })))
+}
+
+/// `POST /admin/shards/{shard}/move` body.
+#[derive(serde::Deserialize)]
+struct MoveRequest {
+    /// The node to move the shard to.
+    to: u64,
+}
+
+async fn move_shard(
+    State(s): State<Arc<AdminState>>,
+    Path(shard): Path<u32>,
+    body: Result<Json<MoveRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, Problem> {
+    if !s.mutations {
+        return Err(Problem::forbidden(
+            "mutating admin routes are disabled: set admin_mutations = true in the cluster file",
+        ));
+    }
+    let Json(req) = body.map_err(Problem::from)?;
+    match s.handoff.move_shard(shard, req.to).await {
+        Ok(epoch) => Ok(Json(
+            json!({ "shard": shard, "owner": req.to, "epoch": epoch }),
+        )),
+        Err(crate::cluster::handoff::MoveError::Refused(why)) => Err(Problem::new(
+            StatusCode::CONFLICT,
+            "move-refused",
+            "Move refused",
+            why,
+        )),
+        Err(e) => Err(Problem::unavailable(e.to_string())),
+    }
 }
 
 async fn not_yet(State(s): State<Arc<AdminState>>) -> Problem {

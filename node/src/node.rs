@@ -267,6 +267,7 @@ pub async fn start(
             map: map.clone(),
             catalog: catalog.clone(),
             raft: raft.clone(),
+            writer: writer.clone(),
         },
     )
     .await?;
@@ -421,8 +422,20 @@ pub async fn start(
         }),
         metrics,
         store: store.clone(),
+        handoff: crate::cluster::handoff::Handoff {
+            me,
+            region: region.clone(),
+            writer: writer.clone(),
+            map: map.clone(),
+            directory: directory.clone(),
+            raft: raft.clone(),
+            router: router.clone(),
+        },
         raft,
     });
+    if cluster.is_some() {
+        crate::cluster::handoff::follow_map(me, region.clone(), map.clone());
+    }
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let http = tokio::net::TcpListener::bind(settings.http_addr)

@@ -274,7 +274,7 @@ async fn a_refused_command_changes_nothing_and_a_passivated_entity_reloads_its_s
             .stats()
             .await
             .iter()
-            .map(|s| s.active + s.stopping)
+            .map(|(_, s)| s.active + s.stopping)
             .sum();
         if active == 0 {
             break;

@@ -355,3 +355,108 @@ async fn the_shard_map_is_agreed_through_raft_and_survives_losing_the_leader() {
     assert_eq!((third.epoch, &third.owners), (1, &spread), "{third:?}");
     assert!(third.term >= second.term, "{third:?} after {second:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_moves_to_another_node_under_load_without_losing_or_repeating_anything() {
+    use agora_tests::cluster::ADMIN_TOKEN;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let cluster = Cluster::start(3, 50).await;
+    let admin = cluster
+        .client(0)
+        .login_as(ADMIN_EMAIL, ADMIN_PASSWORD)
+        .await;
+    let ops1 = cluster.nodes[0].admin_port_client().with_token(ADMIN_TOKEN);
+    // A product stored on node 1, and its shard.
+    let mut moved = None;
+    for _ in 0..40 {
+        let sku = admin.stocked_product(1_000, 40).await;
+        let r = ops1.get(&format!("/admin/entities/product/{sku}")).await;
+        if r.status == 200 {
+            moved = Some((sku, r.body["shard"].as_u64().unwrap_or_default()));
+            break;
+        }
+    }
+    let (sku, shard) = moved.expect("some product lands on node 1");
+
+    // Shoppers keep buying it through every node while the shard moves.
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for i in 0..3 {
+        let (shopper, _) = cluster.client(i).new_user().await;
+        let (stop, acked, sku) = (stop.clone(), acked.clone(), sku.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(Ordering::SeqCst) && n < 6 {
+                n += 1;
+                if shopper
+                    .post("/api/v1/cart/items", &json!({"sku": sku, "quantity": 1}))
+                    .await
+                    .status
+                    != 200
+                {
+                    continue;
+                }
+                let key = format!("move-{i}-{n}");
+                let r = shopper
+                    .checkout(Some(&key), &agora_tests::checkout_body(card(CARD_OK)))
+                    .await;
+                match r.status {
+                    201 => acked
+                        .lock()
+                        .unwrap()
+                        .push((shopper.clone(), r.str_field("order_id"))),
+                    409 | 503 => {}
+                    s => panic!("checkout during a move answered {s}: {}", r.text),
+                }
+            }
+        }));
+    }
+    let r = ops1
+        .post(&format!("/admin/shards/{shard}/move"), &json!({"to": 2}))
+        .await
+        .expect_status(200, "move");
+    assert_eq!(r.body["epoch"], 2, "{}", r.text);
+    stop.store(true, Ordering::SeqCst);
+    for t in tasks {
+        t.await.expect("shopper task");
+    }
+
+    // The product now lives on node 2; node 1 names the new owner.
+    let ops2 = cluster.nodes[1].admin_port_client().with_token(ADMIN_TOKEN);
+    let r = ops2
+        .get(&format!("/admin/entities/product/{sku}"))
+        .await
+        .expect_status(200, "entity on node 2");
+    assert_eq!(
+        r.body["state"]["Product"]["details"]["price"]["amount_minor"], 1_000,
+        "{}",
+        r.text
+    );
+    let r = ops1.get(&format!("/admin/entities/product/{sku}")).await;
+    assert_eq!(
+        (r.status, r.body["owner"].as_u64()),
+        (421, Some(2)),
+        "{}",
+        r.text
+    );
+    let shards = ops1
+        .get("/admin/cluster/shards")
+        .await
+        .expect_status(200, "shards");
+    assert_eq!(shards.body["epoch"], 2, "{}", shards.text);
+
+    // Every acknowledged order finishes, once, and stock is conserved.
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        !acked.is_empty(),
+        "no checkout was acknowledged during the move"
+    );
+    for (shopper, order_id) in &acked {
+        wait_for_order(shopper, order_id, &["DELIVERED"]).await;
+    }
+    let inv = admin.inventory(&sku).await;
+    assert_eq!(inv.accounted(), 40, "{inv:?}");
+    assert_eq!((inv.sold, inv.reserved), (acked.len() as u64, 0), "{inv:?}");
+}

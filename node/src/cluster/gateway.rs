@@ -25,6 +25,14 @@ pub enum GatewayMsg {
     /// An encoded Raft request of the shard-map group; answered with the encoded answer.
     #[rpc]
     Raft(Vec<u8>, RpcReplyPort<Vec<u8>>),
+    /// An encoded `(ShardData, epoch)` streamed by a shard's previous owner; answered with an
+    /// encoded `Result<(), String>` once it is durable here.
+    #[rpc]
+    InstallShard(Vec<u8>, RpcReplyPort<Vec<u8>>),
+    /// An encoded `MapCommand` to propose to the shard-map group; answered with an encoded
+    /// `super::handoff::ProposeAnswer`.
+    #[rpc]
+    Propose(Vec<u8>, RpcReplyPort<Vec<u8>>),
 }
 
 /// Start arguments and state.
@@ -39,6 +47,8 @@ pub struct GatewayArgs {
     pub catalog: std::sync::Arc<crate::catalog::CatalogProjection>,
     /// This node's member of the shard-map group (`None` for a single node).
     pub raft: Option<super::raft::Raft>,
+    /// The store's writer (installs shards handed to this node).
+    pub writer: crate::store::Writer,
 }
 
 /// The actor.
@@ -67,7 +77,9 @@ fn admit(args: &GatewayArgs, env: &Envelope) -> Result<(), AskError> {
             "envelope shard does not match its target".into(),
         ));
     }
-    if map.epoch != env.epoch || map.owner(env.shard) != Some(args.me) {
+    // The owner is authoritative: a sender routing under an older map still reached the right
+    // node; a sender with a newer map than ours means ours is stale, so refuse.
+    if env.epoch > map.epoch || map.owner(env.shard) != Some(args.me) {
         metrics::counter!("agora_cluster_refused_envelopes_total").increment(1);
         return Err(AskError::Unavailable(format!(
             "shard {} is not owned here under epoch {}",
@@ -144,6 +156,22 @@ impl Actor for Gateway {
                 tokio::spawn(async move {
                     let answer = super::raft::network::serve(raft.as_ref(), &bytes).await;
                     let _ = reply.send(answer);
+                });
+                Ok(())
+            }
+            GatewayMsg::InstallShard(bytes, reply) => {
+                let writer = args.writer.clone();
+                tokio::spawn(async move {
+                    let answer = super::handoff::install(&writer, &bytes).await;
+                    let _ = reply.send(encode(&answer).unwrap_or_default());
+                });
+                Ok(())
+            }
+            GatewayMsg::Propose(bytes, reply) => {
+                let raft = args.raft.clone();
+                tokio::spawn(async move {
+                    let answer = super::handoff::propose_locally(raft.as_ref(), &bytes).await;
+                    let _ = reply.send(encode(&answer).unwrap_or_default());
                 });
                 Ok(())
             }

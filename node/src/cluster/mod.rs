@@ -7,6 +7,7 @@ pub mod catalog_sync;
 pub mod directory;
 pub mod envelope;
 pub mod gateway;
+pub mod handoff;
 pub mod raft;
 pub mod router;
 pub mod shard_map;

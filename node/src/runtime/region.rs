@@ -1,5 +1,6 @@
-//! The shard region: the node's routing table from entity to shard actor. It is the
-//! `EntityClient` the edge, the relay and the outside-service callbacks use.
+//! The shard region: the shards hosted on this node, by shard number. It starts and stops
+//! shard actors as ownership changes (handoff), and delivers commands to hosted shards;
+//! routing between nodes is the cluster router's job.
 
 use super::entity::{BatchResults, EntityMsg};
 use super::shard::{ShardActor, ShardArgs, ShardMsg, ShardStats};
@@ -8,7 +9,7 @@ use agora_actors::client::{AskError, EntityClient};
 use agora_actors::{Command, EntityRef, Reply};
 use async_trait::async_trait;
 use ractor::{Actor, ActorRef};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::{oneshot, Semaphore};
 
@@ -30,17 +31,21 @@ impl Default for RegionLimits {
     }
 }
 
-/// Routes commands to the shards hosted on this node.
+type Slots = Arc<RwLock<Vec<Option<ActorRef<ShardMsg>>>>>;
+
+/// The shards hosted on this node.
 #[derive(Clone)]
 pub struct Region {
-    shards: Arc<Vec<Option<ActorRef<ShardMsg>>>>,
+    shards: Slots,
+    shard_count: u32,
+    rt: RuntimeContext,
     in_flight: Arc<Semaphore>,
     limits: RegionLimits,
 }
 
 impl Region {
-    /// Starts the shard actors of the `owned` shards (of `shard_count`) and a passivation
-    /// ticker.
+    /// Starts the shard actors of the `owned` shards (of `shard_count`) under `epoch`, and a
+    /// passivation ticker.
     pub async fn start(
         shard_count: u32,
         owned: &[u32],
@@ -48,48 +53,107 @@ impl Region {
         rt: RuntimeContext,
         limits: RegionLimits,
     ) -> Result<Self, ractor::SpawnErr> {
-        let mut shards = Vec::with_capacity(shard_count as usize);
-        for shard in 0..shard_count {
-            if !owned.contains(&shard) {
-                shards.push(None);
-                continue;
-            }
-            let (actor, _) = Actor::spawn(
-                None,
-                ShardActor,
-                ShardArgs {
-                    shard,
-                    epoch,
-                    rt: rt.clone(),
-                },
-            )
-            .await?;
-            shards.push(Some(actor));
+        let region = Self {
+            shards: Arc::new(RwLock::new(vec![None; shard_count as usize])),
+            shard_count,
+            rt: rt.clone(),
+            in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
+            limits,
+        };
+        for shard in owned {
+            region.host(*shard, epoch).await?;
         }
-        let shards = Arc::new(shards);
         let tick = (rt.passivate_after / 2).max(Duration::from_millis(100));
-        let ticking = shards.clone();
+        let ticking = region.shards.clone();
         tokio::spawn(async move {
             let mut interval = tokio::time::interval(tick);
             loop {
                 interval.tick().await;
-                for s in ticking.iter().flatten() {
-                    if s.send_message(ShardMsg::Tick).is_err() {
-                        return;
-                    }
+                let hosted: Vec<ActorRef<ShardMsg>> = match ticking.read() {
+                    Ok(s) => s.iter().flatten().cloned().collect(),
+                    Err(_) => return,
+                };
+                for s in hosted {
+                    let _ = s.send_message(ShardMsg::Tick);
                 }
             }
         });
-        Ok(Self {
-            in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
-            shards,
-            limits,
-        })
+        Ok(region)
     }
 
     /// The number of shards.
     pub fn shard_count(&self) -> u32 {
-        self.shards.len() as u32
+        self.shard_count
+    }
+
+    fn slot(&self, shard: u32) -> Option<ActorRef<ShardMsg>> {
+        self.shards.read().ok()?.get(shard as usize)?.clone()
+    }
+
+    /// Whether `shard` is hosted here.
+    pub fn hosts(&self, shard: u32) -> bool {
+        self.slot(shard).is_some()
+    }
+
+    /// Starts hosting `shard`, writing under `epoch` (no-op if already hosted).
+    pub async fn host(&self, shard: u32, epoch: u64) -> Result<(), ractor::SpawnErr> {
+        if self.hosts(shard) || shard >= self.shard_count {
+            return Ok(());
+        }
+        let (actor, _) = Actor::spawn(
+            None,
+            ShardActor,
+            ShardArgs {
+                shard,
+                epoch,
+                rt: self.rt.clone(),
+            },
+        )
+        .await?;
+        if let Ok(mut s) = self.shards.write() {
+            if let Some(slot) = s.get_mut(shard as usize) {
+                *slot = Some(actor);
+            }
+        }
+        tracing::info!(shard, epoch, "hosting shard");
+        Ok(())
+    }
+
+    /// Stops taking new work for `shard`: its entities stop (their writes are handed to the
+    /// writer), later messages wait in the shard. Resolves once every entity has stopped.
+    pub async fn freeze(&self, shard: u32) -> Result<(), AskError> {
+        let actor = self
+            .slot(shard)
+            .ok_or_else(|| AskError::Unavailable(format!("shard {shard} is not hosted here")))?;
+        let (tx, rx) = oneshot::channel();
+        actor
+            .send_message(ShardMsg::Freeze(tx))
+            .map_err(|_| AskError::Unavailable("shard stopped".into()))?;
+        rx.await
+            .map_err(|_| AskError::Unavailable("shard stopped while freezing".into()))
+    }
+
+    /// Resumes a frozen shard here (a move that did not happen).
+    pub fn thaw(&self, shard: u32) {
+        if let Some(actor) = self.slot(shard) {
+            let _ = actor.send_message(ShardMsg::Thaw);
+        }
+    }
+
+    /// Stops hosting `shard` and returns the messages that waited while it was frozen.
+    pub async fn release(&self, shard: u32) -> Vec<(EntityRef, EntityMsg)> {
+        let actor = match self.shards.write() {
+            Ok(mut s) => s.get_mut(shard as usize).and_then(Option::take),
+            Err(_) => None,
+        };
+        let Some(actor) = actor else {
+            return Vec::new();
+        };
+        let (tx, rx) = oneshot::channel();
+        if actor.send_message(ShardMsg::Release(tx)).is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
     }
 
     async fn send<T>(
@@ -101,11 +165,9 @@ impl Region {
             .in_flight
             .try_acquire()
             .map_err(|_| AskError::Overloaded)?;
-        let shard = to.shard(self.shard_count());
+        let shard = to.shard(self.shard_count);
         let actor = self
-            .shards
-            .get(shard as usize)
-            .and_then(Option::as_ref)
+            .slot(shard)
             .ok_or_else(|| AskError::Unavailable(format!("shard {shard} is not hosted here")))?;
         let (reply, rx) = oneshot::channel();
         actor
@@ -144,25 +206,35 @@ impl Region {
             .await
     }
 
-    /// Counts per hosted shard.
-    pub async fn stats(&self) -> Vec<ShardStats> {
-        let mut out = Vec::with_capacity(self.shards.len());
-        for s in self.shards.iter().flatten() {
+    /// Counts per hosted shard, with the shard number.
+    pub async fn stats(&self) -> Vec<(u32, ShardStats)> {
+        let hosted: Vec<(u32, ActorRef<ShardMsg>)> = match self.shards.read() {
+            Ok(s) => s
+                .iter()
+                .enumerate()
+                .filter_map(|(i, a)| a.clone().map(|a| (i as u32, a)))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        let mut out = Vec::with_capacity(hosted.len());
+        for (shard, s) in hosted {
             let (tx, rx) = oneshot::channel();
             let stats = if s.send_message(ShardMsg::Stats(tx)).is_ok() {
                 rx.await.unwrap_or_default()
             } else {
                 ShardStats::default()
             };
-            out.push(stats);
+            out.push((shard, stats));
         }
         out
     }
 
     /// Stops every shard (and so every entity).
     pub fn stop(&self) {
-        for s in self.shards.iter().flatten() {
-            s.stop(Some("node stopping".into()));
+        if let Ok(s) = self.shards.read() {
+            for a in s.iter().flatten() {
+                a.stop(Some("node stopping".into()));
+            }
         }
     }
 }

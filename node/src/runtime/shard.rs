@@ -25,6 +25,12 @@ pub enum ShardMsg {
     Tick,
     /// Report counts.
     Stats(tokio::sync::oneshot::Sender<ShardStats>),
+    /// Stop every entity and hold new messages (handoff); answered once all have stopped.
+    Freeze(tokio::sync::oneshot::Sender<()>),
+    /// Resume after a freeze: deliver what was held.
+    Thaw,
+    /// Hand back what was held while frozen, and stop.
+    Release(tokio::sync::oneshot::Sender<Vec<(EntityRef, EntityMsg)>>),
 }
 
 /// A shard's counts.
@@ -54,6 +60,12 @@ struct Active {
     last_touch_ms: u64,
 }
 
+/// Who waits for a freeze to finish, and the messages held meanwhile.
+type Frozen = (
+    Vec<tokio::sync::oneshot::Sender<()>>,
+    Vec<(EntityRef, EntityMsg)>,
+);
+
 /// The shard's state.
 pub struct ShardState {
     args: ShardArgs,
@@ -61,6 +73,8 @@ pub struct ShardState {
     active: HashMap<EntityRef, Active>,
     stopping: HashMap<EntityRef, Vec<EntityMsg>>,
     by_actor: HashMap<ActorId, EntityRef>,
+    /// Set while frozen for a handoff: who waits for the freeze, and the held messages.
+    frozen: Option<Frozen>,
 }
 
 impl ShardState {
@@ -89,6 +103,10 @@ impl ShardState {
         to: EntityRef,
         p: EntityMsg,
     ) -> Result<(), ActorProcessingErr> {
+        if let Some((_, held)) = self.frozen.as_mut() {
+            held.push((to, p));
+            return Ok(());
+        }
         if let Some(buffer) = self.stopping.get_mut(&to) {
             buffer.push(p);
             return Ok(());
@@ -158,7 +176,32 @@ impl ShardState {
                 self.deliver(me, entity.clone(), p).await?;
             }
         }
+        self.answer_freeze_if_quiet();
         Ok(())
+    }
+
+    fn answer_freeze_if_quiet(&mut self) {
+        if self.active.is_empty() && self.stopping.is_empty() {
+            if let Some((waiters, _)) = self.frozen.as_mut() {
+                for w in waiters.drain(..) {
+                    let _ = w.send(());
+                }
+            }
+        }
+    }
+
+    fn freeze(&mut self, waiter: tokio::sync::oneshot::Sender<()>) {
+        let frozen = self.frozen.get_or_insert_with(|| (Vec::new(), Vec::new()));
+        frozen.0.push(waiter);
+        let active: Vec<EntityRef> = self.active.keys().cloned().collect();
+        for e in active {
+            if let Some(a) = self.active.remove(&e) {
+                if a.actor.send_message(EntityMsg::Stop).is_ok() {
+                    self.stopping.insert(e, Vec::new());
+                }
+            }
+        }
+        self.answer_freeze_if_quiet();
     }
 }
 
@@ -178,6 +221,7 @@ impl Actor for ShardActor {
             active: HashMap::new(),
             stopping: HashMap::new(),
             by_actor: HashMap::new(),
+            frozen: None,
         })
     }
 
@@ -213,6 +257,24 @@ impl Actor for ShardActor {
                     active: s.active.len(),
                     stopping: s.stopping.len(),
                 });
+                Ok(())
+            }
+            ShardMsg::Freeze(waiter) => {
+                s.freeze(waiter);
+                Ok(())
+            }
+            ShardMsg::Thaw => {
+                if let Some((_, held)) = s.frozen.take() {
+                    for (to, msg) in held {
+                        s.deliver(&me, to, msg).await?;
+                    }
+                }
+                Ok(())
+            }
+            ShardMsg::Release(tx) => {
+                let held = s.frozen.take().map(|(_, held)| held).unwrap_or_default();
+                let _ = tx.send(held);
+                me.stop(Some("handed off".into()));
                 Ok(())
             }
         }

@@ -112,6 +112,26 @@ pub trait CommitListener: Send + Sync + 'static {
     fn committed(&self, entity: &EntityRef, state: &EntityState);
 }
 
+/// Deletes every row of `shard` from a shard-prefixed table.
+fn clear_shard<V: redb::Value + 'static>(
+    table: &mut redb::Table<&'static [u8], V>,
+    shard: u32,
+) -> Result<(), StoreError> {
+    let (start, end) = super::keys::shard_range(shard);
+    let mut doomed = Vec::new();
+    for row in table.range(start.as_slice()..)? {
+        let (k, _) = row?;
+        if end.as_deref().is_some_and(|e| k.value() >= e) {
+            break;
+        }
+        doomed.push(k.value().to_vec());
+    }
+    for k in doomed {
+        table.remove(k.as_slice())?;
+    }
+    Ok(())
+}
+
 /// Committed outbox rows, for the relay.
 pub type CommittedOutbox = Vec<(Vec<u8>, OutboxMessage)>;
 
@@ -475,6 +495,11 @@ impl WriterThread {
                             r.wrote = true;
                         }
                         WriteOp::InstallShard { data, epoch, done } => {
+                            // Replace, never merge: rows left by an earlier, failed move of
+                            // this shard must not survive.
+                            clear_shard(&mut entities, data.shard)?;
+                            clear_shard(&mut outbox, data.shard)?;
+                            clear_shard(&mut dedup, data.shard)?;
                             for (k, v) in &data.entities {
                                 entities.insert(k.as_slice(), v.as_slice())?;
                                 if let (Some((_, entity)), Ok(rec)) = (
@@ -500,41 +525,9 @@ impl WriterThread {
                             r.wrote = true;
                         }
                         WriteOp::DropShard { shard, epoch, done } => {
-                            let (start, end) = super::keys::shard_range(shard);
-                            let in_shard = |k: &[u8]| {
-                                k >= start.as_slice() && end.as_deref().is_none_or(|e| k < e)
-                            };
-                            let mut doomed = Vec::new();
-                            for row in entities.range(start.as_slice()..)? {
-                                let (k, _) = row?;
-                                if !in_shard(k.value()) {
-                                    break;
-                                }
-                                doomed.push(k.value().to_vec());
-                            }
-                            for k in doomed.drain(..) {
-                                entities.remove(k.as_slice())?;
-                            }
-                            for row in outbox.range(start.as_slice()..)? {
-                                let (k, _) = row?;
-                                if !in_shard(k.value()) {
-                                    break;
-                                }
-                                doomed.push(k.value().to_vec());
-                            }
-                            for k in doomed.drain(..) {
-                                outbox.remove(k.as_slice())?;
-                            }
-                            for row in dedup.range(start.as_slice()..)? {
-                                let (k, _) = row?;
-                                if !in_shard(k.value()) {
-                                    break;
-                                }
-                                doomed.push(k.value().to_vec());
-                            }
-                            for k in doomed.drain(..) {
-                                dedup.remove(k.as_slice())?;
-                            }
+                            clear_shard(&mut entities, shard)?;
+                            clear_shard(&mut outbox, shard)?;
+                            clear_shard(&mut dedup, shard)?;
                             let current = self.epoch_of(&epochs, shard)?;
                             let fenced = current.max(epoch);
                             epochs.insert(shard, fenced)?;

@@ -1,0 +1,306 @@
+//! Shard handoff: moving a shard from this node (its owner) to another. The owner freezes the
+//! shard (its entities stop; new messages wait in the shard), makes every change durable,
+//! streams the shard's rows to the new owner, which stores them under the next epoch, and
+//! then proposes the move to the Raft group. Once the new map is applied, the new owner hosts
+//! the shard, the old copy is dropped and fenced (its store refuses writes under the old
+//! epoch), and the messages that waited are forwarded to the new owner. If anything fails
+//! before the move is agreed, the shard thaws and stays here.
+
+use super::directory::Directory;
+use super::envelope::{decode, encode};
+use super::gateway::GatewayMsg;
+use super::raft::{MapCommand, Raft};
+use super::router::Router;
+use super::shard_map::SharedShardMap;
+use crate::runtime::entity::EntityMsg;
+use crate::runtime::region::Region;
+use crate::store::{ShardData, WriteOp, Writer};
+use serde::{Deserialize, Serialize};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// How long a move waits for the agreed map to show the new owner.
+const AGREEMENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a move did not happen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum MoveError {
+    /// The request does not make sense (unknown node or shard, not the owner, already there).
+    #[error("{0}")]
+    Refused(String),
+    /// A step failed; the shard stayed where it was.
+    #[error("move failed: {0}")]
+    Failed(String),
+}
+
+/// A proposal's answer from a peer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ProposeAnswer {
+    /// Applied by the group, with the resulting epoch when it changed the map.
+    Applied(Option<u64>),
+    /// This node does not lead; ask the leader.
+    NotLeader(Option<u64>),
+    /// It failed.
+    Failed(String),
+}
+
+/// Stores a shard streamed to this node (gateway side).
+pub async fn install(writer: &Writer, bytes: &[u8]) -> Result<(), String> {
+    let (data, epoch): (ShardData, u64) = decode(bytes).map_err(|e| e.to_string())?;
+    let rows = data.rows();
+    let shard = data.shard;
+    let (done, rx) = oneshot::channel();
+    writer
+        .submit(WriteOp::InstallShard {
+            data: Box::new(data),
+            epoch,
+            done,
+        })
+        .map_err(|e| e.to_string())?;
+    rx.await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    tracing::info!(shard, epoch, rows, "installed a shard handed to this node");
+    Ok(())
+}
+
+/// Proposes an encoded command to the local Raft member (gateway side).
+pub async fn propose_locally(raft: Option<&Raft>, bytes: &[u8]) -> ProposeAnswer {
+    let Some(raft) = raft else {
+        return ProposeAnswer::Failed("no raft group on this node".into());
+    };
+    let cmd: MapCommand = match decode(bytes) {
+        Ok(c) => c,
+        Err(e) => return ProposeAnswer::Failed(e.to_string()),
+    };
+    match raft.client_write(cmd).await {
+        Ok(r) => ProposeAnswer::Applied(match r.data {
+            super::raft::MapOutcome::Applied { epoch } => Some(epoch),
+            _ => None,
+        }),
+        Err(e) => match e.forward_to_leader() {
+            Some(f) => ProposeAnswer::NotLeader(f.leader_id),
+            None => ProposeAnswer::Failed(e.to_string()),
+        },
+    }
+}
+
+/// What a move needs.
+#[derive(Clone)]
+pub struct Handoff {
+    /// This node.
+    pub me: u64,
+    /// The local shards.
+    pub region: Region,
+    /// The store's writer.
+    pub writer: Writer,
+    /// The agreed map.
+    pub map: SharedShardMap,
+    /// Peers' gateways.
+    pub directory: Directory,
+    /// This node's Raft member.
+    pub raft: Option<Raft>,
+    /// Routes forwarded messages to the new owner.
+    pub router: Router,
+}
+
+impl Handoff {
+    async fn call(
+        &self,
+        node: u64,
+        make: fn(Vec<u8>, ractor::RpcReplyPort<Vec<u8>>) -> GatewayMsg,
+        bytes: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, MoveError> {
+        let gw = self
+            .directory
+            .gateway(node)
+            .ok_or_else(|| MoveError::Failed(format!("node {node} is not connected")))?;
+        ractor::call_t!(gw, make, timeout.as_millis() as u64, bytes)
+            .map_err(|e| MoveError::Failed(format!("node {node}: {e}")))
+    }
+
+    /// Proposes `cmd` to the group, through the leader (waiting a bounded time for one).
+    async fn propose(&self, cmd: &MapCommand) -> Result<(), MoveError> {
+        let bytes = encode(cmd).map_err(|e| MoveError::Failed(e.to_string()))?;
+        let deadline = Instant::now() + AGREEMENT_TIMEOUT;
+        let mut answer = propose_locally(self.raft.as_ref(), &bytes).await;
+        loop {
+            match answer {
+                ProposeAnswer::Applied(_) => return Ok(()),
+                ProposeAnswer::Failed(e) => return Err(MoveError::Failed(e)),
+                ProposeAnswer::NotLeader(_) if Instant::now() > deadline => {
+                    return Err(MoveError::Failed(
+                        "no raft leader accepted the move in time".into(),
+                    ))
+                }
+                ProposeAnswer::NotLeader(None) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    answer = propose_locally(self.raft.as_ref(), &bytes).await;
+                }
+                ProposeAnswer::NotLeader(Some(leader)) => {
+                    let reply = self
+                        .call(
+                            leader,
+                            GatewayMsg::Propose,
+                            bytes.clone(),
+                            Duration::from_secs(5),
+                        )
+                        .await?;
+                    answer = decode(&reply).map_err(|e| MoveError::Failed(e.to_string()))?;
+                    if matches!(answer, ProposeAnswer::NotLeader(_)) {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        }
+    }
+
+    fn owner_and_epoch(&self, shard: u32) -> Result<(Option<u64>, u64), MoveError> {
+        let map = self
+            .map
+            .read()
+            .map_err(|_| MoveError::Failed("shard map lock poisoned".into()))?;
+        Ok((map.owner(shard), map.epoch))
+    }
+
+    /// Moves `shard` from this node to node `to`.
+    pub async fn move_shard(&self, shard: u32, to: u64) -> Result<u64, MoveError> {
+        let (owner, epoch) = self.owner_and_epoch(shard)?;
+        match owner {
+            None => return Err(MoveError::Refused(format!("there is no shard {shard}"))),
+            Some(o) if o == to => {
+                return Err(MoveError::Refused(format!(
+                    "shard {shard} is already on node {to}"
+                )))
+            }
+            Some(o) if o != self.me => {
+                return Err(MoveError::Refused(format!(
+                    "shard {shard} is owned by node {o}; ask that node"
+                )))
+            }
+            Some(_) => {}
+        }
+        if self.raft.is_none() {
+            return Err(MoveError::Refused(
+                "a single node has nowhere to move shards".into(),
+            ));
+        }
+        if self.directory.gateway(to).is_none() {
+            return Err(MoveError::Refused(format!("node {to} is not connected")));
+        }
+        let started = Instant::now();
+        tracing::info!(shard, to, epoch, "moving shard");
+        self.region
+            .freeze(shard)
+            .await
+            .map_err(|e| MoveError::Failed(e.to_string()))?;
+        let result = self.stream_and_agree(shard, to, epoch).await;
+        if let Err(e) = &result {
+            tracing::warn!(shard, to, error = %e, "move failed; the shard stays here");
+            self.region.thaw(shard);
+            return Err(e.clone());
+        }
+        // Agreed: hand the held messages to the new owner, drop and fence the old copy.
+        let new_epoch = epoch + 1;
+        let held = self.region.release(shard).await;
+        let (done, rx) = oneshot::channel();
+        if self
+            .writer
+            .submit(WriteOp::DropShard {
+                shard,
+                epoch: new_epoch,
+                done,
+            })
+            .is_ok()
+        {
+            if let Ok(Err(e)) = rx.await {
+                tracing::error!(shard, error = %e, "could not drop the handed-off shard");
+            }
+        }
+        let forwarded = held.len();
+        for (to_entity, msg) in held {
+            self.forward(to_entity, msg);
+        }
+        metrics::counter!("agora_handoffs_total").increment(1);
+        tracing::info!(
+            shard,
+            to,
+            epoch = new_epoch,
+            forwarded,
+            ms = started.elapsed().as_millis() as u64,
+            "shard moved"
+        );
+        Ok(new_epoch)
+    }
+
+    async fn stream_and_agree(&self, shard: u32, to: u64, epoch: u64) -> Result<(), MoveError> {
+        // Every change the shard's entities handed to the writer is durable after a barrier.
+        self.writer
+            .put_meta("handoff_barrier", shard.to_be_bytes().to_vec())
+            .await
+            .map_err(|e| MoveError::Failed(e.to_string()))?;
+        let data = self
+            .writer
+            .store()
+            .export_shard(shard)
+            .map_err(|e| MoveError::Failed(e.to_string()))?;
+        let rows = data.rows();
+        let bytes = encode(&(data, epoch + 1)).map_err(|e| MoveError::Failed(e.to_string()))?;
+        let reply = self
+            .call(to, GatewayMsg::InstallShard, bytes, Duration::from_secs(30))
+            .await?;
+        decode::<Result<(), String>>(&reply)
+            .map_err(|e| MoveError::Failed(e.to_string()))?
+            .map_err(MoveError::Failed)?;
+        tracing::info!(shard, to, rows, "shard streamed");
+        self.propose(&MapCommand::Move { shard, to }).await?;
+        let deadline = Instant::now() + AGREEMENT_TIMEOUT;
+        loop {
+            if self.owner_and_epoch(shard)?.0 == Some(to) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(MoveError::Failed(
+                    "the agreed map did not show the move in time".into(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn forward(&self, to: agora_actors::EntityRef, msg: EntityMsg) {
+        let router = self.router.clone();
+        tokio::spawn(async move {
+            match msg {
+                EntityMsg::Request { cmd, msg_id, reply } => {
+                    let _ = reply.send(router.deliver(to, cmd, msg_id).await);
+                }
+                EntityMsg::Batch { items, reply } => {
+                    let _ = reply.send(router.deliver_batch(to, items).await);
+                }
+                EntityMsg::Stop => {}
+            }
+        });
+    }
+}
+
+/// Keeps the local region hosting every shard the agreed map gives this node.
+pub fn follow_map(me: u64, region: Region, map: SharedShardMap) {
+    tokio::spawn(async move {
+        loop {
+            let (mine, epoch) = match map.read() {
+                Ok(m) => (m.shards_of(me), m.epoch),
+                Err(_) => return,
+            };
+            for shard in mine {
+                if !region.hosts(shard) {
+                    if let Err(e) = region.host(shard, epoch).await {
+                        tracing::error!(shard, error = %e, "could not host a shard given to this node");
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+}
