@@ -122,7 +122,7 @@ pub struct ShipmentView {
     pub events: Vec<(String, u64)>,
 }
 
-const BOOKING_RETRY_MS: u64 = 30_000;
+const BOOKING_RETRY_MS: u64 = 10_000;
 
 fn book(ctx: &mut Ctx, city: String) {
     let shipment_id = ctx.me.id.clone();

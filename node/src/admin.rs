@@ -46,6 +46,8 @@ pub struct AdminState {
     pub raft: Option<crate::cluster::raft::Raft>,
     /// Moves shards away from this node.
     pub handoff: crate::cluster::handoff::Handoff,
+    /// Set while this node drains (it is then not ready).
+    pub draining: Arc<AtomicBool>,
 }
 
 /// The admin router.
@@ -55,7 +57,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/admin/cluster/shards", get(shards))
         .route("/admin/entities/{kind}/{id}", get(entity))
         .route("/admin/dead-letters", get(dead_letters))
-        .route("/admin/cluster/members/{id}/drain", post(not_yet))
+        .route("/admin/cluster/members/{id}/drain", post(drain))
         .route("/admin/shards/{shard}/move", post(move_shard))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -91,7 +93,7 @@ async fn require_token(State(s): State<Arc<AdminState>>, req: Request, next: Nex
 }
 
 async fn readyz(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
-    if s.ready.load(Ordering::Acquire) && (s.peers_ready)() {
+    if s.ready.load(Ordering::Acquire) && !s.draining.load(Ordering::Acquire) && (s.peers_ready)() {
         (StatusCode::OK, "ready")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready")
@@ -265,16 +267,34 @@ async fn move_shard(
     }
 }
 
-async fn not_yet(State(s): State<Arc<AdminState>>) -> Problem {
+async fn drain(
+    State(s): State<Arc<AdminState>>,
+    Path(id): Path<u64>,
+) -> Result<Json<Value>, Problem> {
     if !s.mutations {
-        return Problem::forbidden(
+        return Err(Problem::forbidden(
             "mutating admin routes are disabled: set admin_mutations = true in the cluster file",
-        );
+        ));
     }
-    Problem::new(
-        StatusCode::NOT_IMPLEMENTED,
-        "not-implemented",
-        "Not implemented",
-        "shard handoff (drain, move) is not built yet",
-    )
+    if id != s.membership.me {
+        let addr = s
+            .membership
+            .nodes
+            .iter()
+            .find(|n| n.id == id)
+            .map(|n| n.admin_addr.to_string());
+        return Err(Problem::new(
+            StatusCode::MISDIRECTED_REQUEST,
+            "not-this-node",
+            "Not this node",
+            format!("drain node {id} through its own admin endpoint"),
+        )
+        .with("admin_addr", addr));
+    }
+    match s.handoff.drain(&s.draining).await {
+        Ok(moved) => Ok(Json(
+            json!({ "node": id, "moved_shards": moved, "status": "drained" }),
+        )),
+        Err(e) => Err(Problem::unavailable(e.to_string())),
+    }
 }

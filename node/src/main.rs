@@ -154,7 +154,8 @@ fn banner(node: &node::RunningNode, what: &str) {
 async fn serve_until_stopped(mut node: node::RunningNode) -> anyhow::Result<()> {
     tokio::select! {
         _ = wait_for_signal() => {
-            tracing::info!("stopping");
+            tracing::info!("stopping: draining first");
+            node.drain().await;
             node.shutdown().await;
             Ok(())
         }

@@ -51,6 +51,11 @@ pub struct RunningNode {
     /// The admin endpoint's token when it was generated at this start (to print once).
     pub generated_admin_token: Option<String>,
     shutdown: watch::Sender<bool>,
+    /// How to drain this node (cluster members only).
+    drainer: Option<(
+        crate::cluster::handoff::Handoff,
+        Arc<std::sync::atomic::AtomicBool>,
+    )>,
     region: Region,
     servers: Vec<tokio::task::JoinHandle<()>>,
     store_failed: watch::Receiver<crate::store::CommitProgress>,
@@ -60,6 +65,20 @@ impl RunningNode {
     /// Resolves when the store has failed (the node must stop: fail-stop).
     pub async fn store_failed(&mut self) {
         let _ = self.store_failed.wait_for(|p| p.failed).await;
+    }
+
+    /// Moves this node's shards to the others (a cluster member leaving); a single node has
+    /// nothing to drain. Failures are logged: the node stops anyway, and its shards wait for
+    /// it to come back.
+    pub async fn drain(&self) {
+        if let Some((handoff, draining)) = &self.drainer {
+            match handoff.drain(draining).await {
+                Ok(moved) => tracing::info!(moved, "drained before stopping"),
+                Err(e) => {
+                    tracing::error!(error = %e, "drain failed; stopping with shards still here")
+                }
+            }
+        }
     }
 
     /// Stops serving and waits for the servers to finish their requests.
@@ -404,6 +423,7 @@ pub async fn start(
             Some(t.iter().map(|b| format!("{b:02x}")).collect::<String>())
         }
     };
+    let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let admin_state = Arc::new(AdminState {
         token: configured_token.or_else(|| generated_admin_token.clone()),
         mutations: cluster.as_ref().is_some_and(|c| c.admin_mutations),
@@ -422,6 +442,7 @@ pub async fn start(
         }),
         metrics,
         store: store.clone(),
+        draining: draining.clone(),
         handoff: crate::cluster::handoff::Handoff {
             me,
             region: region.clone(),
@@ -457,6 +478,9 @@ pub async fn start(
         admin_addr,
         admin_seed,
         generated_admin_token,
+        drainer: cluster
+            .as_ref()
+            .map(|_| (admin_state.handoff.clone(), draining.clone())),
         shutdown,
         region,
         servers,

@@ -201,6 +201,18 @@ impl AgoraProcess {
         }
     }
 
+    /// Sends SIGTERM (a graceful stop: a cluster member drains first) and waits for the exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("server is not running");
+        let sent = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()
+            .expect("run kill -TERM");
+        assert!(sent.success(), "kill -TERM failed");
+        child.wait().expect("reap agora")
+    }
+
     /// Starts the server again on the same data dir (new ports); kills it first if running.
     pub fn restart(&mut self) {
         self.kill9();

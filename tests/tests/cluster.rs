@@ -247,13 +247,10 @@ async fn the_admin_endpoint_needs_its_token_and_shows_members_shards_and_entitie
         .expect_status(200, "dead letters")
         .body["items"]
         .is_array());
-    // Handoff is not built yet: enabled mutating routes say so rather than pretend.
-    assert_eq!(
-        ops.post("/admin/cluster/members/3/drain", &json!({}))
-            .await
-            .status,
-        501
-    );
+    // A drain goes to the node that drains; another node names it.
+    let r = ops.post("/admin/cluster/members/3/drain", &json!({})).await;
+    assert_eq!(r.status, 421, "{}", r.text);
+    assert!(r.body["admin_addr"].is_string(), "{}", r.text);
 }
 
 /// What one node reports of the shard map and its Raft group.
@@ -425,10 +422,20 @@ async fn a_shard_moves_to_another_node_under_load_without_losing_or_repeating_an
 
     // The product now lives on node 2; node 1 names the new owner.
     let ops2 = cluster.nodes[1].admin_port_client().with_token(ADMIN_TOKEN);
-    let r = ops2
-        .get(&format!("/admin/entities/product/{sku}"))
-        .await
-        .expect_status(200, "entity on node 2");
+    // Followers apply the agreed map within a heartbeat or two.
+    let r = poll_until("node 2 serves the moved product", POLL_TIMEOUT, || {
+        let ops2 = ops2.clone();
+        let sku = sku.clone();
+        async move {
+            let r = ops2.get(&format!("/admin/entities/product/{sku}")).await;
+            if r.status == 200 {
+                Ok(r)
+            } else {
+                Err(r.text)
+            }
+        }
+    })
+    .await;
     assert_eq!(
         r.body["state"]["Product"]["details"]["price"]["amount_minor"], 1_000,
         "{}",
@@ -453,10 +460,141 @@ async fn a_shard_moves_to_another_node_under_load_without_losing_or_repeating_an
         !acked.is_empty(),
         "no checkout was acknowledged during the move"
     );
+    let mut units = 0;
     for (shopper, order_id) in &acked {
-        wait_for_order(shopper, order_id, &["DELIVERED"]).await;
+        units += units_of(&wait_for_order(shopper, order_id, &["DELIVERED"]).await);
     }
     let inv = admin.inventory(&sku).await;
     assert_eq!(inv.accounted(), 40, "{inv:?}");
-    assert_eq!((inv.sold, inv.reserved), (acked.len() as u64, 0), "{inv:?}");
+    // A cart may hold two units when the previous checkout had not emptied it yet: count units.
+    assert_eq!((inv.sold, inv.reserved), (units, 0), "{inv:?}");
+}
+
+/// Units over all lines of an order.
+fn units_of(order: &serde_json::Value) -> u64 {
+    order["lines"].as_array().map_or(0, |lines| {
+        lines.iter().filter_map(|l| l["quantity"].as_u64()).sum()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_stopped_with_sigterm_drains_its_shards_first_and_nothing_is_lost() {
+    use agora_tests::cluster::ADMIN_TOKEN;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let mut cluster = Cluster::start(3, 50).await;
+    let admin = cluster
+        .client(0)
+        .login_as(ADMIN_EMAIL, ADMIN_PASSWORD)
+        .await;
+    let skus = [
+        admin.stocked_product(1_000, 30).await,
+        admin.stocked_product(1_500, 30).await,
+    ];
+    let ops1 = cluster.nodes[0].admin_port_client().with_token(ADMIN_TOKEN);
+    // The raft group must have a leader before a drain can agree moves.
+    poll_until("a raft leader", POLL_TIMEOUT, || {
+        let ops1 = ops1.clone();
+        async move {
+            let r = ops1.get("/admin/cluster/shards").await;
+            if r.body["raft"]["leader"].is_u64() {
+                Ok(())
+            } else {
+                Err(r.text)
+            }
+        }
+    })
+    .await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for i in 0..2 {
+        let (shopper, _) = cluster.client(i).new_user().await;
+        let (stop, acked, skus) = (stop.clone(), acked.clone(), skus.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(Ordering::SeqCst) && n < 8 {
+                n += 1;
+                let sku = &skus[n % 2];
+                if shopper
+                    .post("/api/v1/cart/items", &json!({"sku": sku, "quantity": 1}))
+                    .await
+                    .status
+                    != 200
+                {
+                    continue;
+                }
+                let key = format!("drain-{i}-{n}");
+                // A 503 leaves the outcome unknown: retry with the same key until the answer
+                // is definite, as a real client would.
+                for _attempt in 0..100 {
+                    let r = shopper
+                        .checkout(Some(&key), &agora_tests::checkout_body(card(CARD_OK)))
+                        .await;
+                    match r.status {
+                        201 => {
+                            acked
+                                .lock()
+                                .unwrap()
+                                .push((shopper.clone(), r.str_field("order_id")));
+                            break;
+                        }
+                        409 => break,
+                        503 => tokio::time::sleep(Duration::from_millis(100)).await,
+                        s => panic!("checkout during a drain answered {s}: {}", r.text),
+                    }
+                }
+            }
+        }));
+    }
+    let status = cluster.nodes[2].terminate();
+    assert!(status.success(), "a drained node exits 0, got {status:?}");
+    stop.store(true, Ordering::SeqCst);
+    for t in tasks {
+        t.await.expect("shopper task");
+    }
+
+    let shards = ops1
+        .get("/admin/cluster/shards")
+        .await
+        .expect_status(200, "shards");
+    let owners: Vec<u64> = shards.body["shards"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|s| s["owner"].as_u64())
+        .collect();
+    assert_eq!(owners.len(), 16, "{}", shards.text);
+    assert!(
+        owners.iter().all(|o| *o != 3),
+        "node 3 still owns shards: {owners:?}"
+    );
+    let acked = acked.lock().unwrap().clone();
+    assert!(!acked.is_empty());
+    // A courier or gateway answer in flight when node 3 stopped is recovered by the entity's
+    // own retry timer (10 s for a booking), so allow for one retry.
+    let mut units = 0;
+    for (shopper, order_id) in &acked {
+        let order = agora_tests::wait_for_order_within(
+            shopper,
+            order_id,
+            &["DELIVERED"],
+            Duration::from_secs(60),
+        )
+        .await;
+        units += units_of(&order);
+    }
+    let mut sold = 0;
+    for sku in &skus {
+        let inv = admin.inventory(sku).await;
+        assert_eq!(inv.accounted(), 30, "{inv:?}");
+        assert_eq!(inv.reserved, 0, "{inv:?}");
+        sold += inv.sold;
+    }
+    assert_eq!(
+        sold, units,
+        "every acknowledged unit sold once, nothing else"
+    );
 }

@@ -55,7 +55,8 @@ pub struct GatewayArgs {
 pub struct Gateway;
 
 /// Checks an envelope against this node's view; `Ok` means deliver it here.
-fn admit(args: &GatewayArgs, env: &Envelope) -> Result<(), AskError> {
+/// Returns the map's epoch when admitted.
+fn admit(args: &GatewayArgs, env: &Envelope) -> Result<u64, AskError> {
     if env.version != ENVELOPE_VERSION {
         return Err(AskError::Unavailable(format!(
             "envelope version {} is not {ENVELOPE_VERSION}",
@@ -86,10 +87,19 @@ fn admit(args: &GatewayArgs, env: &Envelope) -> Result<(), AskError> {
             env.shard, env.epoch
         )));
     }
-    Ok(())
+    Ok(map.epoch)
 }
 
-async fn serve(region: Region, env: Envelope) -> WireReply {
+async fn serve(region: Region, env: Envelope, epoch: u64) -> WireReply {
+    // The map gives this node the shard (admitted above): host it if the follower has not yet.
+    if !region.hosts(env.shard) {
+        if let Err(e) = region.host(env.shard, epoch).await {
+            return Err(AskError::Unavailable(format!(
+                "cannot host shard {}: {e}",
+                env.shard
+            )));
+        }
+    }
     match env.payload {
         Payload::Request { cmd, msg_id } => region
             .deliver(env.target, cmd, msg_id)
@@ -133,14 +143,17 @@ impl Actor for Gateway {
                         return Ok(());
                     }
                 };
-                if let Err(e) = admit(args, &env) {
-                    let answer: WireReply = Err(e);
-                    let _ = reply.send(encode(&answer).unwrap_or_default());
-                    return Ok(());
-                }
+                let epoch = match admit(args, &env) {
+                    Ok(epoch) => epoch,
+                    Err(e) => {
+                        let answer: WireReply = Err(e);
+                        let _ = reply.send(encode(&answer).unwrap_or_default());
+                        return Ok(());
+                    }
+                };
                 let region = args.region.clone();
                 tokio::spawn(async move {
-                    let answer = serve(region, env).await;
+                    let answer = serve(region, env, epoch).await;
                     let _ = reply.send(encode(&answer).unwrap_or_default());
                 });
                 Ok(())

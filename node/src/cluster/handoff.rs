@@ -38,6 +38,8 @@ pub enum MoveError {
 pub enum ProposeAnswer {
     /// Applied by the group, with the resulting epoch when it changed the map.
     Applied(Option<u64>),
+    /// The group refused it (for example: no map agreed yet).
+    Rejected(String),
     /// This node does not lead; ask the leader.
     NotLeader(Option<u64>),
     /// It failed.
@@ -74,10 +76,11 @@ pub async fn propose_locally(raft: Option<&Raft>, bytes: &[u8]) -> ProposeAnswer
         Err(e) => return ProposeAnswer::Failed(e.to_string()),
     };
     match raft.client_write(cmd).await {
-        Ok(r) => ProposeAnswer::Applied(match r.data {
-            super::raft::MapOutcome::Applied { epoch } => Some(epoch),
-            _ => None,
-        }),
+        Ok(r) => match r.data {
+            super::raft::MapOutcome::Applied { epoch } => ProposeAnswer::Applied(Some(epoch)),
+            super::raft::MapOutcome::Rejected(why) => ProposeAnswer::Rejected(why),
+            _ => ProposeAnswer::Applied(None),
+        },
         Err(e) => match e.forward_to_leader() {
             Some(f) => ProposeAnswer::NotLeader(f.leader_id),
             None => ProposeAnswer::Failed(e.to_string()),
@@ -129,6 +132,14 @@ impl Handoff {
             match answer {
                 ProposeAnswer::Applied(_) => return Ok(()),
                 ProposeAnswer::Failed(e) => return Err(MoveError::Failed(e)),
+                // The group has not agreed its first map yet: wait for it (bounded).
+                ProposeAnswer::Rejected(why)
+                    if why.contains("no shard map yet") && Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    answer = propose_locally(self.raft.as_ref(), &bytes).await;
+                }
+                ProposeAnswer::Rejected(why) => return Err(MoveError::Refused(why)),
                 ProposeAnswer::NotLeader(_) if Instant::now() > deadline => {
                     return Err(MoveError::Failed(
                         "no raft leader accepted the move in time".into(),
@@ -303,4 +314,54 @@ pub fn follow_map(me: u64, region: Region, map: SharedShardMap) {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     });
+}
+
+impl Handoff {
+    /// Moves every shard of this node to the other connected nodes, the least loaded first,
+    /// one at a time (bounding how many shards move at once). Returns how many moved.
+    pub async fn drain(
+        &self,
+        draining: &std::sync::atomic::AtomicBool,
+    ) -> Result<usize, MoveError> {
+        draining.store(true, std::sync::atomic::Ordering::Release);
+        let mine = self
+            .map
+            .read()
+            .map_err(|_| MoveError::Failed("shard map lock poisoned".into()))?
+            .shards_of(self.me);
+        tracing::info!(shards = mine.len(), "draining this node");
+        let mut moved = 0;
+        for shard in mine {
+            let target = {
+                let map = self
+                    .map
+                    .read()
+                    .map_err(|_| MoveError::Failed("shard map lock poisoned".into()))?;
+                let mut ids: Vec<u64> = map
+                    .owners
+                    .iter()
+                    .copied()
+                    .filter(|o| *o != self.me)
+                    .collect();
+                ids.sort_unstable();
+                ids.dedup();
+                let mut candidates: Vec<(usize, u64)> = ids
+                    .into_iter()
+                    .filter(|id| self.directory.gateway(*id).is_some())
+                    .map(|id| (map.shards_of(id).len(), id))
+                    .collect();
+                candidates.sort_unstable();
+                candidates.first().map(|(_, id)| *id)
+            };
+            let Some(to) = target else {
+                return Err(MoveError::Failed(
+                    "no other node is connected to take the shards".into(),
+                ));
+            };
+            self.move_shard(shard, to).await?;
+            moved += 1;
+        }
+        tracing::info!(moved, "drained");
+        Ok(moved)
+    }
 }

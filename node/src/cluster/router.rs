@@ -106,6 +106,15 @@ impl Router {
         decode::<WireReply>(&answer)?
     }
 
+    /// Hosts a shard the agreed map gives this node if the map follower has not yet.
+    async fn ensure_hosted(&self, shard: u32, epoch: u64) {
+        if !self.region.hosts(shard) {
+            if let Err(e) = self.region.host(shard, epoch).await {
+                tracing::error!(shard, error = %e, "could not host a shard this node owns");
+            }
+        }
+    }
+
     /// Delivers `cmd` to `to` wherever it lives; `msg_id` makes it take effect at most once.
     pub async fn deliver(
         &self,
@@ -115,6 +124,7 @@ impl Router {
     ) -> Result<Reply, AskError> {
         let (shard, owner, epoch) = self.owner(&to)?;
         if owner == self.me {
+            self.ensure_hosted(shard, epoch).await;
             return self.region.deliver(to, cmd, msg_id).await;
         }
         match self
@@ -136,6 +146,7 @@ impl Router {
     ) -> Result<BatchResults, AskError> {
         let (shard, owner, epoch) = self.owner(&to)?;
         if owner == self.me {
+            self.ensure_hosted(shard, epoch).await;
             return self.region.deliver_batch(to, items).await;
         }
         match self
