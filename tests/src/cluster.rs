@@ -115,3 +115,75 @@ impl Cluster {
         self.nodes[i].client()
     }
 }
+
+/// Shoppers that keep buying while something happens to the cluster (a move, a drain), and
+/// what they were acknowledged.
+pub struct Shoppers {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    acked: std::sync::Arc<std::sync::Mutex<Vec<(Client, String)>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Shoppers {
+    /// One shopper per client, each buying one unit of the SKUs in turn, at most `rounds`
+    /// times. A 503 leaves a checkout's outcome unknown, so it is retried with the same key
+    /// until the answer is definite, as a real client would.
+    pub async fn start(clients: Vec<Client>, skus: Vec<String>, rounds: usize) -> Shoppers {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for (i, client) in clients.into_iter().enumerate() {
+            let (shopper, _) = client.new_user().await;
+            let (stop, acked, skus) = (stop.clone(), acked.clone(), skus.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut n = 0;
+                while !stop.load(Ordering::SeqCst) && n < rounds {
+                    n += 1;
+                    let sku = &skus[n % skus.len()];
+                    let added = shopper
+                        .post(
+                            "/api/v1/cart/items",
+                            &serde_json::json!({"sku": sku, "quantity": 1}),
+                        )
+                        .await;
+                    if added.status != 200 {
+                        continue;
+                    }
+                    let key = format!("shopper-{i}-{n}");
+                    for _attempt in 0..100 {
+                        let r = shopper
+                            .checkout(
+                                Some(&key),
+                                &crate::checkout_body(crate::card(crate::CARD_OK)),
+                            )
+                            .await;
+                        match r.status {
+                            201 => {
+                                acked
+                                    .lock()
+                                    .expect("acked lock")
+                                    .push((shopper.clone(), r.str_field("order_id")));
+                                break;
+                            }
+                            409 => break,
+                            503 => tokio::time::sleep(Duration::from_millis(100)).await,
+                            s => panic!("checkout answered {s}: {}", r.text),
+                        }
+                    }
+                }
+            }));
+        }
+        Shoppers { stop, acked, tasks }
+    }
+
+    /// Stops the shoppers and returns the acknowledged orders (client and order id).
+    pub async fn finish(self) -> Vec<(Client, String)> {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        for t in self.tasks {
+            t.await.expect("shopper task");
+        }
+        let acked = self.acked.lock().expect("acked lock").clone();
+        acked
+    }
+}

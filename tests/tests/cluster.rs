@@ -356,8 +356,6 @@ async fn the_shard_map_is_agreed_through_raft_and_survives_losing_the_leader() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shard_moves_to_another_node_under_load_without_losing_or_repeating_anything() {
     use agora_tests::cluster::ADMIN_TOKEN;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::{Arc, Mutex};
     let cluster = Cluster::start(3, 50).await;
     let admin = cluster
         .client(0)
@@ -377,48 +375,18 @@ async fn a_shard_moves_to_another_node_under_load_without_losing_or_repeating_an
     let (sku, shard) = moved.expect("some product lands on node 1");
 
     // Shoppers keep buying it through every node while the shard moves.
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(Mutex::new(Vec::new()));
-    let mut tasks = Vec::new();
-    for i in 0..3 {
-        let (shopper, _) = cluster.client(i).new_user().await;
-        let (stop, acked, sku) = (stop.clone(), acked.clone(), sku.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut n = 0;
-            while !stop.load(Ordering::SeqCst) && n < 6 {
-                n += 1;
-                if shopper
-                    .post("/api/v1/cart/items", &json!({"sku": sku, "quantity": 1}))
-                    .await
-                    .status
-                    != 200
-                {
-                    continue;
-                }
-                let key = format!("move-{i}-{n}");
-                let r = shopper
-                    .checkout(Some(&key), &agora_tests::checkout_body(card(CARD_OK)))
-                    .await;
-                match r.status {
-                    201 => acked
-                        .lock()
-                        .unwrap()
-                        .push((shopper.clone(), r.str_field("order_id"))),
-                    409 | 503 => {}
-                    s => panic!("checkout during a move answered {s}: {}", r.text),
-                }
-            }
-        }));
-    }
+    let shoppers = agora_tests::cluster::Shoppers::start(
+        (0..3).map(|i| cluster.client(i)).collect(),
+        vec![sku.clone()],
+        6,
+    )
+    .await;
     let r = ops1
         .post(&format!("/admin/shards/{shard}/move"), &json!({"to": 2}))
         .await
         .expect_status(200, "move");
     assert_eq!(r.body["epoch"], 2, "{}", r.text);
-    stop.store(true, Ordering::SeqCst);
-    for t in tasks {
-        t.await.expect("shopper task");
-    }
+    let acked = shoppers.finish().await;
 
     // The product now lives on node 2; node 1 names the new owner.
     let ops2 = cluster.nodes[1].admin_port_client().with_token(ADMIN_TOKEN);
@@ -455,7 +423,6 @@ async fn a_shard_moves_to_another_node_under_load_without_losing_or_repeating_an
     assert_eq!(shards.body["epoch"], 2, "{}", shards.text);
 
     // Every acknowledged order finishes, once, and stock is conserved.
-    let acked = acked.lock().unwrap().clone();
     assert!(
         !acked.is_empty(),
         "no checkout was acknowledged during the move"
@@ -480,8 +447,6 @@ fn units_of(order: &serde_json::Value) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_stopped_with_sigterm_drains_its_shards_first_and_nothing_is_lost() {
     use agora_tests::cluster::ADMIN_TOKEN;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::{Arc, Mutex};
     let mut cluster = Cluster::start(3, 50).await;
     let admin = cluster
         .client(0)
@@ -506,54 +471,15 @@ async fn a_node_stopped_with_sigterm_drains_its_shards_first_and_nothing_is_lost
     })
     .await;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(Mutex::new(Vec::new()));
-    let mut tasks = Vec::new();
-    for i in 0..2 {
-        let (shopper, _) = cluster.client(i).new_user().await;
-        let (stop, acked, skus) = (stop.clone(), acked.clone(), skus.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut n = 0;
-            while !stop.load(Ordering::SeqCst) && n < 8 {
-                n += 1;
-                let sku = &skus[n % 2];
-                if shopper
-                    .post("/api/v1/cart/items", &json!({"sku": sku, "quantity": 1}))
-                    .await
-                    .status
-                    != 200
-                {
-                    continue;
-                }
-                let key = format!("drain-{i}-{n}");
-                // A 503 leaves the outcome unknown: retry with the same key until the answer
-                // is definite, as a real client would.
-                for _attempt in 0..100 {
-                    let r = shopper
-                        .checkout(Some(&key), &agora_tests::checkout_body(card(CARD_OK)))
-                        .await;
-                    match r.status {
-                        201 => {
-                            acked
-                                .lock()
-                                .unwrap()
-                                .push((shopper.clone(), r.str_field("order_id")));
-                            break;
-                        }
-                        409 => break,
-                        503 => tokio::time::sleep(Duration::from_millis(100)).await,
-                        s => panic!("checkout during a drain answered {s}: {}", r.text),
-                    }
-                }
-            }
-        }));
-    }
+    let shoppers = agora_tests::cluster::Shoppers::start(
+        (0..2).map(|i| cluster.client(i)).collect(),
+        skus.to_vec(),
+        8,
+    )
+    .await;
     let status = cluster.nodes[2].terminate();
     assert!(status.success(), "a drained node exits 0, got {status:?}");
-    stop.store(true, Ordering::SeqCst);
-    for t in tasks {
-        t.await.expect("shopper task");
-    }
+    let acked = shoppers.finish().await;
 
     let shards = ops1
         .get("/admin/cluster/shards")
@@ -571,7 +497,6 @@ async fn a_node_stopped_with_sigterm_drains_its_shards_first_and_nothing_is_lost
         owners.iter().all(|o| *o != 3),
         "node 3 still owns shards: {owners:?}"
     );
-    let acked = acked.lock().unwrap().clone();
     assert!(!acked.is_empty());
     // A courier or gateway answer in flight when node 3 stopped is recovered by the entity's
     // own retry timer (10 s for a booking), so allow for one retry.
