@@ -41,6 +41,10 @@ struct NodeArgs {
     /// Do not seed the demo catalog.
     #[arg(long)]
     no_demo: bool,
+    /// Join a running cluster (this node was not in its first cluster file) and take a share
+    /// of the shards.
+    #[arg(long)]
+    join: bool,
 }
 
 #[derive(Parser)]
@@ -204,6 +208,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 secret: config.secret.clone(),
                 admin_token: config.admin_token.clone(),
                 admin_mutations: config.admin_mutations,
+                join: args.join,
             };
             let node = node::start(settings, secrets, Some(spec), metrics).await?;
             banner(

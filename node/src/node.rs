@@ -114,6 +114,9 @@ pub struct ClusterSpec {
     pub admin_token: Option<String>,
     /// Whether mutating admin routes are enabled.
     pub admin_mutations: bool,
+    /// Join a running cluster (this node is not in the first Raft group) and take a share of
+    /// the shards.
+    pub join: bool,
 }
 
 async fn jwt_secret(
@@ -241,7 +244,22 @@ pub async fn start(
         domain: Arc::new(domain),
         passivate_after: Duration::from_millis(settings.passivate_after_ms),
     };
-    let map = ShardMap::spread(settings.shard_count, &membership.node_ids());
+    let joining = cluster.as_ref().is_some_and(|c| c.join);
+    let map = if joining {
+        // A newcomer owns nothing and knows nothing yet: it routes by a guess (refused by
+        // any node that is not the owner) until the agreed map arrives through Raft.
+        let others: Vec<u64> = membership
+            .node_ids()
+            .into_iter()
+            .filter(|id| *id != me)
+            .collect();
+        ShardMap {
+            epoch: 0,
+            ..ShardMap::spread(settings.shard_count, &others)
+        }
+    } else {
+        ShardMap::spread(settings.shard_count, &membership.node_ids())
+    };
     let owned = map.shards_of(me);
     let region = Region::start(
         settings.shard_count,
@@ -277,6 +295,7 @@ pub async fn start(
         directory.clone(),
         clock.clone(),
     );
+    let handoff_cell = Arc::new(std::sync::OnceLock::new());
     let (gateway, _) = Actor::spawn(
         None,
         Gateway,
@@ -287,6 +306,7 @@ pub async fn start(
             catalog: catalog.clone(),
             raft: raft.clone(),
             writer: writer.clone(),
+            handoff: handoff_cell.clone(),
         },
     )
     .await?;
@@ -297,12 +317,7 @@ pub async fn start(
     );
     if let Some(c) = &cluster {
         transport::start(&c.membership, &c.secret, directory.clone()).await?;
-        let peers = membership
-            .node_ids()
-            .into_iter()
-            .filter(|id| *id != me)
-            .collect();
-        crate::cluster::catalog_sync::start(peers, directory.clone(), catalog.clone());
+        crate::cluster::catalog_sync::start(directory.clone(), catalog.clone());
     }
     tracing::info!(
         node = me,
@@ -456,6 +471,22 @@ pub async fn start(
     });
     if cluster.is_some() {
         crate::cluster::handoff::follow_map(me, region.clone(), map.clone());
+    }
+    let _ = handoff_cell.set(admin_state.handoff.clone());
+    if joining {
+        let handoff = admin_state.handoff.clone();
+        let addr = membership
+            .nodes
+            .iter()
+            .find(|n| n.id == me)
+            .map(|n| n.cluster_addr.to_string())
+            .unwrap_or_default();
+        tokio::spawn(async move {
+            match handoff.join_and_take_share(addr).await {
+                Ok(taken) => tracing::info!(taken, "joined the cluster"),
+                Err(e) => tracing::error!(error = %e, "could not join the cluster"),
+            }
+        });
     }
 
     let (shutdown, shutdown_rx) = watch::channel(false);

@@ -15,7 +15,7 @@ pub struct Cluster {
     pub nodes: Vec<AgoraProcess>,
     /// The cluster file.
     pub config: PathBuf,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 /// Free loopback ports, found by binding port 0 (the listeners are closed before use).
@@ -63,11 +63,7 @@ impl Cluster {
                 AgoraProcess::start_in(opts, dir.path().join(format!("node-{}", i + 1)))
             })
             .collect();
-        let c = Cluster {
-            nodes,
-            config,
-            _dir: dir,
-        };
+        let c = Cluster { nodes, config, dir };
         c.wait_ready().await;
         c
     }
@@ -108,6 +104,30 @@ impl Cluster {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Starts one more node with `--join`: its cluster file is the first one plus its own
+    /// entry (the running nodes keep theirs). Returns once it prints its addresses.
+    pub fn join_node(&mut self) {
+        let id = self.nodes.len() as u64 + 1;
+        let ports = free_ports(3);
+        let mut toml = std::fs::read_to_string(&self.config).expect("read cluster file");
+        let _ = write!(
+            toml,
+            "\n[[nodes]]\nid = {id}\ncluster_addr = \"127.0.0.1:{}\"\nhttp_addr = \"127.0.0.1:{}\"\nadmin_addr = \"127.0.0.1:{}\"\ndata_dir = \"node-{id}/data\"\n",
+            ports[0], ports[1], ports[2]
+        );
+        let config = self.dir.path().join(format!("cluster-with-{id}.toml"));
+        std::fs::write(&config, toml).expect("write cluster file");
+        let opts = ServerOptions {
+            cluster_node: Some((config, id)),
+            join: true,
+            ..Default::default()
+        };
+        self.nodes.push(AgoraProcess::start_in(
+            opts,
+            self.dir.path().join(format!("node-{id}")),
+        ));
     }
 
     /// A client of node `i`'s shop API (0-based).
@@ -166,7 +186,10 @@ impl Shoppers {
                                     .push((shopper.clone(), r.str_field("order_id")));
                                 break;
                             }
+                            // Out of stock; or the cart emptied by the previous order's
+                            // checkout arriving late (carts are cleared asynchronously).
                             409 => break,
+                            422 if r.body["type"] == "/problems/empty-cart" => break,
                             503 => tokio::time::sleep(Duration::from_millis(100)).await,
                             s => panic!("checkout answered {s}: {}", r.text),
                         }

@@ -65,6 +65,8 @@ pub const TERMINAL_ORDER_STATUSES: &[&str] = &["DELIVERED", "CANCELLED", "EXPIRE
 pub struct ServerOptions {
     /// Run as `agora node --config FILE --node-id ID` (a cluster member) instead of `agora dev`.
     pub cluster_node: Option<(PathBuf, u64)>,
+    /// With `cluster_node`: pass `--join` (a node joining a running cluster).
+    pub join: bool,
     /// `--reservation-ttl-ms`, server default when `None`.
     pub reservation_ttl_ms: Option<u64>,
     /// `--payment-timeout-ms`, server default when `None`.
@@ -263,6 +265,9 @@ impl AgoraProcess {
                 .arg(config)
                 .arg("--node-id")
                 .arg(id.to_string());
+            if self.opts.join {
+                cmd.arg("--join");
+            }
         } else {
             cmd.arg("dev")
                 .arg("--data-dir")

@@ -523,3 +523,108 @@ async fn a_node_stopped_with_sigterm_drains_its_shards_first_and_nothing_is_lost
         "every acknowledged unit sold once, nothing else"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fourth_node_joins_under_load_and_takes_its_share() {
+    use agora_tests::cluster::ADMIN_TOKEN;
+    let mut cluster = Cluster::start(3, 50).await;
+    let admin = cluster
+        .client(0)
+        .login_as(ADMIN_EMAIL, ADMIN_PASSWORD)
+        .await;
+    let skus = vec![
+        admin.stocked_product(1_000, 30).await,
+        admin.stocked_product(1_500, 30).await,
+    ];
+    let ops1 = cluster.nodes[0].admin_port_client().with_token(ADMIN_TOKEN);
+    poll_until("a raft leader", POLL_TIMEOUT, || {
+        let ops1 = ops1.clone();
+        async move {
+            let r = ops1.get("/admin/cluster/shards").await;
+            if r.body["raft"]["leader"].is_u64() {
+                Ok(())
+            } else {
+                Err(r.text)
+            }
+        }
+    })
+    .await;
+    let shoppers = agora_tests::cluster::Shoppers::start(
+        (0..3).map(|i| cluster.client(i)).collect(),
+        skus.clone(),
+        8,
+    )
+    .await;
+    let started = Instant::now();
+    cluster.join_node();
+    let ops4 = cluster.nodes[3].admin_port_client().with_token(ADMIN_TOKEN);
+    poll_until(
+        "node 4 owns its share of the 16 shards",
+        Duration::from_secs(60),
+        || {
+            let ops1 = ops1.clone();
+            async move {
+                let r = ops1.get("/admin/cluster/shards").await;
+                let owned = r.body["shards"]
+                    .as_array()
+                    .map_or(0, |s| s.iter().filter(|x| x["owner"] == 4).count());
+                if owned >= 4 {
+                    Ok(())
+                } else {
+                    Err(format!("node 4 owns {owned}: {}", r.text))
+                }
+            }
+        },
+    )
+    .await;
+    let took = started.elapsed();
+    let acked = shoppers.finish().await;
+    eprintln!(
+        "node 4 joined and took its share in {took:?}; {} orders acknowledged meanwhile",
+        acked.len()
+    );
+
+    // Node 4 serves entities it now owns, and every node lists the whole catalog.
+    poll_until("node 4's own map shows the moves", POLL_TIMEOUT, || {
+        let ops4 = ops4.clone();
+        async move {
+            let r = ops4.get("/admin/cluster/shards").await;
+            if r.body["epoch"].as_u64() >= Some(5) {
+                Ok(())
+            } else {
+                Err(r.text)
+            }
+        }
+    })
+    .await;
+    let shopper4 = cluster.client(3);
+    for sku in &skus {
+        shopper4
+            .get(&format!("/api/v1/products/{sku}"))
+            .await
+            .expect_status(200, "product via node 4");
+    }
+    let mut units = 0;
+    for (shopper, order_id) in &acked {
+        let order = agora_tests::wait_for_order_within(
+            shopper,
+            order_id,
+            &["DELIVERED"],
+            Duration::from_secs(60),
+        )
+        .await;
+        units += order["lines"].as_array().map_or(0, |l| {
+            l.iter().filter_map(|x| x["quantity"].as_u64()).sum::<u64>()
+        });
+    }
+    let mut sold = 0;
+    for sku in &skus {
+        let inv = admin.inventory(sku).await;
+        assert_eq!((inv.accounted(), inv.reserved), (30, 0), "{inv:?}");
+        sold += inv.sold;
+    }
+    assert_eq!(
+        sold, units,
+        "every acknowledged unit sold once, nothing else"
+    );
+}

@@ -12,13 +12,13 @@ use std::time::Duration;
 /// How often each peer is asked.
 pub const PULL_INTERVAL: Duration = Duration::from_millis(250);
 
-/// Starts pulling from `peers` forever.
-pub fn start(peers: Vec<u64>, directory: Directory, catalog: Arc<CatalogProjection>) {
+/// Starts pulling from every connected peer, forever.
+pub fn start(directory: Directory, catalog: Arc<CatalogProjection>) {
     tokio::spawn(async move {
         // Per peer: (incarnation, version) seen so far.
         let mut seen: HashMap<u64, (u64, u64)> = HashMap::new();
         loop {
-            for peer in &peers {
+            for peer in &directory.connected_peers() {
                 let Some(gw) = directory.gateway(*peer) else {
                     continue;
                 };

@@ -30,6 +30,18 @@ impl Directory {
         format!("gateway:{id}")
     }
 
+    /// Ids of the peers whose gateways are connected now (nodes that joined after this one
+    /// started included).
+    pub fn connected_peers(&self) -> Vec<u64> {
+        let mut ids: Vec<u64> = ractor::pg::which_scoped_groups(&self.scope)
+            .iter()
+            .filter_map(|g| g.strip_prefix("gateway:")?.parse().ok())
+            .filter(|id| self.gateway(*id).is_some())
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
     /// Node `id`'s gateway, if it is connected (a remote actor for a peer).
     pub fn gateway(&self, id: u64) -> Option<ActorRef<GatewayMsg>> {
         ractor::pg::get_scoped_members(&self.scope, &Self::group(id))

@@ -33,6 +33,13 @@ pub enum GatewayMsg {
     /// `super::handoff::ProposeAnswer`.
     #[rpc]
     Propose(Vec<u8>, RpcReplyPort<Vec<u8>>),
+    /// An encoded `JoinRequest`; answered with an encoded `ProposeAnswer`.
+    #[rpc]
+    Join(Vec<u8>, RpcReplyPort<Vec<u8>>),
+    /// An encoded `MoveRequest` for one of this node's shards; answered with an encoded
+    /// `Result<u64, MoveError>` once the move is done.
+    #[rpc]
+    RequestMove(Vec<u8>, RpcReplyPort<Vec<u8>>),
 }
 
 /// Start arguments and state.
@@ -49,6 +56,8 @@ pub struct GatewayArgs {
     pub raft: Option<super::raft::Raft>,
     /// The store's writer (installs shards handed to this node).
     pub writer: crate::store::Writer,
+    /// Moves this node's shards (set once the node is assembled).
+    pub handoff: std::sync::Arc<std::sync::OnceLock<super::handoff::Handoff>>,
 }
 
 /// The actor.
@@ -176,6 +185,22 @@ impl Actor for Gateway {
                 let writer = args.writer.clone();
                 tokio::spawn(async move {
                     let answer = super::handoff::install(&writer, &bytes).await;
+                    let _ = reply.send(encode(&answer).unwrap_or_default());
+                });
+                Ok(())
+            }
+            GatewayMsg::Join(bytes, reply) => {
+                let raft = args.raft.clone();
+                tokio::spawn(async move {
+                    let answer = super::handoff::join_locally(raft.as_ref(), &bytes).await;
+                    let _ = reply.send(encode(&answer).unwrap_or_default());
+                });
+                Ok(())
+            }
+            GatewayMsg::RequestMove(bytes, reply) => {
+                let handoff = args.handoff.clone();
+                tokio::spawn(async move {
+                    let answer = super::handoff::serve_move_request(handoff.get(), &bytes).await;
                     let _ = reply.send(encode(&answer).unwrap_or_default());
                 });
                 Ok(())
