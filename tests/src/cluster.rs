@@ -139,6 +139,8 @@ impl Cluster {
 /// Shoppers that keep buying while something happens to the cluster (a move, a drain), and
 /// what they were acknowledged.
 pub struct Shoppers {
+    /// Answers that were not definite (503), each retried with the same key.
+    pub unavailable: std::sync::Arc<std::sync::atomic::AtomicU64>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     acked: std::sync::Arc<std::sync::Mutex<Vec<(Client, String)>>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -152,10 +154,16 @@ impl Shoppers {
         use std::sync::atomic::Ordering;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let unavailable = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let mut tasks = Vec::new();
         for (i, client) in clients.into_iter().enumerate() {
             let (shopper, _) = client.new_user().await;
-            let (stop, acked, skus) = (stop.clone(), acked.clone(), skus.clone());
+            let (stop, acked, skus, unavailable) = (
+                stop.clone(),
+                acked.clone(),
+                skus.clone(),
+                unavailable.clone(),
+            );
             tasks.push(tokio::spawn(async move {
                 let mut n = 0;
                 while !stop.load(Ordering::SeqCst) && n < rounds {
@@ -190,14 +198,22 @@ impl Shoppers {
                             // checkout arriving late (carts are cleared asynchronously).
                             409 => break,
                             422 if r.body["type"] == "/problems/empty-cart" => break,
-                            503 => tokio::time::sleep(Duration::from_millis(100)).await,
+                            503 => {
+                                unavailable.fetch_add(1, Ordering::SeqCst);
+                                tokio::time::sleep(Duration::from_millis(100)).await
+                            }
                             s => panic!("checkout answered {s}: {}", r.text),
                         }
                     }
                 }
             }));
         }
-        Shoppers { stop, acked, tasks }
+        Shoppers {
+            unavailable,
+            stop,
+            acked,
+            tasks,
+        }
     }
 
     /// Stops the shoppers and returns the acknowledged orders (client and order id).

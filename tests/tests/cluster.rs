@@ -381,12 +381,20 @@ async fn a_shard_moves_to_another_node_under_load_without_losing_or_repeating_an
         6,
     )
     .await;
+    let started = Instant::now();
     let r = ops1
         .post(&format!("/admin/shards/{shard}/move"), &json!({"to": 2}))
         .await
         .expect_status(200, "move");
     assert_eq!(r.body["epoch"], 2, "{}", r.text);
+    let (moved_in, unavailable) = (
+        started.elapsed(),
+        shoppers
+            .unavailable
+            .load(std::sync::atomic::Ordering::SeqCst),
+    );
     let acked = shoppers.finish().await;
+    eprintln!("shard {shard} moved in {moved_in:?}; {unavailable} checkout answers were 503 (retried), {} acknowledged", acked.len());
 
     // The product now lives on node 2; node 1 names the new owner.
     let ops2 = cluster.nodes[1].admin_port_client().with_token(ADMIN_TOKEN);
@@ -477,9 +485,15 @@ async fn a_node_stopped_with_sigterm_drains_its_shards_first_and_nothing_is_lost
         8,
     )
     .await;
+    let started = Instant::now();
     let status = cluster.nodes[2].terminate();
+    let drained_in = started.elapsed();
     assert!(status.success(), "a drained node exits 0, got {status:?}");
+    let unavailable = shoppers
+        .unavailable
+        .load(std::sync::atomic::Ordering::SeqCst);
     let acked = shoppers.finish().await;
+    eprintln!("node 3 drained and exited in {drained_in:?}; {unavailable} checkout answers were 503 (retried), {} acknowledged", acked.len());
 
     let shards = ops1
         .get("/admin/cluster/shards")
@@ -578,9 +592,12 @@ async fn a_fourth_node_joins_under_load_and_takes_its_share() {
     )
     .await;
     let took = started.elapsed();
+    let unavailable = shoppers
+        .unavailable
+        .load(std::sync::atomic::Ordering::SeqCst);
     let acked = shoppers.finish().await;
     eprintln!(
-        "node 4 joined and took its share in {took:?}; {} orders acknowledged meanwhile",
+        "node 4 joined and took its share in {took:?}; {unavailable} checkout answers were 503 (retried), {} orders acknowledged meanwhile",
         acked.len()
     );
 
