@@ -645,3 +645,93 @@ async fn a_fourth_node_joins_under_load_and_takes_its_share() {
         "every acknowledged unit sold once, nothing else"
     );
 }
+
+/// Sends a signal to a process (STOP or CONT).
+fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(ok.success(), "kill -{sig} {pid} failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_paused_through_a_move_cannot_get_the_old_owner_to_serve_or_write_the_shard() {
+    use agora_tests::cluster::ADMIN_TOKEN;
+    let cluster = Cluster::start(3, 50).await;
+    let admin = cluster
+        .client(0)
+        .login_as(ADMIN_EMAIL, ADMIN_PASSWORD)
+        .await;
+    let ops1 = cluster.nodes[0].admin_port_client().with_token(ADMIN_TOKEN);
+    // A stock item stored on node 1, and its shard.
+    let mut found = None;
+    for _ in 0..40 {
+        let sku = admin.stocked_product(1_000, 10).await;
+        let r = ops1.get(&format!("/admin/entities/stock/{sku}")).await;
+        if r.status == 200 {
+            found = Some((sku, r.body["shard"].as_u64().unwrap_or_default()));
+            break;
+        }
+    }
+    let (sku, shard) = found.expect("some stock item lands on node 1");
+    let before = admin.inventory(&sku).await;
+
+    // Node 3 sleeps through the move: its shard map still names node 1.
+    let pid3 = cluster.nodes[2].pid();
+    signal(pid3, "STOP");
+    let moved = ops1
+        .post(&format!("/admin/shards/{shard}/move"), &json!({"to": 2}))
+        .await;
+    signal(pid3, "CONT");
+    moved.expect_status(200, "move while node 3 sleeps");
+
+    // Node 3 routes stock writes with its stale map; whatever it answers, the old owner never
+    // serves or stores them: each write lands exactly once, on the new owner.
+    let admin3 = admin.rebased(&cluster.nodes[2].shop_url);
+    let mut received = 0;
+    for _ in 0..20 {
+        let r = admin3
+            .post(
+                &format!("/api/v1/inventory/{sku}/receive"),
+                &json!({"quantity": 1}),
+            )
+            .await;
+        match r.status {
+            200 => received += 1,
+            503 => {}
+            s => panic!("receive through the paused node answered {s}: {}", r.text),
+        }
+    }
+    let r = ops1.get(&format!("/admin/entities/stock/{sku}")).await;
+    assert_eq!(
+        (r.status, r.body["owner"].as_u64()),
+        (421, Some(2)),
+        "node 1 must hold nothing for the moved shard: {}",
+        r.text
+    );
+    let after = poll_until(
+        "the new owner shows every acknowledged receive",
+        POLL_TIMEOUT,
+        || {
+            let admin = admin.clone();
+            let sku = sku.clone();
+            async move {
+                let r = admin.get(&format!("/api/v1/inventory/{sku}")).await;
+                if r.status == 200 {
+                    Ok(agora_tests::Inventory::from_json(&r.body))
+                } else {
+                    Err(r.text)
+                }
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        after.available,
+        before.available + received,
+        "before {before:?}, after {after:?}, {received} acknowledged"
+    );
+    eprintln!("{received} of 20 writes through the node that slept were acknowledged; the rest were refused (503)");
+}
