@@ -46,6 +46,8 @@ pub struct AdminState {
     pub raft: Option<crate::cluster::raft::Raft>,
     /// Moves shards away from this node.
     pub handoff: crate::cluster::handoff::Handoff,
+    /// What this node thinks of its peers.
+    pub liveness: crate::cluster::liveness::Liveness,
     /// Set while this node drains (it is then not ready).
     pub draining: Arc<AtomicBool>,
 }
@@ -122,12 +124,21 @@ async fn members(State(s): State<Arc<AdminState>>) -> Result<Json<Value>, Proble
     let local_entities: usize = s.region.stats().await.iter().map(|(_, x)| x.active).sum();
     let me = s.membership.me;
     let mut members = Vec::new();
-    for id in s.membership.node_ids() {
+    // The configured nodes, and any that joined later.
+    let mut ids = s.membership.node_ids();
+    ids.extend(s.directory.connected_peers());
+    ids.sort_unstable();
+    ids.dedup();
+    for id in ids {
         let entry = s.membership.nodes.iter().find(|n| n.id == id);
-        let status = if id == me || s.directory.gateway(id).is_some() {
-            "up"
+        let status = if id == me {
+            if s.draining.load(Ordering::Acquire) {
+                "leaving"
+            } else {
+                "up"
+            }
         } else {
-            "down"
+            s.liveness.status(id).name()
         };
         members.push(json!({
             "id": id,

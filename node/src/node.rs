@@ -288,12 +288,18 @@ pub async fn start(
         ),
         None => None,
     };
+    let liveness = if cluster.is_some() {
+        crate::cluster::liveness::Liveness::start(directory.clone())
+    } else {
+        crate::cluster::liveness::Liveness::default()
+    };
     let router = Router::new(
         me,
         region.clone(),
         map.clone(),
         directory.clone(),
         clock.clone(),
+        liveness.clone(),
     );
     let handoff_cell = Arc::new(std::sync::OnceLock::new());
     let (gateway, _) = Actor::spawn(
@@ -458,6 +464,7 @@ pub async fn start(
         metrics,
         store: store.clone(),
         draining: draining.clone(),
+        liveness: liveness.clone(),
         handoff: crate::cluster::handoff::Handoff {
             me,
             region: region.clone(),

@@ -197,16 +197,26 @@ async fn the_admin_endpoint_needs_its_token_and_shows_members_shards_and_entitie
     assert_eq!(wrong.get("/admin/cluster/members").await.status, 401);
 
     let ops = anon.with_token(ADMIN_TOKEN);
-    let members = ops
-        .get("/admin/cluster/members")
-        .await
-        .expect_status(200, "members");
+    // Every peer answers heartbeats: up (suspect only until the first heartbeat lands).
+    let members = poll_until("every member is up", POLL_TIMEOUT, || {
+        let ops = ops.clone();
+        async move {
+            let r = ops.get("/admin/cluster/members").await;
+            let all_up = r.body["members"]
+                .as_array()
+                .is_some_and(|l| l.len() == 3 && l.iter().all(|m| m["status"] == "up"));
+            if all_up {
+                Ok(r)
+            } else {
+                Err(r.text)
+            }
+        }
+    })
+    .await;
     let list = members.body["members"]
         .as_array()
         .cloned()
         .unwrap_or_default();
-    assert_eq!(list.len(), 3, "{}", members.text);
-    assert!(list.iter().all(|m| m["status"] == "up"), "{}", members.text);
     let total_shards: u64 = list.iter().filter_map(|m| m["shards"].as_u64()).sum();
     assert_eq!(total_shards, 16, "{}", members.text);
 

@@ -8,6 +8,7 @@ pub mod directory;
 pub mod envelope;
 pub mod gateway;
 pub mod handoff;
+pub mod liveness;
 pub mod raft;
 pub mod router;
 pub mod shard_map;

@@ -28,6 +28,7 @@ pub struct Router {
     clock: Arc<dyn Clock>,
     call_timeout: Duration,
     correlation: Arc<AtomicU64>,
+    liveness: super::liveness::Liveness,
 }
 
 impl Router {
@@ -38,6 +39,7 @@ impl Router {
         map: SharedShardMap,
         directory: Directory,
         clock: Arc<dyn Clock>,
+        liveness: super::liveness::Liveness,
     ) -> Self {
         Self {
             me,
@@ -45,8 +47,10 @@ impl Router {
             map,
             directory,
             clock,
-            call_timeout: Duration::from_secs(10),
+            // Long enough for a parked checkout (5 s), short enough to fail a silent peer.
+            call_timeout: Duration::from_secs(6),
             correlation: Arc::new(AtomicU64::new(1)),
+            liveness,
         }
     }
 
@@ -75,6 +79,11 @@ impl Router {
         epoch: u64,
         payload: Payload,
     ) -> Result<ReplyPayload, AskError> {
+        if self.liveness.status(owner) == super::liveness::PeerStatus::Down {
+            return Err(AskError::Unavailable(format!(
+                "node {owner} (owner of shard {shard}) is down"
+            )));
+        }
         let gateway = self.directory.gateway(owner).ok_or_else(|| {
             AskError::Unavailable(format!(
                 "node {owner} (owner of shard {shard}) is not connected"
