@@ -1,0 +1,328 @@
+//! Talking to Agora over HTTP: the client, logins, the bench catalog and shoppers set up
+//! before the timed part, and the node's Prometheus counters.
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// Categories of the bench catalog, each with a word its products' names contain.
+const CATEGORIES: [(&str, &str); 6] = [
+    ("books", "novel"),
+    ("tea", "oolong"),
+    ("toys", "kite"),
+    ("garden", "spade"),
+    ("kitchen", "kettle"),
+    ("music", "vinyl"),
+];
+
+/// Stock received per bench SKU (the most one receive may move).
+const STOCK_PER_SKU: u64 = 1_000_000;
+
+/// One product of the bench catalog.
+#[derive(Debug, Clone)]
+pub struct CatalogItem {
+    /// SKU.
+    pub sku: String,
+    /// Category.
+    pub category: String,
+    /// A word its name contains (for searches).
+    pub word: String,
+}
+
+/// Where the shop API and admin endpoint are.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// Base URL of the shop API (`http://host:port`).
+    pub api_base: String,
+    /// Base URL of the admin endpoint.
+    pub admin_base: String,
+    /// The seeded admin's password.
+    pub admin_password: String,
+    /// The node's process id, when it runs on this machine and is known.
+    pub node_pid: Option<u32>,
+}
+
+/// Everything the scenarios share: client, URLs, catalog, shoppers' tokens.
+#[derive(Debug)]
+pub struct World {
+    /// The HTTP client (one connection pool).
+    pub client: reqwest::Client,
+    /// `…/api/v1`.
+    pub api: String,
+    /// The admin endpoint's base URL.
+    pub admin: String,
+    /// The admin's bearer token.
+    pub admin_token: String,
+    /// The bench catalog.
+    pub catalog: Vec<CatalogItem>,
+    /// Bearer tokens of the registered shoppers.
+    pub users: Vec<String>,
+    /// A tag unique to this run (in SKUs, emails and idempotency keys).
+    pub tag: String,
+    /// The checkout request body (succeeding card).
+    pub checkout_body: String,
+}
+
+/// An answer: status and body bytes.
+pub type Answer = (u16, Vec<u8>);
+
+/// A client with a pool large enough for `conns` connections.
+pub fn client(conns: usize) -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .pool_max_idle_per_host(conns.max(8) * 2)
+        .tcp_nodelay(true)
+        .timeout(std::time::Duration::from_secs(30))
+        .build()?)
+}
+
+/// POSTs a JSON body, with an optional bearer token and idempotency key.
+pub async fn post(
+    c: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+    body: String,
+    key: Option<&str>,
+) -> reqwest::Result<Answer> {
+    let mut rb = c
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body);
+    if let Some(t) = token {
+        rb = rb.bearer_auth(t);
+    }
+    if let Some(k) = key {
+        rb = rb.header("Idempotency-Key", k);
+    }
+    let r = rb.send().await?;
+    let status = r.status().as_u16();
+    Ok((status, r.bytes().await?.to_vec()))
+}
+
+/// GETs a URL, with an optional bearer token.
+pub async fn get(c: &reqwest::Client, url: &str, token: Option<&str>) -> reqwest::Result<Answer> {
+    let mut rb = c.get(url);
+    if let Some(t) = token {
+        rb = rb.bearer_auth(t);
+    }
+    let r = rb.send().await?;
+    let status = r.status().as_u16();
+    Ok((status, r.bytes().await?.to_vec()))
+}
+
+/// The body as JSON (Null when it is not).
+pub fn json_of(body: &[u8]) -> Value {
+    serde_json::from_slice(body).unwrap_or(Value::Null)
+}
+
+/// Logs in and returns the access token.
+pub async fn login(
+    c: &reqwest::Client,
+    api: &str,
+    email: &str,
+    password: &str,
+) -> anyhow::Result<String> {
+    let body = json!({"email": email, "password": password}).to_string();
+    let (s, b) = post(c, &format!("{api}/auth/login"), None, body, None).await?;
+    if s != 200 {
+        bail!(
+            "login of {email} answered {s}: {}",
+            String::from_utf8_lossy(&b)
+        );
+    }
+    Ok(json_of(&b)["access_token"]
+        .as_str()
+        .context("login answer without access_token")?
+        .to_string())
+}
+
+/// Creates `n` stocked products in six categories.
+async fn setup_catalog(
+    c: &reqwest::Client,
+    api: &str,
+    admin_token: &str,
+    tag: &str,
+    n: usize,
+) -> anyhow::Result<Vec<CatalogItem>> {
+    let mut items = Vec::with_capacity(n);
+    for i in 0..n {
+        let (category, word) = CATEGORIES[i % CATEGORIES.len()];
+        let sku = format!("BENCH-{tag}-{i:03}");
+        let product = json!({"sku": sku, "name": format!("Bench {word} {i}"),
+            "description": format!("A {word} for load tests"), "category": category,
+            "price": {"amount_minor": 1000 + i as u64 * 100, "currency": "INR"}});
+        let (s, b) = post(
+            c,
+            &format!("{api}/products"),
+            Some(admin_token),
+            product.to_string(),
+            None,
+        )
+        .await?;
+        if s != 201 {
+            bail!(
+                "creating product {sku} answered {s}: {}",
+                String::from_utf8_lossy(&b)
+            );
+        }
+        let qty = json!({ "quantity": STOCK_PER_SKU }).to_string();
+        let url = format!("{api}/inventory/{sku}/receive");
+        let (s, b) = post(c, &url, Some(admin_token), qty, None).await?;
+        if s != 200 {
+            bail!(
+                "receiving stock of {sku} answered {s}: {}",
+                String::from_utf8_lossy(&b)
+            );
+        }
+        items.push(CatalogItem {
+            sku,
+            category: category.into(),
+            word: word.into(),
+        });
+    }
+    Ok(items)
+}
+
+/// Registers and logs in `n` shoppers, `parallel` at a time (password hashing is costly).
+async fn register_users(
+    c: &reqwest::Client,
+    api: &str,
+    tag: &str,
+    n: usize,
+    parallel: usize,
+) -> anyhow::Result<Vec<String>> {
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..parallel.clamp(1, n.max(1)) {
+        let (c, api, tag, next) = (c.clone(), api.to_string(), tag.to_string(), next.clone());
+        workers.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            loop {
+                let u = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if u >= n {
+                    return anyhow::Ok(got);
+                }
+                let email = format!("bench-{tag}-{u}@example.com");
+                let body = json!({"email": email, "password": "bench-password", "name": "Bench"});
+                let (s, b) =
+                    post(&c, &format!("{api}/users"), None, body.to_string(), None).await?;
+                if s != 201 && s != 200 {
+                    bail!(
+                        "registering {email} answered {s}: {}",
+                        String::from_utf8_lossy(&b)
+                    );
+                }
+                got.push((u, login(&c, &api, &email, "bench-password").await?));
+            }
+        }));
+    }
+    let mut tokens = vec![String::new(); n];
+    for w in workers {
+        for (u, t) in w.await?? {
+            tokens[u] = t;
+        }
+    }
+    Ok(tokens)
+}
+
+/// Logs in as admin, creates the bench catalog and registers `users` shoppers.
+pub async fn setup(
+    ep: &Endpoint,
+    conns: usize,
+    products: usize,
+    users: usize,
+) -> anyhow::Result<World> {
+    let client = client(conns)?;
+    let api = format!("{}/api/v1", ep.api_base.trim_end_matches('/'));
+    let admin_token = login(&client, &api, "admin@agora.local", &ep.admin_password).await?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let tag = format!("{:x}", (nanos as u64) ^ u64::from(std::process::id()) << 32);
+    let catalog = setup_catalog(&client, &api, &admin_token, &tag, products.max(1)).await?;
+    let users = register_users(&client, &api, &tag, users, 4).await?;
+    let checkout_body = json!({"payment": {"method": "card", "card_number": "4242424242424242"},
+        "shipping_address": {"name": "Bench", "line1": "1 Load St", "city": "Pune",
+            "postal_code": "411001", "country": "IN"}})
+    .to_string();
+    Ok(World {
+        client,
+        api,
+        admin: ep.admin_base.trim_end_matches('/').to_string(),
+        admin_token,
+        catalog,
+        users,
+        tag,
+        checkout_body,
+    })
+}
+
+/// The node's counters we read: durable commits (each one fsync), entity writes, commit
+/// time and size, active entities.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NodeCounters {
+    /// `agora_store_commits_total`.
+    pub commits: f64,
+    /// `agora_entity_writes_total`, summed over kinds.
+    pub entity_writes: f64,
+    /// `agora_store_commit_seconds_sum`: time spent committing.
+    pub commit_seconds: f64,
+    /// `agora_store_batch_ops_sum`: operations written by the commits.
+    pub batch_ops: f64,
+    /// `agora_active_entities` (a gauge).
+    pub active_entities: f64,
+}
+
+/// Sums every series of `name` in a Prometheus text exposition.
+pub fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Reads the node's counters from its admin endpoint.
+pub async fn counters(c: &reqwest::Client, admin: &str) -> anyhow::Result<NodeCounters> {
+    let (s, body) = get(c, &format!("{admin}/metrics"), None).await?;
+    if s != 200 {
+        bail!("{admin}/metrics answered {s}");
+    }
+    let text = String::from_utf8_lossy(&body);
+    Ok(NodeCounters {
+        commits: metric_sum(&text, "agora_store_commits_total"),
+        entity_writes: metric_sum(&text, "agora_entity_writes_total"),
+        commit_seconds: metric_sum(&text, "agora_store_commit_seconds_sum"),
+        batch_ops: metric_sum(&text, "agora_store_batch_ops_sum"),
+        active_entities: metric_sum(&text, "agora_active_entities"),
+    })
+}
+
+/// A listing query for `item`: by category, by word, or both (chosen by `pick`).
+pub fn listing_query(item: &CatalogItem, pick: usize) -> String {
+    match pick % 3 {
+        0 => format!("category={}", item.category),
+        1 => format!("q={}", item.word),
+        _ => format!("q={}&category={}", item.word, item.category),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::metric_sum;
+
+    #[test]
+    fn sums_labelled_series_and_ignores_lookalikes() {
+        let text = "# TYPE agora_entity_writes_total counter\n\
+            agora_entity_writes_total{kind=\"Cart\"} 3\n\
+            agora_entity_writes_total{kind=\"Order\"} 4.5\n\
+            agora_entity_writes_total_other 100\n\
+            agora_store_commits_total 7\n";
+        assert_eq!(metric_sum(text, "agora_entity_writes_total"), 7.5);
+        assert_eq!(metric_sum(text, "agora_store_commits_total"), 7.0);
+        assert_eq!(metric_sum(text, "missing"), 0.0);
+    }
+}

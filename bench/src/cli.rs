@@ -1,0 +1,215 @@
+//! Command-line options.
+
+use crate::memory::Phase;
+use crate::scenarios::Scenario;
+use crate::target::TargetArgs;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Benchmarks Agora: load scenarios against a node, ceilings measured in the same run
+/// (redb commits, bare axum, ractor), memory per entity, and a CI smoke.
+#[derive(Debug, Parser)]
+#[command(about, version)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Run one scenario against a target; print results, write JSON and an SVG chart.
+    Run(RunArgs),
+    /// The full comparison: rounds of Agora figures interleaved with their ceilings (fresh
+    /// node per round), ratios as median and spread, then the memory scenario.
+    Report(ReportArgs),
+    /// Only the ceilings: redb commits, bare axum product reads, ractor call.
+    Ceilings(CeilingArgs),
+    /// Only the memory scenario (in-process runtime): bytes per active entity, N entities.
+    Memory(MemoryArgs),
+    /// A seconds-long run of every scenario, ceiling and the memory scenario, for CI:
+    /// exits non-zero only on correctness failures.
+    Smoke(SmokeArgs),
+    /// One memory phase, in a child process (used by `memory`, `report` and `smoke`).
+    #[command(hide = true)]
+    MemoryPhase(MemoryPhaseArgs),
+}
+
+/// Options of the load generator.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LoadArgs {
+    /// Virtual users (shoppers; browse: concurrent connections).
+    #[arg(long, default_value_t = 64)]
+    pub users: usize,
+    /// Measured seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Warm-up seconds before measuring.
+    #[arg(long, default_value_t = 2.0)]
+    pub warmup: f64,
+    /// Products in the bench catalog (created before the timed part).
+    #[arg(long, default_value_t = 24)]
+    pub products: usize,
+    /// Share of shopper visits in the mixed scenario.
+    #[arg(long, default_value_t = 0.1)]
+    pub checkout_share: f64,
+    /// Seconds to wait after the run for acknowledged orders to reach CONFIRMED.
+    #[arg(long, default_value_t = 6.0)]
+    pub confirm_wait: f64,
+}
+
+/// `run`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// Also fail on the cart race (a checkout answered 422 empty-cart right after its
+    /// add-to-cart was answered 200), which is otherwise reported as a warning.
+    #[arg(long)]
+    pub strict: bool,
+    /// The scenario.
+    #[arg(long, value_enum, default_value = "checkout")]
+    pub scenario: Scenario,
+    /// Offered rate (arrivals per second): open loop, for latency. Without it: closed loop.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Load options.
+    #[command(flatten)]
+    pub load: LoadArgs,
+    /// Target options.
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Output dir for the JSON result and the SVG chart.
+    #[arg(long, default_value = "bench-results")]
+    pub out: PathBuf,
+}
+
+/// `report`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReportArgs {
+    /// Also fail on the cart race (a checkout answered 422 empty-cart right after its
+    /// add-to-cart was answered 200), which is otherwise reported as a warning.
+    #[arg(long)]
+    pub strict: bool,
+    /// Rounds (each: fresh node, every variant once).
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
+    /// Virtual users / connections of the closed-loop runs.
+    #[arg(long, default_value_t = 64)]
+    pub users: usize,
+    /// Measured seconds of each load variant.
+    #[arg(long, default_value_t = 3.0)]
+    pub duration: f64,
+    /// Warm-up seconds of each load variant.
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup: f64,
+    /// Offered checkout rate of the loaded open-loop run (default: half the round's
+    /// closed-loop rate).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Offered checkout rate of the light open-loop run (default: a tenth of the round's
+    /// closed-loop rate).
+    #[arg(long)]
+    pub light_rate: Option<f64>,
+    /// Seconds of each redb ceiling.
+    #[arg(long, default_value_t = 1.5)]
+    pub redb_secs: f64,
+    /// Products in the bench catalog.
+    #[arg(long, default_value_t = 24)]
+    pub products: usize,
+    /// Seconds to wait after the closed-loop checkouts for orders to reach CONFIRMED
+    /// (the simulated gateway loses 2% of answers and retries them after 5 s).
+    #[arg(long, default_value_t = 1.5)]
+    pub confirm_wait: f64,
+    /// Memory scenario options (`--entities 0` skips it).
+    #[command(flatten)]
+    pub memory: MemoryKnobs,
+    /// Target options (self-started nodes only).
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Output dir.
+    #[arg(long, default_value = "bench-results")]
+    pub out: PathBuf,
+}
+
+/// `ceilings`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CeilingArgs {
+    /// Seconds of each ceiling.
+    #[arg(long, default_value_t = 3.0)]
+    pub secs: f64,
+    /// Connections of the bare axum run, and writers of the grouped redb run.
+    #[arg(long, default_value_t = 64)]
+    pub users: usize,
+    /// Where the redb files go.
+    #[arg(long)]
+    pub tmp_dir: Option<PathBuf>,
+    /// Output dir.
+    #[arg(long, default_value = "bench-results")]
+    pub out: PathBuf,
+}
+
+/// Knobs of the memory scenario.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MemoryKnobs {
+    /// Distinct entities (carts) touched with passivation on.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub entities: u64,
+    /// Entities kept active to measure bytes per active entity.
+    #[arg(long, default_value_t = 100_000)]
+    pub density_entities: u64,
+    /// Passivation of the N-entity phase, ms.
+    #[arg(long, default_value_t = 2_000)]
+    pub passivate_after_ms: u64,
+}
+
+/// `memory`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MemoryArgs {
+    /// The knobs.
+    #[command(flatten)]
+    pub knobs: MemoryKnobs,
+    /// Where the stores go.
+    #[arg(long)]
+    pub tmp_dir: Option<PathBuf>,
+    /// Output dir.
+    #[arg(long, default_value = "bench-results")]
+    pub out: PathBuf,
+}
+
+/// `smoke`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SmokeArgs {
+    /// Also fail on the cart race (a checkout answered 422 empty-cart right after its
+    /// add-to-cart was answered 200), which is otherwise reported as a warning.
+    #[arg(long)]
+    pub strict: bool,
+    /// Seconds of each load scenario.
+    #[arg(long, default_value_t = 2.0)]
+    pub secs: f64,
+    /// Target options (self-started by default).
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Output dir.
+    #[arg(long, default_value = "bench-results")]
+    pub out: PathBuf,
+}
+
+/// `memory-phase`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MemoryPhaseArgs {
+    /// The phase.
+    #[arg(value_enum)]
+    pub phase: Phase,
+    /// Entities.
+    #[arg(long)]
+    pub entities: u64,
+    /// Passivation, ms (scale phase).
+    #[arg(long, default_value_t = 2_000)]
+    pub passivate_after_ms: u64,
+    /// Where the store goes.
+    #[arg(long)]
+    pub tmp_dir: Option<PathBuf>,
+    /// Where the JSON result goes.
+    #[arg(long)]
+    pub json: PathBuf,
+}
