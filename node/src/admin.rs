@@ -103,6 +103,7 @@ async fn readyz(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
 }
 
 async fn metrics(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
+    metrics::gauge!("agora_region_requests_in_flight").set(s.region.in_flight() as f64);
     if let Ok((entities, outbox, dead)) = s.store.counts() {
         metrics::gauge!("agora_store_entities").set(entities as f64);
         metrics::gauge!("agora_store_outbox_rows").set(outbox as f64);

@@ -417,7 +417,7 @@ pub async fn start(
         catalog: catalog.clone(),
         keys: JwtKeys::new(&secret, settings.token_ttl_secs),
         blocking: Arc::new(TokioBlocking) as Arc<dyn BlockingPool>,
-        clock,
+        clock: clock.clone(),
         rng: rng.clone(),
         config: EdgeConfig {
             body_limit: settings.body_limit_bytes,
@@ -480,6 +480,13 @@ pub async fn start(
         crate::cluster::handoff::follow_map(me, region.clone(), map.clone());
     }
     let _ = handoff_cell.set(admin_state.handoff.clone());
+    watch_stuck_sagas(
+        store.clone(),
+        map.clone(),
+        me,
+        clock.clone(),
+        settings.reservation_ttl_ms,
+    );
     if joining {
         let handoff = admin_state.handoff.clone();
         let addr = membership
@@ -524,6 +531,37 @@ pub async fn start(
         servers,
         store_failed: writer.progress(),
     })
+}
+
+/// Every 30 s, counts this node's orders still holding stock well after their reservation
+/// should have ended (gauge `agora_stuck_sagas`; each is logged).
+fn watch_stuck_sagas(
+    store: Store,
+    map: crate::cluster::shard_map::SharedShardMap,
+    me: u64,
+    clock: Arc<dyn Clock>,
+    reservation_ttl_ms: u64,
+) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            let shards = match map.read() {
+                Ok(m) => m.shards_of(me),
+                Err(_) => return,
+            };
+            // An unpaid order ends by its reservation expiry; a minute of slack for timers.
+            let cutoff = clock.now_ms().saturating_sub(reservation_ttl_ms + 60_000);
+            match store.stuck_orders(&shards, cutoff) {
+                Ok(stuck) => {
+                    metrics::gauge!("agora_stuck_sagas").set(stuck.len() as f64);
+                    for id in stuck.iter().take(10) {
+                        tracing::warn!(order = %id, "saga past its reservation expiry and still holding stock");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "could not scan for stuck sagas"),
+            }
+        }
+    });
 }
 
 fn serve(

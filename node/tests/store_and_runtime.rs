@@ -381,3 +381,49 @@ async fn a_shard_streams_to_another_store_as_a_unit_and_the_old_copy_is_fenced()
         .sum();
     assert_eq!(still, others, "other shards are untouched");
 }
+
+#[tokio::test]
+async fn orders_still_holding_stock_past_their_time_are_reported_as_stuck() {
+    use agora_actors::order::{Address, OrderCommand, OrderLine, Placement};
+    use agora_actors::payment::Method;
+    let dir = tempfile::tempdir().unwrap();
+    let (region, store) = region_on(&dir.path().join("a.redb")).await;
+    let placement = |hash: &str| Placement {
+        customer: "u".into(),
+        lines: vec![OrderLine {
+            sku: "S".into(),
+            quantity: 1,
+            unit_price_minor: 100,
+        }],
+        method: Method::Wallet,
+        address: Address {
+            name: "n".into(),
+            line1: "l".into(),
+            city: "c".into(),
+            postal_code: "1".into(),
+            country: "IN".into(),
+        },
+        request_hash: hash.into(),
+        placed_at_ms: 0,
+    };
+    for id in ["o-stuck", "o-cancelled"] {
+        let order = EntityRef::new(EntityKind::Order, id);
+        region
+            .ask(order, Command::Order(OrderCommand::Place(placement(id))))
+            .await
+            .unwrap();
+    }
+    region
+        .ask(
+            EntityRef::new(EntityKind::Order, "o-cancelled"),
+            Command::Order(OrderCommand::Cancel),
+        )
+        .await
+        .unwrap();
+    let all: Vec<u32> = (0..8).collect();
+    // Placed at time 0: not older than a cutoff of 0, older than any later one.
+    let stuck = store.stuck_orders(&all, 0).unwrap();
+    assert!(stuck.is_empty(), "{stuck:?}");
+    let stuck = store.stuck_orders(&all, 1).unwrap();
+    assert_eq!(stuck, vec!["o-stuck".to_string()]);
+}

@@ -81,6 +81,13 @@ impl Region {
         Ok(region)
     }
 
+    /// Requests waiting for an entity's answer on this node (its mailboxes' depth, summed).
+    pub fn in_flight(&self) -> usize {
+        self.limits
+            .max_in_flight
+            .saturating_sub(self.in_flight.available_permits())
+    }
+
     /// The number of shards.
     pub fn shard_count(&self) -> u32 {
         self.shard_count

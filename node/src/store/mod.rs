@@ -270,3 +270,40 @@ impl Store {
         Ok(t.get(shard)?.map_or(0, |v| v.value()))
     }
 }
+
+impl Store {
+    /// Orders of the shards in `shards` that are not terminal and were placed before
+    /// `placed_before_ms`: sagas that should have ended by now.
+    pub fn stuck_orders(
+        &self,
+        shards: &[u32],
+        placed_before_ms: u64,
+    ) -> Result<Vec<String>, StoreError> {
+        use agora_actors::host::EntityState;
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(ENTITIES)?;
+        let mut stuck = Vec::new();
+        for shard in shards {
+            let mut prefix = shard.to_be_bytes().to_vec();
+            prefix.push(agora_actors::EntityKind::Order.code());
+            for row in t.range(prefix.as_slice()..)? {
+                let (k, v) = row?;
+                if !k.value().starts_with(&prefix) {
+                    break;
+                }
+                let rec: record::EntityRecord = record::decode(v.value())?;
+                if let EntityState::Order(o) = rec.state {
+                    let placed = o.placement.as_ref().map_or(u64::MAX, |p| p.placed_at_ms);
+                    if placed < placed_before_ms
+                        && o.status()
+                            .is_some_and(|s| !s.is_terminal() && s.holds_reservation())
+                    {
+                        stuck
+                            .push(String::from_utf8_lossy(&k.value()[prefix.len()..]).into_owned());
+                    }
+                }
+            }
+        }
+        Ok(stuck)
+    }
+}
