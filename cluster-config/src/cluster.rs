@@ -23,6 +23,19 @@ pub struct NodeEntry {
     pub data_dir: PathBuf,
 }
 
+/// TLS between nodes: every node presents `cert` (with `key`) and trusts peers whose
+/// certificates chain to `ca` and name the cluster (`cluster_name` as a DNS name).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// PEM certificate chain of the nodes.
+    pub cert: PathBuf,
+    /// PEM private key of `cert`.
+    pub key: PathBuf,
+    /// PEM certificate of the authority that signed the nodes' certificates.
+    pub ca: PathBuf,
+}
+
 /// Timings shared by every node (the defaults suit production).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -70,6 +83,9 @@ pub struct ClusterConfig {
     /// Timings.
     #[serde(default)]
     pub tuning: Tuning,
+    /// TLS between nodes (plain TCP when absent; the shared secret authenticates either way).
+    #[serde(default)]
+    pub tls: Option<TlsFiles>,
 }
 
 impl ClusterConfig {
@@ -85,6 +101,13 @@ impl ClusterConfig {
         for n in &mut c.nodes {
             if n.data_dir.is_relative() {
                 n.data_dir = base_dir.join(&n.data_dir);
+            }
+        }
+        if let Some(t) = &mut c.tls {
+            for p in [&mut t.cert, &mut t.key, &mut t.ca] {
+                if p.is_relative() {
+                    *p = base_dir.join(&*p);
+                }
             }
         }
         c.validate()?;

@@ -41,6 +41,7 @@ fn new_config(
         admin_mutations: true,
         nodes,
         tuning: Tuning::default(),
+        tls: None,
     })
 }
 

@@ -209,6 +209,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 admin_token: config.admin_token.clone(),
                 admin_mutations: config.admin_mutations,
                 join: args.join,
+                tls: config.tls.clone(),
             };
             let node = node::start(settings, secrets, Some(spec), metrics).await?;
             banner(

@@ -117,6 +117,8 @@ pub struct ClusterSpec {
     /// Join a running cluster (this node is not in the first Raft group) and take a share of
     /// the shards.
     pub join: bool,
+    /// TLS between nodes, from the cluster file.
+    pub tls: Option<agora_cluster_config::cluster::TlsFiles>,
 }
 
 async fn jwt_secret(
@@ -322,7 +324,14 @@ pub async fn start(
         vec![gateway.get_cell()],
     );
     if let Some(c) = &cluster {
-        transport::start(&c.membership, &c.secret, directory.clone()).await?;
+        let tls = match &c.tls {
+            Some(files) => Some(crate::cluster::tls::load(
+                files,
+                &c.membership.cluster_name,
+            )?),
+            None => None,
+        };
+        transport::start(&c.membership, &c.secret, directory.clone(), tls).await?;
         crate::cluster::catalog_sync::start(directory.clone(), catalog.clone());
     }
     tracing::info!(

@@ -33,6 +33,12 @@ impl Cluster {
     /// Starts `n` nodes with fast courier legs and waits until every node is ready and the
     /// admin account is seeded.
     pub async fn start(n: usize, courier_leg_ms: u64) -> Cluster {
+        Self::start_with(n, courier_leg_ms, false).await
+    }
+
+    /// Like `start`, with TLS between the nodes (test certificates in `tests/fixtures/tls`)
+    /// when `tls` is set.
+    pub async fn start_with(n: usize, courier_leg_ms: u64, tls: bool) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("agora-cluster-")
             .tempdir()
@@ -41,6 +47,10 @@ impl Cluster {
         let mut toml = format!(
             "cluster_name = \"agora-test\"\nshard_count = 16\nsecret = \"test-cluster-secret-0123456789\"\nadmin_token = \"{ADMIN_TOKEN}\"\nadmin_mutations = true\n\n[tuning]\ncourier_leg_ms = {courier_leg_ms}\n"
         );
+        if tls {
+            let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/tls");
+            let _ = write!(toml, "\n[tls]\ncert = \"{dir}/node.pem\"\nkey = \"{dir}/node.key\"\nca = \"{dir}/ca.pem\"\n");
+        }
         for i in 0..n {
             let _ = write!(
                 toml,

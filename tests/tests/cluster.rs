@@ -745,3 +745,28 @@ async fn a_node_paused_through_a_move_cannot_get_the_old_owner_to_serve_or_write
     );
     eprintln!("{received} of 20 writes through the node that slept were acknowledged; the rest were refused (503)");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_talk_over_tls_when_the_cluster_file_says_so() {
+    let cluster = Cluster::start_with(3, 50, true).await;
+    let admin = cluster
+        .client(0)
+        .login_as(ADMIN_EMAIL, ADMIN_PASSWORD)
+        .await;
+    let sku = admin.stocked_product(1_000, 5).await;
+    // The saga crosses nodes, so it only finishes if the TLS sessions carry it.
+    let (shopper, _) = cluster.client(2).new_user().await;
+    shopper.add_to_cart(&sku, 1).await;
+    let order_id = shopper.place_order(card(CARD_OK)).await;
+    let follower = shopper.rebased(&cluster.nodes[1].shop_url);
+    wait_for_order(&follower, &order_id, &["DELIVERED"]).await;
+    let stderr: String = cluster
+        .nodes
+        .iter()
+        .map(|n| n.stderr_tail(20_000))
+        .collect();
+    assert!(
+        !stderr.contains("tls.cert") && !stderr.contains("tls.ca"),
+        "{stderr}"
+    );
+}

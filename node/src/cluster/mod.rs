@@ -12,6 +12,7 @@ pub mod liveness;
 pub mod raft;
 pub mod router;
 pub mod shard_map;
+pub mod tls;
 pub mod transport;
 
 /// This node's identity in its cluster.

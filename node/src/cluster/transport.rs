@@ -9,11 +9,12 @@ use ractor::{Actor, ActorRef};
 use ractor_cluster::{NodeServer, NodeServerMessage};
 use std::time::Duration;
 
-/// Starts the node server and the dialer.
+/// Starts the node server and the dialer (over TLS when `tls` is set).
 pub async fn start(
     membership: &Membership,
     secret: &str,
     directory: Directory,
+    tls: Option<super::tls::Tls>,
 ) -> anyhow::Result<ActorRef<NodeServerMessage>> {
     let me = membership
         .nodes
@@ -25,7 +26,8 @@ pub async fn start(
         secret.to_string(),
         format!("{}-node-{}", membership.cluster_name, me.id),
         me.cluster_addr.ip().to_string(),
-        None,
+        tls.as_ref()
+            .map(|t| ractor_cluster::IncomingEncryptionMode::Tls(t.acceptor.clone())),
         Some(ractor_cluster::node::NodeConnectionMode::Isolated),
     )
     .with_listen_addr(me.cluster_addr.ip());
@@ -53,7 +55,19 @@ pub async fn start(
                     {
                         continue;
                     }
-                    match ractor_cluster::client_connect(&dialer, p.cluster_addr).await {
+                    let dialled = match &tls {
+                        Some(t) => {
+                            ractor_cluster::client_connect_enc(
+                                &dialer,
+                                p.cluster_addr,
+                                t.connector.clone(),
+                                t.server_name.clone(),
+                            )
+                            .await
+                        }
+                        None => ractor_cluster::client_connect(&dialer, p.cluster_addr).await,
+                    };
+                    match dialled {
                         Ok(()) => {
                             last_dial.insert(p.id, tokio::time::Instant::now());
                             tracing::info!(peer = p.id, addr = %p.cluster_addr, "dialled peer");
