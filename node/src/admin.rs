@@ -95,7 +95,14 @@ async fn require_token(State(s): State<Arc<AdminState>>, req: Request, next: Nex
 }
 
 async fn readyz(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
-    if s.ready.load(Ordering::Acquire) && !s.draining.load(Ordering::Acquire) && (s.peers_ready)() {
+    // Ready: store recovered and serving, not draining, the shard map known (a joining node
+    // has epoch 0 until the agreed map arrives), and a majority of the cluster reachable.
+    let map_known = s.map.read().is_ok_and(|m| m.epoch >= 1);
+    if s.ready.load(Ordering::Acquire)
+        && !s.draining.load(Ordering::Acquire)
+        && map_known
+        && (s.peers_ready)()
+    {
         (StatusCode::OK, "ready")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready")
