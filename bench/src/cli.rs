@@ -1,5 +1,6 @@
 //! Command-line options.
 
+use crate::bare_axum::Placement;
 use crate::memory::Phase;
 use crate::scenarios::Scenario;
 use crate::target::TargetArgs;
@@ -34,6 +35,20 @@ pub enum Cmd {
     /// One memory phase, in a child process (used by `memory`, `report` and `smoke`).
     #[command(hide = true)]
     MemoryPhase(MemoryPhaseArgs),
+    /// The bare axum ceiling as a child process (used by `report`, `ceilings`, `smoke`).
+    #[command(hide = true)]
+    BareAxumServer(BareAxumServerArgs),
+}
+
+/// `bare-axum-server`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BareAxumServerArgs {
+    /// Runtime worker threads.
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    /// The product JSON to answer with.
+    #[arg(long)]
+    pub body_file: PathBuf,
 }
 
 /// Options of the load generator.
@@ -86,6 +101,9 @@ pub struct RunArgs {
 /// `report`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ReportArgs {
+    /// Where bare axum runs: a child process (default, laid out like the node) or in-process.
+    #[arg(long, value_enum, default_value = "process")]
+    pub bare_axum: Placement,
     /// Also fail on the cart race (a checkout answered 422 empty-cart right after its
     /// add-to-cart was answered 200), which is otherwise reported as a warning.
     #[arg(long)]
@@ -134,6 +152,9 @@ pub struct ReportArgs {
 /// `ceilings`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CeilingArgs {
+    /// Where bare axum runs: a child process (default, laid out like the node) or in-process.
+    #[arg(long, value_enum, default_value = "process")]
+    pub bare_axum: Placement,
     /// Seconds of each ceiling.
     #[arg(long, default_value_t = 3.0)]
     pub secs: f64,
@@ -179,6 +200,9 @@ pub struct MemoryArgs {
 /// `smoke`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SmokeArgs {
+    /// Where bare axum runs: a child process (default, laid out like the node) or in-process.
+    #[arg(long, value_enum, default_value = "process")]
+    pub bare_axum: Placement,
     /// Also fail on the cart race (a checkout answered 422 empty-cart right after its
     /// add-to-cart was answered 200), which is otherwise reported as a warning.
     #[arg(long)]

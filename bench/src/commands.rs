@@ -110,7 +110,12 @@ pub async fn ceilings(a: CeilingArgs) -> anyhow::Result<()> {
         grouped.mean_batch,
         report::pct(&grouped.latency)
     );
-    let server = bare_axum::BareAxum::start(bare_axum::SAMPLE_PRODUCT.as_bytes().to_vec(), 2)?;
+    let server = bare_axum::BareAxum::start(
+        bare_axum::SAMPLE_PRODUCT.as_bytes().to_vec(),
+        2,
+        a.bare_axum,
+        &tmp_root,
+    )?;
     let world = Arc::new(api::World {
         client: api::client(a.users)?,
         api: format!("{}/api/v1", server.base),
@@ -136,8 +141,9 @@ pub async fn ceilings(a: CeilingArgs) -> anyhow::Result<()> {
         progress: true,
     };
     let observe = load::Observe {
-        exclude_threads: Some(bare_axum::THREAD_PREFIX),
-        ..load::Observe::default()
+        node_pid: server.pid(),
+        node_counters: false,
+        exclude_threads: server.our_threads(),
     };
     let (bare, _) = load::run(world.clone(), &spec, &observe).await?;
     drop(world);

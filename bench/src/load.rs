@@ -40,7 +40,7 @@ pub struct LoadSpec {
     pub progress: bool,
 }
 
-/// What the node spent in the measured window.
+/// What the server (the node, or a bare axum process) spent in the measured window.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct NodeCost {
     /// Durable commits (each one fsync).
@@ -154,6 +154,48 @@ async fn marks(w: &World, observe: &Observe) -> Marks {
         node_cpu: observe.node_pid.and_then(|p| CpuMark::of(p).ok()),
         self_cpu: CpuMark::of_self(observe.exclude_threads).ok(),
     }
+}
+
+/// What the server spent between the two readings (None when nothing was read).
+fn node_cost(
+    start: &Marks,
+    end: &Marks,
+    observe: &Observe,
+    orders: u64,
+    answers: u64,
+    secs: f64,
+) -> Option<NodeCost> {
+    let cpu = match (start.node_cpu, end.node_cpu) {
+        (Some(a), Some(b)) => Some(a.cpu_until(&b)),
+        _ => None,
+    };
+    let counters = match (start.counters, end.counters) {
+        (Some(a), Some(b)) => Some((a, b)),
+        _ => None,
+    };
+    if cpu.is_none() && counters.is_none() {
+        return None;
+    }
+    let (a, b) = counters.unwrap_or_default();
+    let commits = b.commits - a.commits;
+    let writes = b.entity_writes - a.entity_writes;
+    let per_order = |x: f64| (orders > 0 && counters.is_some()).then(|| x / orders as f64);
+    Some(NodeCost {
+        commits,
+        entity_writes: writes,
+        orders,
+        fsyncs_per_order: per_order(commits),
+        writes_per_order: per_order(writes),
+        commits_per_s: commits / secs,
+        mean_commit_ms: (commits > 0.0)
+            .then(|| (b.commit_seconds - a.commit_seconds) * 1e3 / commits),
+        mean_ops_per_commit: (commits > 0.0).then(|| (b.batch_ops - a.batch_ops) / commits),
+        active_entities: b.active_entities,
+        cpu_seconds: cpu,
+        cpu_seconds_per_order: cpu.filter(|_| orders > 0).map(|c| c / orders as f64),
+        cpu_seconds_per_request: cpu.filter(|_| answers > 0).map(|c| c / answers as f64),
+        peak_rss_bytes: observe.node_pid.and_then(|p| proc_stats::peak_rss(p).ok()),
+    })
 }
 
 /// Prints a progress line every second until `stop` is set.
@@ -355,36 +397,7 @@ pub async fn run(
     let summary = rec.summary();
     let secs = window.measured_secs();
     let orders = rec.ok_of(Op::Checkout);
-    let node = match (start.counters, end.counters) {
-        (Some(a), Some(b)) => {
-            let commits = b.commits - a.commits;
-            let writes = b.entity_writes - a.entity_writes;
-            let per_order = |x: f64| (orders > 0).then(|| x / orders as f64);
-            let cpu = match (start.node_cpu, end.node_cpu) {
-                (Some(a), Some(b)) => Some(a.cpu_until(&b)),
-                _ => None,
-            };
-            Some(NodeCost {
-                commits,
-                entity_writes: writes,
-                orders,
-                fsyncs_per_order: per_order(commits),
-                writes_per_order: per_order(writes),
-                commits_per_s: commits / secs,
-                mean_commit_ms: (commits > 0.0)
-                    .then(|| (b.commit_seconds - a.commit_seconds) * 1e3 / commits),
-                mean_ops_per_commit: (commits > 0.0).then(|| (b.batch_ops - a.batch_ops) / commits),
-                active_entities: b.active_entities,
-                cpu_seconds: cpu,
-                cpu_seconds_per_order: cpu.and_then(per_order),
-                cpu_seconds_per_request: cpu
-                    .filter(|_| summary.ok > 0)
-                    .map(|c| c / summary.ok as f64),
-                peak_rss_bytes: observe.node_pid.and_then(|p| proc_stats::peak_rss(p).ok()),
-            })
-        }
-        _ => None,
-    };
+    let node = node_cost(&start, &end, observe, orders, summary.ok, secs);
     let loadgen_cores = match (start.self_cpu, end.self_cpu) {
         (Some(a), Some(b)) => Some(a.cores_until(&b)),
         _ => None,

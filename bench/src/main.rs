@@ -64,6 +64,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Cmd::Ceilings(a) => on_runtime(commands::ceilings(a)),
         Cmd::Memory(a) => commands::memory(a),
         Cmd::MemoryPhase(a) => on_runtime(commands::memory_phase(a)),
+        Cmd::BareAxumServer(a) => bare_axum::serve_process(a.workers, &a.body_file),
         Cmd::Report(a) => on_runtime(async move {
             let r = suite::run(&a).await?;
             println!("{}", table::markdown(&r));

@@ -36,7 +36,7 @@ pub fn write_text(out: &Path, file: &str, text: &str) -> anyhow::Result<PathBuf>
 pub fn write_chart(out: &Path, name: &str, r: &LoadResult) -> anyhow::Result<PathBuf> {
     let primary = r.scenario.primary().name();
     let title = format!(
-        "{} — {} loop, {} users{} — answers/s and {primary} latency",
+        "{} — {} loop, {} users{}",
         r.label,
         r.mode,
         r.users,

@@ -117,7 +117,12 @@ async fn scenarios(a: &SmokeArgs, out: &mut SmokeResult) -> anyhow::Result<()> {
         }
     }
     // Bare axum under the same load generator.
-    let server = BareAxum::start(bare_axum::SAMPLE_PRODUCT.as_bytes().to_vec(), 2)?;
+    let server = BareAxum::start(
+        bare_axum::SAMPLE_PRODUCT.as_bytes().to_vec(),
+        2,
+        a.bare_axum,
+        &a.target.tmp_root(),
+    )?;
     let bare = Arc::new(World {
         client: api::client(USERS)?,
         api: format!("{}/api/v1", server.base),
@@ -129,8 +134,9 @@ async fn scenarios(a: &SmokeArgs, out: &mut SmokeResult) -> anyhow::Result<()> {
         checkout_body: String::new(),
     });
     let observe = Observe {
-        exclude_threads: Some(bare_axum::THREAD_PREFIX),
-        ..Observe::default()
+        node_pid: server.pid(),
+        node_counters: false,
+        exclude_threads: server.our_threads(),
     };
     let (r, _) = load::run(
         bare,

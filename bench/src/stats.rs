@@ -31,6 +31,11 @@ pub enum Op {
 }
 
 impl Op {
+    /// Whether it is one HTTP answer (a visit is made of two).
+    pub fn is_answer(self) -> bool {
+        self != Op::Visit
+    }
+
     /// The name used in reports.
     pub fn name(self) -> &'static str {
         match self {
@@ -224,9 +229,9 @@ pub struct Recorder {
 pub struct Summary {
     /// Per-operation results.
     pub ops: Vec<OpSummary>,
-    /// 2xx answers in the window, all operations.
+    /// 2xx answers in the window, all requests (a visit's requests counted once each).
     pub ok: u64,
-    /// 2xx answers per second, all operations.
+    /// 2xx answers per second, all requests.
     pub ok_per_s: f64,
     /// Non-2xx answers in the window by status ("transport" for no answer).
     pub non_2xx: BTreeMap<String, u64>,
@@ -282,12 +287,16 @@ impl Recorder {
     pub fn record(&self, op: Op, started: Instant, status: u16) {
         let now = Instant::now();
         let ok = (200..300).contains(&status);
-        self.answered.fetch_add(1, Ordering::Relaxed);
-        if !ok {
-            self.failed.fetch_add(1, Ordering::Relaxed);
+        // A visit is not an answer of its own: its requests are recorded already.
+        let answer = op.is_answer();
+        if answer {
+            self.answered.fetch_add(1, Ordering::Relaxed);
+            if !ok {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+            }
         }
         if now >= self.window.until {
-            if !ok {
+            if !ok && answer {
                 if let Ok(mut inner) = self.inner.lock() {
                     *inner.outside.entry(status).or_default() += 1;
                 }
@@ -306,10 +315,13 @@ impl Recorder {
             inner.timeline.resize_with(second + 1, Bucket::default);
         }
         let bucket = &mut inner.timeline[second];
-        bucket.requests += 1;
-        if !ok {
-            bucket.errors += 1;
-        } else if op == self.primary {
+        if answer {
+            bucket.requests += 1;
+            if !ok {
+                bucket.errors += 1;
+            }
+        }
+        if ok && op == self.primary {
             if bucket.hist.is_none() {
                 bucket.hist = histogram(2);
             }
@@ -318,7 +330,7 @@ impl Recorder {
             }
         }
         if now < self.window.from {
-            if !ok {
+            if !ok && answer {
                 *inner.outside.entry(status).or_default() += 1;
             }
             return;
@@ -424,14 +436,18 @@ impl Recorder {
             .ops
             .iter()
             .map(|(op, s)| {
-                ok += s.ok;
+                if op.is_answer() {
+                    ok += s.ok;
+                }
                 let by_status: BTreeMap<String, u64> = s
                     .statuses
                     .iter()
                     .map(|(k, v)| (status_key(*k), *v))
                     .collect();
-                for (k, v) in &by_status {
-                    *non_2xx.entry(k.clone()).or_insert(0) += v;
+                if op.is_answer() {
+                    for (k, v) in &by_status {
+                        *non_2xx.entry(k.clone()).or_insert(0) += v;
+                    }
                 }
                 OpSummary {
                     op: op.name(),
@@ -510,6 +526,21 @@ mod tests {
         assert_eq!(s.timeline[0].requests, 4);
         assert_eq!(s.timeline[0].errors, 2);
         assert!(s.timeline[0].p50_ms.is_some());
+    }
+
+    #[test]
+    fn a_visit_is_not_an_answer_of_its_own() {
+        let w = Window::starting_now(Duration::ZERO, Duration::from_secs(60));
+        let r = Recorder::new(w, Op::Checkout);
+        let t = Instant::now();
+        r.record(Op::AddToCart, t, 200);
+        r.record(Op::Checkout, t, 201);
+        r.record(Op::Visit, t, 201);
+        let s = r.summary();
+        assert_eq!(s.ok, 2);
+        assert_eq!(s.timeline[0].requests, 2);
+        assert_eq!(r.answered.load(Ordering::Relaxed), 2);
+        assert!(s.ops.iter().any(|o| o.op == "visit_to_201" && o.ok == 1));
     }
 
     #[test]

@@ -33,6 +33,8 @@ const CALL_SECS: f64 = 0.5;
 pub struct Ratios {
     /// Agora product reads/s ÷ bare axum reads/s.
     pub product_vs_axum: f64,
+    /// Server CPU per product read: Agora's ÷ bare axum's (needs bare axum as a process).
+    pub product_cpu_vs_axum: Option<f64>,
     /// Grouped-commit ceiling in checkouts/s: redb grouped writes/s ÷ entity writes per order.
     pub checkout_ceiling_per_s: Option<f64>,
     /// Agora checkouts/s ÷ that ceiling.
@@ -200,7 +202,7 @@ async fn bare_axum_run(
     w: &World,
     body: Vec<u8>,
 ) -> anyhow::Result<LoadResult> {
-    let server = BareAxum::start(body, 2)?;
+    let server = BareAxum::start(body, 2, a.bare_axum, &a.target.tmp_root())?;
     let bare_world = Arc::new(World {
         client: api::client(a.users)?,
         api: format!("{}/api/v1", server.base),
@@ -212,17 +214,19 @@ async fn bare_axum_run(
         checkout_body: String::new(),
     });
     let observe = Observe {
-        node_pid: None,
+        node_pid: server.pid(),
         node_counters: false,
-        exclude_threads: Some(bare_axum::THREAD_PREFIX),
+        exclude_threads: server.our_threads(),
     };
     let label = format!("r{n} bare axum product");
     let (r, _) = load::run(
-        bare_world,
+        bare_world.clone(),
         &spec(a, &label, Scenario::Product, None),
         &observe,
     )
     .await?;
+    drop(bare_world);
+    drop(server);
     Ok(r)
 }
 
@@ -355,6 +359,11 @@ fn fmt_opt(x: Option<f64>, p: usize) -> String {
     x.map_or("n/a".into(), |v| format!("{v:.p$}"))
 }
 
+/// Server CPU seconds per 2xx answer of a run.
+pub fn cpu_per_read(r: &LoadResult) -> Option<f64> {
+    r.node.as_ref().and_then(|n| n.cpu_seconds_per_request)
+}
+
 /// The round's ratios.
 #[allow(clippy::too_many_arguments)]
 fn ratios(
@@ -376,6 +385,9 @@ fn ratios(
     let commit_p99 = single.latency.p99.max(1e-9);
     Ratios {
         product_vs_axum: product.summary.ok_per_s / bare.summary.ok_per_s.max(1e-9),
+        product_cpu_vs_axum: cpu_per_read(product)
+            .zip(cpu_per_read(bare))
+            .map(|(a, b)| a / b.max(1e-12)),
         checkout_ceiling_per_s: ceiling,
         checkouts_vs_ceiling: ceiling.map(|c| checkout.checkouts_per_s / c),
         fsyncs_per_order: node.and_then(|n| n.fsyncs_per_order),

@@ -2,7 +2,7 @@
 //! median (min–max) over rounds, the target and the verdict; then the details.
 
 use crate::stats::{Op, Percentiles};
-use crate::suite::{Report, Round, Spread};
+use crate::suite::{cpu_per_read, Report, Round, Spread};
 use std::fmt::Write;
 
 /// A "median (min–max)" cell.
@@ -49,6 +49,13 @@ pub fn markdown(r: &Report) -> String {
         cell(over(rs, |x| Some(x.bare_axum.summary.ok_per_s)), 0),
         cell(product, 2),
         verdict(product, |v| v >= 0.5)
+    );
+    let _ = writeln!(
+        t,
+        "| Server CPU per product read, µs | {} | bare axum: {} | {} | (info) | |",
+        cell(over(rs, |x| cpu_per_read(&x.product).map(|c| c * 1e6)), 1),
+        cell(over(rs, |x| cpu_per_read(&x.bare_axum).map(|c| c * 1e6)), 1),
+        cell(over(rs, |x| x.ratios.product_cpu_vs_axum), 2),
     );
     let co = over(rs, |x| x.ratios.checkouts_vs_ceiling);
     let _ = writeln!(
@@ -214,10 +221,6 @@ pub fn markdown(r: &Report) -> String {
         (
             "Node CPU per order, closed-loop checkout (ms)".into(),
             cell(over(rs, |x| x.checkout.node.as_ref().and_then(|n| n.cpu_seconds_per_order).map(|c| c * 1e3)), 2),
-        ),
-        (
-            "Node CPU per product read (µs)".into(),
-            cell(over(rs, |x| x.product.node.as_ref().and_then(|n| n.cpu_seconds_per_request).map(|c| c * 1e6)), 1),
         ),
         (
             "Node resident memory after registering the shoppers (MiB)".into(),
