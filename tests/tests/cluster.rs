@@ -441,25 +441,7 @@ async fn a_shard_moves_to_another_node_under_load_without_losing_or_repeating_an
     assert_eq!(shards.body["epoch"], 2, "{}", shards.text);
 
     // Every acknowledged order finishes, once, and stock is conserved.
-    assert!(
-        !acked.is_empty(),
-        "no checkout was acknowledged during the move"
-    );
-    let mut units = 0;
-    for (shopper, order_id) in &acked {
-        units += units_of(&wait_for_order(shopper, order_id, &["DELIVERED"]).await);
-    }
-    let inv = admin.inventory(&sku).await;
-    assert_eq!(inv.accounted(), 40, "{inv:?}");
-    // A cart may hold two units when the previous checkout had not emptied it yet: count units.
-    assert_eq!((inv.sold, inv.reserved), (units, 0), "{inv:?}");
-}
-
-/// Units over all lines of an order.
-fn units_of(order: &serde_json::Value) -> u64 {
-    order["lines"].as_array().map_or(0, |lines| {
-        lines.iter().filter_map(|l| l["quantity"].as_u64()).sum()
-    })
+    agora_tests::cluster::assert_acknowledged_units_sold_once(&admin, &[sku], 40, &acked).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -475,19 +457,7 @@ async fn a_node_stopped_with_sigterm_drains_its_shards_first_and_nothing_is_lost
         admin.stocked_product(1_500, 30).await,
     ];
     let ops1 = cluster.nodes[0].admin_port_client().with_token(ADMIN_TOKEN);
-    // The raft group must have a leader before a drain can agree moves.
-    poll_until("a raft leader", POLL_TIMEOUT, || {
-        let ops1 = ops1.clone();
-        async move {
-            let r = ops1.get("/admin/cluster/shards").await;
-            if r.body["raft"]["leader"].is_u64() {
-                Ok(())
-            } else {
-                Err(r.text)
-            }
-        }
-    })
-    .await;
+    cluster.wait_for_raft_leader().await;
 
     let shoppers = agora_tests::cluster::Shoppers::start(
         (0..2).map(|i| cluster.client(i)).collect(),
@@ -521,31 +491,7 @@ async fn a_node_stopped_with_sigterm_drains_its_shards_first_and_nothing_is_lost
         owners.iter().all(|o| *o != 3),
         "node 3 still owns shards: {owners:?}"
     );
-    assert!(!acked.is_empty());
-    // A courier or gateway answer in flight when node 3 stopped is recovered by the entity's
-    // own retry timer (10 s for a booking), so allow for one retry.
-    let mut units = 0;
-    for (shopper, order_id) in &acked {
-        let order = agora_tests::wait_for_order_within(
-            shopper,
-            order_id,
-            &["DELIVERED"],
-            Duration::from_secs(60),
-        )
-        .await;
-        units += units_of(&order);
-    }
-    let mut sold = 0;
-    for sku in &skus {
-        let inv = admin.inventory(sku).await;
-        assert_eq!(inv.accounted(), 30, "{inv:?}");
-        assert_eq!(inv.reserved, 0, "{inv:?}");
-        sold += inv.sold;
-    }
-    assert_eq!(
-        sold, units,
-        "every acknowledged unit sold once, nothing else"
-    );
+    agora_tests::cluster::assert_acknowledged_units_sold_once(&admin, &skus, 30, &acked).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -561,18 +507,7 @@ async fn a_fourth_node_joins_under_load_and_takes_its_share() {
         admin.stocked_product(1_500, 30).await,
     ];
     let ops1 = cluster.nodes[0].admin_port_client().with_token(ADMIN_TOKEN);
-    poll_until("a raft leader", POLL_TIMEOUT, || {
-        let ops1 = ops1.clone();
-        async move {
-            let r = ops1.get("/admin/cluster/shards").await;
-            if r.body["raft"]["leader"].is_u64() {
-                Ok(())
-            } else {
-                Err(r.text)
-            }
-        }
-    })
-    .await;
+    cluster.wait_for_raft_leader().await;
     let shoppers = agora_tests::cluster::Shoppers::start(
         (0..3).map(|i| cluster.client(i)).collect(),
         skus.clone(),
@@ -631,29 +566,7 @@ async fn a_fourth_node_joins_under_load_and_takes_its_share() {
             .await
             .expect_status(200, "product via node 4");
     }
-    let mut units = 0;
-    for (shopper, order_id) in &acked {
-        let order = agora_tests::wait_for_order_within(
-            shopper,
-            order_id,
-            &["DELIVERED"],
-            Duration::from_secs(60),
-        )
-        .await;
-        units += order["lines"].as_array().map_or(0, |l| {
-            l.iter().filter_map(|x| x["quantity"].as_u64()).sum::<u64>()
-        });
-    }
-    let mut sold = 0;
-    for sku in &skus {
-        let inv = admin.inventory(sku).await;
-        assert_eq!((inv.accounted(), inv.reserved), (30, 0), "{inv:?}");
-        sold += inv.sold;
-    }
-    assert_eq!(
-        sold, units,
-        "every acknowledged unit sold once, nothing else"
-    );
+    agora_tests::cluster::assert_acknowledged_units_sold_once(&admin, &skus, 30, &acked).await;
 }
 
 /// Sends a signal to a process (STOP or CONT).
