@@ -436,6 +436,13 @@ fn stock_settled(s: &mut OrderState, p: &Placement, ctx: &mut Ctx) {
             available,
         });
         end_unpaid(s, p, ctx, OrderStatus::Cancelled, "out_of_stock");
+        ctx.send(
+            EntityRef::new(EntityKind::Cart, p.customer.clone()),
+            "CART_RESTORE",
+            Command::Cart(CartCommand::Restore {
+                order_id: ctx.me.id.clone(),
+            }),
+        );
         return;
     }
     s.set(OrderStatus::StockReserved, ctx.now_ms);

@@ -1,6 +1,7 @@
 //! Idempotency-Key semantics of POST /api/v1/orders.
 
 use agora_tests::*;
+use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retried_checkout_replays_the_first_response() {
@@ -150,6 +151,42 @@ async fn out_of_stock_answer_is_replayed_too() {
         (1, 0, 0),
         "{inv:?}"
     );
+    // The refused checkout gives its lines back to the cart.
+    poll_until(
+        "the cart to get its lines back",
+        Duration::from_secs(10),
+        || async {
+            let cart = user.cart().await;
+            match cart["items"].as_array().map(Vec::len) {
+                Some(1) if cart["items"][0]["quantity"] == 2 => Ok(()),
+                _ => Err(cart.to_string()),
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_item_added_right_after_a_checkout_is_kept_for_the_next_one() {
+    let server = AgoraProcess::start(ServerOptions::fast());
+    let shop = server.client();
+    let admin = server.admin().await;
+    let sku = admin.stocked_product(900, 100).await;
+    let (user, _) = shop.new_user().await;
+    for round in 0..20 {
+        user.add_to_cart(&sku, 1).await;
+        let r = user
+            .checkout(Some(&unique_key()), &checkout_body(card(CARD_OK)))
+            .await;
+        assert_eq!(r.status, 201, "round {round}: {}", r.text);
+        let order = user.order(&r.str_field("order_id")).await;
+        assert_eq!(
+            order["lines"][0]["quantity"], 1,
+            "round {round}: each order takes exactly the line added for it: {order}"
+        );
+    }
+    let inv = admin.inventory(&sku).await;
+    assert_eq!(inv.reserved + inv.sold, 20, "{inv:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

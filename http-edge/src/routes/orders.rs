@@ -1,7 +1,6 @@
 //! Checkout, orders and shipments. A checkout's order id is derived from the caller and the
 //! `Idempotency-Key`, so a retry reaches the same Order entity and gets the same answer.
 
-use super::cart::cart_command;
 use super::validate;
 use crate::dto::{CheckoutRequest, OrderCreated, OrderDto, OrderList, PaymentRequest, ShipmentDto};
 use crate::extract::{ApiJson, ApiPath, Caller};
@@ -145,8 +144,9 @@ pub async fn checkout(
         Err(e) => return Err(e.into()),
     }
 
-    let (cart_lines, _) =
-        cart_command(st.client.as_ref(), &caller.user_id, CartCommand::Get).await?;
+    // The lines leave the cart atomically for this order, so an item added while the
+    // checkout is in flight stays in the cart for the next one.
+    let cart_lines = hold_cart(&st, &caller.user_id, &order_id).await?;
     if cart_lines.is_empty() {
         return Err(Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -155,9 +155,65 @@ pub async fn checkout(
             "add items to the cart before checking out",
         ));
     }
+    let placed = place_held(
+        &st,
+        &caller.user_id,
+        &order_id,
+        cart_lines,
+        method,
+        req,
+        &request_hash,
+    )
+    .await;
+    if let Err(refusal) = placed {
+        if refusal.definite {
+            // Refused outright: the lines go back. (On an unknown outcome they stay held;
+            // a retry with the same key finds them, and the hold expires otherwise.)
+            let restore = CartCommand::Restore {
+                order_id: order_id.clone(),
+            };
+            let cart = EntityRef::new(EntityKind::Cart, caller.user_id.as_str());
+            let _ = st.client.ask(cart, Command::Cart(restore)).await;
+        }
+        return Err(refusal.problem);
+    }
+    replay(&st, &order_id, &request_hash).await
+}
+
+/// Why a checkout did not place its order, and whether the order is surely not placed.
+struct Refusal {
+    problem: Problem,
+    definite: bool,
+}
+
+impl From<AskError> for Refusal {
+    fn from(e: AskError) -> Self {
+        Self {
+            definite: matches!(e, AskError::Domain(_)),
+            problem: e.into(),
+        }
+    }
+}
+
+/// Prices the held lines and places the order.
+#[allow(clippy::too_many_arguments)]
+async fn place_held(
+    st: &EdgeState,
+    user_id: &str,
+    order_id: &str,
+    cart_lines: Vec<(String, u32)>,
+    method: Method,
+    req: CheckoutRequest,
+    request_hash: &str,
+) -> Result<(), Refusal> {
     let mut lines = Vec::with_capacity(cart_lines.len());
     for (sku, quantity) in cart_lines {
-        let p = super::products::fetch_product(st.client.as_ref(), &sku).await?;
+        let p = super::products::fetch_product(st.client.as_ref(), &sku)
+            .await
+            .map_err(|problem| Refusal {
+                definite: problem.status.is_client_error(),
+                problem,
+            })?;
         lines.push(OrderLine {
             sku,
             quantity,
@@ -166,7 +222,7 @@ pub async fn checkout(
     }
     let a = req.shipping_address;
     let placement = Placement {
-        customer: caller.user_id.clone(),
+        customer: user_id.to_string(),
         lines,
         method,
         address: Address {
@@ -176,11 +232,29 @@ pub async fn checkout(
             postal_code: a.postal_code,
             country: a.country,
         },
-        request_hash: request_hash.clone(),
+        request_hash: request_hash.to_string(),
         placed_at_ms: st.clock.now_ms(),
     };
-    order_cmd(&st, &order_id, OrderCommand::Place(placement)).await?;
-    replay(&st, &order_id, &request_hash).await
+    order_cmd(st, order_id, OrderCommand::Place(placement)).await?;
+    Ok(())
+}
+
+/// Takes the cart's lines for `order_id` (the same lines again on a retry).
+async fn hold_cart(st: &EdgeState, user_id: &str, order_id: &str) -> ApiResult<Vec<(String, u32)>> {
+    let hold = CartCommand::Hold {
+        order_id: order_id.to_string(),
+    };
+    match st
+        .client
+        .ask(
+            EntityRef::new(EntityKind::Cart, user_id),
+            Command::Cart(hold),
+        )
+        .await?
+    {
+        Reply::Cart(lines) => Ok(lines),
+        _ => Err(Problem::internal("unexpected reply to a cart command")),
+    }
 }
 
 /// Answers a checkout of an existing order: refused if the key came with another body,
