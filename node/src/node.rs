@@ -59,9 +59,15 @@ pub struct RunningNode {
     region: Region,
     servers: Vec<tokio::task::JoinHandle<()>>,
     store_failed: watch::Receiver<crate::store::CommitProgress>,
+    gateway: crate::cluster::directory::PeerGateway,
 }
 
 impl RunningNode {
+    /// This node's own gateway (the simulator serves it to peers over its network).
+    pub fn gateway(&self) -> crate::cluster::directory::PeerGateway {
+        self.gateway.clone()
+    }
+
     /// Resolves when the store has failed (the node must stop: fail-stop).
     pub async fn store_failed(&mut self) {
         let _ = self.store_failed.wait_for(|p| p.failed).await;
@@ -210,6 +216,60 @@ async fn seed_all(
     Ok(admin)
 }
 
+/// How a node reaches its peers.
+pub enum PeerNetwork {
+    /// ractor_cluster over TCP (or TLS), gateways found through process groups.
+    Cluster,
+    /// Explicit links (the simulator's network); the node does not dial or listen.
+    Links(Arc<dyn crate::cluster::directory::PeerLinks>),
+}
+
+/// How the node's HTTP servers are served.
+pub enum Serving {
+    /// Bind the shop API and the admin endpoint on the settings' TCP addresses.
+    Tcp,
+    /// Hand the two routers (shop API, admin) to the caller, which serves them (the
+    /// simulator, on simulated listeners).
+    Handover(Box<dyn FnOnce(axum::Router, axum::Router) + Send>),
+}
+
+/// The seams a node runs on: the operating system's in production, simulated ones in `sim/`.
+pub struct NodeEnv {
+    /// Wall-clock time.
+    pub clock: Arc<dyn Clock>,
+    /// Randomness.
+    pub rng: Arc<dyn RandomSource>,
+    /// The store, already opened on a simulated disk; `None`: open `agora.redb` in the data
+    /// directory.
+    pub store: Option<Store>,
+    /// Where the store's writer runs.
+    pub executor: crate::store::StorageExecutor,
+    /// Where blocking work (password hashing, Raft's storage) runs.
+    pub blocking: Arc<dyn BlockingPool>,
+    /// How peers are reached.
+    pub network: PeerNetwork,
+    /// How the HTTP servers are served.
+    pub serving: Serving,
+    /// Where customer notifications go; `None`: a file in the data directory.
+    pub sink: Option<Arc<dyn agora_actors::notify::NotificationSink>>,
+}
+
+impl NodeEnv {
+    /// The operating system's seams.
+    pub fn os() -> Self {
+        Self {
+            clock: Arc::new(SystemClock),
+            rng: Arc::new(OsRandom),
+            store: None,
+            executor: crate::store::StorageExecutor::Thread,
+            blocking: Arc::new(TokioBlocking),
+            network: PeerNetwork::Cluster,
+            serving: Serving::Tcp,
+            sink: None,
+        }
+    }
+}
+
 /// Starts a node with `settings`; `cluster` is `None` for a single embedded node.
 pub async fn start(
     settings: NodeSettings,
@@ -217,21 +277,45 @@ pub async fn start(
     cluster: Option<ClusterSpec>,
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 ) -> anyhow::Result<RunningNode> {
+    start_with(settings, secrets, cluster, metrics, NodeEnv::os()).await
+}
+
+/// Starts a node on the seams of `env`.
+pub async fn start_with(
+    settings: NodeSettings,
+    secrets: Secrets,
+    cluster: Option<ClusterSpec>,
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    env: NodeEnv,
+) -> anyhow::Result<RunningNode> {
     settings.validate()?;
-    std::fs::create_dir_all(&settings.data_dir)
-        .with_context(|| format!("cannot create data dir {}", settings.data_dir.display()))?;
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let rng: Arc<dyn RandomSource> = Arc::new(OsRandom);
+    let NodeEnv {
+        clock,
+        rng,
+        store,
+        executor,
+        blocking,
+        network,
+        serving,
+        sink,
+    } = env;
     let membership = cluster
         .as_ref()
         .map_or_else(|| Membership::single("agora-dev"), |c| c.membership.clone());
     let me = membership.me;
 
-    let store =
-        Store::open(&settings.data_dir.join("agora.redb")).context("cannot open the store")?;
+    let store = match store {
+        Some(store) => store,
+        None => {
+            std::fs::create_dir_all(&settings.data_dir).with_context(|| {
+                format!("cannot create data dir {}", settings.data_dir.display())
+            })?;
+            Store::open(&settings.data_dir.join("agora.redb")).context("cannot open the store")?
+        }
+    };
     let catalog = Arc::new(CatalogProjection::load(&store, rng.next_u64())?);
     let (relay_tx, relay_rx) = tokio::sync::mpsc::unbounded_channel();
-    let writer = Writer::start(store.clone(), relay_tx, vec![catalog.clone()])?;
+    let writer = Writer::start_on(store.clone(), relay_tx, vec![catalog.clone()], executor)?;
     check_shard_count(&store, &writer, settings.shard_count).await?;
 
     let domain = DomainConfig {
@@ -272,7 +356,10 @@ pub async fn start(
     )
     .await?;
     let map = Arc::new(RwLock::new(map));
-    let directory = Directory::new(&membership.cluster_name);
+    let directory = match &network {
+        PeerNetwork::Cluster => Directory::new(&membership.cluster_name),
+        PeerNetwork::Links(links) => Directory::with_links(links.clone()),
+    };
     // The shard map agreed through Raft replaces the static spread when it is applied;
     // nothing waits for it (a single node runs no Raft).
     let raft = match &cluster {
@@ -280,7 +367,7 @@ pub async fn start(
             crate::cluster::raft::start(
                 &c.membership,
                 store.db().clone(),
-                Arc::new(TokioBlocking),
+                blocking.clone(),
                 settings.shard_count,
                 map.clone(),
                 directory.clone(),
@@ -318,12 +405,10 @@ pub async fn start(
         },
     )
     .await?;
-    ractor::pg::join_scoped(
-        directory.scope(),
-        Directory::group(me),
-        vec![gateway.get_cell()],
-    );
-    if let Some(c) = &cluster {
+    if let Some(scope) = directory.scope() {
+        ractor::pg::join_scoped(scope, Directory::group(me), vec![gateway.get_cell()]);
+    }
+    if let (Some(c), PeerNetwork::Cluster) = (&cluster, &network) {
         let tls = match &c.tls {
             Some(files) => Some(crate::cluster::tls::load(
                 files,
@@ -332,6 +417,8 @@ pub async fn start(
             None => None,
         };
         transport::start(&c.membership, &c.secret, directory.clone(), tls).await?;
+    }
+    if cluster.is_some() {
         crate::cluster::catalog_sync::start(directory.clone(), catalog.clone());
     }
     tracing::info!(
@@ -360,7 +447,9 @@ pub async fn start(
             callbacks.clone(),
         )),
         courier: Arc::new(SimulatedCourier::new(courier_cfg, rng.clone(), callbacks)),
-        sink: Arc::new(FileSink::new(settings.data_dir.join("notifications.jsonl"))),
+        sink: sink.unwrap_or_else(|| {
+            Arc::new(FileSink::new(settings.data_dir.join("notifications.jsonl")))
+        }),
     };
     relay::start(
         relay::RelayDeps {
@@ -425,7 +514,7 @@ pub async fn start(
         client: Arc::new(router.clone()),
         catalog: catalog.clone(),
         keys: JwtKeys::new(&secret, settings.token_ttl_secs),
-        blocking: Arc::new(TokioBlocking) as Arc<dyn BlockingPool>,
+        blocking: blocking.clone(),
         clock: clock.clone(),
         rng: rng.clone(),
         config: EdgeConfig {
@@ -513,18 +602,30 @@ pub async fn start(
     }
 
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let http = tokio::net::TcpListener::bind(settings.http_addr)
-        .await
-        .with_context(|| format!("cannot bind the shop API on {}", settings.http_addr))?;
-    let admin = tokio::net::TcpListener::bind(settings.admin_addr)
-        .await
-        .with_context(|| format!("cannot bind the admin endpoint on {}", settings.admin_addr))?;
-    let http_addr = http.local_addr()?;
-    let admin_addr = admin.local_addr()?;
-    let servers = vec![
-        serve(http, agora_http_edge::router(edge), shutdown_rx.clone()),
-        serve(admin, admin::router(admin_state.clone()), shutdown_rx),
-    ];
+    let shop_api = agora_http_edge::router(edge);
+    let admin_api = admin::router(admin_state.clone());
+    let (http_addr, admin_addr, servers) = match serving {
+        Serving::Tcp => {
+            let http = tokio::net::TcpListener::bind(settings.http_addr)
+                .await
+                .with_context(|| format!("cannot bind the shop API on {}", settings.http_addr))?;
+            let admin = tokio::net::TcpListener::bind(settings.admin_addr)
+                .await
+                .with_context(|| {
+                    format!("cannot bind the admin endpoint on {}", settings.admin_addr)
+                })?;
+            let addrs = (http.local_addr()?, admin.local_addr()?);
+            let servers = vec![
+                serve(http, shop_api, shutdown_rx.clone()),
+                serve(admin, admin_api, shutdown_rx),
+            ];
+            (addrs.0, addrs.1, servers)
+        }
+        Serving::Handover(take) => {
+            take(shop_api, admin_api);
+            (settings.http_addr, settings.admin_addr, Vec::new())
+        }
+    };
     admin_state.ready.store(true, Ordering::Release);
     tracing::info!(%http_addr, %admin_addr, data_dir = %settings.data_dir.display(), shards = settings.shard_count, "node serving");
     Ok(RunningNode {
@@ -539,6 +640,7 @@ pub async fn start(
         region,
         servers,
         store_failed: writer.progress(),
+        gateway: crate::cluster::directory::PeerGateway::Actor(gateway),
     })
 }
 

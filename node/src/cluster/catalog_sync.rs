@@ -2,8 +2,8 @@
 //! node's shards. A peer that restarted (new incarnation) is pulled from the start.
 
 use super::directory::Directory;
+use super::directory::GatewayRpc;
 use super::envelope::{decode, encode};
-use super::gateway::GatewayMsg;
 use crate::catalog::{CatalogProjection, FactsSince};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,6 +11,8 @@ use std::time::Duration;
 
 /// How often each peer is asked.
 pub const PULL_INTERVAL: Duration = Duration::from_millis(250);
+/// How long one pull may take.
+const PULL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Starts pulling from every connected peer, forever.
 pub fn start(directory: Directory, catalog: Arc<CatalogProjection>) {
@@ -24,7 +26,7 @@ pub fn start(directory: Directory, catalog: Arc<CatalogProjection>) {
                 };
                 let (incarnation, version) = seen.get(peer).copied().unwrap_or((0, 0));
                 let Ok(ask) = encode(&version) else { continue };
-                let answer = match ractor::call_t!(gw, GatewayMsg::CatalogSince, 2_000, ask) {
+                let answer = match gw.call(GatewayRpc::CatalogSince, ask, PULL_TIMEOUT).await {
                     Ok(a) => a,
                     Err(e) => {
                         tracing::debug!(peer, error = %e, "catalog pull failed");
@@ -37,7 +39,9 @@ pub fn start(directory: Directory, catalog: Arc<CatalogProjection>) {
                 if facts.incarnation != incarnation && version != 0 {
                     // The peer restarted: its versions started again; pull everything.
                     let Ok(ask) = encode(&0u64) else { continue };
-                    match ractor::call_t!(gw, GatewayMsg::CatalogSince, 2_000, ask)
+                    match gw
+                        .call(GatewayRpc::CatalogSince, ask, PULL_TIMEOUT)
+                        .await
                         .ok()
                         .and_then(|a| decode::<FactsSince>(&a).ok())
                     {

@@ -1,28 +1,186 @@
-//! The node-scoped directory of peers' gateways. Gateways are found through ractor's process
-//! groups (one group per node id, scoped by cluster name), but correctness does not depend on
-//! that registry: every envelope names the node it is for, and a gateway refuses envelopes
-//! meant for another node or routed under another epoch.
+//! The node-scoped directory of peers' gateways, and the one way to call them.
+//!
+//! In production a peer's gateway is a ractor_cluster remote actor, found through ractor's
+//! process groups (one group per node id, scoped by cluster name). In the simulator several
+//! nodes share one process, and ractor's registry is process-global, so the simulator hands
+//! the node a set of links instead (`PeerLinks`) that carry the same encoded requests over
+//! simulated TCP. Correctness never depends on the registry: every envelope names the node
+//! it is for, and a gateway refuses envelopes meant for another node or another epoch.
 
 use super::gateway::GatewayMsg;
-use ractor::ActorRef;
+use async_trait::async_trait;
+use ractor::rpc::CallResult;
+use ractor::{ActorRef, RpcReplyPort};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::Duration;
 
-/// Finds peers' gateways.
-#[derive(Debug, Clone)]
-pub struct Directory {
-    scope: String,
+/// One of the gateway's remote calls (each takes and answers encoded bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GatewayRpc {
+    /// An envelope for an entity of this node.
+    Deliver,
+    /// Catalog facts since a version (also the heartbeat).
+    CatalogSince,
+    /// A Raft request of the shard-map group.
+    Raft,
+    /// A shard streamed by its previous owner.
+    InstallShard,
+    /// A map command to propose.
+    Propose,
+    /// A node asking to join.
+    Join,
+    /// A request to move one of this node's shards.
+    RequestMove,
 }
 
-impl Directory {
-    /// The directory of cluster `cluster_name`.
-    pub fn new(cluster_name: &str) -> Self {
-        Self {
-            scope: format!("agora:{cluster_name}"),
+impl GatewayRpc {
+    /// Every call, in wire order.
+    pub const ALL: [GatewayRpc; 7] = [
+        GatewayRpc::Deliver,
+        GatewayRpc::CatalogSince,
+        GatewayRpc::Raft,
+        GatewayRpc::InstallShard,
+        GatewayRpc::Propose,
+        GatewayRpc::Join,
+        GatewayRpc::RequestMove,
+    ];
+
+    /// The gateway message carrying `bytes`, answered on `port`.
+    pub fn message(self, bytes: Vec<u8>, port: RpcReplyPort<Vec<u8>>) -> GatewayMsg {
+        match self {
+            GatewayRpc::Deliver => GatewayMsg::Deliver(bytes, port),
+            GatewayRpc::CatalogSince => GatewayMsg::CatalogSince(bytes, port),
+            GatewayRpc::Raft => GatewayMsg::Raft(bytes, port),
+            GatewayRpc::InstallShard => GatewayMsg::InstallShard(bytes, port),
+            GatewayRpc::Propose => GatewayMsg::Propose(bytes, port),
+            GatewayRpc::Join => GatewayMsg::Join(bytes, port),
+            GatewayRpc::RequestMove => GatewayMsg::RequestMove(bytes, port),
         }
     }
 
-    /// The process-group scope.
-    pub fn scope(&self) -> String {
-        self.scope.clone()
+    /// The wire code.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// The call of a wire code.
+    pub fn from_code(code: u8) -> Option<Self> {
+        Self::ALL.get(usize::from(code)).copied()
+    }
+}
+
+/// Why a call to a peer's gateway failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PeerCallError {
+    /// No answer within the call's time.
+    #[error("timed out")]
+    Timeout,
+    /// The peer could not be reached or dropped the call.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// A link to one peer's gateway that is not a ractor actor (the simulator's network).
+#[async_trait]
+pub trait PeerLink: Send + Sync {
+    /// Sends one call and waits for its answer.
+    async fn call(
+        &self,
+        rpc: GatewayRpc,
+        bytes: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, PeerCallError>;
+}
+
+/// The links of one node to its peers (the simulator's network).
+pub trait PeerLinks: Send + Sync {
+    /// The link to node `id`, if the network knows it.
+    fn link(&self, id: u64) -> Option<Arc<dyn PeerLink>>;
+    /// Ids of the peers this node can try to reach, ascending.
+    fn peers(&self) -> Vec<u64>;
+}
+
+/// A peer's gateway: where calls go.
+#[derive(Clone)]
+pub enum PeerGateway {
+    /// A gateway actor (remote through ractor_cluster, or this node's own).
+    Actor(ActorRef<GatewayMsg>),
+    /// A simulated link.
+    Link(Arc<dyn PeerLink>),
+}
+
+impl PeerGateway {
+    /// Sends `bytes` as `rpc` and waits up to `timeout` for the answer.
+    pub async fn call(
+        &self,
+        rpc: GatewayRpc,
+        bytes: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, PeerCallError> {
+        match self {
+            PeerGateway::Actor(actor) => {
+                match actor
+                    .call(move |port| rpc.message(bytes, port), Some(timeout))
+                    .await
+                {
+                    Ok(CallResult::Success(answer)) => Ok(answer),
+                    Ok(CallResult::Timeout) => Err(PeerCallError::Timeout),
+                    Ok(CallResult::SenderError) => {
+                        Err(PeerCallError::Failed("the gateway dropped the call".into()))
+                    }
+                    Err(e) => Err(PeerCallError::Failed(e.to_string())),
+                }
+            }
+            PeerGateway::Link(link) => link.call(rpc, bytes, timeout).await,
+        }
+    }
+}
+
+#[derive(Clone)]
+enum Lookup {
+    Groups { scope: String },
+    Links(Arc<dyn PeerLinks>),
+}
+
+/// Finds peers' gateways.
+#[derive(Clone)]
+pub struct Directory {
+    lookup: Lookup,
+}
+
+impl std::fmt::Debug for Directory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.lookup {
+            Lookup::Groups { scope } => write!(f, "Directory(groups {scope})"),
+            Lookup::Links(_) => write!(f, "Directory(links)"),
+        }
+    }
+}
+
+impl Directory {
+    /// The directory of cluster `cluster_name`, through ractor's process groups.
+    pub fn new(cluster_name: &str) -> Self {
+        Self {
+            lookup: Lookup::Groups {
+                scope: format!("agora:{cluster_name}"),
+            },
+        }
+    }
+
+    /// A directory over explicit links (the simulator).
+    pub fn with_links(links: Arc<dyn PeerLinks>) -> Self {
+        Self {
+            lookup: Lookup::Links(links),
+        }
+    }
+
+    /// The process-group scope (`None` over explicit links).
+    pub fn scope(&self) -> Option<String> {
+        match &self.lookup {
+            Lookup::Groups { scope } => Some(scope.clone()),
+            Lookup::Links(_) => None,
+        }
     }
 
     /// The process group of node `id`'s gateway.
@@ -33,20 +191,28 @@ impl Directory {
     /// Ids of the peers whose gateways are connected now (nodes that joined after this one
     /// started included).
     pub fn connected_peers(&self) -> Vec<u64> {
-        let mut ids: Vec<u64> = ractor::pg::which_scoped_groups(&self.scope)
-            .iter()
-            .filter_map(|g| g.strip_prefix("gateway:")?.parse().ok())
-            .filter(|id| self.gateway(*id).is_some())
-            .collect();
-        ids.sort_unstable();
-        ids
+        match &self.lookup {
+            Lookup::Groups { scope } => {
+                let mut ids: Vec<u64> = ractor::pg::which_scoped_groups(scope)
+                    .iter()
+                    .filter_map(|g| g.strip_prefix("gateway:")?.parse().ok())
+                    .filter(|id| self.gateway(*id).is_some())
+                    .collect();
+                ids.sort_unstable();
+                ids
+            }
+            Lookup::Links(links) => links.peers(),
+        }
     }
 
-    /// Node `id`'s gateway, if it is connected (a remote actor for a peer).
-    pub fn gateway(&self, id: u64) -> Option<ActorRef<GatewayMsg>> {
-        ractor::pg::get_scoped_members(&self.scope, &Self::group(id))
-            .into_iter()
-            .find(|cell| !cell.get_id().is_local())
-            .map(ActorRef::from)
+    /// Node `id`'s gateway, if it is connected.
+    pub fn gateway(&self, id: u64) -> Option<PeerGateway> {
+        match &self.lookup {
+            Lookup::Groups { scope } => ractor::pg::get_scoped_members(scope, &Self::group(id))
+                .into_iter()
+                .find(|cell| !cell.get_id().is_local())
+                .map(|cell| PeerGateway::Actor(ActorRef::from(cell))),
+            Lookup::Links(links) => links.link(id).map(PeerGateway::Link),
+        }
     }
 }

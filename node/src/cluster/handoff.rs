@@ -7,8 +7,8 @@
 //! before the move is agreed, the shard thaws and stays here.
 
 use super::directory::Directory;
+use super::directory::GatewayRpc;
 use super::envelope::{decode, encode};
-use super::gateway::GatewayMsg;
 use super::raft::{MapCommand, Raft};
 use super::router::Router;
 use super::shard_map::SharedShardMap;
@@ -16,8 +16,9 @@ use crate::runtime::entity::EntityMsg;
 use crate::runtime::region::Region;
 use crate::store::{ShardData, WriteOp, Writer};
 use serde::{Deserialize, Serialize};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 /// How long a move waits for the agreed map to show the new owner.
 const AGREEMENT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -111,7 +112,7 @@ impl Handoff {
     async fn call(
         &self,
         node: u64,
-        make: fn(Vec<u8>, ractor::RpcReplyPort<Vec<u8>>) -> GatewayMsg,
+        rpc: GatewayRpc,
         bytes: Vec<u8>,
         timeout: Duration,
     ) -> Result<Vec<u8>, MoveError> {
@@ -119,7 +120,8 @@ impl Handoff {
             .directory
             .gateway(node)
             .ok_or_else(|| MoveError::Failed(format!("node {node} is not connected")))?;
-        ractor::call_t!(gw, make, timeout.as_millis() as u64, bytes)
+        gw.call(rpc, bytes, timeout)
+            .await
             .map_err(|e| MoveError::Failed(format!("node {node}: {e}")))
     }
 
@@ -153,7 +155,7 @@ impl Handoff {
                     let reply = self
                         .call(
                             leader,
-                            GatewayMsg::Propose,
+                            GatewayRpc::Propose,
                             bytes.clone(),
                             Duration::from_secs(5),
                         )
@@ -259,7 +261,7 @@ impl Handoff {
         let rows = data.rows();
         let bytes = encode(&(data, epoch + 1)).map_err(|e| MoveError::Failed(e.to_string()))?;
         let reply = self
-            .call(to, GatewayMsg::InstallShard, bytes, Duration::from_secs(30))
+            .call(to, GatewayRpc::InstallShard, bytes, Duration::from_secs(30))
             .await?;
         decode::<Result<(), String>>(&reply)
             .map_err(|e| MoveError::Failed(e.to_string()))?
@@ -441,7 +443,7 @@ impl Handoff {
             let answer = match self
                 .call(
                     target,
-                    GatewayMsg::Join,
+                    GatewayRpc::Join,
                     bytes.clone(),
                     Duration::from_secs(20),
                 )
@@ -505,7 +507,7 @@ impl Handoff {
             let reply = self
                 .call(
                     from,
-                    GatewayMsg::RequestMove,
+                    GatewayRpc::RequestMove,
                     bytes,
                     Duration::from_secs(60),
                 )

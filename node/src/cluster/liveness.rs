@@ -3,8 +3,8 @@
 //! The router fails fast for shards of a down node instead of waiting for a call timeout.
 
 use super::directory::Directory;
+use super::directory::GatewayRpc;
 use super::envelope::encode;
-use super::gateway::GatewayMsg;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -63,7 +63,11 @@ impl Liveness {
                     let heard = heard.clone();
                     tokio::spawn(async move {
                         let Ok(ask) = encode(&u64::MAX) else { return };
-                        if ractor::call_t!(gw, GatewayMsg::CatalogSince, 1_000, ask).is_ok() {
+                        if gw
+                            .call(GatewayRpc::CatalogSince, ask, Duration::from_secs(1))
+                            .await
+                            .is_ok()
+                        {
                             if let Ok(mut h) = heard.lock() {
                                 h.insert(peer, Instant::now());
                             }

@@ -2,11 +2,10 @@
 //! region, or a peer's gateway in an envelope. A shard whose owner is unreachable answers
 //! `Unavailable` at once (the edge turns it into 503 with `Retry-After`), never a hang.
 
-use super::directory::Directory;
+use super::directory::{Directory, GatewayRpc, PeerCallError};
 use super::envelope::{
     decode, encode, Envelope, Payload, ReplyPayload, WireReply, ENVELOPE_VERSION,
 };
-use super::gateway::GatewayMsg;
 use super::shard_map::SharedShardMap;
 use crate::runtime::entity::BatchResults;
 use crate::runtime::region::Region;
@@ -102,16 +101,13 @@ impl Router {
         };
         let bytes = encode(&env)?;
         metrics::counter!("agora_cluster_remote_calls_total").increment(1);
-        let answer = ractor::call_t!(
-            gateway,
-            GatewayMsg::Deliver,
-            self.call_timeout.as_millis() as u64,
-            bytes
-        )
-        .map_err(|e| match e {
-            ractor::RactorErr::Timeout => AskError::Timeout,
-            e => AskError::Unavailable(format!("node {owner}: {e}")),
-        })?;
+        let answer = gateway
+            .call(GatewayRpc::Deliver, bytes, self.call_timeout)
+            .await
+            .map_err(|e| match e {
+                PeerCallError::Timeout => AskError::Timeout,
+                e => AskError::Unavailable(format!("node {owner}: {e}")),
+            })?;
         decode::<WireReply>(&answer)?
     }
 

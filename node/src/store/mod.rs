@@ -10,7 +10,7 @@ use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefiniti
 use std::path::Path;
 use std::sync::Arc;
 
-pub use writer::{CommitProgress, WriteOp, Writer};
+pub use writer::{CommitProgress, StorageExecutor, WriteOp, Writer};
 
 /// Entity records: entity key → `EntityRecord`.
 pub const ENTITIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("entities");
@@ -77,6 +77,18 @@ impl Store {
         let db = redb::Database::builder()
             .set_cache_size(256 * 1024 * 1024)
             .create(path)?;
+        Self::with_tables(db)
+    }
+
+    /// Opens (or creates) the database on `backend` (the simulator's disk) and its tables.
+    pub fn open_backend(backend: impl redb::StorageBackend) -> Result<Self, StoreError> {
+        let db = redb::Database::builder()
+            .set_cache_size(16 * 1024 * 1024)
+            .create_with_backend(backend)?;
+        Self::with_tables(db)
+    }
+
+    fn with_tables(db: redb::Database) -> Result<Self, StoreError> {
         let tx = db.begin_write()?;
         tx.open_table(ENTITIES)?;
         tx.open_table(OUTBOX)?;

@@ -10,9 +10,9 @@ use agora_actors::host::EntityState;
 use agora_actors::{EntityRef, OutboxMessage};
 use redb::{Durability, ReadableDatabase, ReadableTable};
 use std::collections::HashMap;
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
+use tokio::sync::mpsc;
 use tokio::sync::{oneshot, watch};
 
 /// Most operations folded into one transaction.
@@ -137,7 +137,21 @@ pub type CommittedOutbox = Vec<(Vec<u8>, OutboxMessage)>;
 
 struct Submit {
     next_ticket: u64,
-    tx: mpsc::Sender<(u64, WriteOp)>,
+    tx: mpsc::UnboundedSender<(u64, WriteOp)>,
+}
+
+/// Where the writer runs: the storage executor seam.
+#[derive(Clone, Default)]
+pub enum StorageExecutor {
+    /// Its own OS thread (production): commits never block the async workers.
+    #[default]
+    Thread,
+    /// A task on the current runtime, committing inline (the simulator), waiting `latency()`
+    /// after each commit as the disk's time.
+    Inline {
+        /// The simulated time one commit takes.
+        latency: Arc<dyn Fn() -> std::time::Duration + Send + Sync>,
+    },
 }
 
 /// The handle through which actors submit changes.
@@ -156,7 +170,17 @@ impl Writer {
         relay: tokio::sync::mpsc::UnboundedSender<CommittedOutbox>,
         listeners: Vec<Arc<dyn CommitListener>>,
     ) -> Result<Self, StoreError> {
-        let (tx, rx) = mpsc::channel();
+        Self::start_on(store, relay, listeners, StorageExecutor::Thread)
+    }
+
+    /// Starts the writer on `executor`.
+    pub fn start_on(
+        store: Store,
+        relay: tokio::sync::mpsc::UnboundedSender<CommittedOutbox>,
+        listeners: Vec<Arc<dyn CommitListener>>,
+        executor: StorageExecutor,
+    ) -> Result<Self, StoreError> {
+        let (tx, rx) = mpsc::unbounded_channel();
         let (progress_tx, progress) = watch::channel(CommitProgress::default());
         let listeners = Arc::new(listeners);
         let next_outbox = {
@@ -177,7 +201,7 @@ impl Writer {
             let last = t.last()?.map(|(k, _)| k.value());
             last.map_or(1, |k| k + 1)
         };
-        let mut thread = WriterThread {
+        let thread = WriterThread {
             store: store.clone(),
             rx,
             progress: progress_tx,
@@ -187,10 +211,23 @@ impl Writer {
             next_dead,
             epochs: HashMap::new(),
         };
-        std::thread::Builder::new()
-            .name("agora-writer".into())
-            .spawn(move || thread.run())
-            .map_err(|e| StoreError::Redb(format!("cannot start the writer thread: {e}")))?;
+        match executor {
+            StorageExecutor::Thread => {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_time()
+                    .build()
+                    .map_err(|e| StoreError::Redb(format!("cannot start the writer: {e}")))?;
+                std::thread::Builder::new()
+                    .name("agora-writer".into())
+                    .spawn(move || rt.block_on(thread.run(None)))
+                    .map_err(|e| {
+                        StoreError::Redb(format!("cannot start the writer thread: {e}"))
+                    })?;
+            }
+            StorageExecutor::Inline { latency } => {
+                tokio::spawn(async move { thread.run(Some(latency)).await });
+            }
+        }
         Ok(Self {
             store,
             submit: Arc::new(Mutex::new(Submit { next_ticket: 1, tx })),
@@ -268,7 +305,7 @@ enum Done {
 
 struct WriterThread {
     store: Store,
-    rx: mpsc::Receiver<(u64, WriteOp)>,
+    rx: mpsc::UnboundedReceiver<(u64, WriteOp)>,
     progress: watch::Sender<CommitProgress>,
     relay: tokio::sync::mpsc::UnboundedSender<CommittedOutbox>,
     listeners: Arc<Vec<Arc<dyn CommitListener>>>,
@@ -289,19 +326,22 @@ impl WriterThread {
     /// Takes the next batch: everything pending, up to `MAX_BATCH`. Deleting delivered outbox
     /// rows needs no fsync of its own (a lost delete only means a deduplicated redelivery),
     /// so acks ride along with the next batch that commits anyway, or go after `ACK_FLUSH`.
-    fn next_batch(&mut self, deferred_acks: &mut Vec<Vec<u8>>) -> Option<Vec<(u64, WriteOp)>> {
+    async fn next_batch(
+        &mut self,
+        deferred_acks: &mut Vec<Vec<u8>>,
+    ) -> Option<Vec<(u64, WriteOp)>> {
         let first = if deferred_acks.is_empty() {
-            self.rx.recv().ok()?
+            self.rx.recv().await?
         } else {
-            match self.rx.recv_timeout(ACK_FLUSH) {
-                Ok(op) => op,
-                Err(mpsc::RecvTimeoutError::Timeout) => {
+            match tokio::time::timeout(ACK_FLUSH, self.rx.recv()).await {
+                Ok(Some(op)) => op,
+                Err(_elapsed) => {
                     return Some(vec![(
                         0,
                         WriteOp::OutboxAcked(std::mem::take(deferred_acks)),
                     )])
                 }
-                Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+                Ok(None) => return None,
             }
         };
         let mut batch = vec![first];
@@ -328,16 +368,20 @@ impl WriterThread {
         Some(kept)
     }
 
-    fn run(&mut self) {
+    async fn run(mut self, latency: Option<Arc<dyn Fn() -> std::time::Duration + Send + Sync>>) {
         let mut deferred_acks = Vec::new();
-        while let Some(batch) = self.next_batch(&mut deferred_acks) {
+        while let Some(batch) = self.next_batch(&mut deferred_acks).await {
             if batch.is_empty() {
                 continue;
             }
             let max_ticket = batch.iter().map(|(t, _)| *t).max().unwrap_or(0);
             let size = batch.len();
             let started = Instant::now();
-            match self.commit(batch) {
+            let committed = self.commit(batch);
+            if let Some(latency) = &latency {
+                tokio::time::sleep(latency()).await;
+            }
+            match committed {
                 Ok(r) => {
                     if r.wrote {
                         metrics::counter!("agora_store_commits_total").increment(1);

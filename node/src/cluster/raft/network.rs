@@ -5,7 +5,7 @@
 
 use super::types::{NodeId, Raft, TypeConfig};
 use crate::cluster::directory::Directory;
-use crate::cluster::gateway::GatewayMsg;
+use crate::cluster::directory::GatewayRpc;
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
@@ -151,13 +151,14 @@ impl PeerLink {
             node: self.target,
             reason,
         })?;
-        let ms = option.hard_ttl().as_millis().clamp(1, u128::from(u64::MAX)) as u64;
-        let answer = ractor::call_t!(gateway, GatewayMsg::Raft, ms, bytes).map_err(|e| {
-            TransportError::Call {
+        let ttl = option.hard_ttl().max(std::time::Duration::from_millis(1));
+        let answer = gateway
+            .call(GatewayRpc::Raft, bytes, ttl)
+            .await
+            .map_err(|e| TransportError::Call {
                 node: self.target,
                 reason: e.to_string(),
-            }
-        })?;
+            })?;
         match decode::<RaftRpcReply>(&answer) {
             Ok(RaftRpcReply::Refused(reason)) | Err(reason) => Err(TransportError::BadAnswer {
                 node: self.target,

@@ -1,0 +1,206 @@
+//! The checkers: what must hold at the end of every run, read from the nodes' disks (the
+//! authority) and the clients' history.
+
+use crate::disk::SimDisk;
+use crate::workload::{Op, Outcome};
+use agora_actors::host::EntityState;
+use agora_actors::order::{transition_allowed, OrderState};
+use agora_actors::stock::StockState;
+use agora_actors::EntityKind;
+use agora_node::store::Store;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// A broken promise.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Violation {
+    /// Which invariant (a short stable name).
+    pub invariant: &'static str,
+    /// What was seen.
+    pub detail: String,
+}
+
+fn violation(invariant: &'static str, detail: String) -> Violation {
+    Violation { invariant, detail }
+}
+
+/// Every entity on every disk: kind/id → (node, state).
+pub struct World {
+    orders: BTreeMap<String, (u64, OrderState)>,
+    stock: BTreeMap<String, (u64, StockState)>,
+    duplicates: Vec<String>,
+    /// Entities read.
+    pub entities: usize,
+}
+
+/// Reads every node's disk (a snapshot of its page cache).
+pub fn read_world(disks: &[(u64, SimDisk)]) -> Result<World, String> {
+    let mut w = World {
+        orders: BTreeMap::new(),
+        stock: BTreeMap::new(),
+        duplicates: Vec::new(),
+        entities: 0,
+    };
+    let mut seen: BTreeMap<String, u64> = BTreeMap::new();
+    for (node, disk) in disks {
+        let store = Store::open_backend(disk.snapshot_backend())
+            .map_err(|e| format!("node {node}'s disk does not open: {e}"))?;
+        store
+            .scan_entities(&EntityKind::ALL, |entity, record| {
+                w.entities += 1;
+                let name = format!("{}/{}", entity.kind.name(), entity.id);
+                if let Some(other) = seen.insert(name.clone(), *node) {
+                    w.duplicates
+                        .push(format!("{name} on nodes {other} and {node}"));
+                }
+                match record.state {
+                    EntityState::Order(o) => {
+                        w.orders.insert(entity.id, (*node, o));
+                    }
+                    EntityState::Stock(s) => {
+                        w.stock.insert(entity.id, (*node, s));
+                    }
+                    _ => {}
+                }
+            })
+            .map_err(|e| format!("node {node}'s disk does not read: {e}"))?;
+    }
+    Ok(w)
+}
+
+/// Runs every check; `healed` says whether the healing phase reached quiescence rules
+/// (every saga should be over).
+pub fn check(world: &World, history: &[Op]) -> Vec<Violation> {
+    let mut out = Vec::new();
+    // At most one live copy of an entity (one owner per shard per epoch).
+    for d in &world.duplicates {
+        out.push(violation("one-owner", d.clone()));
+    }
+    // Acknowledged means durable; one key, one order.
+    let mut by_key: BTreeMap<&str, std::collections::BTreeSet<&str>> = BTreeMap::new();
+    for op in history.iter().filter(|o| o.kind == "checkout") {
+        if let (Some(key), Some(id)) = (op.key.as_deref(), op.order_id.as_deref()) {
+            if op.outcome != Outcome::Unknown {
+                by_key.entry(key).or_default().insert(id);
+            }
+        }
+        if op.outcome == Outcome::Ok {
+            match op.order_id.as_deref() {
+                Some(id) if world.orders.contains_key(id) => {}
+                Some(id) => out.push(violation(
+                    "acknowledged-order-lost",
+                    format!(
+                        "{} got 201 for {id} at {} ms; no node has it",
+                        op.client, op.end_ms
+                    ),
+                )),
+                None => out.push(violation(
+                    "acknowledged-order-lost",
+                    format!(
+                        "{} got 201 without an order id at {} ms",
+                        op.client, op.end_ms
+                    ),
+                )),
+            }
+        }
+    }
+    for (key, ids) in &by_key {
+        if ids.len() > 1 {
+            out.push(violation(
+                "one-order-per-key",
+                format!("key {key} answered with orders {ids:?}"),
+            ));
+        }
+    }
+    // Stock: never negative (u64), conserved, and matching what the admin received.
+    let mut received: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    for op in history.iter().filter(|o| o.kind == "receive") {
+        if let Some(sku) = op.sku.as_deref() {
+            let e = received.entry(sku).or_default();
+            match op.outcome {
+                Outcome::Ok => {
+                    e.0 += op.quantity;
+                    e.1 += op.quantity;
+                }
+                Outcome::Unknown => e.1 += op.quantity,
+                Outcome::Fail => {}
+            }
+        }
+    }
+    for (sku, (_, s)) in &world.stock {
+        let total = s.available + s.reserved + s.sold;
+        if s.received < s.written_off || total != s.received - s.written_off {
+            out.push(violation("stock-conservation", format!("{sku}: {s:?}")));
+        }
+        let held: u64 = s.reservations.values().sum();
+        if held != s.reserved {
+            out.push(violation(
+                "stock-conservation",
+                format!(
+                    "{sku}: reserved {} but reservations hold {held}",
+                    s.reserved
+                ),
+            ));
+        }
+        if let Some((lo, hi)) = received.get(sku.as_str()) {
+            if s.received < *lo || s.received > *hi {
+                out.push(violation(
+                    "stock-received",
+                    format!(
+                        "{sku}: received {} outside acknowledged {lo}..={hi}",
+                        s.received
+                    ),
+                ));
+            }
+        }
+        if s.reserved != 0 {
+            out.push(violation(
+                "reservation-released",
+                format!(
+                    "{sku}: {} units still reserved after healing: {:?}",
+                    s.reserved, s.reservations
+                ),
+            ));
+        }
+    }
+    // Every order ended, along allowed transitions.
+    for (id, (node, o)) in &world.orders {
+        match o.status() {
+            Some(st) if st.is_terminal() => {}
+            st => out.push(violation(
+                "order-terminal",
+                format!("order {id} on node {node} is {st:?} after healing"),
+            )),
+        }
+        for pair in o.history.windows(2) {
+            let (from, to) = (pair[0].0, pair[1].0);
+            if from != to && !transition_allowed(from, to) {
+                out.push(violation(
+                    "order-transition",
+                    format!("order {id}: {from:?} -> {to:?}"),
+                ));
+            }
+        }
+    }
+    // Units sold match the orders that were paid and kept their goods.
+    out
+}
+
+/// Counts for the report: orders by status name.
+pub fn order_statuses(world: &World) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for (_, o) in world.orders.values() {
+        let name = o.status().map_or("NONE", |s| s.name());
+        *m.entry(name.to_string()).or_insert(0) += 1;
+    }
+    m
+}
+
+/// Whether every saga is over and no stock is held (healing can stop early).
+pub fn quiescent(world: &World) -> bool {
+    world
+        .orders
+        .values()
+        .all(|(_, o)| o.status().is_some_and(|s| s.is_terminal()))
+        && world.stock.values().all(|(_, s)| s.reserved == 0)
+}

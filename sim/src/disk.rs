@@ -1,0 +1,324 @@
+//! The simulated disk behind redb's `StorageBackend`. The harness owns it, so it outlives the
+//! node that uses it: a node killed and restarted finds what a real disk would hold.
+//!
+//! Writes land in the "page cache" (`current`) and are remembered as pending until a sync
+//! makes them durable. A process kill keeps the page cache; a power loss keeps only what was
+//! synced plus a random subset of pending writes, each possibly torn at sector size. Writes
+//! and syncs can fail with EIO or ENOSPC when the fault plan says so. A frozen disk ignores
+//! every change: the harness freezes it before a host dies, so the database's clean close on
+//! drop cannot write what a crash would not have written.
+
+use crate::seed::Stream;
+use rand::Rng;
+use redb::backends::InMemoryBackend;
+use redb::StorageBackend;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Sector size: the unit a torn write is cut at.
+pub const SECTOR: usize = 512;
+
+/// Failure rates for one disk (per operation).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct DiskFaults {
+    /// Chance a write or sync fails with EIO.
+    pub eio: f64,
+    /// Chance a write that grows the file fails with ENOSPC.
+    pub enospc: f64,
+}
+
+#[derive(Debug)]
+enum Pending {
+    Write { offset: u64, data: Vec<u8> },
+    SetLen(u64),
+}
+
+#[derive(Debug)]
+struct DiskState {
+    /// What the OS would answer reads with (the page cache).
+    current: Vec<u8>,
+    /// What survives a power loss.
+    durable: Vec<u8>,
+    /// Writes since the last sync, in order.
+    pending: Vec<Pending>,
+    frozen: bool,
+    faults: DiskFaults,
+    rng: Stream,
+    syncs: u64,
+    writes: u64,
+    failures: u64,
+}
+
+/// A disk shared by the harness and the node that mounts it.
+#[derive(Debug, Clone)]
+pub struct SimDisk {
+    state: Arc<Mutex<DiskState>>,
+}
+
+/// How a host died, for what its disk keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Death {
+    /// The process was killed: the page cache survives.
+    Kill,
+    /// The machine lost power: synced data survives, pending writes maybe, maybe torn.
+    PowerLoss,
+}
+
+fn io(kind: std::io::ErrorKind, what: &str) -> std::io::Error {
+    std::io::Error::new(kind, what.to_string())
+}
+
+fn apply(image: &mut Vec<u8>, op: &Pending) {
+    match op {
+        Pending::Write { offset, data } => {
+            let start = *offset as usize;
+            let end = start + data.len();
+            if image.len() < end {
+                image.resize(end, 0);
+            }
+            image[start..end].copy_from_slice(data);
+        }
+        Pending::SetLen(len) => image.resize(*len as usize, 0),
+    }
+}
+
+impl SimDisk {
+    /// An empty disk drawing its faults from `rng`.
+    pub fn new(rng: Stream) -> Self {
+        Self {
+            state: Arc::new(Mutex::new(DiskState {
+                current: Vec::new(),
+                durable: Vec::new(),
+                pending: Vec::new(),
+                frozen: false,
+                faults: DiskFaults::default(),
+                rng,
+                syncs: 0,
+                writes: 0,
+                failures: 0,
+            })),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, DiskState> {
+        // The simulation is single-threaded; a poisoned lock means a panic already failed
+        // the run, so carry on with the data as it is.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sets the failure rates.
+    pub fn set_faults(&self, faults: DiskFaults) {
+        self.lock().faults = faults;
+    }
+
+    /// Stops taking changes (the host is about to die).
+    pub fn freeze(&self) {
+        self.lock().frozen = true;
+    }
+
+    /// Applies what `death` keeps and takes changes again (the host is about to restart).
+    pub fn recover(&self, death: Death) {
+        let mut s = self.lock();
+        if death == Death::PowerLoss {
+            let pending = std::mem::take(&mut s.pending);
+            let mut image = s.durable.clone();
+            for op in &pending {
+                match s.rng.random_range(0..3u8) {
+                    0 => {} // never reached the platter
+                    1 => apply(&mut image, op),
+                    _ => {
+                        // Torn: a prefix of whole sectors made it.
+                        if let Pending::Write { offset, data } = op {
+                            let sectors = data.len().div_ceil(SECTOR);
+                            let kept = s.rng.random_range(0..=sectors) * SECTOR;
+                            let cut = kept.min(data.len());
+                            apply(
+                                &mut image,
+                                &Pending::Write {
+                                    offset: *offset,
+                                    data: data[..cut].to_vec(),
+                                },
+                            );
+                        }
+                    }
+                }
+            }
+            s.current = image.clone();
+            s.durable = image;
+        }
+        s.frozen = false;
+    }
+
+    /// A backend for redb on this disk.
+    pub fn backend(&self) -> SimBackend {
+        SimBackend { disk: self.clone() }
+    }
+
+    /// A copy of the page cache opened as a read-only-in-spirit database (for the checkers).
+    pub fn snapshot_backend(&self) -> InMemoryBackend {
+        let image = self.lock().current.clone();
+        let b = InMemoryBackend::new();
+        // Writing into a fresh in-memory backend cannot fail.
+        let _ = b.set_len(image.len() as u64);
+        let _ = b.write(0, &image);
+        b
+    }
+
+    /// Hash of the page cache (part of the trace).
+    pub fn digest(&self) -> u64 {
+        xxhash_rust::xxh3::xxh3_64(&self.lock().current)
+    }
+
+    /// (writes, syncs, injected failures) so far.
+    pub fn counters(&self) -> (u64, u64, u64) {
+        let s = self.lock();
+        (s.writes, s.syncs, s.failures)
+    }
+}
+
+/// redb's view of a `SimDisk`.
+#[derive(Debug)]
+pub struct SimBackend {
+    disk: SimDisk,
+}
+
+impl SimBackend {
+    fn fail(s: &mut DiskState, grows: bool) -> Option<std::io::Error> {
+        let DiskFaults { eio, enospc } = s.faults;
+        if eio > 0.0 && s.rng.random_bool(eio.min(1.0)) {
+            s.failures += 1;
+            return Some(io(std::io::ErrorKind::Other, "EIO (simulated)"));
+        }
+        if grows && enospc > 0.0 && s.rng.random_bool(enospc.min(1.0)) {
+            s.failures += 1;
+            return Some(io(std::io::ErrorKind::StorageFull, "ENOSPC (simulated)"));
+        }
+        None
+    }
+}
+
+impl StorageBackend for SimBackend {
+    fn len(&self) -> Result<u64, std::io::Error> {
+        Ok(self.disk.lock().current.len() as u64)
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
+        let s = self.disk.lock();
+        let start = offset as usize;
+        let end = start + out.len();
+        if end > s.current.len() {
+            return Err(io(std::io::ErrorKind::UnexpectedEof, "read past the end"));
+        }
+        out.copy_from_slice(&s.current[start..end]);
+        Ok(())
+    }
+
+    fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+        let mut s = self.disk.lock();
+        if s.frozen {
+            return Ok(());
+        }
+        let grows = len as usize > s.current.len();
+        if let Some(e) = Self::fail(&mut s, grows) {
+            return Err(e);
+        }
+        let op = Pending::SetLen(len);
+        apply(&mut s.current, &op);
+        s.pending.push(op);
+        Ok(())
+    }
+
+    fn sync_data(&self) -> Result<(), std::io::Error> {
+        let mut s = self.disk.lock();
+        if s.frozen {
+            return Ok(());
+        }
+        if let Some(e) = Self::fail(&mut s, false) {
+            return Err(e);
+        }
+        let pending = std::mem::take(&mut s.pending);
+        for op in &pending {
+            apply(&mut s.durable, op);
+        }
+        s.syncs += 1;
+        Ok(())
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+        let mut s = self.disk.lock();
+        if s.frozen {
+            return Ok(());
+        }
+        let grows = offset as usize + data.len() > s.current.len();
+        if let Some(e) = Self::fail(&mut s, grows) {
+            return Err(e);
+        }
+        let op = Pending::Write {
+            offset,
+            data: data.to_vec(),
+        };
+        apply(&mut s.current, &op);
+        s.pending.push(op);
+        s.writes += 1;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn disk() -> SimDisk {
+        SimDisk::new(Stream::new(7, "disk-test"))
+    }
+
+    #[test]
+    fn a_kill_keeps_unsynced_writes_and_a_power_loss_keeps_synced_ones() {
+        let d = disk();
+        let b = d.backend();
+        b.write(0, &[1; 1024]).unwrap();
+        b.sync_data().unwrap();
+        b.write(0, &[2; 1024]).unwrap();
+        d.freeze();
+        b.write(0, &[3; 1024]).unwrap();
+        d.recover(Death::Kill);
+        let mut out = [0u8; 1024];
+        b.read(0, &mut out).unwrap();
+        assert_eq!(
+            out, [2; 1024],
+            "the page cache survives a kill; frozen writes do not"
+        );
+        d.freeze();
+        d.recover(Death::PowerLoss);
+        b.read(0, &mut out).unwrap();
+        // Each sector is either the synced 1s or the pending 2s, in a prefix.
+        let first_one = out.iter().position(|&x| x == 1).unwrap_or(1024);
+        assert!(out[..first_one].iter().all(|&x| x == 2));
+        assert!(out[first_one..].iter().all(|&x| x == 1));
+        assert_eq!(first_one % SECTOR, 0, "torn at a sector boundary");
+    }
+
+    #[test]
+    fn redb_reopens_what_it_committed_after_a_power_loss() {
+        use redb::ReadableDatabase;
+        let d = disk();
+        const T: redb::TableDefinition<u64, u64> = redb::TableDefinition::new("t");
+        {
+            let db = redb::Database::builder()
+                .create_with_backend(d.backend())
+                .unwrap();
+            let tx = db.begin_write().unwrap();
+            tx.open_table(T).unwrap().insert(1, 10).unwrap();
+            tx.commit().unwrap();
+            d.freeze();
+        }
+        d.recover(Death::PowerLoss);
+        let db = redb::Database::builder()
+            .create_with_backend(d.backend())
+            .unwrap();
+        let tx = db.begin_read().unwrap();
+        assert_eq!(
+            tx.open_table(T).unwrap().get(1).unwrap().unwrap().value(),
+            10
+        );
+    }
+}

@@ -1,0 +1,196 @@
+//! Faults drawn from the seed by profile, scheduled up front so a run's plan is an artifact
+//! that can be printed, replayed and shrunk.
+
+use crate::seed::Stream;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+/// Which faults a run draws.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+pub enum Profile {
+    /// No faults: the workload alone.
+    None,
+    /// Latency spikes, link flaps, symmetric and one-way partitions.
+    Net,
+    /// Node kills and power losses, with restarts.
+    Crash,
+    /// Disk errors (EIO, ENOSPC) and slow disks.
+    Disk,
+    /// Clock skew and jumps.
+    Clock,
+    /// A random mix of all of the above.
+    Swarm,
+}
+
+/// One fault.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Fault {
+    /// Cut the link between two nodes both ways.
+    Partition(u64, u64),
+    /// Cut the link from one node to another only.
+    PartitionOneWay(u64, u64),
+    /// Restore the link between two nodes.
+    Repair(u64, u64),
+    /// Raise the network's maximum message latency (ms).
+    Latency(u64),
+    /// Kill a node's process.
+    Kill(u64),
+    /// Cut a node's power.
+    PowerLoss(u64),
+    /// Start a dead node again.
+    Restart(u64),
+    /// Set a node's clock skew (ms, may be negative).
+    Skew(u64, i64),
+    /// Make a node's disk fail: per-mille chances of EIO and ENOSPC.
+    DiskErrors(u64, u32, u32),
+    /// Make a node's disk slow: commit latency range in µs.
+    DiskSlow(u64, u64, u64),
+}
+
+/// A fault and when it happens (virtual ms since the start).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Scheduled {
+    /// When.
+    pub at_ms: u64,
+    /// What.
+    pub fault: Fault,
+}
+
+/// Draws the fault plan of `profile` for nodes `ids` over `[start_ms, end_ms)`.
+pub fn plan(
+    seed: u64,
+    profile: Profile,
+    ids: &[u64],
+    start_ms: u64,
+    end_ms: u64,
+) -> Vec<Scheduled> {
+    let mut rng = Stream::new(seed, "faults");
+    let mut out = Vec::new();
+    if profile == Profile::None || ids.is_empty() {
+        return out;
+    }
+    let kinds: Vec<Profile> = match profile {
+        Profile::Swarm => {
+            let all = [Profile::Net, Profile::Crash, Profile::Disk, Profile::Clock];
+            let picked: Vec<Profile> = all.into_iter().filter(|_| rng.random_bool(0.6)).collect();
+            if picked.is_empty() {
+                vec![Profile::Crash]
+            } else {
+                picked
+            }
+        }
+        p => vec![p],
+    };
+    let mut t = start_ms;
+    while t < end_ms {
+        t += rng.random_range(1_500..6_000);
+        if t >= end_ms {
+            break;
+        }
+        let kind = kinds[rng.random_range(0..kinds.len())];
+        let node = ids[rng.random_range(0..ids.len())];
+        let other = ids[rng.random_range(0..ids.len())];
+        let lasting = rng.random_range(800..5_000);
+        let back = (t + lasting).min(end_ms);
+        match kind {
+            Profile::Net => match rng.random_range(0..3u8) {
+                0 if node != other => {
+                    out.push(Scheduled {
+                        at_ms: t,
+                        fault: Fault::Partition(node, other),
+                    });
+                    out.push(Scheduled {
+                        at_ms: back,
+                        fault: Fault::Repair(node, other),
+                    });
+                }
+                1 if node != other => {
+                    out.push(Scheduled {
+                        at_ms: t,
+                        fault: Fault::PartitionOneWay(node, other),
+                    });
+                    out.push(Scheduled {
+                        at_ms: back,
+                        fault: Fault::Repair(node, other),
+                    });
+                }
+                _ => {
+                    out.push(Scheduled {
+                        at_ms: t,
+                        fault: Fault::Latency(rng.random_range(50..600)),
+                    });
+                    out.push(Scheduled {
+                        at_ms: back,
+                        fault: Fault::Latency(5),
+                    });
+                }
+            },
+            Profile::Crash => {
+                let death = if rng.random_bool(0.5) {
+                    Fault::Kill(node)
+                } else {
+                    Fault::PowerLoss(node)
+                };
+                out.push(Scheduled {
+                    at_ms: t,
+                    fault: death,
+                });
+                out.push(Scheduled {
+                    at_ms: back,
+                    fault: Fault::Restart(node),
+                });
+            }
+            Profile::Disk => {
+                if rng.random_bool(0.5) {
+                    let eio = rng.random_range(1..30);
+                    let enospc = rng.random_range(0..20);
+                    out.push(Scheduled {
+                        at_ms: t,
+                        fault: Fault::DiskErrors(node, eio, enospc),
+                    });
+                    out.push(Scheduled {
+                        at_ms: back,
+                        fault: Fault::DiskErrors(node, 0, 0),
+                    });
+                } else {
+                    let hi = rng.random_range(2_000..50_000);
+                    out.push(Scheduled {
+                        at_ms: t,
+                        fault: Fault::DiskSlow(node, hi / 4, hi),
+                    });
+                    out.push(Scheduled {
+                        at_ms: back,
+                        fault: Fault::DiskSlow(node, 50, 400),
+                    });
+                }
+            }
+            Profile::Clock => {
+                let skew = rng.random_range(-30_000i64..30_000);
+                out.push(Scheduled {
+                    at_ms: t,
+                    fault: Fault::Skew(node, skew),
+                });
+                out.push(Scheduled {
+                    at_ms: back,
+                    fault: Fault::Skew(node, 0),
+                });
+            }
+            Profile::None | Profile::Swarm => {}
+        }
+    }
+    out.sort_by_key(|s| s.at_ms);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_plan_is_a_function_of_the_seed() {
+        let a = plan(9, Profile::Swarm, &[1, 2, 3], 5_000, 60_000);
+        assert_eq!(a, plan(9, Profile::Swarm, &[1, 2, 3], 5_000, 60_000));
+        assert_ne!(a, plan(10, Profile::Swarm, &[1, 2, 3], 5_000, 60_000));
+        assert!(plan(9, Profile::None, &[1, 2, 3], 5_000, 60_000).is_empty());
+    }
+}

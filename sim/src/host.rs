@@ -1,0 +1,193 @@
+//! A node on a turmoil host: the production node code started through `start_with` on the
+//! simulator's seams (clock, randomness, disk, storage executor, network, listeners).
+
+use crate::disk::SimDisk;
+use crate::net::{node_host, serve_gateway, serve_http, SimLinks, HTTP_PORT};
+use crate::seed::{SeededRandom, Stream};
+use agora_actors::notify::MemorySink;
+use agora_actors::seams::Clock;
+use agora_cluster_config::cluster::NodeEntry;
+use agora_cluster_config::NodeSettings;
+use agora_http_edge::BlockingPool;
+use agora_node::cluster::Membership;
+use agora_node::node::{start_with, ClusterSpec, NodeEnv, PeerNetwork, Secrets, Serving};
+use agora_node::store::{StorageExecutor, Store};
+use rand::Rng;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The cluster's name in the simulation.
+pub const CLUSTER: &str = "agora-sim";
+/// The admin's password in the simulation.
+pub const ADMIN_PASSWORD: &str = "sim-admin-password-0001";
+/// The admin's email (seeded by the first node).
+pub const ADMIN_EMAIL: &str = "admin@agora.local";
+/// Shards of the simulated cluster.
+pub const SHARDS: u32 = 12;
+/// Reservation time of the simulated shop (short, so sagas end within a run).
+pub const RESERVATION_TTL_MS: u64 = 20_000;
+
+/// Virtual wall-clock time of a host, with the skew the fault plan gives it.
+#[derive(Debug, Clone)]
+pub struct SimClock {
+    skew_ms: Arc<AtomicI64>,
+}
+
+impl Clock for SimClock {
+    fn now_ms(&self) -> u64 {
+        let base = turmoil::since_epoch().map_or(0, |d| d.as_millis() as i64);
+        (base + self.skew_ms.load(Ordering::Relaxed)).max(0) as u64
+    }
+}
+
+/// Runs blocking work inline: the simulation has one thread and virtual time.
+struct InlineBlocking;
+
+impl BlockingPool for InlineBlocking {
+    fn run(&self, job: Box<dyn FnOnce() + Send>) {
+        job()
+    }
+}
+
+/// What the harness keeps per node across its restarts.
+#[derive(Clone)]
+pub struct NodeSlot {
+    /// Node id.
+    pub id: u64,
+    /// Its disk.
+    pub disk: SimDisk,
+    /// Clock skew in ms (clock faults).
+    pub skew_ms: Arc<AtomicI64>,
+    /// How many times it started.
+    pub starts: Arc<AtomicU32>,
+    /// Disk latency range in µs (disk faults widen it).
+    pub disk_latency_us: Arc<Mutex<(u64, u64)>>,
+}
+
+impl NodeSlot {
+    /// A fresh node `id` of run `seed`.
+    pub fn new(seed: u64, id: u64) -> Self {
+        Self {
+            id,
+            disk: SimDisk::new(Stream::new(seed, &format!("disk-{id}"))),
+            skew_ms: Arc::default(),
+            starts: Arc::default(),
+            disk_latency_us: Arc::new(Mutex::new((50, 400))),
+        }
+    }
+}
+
+fn membership(me: u64, ids: &[u64]) -> Membership {
+    let nodes = ids
+        .iter()
+        .map(|id| {
+            let ip = turmoil::lookup(node_host(*id));
+            NodeEntry {
+                id: *id,
+                cluster_addr: SocketAddr::new(ip, crate::net::GATEWAY_PORT),
+                http_addr: SocketAddr::new(ip, HTTP_PORT),
+                admin_addr: SocketAddr::new(ip, 9090),
+                data_dir: format!("/sim/node-{id}").into(),
+            }
+        })
+        .collect();
+    Membership {
+        cluster_name: CLUSTER.into(),
+        me,
+        nodes,
+    }
+}
+
+/// The settings of a simulated node: short timers so sagas finish inside a run.
+pub fn settings(id: u64) -> NodeSettings {
+    NodeSettings {
+        data_dir: format!("/sim/node-{id}").into(),
+        shard_count: SHARDS,
+        passivate_after_ms: 15_000,
+        reservation_ttl_ms: RESERVATION_TTL_MS,
+        payment_timeout_ms: 8_000,
+        courier_leg_ms: 1_000,
+        gateway_min_latency_ms: 20,
+        gateway_max_latency_ms: 150,
+        seed_demo_catalog: false,
+        ..NodeSettings::default()
+    }
+}
+
+/// The host's software: start the node, serve its gateway, run until the store fails.
+pub async fn run_node(seed: u64, slot: NodeSlot, ids: Vec<u64>) -> turmoil::Result {
+    let start = slot.starts.fetch_add(1, Ordering::Relaxed);
+    let id = slot.id;
+    let store = match Store::open_backend(slot.disk.backend()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(node = id, error = %e, "store did not open; the node stays down");
+            return Ok(());
+        }
+    };
+    let latency_rng = Arc::new(Mutex::new(Stream::new(
+        seed,
+        &format!("disk-latency-{id}-{start}"),
+    )));
+    let range = slot.disk_latency_us.clone();
+    let latency = Arc::new(move || {
+        let (lo, hi) = *range.lock().unwrap_or_else(|p| p.into_inner());
+        let us = latency_rng
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .random_range(lo..=hi.max(lo));
+        Duration::from_micros(us)
+    });
+    let env = NodeEnv {
+        clock: Arc::new(SimClock {
+            skew_ms: slot.skew_ms.clone(),
+        }),
+        rng: Arc::new(SeededRandom::new(Stream::new(
+            seed,
+            &format!("node-{id}-{start}"),
+        ))),
+        store: Some(store),
+        executor: StorageExecutor::Inline { latency },
+        blocking: Arc::new(InlineBlocking),
+        network: PeerNetwork::Links(Arc::new(SimLinks::new(id, &ids))),
+        serving: Serving::Handover(Box::new(|shop, _admin| {
+            tokio::spawn(async move {
+                if let Err(e) = serve_http(shop).await {
+                    tracing::warn!(error = %e, "shop API stopped");
+                }
+            });
+        })),
+        sink: Some(Arc::new(MemorySink::default())),
+    };
+    let cluster = ClusterSpec {
+        membership: membership(id, &ids),
+        secret: "sim-cluster-secret-0123456789abcdef".into(),
+        admin_token: Some("sim-admin-token-0123456789".into()),
+        admin_mutations: true,
+        join: false,
+        tls: None,
+    };
+    let secrets = Secrets {
+        admin_password: Some(ADMIN_PASSWORD.into()),
+        jwt_secret: None,
+        admin_token: None,
+    };
+    let mut running = match start_with(settings(id), secrets, Some(cluster), None, env).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(node = id, error = %e, "node did not start; it stays down");
+            return Ok(());
+        }
+    };
+    let gateway = running.gateway();
+    tokio::spawn(async move {
+        if let Err(e) = serve_gateway(gateway).await {
+            tracing::warn!(error = %e, "gateway listener stopped");
+        }
+    });
+    running.store_failed().await;
+    tracing::warn!(node = id, "store failed: the node stops (fail-stop)");
+    Ok(())
+}

@@ -1,0 +1,12 @@
+//! Agora's deterministic simulator: the real node code on turmoil hosts, a simulated disk
+//! behind redb, faults drawn from one seed, simulated shoppers, and checkers for the
+//! promises. See `agora-sim --help` and the README's "Simulation" section.
+
+pub mod check;
+pub mod disk;
+pub mod faults;
+pub mod host;
+pub mod net;
+pub mod run;
+pub mod seed;
+pub mod workload;

@@ -1,0 +1,230 @@
+//! The simulated network as the node sees it: links between nodes' gateways over turmoil
+//! TCP, the shop API served on a turmoil listener, and an HTTP client for shoppers.
+//!
+//! Node-to-node calls carry the same encoded requests as production's ractor_cluster
+//! messages; ractor_cluster's session layer itself stays out, because its registry is
+//! process-global and several nodes share this process.
+
+use agora_node::cluster::directory::{GatewayRpc, PeerCallError, PeerGateway, PeerLink, PeerLinks};
+use async_trait::async_trait;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use turmoil::net::{TcpListener, TcpStream};
+
+/// The port each node's gateway listens on.
+pub const GATEWAY_PORT: u16 = 7000;
+/// The port each node's shop API listens on.
+pub const HTTP_PORT: u16 = 8080;
+/// Largest frame accepted (a shard streamed in one message can be large).
+const MAX_FRAME: u32 = 64 * 1024 * 1024;
+
+/// The turmoil host name of node `id`.
+pub fn node_host(id: u64) -> String {
+    format!("node-{id}")
+}
+
+async fn write_frame(s: &mut TcpStream, tag: u8, body: &[u8]) -> std::io::Result<()> {
+    let len = u32::try_from(body.len()).map_err(|_| std::io::Error::other("frame too large"))?;
+    s.write_u8(tag).await?;
+    s.write_u32(len).await?;
+    s.write_all(body).await?;
+    s.flush().await
+}
+
+async fn read_frame(s: &mut TcpStream) -> std::io::Result<(u8, Vec<u8>)> {
+    let tag = s.read_u8().await?;
+    let len = s.read_u32().await?;
+    if len > MAX_FRAME {
+        return Err(std::io::Error::other("frame too large"));
+    }
+    let mut body = vec![0; len as usize];
+    s.read_exact(&mut body).await?;
+    Ok((tag, body))
+}
+
+const ANSWER_OK: u8 = 0;
+const ANSWER_TIMEOUT: u8 = 1;
+const ANSWER_FAILED: u8 = 2;
+
+/// One node's links to its peers.
+pub struct SimLinks {
+    peers: Vec<u64>,
+}
+
+impl SimLinks {
+    /// Links from node `me` to every other node of `all`.
+    pub fn new(me: u64, all: &[u64]) -> Self {
+        Self {
+            peers: all.iter().copied().filter(|id| *id != me).collect(),
+        }
+    }
+}
+
+impl PeerLinks for SimLinks {
+    fn link(&self, id: u64) -> Option<Arc<dyn PeerLink>> {
+        self.peers
+            .contains(&id)
+            .then(|| Arc::new(SimLink { peer: id }) as Arc<dyn PeerLink>)
+    }
+
+    fn peers(&self) -> Vec<u64> {
+        self.peers.clone()
+    }
+}
+
+/// A link to one peer: a connection per call (a reset or partition fails only that call).
+struct SimLink {
+    peer: u64,
+}
+
+#[async_trait]
+impl PeerLink for SimLink {
+    async fn call(
+        &self,
+        rpc: GatewayRpc,
+        bytes: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, PeerCallError> {
+        let host = node_host(self.peer);
+        let exchange = async move {
+            let mut s = TcpStream::connect((host.as_str(), GATEWAY_PORT)).await?;
+            let mut head = Vec::with_capacity(8 + bytes.len());
+            head.extend_from_slice(&(timeout.as_millis() as u64).to_be_bytes());
+            head.extend_from_slice(&bytes);
+            write_frame(&mut s, rpc.code(), &head).await?;
+            read_frame(&mut s).await
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Err(_) => Err(PeerCallError::Timeout),
+            Ok(Err(e)) => Err(PeerCallError::Failed(format!("node {}: {e}", self.peer))),
+            Ok(Ok((ANSWER_OK, body))) => Ok(body),
+            Ok(Ok((ANSWER_TIMEOUT, _))) => Err(PeerCallError::Timeout),
+            Ok(Ok((_, body))) => Err(PeerCallError::Failed(
+                String::from_utf8_lossy(&body).into_owned(),
+            )),
+        }
+    }
+}
+
+/// Serves this node's gateway to its peers on `GATEWAY_PORT`.
+pub async fn serve_gateway(gateway: PeerGateway) -> std::io::Result<()> {
+    let listener = TcpListener::bind(("0.0.0.0", GATEWAY_PORT)).await?;
+    loop {
+        let (mut s, _) = listener.accept().await?;
+        let gateway = gateway.clone();
+        tokio::spawn(async move {
+            let Ok((code, body)) = read_frame(&mut s).await else {
+                return;
+            };
+            let (Some(rpc), true) = (GatewayRpc::from_code(code), body.len() >= 8) else {
+                let _ = write_frame(&mut s, ANSWER_FAILED, b"bad frame").await;
+                return;
+            };
+            let mut ms = [0u8; 8];
+            ms.copy_from_slice(&body[..8]);
+            let timeout = Duration::from_millis(u64::from_be_bytes(ms));
+            let answer = gateway.call(rpc, body[8..].to_vec(), timeout).await;
+            let _ = match answer {
+                Ok(bytes) => write_frame(&mut s, ANSWER_OK, &bytes).await,
+                Err(PeerCallError::Timeout) => write_frame(&mut s, ANSWER_TIMEOUT, &[]).await,
+                Err(PeerCallError::Failed(why)) => {
+                    write_frame(&mut s, ANSWER_FAILED, why.as_bytes()).await
+                }
+            };
+        });
+    }
+}
+
+/// A turmoil listener axum can serve on.
+pub struct SimListener(pub TcpListener);
+
+impl axum::serve::Listener for SimListener {
+    type Io = TcpStream;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.0.accept().await {
+                Ok(conn) => return conn,
+                // turmoil's accept fails only when the host is going away; try again.
+                Err(_) => tokio::task::yield_now().await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.0.local_addr()
+    }
+}
+
+/// Serves the shop API on `HTTP_PORT`.
+pub async fn serve_http(app: axum::Router) -> std::io::Result<()> {
+    let listener = TcpListener::bind(("0.0.0.0", HTTP_PORT)).await?;
+    axum::serve(SimListener(listener), app).await
+}
+
+/// An HTTP answer: status and JSON body (`Null` when not JSON).
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// Status code.
+    pub status: u16,
+    /// Parsed body.
+    pub body: serde_json::Value,
+}
+
+/// Sends one request to node `node`'s shop API over a fresh connection.
+pub async fn http(
+    node: u64,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+    body: Option<&serde_json::Value>,
+) -> Result<Answer, String> {
+    use http_body_util::BodyExt;
+    let s = TcpStream::connect((node_host(node).as_str(), HTTP_PORT))
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s))
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", node_host(node));
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let payload = match body {
+        Some(b) => {
+            req = req.header("content-type", "application/json");
+            bytes::Bytes::from(b.to_string())
+        }
+        None => bytes::Bytes::new(),
+    };
+    let req = req
+        .body(http_body_util::Full::new(payload))
+        .map_err(|e| format!("request: {e}"))?;
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| format!("send: {e}"))?;
+    let status = resp.status().as_u16();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("body: {e}"))?
+        .to_bytes();
+    Ok(Answer {
+        status,
+        body: serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    })
+}

@@ -1,0 +1,329 @@
+//! One simulation: build the cluster on turmoil from a seed, run load with faults, heal, and
+//! check. Same seed, same run: the trace hash covers the fault log, the clients' history
+//! with virtual timestamps, and the final bytes of every disk.
+
+use crate::check::{self, Violation};
+use crate::disk::Death;
+use crate::faults::{self, Fault, Profile, Scheduled};
+use crate::host::{self, NodeSlot};
+use crate::net::node_host;
+use crate::seed::derive;
+use crate::workload::{self, History, LoadSwitch, Op};
+use serde::Serialize;
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, UNIX_EPOCH};
+
+/// What to simulate.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunConfig {
+    /// The seed.
+    pub seed: u64,
+    /// Which faults.
+    pub profile: Profile,
+    /// Nodes in the cluster.
+    pub nodes: u64,
+    /// Simulated shoppers.
+    pub shoppers: usize,
+    /// Virtual seconds of load (with faults).
+    pub load_secs: u64,
+    /// Virtual seconds healing may take at most.
+    pub heal_secs: u64,
+    /// Faults to leave out (indices into the plan; the shrinker sets them).
+    pub skip_faults: BTreeSet<usize>,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    /// The configuration.
+    pub config: RunConfig,
+    /// Hash of the whole trace.
+    pub trace_hash: String,
+    /// Broken promises (empty: the run passed).
+    pub violations: Vec<Violation>,
+    /// The fault plan.
+    pub plan: Vec<Scheduled>,
+    /// What the harness did, in order (virtual ms, event).
+    pub log: Vec<(u64, String)>,
+    /// Client operations.
+    pub history: Vec<Op>,
+    /// Orders by final status.
+    pub orders: BTreeMap<String, usize>,
+    /// Operations by kind and outcome.
+    pub ops: BTreeMap<String, usize>,
+    /// Virtual seconds simulated.
+    pub sim_secs: f64,
+    /// Entities on the disks at the end.
+    pub entities: usize,
+}
+
+/// 2026-01-01T00:00:00Z: the simulated epoch (never the real time).
+const EPOCH_SECS: u64 = 1_767_225_600;
+
+struct Harness<'a> {
+    sim: turmoil::Sim<'a>,
+    slots: Vec<NodeSlot>,
+    down: BTreeMap<u64, Death>,
+    log: Vec<(u64, String)>,
+}
+
+impl Harness<'_> {
+    fn now_ms(&self) -> u64 {
+        self.sim.elapsed().as_millis() as u64
+    }
+
+    fn note(&mut self, what: String) {
+        let t = self.now_ms();
+        tracing::debug!(at_ms = t, event = %what, "harness");
+        self.log.push((t, what));
+    }
+
+    fn slot(&self, id: u64) -> Option<&NodeSlot> {
+        self.slots.iter().find(|s| s.id == id)
+    }
+
+    fn kill(&mut self, id: u64, death: Death) {
+        if self.down.contains_key(&id) {
+            return;
+        }
+        if let Some(slot) = self.slot(id) {
+            slot.disk.freeze();
+        }
+        self.sim.crash(node_host(id));
+        self.down.insert(id, death);
+        self.note(format!("{death:?} node {id}"));
+    }
+
+    fn restart(&mut self, id: u64) {
+        let Some(death) = self.down.remove(&id) else {
+            return;
+        };
+        if let Some(slot) = self.slot(id) {
+            slot.disk.recover(death);
+        }
+        self.sim.bounce(node_host(id));
+        self.note(format!("restart node {id}"));
+    }
+
+    fn apply(&mut self, fault: &Fault) {
+        match *fault {
+            Fault::Partition(a, b) => self.sim.partition(node_host(a), node_host(b)),
+            Fault::PartitionOneWay(a, b) => self.sim.partition_oneway(node_host(a), node_host(b)),
+            Fault::Repair(a, b) => self.sim.repair(node_host(a), node_host(b)),
+            Fault::Latency(ms) => self.sim.set_max_message_latency(Duration::from_millis(ms)),
+            Fault::Kill(id) => self.kill(id, Death::Kill),
+            Fault::PowerLoss(id) => self.kill(id, Death::PowerLoss),
+            Fault::Restart(id) => self.restart(id),
+            Fault::Skew(id, ms) => {
+                if let Some(s) = self.slot(id) {
+                    s.skew_ms.store(ms, Ordering::Relaxed);
+                }
+            }
+            Fault::DiskErrors(id, eio, enospc) => {
+                if let Some(s) = self.slot(id) {
+                    s.disk.set_faults(crate::disk::DiskFaults {
+                        eio: f64::from(eio) / 1000.0,
+                        enospc: f64::from(enospc) / 1000.0,
+                    });
+                }
+            }
+            Fault::DiskSlow(id, lo, hi) => {
+                if let Some(s) = self.slot(id) {
+                    *s.disk_latency_us.lock().unwrap_or_else(|p| p.into_inner()) = (lo, hi);
+                }
+            }
+        }
+        if !matches!(
+            fault,
+            Fault::Kill(_) | Fault::PowerLoss(_) | Fault::Restart(_)
+        ) {
+            self.note(format!("{fault:?}"));
+        }
+    }
+
+    /// A node whose software stopped by itself (fail-stop after a disk error) is dead: its
+    /// disk keeps its page cache, and it restarts a moment later.
+    fn reap(&mut self, restarts: &mut Vec<(u64, u64)>) {
+        for id in self.slots.iter().map(|s| s.id).collect::<Vec<_>>() {
+            if !self.down.contains_key(&id) && !self.sim.is_host_running(node_host(id)) {
+                self.kill(id, Death::Kill);
+                restarts.push((self.now_ms() + 2_000, id));
+            }
+        }
+    }
+
+    fn heal(&mut self) {
+        let ids: Vec<u64> = self.slots.iter().map(|s| s.id).collect();
+        for a in &ids {
+            for b in &ids {
+                if a < b {
+                    self.sim.repair(node_host(*a), node_host(*b));
+                }
+            }
+        }
+        self.sim.set_max_message_latency(Duration::from_millis(5));
+        for s in &self.slots {
+            s.skew_ms.store(0, Ordering::Relaxed);
+            s.disk.set_faults(Default::default());
+            *s.disk_latency_us.lock().unwrap_or_else(|p| p.into_inner()) = (50, 400);
+        }
+        for id in self.down.keys().copied().collect::<Vec<_>>() {
+            self.restart(id);
+        }
+        self.note("healing: faults stop, dead nodes restart, no new orders".into());
+    }
+
+    fn disks(&self) -> Vec<(u64, crate::disk::SimDisk)> {
+        self.slots.iter().map(|s| (s.id, s.disk.clone())).collect()
+    }
+}
+
+/// Runs one simulation.
+pub fn run(config: RunConfig) -> RunReport {
+    let seed = config.seed;
+    let ids: Vec<u64> = (1..=config.nodes).collect();
+    let load_ms = config.load_secs * 1_000;
+    let plan: Vec<Scheduled> = faults::plan(seed, config.profile, &ids, 3_000, load_ms)
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| !config.skip_faults.contains(i))
+        .map(|(_, s)| s)
+        .collect();
+    let mut sim = turmoil::Builder::new()
+        .simulation_duration(Duration::from_secs(
+            config.load_secs + config.heal_secs + 120,
+        ))
+        .tick_duration(Duration::from_millis(1))
+        .epoch(UNIX_EPOCH + Duration::from_secs(EPOCH_SECS))
+        .rng_seed(derive(seed, "network"))
+        .min_message_latency(Duration::from_micros(200))
+        .max_message_latency(Duration::from_millis(5))
+        .build();
+    let slots: Vec<NodeSlot> = ids.iter().map(|id| NodeSlot::new(seed, *id)).collect();
+    for slot in &slots {
+        let (slot, ids) = (slot.clone(), ids.clone());
+        sim.host(node_host(slot.id), move || {
+            host::run_node(seed, slot.clone(), ids.clone())
+        });
+    }
+    let history: History = Rc::new(RefCell::new(Vec::new()));
+    let load: LoadSwitch = Rc::new(Cell::new(true));
+    sim.client(
+        "admin",
+        workload::admin(seed, ids.clone(), history.clone(), load.clone()),
+    );
+    for i in 0..config.shoppers {
+        sim.client(
+            format!("shopper-{i}"),
+            workload::shopper(seed, i, ids.clone(), history.clone(), load.clone()),
+        );
+    }
+    let mut h = Harness {
+        sim,
+        slots,
+        down: BTreeMap::new(),
+        log: Vec::new(),
+    };
+    let mut next = 0;
+    let mut restarts: Vec<(u64, u64)> = Vec::new();
+    let heal_deadline = load_ms + config.heal_secs * 1_000;
+    let mut healing = false;
+    let mut next_probe = 0;
+    let mut sim_error = None;
+    loop {
+        let now = h.now_ms();
+        while next < plan.len() && plan[next].at_ms <= now && !healing {
+            let fault = plan[next].fault.clone();
+            h.apply(&fault);
+            next += 1;
+        }
+        h.reap(&mut restarts);
+        let due: Vec<u64> = restarts
+            .iter()
+            .filter(|(at, _)| *at <= now)
+            .map(|(_, id)| *id)
+            .collect();
+        restarts.retain(|(at, _)| *at > now);
+        for id in due {
+            h.restart(id);
+        }
+        if !healing && now >= load_ms {
+            healing = true;
+            load.set(false);
+            h.heal();
+            next_probe = now + 5_000;
+        }
+        if healing {
+            if now >= heal_deadline {
+                h.note("healing deadline reached".into());
+                break;
+            }
+            if now >= next_probe {
+                next_probe = now + 5_000;
+                if let Ok(w) = check::read_world(&h.disks()) {
+                    if check::quiescent(&w) {
+                        h.note("quiescent: every saga over".into());
+                        break;
+                    }
+                }
+            }
+        }
+        if let Err(e) = h.sim.step() {
+            sim_error = Some(e.to_string());
+            break;
+        }
+    }
+    let sim_secs = h.sim.elapsed().as_secs_f64();
+    let disks = h.disks();
+    for (_, d) in &disks {
+        d.freeze();
+    }
+    let history = history.borrow().clone();
+    let mut violations = Vec::new();
+    if let Some(e) = sim_error {
+        violations.push(Violation {
+            invariant: "simulation",
+            detail: e,
+        });
+    }
+    let (orders, entities) = match check::read_world(&disks) {
+        Ok(world) => {
+            violations.extend(check::check(&world, &history));
+            (check::order_statuses(&world), world.entities)
+        }
+        Err(e) => {
+            violations.push(Violation {
+                invariant: "disk-readable",
+                detail: e,
+            });
+            (BTreeMap::new(), 0)
+        }
+    };
+    let mut ops = BTreeMap::new();
+    for op in &history {
+        *ops.entry(format!("{}:{:?}", op.kind, op.outcome))
+            .or_insert(0) += 1;
+    }
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    hasher.update(&serde_json::to_vec(&h.log).unwrap_or_default());
+    hasher.update(&serde_json::to_vec(&history).unwrap_or_default());
+    for (id, d) in &disks {
+        hasher.update(&id.to_le_bytes());
+        hasher.update(&d.digest().to_le_bytes());
+    }
+    RunReport {
+        config,
+        trace_hash: format!("{:016x}", hasher.digest()),
+        violations,
+        plan,
+        log: h.log,
+        history,
+        orders,
+        ops,
+        sim_secs,
+        entities,
+    }
+}

@@ -1,0 +1,400 @@
+//! Simulated users: shoppers who browse, fill carts, check out with idempotency keys, retry
+//! unknown outcomes with the same key, sometimes double-submit with a new key, and cancel;
+//! and an admin who creates the catalog and receives stock. Every operation is recorded as
+//! invoke → ok / fail / unknown with virtual timestamps.
+
+use crate::host::{ADMIN_EMAIL, ADMIN_PASSWORD};
+use crate::net::{http, Answer};
+use crate::seed::Stream;
+use rand::Rng;
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::Duration;
+
+/// SKUs the simulation sells (few, so shoppers contend for stock).
+pub const SKUS: [&str; 4] = ["SIM-A", "SIM-B", "SIM-C", "SIM-D"];
+/// Units of each SKU received when the catalog is created.
+pub const INITIAL_STOCK: u64 = 30;
+/// How long a client waits for one answer before calling the outcome unknown.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(6);
+
+/// How an operation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Outcome {
+    /// Answered with success.
+    Ok,
+    /// Answered with a definite refusal.
+    Fail,
+    /// No answer, or an answer that does not say (timeouts, 5xx): it may take effect later
+    /// or never.
+    Unknown,
+}
+
+/// One client operation.
+#[derive(Debug, Clone, Serialize)]
+pub struct Op {
+    /// Who.
+    pub client: String,
+    /// What: register, login, browse, add, checkout, cancel, receive, create.
+    pub kind: &'static str,
+    /// Virtual ms when it was sent.
+    pub invoke_ms: u64,
+    /// Virtual ms when it ended.
+    pub end_ms: u64,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Status code (0: no answer).
+    pub status: u16,
+    /// The idempotency key of a checkout.
+    pub key: Option<String>,
+    /// The order it concerns.
+    pub order_id: Option<String>,
+    /// The SKU it concerns.
+    pub sku: Option<String>,
+    /// Units.
+    pub quantity: u64,
+}
+
+/// The shared record of every operation, in completion order.
+pub type History = Rc<RefCell<Vec<Op>>>;
+
+/// Whether new work may start (off during healing).
+pub type LoadSwitch = Rc<Cell<bool>>;
+
+fn now_ms() -> u64 {
+    turmoil::sim_elapsed().map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A client's view of the cluster: which node it talks to, its token, its stream.
+struct Session {
+    name: String,
+    nodes: Vec<u64>,
+    node: usize,
+    token: Option<String>,
+    rng: Stream,
+    history: History,
+}
+
+struct Request<'a> {
+    kind: &'static str,
+    method: &'a str,
+    path: String,
+    body: Option<Value>,
+    key: Option<String>,
+    sku: Option<String>,
+    quantity: u64,
+}
+
+impl Session {
+    fn new(name: String, nodes: Vec<u64>, rng: Stream, history: History) -> Self {
+        let mut s = Self {
+            name,
+            nodes,
+            node: 0,
+            token: None,
+            rng,
+            history,
+        };
+        s.node = s.rng.random_range(0..s.nodes.len());
+        s
+    }
+
+    async fn send(&mut self, r: Request<'_>) -> (Outcome, Option<Answer>) {
+        let invoke_ms = now_ms();
+        let node = self.nodes[self.node];
+        let headers: Vec<(&str, &str)> = r
+            .key
+            .as_deref()
+            .map(|k| vec![("idempotency-key", k)])
+            .unwrap_or_default();
+        let sent = tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            http(
+                node,
+                r.method,
+                &r.path,
+                self.token.as_deref(),
+                &headers,
+                r.body.as_ref(),
+            ),
+        )
+        .await;
+        let answer = match sent {
+            Ok(Ok(a)) => Some(a),
+            _ => None,
+        };
+        let outcome = match &answer {
+            Some(a) if (200..300).contains(&a.status) => Outcome::Ok,
+            Some(a) if (400..500).contains(&a.status) && a.status != 408 && a.status != 429 => {
+                Outcome::Fail
+            }
+            _ => Outcome::Unknown,
+        };
+        if outcome == Outcome::Unknown {
+            // Try another node next time.
+            self.node = self.rng.random_range(0..self.nodes.len());
+        }
+        let order_id = answer
+            .as_ref()
+            .and_then(|a| a.body.get("order_id"))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .or_else(|| {
+                r.path
+                    .strip_prefix("/api/v1/orders/")
+                    .and_then(|p| p.split('/').next())
+                    .map(str::to_string)
+            });
+        self.history.borrow_mut().push(Op {
+            client: self.name.clone(),
+            kind: r.kind,
+            invoke_ms,
+            end_ms: now_ms(),
+            outcome,
+            status: answer.as_ref().map_or(0, |a| a.status),
+            key: r.key,
+            order_id,
+            sku: r.sku,
+            quantity: r.quantity,
+        });
+        (outcome, answer)
+    }
+
+    async fn pause(&mut self, lo_ms: u64, hi_ms: u64) {
+        let ms = self.rng.random_range(lo_ms..=hi_ms);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+
+    /// Logs in (registering first when `register`), retrying until it works.
+    async fn sign_in(&mut self, email: &str, password: &str, register: bool) {
+        let mut registered = !register;
+        loop {
+            if !registered {
+                let body = json!({"email": email, "password": password, "name": self.name});
+                let (o, a) = self
+                    .send(Request {
+                        kind: "register",
+                        method: "POST",
+                        path: "/api/v1/users".into(),
+                        body: Some(body),
+                        key: None,
+                        sku: None,
+                        quantity: 0,
+                    })
+                    .await;
+                registered = o == Outcome::Ok || a.is_some_and(|a| a.status == 409);
+            }
+            if registered {
+                let body = json!({"email": email, "password": password});
+                let (o, a) = self
+                    .send(Request {
+                        kind: "login",
+                        method: "POST",
+                        path: "/api/v1/auth/login".into(),
+                        body: Some(body),
+                        key: None,
+                        sku: None,
+                        quantity: 0,
+                    })
+                    .await;
+                if let (Outcome::Ok, Some(a)) = (o, a) {
+                    if let Some(t) = a.body.get("access_token").and_then(Value::as_str) {
+                        self.token = Some(t.to_string());
+                        return;
+                    }
+                }
+            }
+            self.pause(200, 1_000).await;
+        }
+    }
+}
+
+/// The admin: creates the catalog, receives the initial stock, then restocks now and then.
+pub async fn admin(
+    seed: u64,
+    nodes: Vec<u64>,
+    history: History,
+    load: LoadSwitch,
+) -> turmoil::Result {
+    let mut s = Session::new(
+        "admin".into(),
+        nodes,
+        Stream::new(seed, "client-admin"),
+        history,
+    );
+    s.sign_in(ADMIN_EMAIL, ADMIN_PASSWORD, false).await;
+    for sku in SKUS {
+        loop {
+            let body = json!({
+                "sku": sku, "name": format!("Simulated {sku}"), "description": "sim",
+                "category": "sim", "price": {"amount_minor": 1_000, "currency": "INR"},
+            });
+            let (o, a) = s
+                .send(Request {
+                    kind: "create",
+                    method: "POST",
+                    path: "/api/v1/products".into(),
+                    body: Some(body),
+                    key: None,
+                    sku: Some(sku.into()),
+                    quantity: 0,
+                })
+                .await;
+            if o == Outcome::Ok || a.is_some_and(|a| a.status == 409) {
+                break;
+            }
+            s.pause(200, 800).await;
+        }
+        receive(&mut s, sku, INITIAL_STOCK).await;
+    }
+    while load.get() {
+        s.pause(2_000, 5_000).await;
+        if !load.get() {
+            break;
+        }
+        let sku = SKUS[s.rng.random_range(0..SKUS.len())];
+        let qty = s.rng.random_range(2..=8);
+        let _ = receive_once(&mut s, sku, qty).await;
+    }
+    Ok(())
+}
+
+async fn receive_once(s: &mut Session, sku: &str, qty: u64) -> Outcome {
+    s.send(Request {
+        kind: "receive",
+        method: "POST",
+        path: format!("/api/v1/inventory/{sku}/receive"),
+        body: Some(json!({"quantity": qty})),
+        key: None,
+        sku: Some(sku.into()),
+        quantity: qty,
+    })
+    .await
+    .0
+}
+
+/// Receives until one attempt is acknowledged (unknown attempts may also have landed: the
+/// checker allows for them).
+async fn receive(s: &mut Session, sku: &str, qty: u64) {
+    while receive_once(s, sku, qty).await != Outcome::Ok {
+        s.pause(200, 800).await;
+    }
+}
+
+fn payment(rng: &mut Stream) -> Value {
+    match rng.random_range(0..10u8) {
+        0 => json!({"method": "card", "card_number": "4000000000000002"}),
+        1 => json!({"method": "upi", "vpa": "success@upi"}),
+        2 => json!({"method": "wallet"}),
+        _ => json!({"method": "card", "card_number": "4242424242424242"}),
+    }
+}
+
+/// A shopper: waits for the catalog, then shops while the load switch is on.
+pub async fn shopper(
+    seed: u64,
+    index: usize,
+    nodes: Vec<u64>,
+    history: History,
+    load: LoadSwitch,
+) -> turmoil::Result {
+    let name = format!("shopper-{index}");
+    let mut s = Session::new(name.clone(), nodes, Stream::new(seed, &name), history);
+    s.pause(500, 3_000).await;
+    let email = format!("{name}@sim.test");
+    s.sign_in(&email, "sim-password-123", true).await;
+    let mut n = 0u32;
+    while load.get() {
+        s.pause(100, 900).await;
+        let _ = s
+            .send(Request {
+                kind: "browse",
+                method: "GET",
+                path: "/api/v1/products".into(),
+                body: None,
+                key: None,
+                sku: None,
+                quantity: 0,
+            })
+            .await;
+        let sku = SKUS[s.rng.random_range(0..SKUS.len())];
+        let qty = s.rng.random_range(1..=3u64);
+        let (added, _) = s
+            .send(Request {
+                kind: "add",
+                method: "POST",
+                path: "/api/v1/cart/items".into(),
+                body: Some(json!({"sku": sku, "quantity": qty})),
+                key: None,
+                sku: Some(sku.into()),
+                quantity: qty,
+            })
+            .await;
+        if added == Outcome::Fail || !load.get() {
+            continue;
+        }
+        n += 1;
+        let key = format!("{name}-{n}");
+        let body = json!({"payment": payment(&mut s.rng), "shipping_address": {
+            "name": "Asha Rao", "line1": "12 MG Road", "city": "Bengaluru",
+            "postal_code": "560001", "country": "IN"}});
+        let mut placed = None;
+        for _attempt in 0..4 {
+            let (o, a) = s
+                .send(Request {
+                    kind: "checkout",
+                    method: "POST",
+                    path: "/api/v1/orders".into(),
+                    body: Some(body.clone()),
+                    key: Some(key.clone()),
+                    sku: None,
+                    quantity: 0,
+                })
+                .await;
+            match o {
+                Outcome::Ok => {
+                    placed = a.and_then(|a| a.body.get("order_id")?.as_str().map(str::to_string));
+                    break;
+                }
+                Outcome::Fail => break,
+                // Unknown: retry with the same key.
+                Outcome::Unknown => s.pause(300, 1_500).await,
+            }
+        }
+        let Some(order_id) = placed else { continue };
+        match s.rng.random_range(0..10u8) {
+            0 => {
+                // Double-submit with a new key (a second tab): must not reuse this cart.
+                let (_o, _a) = s
+                    .send(Request {
+                        kind: "checkout",
+                        method: "POST",
+                        path: "/api/v1/orders".into(),
+                        body: Some(body.clone()),
+                        key: Some(format!("{key}-again")),
+                        sku: None,
+                        quantity: 0,
+                    })
+                    .await;
+            }
+            1 => {
+                s.pause(0, 2_000).await;
+                let _ = s
+                    .send(Request {
+                        kind: "cancel",
+                        method: "POST",
+                        path: format!("/api/v1/orders/{order_id}/cancel"),
+                        body: None,
+                        key: None,
+                        sku: None,
+                        quantity: 0,
+                    })
+                    .await;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
