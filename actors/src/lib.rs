@@ -4,6 +4,7 @@
 //! It knows nothing about ractor, redb or HTTP: the runtime in `agora-node` hosts it.
 
 pub mod account;
+pub mod buggify;
 pub mod cart;
 pub mod client;
 pub mod command;

@@ -322,6 +322,17 @@ fn release_all(p: &Placement, ctx: &mut Ctx) {
                 order_id: order_id.clone(),
             }),
         );
+        if cfg!(feature = "planted-double-release") {
+            // The planted bug: compensation also puts the units back a second way.
+            ctx.send(
+                stock(&l.sku),
+                "STOCK_UPDATED",
+                Command::Stock(StockCommand::Restock {
+                    order_id: order_id.clone(),
+                    quantity: u64::from(l.quantity),
+                }),
+            );
+        }
     }
 }
 

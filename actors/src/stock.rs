@@ -153,7 +153,9 @@ pub fn handle(
                     "STOCK_RESERVED",
                     Command::Order(OrderCommand::StockReserved { sku: sku.clone() }),
                 );
-            } else if quantity == 0 || quantity > s.available {
+            } else if quantity == 0
+                || (quantity > s.available && !cfg!(feature = "planted-oversell"))
+            {
                 ctx.send(
                     order,
                     "STOCK_REJECTED",
@@ -163,7 +165,7 @@ pub fn handle(
                     }),
                 );
             } else {
-                s.available -= quantity;
+                s.available = s.available.saturating_sub(quantity);
                 s.reserved += quantity;
                 s.reservations.insert(order_id, quantity);
                 ctx.send(

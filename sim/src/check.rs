@@ -27,6 +27,8 @@ fn violation(invariant: &'static str, detail: String) -> Violation {
 /// Every entity on every disk: kind/id → (node, state).
 pub struct World {
     orders: BTreeMap<String, (u64, OrderState)>,
+    accounts: std::collections::BTreeSet<String>,
+    inbox_duplicates: Vec<String>,
     stock: BTreeMap<String, (u64, StockState)>,
     duplicates: Vec<String>,
     /// Entities read.
@@ -37,6 +39,8 @@ pub struct World {
 pub fn read_world(disks: &[(u64, SimDisk)]) -> Result<World, String> {
     let mut w = World {
         orders: BTreeMap::new(),
+        accounts: Default::default(),
+        inbox_duplicates: Vec::new(),
         stock: BTreeMap::new(),
         duplicates: Vec::new(),
         entities: 0,
@@ -60,6 +64,22 @@ pub fn read_world(disks: &[(u64, SimDisk)]) -> Result<World, String> {
                     EntityState::Stock(s) => {
                         w.stock.insert(entity.id, (*node, s));
                     }
+                    EntityState::Account(a) => {
+                        if let Some(p) = a.profile {
+                            w.accounts.insert(p.email);
+                        }
+                    }
+                    EntityState::Inbox(i) => {
+                        let mut seen = std::collections::BTreeSet::new();
+                        for n in &i.items {
+                            if !seen.insert((format!("{:?}", n.channel), &n.kind, &n.order_id)) {
+                                w.inbox_duplicates.push(format!(
+                                    "inbox {}: {} for {} twice on {:?}",
+                                    entity.id, n.kind, n.order_id, n.channel
+                                ));
+                            }
+                        }
+                    }
                     _ => {}
                 }
             })
@@ -75,6 +95,26 @@ pub fn check(world: &World, history: &[Op]) -> Vec<Violation> {
     // At most one live copy of an entity (one owner per shard per epoch).
     for d in &world.duplicates {
         out.push(violation("one-owner", d.clone()));
+    }
+    // One effect per message: an order event becomes one notification per channel.
+    for d in &world.inbox_duplicates {
+        out.push(violation("one-effect-per-message", d.clone()));
+    }
+    // Acknowledged registrations are durable.
+    for op in history
+        .iter()
+        .filter(|o| o.kind == "register" && o.outcome == Outcome::Ok)
+    {
+        let email = format!("{}@sim.test", op.client);
+        if !world.accounts.contains(&email) {
+            out.push(violation(
+                "acknowledged-registration-lost",
+                format!(
+                    "{email} got 201 at {} ms; no node has the account",
+                    op.end_ms
+                ),
+            ));
+        }
     }
     // Acknowledged means durable; one key, one order.
     let mut by_key: BTreeMap<&str, std::collections::BTreeSet<&str>> = BTreeMap::new();
@@ -182,7 +222,27 @@ pub fn check(world: &World, history: &[Op]) -> Vec<Violation> {
             }
         }
     }
-    // Units sold match the orders that were paid and kept their goods.
+    // Units sold match the orders that were paid and kept their goods (one effect per
+    // message: a repeated restock or release shows here).
+    let mut delivered: BTreeMap<&str, u64> = BTreeMap::new();
+    for (_, o) in world.orders.values() {
+        if o.status() == Some(agora_actors::order::OrderStatus::Delivered) {
+            if let Some(p) = &o.placement {
+                for l in &p.lines {
+                    *delivered.entry(l.sku.as_str()).or_default() += u64::from(l.quantity);
+                }
+            }
+        }
+    }
+    for (sku, (_, s)) in &world.stock {
+        let want = delivered.get(sku.as_str()).copied().unwrap_or(0);
+        if s.sold != want {
+            out.push(violation(
+                "sold-matches-orders",
+                format!("{sku}: sold {} but delivered orders hold {want}", s.sold),
+            ));
+        }
+    }
     out
 }
 

@@ -160,7 +160,11 @@ pub fn plan(
                     });
                     out.push(Scheduled {
                         at_ms: back,
-                        fault: Fault::DiskSlow(node, 50, 400),
+                        fault: Fault::DiskSlow(
+                            node,
+                            crate::host::DISK_LATENCY_US.0,
+                            crate::host::DISK_LATENCY_US.1,
+                        ),
                     });
                 }
             }

@@ -29,6 +29,9 @@ pub const SHARDS: u32 = 12;
 /// Reservation time of the simulated shop (short, so sagas end within a run).
 pub const RESERVATION_TTL_MS: u64 = 20_000;
 
+/// A healthy disk's commit latency range (µs): an fsync of a few pages.
+pub const DISK_LATENCY_US: (u64, u64) = (200, 4_000);
+
 /// Virtual wall-clock time of a host, with the skew the fault plan gives it.
 #[derive(Debug, Clone)]
 pub struct SimClock {
@@ -74,7 +77,7 @@ impl NodeSlot {
             disk: SimDisk::new(Stream::new(seed, &format!("disk-{id}"))),
             skew_ms: Arc::default(),
             starts: Arc::default(),
-            disk_latency_us: Arc::new(Mutex::new((50, 400))),
+            disk_latency_us: Arc::new(Mutex::new(DISK_LATENCY_US)),
         }
     }
 }

@@ -168,7 +168,7 @@ impl Harness<'_> {
         for s in &self.slots {
             s.skew_ms.store(0, Ordering::Relaxed);
             s.disk.set_faults(Default::default());
-            *s.disk_latency_us.lock().unwrap_or_else(|p| p.into_inner()) = (50, 400);
+            *s.disk_latency_us.lock().unwrap_or_else(|p| p.into_inner()) = host::DISK_LATENCY_US;
         }
         for id in self.down.keys().copied().collect::<Vec<_>>() {
             self.restart(id);
@@ -181,8 +181,23 @@ impl Harness<'_> {
     }
 }
 
-/// Runs one simulation.
+/// Panics seen during the run (an actor's panic is caught by its supervisor, but it is a
+/// broken promise all the same: assertions of invariants end up here).
+static PANICS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+fn record_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let at_ms = turmoil::sim_elapsed().map_or(0, |d| d.as_millis());
+        let msg = format!("at {at_ms} ms: {info}");
+        PANICS.lock().unwrap_or_else(|p| p.into_inner()).push(msg);
+    }));
+}
+
+/// Runs one simulation (one per process: the panic hook and the seeded OS shims are
+/// process-wide).
 pub fn run(config: RunConfig) -> RunReport {
+    record_panics();
+    agora_actors::buggify::enable(derive(config.seed, "buggify"));
     let seed = config.seed;
     let ids: Vec<u64> = (1..=config.nodes).collect();
     let load_ms = config.load_secs * 1_000;
@@ -253,6 +268,7 @@ pub fn run(config: RunConfig) -> RunReport {
         if !healing && now >= load_ms {
             healing = true;
             load.set(false);
+            agora_actors::buggify::disable();
             h.heal();
             next_probe = now + 5_000;
         }
@@ -282,7 +298,16 @@ pub fn run(config: RunConfig) -> RunReport {
         d.freeze();
     }
     let history = history.borrow().clone();
-    let mut violations = Vec::new();
+    let mut violations: Vec<Violation> = PANICS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .take(20)
+        .map(|m| Violation {
+            invariant: "no-panic",
+            detail: m.clone(),
+        })
+        .collect();
     if let Some(e) = sim_error {
         violations.push(Violation {
             invariant: "simulation",

@@ -250,12 +250,12 @@ pub async fn admin(
         receive(&mut s, sku, INITIAL_STOCK).await;
     }
     while load.get() {
-        s.pause(2_000, 5_000).await;
+        s.pause(200, 1_500).await;
         if !load.get() {
             break;
         }
         let sku = SKUS[s.rng.random_range(0..SKUS.len())];
-        let qty = s.rng.random_range(2..=8);
+        let qty = s.rng.random_range(1..=3);
         let _ = receive_once(&mut s, sku, qty).await;
     }
     Ok(())
@@ -284,10 +284,12 @@ async fn receive(s: &mut Session, sku: &str, qty: u64) {
 }
 
 fn payment(rng: &mut Stream) -> Value {
-    match rng.random_range(0..10u8) {
-        0 => json!({"method": "card", "card_number": "4000000000000002"}),
-        1 => json!({"method": "upi", "vpa": "success@upi"}),
-        2 => json!({"method": "wallet"}),
+    match rng.random_range(0..20u8) {
+        0 | 1 => json!({"method": "card", "card_number": "4000000000000002"}),
+        2 | 3 => json!({"method": "upi", "vpa": "success@upi"}),
+        4 | 5 => json!({"method": "wallet"}),
+        // The gateway never answers: the payment timeout (a durable timer) must end it.
+        6 => json!({"method": "card", "card_number": "4000000000000119"}),
         _ => json!({"method": "card", "card_number": "4242424242424242"}),
     }
 }

@@ -108,7 +108,7 @@ impl EntityHost {
         let done = {
             let p = *progress.borrow();
             p.committed >= ticket || p.failed
-        };
+        } || cfg!(feature = "planted-ack-before-durable");
         let deliver = move |ok: bool| {
             let r = if !ok || fenced.load(Ordering::Acquire) {
                 Err(AskError::Unavailable("store".into()))
@@ -129,6 +129,9 @@ impl EntityHost {
     }
 
     fn already_applied(&mut self, msg_id: &str) -> Result<bool, StoreError> {
+        if cfg!(feature = "planted-skip-dedup") {
+            return Ok(false);
+        }
         let committed = self.args.rt.writer.progress().borrow().committed;
         self.recent.retain(|_, t| *t > committed);
         if self.recent.contains_key(msg_id) {

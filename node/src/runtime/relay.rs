@@ -74,7 +74,11 @@ pub fn start(
         running: JoinSet::new(),
         backlog: 0,
     };
+    let now = relay.deps.clock.now_ms();
     for (key, rec) in rows {
+        if cfg!(feature = "planted-forget-timers") && rec.message.deliver_at_ms > now {
+            continue;
+        }
         relay.add(key, rec.message);
     }
     Ok(tokio::spawn(relay.run(committed)))
@@ -117,6 +121,9 @@ async fn deliver(region: Router, external: ExternalServices, items: &[Item]) -> 
                 }
             }
             match region.deliver_batch(to.clone(), batch).await {
+                // Fault point: the answer is lost after the delivery took effect, so the
+                // batch is delivered again (deduplication must absorb it).
+                Ok(_) if agora_actors::buggify!(0.03) => Err("buggify: answer lost".into()),
                 Ok(results) => Ok(results
                     .into_iter()
                     .map(|r| r.map_err(|e| e.to_string()))

@@ -377,11 +377,16 @@ impl WriterThread {
             let max_ticket = batch.iter().map(|(t, _)| *t).max().unwrap_or(0);
             let size = batch.len();
             let started = Instant::now();
-            let committed = self.commit(batch);
+            if agora_actors::buggify!(0.01) {
+                // Fault point: a commit stalls (a slow fsync).
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            }
             if let Some(latency) = &latency {
+                // The disk's time passes before the batch is durable (a crash meanwhile
+                // loses it).
                 tokio::time::sleep(latency()).await;
             }
-            match committed {
+            match self.commit(batch) {
                 Ok(r) => {
                     if r.wrote {
                         metrics::counter!("agora_store_commits_total").increment(1);
@@ -476,7 +481,7 @@ impl WriterThread {
                     match op {
                         WriteOp::Entity(w) => {
                             let current = self.epoch_of(&epochs, w.shard)?;
-                            if w.epoch < current {
+                            if w.epoch < current && !cfg!(feature = "planted-stale-epoch") {
                                 metrics::counter!("agora_store_fenced_writes_total").increment(1);
                                 r.refused.push((
                                     w.done,
