@@ -2,7 +2,7 @@
 //! dynamic symbol table, so lookups through `dlsym` (as std does) find them too.
 
 fn main() {
-    for sym in ["getrandom", "getentropy", "clock_gettime"] {
+    for sym in ["getrandom", "getentropy", "clock_gettime", "syscall"] {
         println!("cargo:rustc-link-arg-bin=agora-sim=-Wl,--export-dynamic-symbol={sym}");
     }
 }

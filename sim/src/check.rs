@@ -46,12 +46,17 @@ pub fn read_world(disks: &[(u64, SimDisk)]) -> Result<World, String> {
         entities: 0,
     };
     let mut seen: BTreeMap<String, u64> = BTreeMap::new();
+    let mut shard_nodes: BTreeMap<u32, std::collections::BTreeSet<u64>> = BTreeMap::new();
     for (node, disk) in disks {
         let store = Store::open_backend(disk.snapshot_backend())
             .map_err(|e| format!("node {node}'s disk does not open: {e}"))?;
         store
             .scan_entities(&EntityKind::ALL, |entity, record| {
                 w.entities += 1;
+                shard_nodes
+                    .entry(entity.shard(crate::host::SHARDS))
+                    .or_default()
+                    .insert(*node);
                 let name = format!("{}/{}", entity.kind.name(), entity.id);
                 if let Some(other) = seen.insert(name.clone(), *node) {
                     w.duplicates
@@ -84,6 +89,12 @@ pub fn read_world(disks: &[(u64, SimDisk)]) -> Result<World, String> {
                 }
             })
             .map_err(|e| format!("node {node}'s disk does not read: {e}"))?;
+    }
+    for (shard, nodes) in shard_nodes {
+        if nodes.len() > 1 {
+            w.duplicates
+                .push(format!("shard {shard} has entities on nodes {nodes:?}"));
+        }
     }
     Ok(w)
 }

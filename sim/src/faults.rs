@@ -45,6 +45,8 @@ pub enum Fault {
     DiskErrors(u64, u32, u32),
     /// Make a node's disk slow: commit latency range in µs.
     DiskSlow(u64, u64, u64),
+    /// Move a shard to a node (an operator's handoff, racing the workload).
+    Move(u32, u64),
 }
 
 /// A fault and when it happens (virtual ms since the start).
@@ -180,6 +182,13 @@ pub fn plan(
                 });
             }
             Profile::None | Profile::Swarm => {}
+        }
+        if profile != Profile::Disk && profile != Profile::Clock && rng.random_bool(0.3) {
+            let shard = rng.random_range(0..crate::host::SHARDS);
+            out.push(Scheduled {
+                at_ms: t,
+                fault: Fault::Move(shard, other),
+            });
         }
     }
     out.sort_by_key(|s| s.at_ms);

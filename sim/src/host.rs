@@ -2,7 +2,7 @@
 //! simulator's seams (clock, randomness, disk, storage executor, network, listeners).
 
 use crate::disk::SimDisk;
-use crate::net::{node_host, serve_gateway, serve_http, SimLinks, HTTP_PORT};
+use crate::net::{node_host, serve_gateway, serve_http, SimLinks, ADMIN_PORT, HTTP_PORT};
 use crate::seed::{SeededRandom, Stream};
 use agora_actors::notify::MemorySink;
 use agora_actors::seams::Clock;
@@ -24,6 +24,8 @@ pub const CLUSTER: &str = "agora-sim";
 pub const ADMIN_PASSWORD: &str = "sim-admin-password-0001";
 /// The admin's email (seeded by the first node).
 pub const ADMIN_EMAIL: &str = "admin@agora.local";
+/// The admin endpoint's token in the simulation.
+pub const ADMIN_TOKEN: &str = "sim-admin-token-0123456789";
 /// Shards of the simulated cluster.
 pub const SHARDS: u32 = 12;
 /// Reservation time of the simulated shop (short, so sagas end within a run).
@@ -155,19 +157,21 @@ pub async fn run_node(seed: u64, slot: NodeSlot, ids: Vec<u64>) -> turmoil::Resu
         executor: StorageExecutor::Inline { latency },
         blocking: Arc::new(InlineBlocking),
         network: PeerNetwork::Links(Arc::new(SimLinks::new(id, &ids))),
-        serving: Serving::Handover(Box::new(|shop, _admin| {
-            tokio::spawn(async move {
-                if let Err(e) = serve_http(shop).await {
-                    tracing::warn!(error = %e, "shop API stopped");
-                }
-            });
+        serving: Serving::Handover(Box::new(|shop, admin| {
+            for (port, app) in [(HTTP_PORT, shop), (ADMIN_PORT, admin)] {
+                tokio::spawn(async move {
+                    if let Err(e) = serve_http(port, app).await {
+                        tracing::warn!(port, error = %e, "listener stopped");
+                    }
+                });
+            }
         })),
         sink: Some(Arc::new(MemorySink::default())),
     };
     let cluster = ClusterSpec {
         membership: membership(id, &ids),
         secret: "sim-cluster-secret-0123456789abcdef".into(),
-        admin_token: Some("sim-admin-token-0123456789".into()),
+        admin_token: Some(ADMIN_TOKEN.into()),
         admin_mutations: true,
         join: false,
         tls: None,

@@ -16,6 +16,8 @@ use turmoil::net::{TcpListener, TcpStream};
 pub const GATEWAY_PORT: u16 = 7000;
 /// The port each node's shop API listens on.
 pub const HTTP_PORT: u16 = 8080;
+/// The port each node's admin endpoint listens on.
+pub const ADMIN_PORT: u16 = 9090;
 /// Largest frame accepted (a shard streamed in one message can be large).
 const MAX_FRAME: u32 = 64 * 1024 * 1024;
 
@@ -158,9 +160,9 @@ impl axum::serve::Listener for SimListener {
     }
 }
 
-/// Serves the shop API on `HTTP_PORT`.
-pub async fn serve_http(app: axum::Router) -> std::io::Result<()> {
-    let listener = TcpListener::bind(("0.0.0.0", HTTP_PORT)).await?;
+/// Serves `app` on `port` of this host.
+pub async fn serve_http(port: u16, app: axum::Router) -> std::io::Result<()> {
+    let listener = TcpListener::bind(("0.0.0.0", port)).await?;
     axum::serve(SimListener(listener), app).await
 }
 
@@ -173,9 +175,10 @@ pub struct Answer {
     pub body: serde_json::Value,
 }
 
-/// Sends one request to node `node`'s shop API over a fresh connection.
+/// Sends one request to port `port` of node `node` over a fresh connection.
 pub async fn http(
     node: u64,
+    port: u16,
     method: &str,
     path: &str,
     token: Option<&str>,
@@ -183,7 +186,7 @@ pub async fn http(
     body: Option<&serde_json::Value>,
 ) -> Result<Answer, String> {
     use http_body_util::BodyExt;
-    let s = TcpStream::connect((node_host(node).as_str(), HTTP_PORT))
+    let s = TcpStream::connect((node_host(node).as_str(), port))
         .await
         .map_err(|e| format!("connect: {e}"))?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s))

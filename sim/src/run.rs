@@ -68,6 +68,7 @@ struct Harness<'a> {
     slots: Vec<NodeSlot>,
     down: BTreeMap<u64, Death>,
     log: Vec<(u64, String)>,
+    moves: workload::MoveQueue,
 }
 
 impl Harness<'_> {
@@ -130,6 +131,7 @@ impl Harness<'_> {
                     });
                 }
             }
+            Fault::Move(shard, to) => self.moves.borrow_mut().push_back((shard, to)),
             Fault::DiskSlow(id, lo, hi) => {
                 if let Some(s) = self.slot(id) {
                     *s.disk_latency_us.lock().unwrap_or_else(|p| p.into_inner()) = (lo, hi);
@@ -236,11 +238,23 @@ pub fn run(config: RunConfig) -> RunReport {
             workload::shopper(seed, i, ids.clone(), history.clone(), load.clone()),
         );
     }
+    let moves: workload::MoveQueue = Rc::default();
+    sim.client(
+        "operator",
+        workload::operator(
+            seed,
+            ids.clone(),
+            history.clone(),
+            moves.clone(),
+            load.clone(),
+        ),
+    );
     let mut h = Harness {
         sim,
         slots,
         down: BTreeMap::new(),
         log: Vec::new(),
+        moves,
     };
     let mut next = 0;
     let mut restarts: Vec<(u64, u64)> = Vec::new();

@@ -35,7 +35,8 @@ pub fn wall_secs() -> f64 {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: `ts` is a valid timespec for the kernel to fill.
+    // SAFETY: `ts` is a valid timespec for the kernel to fill; the `syscall` shim passes
+    // clock_gettime through to the kernel.
     unsafe {
         libc::syscall(
             libc::SYS_clock_gettime,
@@ -98,4 +99,56 @@ pub unsafe extern "C" fn clock_gettime(clock: libc::clockid_t, tp: *mut libc::ti
         (*tp).tv_nsec = (ns % 1_000_000_000) as i64;
     }
     0
+}
+
+/// `syscall(2)` with the `getrandom` number answered from the seed (getrandom 0.2, used by
+/// rand 0.8's thread RNG and so by Raft's election timers, calls it this way); every other
+/// call goes to the kernel unchanged. On x86-64 a variadic call passes its integer arguments
+/// in the same registers as a plain six-argument call, so this signature receives them.
+///
+/// # Safety
+/// As for `syscall(2)`: the arguments must be valid for the call `num`.
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+#[no_mangle]
+pub unsafe extern "C" fn syscall(
+    num: libc::c_long,
+    a1: libc::c_long,
+    a2: libc::c_long,
+    a3: libc::c_long,
+    a4: libc::c_long,
+    a5: libc::c_long,
+    a6: libc::c_long,
+) -> libc::c_long {
+    if num == libc::SYS_getrandom {
+        let (buf, len) = (a1 as *mut u8, a2 as usize);
+        if buf.is_null() {
+            return -1;
+        }
+        // SAFETY: the caller passes a buffer of `len` writable bytes.
+        fill(unsafe { std::slice::from_raw_parts_mut(buf, len) });
+        return len as libc::c_long;
+    }
+    let ret: libc::c_long;
+    // SAFETY: a raw system call with the caller's arguments, as libc's `syscall` makes it.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            inlateout("rax") num => ret,
+            in("rdi") a1,
+            in("rsi") a2,
+            in("rdx") a3,
+            in("r10") a4,
+            in("r8") a5,
+            in("r9") a6,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    if (-4095..0).contains(&ret) {
+        // SAFETY: errno is this thread's.
+        unsafe { *libc::__errno_location() = -ret as i32 };
+        return -1;
+    }
+    ret
 }

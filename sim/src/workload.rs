@@ -4,7 +4,7 @@
 //! invoke → ok / fail / unknown with virtual timestamps.
 
 use crate::host::{ADMIN_EMAIL, ADMIN_PASSWORD};
-use crate::net::{http, Answer};
+use crate::net::{http, Answer, ADMIN_PORT, HTTP_PORT};
 use crate::seed::Stream;
 use rand::Rng;
 use serde::Serialize;
@@ -78,6 +78,7 @@ struct Session {
 }
 
 struct Request<'a> {
+    port: u16,
     kind: &'static str,
     method: &'a str,
     path: String,
@@ -113,6 +114,7 @@ impl Session {
             REQUEST_TIMEOUT,
             http(
                 node,
+                r.port,
                 r.method,
                 &r.path,
                 self.token.as_deref(),
@@ -175,6 +177,7 @@ impl Session {
                 let body = json!({"email": email, "password": password, "name": self.name});
                 let (o, a) = self
                     .send(Request {
+                        port: HTTP_PORT,
                         kind: "register",
                         method: "POST",
                         path: "/api/v1/users".into(),
@@ -190,6 +193,7 @@ impl Session {
                 let body = json!({"email": email, "password": password});
                 let (o, a) = self
                     .send(Request {
+                        port: HTTP_PORT,
                         kind: "login",
                         method: "POST",
                         path: "/api/v1/auth/login".into(),
@@ -233,6 +237,7 @@ pub async fn admin(
             });
             let (o, a) = s
                 .send(Request {
+                    port: HTTP_PORT,
                     kind: "create",
                     method: "POST",
                     path: "/api/v1/products".into(),
@@ -263,6 +268,7 @@ pub async fn admin(
 
 async fn receive_once(s: &mut Session, sku: &str, qty: u64) -> Outcome {
     s.send(Request {
+        port: HTTP_PORT,
         kind: "receive",
         method: "POST",
         path: format!("/api/v1/inventory/{sku}/receive"),
@@ -312,6 +318,7 @@ pub async fn shopper(
         s.pause(100, 900).await;
         let _ = s
             .send(Request {
+                port: HTTP_PORT,
                 kind: "browse",
                 method: "GET",
                 path: "/api/v1/products".into(),
@@ -325,6 +332,7 @@ pub async fn shopper(
         let qty = s.rng.random_range(1..=3u64);
         let (added, _) = s
             .send(Request {
+                port: HTTP_PORT,
                 kind: "add",
                 method: "POST",
                 path: "/api/v1/cart/items".into(),
@@ -346,6 +354,7 @@ pub async fn shopper(
         for _attempt in 0..4 {
             let (o, a) = s
                 .send(Request {
+                    port: HTTP_PORT,
                     kind: "checkout",
                     method: "POST",
                     path: "/api/v1/orders".into(),
@@ -371,6 +380,7 @@ pub async fn shopper(
                 // Double-submit with a new key (a second tab): must not reuse this cart.
                 let (_o, _a) = s
                     .send(Request {
+                        port: HTTP_PORT,
                         kind: "checkout",
                         method: "POST",
                         path: "/api/v1/orders".into(),
@@ -385,6 +395,7 @@ pub async fn shopper(
                 s.pause(0, 2_000).await;
                 let _ = s
                     .send(Request {
+                        port: HTTP_PORT,
                         kind: "cancel",
                         method: "POST",
                         path: format!("/api/v1/orders/{order_id}/cancel"),
@@ -396,6 +407,45 @@ pub async fn shopper(
                     .await;
             }
             _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Shard moves the harness asks the operator to make: (shard, destination node).
+pub type MoveQueue = Rc<RefCell<std::collections::VecDeque<(u32, u64)>>>;
+
+/// The operator: moves shards when the plan says so, through a random node's admin endpoint.
+pub async fn operator(
+    seed: u64,
+    nodes: Vec<u64>,
+    history: History,
+    moves: MoveQueue,
+    load: LoadSwitch,
+) -> turmoil::Result {
+    let mut s = Session::new(
+        "operator".into(),
+        nodes,
+        Stream::new(seed, "client-operator"),
+        history,
+    );
+    s.token = Some(crate::host::ADMIN_TOKEN.into());
+    while load.get() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let next = moves.borrow_mut().pop_front();
+        if let Some((shard, to)) = next {
+            let _ = s
+                .send(Request {
+                    port: ADMIN_PORT,
+                    kind: "move",
+                    method: "POST",
+                    path: format!("/admin/shards/{shard}/move"),
+                    body: Some(json!({ "to": to })),
+                    key: None,
+                    sku: None,
+                    quantity: u64::from(shard),
+                })
+                .await;
         }
     }
     Ok(())
