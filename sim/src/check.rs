@@ -233,6 +233,7 @@ pub fn check(world: &World, history: &[Op]) -> Vec<Violation> {
             }
         }
     }
+    out.extend(linearizable_orders(world, history));
     // Units sold match the orders that were paid and kept their goods (one effect per
     // message: a repeated restock or release shows here).
     let mut delivered: BTreeMap<&str, u64> = BTreeMap::new();
@@ -274,4 +275,145 @@ pub fn quiescent(world: &World) -> bool {
         .values()
         .all(|(_, o)| o.status().is_some_and(|s| s.is_terminal()))
         && world.stock.values().all(|(_, s)| s.reserved == 0)
+}
+
+/// Per-entity linearizability of orders: the order's stored status history is its one
+/// linearization, so every status a client saw must be in it, and an answer that began
+/// after another ended may not show an earlier point of the history (no going back).
+/// Unknown outcomes show nothing and constrain nothing.
+fn linearizable_orders(world: &World, history: &[Op]) -> Vec<Violation> {
+    let mut out = Vec::new();
+    let mut seen: BTreeMap<&str, Vec<(u64, u64, usize, &str)>> = BTreeMap::new();
+    for op in history.iter().filter(|o| o.outcome == Outcome::Ok) {
+        let (Some(id), Some(status)) = (op.order_id.as_deref(), op.status_seen.as_deref()) else {
+            continue;
+        };
+        let Some((_, order)) = world.orders.get(id) else {
+            continue; // reported as a lost order above
+        };
+        let names: Vec<&str> = order.history.iter().map(|(s, _)| s.name()).collect();
+        match names.iter().position(|n| *n == status) {
+            Some(at) => seen
+                .entry(id)
+                .or_default()
+                .push((op.invoke_ms, op.end_ms, at, status)),
+            None => out.push(violation(
+                "linearizable",
+                format!(
+                    "{} saw order {id} {status}, which its history {names:?} never had",
+                    op.client
+                ),
+            )),
+        }
+    }
+    for (id, obs) in seen {
+        for a in &obs {
+            for b in &obs {
+                // a ended before b began, yet b shows an earlier point.
+                if a.1 < b.0 && b.2 < a.2 {
+                    out.push(violation(
+                        "linearizable",
+                        format!(
+                            "order {id}: {} seen at {} ms, then {} at {} ms",
+                            a.3, a.1, b.3, b.0
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agora_actors::order::OrderStatus;
+
+    fn op(client: &str, kind: &'static str, t: (u64, u64), order: &str, status: &str) -> Op {
+        Op {
+            client: client.into(),
+            kind,
+            invoke_ms: t.0,
+            end_ms: t.1,
+            outcome: Outcome::Ok,
+            status: 200,
+            key: None,
+            order_id: Some(order.into()),
+            sku: None,
+            quantity: 0,
+            status_seen: Some(status.into()),
+        }
+    }
+
+    fn world_with(order: OrderState, stock: StockState) -> World {
+        World {
+            orders: [("o1".to_string(), (1, order))].into_iter().collect(),
+            accounts: Default::default(),
+            inbox_duplicates: Vec::new(),
+            stock: [("S".to_string(), (1, stock))].into_iter().collect(),
+            duplicates: Vec::new(),
+            entities: 2,
+        }
+    }
+
+    fn delivered_order() -> OrderState {
+        let mut o = OrderState::default();
+        for (i, s) in [
+            OrderStatus::Pending,
+            OrderStatus::StockReserved,
+            OrderStatus::AwaitingPayment,
+            OrderStatus::Confirmed,
+            OrderStatus::Shipped,
+            OrderStatus::Delivered,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            o.history.push((s, i as u64));
+        }
+        o
+    }
+
+    fn invariants(v: &[Violation]) -> Vec<&'static str> {
+        v.iter().map(|v| v.invariant).collect()
+    }
+
+    #[test]
+    fn a_read_that_goes_back_in_an_orders_history_is_caught() {
+        let w = world_with(delivered_order(), StockState::default());
+        let ok = [
+            op("a", "checkout", (0, 10), "o1", "AWAITING_PAYMENT"),
+            op("b", "read", (20, 30), "o1", "CONFIRMED"),
+        ];
+        assert!(linearizable_orders(&w, &ok).is_empty());
+        let back = [
+            op("a", "read", (0, 10), "o1", "CONFIRMED"),
+            op("b", "read", (20, 30), "o1", "AWAITING_PAYMENT"),
+        ];
+        assert_eq!(
+            invariants(&linearizable_orders(&w, &back)),
+            ["linearizable"]
+        );
+        let never = [op("a", "read", (0, 10), "o1", "REFUNDED")];
+        assert_eq!(
+            invariants(&linearizable_orders(&w, &never)),
+            ["linearizable"]
+        );
+    }
+
+    #[test]
+    fn broken_stock_and_lost_orders_are_caught() {
+        let stock = StockState {
+            available: 3,
+            received: 5,
+            ..StockState::default()
+        };
+        let w = world_with(delivered_order(), stock);
+        let mut lost = op("a", "checkout", (0, 10), "o2", "AWAITING_PAYMENT");
+        lost.key = Some("k".into());
+        let found = invariants(&check(&w, &[lost]));
+        assert!(found.contains(&"stock-conservation"), "{found:?}");
+        assert!(found.contains(&"acknowledged-order-lost"), "{found:?}");
+    }
 }

@@ -31,6 +31,8 @@ pub enum Fault {
     PartitionOneWay(u64, u64),
     /// Restore the link between two nodes.
     Repair(u64, u64),
+    /// Make the link between two nodes drop connections now and then (per-mille per step).
+    Flaky(u64, u64, u32),
     /// Raise the network's maximum message latency (ms).
     Latency(u64),
     /// Kill a node's process.
@@ -95,7 +97,18 @@ pub fn plan(
         let lasting = rng.random_range(800..5_000);
         let back = (t + lasting).min(end_ms);
         match kind {
-            Profile::Net => match rng.random_range(0..3u8) {
+            Profile::Net => match rng.random_range(0..4u8) {
+                3 if node != other => {
+                    let rate = rng.random_range(1..20);
+                    out.push(Scheduled {
+                        at_ms: t,
+                        fault: Fault::Flaky(node, other, rate),
+                    });
+                    out.push(Scheduled {
+                        at_ms: back,
+                        fault: Fault::Flaky(node, other, 0),
+                    });
+                }
                 0 if node != other => {
                     out.push(Scheduled {
                         at_ms: t,

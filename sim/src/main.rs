@@ -53,6 +53,9 @@ enum Cmd {
         /// Also run every seed a second time and compare trace hashes.
         #[arg(long)]
         check_determinism: bool,
+        /// Stop at the first failing seed (to measure seeds-to-find).
+        #[arg(long)]
+        first: bool,
         /// Where failing seeds' artifacts go.
         #[arg(long, default_value = "sim-out")]
         out: PathBuf,
@@ -264,13 +267,21 @@ fn parse_range(r: &str) -> anyhow::Result<(u64, u64)> {
     Ok((a, b))
 }
 
+/// How a sweep runs.
+struct SweepOptions {
+    jobs: usize,
+    twice: bool,
+    first: bool,
+}
+
 fn sweep(
     sim: &SimArgs,
     seeds: (u64, u64),
-    jobs: usize,
-    twice: bool,
+    opts: &SweepOptions,
     out: &Path,
 ) -> anyhow::Result<bool> {
+    let SweepOptions { jobs, twice, first } = *opts;
+    let stop = std::sync::atomic::AtomicBool::new(false);
     let started = shims::wall_secs();
     let all: Vec<u64> = (seeds.0..seeds.1).collect();
     let total = all.len();
@@ -279,6 +290,9 @@ fn sweep(
     std::thread::scope(|scope| {
         for _ in 0..jobs.max(1) {
             scope.spawn(|| loop {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
                 let next = queue.lock().ok().and_then(|mut q| q.next());
                 let Some(seed) = next else { break };
                 let mut s = match child(seed, sim) {
@@ -301,6 +315,9 @@ fn sweep(
                             ));
                         }
                     }
+                }
+                if first && !s.violations.is_empty() {
+                    stop.store(true, std::sync::atomic::Ordering::Relaxed);
                 }
                 if let Ok(mut r) = results.lock() {
                     r.push(s);
@@ -325,6 +342,7 @@ fn sweep(
     for s in &failing {
         println!("{}", fail_line(s, sim));
     }
+    let total = results.len();
     let wall = shims::wall_secs() - started;
     let sim_secs: f64 = results.iter().map(|s| s.sim_secs).sum();
     let runs_wall: f64 = results.iter().map(|s| s.wall_secs).sum();
@@ -467,9 +485,15 @@ fn main() -> anyhow::Result<()> {
             seeds,
             jobs,
             check_determinism,
+            first,
             out,
         } => {
-            let ok = sweep(&sim, parse_range(&seeds)?, jobs, check_determinism, &out)?;
+            let opts = SweepOptions {
+                jobs,
+                twice: check_determinism,
+                first,
+            };
+            let ok = sweep(&sim, parse_range(&seeds)?, &opts, &out)?;
             if !ok {
                 std::process::exit(1);
             }

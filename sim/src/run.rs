@@ -114,6 +114,11 @@ impl Harness<'_> {
             Fault::Partition(a, b) => self.sim.partition(node_host(a), node_host(b)),
             Fault::PartitionOneWay(a, b) => self.sim.partition_oneway(node_host(a), node_host(b)),
             Fault::Repair(a, b) => self.sim.repair(node_host(a), node_host(b)),
+            Fault::Flaky(a, b, per_mille) => self.sim.set_link_fail_rate(
+                node_host(a),
+                node_host(b),
+                f64::from(per_mille) / 1000.0,
+            ),
             Fault::Latency(ms) => self.sim.set_max_message_latency(Duration::from_millis(ms)),
             Fault::Kill(id) => self.kill(id, Death::Kill),
             Fault::PowerLoss(id) => self.kill(id, Death::PowerLoss),
@@ -163,6 +168,8 @@ impl Harness<'_> {
             for b in &ids {
                 if a < b {
                     self.sim.repair(node_host(*a), node_host(*b));
+                    self.sim
+                        .set_link_fail_rate(node_host(*a), node_host(*b), 0.0);
                 }
             }
         }

@@ -55,6 +55,8 @@ pub struct Op {
     pub sku: Option<String>,
     /// Units.
     pub quantity: u64,
+    /// The order status the answer showed (checkout, cancel and order reads).
+    pub status_seen: Option<String>,
 }
 
 /// The shared record of every operation, in completion order.
@@ -160,6 +162,12 @@ impl Session {
             order_id,
             sku: r.sku,
             quantity: r.quantity,
+            status_seen: answer
+                .as_ref()
+                .filter(|a| (200..300).contains(&a.status))
+                .and_then(|a| a.body.get("status"))
+                .and_then(Value::as_str)
+                .map(str::to_string),
         });
         (outcome, answer)
     }
@@ -376,6 +384,22 @@ pub async fn shopper(
         }
         let Some(order_id) = placed else { continue };
         match s.rng.random_range(0..10u8) {
+            2..=4 => {
+                // Look at the order again (a read the linearizability check uses).
+                s.pause(0, 3_000).await;
+                let _ = s
+                    .send(Request {
+                        port: HTTP_PORT,
+                        kind: "read",
+                        method: "GET",
+                        path: format!("/api/v1/orders/{order_id}"),
+                        body: None,
+                        key: None,
+                        sku: None,
+                        quantity: 0,
+                    })
+                    .await;
+            }
             0 => {
                 // Double-submit with a new key (a second tab): must not reuse this cart.
                 let (_o, _a) = s
