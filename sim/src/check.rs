@@ -45,7 +45,7 @@ pub fn read_world(disks: &[(u64, SimDisk)]) -> Result<World, String> {
         duplicates: Vec::new(),
         entities: 0,
     };
-    let mut seen: BTreeMap<String, u64> = BTreeMap::new();
+    let mut seen: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
     let mut shard_nodes: BTreeMap<u32, std::collections::BTreeSet<u64>> = BTreeMap::new();
     for (node, disk) in disks {
         let store = Store::open_backend(disk.snapshot_backend())
@@ -58,9 +58,12 @@ pub fn read_world(disks: &[(u64, SimDisk)]) -> Result<World, String> {
                     .or_default()
                     .insert(*node);
                 let name = format!("{}/{}", entity.kind.name(), entity.id);
-                if let Some(other) = seen.insert(name.clone(), *node) {
-                    w.duplicates
-                        .push(format!("{name} on nodes {other} and {node}"));
+                let here = (*node, record.seq, record.epoch);
+                if let Some(other) = seen.insert(name.clone(), here) {
+                    w.duplicates.push(format!(
+                        "{name} on nodes {} (seq {}, epoch {}) and {} (seq {}, epoch {})",
+                        other.0, other.1, other.2, here.0, here.1, here.2
+                    ));
                 }
                 match record.state {
                     EntityState::Order(o) => {

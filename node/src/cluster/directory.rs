@@ -32,11 +32,13 @@ pub enum GatewayRpc {
     Join,
     /// A request to move one of this node's shards.
     RequestMove,
+    /// Discard a shard installed by a handoff that was aborted.
+    DiscardShard,
 }
 
 impl GatewayRpc {
     /// Every call, in wire order.
-    pub const ALL: [GatewayRpc; 7] = [
+    pub const ALL: [GatewayRpc; 8] = [
         GatewayRpc::Deliver,
         GatewayRpc::CatalogSince,
         GatewayRpc::Raft,
@@ -44,6 +46,7 @@ impl GatewayRpc {
         GatewayRpc::Propose,
         GatewayRpc::Join,
         GatewayRpc::RequestMove,
+        GatewayRpc::DiscardShard,
     ];
 
     /// The gateway message carrying `bytes`, answered on `port`.
@@ -56,6 +59,7 @@ impl GatewayRpc {
             GatewayRpc::Propose => GatewayMsg::Propose(bytes, port),
             GatewayRpc::Join => GatewayMsg::Join(bytes, port),
             GatewayRpc::RequestMove => GatewayMsg::RequestMove(bytes, port),
+            GatewayRpc::DiscardShard => GatewayMsg::DiscardShard(bytes, port),
         }
     }
 

@@ -40,6 +40,10 @@ pub enum GatewayMsg {
     /// `Result<u64, MoveError>` once the move is done.
     #[rpc]
     RequestMove(Vec<u8>, RpcReplyPort<Vec<u8>>),
+    /// An encoded `(shard, fence epoch)`: drop what an aborted handoff installed here (refused
+    /// if the map gives this node the shard); answered with an encoded `Result<(), String>`.
+    #[rpc]
+    DiscardShard(Vec<u8>, RpcReplyPort<Vec<u8>>),
 }
 
 /// Start arguments and state.
@@ -187,6 +191,14 @@ impl Actor for Gateway {
                 let writer = args.writer.clone();
                 tokio::spawn(async move {
                     let answer = super::handoff::install(&writer, &bytes).await;
+                    let _ = reply.send(encode(&answer).unwrap_or_default());
+                });
+                Ok(())
+            }
+            GatewayMsg::DiscardShard(bytes, reply) => {
+                let (writer, map, me) = (args.writer.clone(), args.map.clone(), args.me);
+                tokio::spawn(async move {
+                    let answer = super::handoff::discard(&writer, &map, me, &bytes).await;
                     let _ = reply.send(encode(&answer).unwrap_or_default());
                 });
                 Ok(())

@@ -67,6 +67,37 @@ pub async fn install(writer: &Writer, bytes: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
+/// Drops a shard an aborted handoff installed here (gateway side): never one the map gives
+/// this node. The shard's fence moves to `fence`, so a late copy of that handoff is refused.
+pub async fn discard(
+    writer: &Writer,
+    map: &crate::cluster::shard_map::SharedShardMap,
+    me: u64,
+    bytes: &[u8],
+) -> Result<(), String> {
+    let (shard, fence): (u32, u64) = decode(bytes).map_err(|e| e.to_string())?;
+    let owner = map
+        .read()
+        .map_err(|_| "shard map lock poisoned".to_string())?
+        .owner(shard);
+    if owner == Some(me) {
+        return Err(format!("shard {shard} is this node's under the agreed map"));
+    }
+    let (done, rx) = oneshot::channel();
+    writer
+        .submit(WriteOp::DropShard {
+            shard,
+            epoch: fence,
+            done,
+        })
+        .map_err(|e| e.to_string())?;
+    rx.await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    tracing::info!(shard, fence, "discarded the copy of an aborted handoff");
+    Ok(())
+}
+
 /// Proposes an encoded command to the local Raft member (gateway side).
 pub async fn propose_locally(raft: Option<&Raft>, bytes: &[u8]) -> ProposeAnswer {
     let Some(raft) = raft else {
@@ -210,7 +241,10 @@ impl Handoff {
                 .await
                 .map_err(|e| MoveError::Failed(e.to_string()))?;
         }
-        let result = self.stream_and_agree(shard, to, epoch).await;
+        let result = match self.stream_and_agree(shard, to, epoch).await {
+            Ok(()) => Ok(()),
+            Err(e) => self.settle(shard, to, epoch, e).await,
+        };
         if let Err(e) = &result {
             tracing::warn!(shard, to, error = %e, "move failed; the shard stays here");
             self.region.thaw(shard);
@@ -269,7 +303,8 @@ impl Handoff {
             .map_err(|e| MoveError::Failed(e.to_string()))?
             .map_err(MoveError::Failed)?;
         tracing::info!(shard, to, rows, "shard streamed");
-        self.propose(&MapCommand::Move { shard, to }).await?;
+        self.propose(&MapCommand::MoveAt { shard, to, epoch })
+            .await?;
         let deadline = Instant::now() + AGREEMENT_TIMEOUT;
         loop {
             if self.owner_and_epoch(shard)?.0 == Some(to) {
@@ -282,6 +317,81 @@ impl Handoff {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// A handoff failed after its shard may have reached `to` and its move may have been
+    /// proposed: the outcome is unknown, and serving the shard here again could split it in
+    /// two. Settle it through the group first (the shard stays frozen meanwhile): abort the
+    /// handoff's epoch, which a late `MoveAt` can no longer pass, then read the map. If the
+    /// move won, it is finished (`Ok`); otherwise `to` discards what it installed.
+    async fn settle(
+        &self,
+        shard: u32,
+        to: u64,
+        epoch: u64,
+        why: MoveError,
+    ) -> Result<(), MoveError> {
+        let mut pause = Duration::from_millis(200);
+        loop {
+            match self.propose(&MapCommand::AbortMove { shard, epoch }).await {
+                Ok(()) | Err(MoveError::Refused(_)) => break,
+                Err(e) => {
+                    tracing::warn!(shard, error = %e, "handoff outcome unknown; the shard stays frozen until the group answers");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        // The abort (or the move before it) is agreed; wait for this node to apply it.
+        while self.owner_and_epoch(shard)?.1 <= epoch {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if self.owner_and_epoch(shard)?.0 == Some(to) {
+            tracing::info!(shard, to, "the handoff's move was agreed after all");
+            return Ok(());
+        }
+        self.discard_on(to, shard, epoch + 2);
+        Err(why)
+    }
+
+    /// Asks `to` to drop its copy of `shard` (retrying in the background until it answers).
+    fn discard_on(&self, to: u64, shard: u32, fence: u64) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let Ok(bytes) = encode(&(shard, fence)) else {
+                return;
+            };
+            let mut pause = Duration::from_millis(200);
+            for _ in 0..200 {
+                let answer = this
+                    .call(
+                        to,
+                        GatewayRpc::DiscardShard,
+                        bytes.clone(),
+                        Duration::from_secs(5),
+                    )
+                    .await
+                    .and_then(|r| {
+                        decode::<Result<(), String>>(&r)
+                            .map_err(|e| MoveError::Failed(e.to_string()))
+                    });
+                match answer {
+                    Ok(Ok(())) => return,
+                    Ok(Err(why)) => {
+                        tracing::warn!(shard, to, why, "the target refused to discard its copy");
+                        return;
+                    }
+                    Err(e) => tracing::debug!(shard, to, error = %e, "discard not delivered yet"),
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            tracing::error!(
+                shard,
+                to,
+                "gave up asking node {to} to discard its copy of shard {shard}"
+            );
+        });
     }
 
     fn forward(&self, to: agora_actors::EntityRef, msg: EntityMsg) {

@@ -544,6 +544,19 @@ impl WriterThread {
                             r.wrote = true;
                         }
                         WriteOp::InstallShard { data, epoch, done } => {
+                            let current = self.epoch_of(&epochs, data.shard)?;
+                            if epoch < current {
+                                // A late copy of a handoff that was aborted and discarded.
+                                r.refused.push((
+                                    done,
+                                    StoreError::StaleEpoch {
+                                        shard: data.shard,
+                                        got: epoch,
+                                        current,
+                                    },
+                                ));
+                                continue;
+                            }
                             // Replace, never merge: rows left by an earlier, failed move of
                             // this shard must not survive.
                             clear_shard(&mut entities, data.shard)?;

@@ -42,6 +42,24 @@ impl MapState {
                     MapOutcome::Applied { epoch: rec.epoch }
                 }
             },
+            MapCommand::MoveAt { shard, to, epoch } => match &self.map {
+                Some(m) if m.epoch != *epoch => MapOutcome::Rejected(format!(
+                    "the map moved on (epoch {} after {epoch}) while shard {shard} was being handed off",
+                    m.epoch
+                )),
+                _ => self.apply_command(&MapCommand::Move {
+                    shard: *shard,
+                    to: *to,
+                }),
+            },
+            MapCommand::AbortMove { shard: _, epoch } => match &mut self.map {
+                None => MapOutcome::Rejected("no shard map yet".into()),
+                Some(m) if m.epoch == *epoch => {
+                    m.epoch += 1;
+                    MapOutcome::Applied { epoch: m.epoch }
+                }
+                Some(m) => MapOutcome::Unchanged { epoch: m.epoch },
+            },
             MapCommand::Move { shard, to } => {
                 let is_member = self.membership.membership().voter_ids().any(|id| id == *to);
                 let Some(m) = &mut self.map else {
@@ -335,6 +353,47 @@ mod tests {
         let (applied, membership) = sm.applied_state().await.unwrap();
         assert_eq!(applied, Some(log_id(4)));
         assert_eq!(membership.log_id(), &Some(log_id(1)));
+    }
+
+    #[test]
+    fn a_move_at_an_old_epoch_never_applies_after_its_abort() {
+        let mut st = MapState {
+            membership: StoredMembership::new(Some(log_id(1)), members()),
+            ..MapState::default()
+        };
+        st.apply_command(&MapCommand::Initialize(spread()));
+        let e = spread().epoch;
+        let abort = MapCommand::AbortMove { shard: 0, epoch: e };
+        let late = MapCommand::MoveAt {
+            shard: 0,
+            to: 2,
+            epoch: e,
+        };
+        assert_eq!(
+            st.apply_command(&abort),
+            MapOutcome::Applied { epoch: e + 1 }
+        );
+        assert!(matches!(st.apply_command(&late), MapOutcome::Rejected(_)));
+        assert_eq!(
+            st.apply_command(&abort),
+            MapOutcome::Unchanged { epoch: e + 1 }
+        );
+        // In the other order the move wins and the abort changes nothing.
+        let e = e + 1;
+        let on_time = MapCommand::MoveAt {
+            shard: 0,
+            to: 2,
+            epoch: e,
+        };
+        assert_eq!(
+            st.apply_command(&on_time),
+            MapOutcome::Applied { epoch: e + 1 }
+        );
+        let abort = MapCommand::AbortMove { shard: 0, epoch: e };
+        assert_eq!(
+            st.apply_command(&abort),
+            MapOutcome::Unchanged { epoch: e + 1 }
+        );
     }
 
     #[test]

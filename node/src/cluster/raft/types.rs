@@ -47,6 +47,24 @@ pub enum MapCommand {
         /// Its new owner.
         to: NodeId,
     },
+    /// Gives `shard` to node `to` only if the map's epoch is still `epoch` (a handoff that
+    /// began under that epoch); refused otherwise.
+    MoveAt {
+        /// The shard.
+        shard: u32,
+        /// Its new owner.
+        to: NodeId,
+        /// The epoch the handoff began under.
+        epoch: u64,
+    },
+    /// Settles a handoff whose outcome is unknown: if the map's epoch is still `epoch`, bump
+    /// it (owners unchanged) so a `MoveAt` for that epoch can never apply afterwards.
+    AbortMove {
+        /// The shard.
+        shard: u32,
+        /// The epoch the handoff began under.
+        epoch: u64,
+    },
 }
 
 /// What applying one log entry did.
