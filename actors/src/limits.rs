@@ -14,6 +14,10 @@ pub const MAX_CART_LINES: usize = 50;
 pub const MAX_STOCK_MOVE: u64 = 1_000_000;
 /// Largest unit price in minor units (10 million in major units).
 pub const MAX_PRICE_MINOR: u64 = 1_000_000_000;
+/// Most attributes on one product.
+pub const MAX_ATTRIBUTES: usize = 32;
+/// Longest attribute name (1..=64 of `a-z 0-9 _ -`).
+pub const MAX_ATTRIBUTE_KEY_LEN: usize = 64;
 /// Notifications kept per inbox (oldest dropped first).
 pub const MAX_INBOX_ITEMS: usize = 50;
 /// Orders remembered per account for listing (oldest dropped first).

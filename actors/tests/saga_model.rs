@@ -673,6 +673,7 @@ impl World {
                 description: String::new(),
                 category: "test".into(),
                 price: Money::shop(*price),
+                attributes: Default::default(),
             }));
             let me = EntityRef::new(EntityKind::Product, *sku);
             self.edge(&me, cmd, &format!("create product {sku} at {price}"));

@@ -3,6 +3,7 @@
 use agora_actors::order::OrderView;
 use agora_actors::shipment::ShipmentView;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use utoipa::ToSchema;
 
 /// Formats ms since the Unix epoch as RFC 3339.
@@ -79,10 +80,36 @@ pub struct ProductDto {
     pub description: String,
     /// Category.
     pub category: String,
+    /// Free-form attributes (name → value).
+    pub attributes: BTreeMap<String, String>,
     /// Unit price.
     pub price: MoneyDto,
     /// Units available to buy.
     pub available: u64,
+    /// Average review rating, 0 to 5 (0 until reviewed).
+    pub rating: f64,
+    /// When it was created (RFC 3339).
+    pub created_at: String,
+    /// Present and true once archived (only admin routes show archived products).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[schema(required = false)]
+    pub archived: bool,
+}
+
+/// How many matching products fall on one value of a facet.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FacetCountDto {
+    /// The value.
+    pub value: String,
+    /// Matching products with it.
+    pub count: u64,
+}
+
+/// Facet counts of a listing, over every matching product (not only the page).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FacetsDto {
+    /// Matching products per category, most first, then by name.
+    pub category: Vec<FacetCountDto>,
 }
 
 /// `GET /api/v1/products`.
@@ -96,15 +123,28 @@ pub struct ProductPage {
     pub page: usize,
     /// Page size.
     pub per_page: usize,
+    /// Facet counts over all matching products.
+    pub facets: FacetsDto,
 }
 
-/// Query of `GET /api/v1/products`.
+/// Query of `GET /api/v1/products`. The filters are read as text and checked by the handler,
+/// so a bad value is a 422 naming the parameter (an empty value counts as absent).
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ProductQuery {
-    /// Words to find.
+    /// Words to find (at most 200 characters).
     pub q: Option<String>,
     /// Category.
     pub category: Option<String>,
+    /// Lowest unit price in minor units, 0..=10^12.
+    pub min_price: Option<String>,
+    /// Highest unit price in minor units, 0..=10^12.
+    pub max_price: Option<String>,
+    /// `true`: only products with units available.
+    pub in_stock: Option<String>,
+    /// Lowest average rating, 0 to 5.
+    pub min_rating: Option<String>,
+    /// relevance, price_asc, price_desc, rating or newest.
+    pub sort: Option<String>,
     /// Page number, from 1.
     pub page: Option<usize>,
     /// Page size, 1 to 100.
@@ -125,6 +165,26 @@ pub struct CreateProductRequest {
     pub category: String,
     /// Unit price.
     pub price: MoneyDto,
+    /// Attributes: at most 32, names 1 to 64 of a-z 0-9 _ -, values 1 to 200 characters.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// `PATCH /api/v1/products/{sku}`: the fields to change (at least one); `attributes`
+/// replaces every attribute.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateProductRequest {
+    /// New name.
+    pub name: Option<String>,
+    /// New description.
+    pub description: Option<String>,
+    /// New category: a-z 0-9 -.
+    pub category: Option<String>,
+    /// New attributes (replacing all of them).
+    pub attributes: Option<BTreeMap<String, String>>,
+    /// New unit price.
+    pub price: Option<MoneyDto>,
 }
 
 /// `POST /api/v1/inventory/{sku}/receive` and `/write-off`.

@@ -29,14 +29,14 @@ impl Modify for BearerAuth {
     info(title = "Agora shop API", description = "Every error is application/problem+json (RFC 9457)."),
     paths(
         users::register, users::login,
-        products::list, products::get_one, products::create,
+        products::list, products::get_one, products::create, products::update, products::archive,
         inventory::get_stock, inventory::receive, inventory::write_off,
         cart::get_cart, cart::add_item, cart::remove_item,
         orders::checkout, orders::get_one, orders::list, orders::cancel, orders::get_shipment,
         notifications::list,
     ),
     components(schemas(
-        MoneyDto, RegisterRequest, UserCreated, LoginRequest, TokenResponse, ProductDto, ProductPage, CreateProductRequest,
+        MoneyDto, RegisterRequest, UserCreated, LoginRequest, TokenResponse, ProductDto, ProductPage, FacetsDto, FacetCountDto, CreateProductRequest, UpdateProductRequest,
         QuantityRequest, StockDto, AddItemRequest, CartLineDto, CartDto, PaymentRequest, AddressDto, CheckoutRequest,
         OrderCreated, OrderLineDto, StatusAt, OrderPaymentDto, OrderDto, OrderList, ShipmentDto, NotificationDto, NotificationList,
     )),

@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod node;
 pub mod runtime;
 pub mod seams;
+pub mod search;
 pub mod seed;
 pub mod sinks;
 pub mod store;

@@ -2,7 +2,7 @@
 //! shop API and the admin endpoint. A single `agora dev` node is a cluster of one.
 
 use crate::admin::{self, AdminState};
-use crate::catalog::CatalogProjection;
+use crate::catalog::{CatalogProjection, IndexMode};
 use crate::cluster::directory::Directory;
 use crate::cluster::gateway::{Gateway, GatewayArgs};
 use crate::cluster::router::Router;
@@ -313,7 +313,13 @@ pub async fn start_with(
             Store::open(&settings.data_dir.join("agora.redb")).context("cannot open the store")?
         }
     };
-    let catalog = Arc::new(CatalogProjection::load(&store, rng.next_u64())?);
+    // The simulator's inline storage means nothing may run beside its thread: the search
+    // index is then brought up to date by the searches themselves.
+    let index_mode = match executor {
+        crate::store::StorageExecutor::Thread => IndexMode::Background,
+        crate::store::StorageExecutor::Inline { .. } => IndexMode::OnRead,
+    };
+    let catalog = Arc::new(CatalogProjection::load(&store, rng.next_u64(), index_mode)?);
     let (relay_tx, relay_rx) = tokio::sync::mpsc::unbounded_channel();
     let writer = Writer::start_on(store.clone(), relay_tx, vec![catalog.clone()], executor)?;
     check_shard_count(&store, &writer, settings.shard_count).await?;

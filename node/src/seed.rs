@@ -189,6 +189,7 @@ pub async fn seed_demo_catalog(client: &dyn EntityClient) -> Result<usize, AskEr
             description: format!("{name}, from the Agora demo catalog."),
             category: (*category).into(),
             price: Money::shop(*price),
+            attributes: Default::default(),
         };
         match client
             .ask(

@@ -1,6 +1,6 @@
 //! The caller's cart.
 
-use super::products::fetch_product;
+use super::products::{fetch_active_product, fetch_product};
 use crate::dto::{AddItemRequest, CartDto, CartLineDto, MoneyDto};
 use crate::extract::{ApiJson, ApiPath, Caller};
 use crate::problem::{ApiResult, Problem};
@@ -65,13 +65,13 @@ pub async fn get_cart(
 
 /// Adds units of a product to the caller's cart.
 #[utoipa::path(post, path = "/api/v1/cart/items", tag = "cart", request_body = AddItemRequest, security(("bearer" = [])),
-    responses((status = 200, body = CartDto), (status = 404, description = "no such product"), (status = 422, description = "bad quantity")))]
+    responses((status = 200, body = CartDto), (status = 404, description = "no such product, or archived"), (status = 422, description = "bad quantity")))]
 pub async fn add_item(
     State(st): State<Arc<EdgeState>>,
     caller: Caller,
     ApiJson(req): ApiJson<AddItemRequest>,
 ) -> ApiResult<Json<CartDto>> {
-    fetch_product(st.client.as_ref(), &req.sku).await?;
+    fetch_active_product(st.client.as_ref(), &req.sku).await?;
     let cmd = CartCommand::AddItem {
         sku: req.sku,
         quantity: req.quantity,

@@ -25,7 +25,11 @@ pub fn routes() -> Router<Arc<EdgeState>> {
             "/api/v1/products",
             get(products::list).post(products::create),
         )
-        .route("/api/v1/products/{sku}", get(products::get_one))
+        .route(
+            "/api/v1/products/{sku}",
+            get(products::get_one).patch(products::update),
+        )
+        .route("/api/v1/products/{sku}/archive", post(products::archive))
         .route("/api/v1/inventory/{sku}", get(inventory::get_stock))
         .route("/api/v1/inventory/{sku}/receive", post(inventory::receive))
         .route(

@@ -115,7 +115,7 @@ fn checkout_response(v: &OrderView) -> Response {
 /// Checks out the caller's cart.
 #[utoipa::path(post, path = "/api/v1/orders", tag = "orders", request_body = CheckoutRequest, security(("bearer" = [])),
     params(("Idempotency-Key" = String, Header, description = "1..=128 visible ASCII characters; a retry with the same key returns the same answer")),
-    responses((status = 201, body = OrderCreated), (status = 400, description = "no Idempotency-Key"), (status = 409, description = "out of stock"),
+    responses((status = 201, body = OrderCreated), (status = 400, description = "no Idempotency-Key"), (status = 409, description = "out of stock, or a product in the cart was archived"),
               (status = 422, description = "invalid input, empty cart, or key reused with another body")))]
 pub async fn checkout(
     State(st): State<Arc<EdgeState>>,
@@ -214,6 +214,18 @@ async fn place_held(
                 definite: problem.status.is_client_error(),
                 problem,
             })?;
+        if p.is_archived() {
+            return Err(Refusal {
+                definite: true,
+                problem: Problem::new(
+                    StatusCode::CONFLICT,
+                    "product-archived",
+                    "Product no longer sold",
+                    format!("product {sku} is no longer sold; remove it from the cart"),
+                )
+                .with("sku", sku),
+            });
+        }
         lines.push(OrderLine {
             sku,
             quantity,

@@ -1,28 +1,42 @@
-//! The catalog: listing, one product, and creation (admin).
+//! The catalog: listing and search, one product, and the admin's create, update and archive.
 
 use super::validate;
-use crate::catalog::CatalogQuery;
-use crate::dto::{CreateProductRequest, MoneyDto, ProductDto, ProductPage, ProductQuery};
+use crate::catalog::{CatalogEntry, CatalogQuery, SortOrder};
+use crate::dto::{
+    rfc3339, CreateProductRequest, FacetCountDto, FacetsDto, MoneyDto, ProductDto, ProductPage,
+    ProductQuery, UpdateProductRequest,
+};
 use crate::extract::{Admin, ApiJson, ApiPath, ApiQuery};
 use crate::problem::{ApiResult, Problem};
 use crate::EdgeState;
 use agora_actors::client::EntityClient;
+use agora_actors::limits::{valid_text, MAX_TEXT_LEN};
 use agora_actors::money::Money;
-use agora_actors::product::{ProductCommand, ProductDetails, ProductView};
+use agora_actors::product::{ProductCommand, ProductDetails, ProductPatch, ProductView};
 use agora_actors::stock::StockCommand;
 use agora_actors::{Command, EntityKind, EntityRef, Reply};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-/// Reads a product; a malformed SKU is simply not found.
+/// Largest price bound a listing accepts, in minor units.
+pub const MAX_PRICE_BOUND: u64 = 1_000_000_000_000;
+/// Highest rating.
+pub const MAX_RATING: f64 = 5.0;
+
+fn not_found(sku: &str) -> Problem {
+    Problem::not_found(format!(
+        "product {}",
+        sku.chars().take(64).collect::<String>()
+    ))
+}
+
+/// Reads a product, archived or not; a malformed SKU is simply not found.
 pub async fn fetch_product(client: &dyn EntityClient, sku: &str) -> ApiResult<ProductView> {
     if validate::sku(sku).is_err() {
-        return Err(Problem::not_found(format!(
-            "product {}",
-            sku.chars().take(64).collect::<String>()
-        )));
+        return Err(not_found(sku));
     }
     match client
         .ask(
@@ -34,6 +48,15 @@ pub async fn fetch_product(client: &dyn EntityClient, sku: &str) -> ApiResult<Pr
         Reply::Product(p) => Ok(p),
         _ => Err(Problem::internal("unexpected reply to Product::Get")),
     }
+}
+
+/// Reads a product that is sold: an archived product is not found.
+pub async fn fetch_active_product(client: &dyn EntityClient, sku: &str) -> ApiResult<ProductView> {
+    let p = fetch_product(client, sku).await?;
+    if p.is_archived() {
+        return Err(not_found(sku));
+    }
+    Ok(p)
 }
 
 /// Units available of a SKU.
@@ -50,29 +73,62 @@ pub async fn available(client: &dyn EntityClient, sku: &str) -> ApiResult<u64> {
     }
 }
 
-fn dto(p: ProductView, available: u64) -> ProductDto {
+fn dto(p: ProductView, available: u64, rating: f64) -> ProductDto {
     ProductDto {
+        archived: p.is_archived(),
         sku: p.sku,
         name: p.details.name,
         description: p.details.description,
         category: p.details.category,
+        attributes: p.details.attributes,
         price: MoneyDto {
             amount_minor: p.details.price.amount_minor,
             currency: p.details.price.currency,
         },
         available,
+        rating,
+        created_at: rfc3339(p.created_at_ms),
     }
 }
 
-/// Lists products, filtered and paged.
-#[utoipa::path(get, path = "/api/v1/products", tag = "catalog",
-    params(("q" = Option<String>, Query, description = "words to find"), ("category" = Option<String>, Query, description = "category"),
-           ("page" = Option<usize>, Query, description = "page, from 1"), ("per_page" = Option<usize>, Query, description = "page size, 1..=100")),
-    responses((status = 200, body = ProductPage)))]
-pub async fn list(
-    State(st): State<Arc<EdgeState>>,
-    ApiQuery(q): ApiQuery<ProductQuery>,
-) -> ApiResult<Json<ProductPage>> {
+fn entry_dto(e: CatalogEntry) -> ProductDto {
+    ProductDto {
+        sku: e.sku,
+        name: e.name,
+        description: e.description,
+        category: e.category,
+        attributes: e.attributes,
+        price: MoneyDto {
+            amount_minor: e.price_minor,
+            currency: e.currency,
+        },
+        available: e.available,
+        rating: e.rating,
+        created_at: rfc3339(e.created_at_ms),
+        archived: false,
+    }
+}
+
+/// A query parameter's value, `None` when absent or empty.
+fn present(v: &Option<String>) -> Option<&str> {
+    v.as_deref().map(str::trim).filter(|s| !s.is_empty())
+}
+
+fn price_bound(field: &str, v: &Option<String>) -> ApiResult<Option<u64>> {
+    let Some(s) = present(v) else {
+        return Ok(None);
+    };
+    match s.parse::<u64>() {
+        Ok(n) if n <= MAX_PRICE_BOUND && s.bytes().all(|b| b.is_ascii_digit()) => Ok(Some(n)),
+        _ => Err(Problem::invalid(
+            field,
+            format!("an integer 0..={MAX_PRICE_BOUND} (minor units)"),
+        )),
+    }
+}
+
+/// Checks the listing's parameters and turns them into a catalog query.
+pub fn listing_query(q: ProductQuery) -> ApiResult<(CatalogQuery, usize, usize)> {
     let page = q.page.unwrap_or(1);
     let per_page = q.per_page.unwrap_or(20);
     if page == 0 || page > 10_000 {
@@ -87,50 +143,116 @@ pub async fn list(
     if q.category.as_deref().is_some_and(|s| s.len() > 64) {
         return Err(Problem::invalid("category", "at most 64 characters"));
     }
+    let min_price = price_bound("min_price", &q.min_price)?;
+    let max_price = price_bound("max_price", &q.max_price)?;
+    if let (Some(lo), Some(hi)) = (min_price, max_price) {
+        if lo > hi {
+            return Err(Problem::invalid("min_price", "must not exceed max_price"));
+        }
+    }
+    let in_stock = match present(&q.in_stock) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => return Err(Problem::invalid("in_stock", "true or false")),
+    };
+    let min_rating = match present(&q.min_rating) {
+        None => None,
+        Some(s) => match s.parse::<f64>() {
+            Ok(r) if r.is_finite() && (0.0..=MAX_RATING).contains(&r) => Some(r),
+            _ => return Err(Problem::invalid("min_rating", "a number from 0 to 5")),
+        },
+    };
+    let sort = match present(&q.sort) {
+        None => SortOrder::Relevance,
+        Some(s) => SortOrder::parse(s).ok_or_else(|| {
+            Problem::invalid(
+                "sort",
+                "one of relevance, price_asc, price_desc, rating, newest",
+            )
+        })?,
+    };
     let query = CatalogQuery {
         q: q.q.filter(|s| !s.trim().is_empty()),
         category: q.category.filter(|s| !s.is_empty()),
+        min_price,
+        max_price,
+        in_stock,
+        min_rating,
+        sort,
         offset: (page - 1) * per_page,
         limit: per_page,
     };
-    let (entries, total) = st.catalog.search(&query);
-    let items = entries
-        .into_iter()
-        .map(|e| ProductDto {
-            sku: e.sku,
-            name: e.name,
-            description: e.description,
-            category: e.category,
-            price: MoneyDto {
-                amount_minor: e.price_minor,
-                currency: e.currency,
-            },
-            available: e.available,
-        })
-        .collect();
+    Ok((query, page, per_page))
+}
+
+/// Lists and searches products: full text with typo tolerance, filters, sort, pages and
+/// category facets.
+#[utoipa::path(get, path = "/api/v1/products", tag = "catalog",
+    params(
+        ("q" = Option<String>, Query, description = "words to find in the name, description, category, attributes or SKU (at most 200 characters; the first 16 words count); every word must match, exactly, as a prefix or with a typo (1 edit for words of 3 to 5 letters, 2 for longer ones)"),
+        ("category" = Option<String>, Query, description = "only this category"),
+        ("min_price" = Option<u64>, Query, description = "lowest unit price in minor units, 0..=10^12"),
+        ("max_price" = Option<u64>, Query, description = "highest unit price in minor units, 0..=10^12, not below min_price"),
+        ("in_stock" = Option<bool>, Query, description = "true: only products with units available"),
+        ("min_rating" = Option<f64>, Query, description = "lowest average rating, 0 to 5"),
+        ("sort" = Option<String>, Query, description = "relevance (default; SKU order without q), price_asc, price_desc, rating or newest; ties in SKU order"),
+        ("page" = Option<usize>, Query, description = "page, from 1"),
+        ("per_page" = Option<usize>, Query, description = "page size, 1..=100")),
+    responses((status = 200, body = ProductPage), (status = 400, description = "malformed page or per_page"),
+              (status = 422, description = "a parameter out of range (the problem's field names it)"),
+              (status = 503, description = "the search index is unavailable")))]
+pub async fn list(
+    State(st): State<Arc<EdgeState>>,
+    ApiQuery(q): ApiQuery<ProductQuery>,
+) -> ApiResult<Json<ProductPage>> {
+    let (query, page, per_page) = listing_query(q)?;
+    let found = st
+        .catalog
+        .search(&query)
+        .map_err(|e| Problem::unavailable(e.to_string()))?;
     Ok(Json(ProductPage {
-        items,
-        total,
+        items: found.items.into_iter().map(entry_dto).collect(),
+        total: found.total,
         page,
         per_page,
+        facets: FacetsDto {
+            category: found
+                .categories
+                .into_iter()
+                .map(|f| FacetCountDto {
+                    value: f.value,
+                    count: f.count,
+                })
+                .collect(),
+        },
     }))
 }
 
-/// Reads one product with its current availability.
+/// Reads one product with its current availability (archived products are not found).
 #[utoipa::path(get, path = "/api/v1/products/{sku}", tag = "catalog", params(("sku" = String, Path, description = "SKU")),
-    responses((status = 200, body = ProductDto), (status = 404, description = "no such product")))]
+    responses((status = 200, body = ProductDto), (status = 404, description = "no such product, or archived")))]
 pub async fn get_one(
     State(st): State<Arc<EdgeState>>,
     ApiPath(sku): ApiPath<String>,
 ) -> ApiResult<Json<ProductDto>> {
-    let p = fetch_product(st.client.as_ref(), &sku).await?;
+    let p = fetch_active_product(st.client.as_ref(), &sku).await?;
     let available = available(st.client.as_ref(), &sku).await?;
-    Ok(Json(dto(p, available)))
+    Ok(Json(dto(p, available, st.catalog.rating(&sku))))
+}
+
+/// Checks attribute names and values (the domain checks them again).
+fn check_attributes(attributes: &BTreeMap<String, String>) -> ApiResult<()> {
+    agora_actors::product::validate_attributes(attributes)?;
+    for (k, v) in attributes {
+        validate::name(&format!("attributes.{k}"), v)?;
+    }
+    Ok(())
 }
 
 /// Creates a product (admin).
 #[utoipa::path(post, path = "/api/v1/products", tag = "catalog", request_body = CreateProductRequest, security(("bearer" = [])),
-    responses((status = 201, body = ProductDto), (status = 403, description = "not an admin"), (status = 409, description = "SKU exists")))]
+    responses((status = 201, body = ProductDto), (status = 403, description = "not an admin"), (status = 409, description = "SKU exists (archived products too)"),
+              (status = 422, description = "invalid field")))]
 pub async fn create(
     State(st): State<Arc<EdgeState>>,
     _admin: Admin,
@@ -138,6 +260,7 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, Json<ProductDto>)> {
     validate::sku(&req.sku)?;
     validate::name("name", &req.name)?;
+    check_attributes(&req.attributes)?;
     let details = ProductDetails {
         name: req.name,
         description: req.description,
@@ -146,18 +269,102 @@ pub async fn create(
             amount_minor: req.price.amount_minor,
             currency: req.price.currency,
         },
+        attributes: req.attributes,
     };
     agora_actors::product::validate(&details)?;
-    let reply = st
-        .client
-        .ask(
-            EntityRef::new(EntityKind::Product, req.sku.clone()),
-            Command::Product(ProductCommand::Create(details)),
-        )
-        .await?;
-    let Reply::Product(p) = reply else {
-        return Err(Problem::internal("unexpected reply to Product::Create"));
-    };
+    let p = product_command(
+        st.client.as_ref(),
+        &req.sku,
+        ProductCommand::Create(details),
+    )
+    .await?;
     let available = available(st.client.as_ref(), &req.sku).await?;
-    Ok((StatusCode::CREATED, Json(dto(p, available))))
+    Ok((StatusCode::CREATED, Json(dto(p, available, 0.0))))
+}
+
+async fn product_command(
+    client: &dyn EntityClient,
+    sku: &str,
+    cmd: ProductCommand,
+) -> ApiResult<ProductView> {
+    match client
+        .ask(
+            EntityRef::new(EntityKind::Product, sku),
+            Command::Product(cmd),
+        )
+        .await?
+    {
+        Reply::Product(p) => Ok(p),
+        _ => Err(Problem::internal("unexpected reply to a product command")),
+    }
+}
+
+/// Changes a product's name, description, category, attributes or price (admin). Fields left
+/// out keep their value; `attributes` replaces them all. The same request again changes
+/// nothing, so a retry is safe.
+#[utoipa::path(patch, path = "/api/v1/products/{sku}", tag = "catalog", request_body = UpdateProductRequest, security(("bearer" = [])),
+    params(("sku" = String, Path, description = "SKU")),
+    responses((status = 200, body = ProductDto), (status = 403, description = "not an admin"), (status = 404, description = "no such product"),
+              (status = 409, description = "the product is archived"), (status = 422, description = "invalid field, unknown field, or no field to change")))]
+pub async fn update(
+    State(st): State<Arc<EdgeState>>,
+    _admin: Admin,
+    ApiPath(sku): ApiPath<String>,
+    ApiJson(req): ApiJson<UpdateProductRequest>,
+) -> ApiResult<Json<ProductDto>> {
+    if validate::sku(&sku).is_err() {
+        return Err(not_found(&sku));
+    }
+    if let Some(name) = &req.name {
+        validate::name("name", name)?;
+    }
+    if let Some(d) = &req.description {
+        if !valid_text(d, MAX_TEXT_LEN) {
+            return Err(Problem::invalid(
+                "description",
+                format!("at most {MAX_TEXT_LEN} characters"),
+            ));
+        }
+    }
+    if let Some(a) = &req.attributes {
+        check_attributes(a)?;
+    }
+    let patch = ProductPatch {
+        name: req.name,
+        description: req.description,
+        category: req.category,
+        attributes: req.attributes,
+        price: req.price.map(|p| Money {
+            amount_minor: p.amount_minor,
+            currency: p.currency,
+        }),
+    };
+    if patch.is_empty() {
+        return Err(Problem::invalid(
+            "body",
+            "give at least one of name, description, category, attributes, price",
+        ));
+    }
+    let p = product_command(st.client.as_ref(), &sku, ProductCommand::Update(patch)).await?;
+    let available = available(st.client.as_ref(), &sku).await?;
+    Ok(Json(dto(p, available, st.catalog.rating(&sku))))
+}
+
+/// Archives a product (admin): it leaves listings and search and can no longer be added to
+/// carts or bought; orders already placed are unaffected. Archiving again changes nothing.
+#[utoipa::path(post, path = "/api/v1/products/{sku}/archive", tag = "catalog", security(("bearer" = [])),
+    params(("sku" = String, Path, description = "SKU")),
+    responses((status = 200, body = ProductDto, description = "the archived product (`archived: true`)"), (status = 403, description = "not an admin"),
+              (status = 404, description = "no such product")))]
+pub async fn archive(
+    State(st): State<Arc<EdgeState>>,
+    _admin: Admin,
+    ApiPath(sku): ApiPath<String>,
+) -> ApiResult<Json<ProductDto>> {
+    if validate::sku(&sku).is_err() {
+        return Err(not_found(&sku));
+    }
+    let p = product_command(st.client.as_ref(), &sku, ProductCommand::Archive).await?;
+    let available = available(st.client.as_ref(), &sku).await?;
+    Ok(Json(dto(p, available, st.catalog.rating(&sku))))
 }
