@@ -516,6 +516,10 @@ pub async fn start_with(
         (Some(_), false) => None,
     };
 
+    // What start-up wrote (the demo catalog) is searchable before the shop API answers.
+    if let Err(e) = catalog.flush() {
+        tracing::warn!(error = %e, "the search index is behind; the indexer will retry");
+    }
     let edge = Arc::new(EdgeState {
         client: Arc::new(router.clone()),
         catalog: catalog.clone(),
