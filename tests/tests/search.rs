@@ -520,6 +520,67 @@ async fn archiving_leaves_placed_orders_alone_and_blocks_checkout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_index_is_rebuilt_from_the_store_after_a_crash() {
+    let mut server = AgoraProcess::start(ServerOptions::fast());
+    let admin = server.admin().await;
+    let t = tag();
+    let cat = category();
+    let kept = create(
+        &admin,
+        &format!("Garden Spade {t}"),
+        "Steel blade",
+        &cat,
+        45_000,
+        3,
+        json!({"handle": "ash wood"}),
+    )
+    .await;
+    let gone = create(
+        &admin,
+        &format!("Garden Rake {t}"),
+        "Twelve teeth",
+        &cat,
+        30_000,
+        0,
+        json!({}),
+    )
+    .await;
+    let (kept, gone) = (sku(&kept), sku(&gone));
+    patch(
+        &admin,
+        &kept,
+        &json!({"name": format!("Border Spade {t}"), "price": {"amount_minor": 47_500, "currency": "INR"}}),
+    )
+    .await
+    .expect_status(200, "update");
+    archive(&admin, &gone).await.expect_status(200, "archive");
+
+    // Acknowledged changes survive a SIGKILL, and the index is rebuilt from them at start.
+    server.restart();
+    let shop = server.client();
+    let page = search(&shop, &format!("q={t}")).await;
+    assert_eq!(skus_of(&page), vec![kept.clone()], "after restart: {page}");
+    let item = &page["items"][0];
+    assert_eq!(item["name"], format!("Border Spade {t}"), "{item}");
+    assert_eq!(item["price"]["amount_minor"], 47_500, "{item}");
+    assert_eq!(item["available"], 3, "{item}");
+    assert_eq!(item["attributes"], json!({"handle": "ash wood"}), "{item}");
+    let page = search(
+        &shop,
+        &format!("q=asch+wod+{t}&in_stock=true&category={cat}"),
+    )
+    .await;
+    assert_eq!(skus_of(&page), vec![kept.clone()], "{page}");
+    assert_eq!(
+        page["facets"]["category"],
+        json!([{"value": cat, "count": 1}])
+    );
+    shop.get(&format!("/api/v1/products/{gone}"))
+        .await
+        .expect_status(404, "archived after restart");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listing_parameters_are_validated() {
     let server = AgoraProcess::start(ServerOptions::fast());
     let shop = server.client();
