@@ -29,6 +29,8 @@ pub enum Cmd {
     Ceilings(CeilingArgs),
     /// Only the memory scenario (in-process runtime): bytes per active entity, N entities.
     Memory(MemoryArgs),
+    /// Product reads on a self-started three-node cluster: local versus cross-node latency.
+    CrossNode(CrossNodeArgs),
     /// A seconds-long run of every scenario, ceiling and the memory scenario, for CI:
     /// exits non-zero only on correctness failures.
     Smoke(SmokeArgs),
@@ -211,6 +213,32 @@ pub struct SmokeArgs {
     #[arg(long, default_value_t = 2.0)]
     pub secs: f64,
     /// Target options (self-started by default).
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Output dir.
+    #[arg(long, default_value = "bench-results")]
+    pub out: PathBuf,
+}
+
+/// `cross-node`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CrossNodeArgs {
+    /// Offered rate, requests per second (open loop).
+    #[arg(long, default_value_t = 300.0)]
+    pub rate: f64,
+    /// Rounds (each: one local and one remote window, order alternating).
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
+    /// Warm-up seconds of each window.
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup: f64,
+    /// Measured seconds of each window.
+    #[arg(long, default_value_t = 3.0)]
+    pub window: f64,
+    /// Products created (spread over the shards, so over the nodes).
+    #[arg(long, default_value_t = 48)]
+    pub products: usize,
+    /// Target options (the binary, the temp dir; the cluster is always self-started).
     #[command(flatten)]
     pub target: TargetArgs,
     /// Output dir.

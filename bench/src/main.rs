@@ -10,7 +10,9 @@ mod bare_axum;
 mod ceilings;
 mod chart;
 mod cli;
+mod cluster_proc;
 mod commands;
+mod cross_node;
 mod inproc;
 mod load;
 mod memory;
@@ -61,6 +63,7 @@ fn main() -> std::process::ExitCode {
 fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Cmd::Run(a) => on_runtime(commands::run(a)),
+        Cmd::CrossNode(a) => on_runtime(cross_node::run(a)),
         Cmd::Ceilings(a) => on_runtime(commands::ceilings(a)),
         Cmd::Memory(a) => commands::memory(a),
         Cmd::MemoryPhase(a) => on_runtime(commands::memory_phase(a)),

@@ -65,10 +65,10 @@ impl TargetArgs {
     pub fn self_started(&self) -> anyhow::Result<bool> {
         match (self.target, &self.url) {
             (TargetKind::Cluster3, _) => bail!(
-                "--target cluster3 is not available yet: this tool cannot start a local three-node \
-                 cluster of its own (one on free ports, with each node's pid for CPU and memory). \
-                 Use --target self, or start a cluster yourself and pass one node's --url and \
-                 --admin-url (its /metrics then cover that node only)"
+                "--target cluster3 is not available for run/report yet: use `agora-bench cross-node` \
+                 (it starts a local three-node cluster and compares local with cross-node reads), \
+                 or start a cluster yourself and pass one node's --url and --admin-url (its \
+                 /metrics then cover that node only)"
             ),
             (_, Some(_)) | (TargetKind::Url, None) => Ok(false),
             (TargetKind::SelfStarted, None) => Ok(true),

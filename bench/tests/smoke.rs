@@ -42,3 +42,37 @@ fn smoke_runs_every_scenario_and_ceiling_correctly() {
     assert!(written.iter().any(|f| f.ends_with(".json")), "{written:?}");
     assert!(written.iter().any(|f| f.ends_with(".svg")), "{written:?}");
 }
+
+/// The cross-node comparison starts its three-node cluster, measures both variants without
+/// errors and writes its JSON.
+#[test]
+fn cross_node_comparison_runs_on_a_local_cluster() {
+    let bench = PathBuf::from(env!("CARGO_BIN_EXE_agora-bench"));
+    let agora = bench.with_file_name(format!("agora{}", std::env::consts::EXE_SUFFIX));
+    let agora = std::env::var_os("AGORA_BIN").map_or(agora, PathBuf::from);
+    let out = tempfile::tempdir().expect("temp dir");
+    let run = Command::new(&bench)
+        .args([
+            "cross-node",
+            "--rounds",
+            "1",
+            "--window",
+            "0.5",
+            "--warmup",
+            "0.2",
+        ])
+        .args(["--rate", "50", "--products", "24", "--agora-bin"])
+        .arg(&agora)
+        .arg("--out")
+        .arg(out.path())
+        .output()
+        .expect("run agora-bench cross-node");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "agora-bench cross-node failed ({}):\n{stdout}\n{}",
+        run.status,
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(stdout.contains("ratio p50"), "{stdout}");
+}

@@ -1,0 +1,184 @@
+//! A self-started local cluster: `agora node` processes on free loopback ports sharing one
+//! cluster file, each with its pid (CPU, memory) and addresses; killed when dropped.
+
+use anyhow::{bail, Context};
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Shards of a self-started cluster.
+pub const SHARDS: u32 = 16;
+/// How long the cluster may take to become ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// One node of the cluster.
+pub struct ClusterNode {
+    /// Node id (1-based).
+    pub id: u64,
+    /// Base URL of its shop API.
+    pub api_base: String,
+    /// Base URL of its admin endpoint.
+    pub admin_base: String,
+    child: Child,
+}
+
+impl ClusterNode {
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+/// A running local cluster.
+pub struct ClusterProc {
+    /// The nodes, node `i + 1` at index `i`.
+    pub nodes: Vec<ClusterNode>,
+    /// The admin endpoint's bearer token.
+    pub admin_token: String,
+    dir: tempfile::TempDir,
+}
+
+fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
+    let listeners = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()
+        .context("cannot find free ports")?;
+    listeners
+        .iter()
+        .map(|l| Ok(l.local_addr()?.port()))
+        .collect()
+}
+
+/// Status code of `GET path` on `base` (`http://host:port`), or 0.
+fn http_status(base: &str, path: &str) -> u16 {
+    let Some(authority) = base.strip_prefix("http://") else {
+        return 0;
+    };
+    let Ok(mut s) = TcpStream::connect(authority) else {
+        return 0;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+    if s.write_all(req.as_bytes()).is_err() {
+        return 0;
+    }
+    let mut head = [0u8; 12];
+    if s.read_exact(&mut head).is_err() {
+        return 0;
+    }
+    std::str::from_utf8(&head[9..12])
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+impl ClusterProc {
+    /// Starts `n` nodes of `bin` under `tmp_root` and waits until each is ready.
+    pub fn start(
+        bin: &Path,
+        tmp_root: &Path,
+        n: usize,
+        admin_password: &str,
+        courier_leg_ms: u64,
+    ) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("agora-bench-cluster-")
+            .tempdir_in(tmp_root)
+            .with_context(|| format!("cannot create a temp dir in {}", tmp_root.display()))?;
+        let admin_token = format!("bench-admin-token-{}", std::process::id());
+        let ports = free_ports(3 * n)?;
+        let mut toml = format!(
+            "cluster_name = \"agora-bench\"\nshard_count = {SHARDS}\nsecret = \"bench-cluster-secret-0123456789abcdef\"\nadmin_token = \"{admin_token}\"\nadmin_mutations = true\n\n[tuning]\ncourier_leg_ms = {courier_leg_ms}\n"
+        );
+        for i in 0..n {
+            let _ = write!(
+                toml,
+                "\n[[nodes]]\nid = {}\ncluster_addr = \"127.0.0.1:{}\"\nhttp_addr = \"127.0.0.1:{}\"\nadmin_addr = \"127.0.0.1:{}\"\ndata_dir = \"node-{}\"\n",
+                i + 1,
+                ports[3 * i],
+                ports[3 * i + 1],
+                ports[3 * i + 2],
+                i + 1
+            );
+        }
+        let config = dir.path().join("cluster.toml");
+        std::fs::write(&config, toml).context("cannot write the cluster file")?;
+        let mut nodes = Vec::with_capacity(n);
+        for i in 0..n {
+            let id = i as u64 + 1;
+            let stderr = std::fs::File::create(dir.path().join(format!("node-{id}.log")))?;
+            let child = Command::new(bin)
+                .arg("node")
+                .arg("--config")
+                .arg(&config)
+                .arg("--node-id")
+                .arg(id.to_string())
+                .arg("--no-demo")
+                .env("AGORA_ADMIN_PASSWORD", admin_password)
+                .env(
+                    "RUST_LOG",
+                    std::env::var("AGORA_BENCH_NODE_LOG").unwrap_or_else(|_| "warn".into()),
+                )
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::from(stderr))
+                .spawn()
+                .with_context(|| format!("cannot start {}", bin.display()))?;
+            nodes.push(ClusterNode {
+                id,
+                api_base: format!("http://127.0.0.1:{}", ports[3 * i + 1]),
+                admin_base: format!("http://127.0.0.1:{}", ports[3 * i + 2]),
+                child,
+            });
+        }
+        let cluster = Self {
+            nodes,
+            admin_token,
+            dir,
+        };
+        let deadline = Instant::now() + READY_TIMEOUT;
+        for node in &cluster.nodes {
+            while http_status(&node.admin_base, "/readyz") != 200 {
+                if Instant::now() > deadline {
+                    bail!(
+                        "node {} of the local cluster never became ready; its log:\n{}",
+                        node.id,
+                        cluster.log_tail(node.id)
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Ok(cluster)
+    }
+
+    /// The last few KiB of node `id`'s log.
+    pub fn log_tail(&self, id: u64) -> String {
+        let text = std::fs::read_to_string(self.dir.path().join(format!("node-{id}.log")))
+            .unwrap_or_default();
+        let start = text.len().saturating_sub(3000);
+        let start = (start..text.len())
+            .find(|i| text.is_char_boundary(*i))
+            .unwrap_or(text.len());
+        text[start..].to_string()
+    }
+
+    /// Whether every node still runs.
+    pub fn all_alive(&mut self) -> bool {
+        self.nodes
+            .iter_mut()
+            .all(|n| matches!(n.child.try_wait(), Ok(None)))
+    }
+}
+
+impl Drop for ClusterProc {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            let _ = n.child.kill();
+            let _ = n.child.wait();
+        }
+    }
+}
