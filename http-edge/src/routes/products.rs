@@ -368,3 +368,130 @@ pub async fn archive(
     let available = available(st.client.as_ref(), &sku).await?;
     Ok(Json(dto(p, available, st.catalog.rating(&sku))))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(pairs: &[(&str, &str)]) -> ProductQuery {
+        let mut q = ProductQuery {
+            q: None,
+            category: None,
+            min_price: None,
+            max_price: None,
+            in_stock: None,
+            min_rating: None,
+            sort: None,
+            page: None,
+            per_page: None,
+        };
+        for (k, v) in pairs {
+            let v = Some(v.to_string());
+            match *k {
+                "q" => q.q = v,
+                "category" => q.category = v,
+                "min_price" => q.min_price = v,
+                "max_price" => q.max_price = v,
+                "in_stock" => q.in_stock = v,
+                "min_rating" => q.min_rating = v,
+                "sort" => q.sort = v,
+                "page" => q.page = v.and_then(|s| s.parse().ok()),
+                "per_page" => q.per_page = v.and_then(|s| s.parse().ok()),
+                _ => panic!("unknown parameter {k}"),
+            }
+        }
+        q
+    }
+
+    fn field_of(pairs: &[(&str, &str)]) -> String {
+        match listing_query(params(pairs)) {
+            Ok(q) => panic!("{pairs:?} accepted: {q:?}"),
+            Err(p) => {
+                assert_eq!(p.status, StatusCode::UNPROCESSABLE_ENTITY, "{pairs:?}");
+                p.extra["field"].as_str().unwrap_or_default().to_string()
+            }
+        }
+    }
+
+    #[test]
+    fn defaults_keep_the_old_contract() {
+        let (q, page, per_page) = listing_query(params(&[])).unwrap();
+        assert_eq!((page, per_page), (1, 20));
+        assert_eq!(
+            q,
+            CatalogQuery {
+                limit: 20,
+                ..CatalogQuery::default()
+            }
+        );
+        // Empty values count as absent, blank words as no words.
+        let (q, _, _) = listing_query(params(&[
+            ("q", "  "),
+            ("category", ""),
+            ("min_price", ""),
+            ("max_price", " "),
+            ("in_stock", ""),
+            ("min_rating", ""),
+            ("sort", ""),
+        ]))
+        .unwrap();
+        assert_eq!(q.q, None);
+        assert_eq!(q.category, None);
+        assert_eq!((q.min_price, q.max_price, q.min_rating), (None, None, None));
+        assert!(!q.in_stock);
+        assert_eq!(q.sort, SortOrder::Relevance);
+    }
+
+    #[test]
+    fn every_parameter_is_parsed() {
+        let (q, page, per_page) = listing_query(params(&[
+            ("q", "tea"),
+            ("category", "grocery"),
+            ("min_price", "0"),
+            ("max_price", "1000000000000"),
+            ("in_stock", "true"),
+            ("min_rating", "4.5"),
+            ("sort", "price_desc"),
+            ("page", "3"),
+            ("per_page", "10"),
+        ]))
+        .unwrap();
+        assert_eq!((page, per_page, q.offset, q.limit), (3, 10, 20, 10));
+        assert_eq!(q.q.as_deref(), Some("tea"));
+        assert_eq!(q.category.as_deref(), Some("grocery"));
+        assert_eq!((q.min_price, q.max_price), (Some(0), Some(MAX_PRICE_BOUND)));
+        assert!(q.in_stock);
+        assert_eq!(q.min_rating, Some(4.5));
+        assert_eq!(q.sort, SortOrder::PriceDesc);
+        let (q, _, _) = listing_query(params(&[("in_stock", "false")])).unwrap();
+        assert!(!q.in_stock);
+    }
+
+    #[test]
+    fn bad_values_name_their_parameter() {
+        let long = "x".repeat(201);
+        assert_eq!(field_of(&[("q", &long)]), "q");
+        assert_eq!(field_of(&[("page", "0")]), "page");
+        assert_eq!(field_of(&[("page", "10001")]), "page");
+        assert_eq!(field_of(&[("per_page", "0")]), "per_page");
+        assert_eq!(field_of(&[("per_page", "101")]), "per_page");
+        assert_eq!(field_of(&[("category", &"c".repeat(65))]), "category");
+        for bad in ["-1", "+5", "1.5", "1e3", "abc", "1000000000001"] {
+            assert_eq!(field_of(&[("min_price", bad)]), "min_price", "{bad}");
+            assert_eq!(field_of(&[("max_price", bad)]), "max_price", "{bad}");
+        }
+        assert_eq!(
+            field_of(&[("min_price", "501"), ("max_price", "500")]),
+            "min_price"
+        );
+        for bad in ["yes", "1", "TRUE"] {
+            assert_eq!(field_of(&[("in_stock", bad)]), "in_stock", "{bad}");
+        }
+        for bad in ["-0.1", "5.01", "NaN", "inf", "four"] {
+            assert_eq!(field_of(&[("min_rating", bad)]), "min_rating", "{bad}");
+        }
+        for bad in ["cheapest", "PRICE_ASC", "price"] {
+            assert_eq!(field_of(&[("sort", bad)]), "sort", "{bad}");
+        }
+    }
+}
