@@ -36,6 +36,8 @@ use tokio::sync::watch;
 const META_JWT_SECRET: &str = "jwt_secret";
 /// Metadata key set once the demo catalog was seeded.
 const META_DEMO_SEEDED: &str = "demo_seeded";
+/// Metadata key of the record format the data directory was written with.
+const META_STORE_FORMAT: &str = "store_format";
 /// Metadata key of the shard count the data directory was created with.
 const META_SHARD_COUNT: &str = "shard_count";
 
@@ -152,6 +154,23 @@ async fn jwt_secret(
     rng.fill(&mut s);
     writer.put_meta(META_JWT_SECRET, s.clone()).await?;
     Ok(s)
+}
+
+/// Refuses a data directory written by another record format (there is no migration yet):
+/// a clear error instead of records that do not decode. `Ok(true)`: a new store, whose
+/// format is still to be recorded.
+fn check_store_format(store: &Store) -> anyhow::Result<bool> {
+    use crate::store::record::FORMAT_VERSION;
+    match store.meta(META_STORE_FORMAT)? {
+        Some(b) if b == FORMAT_VERSION.to_be_bytes() => Ok(false),
+        Some(b) => anyhow::bail!(
+            "this data directory was written with record format {b:?}; this build reads format {FORMAT_VERSION} and has no migration: start on a fresh --data-dir"
+        ),
+        None if store.counts()?.0 > 0 => anyhow::bail!(
+            "this data directory was written by an older build (record format 1); this build reads format {FORMAT_VERSION} and has no migration: start on a fresh --data-dir"
+        ),
+        None => Ok(true),
+    }
 }
 
 async fn check_shard_count(store: &Store, writer: &Writer, shard_count: u32) -> anyhow::Result<()> {
@@ -319,9 +338,14 @@ pub async fn start_with(
         crate::store::StorageExecutor::Thread => IndexMode::Background,
         crate::store::StorageExecutor::Inline { .. } => IndexMode::OnRead,
     };
+    let new_store = check_store_format(&store)?;
     let catalog = Arc::new(CatalogProjection::load(&store, rng.next_u64(), index_mode)?);
     let (relay_tx, relay_rx) = tokio::sync::mpsc::unbounded_channel();
     let writer = Writer::start_on(store.clone(), relay_tx, vec![catalog.clone()], executor)?;
+    if new_store {
+        let format = crate::store::record::FORMAT_VERSION.to_be_bytes().to_vec();
+        writer.put_meta(META_STORE_FORMAT, format).await?;
+    }
     check_shard_count(&store, &writer, settings.shard_count).await?;
 
     let domain = DomainConfig {

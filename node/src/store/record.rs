@@ -4,8 +4,9 @@ use agora_actors::host::EntityState;
 use agora_actors::OutboxMessage;
 use serde::{Deserialize, Serialize};
 
-/// Format version of records written by this build.
-pub const FORMAT_VERSION: u16 = 1;
+/// Format version of records written by this build. 2: carts hold the lines of checkouts in
+/// flight, products have attributes and can be archived.
+pub const FORMAT_VERSION: u16 = 2;
 
 /// An entity's stored state.
 #[derive(Debug, Clone, Serialize, Deserialize)]
