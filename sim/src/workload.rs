@@ -90,6 +90,48 @@ struct Request<'a> {
     quantity: u64,
 }
 
+impl<'a> Request<'a> {
+    /// A request to the shop API with no body, key or SKU.
+    fn new(kind: &'static str, method: &'a str, path: String) -> Self {
+        Self {
+            port: HTTP_PORT,
+            kind,
+            method,
+            path,
+            body: None,
+            key: None,
+            sku: None,
+            quantity: 0,
+        }
+    }
+
+    fn port(mut self, port: u16) -> Self {
+        self.port = port;
+        self
+    }
+
+    fn body(mut self, body: Value) -> Self {
+        self.body = Some(body);
+        self
+    }
+
+    fn key(mut self, key: String) -> Self {
+        self.key = Some(key);
+        self
+    }
+
+    fn sku(mut self, sku: String, quantity: u64) -> Self {
+        self.sku = Some(sku);
+        self.quantity = quantity;
+        self
+    }
+
+    fn quantity(mut self, quantity: u64) -> Self {
+        self.quantity = quantity;
+        self
+    }
+}
+
 impl Session {
     fn new(name: String, nodes: Vec<u64>, rng: Stream, history: History) -> Self {
         let mut s = Self {
@@ -184,32 +226,14 @@ impl Session {
             if !registered {
                 let body = json!({"email": email, "password": password, "name": self.name});
                 let (o, a) = self
-                    .send(Request {
-                        port: HTTP_PORT,
-                        kind: "register",
-                        method: "POST",
-                        path: "/api/v1/users".into(),
-                        body: Some(body),
-                        key: None,
-                        sku: None,
-                        quantity: 0,
-                    })
+                    .send(Request::new("register", "POST", "/api/v1/users".into()).body(body))
                     .await;
                 registered = o == Outcome::Ok || a.is_some_and(|a| a.status == 409);
             }
             if registered {
                 let body = json!({"email": email, "password": password});
                 let (o, a) = self
-                    .send(Request {
-                        port: HTTP_PORT,
-                        kind: "login",
-                        method: "POST",
-                        path: "/api/v1/auth/login".into(),
-                        body: Some(body),
-                        key: None,
-                        sku: None,
-                        quantity: 0,
-                    })
+                    .send(Request::new("login", "POST", "/api/v1/auth/login".into()).body(body))
                     .await;
                 if let (Outcome::Ok, Some(a)) = (o, a) {
                     if let Some(t) = a.body.get("access_token").and_then(Value::as_str) {
@@ -244,16 +268,11 @@ pub async fn admin(
                 "category": "sim", "price": {"amount_minor": 1_000, "currency": "INR"},
             });
             let (o, a) = s
-                .send(Request {
-                    port: HTTP_PORT,
-                    kind: "create",
-                    method: "POST",
-                    path: "/api/v1/products".into(),
-                    body: Some(body),
-                    key: None,
-                    sku: Some(sku.into()),
-                    quantity: 0,
-                })
+                .send(
+                    Request::new("create", "POST", "/api/v1/products".into())
+                        .body(body)
+                        .sku(sku.into(), 0),
+                )
                 .await;
             if o == Outcome::Ok || a.is_some_and(|a| a.status == 409) {
                 break;
@@ -275,16 +294,15 @@ pub async fn admin(
 }
 
 async fn receive_once(s: &mut Session, sku: &str, qty: u64) -> Outcome {
-    s.send(Request {
-        port: HTTP_PORT,
-        kind: "receive",
-        method: "POST",
-        path: format!("/api/v1/inventory/{sku}/receive"),
-        body: Some(json!({"quantity": qty})),
-        key: None,
-        sku: Some(sku.into()),
-        quantity: qty,
-    })
+    s.send(
+        Request::new(
+            "receive",
+            "POST",
+            format!("/api/v1/inventory/{sku}/receive"),
+        )
+        .body(json!({"quantity": qty}))
+        .sku(sku.into(), qty),
+    )
     .await
     .0
 }
@@ -325,30 +343,16 @@ pub async fn shopper(
     while load.get() {
         s.pause(100, 900).await;
         let _ = s
-            .send(Request {
-                port: HTTP_PORT,
-                kind: "browse",
-                method: "GET",
-                path: "/api/v1/products".into(),
-                body: None,
-                key: None,
-                sku: None,
-                quantity: 0,
-            })
+            .send(Request::new("browse", "GET", "/api/v1/products".into()))
             .await;
         let sku = SKUS[s.rng.random_range(0..SKUS.len())];
         let qty = s.rng.random_range(1..=3u64);
         let (added, _) = s
-            .send(Request {
-                port: HTTP_PORT,
-                kind: "add",
-                method: "POST",
-                path: "/api/v1/cart/items".into(),
-                body: Some(json!({"sku": sku, "quantity": qty})),
-                key: None,
-                sku: Some(sku.into()),
-                quantity: qty,
-            })
+            .send(
+                Request::new("add", "POST", "/api/v1/cart/items".into())
+                    .body(json!({"sku": sku, "quantity": qty}))
+                    .sku(sku.into(), qty),
+            )
             .await;
         if added == Outcome::Fail || !load.get() {
             continue;
@@ -361,16 +365,11 @@ pub async fn shopper(
         let mut placed = None;
         for _attempt in 0..4 {
             let (o, a) = s
-                .send(Request {
-                    port: HTTP_PORT,
-                    kind: "checkout",
-                    method: "POST",
-                    path: "/api/v1/orders".into(),
-                    body: Some(body.clone()),
-                    key: Some(key.clone()),
-                    sku: None,
-                    quantity: 0,
-                })
+                .send(
+                    Request::new("checkout", "POST", "/api/v1/orders".into())
+                        .body(body.clone())
+                        .key(key.clone()),
+                )
                 .await;
             match o {
                 Outcome::Ok => {
@@ -388,46 +387,31 @@ pub async fn shopper(
                 // Look at the order again (a read the linearizability check uses).
                 s.pause(0, 3_000).await;
                 let _ = s
-                    .send(Request {
-                        port: HTTP_PORT,
-                        kind: "read",
-                        method: "GET",
-                        path: format!("/api/v1/orders/{order_id}"),
-                        body: None,
-                        key: None,
-                        sku: None,
-                        quantity: 0,
-                    })
+                    .send(Request::new(
+                        "read",
+                        "GET",
+                        format!("/api/v1/orders/{order_id}"),
+                    ))
                     .await;
             }
             0 => {
                 // Double-submit with a new key (a second tab): must not reuse this cart.
                 let (_o, _a) = s
-                    .send(Request {
-                        port: HTTP_PORT,
-                        kind: "checkout",
-                        method: "POST",
-                        path: "/api/v1/orders".into(),
-                        body: Some(body.clone()),
-                        key: Some(format!("{key}-again")),
-                        sku: None,
-                        quantity: 0,
-                    })
+                    .send(
+                        Request::new("checkout", "POST", "/api/v1/orders".into())
+                            .body(body.clone())
+                            .key(format!("{key}-again")),
+                    )
                     .await;
             }
             1 => {
                 s.pause(0, 2_000).await;
                 let _ = s
-                    .send(Request {
-                        port: HTTP_PORT,
-                        kind: "cancel",
-                        method: "POST",
-                        path: format!("/api/v1/orders/{order_id}/cancel"),
-                        body: None,
-                        key: None,
-                        sku: None,
-                        quantity: 0,
-                    })
+                    .send(Request::new(
+                        "cancel",
+                        "POST",
+                        format!("/api/v1/orders/{order_id}/cancel"),
+                    ))
                     .await;
             }
             _ => {}
@@ -459,16 +443,12 @@ pub async fn operator(
         let next = moves.borrow_mut().pop_front();
         if let Some((shard, to)) = next {
             let _ = s
-                .send(Request {
-                    port: ADMIN_PORT,
-                    kind: "move",
-                    method: "POST",
-                    path: format!("/admin/shards/{shard}/move"),
-                    body: Some(json!({ "to": to })),
-                    key: None,
-                    sku: None,
-                    quantity: u64::from(shard),
-                })
+                .send(
+                    Request::new("move", "POST", format!("/admin/shards/{shard}/move"))
+                        .port(ADMIN_PORT)
+                        .body(json!({ "to": to }))
+                        .quantity(u64::from(shard)),
+                )
                 .await;
         }
     }
