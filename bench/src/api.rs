@@ -40,6 +40,8 @@ pub struct Endpoint {
     pub admin_password: String,
     /// The node's process id, when it runs on this machine and is known.
     pub node_pid: Option<u32>,
+    /// The other nodes of a self-started cluster: shop API base, admin base, pid.
+    pub peers: Vec<(String, String, u32)>,
 }
 
 /// Everything the scenarios share: client, URLs, catalog, shoppers' tokens.
@@ -49,8 +51,10 @@ pub struct World {
     pub client: reqwest::Client,
     /// `…/api/v1`.
     pub api: String,
-    /// The admin endpoint's base URL.
-    pub admin: String,
+    /// `…/api/v1` of every node (the first is `api`): shoppers spread over the edges.
+    pub apis: Vec<String>,
+    /// Every node's admin endpoint (counters are summed over them).
+    pub admins: Vec<String>,
     /// The admin's bearer token.
     pub admin_token: String,
     /// The bench catalog.
@@ -61,6 +65,15 @@ pub struct World {
     pub tag: String,
     /// The checkout request body (succeeding card).
     pub checkout_body: String,
+}
+
+impl World {
+    /// The edge shopper (or request) `k` talks to.
+    pub fn api_for(&self, k: usize) -> &str {
+        self.apis
+            .get(k % self.apis.len().max(1))
+            .unwrap_or(&self.api)
+    }
 }
 
 /// An answer: status and body bytes.
@@ -233,7 +246,15 @@ pub async fn setup(
 ) -> anyhow::Result<World> {
     let client = client(conns)?;
     let api = format!("{}/api/v1", ep.api_base.trim_end_matches('/'));
-    let admin_token = login(&client, &api, "admin@agora.local", &ep.admin_password).await?;
+    // A cluster seeds its admin in the background once its nodes are up: wait for it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let admin_token = loop {
+        match login(&client, &api, "admin@agora.local", &ep.admin_password).await {
+            Ok(t) => break t,
+            Err(e) if std::time::Instant::now() > deadline => return Err(e),
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+        }
+    };
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
@@ -245,10 +266,17 @@ pub async fn setup(
         "shipping_address": {"name": "Bench", "line1": "1 Load St", "city": "Pune",
             "postal_code": "411001", "country": "IN"}})
     .to_string();
+    let mut apis = vec![api.clone()];
+    let mut admins = vec![ep.admin_base.trim_end_matches('/').to_string()];
+    for (peer_api, peer_admin, _) in &ep.peers {
+        apis.push(format!("{}/api/v1", peer_api.trim_end_matches('/')));
+        admins.push(peer_admin.trim_end_matches('/').to_string());
+    }
     Ok(World {
         client,
         api,
-        admin: ep.admin_base.trim_end_matches('/').to_string(),
+        apis,
+        admins,
         admin_token,
         catalog,
         users,

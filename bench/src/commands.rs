@@ -32,6 +32,7 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
     };
     let observe = load::Observe {
         node_pid: target.endpoint.node_pid,
+        peer_pids: target.endpoint.peers.iter().map(|p| p.2).collect(),
         node_counters: true,
         exclude_threads: None,
     };
@@ -81,6 +82,11 @@ pub async fn run(a: RunArgs) -> anyhow::Result<()> {
             failed.push(format!("the node died; stderr:\n{}", node.stderr_tail()));
         }
     }
+    if let Some(cluster) = target.cluster.as_mut() {
+        if !cluster.all_alive() {
+            failed.push("a node of the local cluster died".to_string());
+        }
+    }
     if !failed.is_empty() {
         bail!("correctness: {}", failed.join("; "));
     }
@@ -119,7 +125,8 @@ pub async fn ceilings(a: CeilingArgs) -> anyhow::Result<()> {
     let world = Arc::new(api::World {
         client: api::client(a.users)?,
         api: format!("{}/api/v1", server.base),
-        admin: String::new(),
+        apis: vec![format!("{}/api/v1", server.base)],
+        admins: Vec::new(),
         admin_token: String::new(),
         catalog: vec![api::CatalogItem {
             sku: "BENCH-000".into(),
@@ -142,6 +149,7 @@ pub async fn ceilings(a: CeilingArgs) -> anyhow::Result<()> {
     };
     let observe = load::Observe {
         node_pid: server.pid(),
+        peer_pids: Vec::new(),
         node_counters: false,
         exclude_threads: server.our_threads(),
     };

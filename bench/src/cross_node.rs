@@ -114,6 +114,7 @@ pub async fn run(a: CrossNodeArgs) -> anyhow::Result<()> {
         admin_base: first.admin_base.clone(),
         admin_password: opts.admin_password.clone(),
         node_pid: Some(first.pid()),
+        peers: Vec::new(),
     };
     // The first node seeds the admin in the background once the cluster is up.
     let client = api::client(64)?;

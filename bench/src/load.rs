@@ -126,6 +126,8 @@ impl LoadResult {
 pub struct Observe {
     /// The node's process id (CPU, peak memory).
     pub node_pid: Option<u32>,
+    /// The other nodes' process ids of a self-started cluster (CPU and memory are summed).
+    pub peer_pids: Vec<u32>,
     /// Read the node's counters from its admin endpoint.
     pub node_counters: bool,
     /// Our threads whose CPU is not the load generator's (an in-process server).
@@ -147,13 +149,33 @@ struct Marks {
 async fn marks(w: &World, observe: &Observe) -> Marks {
     Marks {
         counters: if observe.node_counters {
-            api::counters(&w.client, &w.admin).await.ok()
+            summed_counters(w).await
         } else {
             None
         },
-        node_cpu: observe.node_pid.and_then(|p| CpuMark::of(p).ok()),
+        node_cpu: observe.node_pid.and_then(|p| {
+            let mut mark = CpuMark::of(p).ok()?;
+            for peer in &observe.peer_pids {
+                mark.cpu += CpuMark::of(*peer).ok()?.cpu;
+            }
+            Some(mark)
+        }),
         self_cpu: CpuMark::of_self(observe.exclude_threads).ok(),
     }
+}
+
+/// The nodes' counters, summed over every node's admin endpoint.
+async fn summed_counters(w: &World) -> Option<api::NodeCounters> {
+    let mut sum = api::NodeCounters::default();
+    for admin in &w.admins {
+        let c = api::counters(&w.client, admin).await.ok()?;
+        sum.commits += c.commits;
+        sum.entity_writes += c.entity_writes;
+        sum.commit_seconds += c.commit_seconds;
+        sum.batch_ops += c.batch_ops;
+        sum.active_entities += c.active_entities;
+    }
+    Some(sum)
 }
 
 /// What the server spent between the two readings (None when nothing was read).
@@ -194,7 +216,13 @@ fn node_cost(
         cpu_seconds: cpu,
         cpu_seconds_per_order: cpu.filter(|_| orders > 0).map(|c| c / orders as f64),
         cpu_seconds_per_request: cpu.filter(|_| answers > 0).map(|c| c / answers as f64),
-        peak_rss_bytes: observe.node_pid.and_then(|p| proc_stats::peak_rss(p).ok()),
+        peak_rss_bytes: observe.node_pid.and_then(|p| {
+            let mut total = proc_stats::peak_rss(p).ok()?;
+            for peer in &observe.peer_pids {
+                total += proc_stats::peak_rss(*peer).ok()?;
+            }
+            Some(total)
+        }),
     })
 }
 

@@ -92,7 +92,7 @@ pub async fn visit(w: &World, user: usize, rng: &mut Rng, rec: &Recorder) -> u16
     let started = Instant::now();
     let added = api::post(
         &w.client,
-        &format!("{}/cart/items", w.api),
+        &format!("{}/cart/items", w.api_for(user)),
         Some(token),
         body,
         None,
@@ -112,7 +112,7 @@ pub async fn visit(w: &World, user: usize, rng: &mut Rng, rec: &Recorder) -> u16
     let started = Instant::now();
     let placed = api::post(
         &w.client,
-        &format!("{}/orders", w.api),
+        &format!("{}/orders", w.api_for(user)),
         Some(token),
         w.checkout_body.clone(),
         Some(&key),
@@ -137,7 +137,8 @@ pub async fn visit(w: &World, user: usize, rng: &mut Rng, rec: &Recorder) -> u16
 /// Reads a random product; latency counts from `started`.
 pub async fn product_read(w: &World, rng: &mut Rng, rec: &Recorder, started: Instant) -> u16 {
     let item = &w.catalog[rng.below(w.catalog.len())];
-    let r = api::get(&w.client, &format!("{}/products/{}", w.api, item.sku), None).await;
+    let base = w.api_for(rng.below(w.apis.len().max(1)));
+    let r = api::get(&w.client, &format!("{}/products/{}", base, item.sku), None).await;
     let status = status_of(&r, Op::Product, rec);
     rec.record(Op::Product, started, status);
     status
@@ -147,7 +148,8 @@ pub async fn product_read(w: &World, rng: &mut Rng, rec: &Recorder, started: Ins
 pub async fn listing(w: &World, rng: &mut Rng, rec: &Recorder, started: Instant) -> u16 {
     let item = &w.catalog[rng.below(w.catalog.len())];
     let query = api::listing_query(item, rng.below(3));
-    let r = api::get(&w.client, &format!("{}/products?{query}", w.api), None).await;
+    let base = w.api_for(rng.below(w.apis.len().max(1)));
+    let r = api::get(&w.client, &format!("{base}/products?{query}"), None).await;
     let status = status_of(&r, Op::Listing, rec);
     rec.record(Op::Listing, started, status);
     status

@@ -51,6 +51,7 @@ async fn scenarios(a: &SmokeArgs, out: &mut SmokeResult) -> anyhow::Result<()> {
     let world = Arc::new(api::setup(&target.endpoint, USERS, 6, USERS).await?);
     let observe = Observe {
         node_pid: target.endpoint.node_pid,
+        peer_pids: target.endpoint.peers.iter().map(|p| p.2).collect(),
         node_counters: true,
         exclude_threads: None,
     };
@@ -126,7 +127,8 @@ async fn scenarios(a: &SmokeArgs, out: &mut SmokeResult) -> anyhow::Result<()> {
     let bare = Arc::new(World {
         client: api::client(USERS)?,
         api: format!("{}/api/v1", server.base),
-        admin: String::new(),
+        apis: vec![format!("{}/api/v1", server.base)],
+        admins: Vec::new(),
         admin_token: String::new(),
         catalog: world.catalog.clone(),
         users: Vec::new(),
@@ -135,6 +137,7 @@ async fn scenarios(a: &SmokeArgs, out: &mut SmokeResult) -> anyhow::Result<()> {
     });
     let observe = Observe {
         node_pid: server.pid(),
+        peer_pids: Vec::new(),
         node_counters: false,
         exclude_threads: server.our_threads(),
     };

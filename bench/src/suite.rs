@@ -181,10 +181,12 @@ async fn fresh(a: &ReportArgs, n: usize, what: &str, opts: &NodeOptions) -> anyh
         admin_base: node.admin_base.clone(),
         admin_password: opts.admin_password.clone(),
         node_pid: Some(node.pid()),
+        peers: Vec::new(),
     };
     let world = Arc::new(api::setup(&ep, a.users, a.products, a.users).await?);
     let observe = Observe {
         node_pid: Some(node.pid()),
+        peer_pids: Vec::new(),
         node_counters: true,
         exclude_threads: None,
     };
@@ -206,7 +208,8 @@ async fn bare_axum_run(
     let bare_world = Arc::new(World {
         client: api::client(a.users)?,
         api: format!("{}/api/v1", server.base),
-        admin: String::new(),
+        apis: vec![format!("{}/api/v1", server.base)],
+        admins: Vec::new(),
         admin_token: String::new(),
         catalog: w.catalog.clone(),
         users: Vec::new(),
@@ -215,6 +218,7 @@ async fn bare_axum_run(
     });
     let observe = Observe {
         node_pid: server.pid(),
+        peer_pids: Vec::new(),
         node_counters: false,
         exclude_threads: server.our_threads(),
     };

@@ -3,7 +3,7 @@
 
 use crate::api::Endpoint;
 use crate::node_proc::{find_agora_bin, NodeOptions, NodeProc};
-use anyhow::{bail, Context};
+use anyhow::Context;
 use std::path::PathBuf;
 
 /// The kind of target.
@@ -21,7 +21,8 @@ pub enum TargetKind {
 /// Options that say where the target is.
 #[derive(Debug, Clone, clap::Args)]
 pub struct TargetArgs {
-    /// self: start a node; url: a running node (--url, --admin-url); cluster3: not available yet.
+    /// self: start a node; url: a running node (--url, --admin-url); cluster3: start a local
+    /// three-node cluster (load spread over the three edges, CPU and memory summed).
     #[arg(long, value_enum, default_value = "self")]
     pub target: TargetKind,
     /// Base URL of a running node's shop API (implies --target url).
@@ -53,6 +54,8 @@ pub struct Target {
     pub endpoint: Endpoint,
     /// The node we started (killed when dropped).
     pub node: Option<NodeProc>,
+    /// The cluster we started (killed when dropped).
+    pub cluster: Option<crate::cluster_proc::ClusterProc>,
 }
 
 impl TargetArgs {
@@ -64,12 +67,7 @@ impl TargetArgs {
     /// Whether this tool starts its own nodes.
     pub fn self_started(&self) -> anyhow::Result<bool> {
         match (self.target, &self.url) {
-            (TargetKind::Cluster3, _) => bail!(
-                "--target cluster3 is not available for run/report yet: use `agora-bench cross-node` \
-                 (it starts a local three-node cluster and compares local with cross-node reads), \
-                 or start a cluster yourself and pass one node's --url and --admin-url (its \
-                 /metrics then cover that node only)"
-            ),
+            (TargetKind::Cluster3, _) => Ok(true),
             (_, Some(_)) | (TargetKind::Url, None) => Ok(false),
             (TargetKind::SelfStarted, None) => Ok(true),
         }
@@ -92,6 +90,36 @@ impl TargetArgs {
 
     /// Starts a fresh node, or points at the running one.
     pub fn resolve(&self) -> anyhow::Result<Target> {
+        if self.target == TargetKind::Cluster3 {
+            let opts = self.node_options()?;
+            let cluster = crate::cluster_proc::ClusterProc::start(
+                &opts.bin,
+                &opts.tmp_root,
+                3,
+                &opts.admin_password,
+                opts.courier_leg_ms,
+            )?;
+            let first = cluster.nodes.first().context("the cluster has no node")?;
+            eprintln!(
+                "started a local cluster of {} nodes (pids {:?}); load spreads over their edges",
+                cluster.nodes.len(),
+                cluster.nodes.iter().map(|n| n.pid()).collect::<Vec<_>>()
+            );
+            return Ok(Target {
+                endpoint: Endpoint {
+                    api_base: first.api_base.clone(),
+                    admin_base: first.admin_base.clone(),
+                    admin_password: opts.admin_password,
+                    node_pid: Some(first.pid()),
+                    peers: cluster.nodes[1..]
+                        .iter()
+                        .map(|n| (n.api_base.clone(), n.admin_base.clone(), n.pid()))
+                        .collect(),
+                },
+                node: None,
+                cluster: Some(cluster),
+            });
+        }
         if self.self_started()? {
             let opts = self.node_options()?;
             let node = NodeProc::start(&opts)?;
@@ -108,8 +136,10 @@ impl TargetArgs {
                     admin_base: node.admin_base.clone(),
                     admin_password: opts.admin_password,
                     node_pid: Some(node.pid()),
+                    peers: Vec::new(),
                 },
                 node: Some(node),
+                cluster: None,
             });
         }
         let url = self.url.clone().context("--target url needs --url")?;
@@ -127,8 +157,10 @@ impl TargetArgs {
                 admin_base: admin,
                 admin_password: password,
                 node_pid: self.node_pid,
+                peers: Vec::new(),
             },
             node: None,
+            cluster: None,
         })
     }
 }
