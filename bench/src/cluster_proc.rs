@@ -1,10 +1,10 @@
 //! A self-started local cluster: `agora node` processes on free loopback ports sharing one
 //! cluster file, each with its pid (CPU, memory) and addresses; killed when dropped.
 
+use agora_cluster_config::cluster::{ClusterConfig, NodeEntry, Tuning};
 use anyhow::{bail, Context};
-use std::fmt::Write as _;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -90,20 +90,29 @@ impl ClusterProc {
             .with_context(|| format!("cannot create a temp dir in {}", tmp_root.display()))?;
         let admin_token = format!("bench-admin-token-{}", std::process::id());
         let ports = free_ports(3 * n)?;
-        let mut toml = format!(
-            "cluster_name = \"agora-bench\"\nshard_count = {SHARDS}\nsecret = \"bench-cluster-secret-0123456789abcdef\"\nadmin_token = \"{admin_token}\"\nadmin_mutations = true\n\n[tuning]\ncourier_leg_ms = {courier_leg_ms}\n"
-        );
-        for i in 0..n {
-            let _ = write!(
-                toml,
-                "\n[[nodes]]\nid = {}\ncluster_addr = \"127.0.0.1:{}\"\nhttp_addr = \"127.0.0.1:{}\"\nadmin_addr = \"127.0.0.1:{}\"\ndata_dir = \"node-{}\"\n",
-                i + 1,
-                ports[3 * i],
-                ports[3 * i + 1],
-                ports[3 * i + 2],
-                i + 1
-            );
-        }
+        let node_addr = |i: usize, k: usize| SocketAddr::from(([127, 0, 0, 1], ports[3 * i + k]));
+        let config = ClusterConfig {
+            cluster_name: "agora-bench".into(),
+            shard_count: SHARDS,
+            secret: "bench-cluster-secret-0123456789abcdef".into(),
+            admin_token: Some(admin_token.clone()),
+            admin_mutations: true,
+            nodes: (0..n)
+                .map(|i| NodeEntry {
+                    id: i as u64 + 1,
+                    cluster_addr: node_addr(i, 0),
+                    http_addr: node_addr(i, 1),
+                    admin_addr: node_addr(i, 2),
+                    data_dir: format!("node-{}", i + 1).into(),
+                })
+                .collect(),
+            tuning: Tuning {
+                courier_leg_ms,
+                ..Tuning::default()
+            },
+            tls: None,
+        };
+        let toml = toml::to_string(&config).context("cannot write the cluster file")?;
         let config = dir.path().join("cluster.toml");
         std::fs::write(&config, toml).context("cannot write the cluster file")?;
         let mut nodes = Vec::with_capacity(n);
