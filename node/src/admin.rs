@@ -111,8 +111,8 @@ async fn readyz(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
 
 async fn metrics(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
     metrics::gauge!("agora_region_requests_in_flight").set(s.region.in_flight() as f64);
-    if let Ok((entities, outbox, dead)) = s.store.counts() {
-        metrics::gauge!("agora_store_entities").set(entities as f64);
+    if let Ok((entity_rows, outbox, dead)) = s.store.counts() {
+        metrics::gauge!("agora_store_entity_rows").set(entity_rows as f64);
         metrics::gauge!("agora_store_outbox_rows").set(outbox as f64);
         metrics::gauge!("agora_store_dead_letters").set(dead as f64);
     }

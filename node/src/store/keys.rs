@@ -12,25 +12,50 @@ pub fn entity_key(shard: u32, entity: &EntityRef) -> Vec<u8> {
     k
 }
 
-/// Parses an entity key back into (shard, entity).
+/// Separates an entity key from a message id in a dedup key. Entity ids never hold it
+/// (they are printable text), so it sorts a dedup row right after its entity's record.
+const DEDUP_SEPARATOR: u8 = 0;
+
+/// Parses an entity key back into (shard, entity); `None` for a dedup row or a bad key.
 pub fn parse_entity_key(key: &[u8]) -> Option<(u32, EntityRef)> {
     let shard = u32::from_be_bytes(key.get(0..4)?.try_into().ok()?);
     let kind = EntityKind::from_code(*key.get(4)?)?;
-    let id = std::str::from_utf8(key.get(5..)?).ok()?;
+    let id = key.get(5..)?;
+    if id.contains(&DEDUP_SEPARATOR) {
+        return None;
+    }
+    let id = std::str::from_utf8(id).ok()?;
     Some((shard, EntityRef::new(kind, id)))
 }
 
 /// The key recording that `msg_id` took effect on the entity at `entity_key`:
-/// `shard | kind | id length (u16) | id | msg_id`, so a shard's dedup records are one
-/// contiguous range like its entities, and ids cannot run into message ids.
+/// `shard | kind | id | 0 | msg_id`. It lives in the entities table right after the
+/// entity's record, so recording a message usually dirties the page the record is written
+/// to anyway (one page per change instead of two), and a shard's dedup rows stay inside the
+/// shard's range.
 pub fn dedup_key(entity_key: &[u8], msg_id: &str) -> Vec<u8> {
-    let (head, id) = entity_key.split_at(entity_key.len().min(5));
-    let mut k = Vec::with_capacity(7 + id.len() + msg_id.len());
-    k.extend_from_slice(head);
-    k.extend_from_slice(&(id.len() as u16).to_be_bytes());
-    k.extend_from_slice(id);
+    let mut k = Vec::with_capacity(entity_key.len() + 1 + msg_id.len());
+    k.extend_from_slice(entity_key);
+    k.push(DEDUP_SEPARATOR);
     k.extend_from_slice(msg_id.as_bytes());
     k
+}
+
+/// Whether `key` (of the entities table) is a dedup row rather than an entity record.
+pub fn is_dedup_key(key: &[u8]) -> bool {
+    key.get(5..).is_some_and(|id| id.contains(&DEDUP_SEPARATOR))
+}
+
+/// The value of a dedup row: when the message was applied (ms since epoch).
+pub fn dedup_value(at_ms: u64) -> [u8; 8] {
+    at_ms.to_be_bytes()
+}
+
+/// Reads a dedup row's value back.
+pub fn parse_dedup_value(v: &[u8]) -> u64 {
+    v.get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u64::from_be_bytes)
 }
 
 /// The first key of shard `shard` in any shard-prefixed table, and the first key after it.
@@ -74,6 +99,20 @@ mod tests {
         assert_ne!(dedup_key(&a, "c"), dedup_key(&b, "bc"));
         assert!(dedup_key(&a, "x").starts_with(&7u32.to_be_bytes()));
         assert!(dedup_key(&a, "x").starts_with(&dedup_key(&a, "")));
+    }
+
+    #[test]
+    fn dedup_rows_sort_right_after_their_entity_and_never_parse_as_entities() {
+        let e = entity_key(7, &EntityRef::new(EntityKind::Order, "ab"));
+        let next = entity_key(7, &EntityRef::new(EntityKind::Order, "ab-"));
+        let d = dedup_key(&e, "msg-1");
+        assert!(
+            e < d && d < next,
+            "a dedup row sits between its entity and the next"
+        );
+        assert!(is_dedup_key(&d) && !is_dedup_key(&e));
+        assert_eq!(parse_entity_key(&d), None);
+        assert_eq!(parse_dedup_value(&dedup_value(42)), 42);
     }
 
     #[test]

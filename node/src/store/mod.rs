@@ -1,4 +1,5 @@
-//! Storage on redb: entity records, the outbox, message dedup, dead letters and metadata,
+//! Storage on redb: entity records with their applied-message marks, the outbox, dead
+//! letters and metadata,
 //! written by one group-commit writer (see `writer`). A change is acknowledged only after
 //! the transaction that holds it is committed with `Durability::Immediate`.
 
@@ -12,12 +13,11 @@ use std::sync::Arc;
 
 pub use writer::{CommitProgress, StorageExecutor, WriteOp, Writer};
 
-/// Entity records: entity key → `EntityRecord`.
+/// Entity records (entity key → `EntityRecord`) and, right after each record, the ids of the
+/// messages that took effect on it (dedup key → time applied, see `keys::dedup_key`).
 pub const ENTITIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("entities");
 /// Outbox rows: outbox key → `OutboxRecord`.
 pub const OUTBOX: TableDefinition<&[u8], &[u8]> = TableDefinition::new("outbox");
-/// Applied message ids: dedup key → time applied (ms).
-pub const DEDUP: TableDefinition<&[u8], u64> = TableDefinition::new("dedup");
 /// Dead letters: sequence → `DeadLetter`.
 pub const DEAD_LETTERS: TableDefinition<u64, &[u8]> = TableDefinition::new("dead_letters");
 /// Node metadata: name → bytes.
@@ -92,7 +92,6 @@ impl Store {
         let tx = db.begin_write()?;
         tx.open_table(ENTITIES)?;
         tx.open_table(OUTBOX)?;
-        tx.open_table(DEDUP)?;
         tx.open_table(DEAD_LETTERS)?;
         tx.open_table(META)?;
         tx.open_table(SHARD_EPOCHS)?;
@@ -108,7 +107,7 @@ impl Store {
     /// Whether `msg_id` already took effect on the entity at `entity_key` (committed data).
     pub fn dedup_seen(&self, entity_key: &[u8], msg_id: &str) -> Result<bool, StoreError> {
         let tx = self.db.begin_read()?;
-        let t = tx.open_table(DEDUP)?;
+        let t = tx.open_table(ENTITIES)?;
         Ok(t.get(keys::dedup_key(entity_key, msg_id).as_slice())?
             .is_some())
     }
@@ -163,7 +162,8 @@ impl Store {
         }
     }
 
-    /// Counts of rows per table, for metrics and the admin endpoint.
+    /// Counts of rows per table, for metrics and the admin endpoint: entity rows (records and
+    /// applied-message marks), outbox rows, dead letters.
     pub fn counts(&self) -> Result<(u64, u64, u64), StoreError> {
         let tx = self.db.begin_read()?;
         Ok((
@@ -196,14 +196,17 @@ impl Store {
     ) -> Result<Vec<(String, u64)>, StoreError> {
         let prefix = keys::dedup_key(entity_key, "");
         let tx = self.db.begin_read()?;
-        let t = tx.open_table(DEDUP)?;
+        let t = tx.open_table(ENTITIES)?;
         let mut out = Vec::new();
         for row in t.range(prefix.as_slice()..)? {
             let (k, v) = row?;
             let Some(id) = k.value().strip_prefix(prefix.as_slice()) else {
                 break;
             };
-            out.push((String::from_utf8_lossy(id).into_owned(), v.value()));
+            out.push((
+                String::from_utf8_lossy(id).into_owned(),
+                keys::parse_dedup_value(v.value()),
+            ));
         }
         let skip = out.len().saturating_sub(limit);
         Ok(out.split_off(skip))
@@ -254,19 +257,16 @@ impl Store {
     /// Reads everything shard `shard` has stored (committed data) as one unit.
     pub fn export_shard(&self, shard: u32) -> Result<ShardData, StoreError> {
         let tx = self.db.begin_read()?;
-        let entities = scan_bytes(&tx.open_table(ENTITIES)?, shard)?;
-        let outbox = scan_bytes(&tx.open_table(OUTBOX)?, shard)?;
-        let dedup_table = tx.open_table(DEDUP)?;
-        let (start, end) = keys::shard_range(shard);
-        let rows = match &end {
-            Some(end) => dedup_table.range(start.as_slice()..end.as_slice())?,
-            None => dedup_table.range(start.as_slice()..)?,
-        };
+        let mut entities = Vec::new();
         let mut dedup = Vec::new();
-        for row in rows {
-            let (k, v) = row?;
-            dedup.push((k.value().to_vec(), v.value()));
+        for (k, v) in scan_bytes(&tx.open_table(ENTITIES)?, shard)? {
+            if keys::is_dedup_key(&k) {
+                dedup.push((k, keys::parse_dedup_value(&v)));
+            } else {
+                entities.push((k, v));
+            }
         }
+        let outbox = scan_bytes(&tx.open_table(OUTBOX)?, shard)?;
         Ok(ShardData {
             shard,
             entities,
@@ -302,6 +302,9 @@ impl Store {
                 let (k, v) = row?;
                 if !k.value().starts_with(&prefix) {
                     break;
+                }
+                if keys::is_dedup_key(k.value()) {
+                    continue;
                 }
                 let rec: record::EntityRecord = record::decode(v.value())?;
                 if let EntityState::Order(o) = rec.state {

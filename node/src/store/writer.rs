@@ -3,13 +3,13 @@
 //! fsync, and only then answers. Changes are applied in the order they were submitted, so a
 //! later change never lands without an earlier one.
 
-use super::keys::{dedup_key, outbox_key};
+use super::keys::{dedup_key, dedup_value, outbox_key};
 use super::record::{self, DeadLetter, EntityRecord, OutboxRecord, FORMAT_VERSION};
-use super::{Store, StoreError, DEAD_LETTERS, DEDUP, ENTITIES, META, OUTBOX, SHARD_EPOCHS};
+use super::{Store, StoreError, DEAD_LETTERS, ENTITIES, META, OUTBOX, SHARD_EPOCHS};
 use agora_actors::host::EntityState;
 use agora_actors::{EntityRef, OutboxMessage};
 use redb::{Durability, ReadableDatabase, ReadableTable};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::mpsc;
@@ -473,10 +473,13 @@ impl WriterThread {
             {
                 let mut entities = tx.open_table(ENTITIES)?;
                 let mut outbox = tx.open_table(OUTBOX)?;
-                let mut dedup = tx.open_table(DEDUP)?;
                 let mut dead = tx.open_table(DEAD_LETTERS)?;
                 let mut meta = tx.open_table(META)?;
                 let mut epochs = tx.open_table(SHARD_EPOCHS)?;
+                // Entity keys written so far in this batch, and whether a whole shard was
+                // installed or dropped: a load of those waits for the commit.
+                let mut written: HashSet<Vec<u8>> = HashSet::new();
+                let mut shards_rewritten = false;
                 for (_, op) in ops.by_ref() {
                     match op {
                         WriteOp::Entity(w) => {
@@ -498,8 +501,12 @@ impl WriterThread {
                                 self.epochs.insert(w.shard, w.epoch);
                             }
                             entities.insert(w.key.as_slice(), w.record.as_slice())?;
+                            written.insert(w.key.clone());
                             for id in &w.msg_ids {
-                                dedup.insert(dedup_key(&w.key, id).as_slice(), w.now_ms)?;
+                                entities.insert(
+                                    dedup_key(&w.key, id).as_slice(),
+                                    dedup_value(w.now_ms).as_slice(),
+                                )?;
                             }
                             for m in w.outbox {
                                 let k = outbox_key(w.shard, self.next_outbox);
@@ -524,7 +531,14 @@ impl WriterThread {
                                 Ok(None) => Ok(None),
                                 Err(e) => Err(StoreError::from(e)),
                             };
-                            r.done.push(Done::Load(reply, v));
+                            if shards_rewritten || written.contains(key.as_slice()) {
+                                // It reads a change of this batch: answered once durable.
+                                r.done.push(Done::Load(reply, v));
+                            } else {
+                                // Every earlier change of this key is in an earlier batch,
+                                // already durable: no need to wait for this batch's fsync.
+                                let _ = reply.send(v);
+                            }
                         }
                         WriteOp::OutboxAcked(keys) => {
                             for k in &keys {
@@ -544,6 +558,7 @@ impl WriterThread {
                             r.wrote = true;
                         }
                         WriteOp::InstallShard { data, epoch, done } => {
+                            shards_rewritten = true;
                             let current = self.epoch_of(&epochs, data.shard)?;
                             if epoch < current {
                                 // A late copy of a handoff that was aborted and discarded.
@@ -561,7 +576,6 @@ impl WriterThread {
                             // this shard must not survive.
                             clear_shard(&mut entities, data.shard)?;
                             clear_shard(&mut outbox, data.shard)?;
-                            clear_shard(&mut dedup, data.shard)?;
                             for (k, v) in &data.entities {
                                 entities.insert(k.as_slice(), v.as_slice())?;
                                 if let (Some((_, entity)), Ok(rec)) = (
@@ -579,7 +593,7 @@ impl WriterThread {
                                     .push((k.clone(), record::decode::<OutboxRecord>(v)?.message));
                             }
                             for (k, at) in &data.dedup {
-                                dedup.insert(k.as_slice(), *at)?;
+                                entities.insert(k.as_slice(), dedup_value(*at).as_slice())?;
                             }
                             epochs.insert(data.shard, epoch)?;
                             self.epochs.insert(data.shard, epoch);
@@ -587,9 +601,9 @@ impl WriterThread {
                             r.wrote = true;
                         }
                         WriteOp::DropShard { shard, epoch, done } => {
+                            shards_rewritten = true;
                             clear_shard(&mut entities, shard)?;
                             clear_shard(&mut outbox, shard)?;
-                            clear_shard(&mut dedup, shard)?;
                             let current = self.epoch_of(&epochs, shard)?;
                             let fenced = current.max(epoch);
                             epochs.insert(shard, fenced)?;
