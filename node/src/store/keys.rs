@@ -1,5 +1,6 @@
-//! Storage key layout. Every key starts with the shard (big-endian u32), so one shard's data
-//! is one contiguous range per table: it can be read, streamed and installed as a unit.
+//! Storage key layout. Entity keys start with the shard (big-endian u32), so one shard's
+//! entities are one contiguous range: they can be read, streamed and installed as a unit.
+//! Outbox keys start with the sequence number and end with the shard.
 
 use agora_actors::{EntityKind, EntityRef};
 
@@ -65,18 +66,21 @@ pub fn shard_range(shard: u32) -> (Vec<u8>, Option<Vec<u8>>) {
     (start, end)
 }
 
-/// The key of an outbox row: `shard | seq`.
+/// The key of an outbox row: `seq | shard`. Rows are appended in emission order, so a batch
+/// of new rows (and, later, of deletes) dirties the last page or two of the table rather
+/// than one page per shard; a shard's rows are found by the suffix (the outbox holds only
+/// undelivered messages and timers, so a scan of it is short).
 pub fn outbox_key(shard: u32, seq: u64) -> [u8; 12] {
     let mut k = [0u8; 12];
-    k[..4].copy_from_slice(&shard.to_be_bytes());
-    k[4..].copy_from_slice(&seq.to_be_bytes());
+    k[..8].copy_from_slice(&seq.to_be_bytes());
+    k[8..].copy_from_slice(&shard.to_be_bytes());
     k
 }
 
 /// Parses an outbox key into (shard, seq).
 pub fn parse_outbox_key(key: &[u8]) -> Option<(u32, u64)> {
-    let shard = u32::from_be_bytes(key.get(0..4)?.try_into().ok()?);
-    let seq = u64::from_be_bytes(key.get(4..12)?.try_into().ok()?);
+    let seq = u64::from_be_bytes(key.get(0..8)?.try_into().ok()?);
+    let shard = u32::from_be_bytes(key.get(8..12)?.try_into().ok()?);
     Some((shard, seq))
 }
 
@@ -119,5 +123,9 @@ mod tests {
     fn outbox_keys_round_trip_in_order() {
         assert_eq!(parse_outbox_key(&outbox_key(3, 99)), Some((3, 99)));
         assert!(outbox_key(3, 99) < outbox_key(3, 100));
+        assert!(
+            outbox_key(9, 99) < outbox_key(3, 100),
+            "emission order across shards"
+        );
     }
 }

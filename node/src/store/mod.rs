@@ -266,7 +266,13 @@ impl Store {
                 entities.push((k, v));
             }
         }
-        let outbox = scan_bytes(&tx.open_table(OUTBOX)?, shard)?;
+        let mut outbox = Vec::new();
+        for row in tx.open_table(OUTBOX)?.iter()? {
+            let (k, v) = row?;
+            if keys::parse_outbox_key(k.value()).is_some_and(|(s, _)| s == shard) {
+                outbox.push((k.value().to_vec(), v.value().to_vec()));
+            }
+        }
         Ok(ShardData {
             shard,
             entities,

@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 
 /// Format version of records written by this build. 2: carts hold the lines of checkouts in
 /// flight, products have attributes and can be archived. 3: applied-message marks live in
-/// the entities table beside their entity (no separate dedup table).
+/// the entities table beside their entity (no separate dedup table); outbox keys are
+/// `seq | shard`.
 pub const FORMAT_VERSION: u16 = 3;
 
 /// An entity's stored state.

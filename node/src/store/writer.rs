@@ -112,6 +112,24 @@ pub trait CommitListener: Send + Sync + 'static {
     fn committed(&self, entity: &EntityRef, state: &EntityState);
 }
 
+/// Deletes every outbox row of `shard` (the shard is the key's suffix).
+fn clear_shard_outbox(
+    table: &mut redb::Table<&'static [u8], &'static [u8]>,
+    shard: u32,
+) -> Result<(), StoreError> {
+    let mut doomed = Vec::new();
+    for row in table.iter()? {
+        let (k, _) = row?;
+        if super::keys::parse_outbox_key(k.value()).is_some_and(|(s, _)| s == shard) {
+            doomed.push(k.value().to_vec());
+        }
+    }
+    for k in doomed {
+        table.remove(k.as_slice())?;
+    }
+    Ok(())
+}
+
 /// Deletes every row of `shard` from a shard-prefixed table.
 fn clear_shard<V: redb::Value + 'static>(
     table: &mut redb::Table<&'static [u8], V>,
@@ -575,7 +593,7 @@ impl WriterThread {
                             // Replace, never merge: rows left by an earlier, failed move of
                             // this shard must not survive.
                             clear_shard(&mut entities, data.shard)?;
-                            clear_shard(&mut outbox, data.shard)?;
+                            clear_shard_outbox(&mut outbox, data.shard)?;
                             for (k, v) in &data.entities {
                                 entities.insert(k.as_slice(), v.as_slice())?;
                                 if let (Some((_, entity)), Ok(rec)) = (
@@ -588,6 +606,11 @@ impl WriterThread {
                                 }
                             }
                             for (k, v) in &data.outbox {
+                                // Rows keep the previous owner's sequence numbers: ours
+                                // continue above them, so a new row never overwrites one.
+                                if let Some((_, seq)) = super::keys::parse_outbox_key(k) {
+                                    self.next_outbox = self.next_outbox.max(seq + 1);
+                                }
                                 outbox.insert(k.as_slice(), v.as_slice())?;
                                 r.outbox
                                     .push((k.clone(), record::decode::<OutboxRecord>(v)?.message));
@@ -603,7 +626,7 @@ impl WriterThread {
                         WriteOp::DropShard { shard, epoch, done } => {
                             shards_rewritten = true;
                             clear_shard(&mut entities, shard)?;
-                            clear_shard(&mut outbox, shard)?;
+                            clear_shard_outbox(&mut outbox, shard)?;
                             let current = self.epoch_of(&epochs, shard)?;
                             let fenced = current.max(epoch);
                             epochs.insert(shard, fenced)?;
