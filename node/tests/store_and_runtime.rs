@@ -335,6 +335,9 @@ async fn a_shard_streams_to_another_store_as_a_unit_and_the_old_copy_is_fenced()
         .entities
         .iter()
         .all(|(k, _)| k.starts_with(&shard.to_be_bytes())));
+    assert!(moved.outbox.iter().all(|(k, _)| {
+        agora_node::store::keys::parse_outbox_key(k).is_some_and(|(s, _)| s == shard)
+    }));
     assert!(
         !moved.dedup.is_empty(),
         "applied message ids travel with the shard"
@@ -426,4 +429,74 @@ async fn orders_still_holding_stock_past_their_time_are_reported_as_stuck() {
     assert!(stuck.is_empty(), "{stuck:?}");
     let stuck = store.stuck_orders(&all, 1).unwrap();
     assert_eq!(stuck, vec!["o-stuck".to_string()]);
+}
+
+fn message(id: &str, from: &EntityRef) -> agora_actors::OutboxMessage {
+    agora_actors::OutboxMessage {
+        id: id.into(),
+        from: from.clone(),
+        to: agora_actors::Destination::Entity(EntityRef::new(EntityKind::StockItem, "S")),
+        deliver_at_ms: u64::MAX,
+        topic: "TIMER".into(),
+        body: agora_actors::message::Body::Command(Command::Stock(StockCommand::Get)),
+    }
+}
+
+#[tokio::test]
+async fn rows_of_an_installed_shard_are_never_overwritten_by_the_new_owners_own_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let order = EntityRef::new(EntityKind::Order, "o-1");
+    let shard = order.shard(8);
+    // Store A emits three pending rows for the shard (sequence numbers 1..=3).
+    let a_store = Store::open(&dir.path().join("a.redb")).unwrap();
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let a_writer = Writer::start(a_store.clone(), tx, vec![]).unwrap();
+    let msgs: Vec<_> = (1..=3)
+        .map(|i| message(&format!("a#{i}"), &order))
+        .collect();
+    let (op, done) = write(
+        shard,
+        1,
+        &order,
+        EntityState::empty(EntityKind::Order),
+        msgs,
+    );
+    a_writer.submit(op).unwrap();
+    done.await.unwrap().unwrap();
+    let moved = a_store.export_shard(shard).unwrap();
+    assert_eq!(
+        moved.outbox.len(),
+        3,
+        "the shard's pending rows are exported"
+    );
+
+    // Store B (fresh: its own sequence starts at 1) installs the shard, then emits rows of
+    // its own for the same shard: every installed row must survive.
+    let b_store = Store::open(&dir.path().join("b.redb")).unwrap();
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let b_writer = Writer::start(b_store.clone(), tx, vec![]).unwrap();
+    let (done, rx) = oneshot::channel();
+    b_writer
+        .submit(WriteOp::InstallShard {
+            data: Box::new(moved.clone()),
+            epoch: 2,
+            done,
+        })
+        .unwrap();
+    rx.await.unwrap().unwrap();
+    let other = EntityRef::new(EntityKind::Order, "o-1");
+    let own: Vec<_> = (1..=3)
+        .map(|i| message(&format!("b#{i}"), &other))
+        .collect();
+    let (op, done) = write(shard, 2, &other, EntityState::empty(EntityKind::Order), own);
+    b_writer.submit(op).unwrap();
+    done.await.unwrap().unwrap();
+    let mut ids: Vec<String> = b_store
+        .outbox_rows()
+        .unwrap()
+        .into_iter()
+        .map(|(_, r)| r.message.id)
+        .collect();
+    ids.sort();
+    assert_eq!(ids, vec!["a#1", "a#2", "a#3", "b#1", "b#2", "b#3"]);
 }
