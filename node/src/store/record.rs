@@ -5,8 +5,10 @@ use agora_actors::OutboxMessage;
 use serde::{Deserialize, Serialize};
 
 /// Format version of records written by this build. 2: carts hold the lines of checkouts in
-/// flight, products have attributes and can be archived.
-pub const FORMAT_VERSION: u16 = 2;
+/// flight, products have attributes and can be archived. 3: accounts hold sign-in security
+/// (lockout, refresh token hashes) and a fuller profile; inboxes hold the contact, and
+/// notification calls carry the rendered message.
+pub const FORMAT_VERSION: u16 = 3;
 
 /// An entity's stored state.
 #[derive(Debug, Clone, Serialize, Deserialize)]
