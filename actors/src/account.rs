@@ -4,8 +4,10 @@
 use crate::command::{Command, Reply};
 use crate::entity::{reply, Ctx, Outcome};
 use crate::error::{invalid, DomainError};
-use crate::limits::MAX_ACCOUNT_ORDERS;
+use crate::inbox::{Channel, InboxCommand};
+use crate::limits::{MAX_ACCOUNT_ORDERS, MAX_SAVED_ADDRESSES};
 use crate::payment::PaymentCommand;
+use crate::session::{valid_hash, RefreshToken, Refusal, Security};
 use crate::{EntityKind, EntityRef};
 use serde::{Deserialize, Serialize};
 
@@ -41,6 +43,63 @@ pub struct Profile {
     pub role: Role,
     /// Registration time.
     pub created_at_ms: u64,
+    /// Phone number (E.164), for SMS and WhatsApp.
+    pub phone: Option<String>,
+    /// Saved addresses, at most `MAX_SAVED_ADDRESSES`.
+    pub addresses: Vec<SavedAddress>,
+    /// Channels notifications go out on (email when registered).
+    pub channels: Vec<Channel>,
+}
+
+/// An address the shopper saved on the profile.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedAddress {
+    /// The shopper's name for it ("home", "office").
+    pub label: String,
+    /// Recipient.
+    pub name: String,
+    /// Street line.
+    pub line1: String,
+    /// City.
+    pub city: String,
+    /// Postal code.
+    pub postal_code: String,
+    /// ISO 3166 alpha-2 country code.
+    pub country: String,
+}
+
+/// A change of the profile: absent fields keep their value.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProfilePatch {
+    /// New display name.
+    pub name: Option<String>,
+    /// New phone number (`Some(None)` removes it).
+    pub phone: Option<Option<String>>,
+    /// New list of saved addresses (replaces the old one).
+    pub addresses: Option<Vec<SavedAddress>>,
+    /// New notification channels.
+    pub channels: Option<Vec<Channel>>,
+}
+
+/// The profile as `GET /me` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProfileView {
+    /// User id.
+    pub user_id: String,
+    /// Email.
+    pub email: String,
+    /// Name.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// Phone number.
+    pub phone: Option<String>,
+    /// Saved addresses.
+    pub addresses: Vec<SavedAddress>,
+    /// Notification channels.
+    pub channels: Vec<Channel>,
+    /// Wallet balance in minor units.
+    pub wallet_minor: u64,
 }
 
 /// The account state (no profile until registered).
@@ -52,6 +111,8 @@ pub struct AccountState {
     pub wallet_minor: u64,
     /// The shopper's orders, oldest first.
     pub orders: Vec<String>,
+    /// Failed logins, lockout and refresh tokens.
+    pub security: Security,
 }
 
 /// Commands for an Account.
@@ -77,6 +138,35 @@ pub enum AccountCommand {
     GetCredentials,
     /// Read the profile.
     Get,
+    /// Start a login: the hash and role, unless the account is locked.
+    BeginLogin,
+    /// A login's password did not match: count it (and lock the account at the threshold).
+    LoginFailed,
+    /// A login's password matched: forget the failures and make a refresh token live.
+    LoginSucceeded {
+        /// SHA-256 of the new refresh token (hex).
+        refresh_hash: String,
+        /// Its lifetime in ms.
+        ttl_ms: u64,
+    },
+    /// Exchange a live refresh token for a new one (the old one stops working).
+    RotateRefresh {
+        /// SHA-256 of the presented token (hex).
+        old_hash: String,
+        /// SHA-256 of the new token (hex).
+        new_hash: String,
+        /// The new token's lifetime in ms.
+        ttl_ms: u64,
+    },
+    /// Revoke a refresh token (logout).
+    RevokeRefresh {
+        /// SHA-256 of the token (hex).
+        hash: String,
+    },
+    /// Read the full profile.
+    GetProfile,
+    /// Change the profile.
+    UpdateProfile(ProfilePatch),
     /// ORDER_PLACED: remember the order for listing.
     OrderPlaced {
         /// The order.
@@ -121,6 +211,91 @@ fn profile<'a>(s: &'a AccountState, ctx: &Ctx) -> Result<&'a Profile, DomainErro
         .ok_or_else(|| DomainError::NotFound(format!("account {}", ctx.me.id)))
 }
 
+fn profile_view(s: &AccountState, ctx: &Ctx) -> Result<Reply, DomainError> {
+    let p = profile(s, ctx)?;
+    Ok(Reply::Profile(ProfileView {
+        user_id: ctx.me.id.clone(),
+        email: p.email.clone(),
+        name: p.name.clone(),
+        role: p.role,
+        phone: p.phone.clone(),
+        addresses: p.addresses.clone(),
+        channels: p.channels.clone(),
+        wallet_minor: s.wallet_minor,
+    }))
+}
+
+/// Tells the shopper's inbox where and how to reach them (versioned by the account's seq, so
+/// a late copy of an older contact is ignored).
+fn send_contact(p: &Profile, ctx: &mut Ctx) {
+    let inbox = EntityRef::new(EntityKind::Inbox, ctx.me.id.clone());
+    let cmd = Command::Inbox(InboxCommand::SetContact {
+        version: ctx.seq,
+        name: p.name.clone(),
+        email: p.email.clone(),
+        phone: p.phone.clone(),
+        channels: p.channels.clone(),
+    });
+    ctx.send(inbox, "CONTACT_UPDATED", cmd);
+}
+
+fn token(hash: &str, ttl_ms: u64, ctx: &Ctx) -> Result<RefreshToken, DomainError> {
+    if !valid_hash(hash) {
+        return Err(invalid("refresh_token", "not a token hash"));
+    }
+    Ok(RefreshToken {
+        hash: hash.to_string(),
+        issued_at_ms: ctx.now_ms,
+        expires_at_ms: ctx.now_ms.saturating_add(ttl_ms),
+    })
+}
+
+fn session(s: &AccountState, ctx: &Ctx) -> Result<Outcome, DomainError> {
+    let p = s.profile.as_ref().ok_or(DomainError::BadCredentials)?;
+    reply(Reply::Session {
+        user_id: ctx.me.id.clone(),
+        role: p.role,
+    })
+}
+
+fn apply_patch(p: &mut Profile, patch: ProfilePatch) -> Result<(), DomainError> {
+    if let Some(name) = patch.name {
+        p.name = name;
+    }
+    if let Some(phone) = patch.phone {
+        p.phone = phone;
+    }
+    if let Some(addresses) = patch.addresses {
+        if addresses.len() > MAX_SAVED_ADDRESSES {
+            return Err(invalid(
+                "addresses",
+                format!("at most {MAX_SAVED_ADDRESSES}"),
+            ));
+        }
+        p.addresses = addresses;
+    }
+    if let Some(channels) = patch.channels {
+        let mut seen = Vec::new();
+        for c in channels {
+            if seen.contains(&c) {
+                return Err(invalid("notification_channels", "each channel once"));
+            }
+            seen.push(c);
+        }
+        if seen.is_empty() {
+            return Err(invalid("notification_channels", "at least one channel"));
+        }
+        p.channels = seen;
+    }
+    if p.phone.is_none() && p.channels.iter().any(|c| *c != Channel::Email) {
+        return Err(invalid(
+            "notification_channels",
+            "sms and whatsapp need a phone number",
+        ));
+    }
+    Ok(())
+}
+
 fn payment(order_id: &str) -> EntityRef {
     EntityRef::new(EntityKind::Payment, order_id)
 }
@@ -152,8 +327,14 @@ pub fn handle(
                 password_hash,
                 role,
                 created_at_ms: ctx.now_ms,
+                phone: None,
+                addresses: Vec::new(),
+                channels: vec![Channel::Email],
             });
             s.wallet_minor = ctx.config.initial_wallet_minor;
+            if let Some(p) = &s.profile {
+                send_contact(p, ctx);
+            }
         }
         AccountCommand::SetPassword { password_hash } => {
             let p = s
@@ -171,6 +352,67 @@ pub fn handle(
             });
         }
         AccountCommand::Get => {}
+        AccountCommand::BeginLogin => {
+            let p = s.profile.as_ref().ok_or(DomainError::BadCredentials)?;
+            if let Some(ms) = s.security.locked_for(ctx.now_ms) {
+                return Err(DomainError::Locked { retry_after_ms: ms });
+            }
+            return reply(Reply::Credentials {
+                user_id: ctx.me.id.clone(),
+                password_hash: p.password_hash.clone(),
+                role: p.role,
+            });
+        }
+        AccountCommand::LoginFailed => {
+            if s.profile.is_some() {
+                let policy = ctx.config.lockout;
+                s.security.login_failed(ctx.now_ms, &policy);
+            }
+            return reply(Reply::Ack);
+        }
+        AccountCommand::LoginSucceeded {
+            refresh_hash,
+            ttl_ms,
+        } => {
+            profile(s, ctx)?;
+            let t = token(&refresh_hash, ttl_ms, ctx)?;
+            s.security.login_succeeded(t, ctx.now_ms);
+            return session(s, ctx);
+        }
+        AccountCommand::RotateRefresh {
+            old_hash,
+            new_hash,
+            ttl_ms,
+        } => {
+            profile(s, ctx).map_err(|_| DomainError::BadCredentials)?;
+            let t = token(&new_hash, ttl_ms, ctx)?;
+            return match s.security.rotate(&old_hash, t, ctx.now_ms) {
+                Ok(()) => session(s, ctx),
+                // The revocation of every session must be stored: answered as a reply.
+                Err(Refusal::Reused) => reply(Reply::SessionsRevoked),
+                Err(Refusal::Unknown | Refusal::Expired) => Err(DomainError::BadCredentials),
+            };
+        }
+        AccountCommand::RevokeRefresh { hash } => {
+            s.security.revoke(&hash);
+            return reply(Reply::Ack);
+        }
+        AccountCommand::GetProfile => return Ok(Outcome::Reply(profile_view(s, ctx)?)),
+        AccountCommand::UpdateProfile(patch) => {
+            let p = s
+                .profile
+                .as_mut()
+                .ok_or_else(|| DomainError::NotFound(format!("account {}", ctx.me.id)))?;
+            let before = p.clone();
+            apply_patch(p, patch)?;
+            let contact_changed =
+                (&p.name, &p.phone, &p.channels) != (&before.name, &before.phone, &before.channels);
+            if contact_changed {
+                let p = p.clone();
+                send_contact(&p, ctx);
+            }
+            return Ok(Outcome::Reply(profile_view(s, ctx)?));
+        }
         AccountCommand::OrderPlaced { order_id } => {
             if !s.orders.contains(&order_id) {
                 s.orders.push(order_id);
@@ -242,6 +484,7 @@ mod tests {
             let mut s = AccountState::default();
             let mut ctx = Ctx::new(0, &me, 1, &cfg);
             handle(&mut s, AccountCommand::Register { email: "a@b.co".into(), name: "A".into(), password_hash: "h".into(), role: Role::Customer }, &mut ctx).unwrap();
+            let _ = ctx.take_outbox();
             let mut expected = cfg.initial_wallet_minor;
             for (i, (debit, amount)) in ops.into_iter().enumerate() {
                 let order_id = format!("o{i}");
@@ -262,5 +505,172 @@ mod tests {
                 prop_assert_eq!(ctx.outbox().len(), 1);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod login_and_profile_tests {
+    use super::*;
+    use crate::entity::DomainConfig;
+
+    fn registered(cfg: &DomainConfig, me: &EntityRef) -> AccountState {
+        let mut s = AccountState::default();
+        let mut ctx = Ctx::new(0, me, 1, cfg);
+        handle(
+            &mut s,
+            AccountCommand::Register {
+                email: "a@b.co".into(),
+                name: "A".into(),
+                password_hash: "h".into(),
+                role: Role::Customer,
+            },
+            &mut ctx,
+        )
+        .unwrap();
+        // Registration tells the inbox where to reach the shopper.
+        assert_eq!(ctx.outbox().len(), 1);
+        s
+    }
+
+    fn run(
+        s: &mut AccountState,
+        cmd: AccountCommand,
+        now: u64,
+        cfg: &DomainConfig,
+        me: &EntityRef,
+    ) -> (Result<Outcome, DomainError>, usize) {
+        let mut work = s.clone();
+        let mut ctx = Ctx::new(now, me, 2, cfg);
+        let r = handle(&mut work, cmd, &mut ctx);
+        if r.is_ok() {
+            *s = work;
+        }
+        (r, ctx.outbox().len())
+    }
+
+    #[test]
+    fn a_locked_account_refuses_logins_until_the_lock_ends() {
+        let cfg = DomainConfig::default();
+        let me = EntityRef::new(EntityKind::Account, "u");
+        let mut s = registered(&cfg, &me);
+        for t in 0..5 {
+            assert!(matches!(
+                run(&mut s, AccountCommand::BeginLogin, t, &cfg, &me).0,
+                Ok(Outcome::Reply(Reply::Credentials { .. }))
+            ));
+            assert!(run(&mut s, AccountCommand::LoginFailed, t, &cfg, &me)
+                .0
+                .is_ok());
+        }
+        assert_eq!(
+            run(&mut s, AccountCommand::BeginLogin, 1_004, &cfg, &me).0,
+            Err(DomainError::Locked {
+                retry_after_ms: 59_000
+            })
+        );
+        assert!(run(&mut s, AccountCommand::BeginLogin, 60_004, &cfg, &me)
+            .0
+            .is_ok());
+    }
+
+    #[test]
+    fn refresh_tokens_rotate_once_and_reuse_revokes_everything() {
+        let cfg = DomainConfig::default();
+        let me = EntityRef::new(EntityKind::Account, "u");
+        let mut s = registered(&cfg, &me);
+        let h = |n: u8| format!("{:064x}", n);
+        let login = AccountCommand::LoginSucceeded {
+            refresh_hash: h(1),
+            ttl_ms: 1000,
+        };
+        assert!(run(&mut s, login, 0, &cfg, &me).0.is_ok());
+        let rotate = |old, new| AccountCommand::RotateRefresh {
+            old_hash: h(old),
+            new_hash: h(new),
+            ttl_ms: 1000,
+        };
+        assert!(matches!(
+            run(&mut s, rotate(1, 2), 10, &cfg, &me).0,
+            Ok(Outcome::Reply(Reply::Session { .. }))
+        ));
+        assert_eq!(
+            run(&mut s, rotate(1, 3), 20, &cfg, &me).0,
+            Ok(Outcome::Reply(Reply::SessionsRevoked))
+        );
+        assert_eq!(
+            run(&mut s, rotate(2, 4), 30, &cfg, &me).0,
+            Err(DomainError::BadCredentials)
+        );
+        let bad = AccountCommand::LoginSucceeded {
+            refresh_hash: "not-hex".into(),
+            ttl_ms: 1000,
+        };
+        assert!(run(&mut s, bad, 40, &cfg, &me).0.is_err());
+    }
+
+    #[test]
+    fn profile_patches_are_validated_and_only_contact_changes_reach_the_inbox() {
+        let cfg = DomainConfig::default();
+        let me = EntityRef::new(EntityKind::Account, "u");
+        let mut s = registered(&cfg, &me);
+        let sms = ProfilePatch {
+            channels: Some(vec![Channel::Sms]),
+            ..Default::default()
+        };
+        assert!(matches!(
+            run(&mut s, AccountCommand::UpdateProfile(sms), 1, &cfg, &me).0,
+            Err(DomainError::Invalid { .. })
+        ));
+        let twice = ProfilePatch {
+            channels: Some(vec![Channel::Email, Channel::Email]),
+            ..Default::default()
+        };
+        assert!(
+            run(&mut s, AccountCommand::UpdateProfile(twice), 1, &cfg, &me)
+                .0
+                .is_err()
+        );
+        let ok = ProfilePatch {
+            phone: Some(Some("+919876543210".into())),
+            channels: Some(vec![Channel::Sms, Channel::WhatsApp]),
+            ..Default::default()
+        };
+        let (r, sent) = run(&mut s, AccountCommand::UpdateProfile(ok), 2, &cfg, &me);
+        assert!(r.is_ok());
+        assert_eq!(sent, 1);
+        let address = SavedAddress {
+            label: "home".into(),
+            name: "A".into(),
+            line1: "1 Road".into(),
+            city: "Pune".into(),
+            postal_code: "411001".into(),
+            country: "IN".into(),
+        };
+        let addresses = ProfilePatch {
+            addresses: Some(vec![address.clone()]),
+            ..Default::default()
+        };
+        let (r, sent) = run(
+            &mut s,
+            AccountCommand::UpdateProfile(addresses),
+            3,
+            &cfg,
+            &me,
+        );
+        assert!(r.is_ok());
+        assert_eq!(sent, 0, "an address change does not concern the inbox");
+        let too_many = ProfilePatch {
+            addresses: Some(vec![address; MAX_SAVED_ADDRESSES + 1]),
+            ..Default::default()
+        };
+        assert!(run(
+            &mut s,
+            AccountCommand::UpdateProfile(too_many),
+            4,
+            &cfg,
+            &me
+        )
+        .0
+        .is_err());
     }
 }

@@ -1,7 +1,7 @@
 //! The one command type and the one reply type every entity speaks, so that the runtime,
 //! the outbox and (later) the cluster envelope can carry any of them.
 
-use crate::account::{AccountCommand, AccountView, Role};
+use crate::account::{AccountCommand, AccountView, ProfileView, Role};
 use crate::cart::CartCommand;
 use crate::inbox::{InboxCommand, Notification};
 use crate::order::{OrderCommand, OrderView};
@@ -97,4 +97,16 @@ pub enum Reply {
     Shipment(ShipmentView),
     /// An inbox.
     Inbox(Vec<Notification>),
+    /// A signed-in session: who, with which role (login or refresh accepted).
+    Session {
+        /// User id.
+        user_id: String,
+        /// Role.
+        role: Role,
+    },
+    /// A rotated refresh token was presented again: every session of the account was
+    /// revoked.
+    SessionsRevoked,
+    /// A full profile.
+    Profile(ProfileView),
 }

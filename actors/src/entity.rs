@@ -13,6 +13,8 @@ pub struct DomainConfig {
     pub payment_timeout_ms: u64,
     /// Starting wallet balance of a new account, in minor units.
     pub initial_wallet_minor: u64,
+    /// Lockout after failed logins.
+    pub lockout: crate::session::LockoutPolicy,
 }
 
 impl Default for DomainConfig {
@@ -21,6 +23,7 @@ impl Default for DomainConfig {
             reservation_ttl_ms: 15 * 60 * 1000,
             payment_timeout_ms: 5 * 60 * 1000,
             initial_wallet_minor: 500_000,
+            lockout: crate::session::LockoutPolicy::default(),
         }
     }
 }

@@ -47,6 +47,12 @@ pub enum DomainError {
     /// The credentials do not match.
     #[error("invalid credentials")]
     BadCredentials,
+    /// Too many failed logins: no login is checked for a while.
+    #[error("account locked after repeated failed logins; retry in {retry_after_ms} ms")]
+    Locked {
+        /// Milliseconds until a login may be tried again.
+        retry_after_ms: u64,
+    },
 }
 
 /// Shorthand for an `Invalid` error.

@@ -6,6 +6,7 @@ use crate::entity::{reply, Ctx, Outcome};
 use crate::error::DomainError;
 use crate::limits::MAX_INBOX_ITEMS;
 use crate::message::ExternalCall;
+use crate::notify::{render, Outgoing};
 use serde::{Deserialize, Serialize};
 
 /// A delivery channel.
@@ -43,6 +44,19 @@ pub struct Notification {
     pub at_ms: u64,
 }
 
+/// Where the shopper is reached, as last told by their account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Contact {
+    /// The account's seq when it sent this (older copies are ignored).
+    pub version: u64,
+    /// Name used in greetings.
+    pub name: String,
+    /// Email address.
+    pub email: String,
+    /// Phone number (E.164), for SMS and WhatsApp.
+    pub phone: Option<String>,
+}
+
 /// The inbox state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InboxState {
@@ -50,6 +64,8 @@ pub struct InboxState {
     pub items: Vec<Notification>,
     /// Channels to use (email when empty).
     pub channels: Vec<Channel>,
+    /// Where to reach the shopper (unknown until the account tells).
+    pub contact: Option<Contact>,
 }
 
 /// Commands for an Inbox.
@@ -64,6 +80,19 @@ pub enum InboxCommand {
     },
     /// Read the inbox.
     Get,
+    /// The account's contact details and chosen channels changed.
+    SetContact {
+        /// The account's seq when it sent this.
+        version: u64,
+        /// Name.
+        name: String,
+        /// Email address.
+        email: String,
+        /// Phone number.
+        phone: Option<String>,
+        /// Chosen channels.
+        channels: Vec<Channel>,
+    },
 }
 
 /// Handles one command.
@@ -80,6 +109,13 @@ pub fn handle(
                 s.channels.clone()
             };
             for channel in channels {
+                let to = s.contact.as_ref().and_then(|c| match channel {
+                    Channel::Email => Some(c.email.clone()),
+                    Channel::Sms | Channel::WhatsApp => c.phone.clone(),
+                });
+                let name = s.contact.as_ref().map_or("there", |c| c.name.as_str());
+                let (subject, body) = render(&kind, &order_id, name, channel);
+                let message = Outgoing { to, subject, body };
                 let n = Notification {
                     channel,
                     kind: kind.clone(),
@@ -93,6 +129,7 @@ pub fn handle(
                         key,
                         user_id: ctx.me.id.clone(),
                         notification: n.clone(),
+                        message,
                     },
                 );
                 s.items.push(n);
@@ -103,6 +140,81 @@ pub fn handle(
             }
         }
         InboxCommand::Get => {}
+        InboxCommand::SetContact {
+            version,
+            name,
+            email,
+            phone,
+            channels,
+        } => {
+            if s.contact.as_ref().is_none_or(|c| c.version < version) {
+                s.contact = Some(Contact {
+                    version,
+                    name,
+                    email,
+                    phone,
+                });
+                s.channels = channels;
+            }
+        }
     }
     reply(Reply::Inbox(s.items.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entity::DomainConfig;
+    use crate::message::Body;
+    use crate::{EntityKind, EntityRef};
+
+    fn calls(ctx: &Ctx) -> Vec<(String, Outgoing)> {
+        ctx.outbox()
+            .iter()
+            .filter_map(|m| match &m.body {
+                Body::External(ExternalCall::Notify { key, message, .. }) => {
+                    Some((key.clone(), message.clone()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_event_goes_out_once_per_chosen_channel_to_the_right_address() {
+        let cfg = DomainConfig::default();
+        let me = EntityRef::new(EntityKind::Inbox, "u1");
+        let mut s = InboxState::default();
+        let contact = |version, channels| InboxCommand::SetContact {
+            version,
+            name: "Asha".into(),
+            email: "asha@example.com".into(),
+            phone: Some("+919876543210".into()),
+            channels,
+        };
+        let mut ctx = Ctx::new(0, &me, 1, &cfg);
+        handle(
+            &mut s,
+            contact(5, vec![Channel::Email, Channel::Sms]),
+            &mut ctx,
+        )
+        .unwrap();
+        // An older copy of the contact arriving late changes nothing.
+        handle(&mut s, contact(3, vec![Channel::WhatsApp]), &mut ctx).unwrap();
+        let mut ctx = Ctx::new(10, &me, 2, &cfg);
+        let event = InboxCommand::Event {
+            kind: "ORDER_SHIPPED".into(),
+            order_id: "o1".into(),
+        };
+        handle(&mut s, event, &mut ctx).unwrap();
+        let sent = calls(&ctx);
+        assert_eq!(sent.len(), 2);
+        assert_eq!(sent[0].0, "u1:o1:ORDER_SHIPPED:email");
+        assert_eq!(sent[0].1.to.as_deref(), Some("asha@example.com"));
+        assert!(sent[0].1.subject.contains("shipped"));
+        assert!(sent[0].1.body.contains("Asha"));
+        assert_eq!(sent[1].0, "u1:o1:ORDER_SHIPPED:sms");
+        assert_eq!(sent[1].1.to.as_deref(), Some("+919876543210"));
+        assert_eq!(s.items.len(), 2);
+    }
 }

@@ -23,6 +23,7 @@ pub mod order;
 pub mod payment;
 pub mod product;
 pub mod seams;
+pub mod session;
 pub mod shipment;
 pub mod stock;
 

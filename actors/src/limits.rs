@@ -20,6 +20,10 @@ pub const MAX_ATTRIBUTES: usize = 32;
 pub const MAX_ATTRIBUTE_KEY_LEN: usize = 64;
 /// Notifications kept per inbox (oldest dropped first).
 pub const MAX_INBOX_ITEMS: usize = 50;
+/// Most saved addresses on a profile.
+pub const MAX_SAVED_ADDRESSES: usize = 5;
+/// Longest saved-address label.
+pub const MAX_ADDRESS_LABEL_LEN: usize = 40;
 /// Orders remembered per account for listing (oldest dropped first).
 pub const MAX_ACCOUNT_ORDERS: usize = 100;
 

@@ -56,6 +56,8 @@ pub enum ExternalCall {
         user_id: String,
         /// The notification.
         notification: crate::inbox::Notification,
+        /// The rendered message and its recipient.
+        message: crate::notify::Outgoing,
     },
 }
 

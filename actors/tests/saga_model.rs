@@ -254,6 +254,7 @@ impl World {
                 reservation_ttl_ms: 60_000,
                 payment_timeout_ms: 20_000,
                 initial_wallet_minor: INITIAL_WALLET,
+                ..DomainConfig::default()
             },
             now: 1_000,
             states: BTreeMap::new(),

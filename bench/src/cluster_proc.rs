@@ -111,6 +111,12 @@ impl ClusterProc {
                 ..Tuning::default()
             },
             tls: None,
+            // A benchmark measures the shop, not its rate limiter.
+            rate_limits: agora_cluster_config::RateLimits {
+                enabled: false,
+                ..Default::default()
+            },
+            notifications: Default::default(),
         };
         let toml = toml::to_string(&config).context("cannot write the cluster file")?;
         let config = dir.path().join("cluster.toml");

@@ -95,6 +95,8 @@ impl NodeProc {
             .arg(&data_dir)
             .args(["--http-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
             .arg("--no-demo")
+            // A benchmark measures the shop, not its rate limiter.
+            .arg("--no-rate-limits")
             .arg("--courier-leg-ms")
             .arg(opts.courier_leg_ms.to_string())
             .args(&opts.extra_args)

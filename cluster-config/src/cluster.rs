@@ -1,7 +1,7 @@
 //! The cluster file: the cluster's name, shard count, shared secret, admin token and its
 //! nodes. Example: `examples/three-nodes.toml`.
 
-use crate::{err, ConfigError, NodeSettings};
+use crate::{err, ConfigError, NodeSettings, NotificationSettings, RateLimits};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -86,6 +86,12 @@ pub struct ClusterConfig {
     /// TLS between nodes (plain TCP when absent; the shared secret authenticates either way).
     #[serde(default)]
     pub tls: Option<TlsFiles>,
+    /// Rate limits of every node's shop API.
+    #[serde(default)]
+    pub rate_limits: RateLimits,
+    /// Where customer notifications go.
+    #[serde(default)]
+    pub notifications: NotificationSettings,
 }
 
 impl ClusterConfig {
@@ -250,11 +256,21 @@ impl ClusterConfig {
             reservation_ttl_ms: self.tuning.reservation_ttl_ms,
             payment_timeout_ms: self.tuning.payment_timeout_ms,
             courier_leg_ms: self.tuning.courier_leg_ms,
+            rate_limits: self.rate_limits.clone(),
+            notifications: self.notifications.clone(),
             ..NodeSettings::default()
         };
-        s.validate().map_err(|e| ConfigError {
-            field: format!("tuning.{}", e.field),
-            ..e
+        s.validate().map_err(|e| {
+            let outside_tuning =
+                e.field.starts_with("rate_limits.") || e.field.starts_with("notifications.");
+            ConfigError {
+                field: if outside_tuning {
+                    e.field.clone()
+                } else {
+                    format!("tuning.{}", e.field)
+                },
+                ..e
+            }
         })?;
         Ok(s)
     }

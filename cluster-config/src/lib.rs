@@ -5,7 +5,7 @@
 pub mod cluster;
 
 use serde::{Deserialize, Serialize};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 /// A configuration error: which field, what is wrong, how to fix it.
@@ -50,6 +50,152 @@ pub struct NodeSettings {
     pub token_ttl_secs: u64,
     /// Seed the demo catalog on first start.
     pub seed_demo_catalog: bool,
+    /// Refresh token lifetime (seconds).
+    pub refresh_token_ttl_secs: u64,
+    /// First lockout after repeated failed logins (ms); each further failure doubles it.
+    pub lockout_base_ms: u64,
+    /// Rate limits of the shop API.
+    pub rate_limits: RateLimits,
+    /// Where customer notifications go.
+    pub notifications: NotificationSettings,
+}
+
+/// Rate limits of the shop API (token buckets: a sustained rate and a burst).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimits {
+    /// Whether limits apply at all (off for benchmarks and tests that are not about them).
+    pub enabled: bool,
+    /// Requests per second per client address.
+    pub per_ip_per_sec: u32,
+    /// Burst per client address.
+    pub per_ip_burst: u32,
+    /// Requests per second per signed-in user.
+    pub per_user_per_sec: u32,
+    /// Burst per signed-in user.
+    pub per_user_burst: u32,
+    /// Login attempts per minute per client address.
+    pub login_per_min: u32,
+    /// Burst of login attempts per client address.
+    pub login_burst: u32,
+    /// Proxies whose `X-Forwarded-For` is believed (the peer address must be one of them).
+    pub trusted_proxies: Vec<IpAddr>,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            per_ip_per_sec: 50,
+            per_ip_burst: 100,
+            per_user_per_sec: 20,
+            per_user_burst: 40,
+            login_per_min: 10,
+            login_burst: 5,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+/// Where customer notifications go; a channel without a destination is written to
+/// `notifications.jsonl` in the data directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotificationSettings {
+    /// SMTP server for email, `smtp://host:port` (plain; a local relay).
+    pub smtp_url: Option<String>,
+    /// Sender of the emails.
+    pub email_from: String,
+    /// Webhook (HTTP POST, JSON) for SMS.
+    pub sms_webhook_url: Option<String>,
+    /// Webhook (HTTP POST, JSON) for WhatsApp.
+    pub whatsapp_webhook_url: Option<String>,
+}
+
+impl Default for NotificationSettings {
+    fn default() -> Self {
+        Self {
+            smtp_url: None,
+            email_from: "Agora <orders@agora.local>".into(),
+            sms_webhook_url: None,
+            whatsapp_webhook_url: None,
+        }
+    }
+}
+
+impl RateLimits {
+    /// Checks every field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (field, v) in [
+            ("rate_limits.per_ip_per_sec", self.per_ip_per_sec),
+            ("rate_limits.per_ip_burst", self.per_ip_burst),
+            ("rate_limits.per_user_per_sec", self.per_user_per_sec),
+            ("rate_limits.per_user_burst", self.per_user_burst),
+            ("rate_limits.login_per_min", self.login_per_min),
+            ("rate_limits.login_burst", self.login_burst),
+        ] {
+            if !(1..=1_000_000).contains(&v) {
+                return Err(err(
+                    field,
+                    format!("{v} is out of range"),
+                    "use 1 to 1000000, or set rate_limits.enabled = false",
+                ));
+            }
+        }
+        if self.trusted_proxies.len() > 64 {
+            return Err(err(
+                "rate_limits.trusted_proxies",
+                "lists more than 64 addresses",
+                "list only the proxies in front of the nodes",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl NotificationSettings {
+    /// Checks every field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(u) = &self.smtp_url {
+            let rest = u.strip_prefix("smtp://").unwrap_or("");
+            if rest.is_empty() || rest.len() > 200 || rest.contains(char::is_whitespace) {
+                return Err(err(
+                    "notifications.smtp_url",
+                    format!("{u:?} is not an smtp:// URL"),
+                    "give smtp://host:port of a mail relay",
+                ));
+            }
+        }
+        let from = self.email_from.trim();
+        if from.is_empty() || from.len() > 200 || !from.contains('@') {
+            return Err(err(
+                "notifications.email_from",
+                "is not an email address",
+                "give an address like \"Shop <orders@example.com>\"",
+            ));
+        }
+        for (field, u) in [
+            ("notifications.sms_webhook_url", &self.sms_webhook_url),
+            (
+                "notifications.whatsapp_webhook_url",
+                &self.whatsapp_webhook_url,
+            ),
+        ] {
+            if let Some(u) = u {
+                let ok = (u.starts_with("http://") || u.starts_with("https://"))
+                    && u.len() <= 500
+                    && !u.contains(char::is_whitespace);
+                if !ok {
+                    return Err(err(
+                        field,
+                        format!("{u:?} is not an http(s) URL"),
+                        "give the provider's webhook URL, http:// or https://",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for NodeSettings {
@@ -66,8 +212,12 @@ impl Default for NodeSettings {
             gateway_min_latency_ms: 20,
             gateway_max_latency_ms: 150,
             body_limit_bytes: 64 * 1024,
-            token_ttl_secs: 3600,
+            token_ttl_secs: 900,
             seed_demo_catalog: true,
+            refresh_token_ttl_secs: 30 * 86_400,
+            lockout_base_ms: 60_000,
+            rate_limits: RateLimits::default(),
+            notifications: NotificationSettings::default(),
         }
     }
 }
@@ -139,13 +289,29 @@ impl NodeSettings {
                 "use 1024 to 16777216 (default 65536)",
             ));
         }
-        if !(60..=86_400).contains(&self.token_ttl_secs) {
+        if !(1..=86_400).contains(&self.token_ttl_secs) {
             return Err(err(
                 "token_ttl_secs",
                 "is out of range",
-                "use 60 to 86400 (default 3600)",
+                "use 1 to 86400 (default 900)",
             ));
         }
+        if !(60..=365 * 86_400).contains(&self.refresh_token_ttl_secs) {
+            return Err(err(
+                "refresh_token_ttl_secs",
+                "is out of range",
+                "use 60 to 31536000 (default 2592000, 30 days)",
+            ));
+        }
+        if !(100..=3_600_000).contains(&self.lockout_base_ms) {
+            return Err(err(
+                "lockout_base_ms",
+                "is out of range",
+                "use 100 to 3600000 (default 60000)",
+            ));
+        }
+        self.rate_limits.validate()?;
+        self.notifications.validate()?;
         Ok(())
     }
 }
@@ -174,6 +340,32 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(s.validate().unwrap_err().field, "gateway_min_latency_ms");
+    }
+
+    #[test]
+    fn rate_limits_and_sinks_are_validated() {
+        let mut s = NodeSettings::default();
+        s.rate_limits.login_per_min = 0;
+        assert_eq!(s.validate().unwrap_err().field, "rate_limits.login_per_min");
+        let mut s = NodeSettings::default();
+        s.notifications.smtp_url = Some("http://mail".into());
+        assert_eq!(s.validate().unwrap_err().field, "notifications.smtp_url");
+        let mut s = NodeSettings::default();
+        s.notifications.sms_webhook_url = Some("ftp://x".into());
+        assert_eq!(
+            s.validate().unwrap_err().field,
+            "notifications.sms_webhook_url"
+        );
+        let s: NodeSettings = toml::from_str(
+            "[rate_limits]\nper_ip_per_sec = 5\ntrusted_proxies = [\"10.0.0.1\"]\n[notifications]\nsmtp_url = \"smtp://127.0.0.1:2525\"",
+        )
+        .unwrap();
+        assert_eq!(s.rate_limits.per_ip_per_sec, 5);
+        assert_eq!(s.rate_limits.trusted_proxies.len(), 1);
+        assert_eq!(s.validate(), Ok(()));
+        assert!(
+            toml::from_str::<NodeSettings>("[rate_limits]\ntrusted_proxies = [\"nope\"]").is_err()
+        );
     }
 
     #[test]

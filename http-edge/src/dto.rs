@@ -58,11 +58,14 @@ pub struct LoginRequest {
     pub password: String,
 }
 
-/// An access token.
+/// An access token and the refresh token that renews it.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"access_token": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIuLi4ifQ.sig", "refresh_token": "3f0c6f1e-…-…:q8Zr…", "token_type": "Bearer", "expires_in": 900}))]
 pub struct TokenResponse {
     /// The JWT.
     pub access_token: String,
+    /// Opaque refresh token: exchange it at `/auth/refresh` (once: each use rotates it).
+    pub refresh_token: String,
     /// Always `Bearer`.
     pub token_type: String,
     /// Seconds until it expires.
@@ -433,4 +436,82 @@ pub struct NotificationDto {
 pub struct NotificationList {
     /// Newest first.
     pub items: Vec<NotificationDto>,
+}
+
+/// `POST /api/v1/auth/refresh` and `POST /api/v1/auth/logout`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"refresh_token": "3f0c6f1e-…-…:q8Zr…"}))]
+pub struct RefreshRequest {
+    /// The refresh token from the login or the last refresh.
+    pub refresh_token: String,
+}
+
+/// A saved address on the profile.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SavedAddressDto {
+    /// The shopper's name for it, 1..=40 characters ("home").
+    pub label: String,
+    /// Recipient.
+    pub name: String,
+    /// Street line.
+    pub line1: String,
+    /// City.
+    pub city: String,
+    /// Postal code, 1..=16 letters, digits, spaces or dashes.
+    pub postal_code: String,
+    /// ISO 3166 alpha-2 country code.
+    pub country: String,
+}
+
+/// The caller's profile.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"user_id": "5b0e…", "email": "asha@example.com", "name": "Asha", "role": "customer", "phone": "+919876543210",
+    "addresses": [{"label": "home", "name": "Asha", "line1": "1 MG Road", "city": "Bengaluru", "postal_code": "560001", "country": "IN"}],
+    "notification_channels": ["email", "sms"], "wallet_minor": 500000}))]
+pub struct ProfileDto {
+    /// User id.
+    pub user_id: String,
+    /// Email.
+    pub email: String,
+    /// Name.
+    pub name: String,
+    /// `customer` or `admin`.
+    pub role: String,
+    /// Phone number (E.164), if given.
+    pub phone: Option<String>,
+    /// Saved addresses (at most 5).
+    pub addresses: Vec<SavedAddressDto>,
+    /// Channels notifications go out on: `email`, `sms`, `whatsapp`.
+    pub notification_channels: Vec<String>,
+    /// Wallet balance in minor units.
+    pub wallet_minor: u64,
+}
+
+/// `PATCH /api/v1/me`: absent fields keep their value; `"phone": null` removes the phone.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"phone": "+919876543210", "notification_channels": ["email", "whatsapp"]}))]
+pub struct ProfilePatchDto {
+    /// Display name, 1..=200 characters.
+    pub name: Option<String>,
+    /// Phone number in E.164 (`+` and 8 to 15 digits), or null to remove it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub phone: Option<Option<String>>,
+    /// The whole list of saved addresses (at most 5).
+    pub addresses: Option<Vec<SavedAddressDto>>,
+    /// 1 to 3 distinct channels among `email`, `sms`, `whatsapp` (sms and whatsapp need a
+    /// phone).
+    pub notification_channels: Option<Vec<String>>,
+}
+
+/// Distinguishes a field given as null (`Some(None)`) from an absent one (`None`).
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }

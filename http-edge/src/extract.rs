@@ -58,6 +58,18 @@ where
     }
 }
 
+/// The bearer token of a request, if it has one.
+pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .map(str::trim)
+}
+
 /// The authenticated caller (from a valid bearer token).
 #[derive(Debug, Clone)]
 pub struct Caller {

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod catalog;
 pub mod dto;
 pub mod extract;
+pub mod limits;
 pub mod openapi;
 pub mod problem;
 pub mod routes;
@@ -45,6 +46,8 @@ pub struct EdgeConfig {
     pub body_limit: usize,
     /// Access token lifetime.
     pub token_ttl: Duration,
+    /// Refresh token lifetime.
+    pub refresh_ttl: Duration,
     /// How long a checkout waits for the stock answer before answering 201 PENDING.
     pub settle_wait: Duration,
 }
@@ -53,7 +56,8 @@ impl Default for EdgeConfig {
     fn default() -> Self {
         Self {
             body_limit: 64 * 1024,
-            token_ttl: Duration::from_secs(3600),
+            token_ttl: Duration::from_secs(900),
+            refresh_ttl: Duration::from_secs(30 * 86_400),
             settle_wait: Duration::from_secs(5),
         }
     }
@@ -75,6 +79,8 @@ pub struct EdgeState {
     pub rng: Arc<dyn RandomSource>,
     /// Limits.
     pub config: EdgeConfig,
+    /// Rate limits (`None`: off).
+    pub limiter: Option<limits::Limiter>,
 }
 
 /// The shop API router.
@@ -84,6 +90,10 @@ pub fn router(state: Arc<EdgeState>) -> Router {
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limits::enforce,
+        ))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             routes::panic_to_problem,
         ))

@@ -1,7 +1,7 @@
 //! The OpenAPI document, generated from the handlers' annotations.
 
 use crate::dto::*;
-use crate::routes::{cart, inventory, notifications, orders, products, users};
+use crate::routes::{cart, inventory, me, notifications, orders, products, session, users};
 use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -28,7 +28,7 @@ impl Modify for BearerAuth {
 #[openapi(
     info(title = "Agora shop API", description = "Every error is application/problem+json (RFC 9457)."),
     paths(
-        users::register, users::login,
+        users::register, users::login, session::refresh, session::logout, me::get_me, me::patch_me,
         products::list, products::get_one, products::create, products::update, products::archive,
         inventory::get_stock, inventory::receive, inventory::write_off,
         cart::get_cart, cart::add_item, cart::remove_item,
@@ -36,7 +36,7 @@ impl Modify for BearerAuth {
         notifications::list,
     ),
     components(schemas(
-        MoneyDto, RegisterRequest, UserCreated, LoginRequest, TokenResponse, ProductDto, ProductPage, FacetsDto, FacetCountDto, CreateProductRequest, UpdateProductRequest,
+        MoneyDto, RegisterRequest, UserCreated, LoginRequest, TokenResponse, RefreshRequest, SavedAddressDto, ProfileDto, ProfilePatchDto, ProductDto, ProductPage, FacetsDto, FacetCountDto, CreateProductRequest, UpdateProductRequest,
         QuantityRequest, StockDto, AddItemRequest, CartLineDto, CartDto, PaymentRequest, AddressDto, CheckoutRequest,
         OrderCreated, OrderLineDto, StatusAt, OrderPaymentDto, OrderDto, OrderList, ShipmentDto, NotificationDto, NotificationList,
     )),

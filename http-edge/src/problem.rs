@@ -174,6 +174,17 @@ impl From<DomainError> for Problem {
             ),
             DomainError::BadCredentials => Problem::unauthorized("invalid email or password"),
             DomainError::WrongKind { .. } => Problem::internal(detail),
+            DomainError::Locked { retry_after_ms } => {
+                let mut p = Problem::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "account-locked",
+                    "Account locked",
+                    "too many failed logins; try again after Retry-After seconds",
+                );
+                p.retry_after =
+                    Some(u32::try_from(retry_after_ms.div_ceil(1000).max(1)).unwrap_or(u32::MAX));
+                p
+            }
         }
     }
 }

@@ -42,6 +42,8 @@ fn new_config(
         nodes,
         tuning: Tuning::default(),
         tls: None,
+        rate_limits: Default::default(),
+        notifications: Default::default(),
     })
 }
 

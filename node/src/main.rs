@@ -20,6 +20,9 @@ struct Cli {
     /// Log format: text or json (JSON lines for log shippers).
     #[arg(long, global = true, default_value = "text", env = "AGORA_LOG_FORMAT")]
     log_format: String,
+    /// Turn the shop API's rate limits off (benchmarks, tests), whatever the settings say.
+    #[arg(long, global = true, env = "AGORA_NO_RATE_LIMITS")]
+    no_rate_limits: bool,
 }
 
 #[derive(Subcommand)]
@@ -79,6 +82,44 @@ struct DevArgs {
     /// Start a local cluster of this many node processes instead of one embedded node.
     #[arg(long, default_value_t = 1)]
     nodes: u32,
+    /// Access token lifetime in seconds (default 900).
+    #[arg(long, env = "AGORA_ACCESS_TOKEN_TTL_SECS")]
+    access_token_ttl_secs: Option<u64>,
+    /// Refresh token lifetime in seconds (default 30 days).
+    #[arg(long, env = "AGORA_REFRESH_TOKEN_TTL_SECS")]
+    refresh_token_ttl_secs: Option<u64>,
+    /// First lockout after 5 failed logins in a row, in ms (default 60000); doubles with each
+    /// further failure, up to an hour.
+    #[arg(long, env = "AGORA_LOCKOUT_BASE_MS")]
+    lockout_base_ms: Option<u64>,
+    /// Requests per second per client address (burst twice that; default 50).
+    #[arg(long, env = "AGORA_RATE_LIMIT_PER_IP")]
+    rate_limit_per_ip: Option<u32>,
+    /// Requests per second per signed-in user (burst twice that; default 20).
+    #[arg(long, env = "AGORA_RATE_LIMIT_PER_USER")]
+    rate_limit_per_user: Option<u32>,
+    /// Login attempts per minute per client address (burst the same; default 10, burst 5).
+    #[arg(long, env = "AGORA_RATE_LIMIT_LOGIN_PER_MIN")]
+    rate_limit_login_per_min: Option<u32>,
+    /// A proxy whose X-Forwarded-For is believed (repeat, or comma-separate in the env).
+    #[arg(
+        long = "trusted-proxy",
+        env = "AGORA_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    trusted_proxies: Vec<std::net::IpAddr>,
+    /// SMTP server for email notifications, smtp://host:port (default: the notifications file).
+    #[arg(long, env = "AGORA_SMTP_URL")]
+    smtp_url: Option<String>,
+    /// Sender of notification emails.
+    #[arg(long, env = "AGORA_EMAIL_FROM")]
+    email_from: Option<String>,
+    /// Webhook for SMS notifications (HTTP POST, JSON).
+    #[arg(long, env = "AGORA_SMS_WEBHOOK_URL")]
+    sms_webhook_url: Option<String>,
+    /// Webhook for WhatsApp notifications (HTTP POST, JSON).
+    #[arg(long, env = "AGORA_WHATSAPP_WEBHOOK_URL")]
+    whatsapp_webhook_url: Option<String>,
 }
 
 fn init_logging(format: &str) {
@@ -96,7 +137,33 @@ fn init_logging(format: &str) {
 
 fn settings(a: DevArgs) -> NodeSettings {
     let d = NodeSettings::default();
+    let mut rate_limits = d.rate_limits.clone();
+    if let Some(n) = a.rate_limit_per_ip {
+        rate_limits.per_ip_per_sec = n;
+        rate_limits.per_ip_burst = n.saturating_mul(2);
+    }
+    if let Some(n) = a.rate_limit_per_user {
+        rate_limits.per_user_per_sec = n;
+        rate_limits.per_user_burst = n.saturating_mul(2);
+    }
+    if let Some(n) = a.rate_limit_login_per_min {
+        rate_limits.login_per_min = n;
+        rate_limits.login_burst = n;
+    }
+    rate_limits.trusted_proxies = a.trusted_proxies;
+    let mut notifications = d.notifications.clone();
+    notifications.smtp_url = a.smtp_url;
+    notifications.sms_webhook_url = a.sms_webhook_url;
+    notifications.whatsapp_webhook_url = a.whatsapp_webhook_url;
+    if let Some(from) = a.email_from {
+        notifications.email_from = from;
+    }
     NodeSettings {
+        token_ttl_secs: a.access_token_ttl_secs.unwrap_or(d.token_ttl_secs),
+        refresh_token_ttl_secs: a.refresh_token_ttl_secs.unwrap_or(d.refresh_token_ttl_secs),
+        lockout_base_ms: a.lockout_base_ms.unwrap_or(d.lockout_base_ms),
+        rate_limits,
+        notifications,
         data_dir: a.data_dir,
         http_addr: a.http_addr,
         admin_addr: a.admin_addr,
@@ -184,7 +251,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
         }
         Cmd::Dev(args) => {
-            let settings = settings(args);
+            let mut settings = settings(args);
+            settings.rate_limits.enabled &= !cli.no_rate_limits;
             let data_dir = settings.data_dir.clone();
             let node = node::start(settings, secrets(), None, metrics).await?;
             banner(&node, &format!("one node, data in {}", data_dir.display()));
@@ -199,6 +267,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = ClusterConfig::load(&args.config)?;
             let mut settings = config.node_settings(args.node_id)?;
             settings.seed_demo_catalog = !args.no_demo;
+            settings.rate_limits.enabled &= !cli.no_rate_limits;
             let spec = ClusterSpec {
                 membership: Membership {
                     cluster_name: config.cluster_name.clone(),

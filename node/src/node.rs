@@ -14,7 +14,7 @@ use crate::runtime::region::{Region, RegionLimits};
 use crate::runtime::{relay, RuntimeContext};
 use crate::seams::{OsRandom, SystemClock};
 use crate::seed::{self, AdminSeed};
-use crate::sinks::{FileSink, TokioBlocking};
+use crate::sinks::{ChannelSinks, TokioBlocking};
 use crate::store::{Store, Writer};
 use agora_actors::client::EntityClient;
 use agora_actors::courier::{SimCourierConfig, SimulatedCourier};
@@ -351,6 +351,10 @@ pub async fn start_with(
     let domain = DomainConfig {
         reservation_ttl_ms: settings.reservation_ttl_ms,
         payment_timeout_ms: settings.payment_timeout_ms,
+        lockout: agora_actors::session::LockoutPolicy {
+            base_ms: settings.lockout_base_ms,
+            ..Default::default()
+        },
         ..DomainConfig::default()
     };
     let rt = RuntimeContext {
@@ -477,9 +481,16 @@ pub async fn start_with(
             callbacks.clone(),
         )),
         courier: Arc::new(SimulatedCourier::new(courier_cfg, rng.clone(), callbacks)),
-        sink: sink.unwrap_or_else(|| {
-            Arc::new(FileSink::new(settings.data_dir.join("notifications.jsonl")))
-        }),
+        sink: match sink {
+            Some(sink) => sink,
+            None => Arc::new(
+                ChannelSinks::from_settings(
+                    &settings.notifications,
+                    settings.data_dir.join("notifications.jsonl"),
+                )
+                .context("cannot set up the notification channels")?,
+            ),
+        },
     };
     relay::start(
         relay::RelayDeps {
@@ -554,8 +565,13 @@ pub async fn start_with(
         config: EdgeConfig {
             body_limit: settings.body_limit_bytes,
             token_ttl: Duration::from_secs(settings.token_ttl_secs),
+            refresh_ttl: Duration::from_secs(settings.refresh_token_ttl_secs),
             ..EdgeConfig::default()
         },
+        limiter: settings
+            .rate_limits
+            .enabled
+            .then(|| agora_http_edge::limits::Limiter::new(&settings.rate_limits, clock.clone())),
     });
     let peers: Vec<u64> = membership
         .node_ids()
@@ -718,6 +734,7 @@ fn serve(
         let stop = async move {
             let _ = shutdown.wait_for(|s| *s).await;
         };
+        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
         if let Err(e) = axum::serve(listener, app)
             .with_graceful_shutdown(stop)
             .await

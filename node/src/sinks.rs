@@ -1,17 +1,39 @@
-//! Production adapters: the dev notification sink (JSON lines in a file) and the blocking
-//! pool.
+//! Production adapters: the notification channels (email over SMTP, SMS and WhatsApp as HTTP
+//! webhooks, JSON lines in a file as the dev default) and the blocking pool.
+//!
+//! Exactly once, as far as it goes: the relay calls a sink until it answers Ok and only then
+//! deletes the outbox row, so a crash between a send and that delete sends the message again
+//! after the restart. Every call carries the notification's key, stable across redeliveries:
+//! the file sink keeps the keys it wrote (reloaded from the file at start) and writes each
+//! once; a webhook gets it as the `Idempotency-Key` header and in the body; an email gets a
+//! `Message-ID` derived from it, so a receiver that deduplicates by Message-ID (as mail stores
+//! and clients do) shows one message. SMTP itself has no idempotency: the transmission is at
+//! least once, the effect once for a receiver that deduplicates.
 
 use agora_actors::gateway::ExternalError;
-use agora_actors::inbox::Notification;
-use agora_actors::notify::NotificationSink;
+use agora_actors::inbox::{Channel, Notification};
+use agora_actors::notify::{NotificationSink, Outgoing};
 use agora_http_edge::BlockingPool;
 use async_trait::async_trait;
+use sha2::{Digest, Sha256};
 use std::collections::HashSet;
-use std::io::Write;
+use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-/// Appends each notification as one JSON line to a file, once per key while running.
+/// How long one SMTP or webhook call may take before it is retried.
+const SEND_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The `Message-ID` of the email for notification `key`: the same for every resend.
+pub fn message_id(key: &str) -> String {
+    let digest = Sha256::digest(key.as_bytes());
+    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    format!("<{hex}@notifications.agora>")
+}
+
+/// Appends each notification as one JSON line to a file, once per key (the keys already in
+/// the file are loaded at start, so a redelivery after a crash is not written twice).
 pub struct FileSink {
     path: PathBuf,
     sent: Arc<Mutex<HashSet<String>>>,
@@ -20,16 +42,33 @@ pub struct FileSink {
 impl FileSink {
     /// A sink writing to `path`.
     pub fn new(path: PathBuf) -> Self {
+        let mut sent = HashSet::new();
+        if let Ok(f) = std::fs::File::open(&path) {
+            for line in std::io::BufReader::new(f).lines().map_while(Result::ok) {
+                // A line torn by a crash does not parse: its message is written again.
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                    if let Some(k) = v.get("key").and_then(|k| k.as_str()) {
+                        sent.insert(k.to_string());
+                    }
+                }
+            }
+        }
         Self {
             path,
-            sent: Arc::new(Mutex::new(HashSet::new())),
+            sent: Arc::new(Mutex::new(sent)),
         }
     }
 }
 
 #[async_trait]
 impl NotificationSink for FileSink {
-    async fn send(&self, key: &str, user_id: &str, n: &Notification) -> Result<(), ExternalError> {
+    async fn send(
+        &self,
+        key: &str,
+        user_id: &str,
+        n: &Notification,
+        m: &Outgoing,
+    ) -> Result<(), ExternalError> {
         let fresh = self
             .sent
             .lock()
@@ -39,7 +78,8 @@ impl NotificationSink for FileSink {
             return Ok(());
         }
         let line = serde_json::json!({
-            "key": key, "user_id": user_id, "channel": n.channel.name(), "kind": n.kind, "order_id": n.order_id, "at_ms": n.at_ms,
+            "key": key, "user_id": user_id, "channel": n.channel.name(), "kind": n.kind,
+            "order_id": n.order_id, "at_ms": n.at_ms, "to": m.to, "subject": m.subject, "body": m.body,
         })
         .to_string();
         let path = self.path.clone();
@@ -48,7 +88,8 @@ impl NotificationSink for FileSink {
                 .create(true)
                 .append(true)
                 .open(path)?;
-            writeln!(f, "{line}")
+            writeln!(f, "{line}")?;
+            f.sync_data()
         })
         .await;
         match written {
@@ -64,11 +105,241 @@ impl NotificationSink for FileSink {
     }
 }
 
+fn undeliverable(key: &str, channel: Channel) {
+    tracing::warn!(
+        key,
+        channel = channel.name(),
+        "no address for this channel; notification dropped"
+    );
+    metrics::counter!("agora_notifications_undeliverable_total", "channel" => channel.name())
+        .increment(1);
+}
+
+/// Email over SMTP (plain TCP, as to a local relay or mail submission agent).
+pub struct SmtpSink {
+    transport: lettre::AsyncSmtpTransport<lettre::Tokio1Executor>,
+    from: lettre::message::Mailbox,
+}
+
+impl SmtpSink {
+    /// A sink sending through the SMTP server at `url` (`smtp://host:port`) as `from`.
+    pub fn new(url: &str, from: &str) -> anyhow::Result<Self> {
+        let rest = url
+            .strip_prefix("smtp://")
+            .ok_or_else(|| anyhow::anyhow!("the SMTP URL must start with smtp://"))?;
+        let (host, port) = match rest.trim_end_matches('/').rsplit_once(':') {
+            Some((h, p)) => (h, p.parse::<u16>()?),
+            None => (rest.trim_end_matches('/'), 25),
+        };
+        let transport =
+            lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous(host)
+                .port(port)
+                .timeout(Some(SEND_TIMEOUT))
+                .build();
+        Ok(Self {
+            transport,
+            from: from.parse()?,
+        })
+    }
+}
+
+#[async_trait]
+impl NotificationSink for SmtpSink {
+    async fn send(
+        &self,
+        key: &str,
+        _user_id: &str,
+        n: &Notification,
+        m: &Outgoing,
+    ) -> Result<(), ExternalError> {
+        use lettre::AsyncTransport;
+        let Some(to) = m.to.as_deref() else {
+            undeliverable(key, n.channel);
+            return Ok(());
+        };
+        let Ok(to) = to.parse::<lettre::message::Mailbox>() else {
+            undeliverable(key, n.channel);
+            return Ok(());
+        };
+        let email = lettre::Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(m.subject.clone())
+            .message_id(Some(message_id(key)))
+            .header(lettre::message::header::ContentType::TEXT_PLAIN)
+            .body(m.body.clone())
+            .map_err(|e| ExternalError::Unavailable(format!("cannot build the email: {e}")))?;
+        self.transport
+            .send(email)
+            .await
+            .map(|_| {
+                metrics::counter!("agora_notifications_sent_total", "channel" => "email")
+                    .increment(1)
+            })
+            .map_err(|e| ExternalError::Unavailable(format!("smtp: {e}")))
+    }
+}
+
+/// SMS or WhatsApp through an HTTP webhook: POST JSON, any 2xx is success, anything else is
+/// retried; the `Idempotency-Key` header carries the notification's key.
+pub struct WebhookSink {
+    url: String,
+    client: reqwest::Client,
+}
+
+impl WebhookSink {
+    /// A sink posting to `url`.
+    pub fn new(url: &str) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder().timeout(SEND_TIMEOUT).build()?;
+        Ok(Self {
+            url: url.to_string(),
+            client,
+        })
+    }
+}
+
+#[async_trait]
+impl NotificationSink for WebhookSink {
+    async fn send(
+        &self,
+        key: &str,
+        user_id: &str,
+        n: &Notification,
+        m: &Outgoing,
+    ) -> Result<(), ExternalError> {
+        let Some(to) = m.to.as_deref() else {
+            undeliverable(key, n.channel);
+            return Ok(());
+        };
+        let body = serde_json::json!({
+            "idempotency_key": key, "channel": n.channel.name(), "to": to, "user_id": user_id,
+            "event": n.kind, "order_id": n.order_id, "text": m.body,
+        });
+        let resp = self
+            .client
+            .post(&self.url)
+            .header("idempotency-key", key)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| ExternalError::Unavailable(format!("webhook: {e}")))?;
+        if resp.status().is_success() {
+            metrics::counter!("agora_notifications_sent_total", "channel" => n.channel.name())
+                .increment(1);
+            Ok(())
+        } else {
+            Err(ExternalError::Unavailable(format!(
+                "webhook answered {}",
+                resp.status()
+            )))
+        }
+    }
+}
+
+/// Sends each notification through its channel's sink.
+pub struct ChannelSinks {
+    /// Email.
+    pub email: Arc<dyn NotificationSink>,
+    /// SMS.
+    pub sms: Arc<dyn NotificationSink>,
+    /// WhatsApp.
+    pub whatsapp: Arc<dyn NotificationSink>,
+}
+
+impl ChannelSinks {
+    /// The sinks `settings` configure; a channel without one writes to `file`.
+    pub fn from_settings(
+        settings: &agora_cluster_config::NotificationSettings,
+        file: PathBuf,
+    ) -> anyhow::Result<Self> {
+        let file: Arc<dyn NotificationSink> = Arc::new(FileSink::new(file));
+        let email: Arc<dyn NotificationSink> = match &settings.smtp_url {
+            Some(url) => Arc::new(SmtpSink::new(url, &settings.email_from)?),
+            None => file.clone(),
+        };
+        let webhook = |url: &Option<String>| -> anyhow::Result<Arc<dyn NotificationSink>> {
+            Ok(match url {
+                Some(url) => Arc::new(WebhookSink::new(url)?),
+                None => file.clone(),
+            })
+        };
+        Ok(Self {
+            email,
+            sms: webhook(&settings.sms_webhook_url)?,
+            whatsapp: webhook(&settings.whatsapp_webhook_url)?,
+        })
+    }
+}
+
+#[async_trait]
+impl NotificationSink for ChannelSinks {
+    async fn send(
+        &self,
+        key: &str,
+        user_id: &str,
+        n: &Notification,
+        m: &Outgoing,
+    ) -> Result<(), ExternalError> {
+        let sink = match n.channel {
+            Channel::Email => &self.email,
+            Channel::Sms => &self.sms,
+            Channel::WhatsApp => &self.whatsapp,
+        };
+        sink.send(key, user_id, n, m).await
+    }
+}
+
 /// Tokio's blocking pool.
 pub struct TokioBlocking;
 
 impl BlockingPool for TokioBlocking {
     fn run(&self, job: Box<dyn FnOnce() + Send>) {
         tokio::task::spawn_blocking(job);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_ids_are_stable_per_key_and_distinct_across_keys() {
+        assert_eq!(
+            message_id("u:o:ORDER_PLACED:email"),
+            message_id("u:o:ORDER_PLACED:email")
+        );
+        assert_ne!(
+            message_id("u:o:ORDER_PLACED:email"),
+            message_id("u:o:ORDER_SHIPPED:email")
+        );
+        assert!(
+            message_id("k").starts_with('<') && message_id("k").ends_with("@notifications.agora>")
+        );
+    }
+
+    #[tokio::test]
+    async fn the_file_sink_writes_a_key_once_even_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("n.jsonl");
+        let n = Notification {
+            channel: Channel::Email,
+            kind: "ORDER_PLACED".into(),
+            order_id: "o".into(),
+            at_ms: 1,
+        };
+        let m = Outgoing {
+            to: Some("a@b.co".into()),
+            subject: "s".into(),
+            body: "b".into(),
+        };
+        FileSink::new(path.clone())
+            .send("k1", "u", &n, &m)
+            .await
+            .unwrap();
+        let again = FileSink::new(path.clone());
+        again.send("k1", "u", &n, &m).await.unwrap();
+        again.send("k2", "u", &n, &m).await.unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 2);
     }
 }

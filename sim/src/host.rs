@@ -117,6 +117,11 @@ pub fn settings(id: u64) -> NodeSettings {
         gateway_min_latency_ms: 20,
         gateway_max_latency_ms: 150,
         seed_demo_catalog: false,
+        // The simulated clients share no real addresses; limits are not what it checks.
+        rate_limits: agora_cluster_config::RateLimits {
+            enabled: false,
+            ..Default::default()
+        },
         ..NodeSettings::default()
     }
 }

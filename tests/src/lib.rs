@@ -73,6 +73,11 @@ pub struct ServerOptions {
     pub payment_timeout_ms: Option<u64>,
     /// `--courier-leg-ms`, server default when `None`.
     pub courier_leg_ms: Option<u64>,
+    /// Keep the shop API's rate limits on (off unless a test is about them:
+    /// `AGORA_NO_RATE_LIMITS=1` is set otherwise).
+    pub rate_limits: bool,
+    /// More command-line arguments (`agora dev` only).
+    pub extra_args: Vec<String>,
 }
 
 impl ServerOptions {
@@ -99,6 +104,18 @@ impl ServerOptions {
     /// Sets `--courier-leg-ms`.
     pub fn courier_leg_ms(mut self, ms: u64) -> Self {
         self.courier_leg_ms = Some(ms);
+        self
+    }
+
+    /// Keeps the rate limits on.
+    pub fn with_rate_limits(mut self) -> Self {
+        self.rate_limits = true;
+        self
+    }
+
+    /// Adds command-line arguments.
+    pub fn args<I: IntoIterator<Item = S>, S: Into<String>>(mut self, args: I) -> Self {
+        self.extra_args.extend(args.into_iter().map(Into::into));
         self
     }
 }
@@ -285,6 +302,10 @@ impl AgoraProcess {
         }
         if let Some(ms) = self.opts.courier_leg_ms {
             cmd.arg("--courier-leg-ms").arg(ms.to_string());
+        }
+        cmd.args(&self.opts.extra_args);
+        if !self.opts.rate_limits {
+            cmd.env("AGORA_NO_RATE_LIMITS", "true");
         }
         let log = std::env::var("AGORA_TEST_RUST_LOG").unwrap_or_else(|_| "warn".to_string());
         cmd.env("AGORA_ADMIN_PASSWORD", ADMIN_PASSWORD)

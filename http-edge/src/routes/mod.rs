@@ -2,9 +2,11 @@
 
 pub mod cart;
 pub mod inventory;
+pub mod me;
 pub mod notifications;
 pub mod orders;
 pub mod products;
+pub mod session;
 pub mod users;
 pub mod validate;
 
@@ -21,6 +23,9 @@ pub fn routes() -> Router<Arc<EdgeState>> {
         .route("/openapi.json", get(crate::openapi::openapi_json))
         .route("/api/v1/users", post(users::register))
         .route("/api/v1/auth/login", post(users::login))
+        .route("/api/v1/auth/refresh", post(session::refresh))
+        .route("/api/v1/auth/logout", post(session::logout))
+        .route("/api/v1/me", get(me::get_me).patch(me::patch_me))
         .route(
             "/api/v1/products",
             get(products::list).post(products::create),

@@ -1,6 +1,6 @@
 //! Registration and login.
 
-use super::validate;
+use super::{session, validate};
 use crate::auth::{hash_password, verify_password};
 use crate::dto::{LoginRequest, RegisterRequest, TokenResponse, UserCreated};
 use crate::extract::ApiJson;
@@ -38,9 +38,13 @@ pub async fn register(
     Ok((StatusCode::CREATED, Json(UserCreated { user_id })))
 }
 
-/// Exchanges credentials for an access token.
+/// Exchanges credentials for an access token and a refresh token. Five failed logins in a
+/// row lock the account for a minute, doubling with each further failure (up to an hour):
+/// while locked, a login answers 429 `account-locked` with `Retry-After`, without checking
+/// the password.
 #[utoipa::path(post, path = "/api/v1/auth/login", request_body = LoginRequest, tag = "accounts",
-    responses((status = 200, body = TokenResponse), (status = 401, description = "bad credentials")))]
+    responses((status = 200, body = TokenResponse), (status = 401, description = "bad credentials"),
+        (status = 429, description = "account locked after repeated failures, or too many login attempts from this address; see Retry-After")))]
 pub async fn login(
     State(st): State<Arc<EdgeState>>,
     ApiJson(req): ApiJson<LoginRequest>,
@@ -50,25 +54,24 @@ pub async fn login(
         return Err(bad());
     }
     let user = EntityRef::new(EntityKind::Account, user_id_for_email(&req.email));
-    let Reply::Credentials {
-        user_id,
-        password_hash,
-        role,
-    } = st
+    let Reply::Credentials { password_hash, .. } = st
         .client
-        .ask(user, Command::Account(AccountCommand::GetCredentials))
+        .ask(user.clone(), Command::Account(AccountCommand::BeginLogin))
         .await?
     else {
-        return Err(Problem::internal("unexpected reply to GetCredentials"));
+        return Err(Problem::internal("unexpected reply to BeginLogin"));
     };
     if !verify_password(&st.blocking, req.password, password_hash).await? {
+        st.client
+            .ask(user, Command::Account(AccountCommand::LoginFailed))
+            .await?;
         return Err(bad());
     }
-    let now = st.clock.now_ms() / 1000;
-    let access_token = st.keys.issue(&user_id, role.name(), now)?;
-    Ok(Json(TokenResponse {
-        access_token,
-        token_type: "Bearer".into(),
-        expires_in: st.keys.ttl_secs,
-    }))
+    let refresh = session::new_refresh_token(&st, &user.id);
+    let cmd = AccountCommand::LoginSucceeded {
+        refresh_hash: session::hash_token(&refresh),
+        ttl_ms: session::ttl_ms(st.config.refresh_ttl),
+    };
+    let reply = st.client.ask(user, Command::Account(cmd)).await?;
+    session::tokens(&st, reply, refresh)
 }

@@ -42,7 +42,8 @@ impl ExternalServices {
                 key,
                 user_id,
                 notification,
-            } => self.sink.send(key, user_id, notification).await,
+                message,
+            } => self.sink.send(key, user_id, notification, message).await,
         }
     }
 }

@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 /// Format version of records written by this build. 2: carts hold the lines of checkouts in
 /// flight, products have attributes and can be archived. 3: applied-message marks live in
 /// the entities table beside their entity (no separate dedup table); outbox keys are
-/// `seq | shard`.
+/// `seq | shard`; accounts hold sign-in security (lockout, refresh token hashes) and a fuller
+/// profile; inboxes hold the contact, and notification calls carry the rendered message.
 pub const FORMAT_VERSION: u16 = 3;
 
 /// An entity's stored state.
