@@ -47,6 +47,9 @@ pub enum DomainError {
     /// The credentials do not match.
     #[error("invalid credentials")]
     BadCredentials,
+    /// The caller may not do this (e.g. review a product without a delivered order of it).
+    #[error("forbidden: {0}")]
+    Forbidden(String),
 }
 
 /// Shorthand for an `Invalid` error.

@@ -20,6 +20,10 @@ pub const MAX_ATTRIBUTES: usize = 32;
 pub const MAX_ATTRIBUTE_KEY_LEN: usize = 64;
 /// Notifications kept per inbox (oldest dropped first).
 pub const MAX_INBOX_ITEMS: usize = 50;
+/// Longest review title.
+pub const MAX_REVIEW_TITLE_LEN: usize = 120;
+/// Longest review text.
+pub const MAX_REVIEW_BODY_LEN: usize = 4000;
 /// Orders remembered per account for listing (oldest dropped first).
 pub const MAX_ACCOUNT_ORDERS: usize = 100;
 

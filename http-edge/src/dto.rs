@@ -14,6 +14,7 @@ pub fn rfc3339(ms: u64) -> String {
 
 /// An amount of money.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(examples(json!({"amount_minor": 249900, "currency": "INR"})))]
 pub struct MoneyDto {
     /// Minor units (paise).
     pub amount_minor: u64,
@@ -33,6 +34,7 @@ impl MoneyDto {
 
 /// `POST /api/v1/users`.
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(examples(json!({"email": "asha@example.com", "password": "correct-horse-battery", "name": "Asha Rao"})))]
 pub struct RegisterRequest {
     /// Email address.
     pub email: String,
@@ -44,6 +46,7 @@ pub struct RegisterRequest {
 
 /// A created user.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({"user_id": "4c3e2a0b-9c4f-5d7e-8a1b-3f2e1d0c9b8a"})))]
 pub struct UserCreated {
     /// The new user's id.
     pub user_id: String,
@@ -51,6 +54,7 @@ pub struct UserCreated {
 
 /// `POST /api/v1/auth/login`.
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(examples(json!({"email": "asha@example.com", "password": "correct-horse-battery"})))]
 pub struct LoginRequest {
     /// Email address.
     pub email: String,
@@ -60,6 +64,7 @@ pub struct LoginRequest {
 
 /// An access token.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({"access_token": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiI0YzNlIn0.c2lnbmF0dXJl", "token_type": "Bearer", "expires_in": 3600})))]
 pub struct TokenResponse {
     /// The JWT.
     pub access_token: String,
@@ -71,6 +76,7 @@ pub struct TokenResponse {
 
 /// A product.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({"sku": "HP-ANC-100", "name": "Wireless Headphones", "description": "Over-ear, noise cancelling, 30 h battery.", "category": "audio", "attributes": {"colour": "black"}, "price": {"amount_minor": 249900, "currency": "INR"}, "available": 42, "rating": 4.5, "review_count": 12, "created_at": "2026-01-05T10:00:00.000Z"})))]
 pub struct ProductDto {
     /// SKU.
     pub sku: String,
@@ -86,8 +92,10 @@ pub struct ProductDto {
     pub price: MoneyDto,
     /// Units available to buy.
     pub available: u64,
-    /// Average review rating, 0 to 5 (0 until reviewed).
+    /// Average review rating, 0 to 5 (0 until reviewed), over the visible reviews.
     pub rating: f64,
+    /// Visible reviews the rating is the average of.
+    pub review_count: u64,
     /// When it was created (RFC 3339).
     pub created_at: String,
     /// Present and true once archived (only admin routes show archived products).
@@ -98,6 +106,7 @@ pub struct ProductDto {
 
 /// How many matching products fall on one value of a facet.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({"value": "audio", "count": 7})))]
 pub struct FacetCountDto {
     /// The value.
     pub value: String,
@@ -107,6 +116,7 @@ pub struct FacetCountDto {
 
 /// Facet counts of a listing, over every matching product (not only the page).
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({"category": [{"value": "audio", "count": 7}, {"value": "kitchen", "count": 3}]})))]
 pub struct FacetsDto {
     /// Matching products per category, most first, then by name.
     pub category: Vec<FacetCountDto>,
@@ -114,6 +124,7 @@ pub struct FacetsDto {
 
 /// `GET /api/v1/products`.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({"items": [{"sku": "HP-ANC-100", "name": "Wireless Headphones", "description": "Over-ear, noise cancelling, 30 h battery.", "category": "audio", "attributes": {"colour": "black"}, "price": {"amount_minor": 249900, "currency": "INR"}, "available": 42, "rating": 4.5, "review_count": 12, "created_at": "2026-01-05T10:00:00.000Z"}], "total": 1, "page": 1, "per_page": 20, "facets": {"category": [{"value": "audio", "count": 1}]}})))]
 pub struct ProductPage {
     /// This page's products.
     pub items: Vec<ProductDto>,
@@ -153,6 +164,7 @@ pub struct ProductQuery {
 
 /// `POST /api/v1/products`.
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(examples(json!({"sku": "HP-ANC-100", "name": "Wireless Headphones", "description": "Over-ear, noise cancelling, 30 h battery.", "category": "audio", "price": {"amount_minor": 249900, "currency": "INR"}, "attributes": {"colour": "black"}})))]
 pub struct CreateProductRequest {
     /// SKU: 1 to 64 of A-Z a-z 0-9 - _ .
     pub sku: String,
@@ -174,6 +186,7 @@ pub struct CreateProductRequest {
 /// replaces every attribute.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(examples(json!({"price": {"amount_minor": 229900, "currency": "INR"}, "description": "Now with a travel case."})))]
 pub struct UpdateProductRequest {
     /// New name.
     pub name: Option<String>,
@@ -189,6 +202,7 @@ pub struct UpdateProductRequest {
 
 /// `POST /api/v1/inventory/{sku}/receive` and `/write-off`.
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(examples(json!({"quantity": 25})))]
 pub struct QuantityRequest {
     /// Units.
     pub quantity: u64,
@@ -196,6 +210,7 @@ pub struct QuantityRequest {
 
 /// Stock of one SKU.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({"sku": "HP-ANC-100", "on_hand": 45, "reserved": 3, "available": 42, "sold": 118})))]
 pub struct StockDto {
     /// SKU.
     pub sku: String,
@@ -211,6 +226,7 @@ pub struct StockDto {
 
 /// `POST /api/v1/cart/items`.
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(examples(json!({"sku": "HP-ANC-100", "quantity": 1})))]
 pub struct AddItemRequest {
     /// SKU.
     pub sku: String,
@@ -220,6 +236,7 @@ pub struct AddItemRequest {
 
 /// A cart line.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({"sku": "HP-ANC-100", "quantity": 2, "unit_price": {"amount_minor": 249900, "currency": "INR"}, "line_total": {"amount_minor": 499800, "currency": "INR"}})))]
 pub struct CartLineDto {
     /// SKU.
     pub sku: String,
@@ -233,6 +250,7 @@ pub struct CartLineDto {
 
 /// A cart.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({"items": [{"sku": "HP-ANC-100", "quantity": 2, "unit_price": {"amount_minor": 249900, "currency": "INR"}, "line_total": {"amount_minor": 499800, "currency": "INR"}}], "total": {"amount_minor": 499800, "currency": "INR"}})))]
 pub struct CartDto {
     /// Lines.
     pub items: Vec<CartLineDto>,
@@ -243,6 +261,7 @@ pub struct CartDto {
 /// How to pay.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "method", rename_all = "lowercase")]
+#[schema(examples(json!({"method": "card", "card_number": "4242424242424242"})))]
 pub enum PaymentRequest {
     /// By card.
     Card {
@@ -260,6 +279,7 @@ pub enum PaymentRequest {
 
 /// A shipping address.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(examples(json!({"name": "Asha Rao", "line1": "12 MG Road", "city": "Bengaluru", "postal_code": "560001", "country": "IN"})))]
 pub struct AddressDto {
     /// Recipient.
     pub name: String,
@@ -275,6 +295,7 @@ pub struct AddressDto {
 
 /// `POST /api/v1/orders`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(examples(json!({"payment": {"method": "upi", "vpa": "asha@okbank"}, "shipping_address": {"name": "Asha Rao", "line1": "12 MG Road", "city": "Bengaluru", "postal_code": "560001", "country": "IN"}})))]
 pub struct CheckoutRequest {
     /// How to pay.
     pub payment: PaymentRequest,
@@ -284,6 +305,7 @@ pub struct CheckoutRequest {
 
 /// A placed order.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({"order_id": "7b0e8c1e-7f7e-5c4e-9a51-2f1c0c3b9d10", "status": "AWAITING_PAYMENT"})))]
 pub struct OrderCreated {
     /// Order id.
     pub order_id: String,
@@ -293,6 +315,7 @@ pub struct OrderCreated {
 
 /// An order line.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({"sku": "HP-ANC-100", "quantity": 1, "unit_price_minor": 249900})))]
 pub struct OrderLineDto {
     /// SKU.
     pub sku: String,
@@ -304,6 +327,7 @@ pub struct OrderLineDto {
 
 /// A status change.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({"status": "SHIPPED", "at": "2026-01-05T12:00:00.000Z"})))]
 pub struct StatusAt {
     /// Status.
     pub status: String,
@@ -313,6 +337,7 @@ pub struct StatusAt {
 
 /// An order's payment.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({"status": "succeeded", "method": "card"})))]
 pub struct OrderPaymentDto {
     /// none, processing, succeeded, failed, refunding, refunded.
     pub status: String,
@@ -322,6 +347,7 @@ pub struct OrderPaymentDto {
 
 /// An order.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({"order_id": "7b0e8c1e-7f7e-5c4e-9a51-2f1c0c3b9d10", "status": "DELIVERED", "lines": [{"sku": "HP-ANC-100", "quantity": 1, "unit_price_minor": 249900}], "total": {"amount_minor": 249900, "currency": "INR"}, "payment": {"status": "succeeded", "method": "card"}, "shipment_id": "shp-7b0e8c1e-7f7e-5c4e-9a51-2f1c0c3b9d10", "history": [{"status": "PENDING", "at": "2026-01-05T10:00:00.000Z"}, {"status": "CONFIRMED", "at": "2026-01-05T10:00:01.000Z"}, {"status": "SHIPPED", "at": "2026-01-05T12:00:00.000Z"}, {"status": "DELIVERED", "at": "2026-01-06T09:30:00.000Z"}], "cancel_reason": null})))]
 pub struct OrderDto {
     /// Order id.
     pub order_id: String,
@@ -376,6 +402,7 @@ impl From<OrderView> for OrderDto {
 
 /// A list of orders.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({"items": [{"order_id": "7b0e8c1e-7f7e-5c4e-9a51-2f1c0c3b9d10", "status": "DELIVERED", "lines": [{"sku": "HP-ANC-100", "quantity": 1, "unit_price_minor": 249900}], "total": {"amount_minor": 249900, "currency": "INR"}, "payment": {"status": "succeeded", "method": "card"}, "shipment_id": "shp-7b0e8c1e-7f7e-5c4e-9a51-2f1c0c3b9d10", "history": [{"status": "PENDING", "at": "2026-01-05T10:00:00.000Z"}, {"status": "CONFIRMED", "at": "2026-01-05T10:00:01.000Z"}, {"status": "SHIPPED", "at": "2026-01-05T12:00:00.000Z"}, {"status": "DELIVERED", "at": "2026-01-06T09:30:00.000Z"}], "cancel_reason": null}]})))]
 pub struct OrderList {
     /// Newest first.
     pub items: Vec<OrderDto>,
@@ -383,6 +410,7 @@ pub struct OrderList {
 
 /// A shipment.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({"shipment_id": "shp-7b0e8c1e-7f7e-5c4e-9a51-2f1c0c3b9d10", "order_id": "7b0e8c1e-7f7e-5c4e-9a51-2f1c0c3b9d10", "status": "IN_TRANSIT", "tracking": "AGR123456789IN", "events": [{"status": "CREATED", "at": "2026-01-05T10:00:01.000Z"}, {"status": "PICKED_UP", "at": "2026-01-05T12:00:00.000Z"}, {"status": "IN_TRANSIT", "at": "2026-01-05T18:00:00.000Z"}]})))]
 pub struct ShipmentDto {
     /// Shipment id.
     pub shipment_id: String,
@@ -417,6 +445,7 @@ impl From<ShipmentView> for ShipmentDto {
 
 /// A notification.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({"channel": "email", "kind": "ORDER_SHIPPED", "order_id": "7b0e8c1e-7f7e-5c4e-9a51-2f1c0c3b9d10", "at": "2026-01-05T12:00:00.000Z"})))]
 pub struct NotificationDto {
     /// email, sms or whatsapp.
     pub channel: String,
@@ -430,7 +459,80 @@ pub struct NotificationDto {
 
 /// The caller's notifications.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({"items": [{"channel": "email", "kind": "ORDER_SHIPPED", "order_id": "7b0e8c1e-7f7e-5c4e-9a51-2f1c0c3b9d10", "at": "2026-01-05T12:00:00.000Z"}]})))]
 pub struct NotificationList {
     /// Newest first.
     pub items: Vec<NotificationDto>,
+}
+
+/// `POST /api/v1/products/{sku}/reviews` and `PUT /api/v1/products/{sku}/reviews/mine`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(examples(json!({"rating": 5, "title": "Great sound", "body": "Comfortable for long flights."})))]
+pub struct ReviewRequest {
+    /// 1 to 5 stars.
+    #[schema(minimum = 1, maximum = 5)]
+    pub rating: u8,
+    /// Title: 1 to 120 characters.
+    #[schema(min_length = 1, max_length = 120)]
+    pub title: String,
+    /// Text: at most 4000 characters (may be empty).
+    #[serde(default)]
+    #[schema(max_length = 4000)]
+    pub body: String,
+}
+
+/// One review.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({"id": 3, "author_name": "Asha Rao", "rating": 5, "title": "Great sound", "body": "Comfortable for long flights.", "verified_purchase": true, "created_at": "2026-01-07T08:00:00.000Z", "updated_at": "2026-01-07T08:00:00.000Z"})))]
+pub struct ReviewDto {
+    /// Id within the product's reviews, from 1.
+    pub id: u64,
+    /// The author's display name.
+    pub author_name: String,
+    /// 1 to 5 stars.
+    pub rating: u8,
+    /// Title.
+    pub title: String,
+    /// Text.
+    pub body: String,
+    /// Always true: only customers with a delivered order of the product may review it.
+    pub verified_purchase: bool,
+    /// First submission (RFC 3339).
+    pub created_at: String,
+    /// Last edit (RFC 3339).
+    pub updated_at: String,
+    /// Present and true when an admin hid it (only its author and admins see it then).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[schema(required = false)]
+    pub hidden: bool,
+}
+
+/// `GET /api/v1/products/{sku}/reviews`: the figures over every visible review, and one page.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({"sku": "HP-ANC-100", "average": 4.5, "count": 2, "histogram": {"1": 0, "2": 0, "3": 0, "4": 1, "5": 1}, "items": [{"id": 3, "author_name": "Asha Rao", "rating": 5, "title": "Great sound", "body": "Comfortable for long flights.", "verified_purchase": true, "created_at": "2026-01-07T08:00:00.000Z", "updated_at": "2026-01-07T08:00:00.000Z"}], "page": 1, "per_page": 1})))]
+pub struct ReviewPageDto {
+    /// The SKU.
+    pub sku: String,
+    /// Average rating over the visible reviews, rounded to hundredths (0 without reviews).
+    pub average: f64,
+    /// Visible reviews.
+    pub count: u64,
+    /// Visible reviews per star rating, keys "1" to "5" (all present).
+    pub histogram: BTreeMap<String, u64>,
+    /// This page, newest first.
+    pub items: Vec<ReviewDto>,
+    /// Page number (from 1).
+    pub page: usize,
+    /// Page size.
+    pub per_page: usize,
+}
+
+/// Query of `GET /api/v1/products/{sku}/reviews`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ReviewQuery {
+    /// Page number, from 1.
+    pub page: Option<usize>,
+    /// Page size, 1 to 100.
+    pub per_page: Option<usize>,
 }

@@ -174,6 +174,7 @@ impl From<DomainError> for Problem {
             ),
             DomainError::BadCredentials => Problem::unauthorized("invalid email or password"),
             DomainError::WrongKind { .. } => Problem::internal(detail),
+            DomainError::Forbidden(why) => Problem::forbidden(why),
         }
     }
 }
