@@ -182,7 +182,7 @@ impl ReviewBoardState {
     /// The visible reviews, newest first (ties: higher id first).
     fn visible(&self) -> Vec<&Review> {
         let mut v: Vec<&Review> = self.reviews.values().filter(|r| !r.hidden).collect();
-        v.sort_by(|a, b| (b.created_at_ms, b.id).cmp(&(a.created_at_ms, a.id)));
+        v.sort_by_key(|r| std::cmp::Reverse((r.created_at_ms, r.id)));
         v
     }
 }
