@@ -663,6 +663,71 @@ mod tests {
     }
 
     #[test]
+    fn committed_review_boards_set_the_rating_filter_and_sort() {
+        use agora_actors::review::{Review, ReviewBoardState};
+        let p = CatalogProjection::empty(1, IndexMode::OnRead).unwrap();
+        for (sku, name) in [("RV-1", "Tea Pot"), ("RV-2", "Tea Cup")] {
+            p.committed(
+                &product_ref(sku),
+                &EntityState::Product(product(name, "kitchen", 100, 1)),
+            );
+        }
+        let mut board = ReviewBoardState::default();
+        for (i, rating) in [5u8, 4, 2].into_iter().enumerate() {
+            board.reviews.insert(
+                format!("u{i}"),
+                Review {
+                    id: i as u64 + 1,
+                    author_name: "n".into(),
+                    rating,
+                    title: "t".into(),
+                    body: String::new(),
+                    created_at_ms: 1,
+                    updated_at_ms: 1,
+                    hidden: false,
+                },
+            );
+        }
+        let board_ref = EntityRef::new(EntityKind::ReviewBoard, "RV-2");
+        p.committed(&board_ref, &EntityState::ReviewBoard(board.clone()));
+        assert_eq!(p.rating("RV-2"), (3.67, 3));
+        assert_eq!(p.rating("RV-1"), (0.0, 0));
+        let rated = |min| CatalogQuery {
+            min_rating: Some(min),
+            ..query("")
+        };
+        assert_eq!(skus(&p.search(&rated(3.5)).unwrap()), vec!["RV-2"]);
+        assert!(skus(&p.search(&rated(4.0)).unwrap()).is_empty());
+        let by_rating = CatalogQuery {
+            sort: SortOrder::Rating,
+            ..query("tea")
+        };
+        assert_eq!(skus(&p.search(&by_rating).unwrap()), vec!["RV-2", "RV-1"]);
+
+        // Hiding the 2-star review raises the average; the index follows.
+        if let Some(r) = board.reviews.get_mut("u2") {
+            r.hidden = true;
+        }
+        p.committed(&board_ref, &EntityState::ReviewBoard(board));
+        assert_eq!(p.rating("RV-2"), (4.5, 2));
+        assert_eq!(skus(&p.search(&rated(4.0)).unwrap()), vec!["RV-2"]);
+        let page = p.search(&by_rating).unwrap();
+        assert_eq!((page.items[0].rating, page.items[0].review_count), (4.5, 2));
+
+        // Peers pull the figures with the other facts.
+        let facts = p.since(0).facts;
+        assert!(
+            facts.iter().any(|(sku, f)| sku == "RV-2"
+                && *f
+                    == Fact::Rating {
+                        average: 4.5,
+                        count: 2
+                    }),
+            "{facts:?}"
+        );
+    }
+
+    #[test]
     fn the_background_indexer_catches_up_and_stops_with_the_projection() {
         let p = CatalogProjection::empty(1, IndexMode::Background).unwrap();
         p.start_indexer();
