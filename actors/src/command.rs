@@ -7,6 +7,7 @@ use crate::inbox::{InboxCommand, Notification};
 use crate::order::{OrderCommand, OrderView};
 use crate::payment::{PaymentCommand, PaymentView};
 use crate::product::{ProductCommand, ProductView};
+use crate::review::{ReviewCommand, ReviewPage, ReviewView};
 use crate::shipment::{ShipmentCommand, ShipmentView};
 use crate::stock::{StockCommand, StockView};
 use crate::EntityKind;
@@ -31,6 +32,8 @@ pub enum Command {
     Shipment(ShipmentCommand),
     /// For an Inbox.
     Inbox(InboxCommand),
+    /// For a ReviewBoard.
+    Review(ReviewCommand),
 }
 
 impl Command {
@@ -45,6 +48,7 @@ impl Command {
             Command::Payment(_) => EntityKind::Payment,
             Command::Shipment(_) => EntityKind::Shipment,
             Command::Inbox(_) => EntityKind::Inbox,
+            Command::Review(_) => EntityKind::ReviewBoard,
         }
     }
 
@@ -109,4 +113,8 @@ pub enum Reply {
     SessionsRevoked,
     /// A full profile.
     Profile(ProfileView),
+    /// One review.
+    Review(ReviewView),
+    /// A page of reviews with the rating figures.
+    Reviews(ReviewPage),
 }

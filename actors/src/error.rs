@@ -53,6 +53,9 @@ pub enum DomainError {
         /// Milliseconds until a login may be tried again.
         retry_after_ms: u64,
     },
+    /// The caller may not do this (e.g. review a product without a delivered order of it).
+    #[error("forbidden: {0}")]
+    Forbidden(String),
 }
 
 /// Shorthand for an `Invalid` error.

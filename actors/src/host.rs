@@ -10,6 +10,7 @@ use crate::inbox::{self, InboxState};
 use crate::order::{self, OrderState};
 use crate::payment::{self, PaymentState};
 use crate::product::{self, ProductState};
+use crate::review::{self, ReviewBoardState};
 use crate::shipment::{self, ShipmentState};
 use crate::stock::{self, StockState};
 use crate::EntityKind;
@@ -34,6 +35,8 @@ pub enum EntityState {
     Shipment(ShipmentState),
     /// An Inbox.
     Inbox(InboxState),
+    /// A ReviewBoard.
+    ReviewBoard(ReviewBoardState),
 }
 
 /// The result of running one command.
@@ -83,6 +86,7 @@ impl EntityState {
             EntityKind::Payment => EntityState::Payment(PaymentState::default()),
             EntityKind::Shipment => EntityState::Shipment(ShipmentState::default()),
             EntityKind::Inbox => EntityState::Inbox(InboxState::default()),
+            EntityKind::ReviewBoard => EntityState::ReviewBoard(ReviewBoardState::default()),
         }
     }
 
@@ -97,6 +101,7 @@ impl EntityState {
             (EntityState::Payment(s), Command::Payment(c)) => run(s, c, ctx, payment::handle),
             (EntityState::Shipment(s), Command::Shipment(c)) => run(s, c, ctx, shipment::handle),
             (EntityState::Inbox(s), Command::Inbox(c)) => run(s, c, ctx, inbox::handle),
+            (EntityState::ReviewBoard(s), Command::Review(c)) => run(s, c, ctx, review::handle),
             (_, c) => Err(DomainError::WrongKind {
                 kind: ctx.me.kind.name().to_string(),
                 command: c.name(),

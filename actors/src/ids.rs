@@ -22,11 +22,13 @@ pub enum EntityKind {
     Shipment,
     /// A shopper's notification inbox, keyed by user id.
     Inbox,
+    /// The reviews of one product, keyed by SKU.
+    ReviewBoard,
 }
 
 impl EntityKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [EntityKind; 8] = [
+    pub const ALL: [EntityKind; 9] = [
         EntityKind::Account,
         EntityKind::Product,
         EntityKind::StockItem,
@@ -35,6 +37,7 @@ impl EntityKind {
         EntityKind::Payment,
         EntityKind::Shipment,
         EntityKind::Inbox,
+        EntityKind::ReviewBoard,
     ];
 
     /// A stable one-byte code used in storage keys.
@@ -48,6 +51,7 @@ impl EntityKind {
             EntityKind::Payment => 6,
             EntityKind::Shipment => 7,
             EntityKind::Inbox => 8,
+            EntityKind::ReviewBoard => 9,
         }
     }
 
@@ -67,6 +71,7 @@ impl EntityKind {
             EntityKind::Payment => "payment",
             EntityKind::Shipment => "shipment",
             EntityKind::Inbox => "inbox",
+            EntityKind::ReviewBoard => "review_board",
         }
     }
 

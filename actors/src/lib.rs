@@ -22,6 +22,7 @@ pub mod notify;
 pub mod order;
 pub mod payment;
 pub mod product;
+pub mod review;
 pub mod seams;
 pub mod session;
 pub mod shipment;

@@ -24,6 +24,10 @@ pub const MAX_INBOX_ITEMS: usize = 50;
 pub const MAX_SAVED_ADDRESSES: usize = 5;
 /// Longest saved-address label.
 pub const MAX_ADDRESS_LABEL_LEN: usize = 40;
+/// Longest review title.
+pub const MAX_REVIEW_TITLE_LEN: usize = 120;
+/// Longest review text.
+pub const MAX_REVIEW_BODY_LEN: usize = 4000;
 /// Orders remembered per account for listing (oldest dropped first).
 pub const MAX_ACCOUNT_ORDERS: usize = 100;
 

@@ -14,6 +14,7 @@ use crate::error::DomainError;
 use crate::ids::shipment_id_for_order;
 use crate::inbox::InboxCommand;
 use crate::payment::{Method, PaymentCommand};
+use crate::review::ReviewCommand;
 use crate::shipment::{ShipmentCommand, ShipmentStatus};
 use crate::stock::StockCommand;
 use crate::{EntityKind, EntityRef};
@@ -356,6 +357,25 @@ fn end_unpaid(s: &mut OrderState, p: &Placement, ctx: &mut Ctx, to: OrderStatus,
     notify(p, ctx, "ORDER_CANCELLED");
 }
 
+/// DELIVERED: record it and tell the customer and the review board of each SKU (the
+/// customer may now review those products).
+fn delivered(s: &mut OrderState, p: &Placement, ctx: &mut Ctx) {
+    s.set(OrderStatus::Delivered, ctx.now_ms);
+    notify(p, ctx, "ORDER_DELIVERED");
+    let order_id = ctx.me.id.clone();
+    let skus: std::collections::BTreeSet<&str> = p.lines.iter().map(|l| l.sku.as_str()).collect();
+    for sku in skus {
+        ctx.send(
+            EntityRef::new(EntityKind::ReviewBoard, sku),
+            "ORDER_DELIVERED",
+            Command::Review(ReviewCommand::Delivered {
+                customer: p.customer.clone(),
+                order_id: order_id.clone(),
+            }),
+        );
+    }
+}
+
 fn payment(ctx: &Ctx) -> EntityRef {
     EntityRef::new(EntityKind::Payment, ctx.me.id.clone())
 }
@@ -673,15 +693,13 @@ pub fn handle(
                 s.set(OrderStatus::Shipped, ctx.now_ms);
                 notify(&p, ctx, "ORDER_SHIPPED");
                 if ship == ShipmentStatus::Delivered {
-                    s.set(OrderStatus::Delivered, ctx.now_ms);
-                    notify(&p, ctx, "ORDER_DELIVERED");
+                    delivered(s, &p, ctx);
                 }
             }
             (OrderStatus::Confirmed, ShipmentStatus::Delivered) => {
                 s.set(OrderStatus::Shipped, ctx.now_ms);
-                s.set(OrderStatus::Delivered, ctx.now_ms);
                 notify(&p, ctx, "ORDER_SHIPPED");
-                notify(&p, ctx, "ORDER_DELIVERED");
+                delivered(s, &p, ctx);
             }
             (
                 OrderStatus::Confirmed,
@@ -692,13 +710,116 @@ pub fn handle(
                 s.set(OrderStatus::Shipped, ctx.now_ms);
                 notify(&p, ctx, "ORDER_SHIPPED");
             }
-            (OrderStatus::Shipped, ShipmentStatus::Delivered) => {
-                s.set(OrderStatus::Delivered, ctx.now_ms);
-                notify(&p, ctx, "ORDER_DELIVERED");
-            }
+            (OrderStatus::Shipped, ShipmentStatus::Delivered) => delivered(s, &p, ctx),
             _ => {}
         },
         OrderCommand::Get => {}
     }
     view(s, ctx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entity::DomainConfig;
+    use crate::message::{Body, Destination};
+
+    fn placement(skus: &[&str]) -> Placement {
+        Placement {
+            customer: "cust".into(),
+            lines: skus
+                .iter()
+                .map(|s| OrderLine {
+                    sku: s.to_string(),
+                    quantity: 1,
+                    unit_price_minor: 100,
+                })
+                .collect(),
+            method: Method::Wallet,
+            address: Address {
+                name: "A".into(),
+                line1: "L".into(),
+                city: "C".into(),
+                postal_code: "1".into(),
+                country: "IN".into(),
+            },
+            request_hash: "h".into(),
+            placed_at_ms: 0,
+        }
+    }
+
+    /// Runs `cmd`; the messages it sent to review boards, as (SKU, customer).
+    fn step(s: &mut OrderState, cmd: OrderCommand) -> Vec<(String, String)> {
+        let me = EntityRef::new(EntityKind::Order, "o-1");
+        let config = DomainConfig::default();
+        let mut ctx = Ctx::new(1, &me, 1, &config);
+        handle(s, cmd, &mut ctx).expect("accepted");
+        ctx.take_outbox()
+            .into_iter()
+            .filter_map(|m| match (m.to, m.body) {
+                (
+                    Destination::Entity(to),
+                    Body::Command(Command::Review(ReviewCommand::Delivered { customer, order_id })),
+                ) => {
+                    assert_eq!(to.kind, EntityKind::ReviewBoard);
+                    assert_eq!(order_id, "o-1");
+                    Some((to.id, customer))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn confirmed(skus: &[&str]) -> OrderState {
+        let mut s = OrderState::default();
+        assert!(step(&mut s, OrderCommand::Place(placement(skus))).is_empty());
+        for sku in skus {
+            step(
+                &mut s,
+                OrderCommand::StockReserved {
+                    sku: sku.to_string(),
+                },
+            );
+        }
+        assert!(step(&mut s, OrderCommand::PaymentSucceeded).is_empty());
+        assert_eq!(s.status(), Some(OrderStatus::Confirmed));
+        s
+    }
+
+    #[test]
+    fn delivery_tells_the_review_board_of_each_sku_once() {
+        let mut s = confirmed(&["B", "A"]);
+        let progress = |status| OrderCommand::ShipmentProgress { status };
+        assert!(step(&mut s, progress(ShipmentStatus::PickedUp)).is_empty());
+        let sent = step(&mut s, progress(ShipmentStatus::Delivered));
+        assert_eq!(
+            sent,
+            [
+                ("A".to_string(), "cust".to_string()),
+                ("B".into(), "cust".into())
+            ]
+        );
+        assert_eq!(s.status(), Some(OrderStatus::Delivered));
+        // A repeated progress report sends nothing more.
+        assert!(step(&mut s, progress(ShipmentStatus::Delivered)).is_empty());
+
+        // Delivered straight from CONFIRMED (the pickup report was overtaken) also tells.
+        let mut s = confirmed(&["A"]);
+        assert_eq!(step(&mut s, progress(ShipmentStatus::Delivered)).len(), 1);
+    }
+
+    #[test]
+    fn an_order_that_never_arrives_tells_no_review_board() {
+        let mut s = confirmed(&["A"]);
+        assert!(step(&mut s, OrderCommand::Cancel).is_empty());
+        assert!(step(
+            &mut s,
+            OrderCommand::ShipmentProgress {
+                status: ShipmentStatus::Cancelled
+            }
+        )
+        .is_empty());
+        assert!(step(&mut s, OrderCommand::RefundCompleted).is_empty());
+        assert_eq!(s.status(), Some(OrderStatus::Refunded));
+    }
 }

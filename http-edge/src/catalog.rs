@@ -25,6 +25,8 @@ pub struct CatalogEntry {
     pub available: u64,
     /// Average review rating, 0 to 5 (0 until reviewed).
     pub rating: f64,
+    /// Visible reviews the average is over.
+    pub review_count: u64,
     /// Creation time.
     pub created_at_ms: u64,
 }
@@ -130,9 +132,10 @@ pub trait Catalog: Send + Sync + 'static {
     /// One page of the products matching `query`, with the total and the category facets.
     fn search(&self, query: &CatalogQuery) -> Result<CatalogPage, CatalogError>;
 
-    /// The average review rating of `sku` (0 when it has none or is unknown).
-    fn rating(&self, _sku: &str) -> f64 {
-        0.0
+    /// The average review rating of `sku` and the number of visible reviews (0 and 0 when it
+    /// has none or is unknown).
+    fn rating(&self, _sku: &str) -> (f64, u64) {
+        (0.0, 0)
     }
 }
 

@@ -14,6 +14,7 @@ pub fn rfc3339(ms: u64) -> String {
 
 /// An amount of money.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(examples(json!({"amount_minor": 249900, "currency": "INR"})))]
 pub struct MoneyDto {
     /// Minor units (paise).
     pub amount_minor: u64,
@@ -33,6 +34,7 @@ impl MoneyDto {
 
 /// `POST /api/v1/users`.
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(examples(json!({"email": "asha@example.com", "password": "correct-horse-battery", "name": "Asha Rao"})))]
 pub struct RegisterRequest {
     /// Email address.
     pub email: String,
@@ -44,6 +46,7 @@ pub struct RegisterRequest {
 
 /// A created user.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({"user_id": "4c3e2a0b-9c4f-5d7e-8a1b-3f2e1d0c9b8a"})))]
 pub struct UserCreated {
     /// The new user's id.
     pub user_id: String,
@@ -51,6 +54,7 @@ pub struct UserCreated {
 
 /// `POST /api/v1/auth/login`.
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(examples(json!({"email": "asha@example.com", "password": "correct-horse-battery"})))]
 pub struct LoginRequest {
     /// Email address.
     pub email: String,
@@ -60,7 +64,7 @@ pub struct LoginRequest {
 
 /// An access token and the refresh token that renews it.
 #[derive(Debug, Serialize, ToSchema)]
-#[schema(example = json!({"access_token": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIuLi4ifQ.sig", "refresh_token": "3f0c6f1e-…-…:q8Zr…", "token_type": "Bearer", "expires_in": 900}))]
+#[schema(examples(json!({"access_token": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIuLi4ifQ.sig", "refresh_token": "3f0c6f1e-…-…:q8Zr…", "token_type": "Bearer", "expires_in": 900})))]
 pub struct TokenResponse {
     /// The JWT.
     pub access_token: String,
@@ -74,6 +78,7 @@ pub struct TokenResponse {
 
 /// A product.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({"sku": "HP-ANC-100", "name": "Wireless Headphones", "description": "Over-ear, noise cancelling, 30 h battery.", "category": "audio", "attributes": {"colour": "black"}, "price": {"amount_minor": 249900, "currency": "INR"}, "available": 42, "rating": 4.5, "review_count": 12, "created_at": "2026-01-05T10:00:00.000Z"})))]
 pub struct ProductDto {
     /// SKU.
     pub sku: String,
@@ -89,8 +94,10 @@ pub struct ProductDto {
     pub price: MoneyDto,
     /// Units available to buy.
     pub available: u64,
-    /// Average review rating, 0 to 5 (0 until reviewed).
+    /// Average review rating, 0 to 5 (0 until reviewed), over the visible reviews.
     pub rating: f64,
+    /// Visible reviews the rating is the average of.
+    pub review_count: u64,
     /// When it was created (RFC 3339).
     pub created_at: String,
     /// Present and true once archived (only admin routes show archived products).
@@ -101,6 +108,7 @@ pub struct ProductDto {
 
 /// How many matching products fall on one value of a facet.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({"value": "audio", "count": 7})))]
 pub struct FacetCountDto {
     /// The value.
     pub value: String,
@@ -110,6 +118,7 @@ pub struct FacetCountDto {
 
 /// Facet counts of a listing, over every matching product (not only the page).
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({"category": [{"value": "audio", "count": 7}, {"value": "kitchen", "count": 3}]})))]
 pub struct FacetsDto {
     /// Matching products per category, most first, then by name.
     pub category: Vec<FacetCountDto>,
@@ -117,6 +126,7 @@ pub struct FacetsDto {
 
 /// `GET /api/v1/products`.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({"items": [{"sku": "HP-ANC-100", "name": "Wireless Headphones", "description": "Over-ear, noise cancelling, 30 h battery.", "category": "audio", "attributes": {"colour": "black"}, "price": {"amount_minor": 249900, "currency": "INR"}, "available": 42, "rating": 4.5, "review_count": 12, "created_at": "2026-01-05T10:00:00.000Z"}], "total": 1, "page": 1, "per_page": 20, "facets": {"category": [{"value": "audio", "count": 1}]}})))]
 pub struct ProductPage {
     /// This page's products.
     pub items: Vec<ProductDto>,
@@ -156,6 +166,7 @@ pub struct ProductQuery {
 
 /// `POST /api/v1/products`.
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(examples(json!({"sku": "HP-ANC-100", "name": "Wireless Headphones", "description": "Over-ear, noise cancelling, 30 h battery.", "category": "audio", "price": {"amount_minor": 249900, "currency": "INR"}, "attributes": {"colour": "black"}})))]
 pub struct CreateProductRequest {
     /// SKU: 1 to 64 of A-Z a-z 0-9 - _ .
     pub sku: String,
@@ -177,6 +188,7 @@ pub struct CreateProductRequest {
 /// replaces every attribute.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(examples(json!({"price": {"amount_minor": 229900, "currency": "INR"}, "description": "Now with a travel case."})))]
 pub struct UpdateProductRequest {
     /// New name.
     pub name: Option<String>,
@@ -192,6 +204,7 @@ pub struct UpdateProductRequest {
 
 /// `POST /api/v1/inventory/{sku}/receive` and `/write-off`.
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(examples(json!({"quantity": 25})))]
 pub struct QuantityRequest {
     /// Units.
     pub quantity: u64,
@@ -199,6 +212,7 @@ pub struct QuantityRequest {
 
 /// Stock of one SKU.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({"sku": "HP-ANC-100", "on_hand": 45, "reserved": 3, "available": 42, "sold": 118})))]
 pub struct StockDto {
     /// SKU.
     pub sku: String,
@@ -214,6 +228,7 @@ pub struct StockDto {
 
 /// `POST /api/v1/cart/items`.
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(examples(json!({"sku": "HP-ANC-100", "quantity": 1})))]
 pub struct AddItemRequest {
     /// SKU.
     pub sku: String,
@@ -223,6 +238,7 @@ pub struct AddItemRequest {
 
 /// A cart line.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({"sku": "HP-ANC-100", "quantity": 2, "unit_price": {"amount_minor": 249900, "currency": "INR"}, "line_total": {"amount_minor": 499800, "currency": "INR"}})))]
 pub struct CartLineDto {
     /// SKU.
     pub sku: String,
@@ -236,6 +252,7 @@ pub struct CartLineDto {
 
 /// A cart.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({"items": [{"sku": "HP-ANC-100", "quantity": 2, "unit_price": {"amount_minor": 249900, "currency": "INR"}, "line_total": {"amount_minor": 499800, "currency": "INR"}}], "total": {"amount_minor": 499800, "currency": "INR"}})))]
 pub struct CartDto {
     /// Lines.
     pub items: Vec<CartLineDto>,
@@ -246,6 +263,7 @@ pub struct CartDto {
 /// How to pay.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "method", rename_all = "lowercase")]
+#[schema(examples(json!({"method": "card", "card_number": "4242424242424242"})))]
 pub enum PaymentRequest {
     /// By card.
     Card {
@@ -263,6 +281,7 @@ pub enum PaymentRequest {
 
 /// A shipping address.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(examples(json!({"name": "Asha Rao", "line1": "12 MG Road", "city": "Bengaluru", "postal_code": "560001", "country": "IN"})))]
 pub struct AddressDto {
     /// Recipient.
     pub name: String,
@@ -278,6 +297,7 @@ pub struct AddressDto {
 
 /// `POST /api/v1/orders`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(examples(json!({"payment": {"method": "upi", "vpa": "asha@okbank"}, "shipping_address": {"name": "Asha Rao", "line1": "12 MG Road", "city": "Bengaluru", "postal_code": "560001", "country": "IN"}})))]
 pub struct CheckoutRequest {
     /// How to pay.
     pub payment: PaymentRequest,
@@ -287,6 +307,7 @@ pub struct CheckoutRequest {
 
 /// A placed order.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({"order_id": "7b0e8c1e-7f7e-5c4e-9a51-2f1c0c3b9d10", "status": "AWAITING_PAYMENT"})))]
 pub struct OrderCreated {
     /// Order id.
     pub order_id: String,
@@ -296,6 +317,7 @@ pub struct OrderCreated {
 
 /// An order line.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({"sku": "HP-ANC-100", "quantity": 1, "unit_price_minor": 249900})))]
 pub struct OrderLineDto {
     /// SKU.
     pub sku: String,
@@ -307,6 +329,7 @@ pub struct OrderLineDto {
 
 /// A status change.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({"status": "SHIPPED", "at": "2026-01-05T12:00:00.000Z"})))]
 pub struct StatusAt {
     /// Status.
     pub status: String,
@@ -316,6 +339,7 @@ pub struct StatusAt {
 
 /// An order's payment.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({"status": "succeeded", "method": "card"})))]
 pub struct OrderPaymentDto {
     /// none, processing, succeeded, failed, refunding, refunded.
     pub status: String,
@@ -325,6 +349,7 @@ pub struct OrderPaymentDto {
 
 /// An order.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({"order_id": "7b0e8c1e-7f7e-5c4e-9a51-2f1c0c3b9d10", "status": "DELIVERED", "lines": [{"sku": "HP-ANC-100", "quantity": 1, "unit_price_minor": 249900}], "total": {"amount_minor": 249900, "currency": "INR"}, "payment": {"status": "succeeded", "method": "card"}, "shipment_id": "shp-7b0e8c1e-7f7e-5c4e-9a51-2f1c0c3b9d10", "history": [{"status": "PENDING", "at": "2026-01-05T10:00:00.000Z"}, {"status": "CONFIRMED", "at": "2026-01-05T10:00:01.000Z"}, {"status": "SHIPPED", "at": "2026-01-05T12:00:00.000Z"}, {"status": "DELIVERED", "at": "2026-01-06T09:30:00.000Z"}], "cancel_reason": null})))]
 pub struct OrderDto {
     /// Order id.
     pub order_id: String,
@@ -379,6 +404,7 @@ impl From<OrderView> for OrderDto {
 
 /// A list of orders.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({"items": [{"order_id": "7b0e8c1e-7f7e-5c4e-9a51-2f1c0c3b9d10", "status": "DELIVERED", "lines": [{"sku": "HP-ANC-100", "quantity": 1, "unit_price_minor": 249900}], "total": {"amount_minor": 249900, "currency": "INR"}, "payment": {"status": "succeeded", "method": "card"}, "shipment_id": "shp-7b0e8c1e-7f7e-5c4e-9a51-2f1c0c3b9d10", "history": [{"status": "PENDING", "at": "2026-01-05T10:00:00.000Z"}, {"status": "CONFIRMED", "at": "2026-01-05T10:00:01.000Z"}, {"status": "SHIPPED", "at": "2026-01-05T12:00:00.000Z"}, {"status": "DELIVERED", "at": "2026-01-06T09:30:00.000Z"}], "cancel_reason": null}]})))]
 pub struct OrderList {
     /// Newest first.
     pub items: Vec<OrderDto>,
@@ -386,6 +412,7 @@ pub struct OrderList {
 
 /// A shipment.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({"shipment_id": "shp-7b0e8c1e-7f7e-5c4e-9a51-2f1c0c3b9d10", "order_id": "7b0e8c1e-7f7e-5c4e-9a51-2f1c0c3b9d10", "status": "IN_TRANSIT", "tracking": "AGR123456789IN", "events": [{"status": "CREATED", "at": "2026-01-05T10:00:01.000Z"}, {"status": "PICKED_UP", "at": "2026-01-05T12:00:00.000Z"}, {"status": "IN_TRANSIT", "at": "2026-01-05T18:00:00.000Z"}]})))]
 pub struct ShipmentDto {
     /// Shipment id.
     pub shipment_id: String,
@@ -420,6 +447,7 @@ impl From<ShipmentView> for ShipmentDto {
 
 /// A notification.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({"channel": "email", "kind": "ORDER_SHIPPED", "order_id": "7b0e8c1e-7f7e-5c4e-9a51-2f1c0c3b9d10", "at": "2026-01-05T12:00:00.000Z"})))]
 pub struct NotificationDto {
     /// email, sms or whatsapp.
     pub channel: String,
@@ -433,6 +461,7 @@ pub struct NotificationDto {
 
 /// The caller's notifications.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({"items": [{"channel": "email", "kind": "ORDER_SHIPPED", "order_id": "7b0e8c1e-7f7e-5c4e-9a51-2f1c0c3b9d10", "at": "2026-01-05T12:00:00.000Z"}]})))]
 pub struct NotificationList {
     /// Newest first.
     pub items: Vec<NotificationDto>,
@@ -441,7 +470,7 @@ pub struct NotificationList {
 /// `POST /api/v1/auth/refresh` and `POST /api/v1/auth/logout`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(example = json!({"refresh_token": "3f0c6f1e-…-…:q8Zr…"}))]
+#[schema(examples(json!({"refresh_token": "3f0c6f1e-…-…:q8Zr…"})))]
 pub struct RefreshRequest {
     /// The refresh token from the login or the last refresh.
     pub refresh_token: String,
@@ -450,6 +479,7 @@ pub struct RefreshRequest {
 /// A saved address on the profile.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(examples(json!({"label": "home", "name": "Asha", "line1": "1 MG Road", "city": "Bengaluru", "postal_code": "560001", "country": "IN"})))]
 pub struct SavedAddressDto {
     /// The shopper's name for it, 1..=40 characters ("home").
     pub label: String,
@@ -467,9 +497,9 @@ pub struct SavedAddressDto {
 
 /// The caller's profile.
 #[derive(Debug, Serialize, ToSchema)]
-#[schema(example = json!({"user_id": "5b0e…", "email": "asha@example.com", "name": "Asha", "role": "customer", "phone": "+919876543210",
+#[schema(examples(json!({"user_id": "5b0e…", "email": "asha@example.com", "name": "Asha", "role": "customer", "phone": "+919876543210",
     "addresses": [{"label": "home", "name": "Asha", "line1": "1 MG Road", "city": "Bengaluru", "postal_code": "560001", "country": "IN"}],
-    "notification_channels": ["email", "sms"], "wallet_minor": 500000}))]
+    "notification_channels": ["email", "sms"], "wallet_minor": 500000})))]
 pub struct ProfileDto {
     /// User id.
     pub user_id: String,
@@ -492,7 +522,7 @@ pub struct ProfileDto {
 /// `PATCH /api/v1/me`: absent fields keep their value; `"phone": null` removes the phone.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(example = json!({"phone": "+919876543210", "notification_channels": ["email", "whatsapp"]}))]
+#[schema(examples(json!({"phone": "+919876543210", "notification_channels": ["email", "whatsapp"]})))]
 pub struct ProfilePatchDto {
     /// Display name, 1..=200 characters.
     pub name: Option<String>,
@@ -514,4 +544,76 @@ where
     T: Deserialize<'de>,
 {
     Option::<T>::deserialize(d).map(Some)
+}
+
+/// `POST /api/v1/products/{sku}/reviews` and `PUT /api/v1/products/{sku}/reviews/mine`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(examples(json!({"rating": 5, "title": "Great sound", "body": "Comfortable for long flights."})))]
+pub struct ReviewRequest {
+    /// 1 to 5 stars.
+    #[schema(minimum = 1, maximum = 5)]
+    pub rating: u8,
+    /// Title: 1 to 120 characters.
+    #[schema(min_length = 1, max_length = 120)]
+    pub title: String,
+    /// Text: at most 4000 characters (may be empty).
+    #[serde(default)]
+    #[schema(max_length = 4000)]
+    pub body: String,
+}
+
+/// One review.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({"id": 3, "author_name": "Asha Rao", "rating": 5, "title": "Great sound", "body": "Comfortable for long flights.", "verified_purchase": true, "created_at": "2026-01-07T08:00:00.000Z", "updated_at": "2026-01-07T08:00:00.000Z"})))]
+pub struct ReviewDto {
+    /// Id within the product's reviews, from 1.
+    pub id: u64,
+    /// The author's display name.
+    pub author_name: String,
+    /// 1 to 5 stars.
+    pub rating: u8,
+    /// Title.
+    pub title: String,
+    /// Text.
+    pub body: String,
+    /// Always true: only customers with a delivered order of the product may review it.
+    pub verified_purchase: bool,
+    /// First submission (RFC 3339).
+    pub created_at: String,
+    /// Last edit (RFC 3339).
+    pub updated_at: String,
+    /// Present and true when an admin hid it (only its author and admins see it then).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[schema(required = false)]
+    pub hidden: bool,
+}
+
+/// `GET /api/v1/products/{sku}/reviews`: the figures over every visible review, and one page.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({"sku": "HP-ANC-100", "average": 4.5, "count": 2, "histogram": {"1": 0, "2": 0, "3": 0, "4": 1, "5": 1}, "items": [{"id": 3, "author_name": "Asha Rao", "rating": 5, "title": "Great sound", "body": "Comfortable for long flights.", "verified_purchase": true, "created_at": "2026-01-07T08:00:00.000Z", "updated_at": "2026-01-07T08:00:00.000Z"}], "page": 1, "per_page": 1})))]
+pub struct ReviewPageDto {
+    /// The SKU.
+    pub sku: String,
+    /// Average rating over the visible reviews, rounded to hundredths (0 without reviews).
+    pub average: f64,
+    /// Visible reviews.
+    pub count: u64,
+    /// Visible reviews per star rating, keys "1" to "5" (all present).
+    pub histogram: BTreeMap<String, u64>,
+    /// This page, newest first.
+    pub items: Vec<ReviewDto>,
+    /// Page number (from 1).
+    pub page: usize,
+    /// Page size.
+    pub per_page: usize,
+}
+
+/// Query of `GET /api/v1/products/{sku}/reviews`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ReviewQuery {
+    /// Page number, from 1.
+    pub page: Option<usize>,
+    /// Page size, 1 to 100.
+    pub per_page: Option<usize>,
 }

@@ -1,7 +1,9 @@
 //! The OpenAPI document, generated from the handlers' annotations.
 
 use crate::dto::*;
-use crate::routes::{cart, inventory, me, notifications, orders, products, session, users};
+use crate::routes::{
+    cart, inventory, me, notifications, orders, products, reviews, session, users,
+};
 use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -34,11 +36,13 @@ impl Modify for BearerAuth {
         cart::get_cart, cart::add_item, cart::remove_item,
         orders::checkout, orders::get_one, orders::list, orders::cancel, orders::get_shipment,
         notifications::list,
+        reviews::list, reviews::submit, reviews::get_mine, reviews::put_mine, reviews::hide, reviews::unhide,
     ),
     components(schemas(
         MoneyDto, RegisterRequest, UserCreated, LoginRequest, TokenResponse, RefreshRequest, SavedAddressDto, ProfileDto, ProfilePatchDto, ProductDto, ProductPage, FacetsDto, FacetCountDto, CreateProductRequest, UpdateProductRequest,
         QuantityRequest, StockDto, AddItemRequest, CartLineDto, CartDto, PaymentRequest, AddressDto, CheckoutRequest,
         OrderCreated, OrderLineDto, StatusAt, OrderPaymentDto, OrderDto, OrderList, ShipmentDto, NotificationDto, NotificationList,
+        ReviewRequest, ReviewDto, ReviewPageDto,
     )),
     modifiers(&BearerAuth)
 )]
@@ -47,4 +51,214 @@ pub struct ApiDoc;
 /// `GET /openapi.json`.
 pub async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
+}
+
+/// Routes served but deliberately left out of the document: the document itself and the page
+/// that shows it. Every other route must be documented (checked by a test).
+pub const UNDOCUMENTED_ROUTES: &[&str] = &["/openapi.json", "/docs", "/docs/", "/docs/{*file}"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{Catalog, CatalogError, CatalogPage, CatalogQuery};
+    use crate::{BlockingPool, EdgeConfig, EdgeState};
+    use agora_actors::client::{AskError, EntityClient};
+    use agora_actors::seams::{Clock, RandomSource};
+    use agora_actors::{Command, EntityRef, Reply};
+    use axum::body::Body;
+    use axum::http::{Method, Request, StatusCode};
+    use serde_json::Value;
+    use std::collections::BTreeSet;
+    use std::sync::Arc;
+    use tower::ServiceExt;
+
+    struct Nobody;
+
+    #[async_trait::async_trait]
+    impl EntityClient for Nobody {
+        async fn ask(&self, _to: EntityRef, _cmd: Command) -> Result<Reply, AskError> {
+            Err(AskError::Unavailable("no entities in this test".into()))
+        }
+    }
+
+    impl Catalog for Nobody {
+        fn search(&self, _query: &CatalogQuery) -> Result<CatalogPage, CatalogError> {
+            Ok(CatalogPage::default())
+        }
+    }
+
+    impl BlockingPool for Nobody {
+        fn run(&self, job: Box<dyn FnOnce() + Send>) {
+            job()
+        }
+    }
+
+    impl Clock for Nobody {
+        fn now_ms(&self) -> u64 {
+            1_700_000_000_000
+        }
+    }
+
+    impl RandomSource for Nobody {
+        fn fill(&self, buf: &mut [u8]) {
+            buf.fill(7)
+        }
+    }
+
+    fn app() -> axum::Router {
+        crate::router(Arc::new(EdgeState {
+            client: Arc::new(Nobody),
+            catalog: Arc::new(Nobody),
+            keys: crate::auth::JwtKeys::new(b"test secret of enough length....", 60),
+            blocking: Arc::new(Nobody),
+            clock: Arc::new(Nobody),
+            rng: Arc::new(Nobody),
+            config: EdgeConfig::default(),
+            limiter: None,
+        }))
+    }
+
+    /// The paths of the real router, read from its `Debug` output (axum prints its path
+    /// table as `Node { paths: {RouteId(n): "/path", …} }`), so that a route added anywhere
+    /// is seen.
+    fn router_paths() -> BTreeSet<String> {
+        let dbg = format!("{:?}", crate::routes::routes());
+        let start = dbg
+            .find("Node { paths: {")
+            .expect("axum's Debug output changed: no `Node { paths: {`");
+        let table = &dbg[start..];
+        // The map ends with the last path's closing quote and a brace (paths hold no quotes).
+        let end = table.find("\"}").expect("end of the path table");
+        let table = &table[..=end];
+        let paths: BTreeSet<String> = table
+            .split('"')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_string)
+            .collect();
+        assert!(
+            paths.contains("/api/v1/products") && paths.len() > 20,
+            "the path table did not parse: {paths:?}"
+        );
+        paths
+    }
+
+    /// A concrete URI for a path template (`{x}` and `{*x}` become `x`).
+    fn concrete(path: &str) -> String {
+        path.split('/')
+            .map(|seg| if seg.starts_with('{') { "x" } else { seg })
+            .collect::<Vec<_>>()
+            .join("/")
+    }
+
+    const METHODS: [Method; 7] = [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+        Method::OPTIONS,
+        Method::TRACE,
+    ];
+
+    /// The (method, path) pairs the router serves: every path of its table, with each method
+    /// that does not answer 405.
+    async fn served_routes() -> BTreeSet<(String, String)> {
+        let app = app();
+        let mut served = BTreeSet::new();
+        for path in router_paths() {
+            for m in METHODS {
+                let req = Request::builder()
+                    .method(m.clone())
+                    .uri(concrete(&path))
+                    .body(Body::empty())
+                    .expect("request");
+                let resp = app.clone().oneshot(req).await.expect("infallible");
+                if resp.status() != StatusCode::METHOD_NOT_ALLOWED {
+                    served.insert((m.as_str().to_lowercase(), path.clone()));
+                }
+            }
+        }
+        served
+    }
+
+    fn document() -> Value {
+        serde_json::to_value(ApiDoc::openapi()).expect("document serializes")
+    }
+
+    fn documented_routes(doc: &Value) -> BTreeSet<(String, String)> {
+        let mut out = BTreeSet::new();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for m in METHODS {
+                let m = m.as_str().to_lowercase();
+                if item.get(&m).is_some() {
+                    out.insert((m, path.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn every_route_is_documented_and_every_documented_route_is_served() {
+        let served = served_routes().await;
+        assert!(
+            served.contains(&("post".into(), "/api/v1/products/{sku}/reviews".into())),
+            "{served:?}"
+        );
+        let doc = document();
+        let documented = documented_routes(&doc);
+        let undocumented: Vec<_> = served
+            .iter()
+            .filter(|(_, p)| !UNDOCUMENTED_ROUTES.contains(&p.as_str()))
+            .filter(|r| !documented.contains(r))
+            .collect();
+        assert!(
+            undocumented.is_empty(),
+            "routes missing from the OpenAPI document (add #[utoipa::path] and list them in ApiDoc): {undocumented:?}"
+        );
+        let phantom: Vec<_> = documented.difference(&served).collect();
+        assert!(
+            phantom.is_empty(),
+            "documented routes the router does not serve: {phantom:?}"
+        );
+        for p in UNDOCUMENTED_ROUTES {
+            assert!(
+                served.contains(&("get".into(), p.to_string())),
+                "{p} is listed as undocumented but not served"
+            );
+        }
+    }
+
+    #[test]
+    fn every_operation_has_a_success_response_and_every_schema_an_example() {
+        let doc = document();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for (method, op) in item.as_object().expect("path item") {
+                let responses = op["responses"].as_object().expect("responses");
+                assert!(
+                    responses
+                        .keys()
+                        .any(|k| k.starts_with('2') || k.starts_with('3')),
+                    "{method} {path} documents no success response"
+                );
+                assert!(op.get("tags").is_some(), "{method} {path} has no tag");
+            }
+        }
+        let schemas = doc["components"]["schemas"].as_object().expect("schemas");
+        let without: Vec<&String> = schemas
+            .iter()
+            .filter(|(_, s)| s.get("examples").is_none() && s.get("example").is_none())
+            .map(|(name, _)| name)
+            .collect();
+        assert!(
+            without.is_empty(),
+            "schemas without an example: {without:?}"
+        );
+    }
+
+    #[test]
+    fn the_document_matches_its_snapshot() {
+        insta::assert_json_snapshot!("openapi", document());
+    }
 }

@@ -185,6 +185,7 @@ impl From<DomainError> for Problem {
                     Some(u32::try_from(retry_after_ms.div_ceil(1000).max(1)).unwrap_or(u32::MAX));
                 p
             }
+            DomainError::Forbidden(why) => Problem::forbidden(why),
         }
     }
 }

@@ -24,12 +24,30 @@ use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 /// What one entity tells the listing.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Fact {
     /// A product's state.
     Product(ProductState),
     /// A SKU's available units.
     Stock(u64),
+    /// A SKU's review figures: average rating (0 to 5) and visible reviews.
+    Rating {
+        /// Average, rounded to hundredths.
+        average: f64,
+        /// Visible reviews.
+        count: u64,
+    },
+}
+
+impl Fact {
+    /// Which of a SKU's facts this is (one of each is kept per SKU).
+    fn slot(&self) -> u8 {
+        match self {
+            Fact::Product(_) => 0,
+            Fact::Stock(_) => 1,
+            Fact::Rating { .. } => 2,
+        }
+    }
 }
 
 /// Facts changed since a version, for a peer's pull.
@@ -69,8 +87,10 @@ pub enum IndexMode {
 struct Row {
     product: Option<ProductState>,
     available: u64,
-    /// Average review rating (0 until reviews feed it).
+    /// Average review rating (0 until reviewed).
     rating: f64,
+    /// Visible reviews.
+    review_count: u64,
 }
 
 impl Row {
@@ -104,6 +124,7 @@ impl Row {
             currency: d.price.currency.clone(),
             available: self.available,
             rating: self.rating,
+            review_count: self.review_count,
             created_at_ms: p.created_at_ms,
         })
     }
@@ -112,8 +133,8 @@ impl Row {
 #[derive(Default)]
 struct Inner {
     rows: BTreeMap<String, Row>,
-    /// Facts from this node's shards: (is stock, SKU) → (version, fact).
-    local: BTreeMap<(bool, String), (u64, Fact)>,
+    /// Facts from this node's shards: (fact slot, SKU) → (version, fact).
+    local: BTreeMap<(u8, String), (u64, Fact)>,
     version: u64,
 }
 
@@ -152,6 +173,15 @@ const RETRY_AFTER: Duration = Duration::from_millis(500);
 /// How often an idle indexer checks that its projection still exists.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
 
+/// A rating as the index keeps it: 0 to 5, 0 for anything not finite.
+fn clamp_rating(rating: f64) -> f64 {
+    if rating.is_finite() {
+        rating.clamp(0.0, 5.0)
+    } else {
+        0.0
+    }
+}
+
 fn unavailable(e: SearchError) -> CatalogError {
     CatalogError::Unavailable(e.to_string())
 }
@@ -187,6 +217,15 @@ impl Shared {
                 let flips = (row.available > 0) != (*a > 0);
                 row.available = *a;
                 flips && row.product.is_some()
+            }
+            Fact::Rating { average, count } => {
+                let average = clamp_rating(*average);
+                row.review_count = *count;
+                if row.rating == average {
+                    return false;
+                }
+                row.rating = average;
+                row.product.is_some()
             }
         }
     }
@@ -279,9 +318,12 @@ impl CatalogProjection {
     /// this is a new start.
     pub fn load(store: &Store, incarnation: u64, mode: IndexMode) -> Result<Self, LoadError> {
         let p = Self::empty(incarnation, mode)?;
-        let n = store.scan_entities(&[EntityKind::Product, EntityKind::StockItem], |e, rec| {
-            p.apply_local(&e, &rec.state)
-        })?;
+        let kinds = [
+            EntityKind::Product,
+            EntityKind::StockItem,
+            EntityKind::ReviewBoard,
+        ];
+        let n = store.scan_entities(&kinds, |e, rec| p.apply_local(&e, &rec.state))?;
         p.shared.flush(false)?;
         tracing::info!(
             records = n,
@@ -335,6 +377,13 @@ impl CatalogProjection {
         let fact = match state {
             EntityState::Product(p) => Fact::Product(p.clone()),
             EntityState::Stock(s) => Fact::Stock(s.available),
+            EntityState::ReviewBoard(b) => {
+                let summary = b.summary();
+                Fact::Rating {
+                    average: summary.average(),
+                    count: summary.count,
+                }
+            }
             _ => return,
         };
         let dirty = {
@@ -344,10 +393,9 @@ impl CatalogProjection {
             let dirty = Shared::apply(&mut inner.rows, &entity.id, &fact);
             inner.version += 1;
             let v = inner.version;
-            inner.local.insert(
-                (matches!(fact, Fact::Stock(_)), entity.id.clone()),
-                (v, fact),
-            );
+            inner
+                .local
+                .insert((fact.slot(), entity.id.clone()), (v, fact));
             dirty
         };
         if dirty {
@@ -392,25 +440,15 @@ impl CatalogProjection {
         self.shared.mark_dirty(dirty);
     }
 
-    /// Sets a product's average review rating (reviews feed it).
-    pub fn set_rating(&self, sku: &str, rating: f64) {
-        let rating = if rating.is_finite() {
-            rating.clamp(0.0, 5.0)
-        } else {
-            0.0
-        };
-        let changed = {
-            let Ok(mut inner) = self.shared.inner.write() else {
-                return;
-            };
-            let row = inner.rows.entry(sku.to_string()).or_default();
-            let changed = row.rating != rating;
-            row.rating = rating;
-            changed
-        };
-        if changed {
-            self.shared.mark_dirty([sku.to_string()]);
-        }
+    /// Sets a product's review figures as if a review board had reported them (tests).
+    pub fn set_rating(&self, sku: &str, rating: f64, count: u64) {
+        self.apply_remote(&[(
+            sku.to_string(),
+            Fact::Rating {
+                average: rating,
+                count,
+            },
+        )]);
     }
 }
 
@@ -425,7 +463,10 @@ impl Drop for CatalogProjection {
 
 impl CommitListener for CatalogProjection {
     fn wants(&self, kind: EntityKind) -> bool {
-        matches!(kind, EntityKind::Product | EntityKind::StockItem)
+        matches!(
+            kind,
+            EntityKind::Product | EntityKind::StockItem | EntityKind::ReviewBoard
+        )
     }
 
     fn committed(&self, entity: &EntityRef, state: &EntityState) {
@@ -456,13 +497,13 @@ impl Catalog for CatalogProjection {
         })
     }
 
-    fn rating(&self, sku: &str) -> f64 {
+    fn rating(&self, sku: &str) -> (f64, u64) {
         self.shared
             .inner
             .read()
             .ok()
-            .and_then(|i| i.rows.get(sku).map(|r| r.rating))
-            .unwrap_or(0.0)
+            .and_then(|i| i.rows.get(sku).map(|r| (r.rating, r.review_count)))
+            .unwrap_or((0.0, 0))
     }
 }
 
@@ -598,7 +639,7 @@ mod tests {
             ),
             ("R-1".into(), Fact::Stock(4)),
         ]);
-        p.set_rating("R-2", 4.5);
+        p.set_rating("R-2", 4.5, 2);
         let by_rating = CatalogQuery {
             sort: SortOrder::Rating,
             ..query("kite")
@@ -606,7 +647,8 @@ mod tests {
         let page = p.search(&by_rating).unwrap();
         assert_eq!(skus(&page), vec!["R-2", "R-1"]);
         assert_eq!(page.items[0].rating, 4.5);
-        assert_eq!(p.rating("R-2"), 4.5);
+        assert_eq!(p.rating("R-2"), (4.5, 2));
+        assert_eq!(page.items[0].review_count, 2);
         let rated = CatalogQuery {
             min_rating: Some(4.0),
             ..query("")
@@ -618,6 +660,71 @@ mod tests {
             Fact::Product(product("Red Kite", "toys", 500, 1)),
         )]);
         assert!(p.shared.signal.pending.lock().unwrap().dirty.is_empty());
+    }
+
+    #[test]
+    fn committed_review_boards_set_the_rating_filter_and_sort() {
+        use agora_actors::review::{Review, ReviewBoardState};
+        let p = CatalogProjection::empty(1, IndexMode::OnRead).unwrap();
+        for (sku, name) in [("RV-1", "Tea Pot"), ("RV-2", "Tea Cup")] {
+            p.committed(
+                &product_ref(sku),
+                &EntityState::Product(product(name, "kitchen", 100, 1)),
+            );
+        }
+        let mut board = ReviewBoardState::default();
+        for (i, rating) in [5u8, 4, 2].into_iter().enumerate() {
+            board.reviews.insert(
+                format!("u{i}"),
+                Review {
+                    id: i as u64 + 1,
+                    author_name: "n".into(),
+                    rating,
+                    title: "t".into(),
+                    body: String::new(),
+                    created_at_ms: 1,
+                    updated_at_ms: 1,
+                    hidden: false,
+                },
+            );
+        }
+        let board_ref = EntityRef::new(EntityKind::ReviewBoard, "RV-2");
+        p.committed(&board_ref, &EntityState::ReviewBoard(board.clone()));
+        assert_eq!(p.rating("RV-2"), (3.67, 3));
+        assert_eq!(p.rating("RV-1"), (0.0, 0));
+        let rated = |min| CatalogQuery {
+            min_rating: Some(min),
+            ..query("")
+        };
+        assert_eq!(skus(&p.search(&rated(3.5)).unwrap()), vec!["RV-2"]);
+        assert!(skus(&p.search(&rated(4.0)).unwrap()).is_empty());
+        let by_rating = CatalogQuery {
+            sort: SortOrder::Rating,
+            ..query("tea")
+        };
+        assert_eq!(skus(&p.search(&by_rating).unwrap()), vec!["RV-2", "RV-1"]);
+
+        // Hiding the 2-star review raises the average; the index follows.
+        if let Some(r) = board.reviews.get_mut("u2") {
+            r.hidden = true;
+        }
+        p.committed(&board_ref, &EntityState::ReviewBoard(board));
+        assert_eq!(p.rating("RV-2"), (4.5, 2));
+        assert_eq!(skus(&p.search(&rated(4.0)).unwrap()), vec!["RV-2"]);
+        let page = p.search(&by_rating).unwrap();
+        assert_eq!((page.items[0].rating, page.items[0].review_count), (4.5, 2));
+
+        // Peers pull the figures with the other facts.
+        let facts = p.since(0).facts;
+        assert!(
+            facts.iter().any(|(sku, f)| sku == "RV-2"
+                && *f
+                    == Fact::Rating {
+                        average: 4.5,
+                        count: 2
+                    }),
+            "{facts:?}"
+        );
     }
 
     #[test]

@@ -210,7 +210,10 @@ fn secrets() -> Secrets {
 fn banner(node: &node::RunningNode, what: &str) {
     println!("agora is running ({what})");
     println!("  shop API:  http://{}/api/v1/products", node.http_addr);
-    println!("  API docs:  http://{}/openapi.json", node.http_addr);
+    println!(
+        "  API docs:  http://{}/docs  (OpenAPI document: /openapi.json)",
+        node.http_addr
+    );
     println!("  admin:     http://{}/healthz", node.admin_addr);
     match &node.admin_seed {
         Some(AdminSeed::Created(Some(pw))) => println!("  admin login: {ADMIN_EMAIL} / {pw}  (generated; set AGORA_ADMIN_PASSWORD to choose one)"),

@@ -6,6 +6,7 @@ pub mod me;
 pub mod notifications;
 pub mod orders;
 pub mod products;
+pub mod reviews;
 pub mod session;
 pub mod users;
 pub mod validate;
@@ -17,10 +18,14 @@ use axum::routing::{delete, get, post};
 use axum::Router;
 use std::sync::Arc;
 
-/// Every route of the shop API.
+/// Every route of the shop API. Each one is in the OpenAPI document (`crate::openapi`) unless
+/// it is listed in `crate::openapi::UNDOCUMENTED_ROUTES`; a test checks it.
 pub fn routes() -> Router<Arc<EdgeState>> {
     Router::new()
         .route("/openapi.json", get(crate::openapi::openapi_json))
+        .route("/docs", get(crate::docs::redirect))
+        .route("/docs/", get(crate::docs::index))
+        .route("/docs/{*file}", get(crate::docs::file))
         .route("/api/v1/users", post(users::register))
         .route("/api/v1/auth/login", post(users::login))
         .route("/api/v1/auth/refresh", post(session::refresh))
@@ -35,6 +40,22 @@ pub fn routes() -> Router<Arc<EdgeState>> {
             get(products::get_one).patch(products::update),
         )
         .route("/api/v1/products/{sku}/archive", post(products::archive))
+        .route(
+            "/api/v1/products/{sku}/reviews",
+            get(reviews::list).post(reviews::submit),
+        )
+        .route(
+            "/api/v1/products/{sku}/reviews/mine",
+            get(reviews::get_mine).put(reviews::put_mine),
+        )
+        .route(
+            "/api/v1/products/{sku}/reviews/{review_id}/hide",
+            post(reviews::hide),
+        )
+        .route(
+            "/api/v1/products/{sku}/reviews/{review_id}/unhide",
+            post(reviews::unhide),
+        )
         .route("/api/v1/inventory/{sku}", get(inventory::get_stock))
         .route("/api/v1/inventory/{sku}/receive", post(inventory::receive))
         .route(

@@ -73,7 +73,7 @@ pub async fn available(client: &dyn EntityClient, sku: &str) -> ApiResult<u64> {
     }
 }
 
-fn dto(p: ProductView, available: u64, rating: f64) -> ProductDto {
+fn dto(p: ProductView, available: u64, (rating, review_count): (f64, u64)) -> ProductDto {
     ProductDto {
         archived: p.is_archived(),
         sku: p.sku,
@@ -87,6 +87,7 @@ fn dto(p: ProductView, available: u64, rating: f64) -> ProductDto {
         },
         available,
         rating,
+        review_count,
         created_at: rfc3339(p.created_at_ms),
     }
 }
@@ -104,6 +105,7 @@ fn entry_dto(e: CatalogEntry) -> ProductDto {
         },
         available: e.available,
         rating: e.rating,
+        review_count: e.review_count,
         created_at: rfc3339(e.created_at_ms),
         archived: false,
     }
@@ -279,7 +281,7 @@ pub async fn create(
     )
     .await?;
     let available = available(st.client.as_ref(), &req.sku).await?;
-    Ok((StatusCode::CREATED, Json(dto(p, available, 0.0))))
+    Ok((StatusCode::CREATED, Json(dto(p, available, (0.0, 0)))))
 }
 
 async fn product_command(
