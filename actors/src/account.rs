@@ -52,7 +52,18 @@ pub struct AccountState {
     pub wallet_minor: u64,
     /// The shopper's orders, oldest first.
     pub orders: Vec<String>,
+    /// Recent wallet top-ups: id and amount (a repeated id is answered without a change).
+    pub top_ups: Vec<(String, u64)>,
 }
+
+/// Smallest wallet top-up in minor units (₹1).
+pub const MIN_TOP_UP_MINOR: u64 = 100;
+/// Largest wallet top-up in minor units (₹1,00,000).
+pub const MAX_TOP_UP_MINOR: u64 = 10_000_000;
+/// Largest wallet balance a top-up may reach, in minor units (₹10,00,000).
+pub const MAX_WALLET_MINOR: u64 = 100_000_000;
+/// Top-up ids remembered for idempotency (oldest dropped first).
+const MAX_TOP_UP_IDS: usize = 64;
 
 /// Commands for an Account.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,6 +106,15 @@ pub enum AccountCommand {
     CreditWallet {
         /// The order.
         order_id: String,
+        /// Amount in minor units.
+        amount_minor: u64,
+        /// The refund (`full` for the saga's refund).
+        refund_id: String,
+    },
+    /// Add money to the wallet (from the edge; idempotent by `top_up_id`).
+    TopUp {
+        /// Id of the top-up (from the request's idempotency key).
+        top_up_id: String,
         /// Amount in minor units.
         amount_minor: u64,
     },
@@ -204,18 +224,52 @@ pub fn handle(
         AccountCommand::CreditWallet {
             order_id,
             amount_minor,
+            refund_id,
         } => {
             s.wallet_minor += amount_minor;
-            let event_id = format!("wallet:{order_id}:refund");
+            let event_id = if refund_id == crate::payment::FULL_REFUND_ID {
+                format!("wallet:{order_id}:refund")
+            } else {
+                format!("wallet:{order_id}:refund:{refund_id}")
+            };
             ctx.send(
                 payment(&order_id),
                 "WALLET_REFUNDED",
                 Command::Payment(PaymentCommand::RefundResult {
                     event_id,
+                    refund_id,
                     result: Ok(()),
                 }),
             );
             return reply(Reply::Ack);
+        }
+        AccountCommand::TopUp {
+            top_up_id,
+            amount_minor,
+        } => {
+            profile(s, ctx)?;
+            match s.top_ups.iter().find(|(id, _)| *id == top_up_id) {
+                Some((_, a)) if *a == amount_minor => {}
+                Some(_) => return Err(DomainError::IdempotencyMismatch),
+                None => {
+                    if !(MIN_TOP_UP_MINOR..=MAX_TOP_UP_MINOR).contains(&amount_minor) {
+                        return Err(invalid(
+                            "amount_minor",
+                            format!("{MIN_TOP_UP_MINOR}..={MAX_TOP_UP_MINOR}"),
+                        ));
+                    }
+                    if s.wallet_minor + amount_minor > MAX_WALLET_MINOR {
+                        return Err(DomainError::Conflict(format!(
+                            "a wallet holds at most {MAX_WALLET_MINOR} minor units"
+                        )));
+                    }
+                    s.wallet_minor += amount_minor;
+                    s.top_ups.push((top_up_id, amount_minor));
+                    if s.top_ups.len() > MAX_TOP_UP_IDS {
+                        s.top_ups.remove(0);
+                    }
+                }
+            }
         }
     }
     let p = profile(s, ctx)?;
@@ -248,7 +302,7 @@ mod tests {
                 let cmd = if debit {
                     AccountCommand::DebitWallet { order_id, amount_minor: amount }
                 } else {
-                    AccountCommand::CreditWallet { order_id, amount_minor: amount }
+                    AccountCommand::CreditWallet { order_id, amount_minor: amount, refund_id: "full".into() }
                 };
                 let mut ctx = Ctx::new(0, &me, 2, &cfg);
                 handle(&mut s, cmd, &mut ctx).unwrap();

@@ -24,6 +24,7 @@ pub mod payment;
 pub mod product;
 pub mod seams;
 pub mod shipment;
+pub mod shipping;
 pub mod stock;
 
 pub use command::{Command, Reply};

@@ -50,6 +50,9 @@ pub struct NodeSettings {
     pub token_ttl_secs: u64,
     /// Seed the demo catalog on first start.
     pub seed_demo_catalog: bool,
+    /// Base URL of an HTTP payment gateway (`agora payment-gateway-sim`); the simulated
+    /// in-process gateway when `None`. Needs the webhook secret (`AGORA_WEBHOOK_SECRET`).
+    pub payment_gateway_url: Option<String>,
 }
 
 impl Default for NodeSettings {
@@ -68,6 +71,7 @@ impl Default for NodeSettings {
             body_limit_bytes: 64 * 1024,
             token_ttl_secs: 3600,
             seed_demo_catalog: true,
+            payment_gateway_url: None,
         }
     }
 }

@@ -38,7 +38,7 @@ impl Modify for BearerAuth {
     components(schemas(
         MoneyDto, RegisterRequest, UserCreated, LoginRequest, TokenResponse, ProductDto, ProductPage, FacetsDto, FacetCountDto, CreateProductRequest, UpdateProductRequest,
         QuantityRequest, StockDto, AddItemRequest, CartLineDto, CartDto, PaymentRequest, AddressDto, CheckoutRequest,
-        OrderCreated, OrderLineDto, StatusAt, OrderPaymentDto, OrderDto, OrderList, ShipmentDto, NotificationDto, NotificationList,
+        OrderCreated, ShippingRequest, OrderShippingDto, OrderLineDto, StatusAt, OrderPaymentDto, OrderDto, OrderList, ShipmentDto, NotificationDto, NotificationList,
     )),
     modifiers(&BearerAuth)
 )]
@@ -46,5 +46,12 @@ pub struct ApiDoc;
 
 /// `GET /openapi.json`.
 pub async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+    Json(document())
+}
+
+/// The whole document: the main routes plus the payment, wallet and shipping routes.
+pub fn document() -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    doc.merge(crate::routes::payments::PaymentsApi::openapi());
+    doc
 }

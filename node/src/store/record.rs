@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// Format version of records written by this build. 2: carts hold the lines of checkouts in
 /// flight, products have attributes and can be archived.
-pub const FORMAT_VERSION: u16 = 2;
+pub const FORMAT_VERSION: u16 = 3;
 
 /// An entity's stored state.
 #[derive(Debug, Clone, Serialize, Deserialize)]
