@@ -52,6 +52,7 @@ pub const ALL_ORDER_STATUSES: &[&str] = &[
     "SHIPPED",
     "DELIVERED",
     "PAYMENT_FAILED",
+    "RETURNED",
     "CANCELLED",
     "EXPIRED",
     "REFUND_PENDING",
@@ -73,6 +74,10 @@ pub struct ServerOptions {
     pub payment_timeout_ms: Option<u64>,
     /// `--courier-leg-ms`, server default when `None`.
     pub courier_leg_ms: Option<u64>,
+    /// More command-line arguments (after the others).
+    pub extra_args: Vec<String>,
+    /// More environment variables.
+    pub env: Vec<(String, String)>,
 }
 
 impl ServerOptions {
@@ -285,6 +290,10 @@ impl AgoraProcess {
         }
         if let Some(ms) = self.opts.courier_leg_ms {
             cmd.arg("--courier-leg-ms").arg(ms.to_string());
+        }
+        cmd.args(&self.opts.extra_args);
+        for (k, v) in &self.opts.env {
+            cmd.env(k, v);
         }
         let log = std::env::var("AGORA_TEST_RUST_LOG").unwrap_or_else(|_| "warn".to_string());
         cmd.env("AGORA_ADMIN_PASSWORD", ADMIN_PASSWORD)
