@@ -288,6 +288,62 @@ mod tests {
     use crate::entity::DomainConfig;
     use proptest::prelude::*;
 
+    #[test]
+    fn a_top_up_is_applied_once_per_id_within_limits() {
+        let me = EntityRef::new(EntityKind::Account, "u");
+        let cfg = DomainConfig::default();
+        let mut s = AccountState::default();
+        let mut run = |s: &mut AccountState, cmd| {
+            let mut ctx = Ctx::new(0, &me, 1, &cfg);
+            let mut work = s.clone();
+            let r = handle(&mut work, cmd, &mut ctx);
+            if r.is_ok() {
+                *s = work;
+            }
+            r
+        };
+        let top_up = |id: &str, amount_minor| AccountCommand::TopUp {
+            top_up_id: id.into(),
+            amount_minor,
+        };
+        assert!(matches!(
+            run(&mut s, top_up("t0", 1_000)),
+            Err(DomainError::NotFound(_))
+        ));
+        run(
+            &mut s,
+            AccountCommand::Register {
+                email: "a@b.co".into(),
+                name: "A".into(),
+                password_hash: "h".into(),
+                role: Role::Customer,
+            },
+        )
+        .unwrap();
+        let start = s.wallet_minor;
+        run(&mut s, top_up("t1", 10_000)).unwrap();
+        run(&mut s, top_up("t1", 10_000)).unwrap();
+        assert_eq!(s.wallet_minor, start + 10_000);
+        assert_eq!(
+            run(&mut s, top_up("t1", 20_000)),
+            Err(DomainError::IdempotencyMismatch)
+        );
+        for bad in [0, MIN_TOP_UP_MINOR - 1, MAX_TOP_UP_MINOR + 1] {
+            assert!(matches!(
+                run(&mut s, top_up("t2", bad)),
+                Err(DomainError::Invalid { .. })
+            ));
+        }
+        for i in 0..(MAX_WALLET_MINOR / MAX_TOP_UP_MINOR) {
+            let _ = run(&mut s, top_up(&format!("big{i}"), MAX_TOP_UP_MINOR));
+        }
+        assert!(s.wallet_minor <= MAX_WALLET_MINOR);
+        assert!(matches!(
+            run(&mut s, top_up("over", MAX_TOP_UP_MINOR)),
+            Err(DomainError::Conflict(_))
+        ));
+    }
+
     proptest! {
         #[test]
         fn the_wallet_never_goes_negative_and_debits_balance_credits(ops in prop::collection::vec((any::<bool>(), 0u64..400_000), 0..100)) {
