@@ -293,7 +293,7 @@ mod tests {
         let me = EntityRef::new(EntityKind::Account, "u");
         let cfg = DomainConfig::default();
         let mut s = AccountState::default();
-        let mut run = |s: &mut AccountState, cmd| {
+        let run = |s: &mut AccountState, cmd| {
             let mut ctx = Ctx::new(0, &me, 1, &cfg);
             let mut work = s.clone();
             let r = handle(&mut work, cmd, &mut ctx);

@@ -46,6 +46,22 @@ async fn couriers_quote_and_the_chosen_rate_is_in_the_total() {
         r.assert_problem(bad);
     }
 
+    // The new routes are in the API document.
+    let doc = shop
+        .get("/openapi.json")
+        .await
+        .expect_status(200, "openapi");
+    for path in [
+        "/api/v1/shipping/quotes",
+        "/api/v1/payments/webhook",
+        "/api/v1/orders/{order_id}/refunds",
+        "/api/v1/orders/{order_id}/payments",
+        "/api/v1/me/wallet",
+        "/api/v1/me/wallet/top-up",
+    ] {
+        assert!(doc.body["paths"][path].is_object(), "{path} not documented");
+    }
+
     let (user, _) = shop.new_user().await;
     let sku = admin.stocked_product(20_000, 5).await;
     user.add_to_cart(&sku, 2).await;
