@@ -113,7 +113,18 @@ pub struct AccountState {
     pub orders: Vec<String>,
     /// Failed logins, lockout and refresh tokens.
     pub security: Security,
+    /// Recent wallet top-ups: id and amount (a repeated id is answered without a change).
+    pub top_ups: Vec<(String, u64)>,
 }
+
+/// Smallest wallet top-up in minor units (₹1).
+pub const MIN_TOP_UP_MINOR: u64 = 100;
+/// Largest wallet top-up in minor units (₹1,00,000).
+pub const MAX_TOP_UP_MINOR: u64 = 10_000_000;
+/// Largest wallet balance a top-up may reach, in minor units (₹10,00,000).
+pub const MAX_WALLET_MINOR: u64 = 100_000_000;
+/// Top-up ids remembered for idempotency (oldest dropped first).
+const MAX_TOP_UP_IDS: usize = 64;
 
 /// Commands for an Account.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -185,6 +196,15 @@ pub enum AccountCommand {
     CreditWallet {
         /// The order.
         order_id: String,
+        /// Amount in minor units.
+        amount_minor: u64,
+        /// The refund (`full` for the saga's refund).
+        refund_id: String,
+    },
+    /// Add money to the wallet (from the edge; idempotent by `top_up_id`).
+    TopUp {
+        /// Id of the top-up (from the request's idempotency key).
+        top_up_id: String,
         /// Amount in minor units.
         amount_minor: u64,
     },
@@ -446,18 +466,52 @@ pub fn handle(
         AccountCommand::CreditWallet {
             order_id,
             amount_minor,
+            refund_id,
         } => {
             s.wallet_minor += amount_minor;
-            let event_id = format!("wallet:{order_id}:refund");
+            let event_id = if refund_id == crate::payment::FULL_REFUND_ID {
+                format!("wallet:{order_id}:refund")
+            } else {
+                format!("wallet:{order_id}:refund:{refund_id}")
+            };
             ctx.send(
                 payment(&order_id),
                 "WALLET_REFUNDED",
                 Command::Payment(PaymentCommand::RefundResult {
                     event_id,
+                    refund_id,
                     result: Ok(()),
                 }),
             );
             return reply(Reply::Ack);
+        }
+        AccountCommand::TopUp {
+            top_up_id,
+            amount_minor,
+        } => {
+            profile(s, ctx)?;
+            match s.top_ups.iter().find(|(id, _)| *id == top_up_id) {
+                Some((_, a)) if *a == amount_minor => {}
+                Some(_) => return Err(DomainError::IdempotencyMismatch),
+                None => {
+                    if !(MIN_TOP_UP_MINOR..=MAX_TOP_UP_MINOR).contains(&amount_minor) {
+                        return Err(invalid(
+                            "amount_minor",
+                            format!("{MIN_TOP_UP_MINOR}..={MAX_TOP_UP_MINOR}"),
+                        ));
+                    }
+                    if s.wallet_minor + amount_minor > MAX_WALLET_MINOR {
+                        return Err(DomainError::Conflict(format!(
+                            "a wallet holds at most {MAX_WALLET_MINOR} minor units"
+                        )));
+                    }
+                    s.wallet_minor += amount_minor;
+                    s.top_ups.push((top_up_id, amount_minor));
+                    if s.top_ups.len() > MAX_TOP_UP_IDS {
+                        s.top_ups.remove(0);
+                    }
+                }
+            }
         }
     }
     let p = profile(s, ctx)?;
@@ -476,6 +530,62 @@ mod tests {
     use crate::entity::DomainConfig;
     use proptest::prelude::*;
 
+    #[test]
+    fn a_top_up_is_applied_once_per_id_within_limits() {
+        let me = EntityRef::new(EntityKind::Account, "u");
+        let cfg = DomainConfig::default();
+        let mut s = AccountState::default();
+        let run = |s: &mut AccountState, cmd| {
+            let mut ctx = Ctx::new(0, &me, 1, &cfg);
+            let mut work = s.clone();
+            let r = handle(&mut work, cmd, &mut ctx);
+            if r.is_ok() {
+                *s = work;
+            }
+            r
+        };
+        let top_up = |id: &str, amount_minor| AccountCommand::TopUp {
+            top_up_id: id.into(),
+            amount_minor,
+        };
+        assert!(matches!(
+            run(&mut s, top_up("t0", 1_000)),
+            Err(DomainError::NotFound(_))
+        ));
+        run(
+            &mut s,
+            AccountCommand::Register {
+                email: "a@b.co".into(),
+                name: "A".into(),
+                password_hash: "h".into(),
+                role: Role::Customer,
+            },
+        )
+        .unwrap();
+        let start = s.wallet_minor;
+        run(&mut s, top_up("t1", 10_000)).unwrap();
+        run(&mut s, top_up("t1", 10_000)).unwrap();
+        assert_eq!(s.wallet_minor, start + 10_000);
+        assert_eq!(
+            run(&mut s, top_up("t1", 20_000)),
+            Err(DomainError::IdempotencyMismatch)
+        );
+        for bad in [0, MIN_TOP_UP_MINOR - 1, MAX_TOP_UP_MINOR + 1] {
+            assert!(matches!(
+                run(&mut s, top_up("t2", bad)),
+                Err(DomainError::Invalid { .. })
+            ));
+        }
+        for i in 0..(MAX_WALLET_MINOR / MAX_TOP_UP_MINOR) {
+            let _ = run(&mut s, top_up(&format!("big{i}"), MAX_TOP_UP_MINOR));
+        }
+        assert!(s.wallet_minor <= MAX_WALLET_MINOR);
+        assert!(matches!(
+            run(&mut s, top_up("over", MAX_TOP_UP_MINOR)),
+            Err(DomainError::Conflict(_))
+        ));
+    }
+
     proptest! {
         #[test]
         fn the_wallet_never_goes_negative_and_debits_balance_credits(ops in prop::collection::vec((any::<bool>(), 0u64..400_000), 0..100)) {
@@ -491,7 +601,7 @@ mod tests {
                 let cmd = if debit {
                     AccountCommand::DebitWallet { order_id, amount_minor: amount }
                 } else {
-                    AccountCommand::CreditWallet { order_id, amount_minor: amount }
+                    AccountCommand::CreditWallet { order_id, amount_minor: amount, refund_id: "full".into() }
                 };
                 let mut ctx = Ctx::new(0, &me, 2, &cfg);
                 handle(&mut s, cmd, &mut ctx).unwrap();

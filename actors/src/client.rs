@@ -28,4 +28,12 @@ pub enum AskError {
 pub trait EntityClient: Send + Sync + 'static {
     /// Asks `to` to run `cmd`; the reply comes after any change it made is durable.
     async fn ask(&self, to: EntityRef, cmd: Command) -> Result<Reply, AskError>;
+    /// Asks `to` to run `cmd` as message `msg_id`: the entity records the id with its change,
+    /// so a repeat of the same id takes effect once (it is answered `Reply::Duplicate`).
+    async fn ask_once(
+        &self,
+        to: EntityRef,
+        cmd: Command,
+        msg_id: String,
+    ) -> Result<Reply, AskError>;
 }

@@ -1,6 +1,9 @@
 //! The courier seen from Agora, and a simulated one: it books a pickup after a latency
 //! (sometimes the booking call times out) and answers with a tracking number and the
 //! duration of each leg; the Shipment entity then moves along on durable timers.
+//!
+//! Test addresses, like the test cards: a parcel to the city `Nowhere` fails every delivery
+//! attempt (and is returned), one to `Retryville` fails the first attempt only.
 
 use crate::command::Command;
 use crate::gateway::{CallbackSink, ExternalError};
@@ -14,8 +17,24 @@ use std::time::Duration;
 /// A courier.
 #[async_trait]
 pub trait Courier: Send + Sync + 'static {
-    /// Books a pickup; the booking comes later as `ShipmentCommand::Booked`.
-    async fn book(&self, key: &str, shipment_id: &str, city: &str) -> Result<(), ExternalError>;
+    /// Books a pickup with `courier`; the booking comes later as `ShipmentCommand::Booked`.
+    async fn book(
+        &self,
+        key: &str,
+        shipment_id: &str,
+        city: &str,
+        courier: &str,
+    ) -> Result<(), ExternalError>;
+}
+
+/// How many delivery attempts fail for a parcel to `city` (the documented test cities), or
+/// `None` when chance decides.
+pub fn failing_attempts_for(city: &str) -> Option<u32> {
+    match city.trim().to_lowercase().as_str() {
+        "nowhere" => Some(crate::shipment::MAX_DELIVERY_ATTEMPTS),
+        "retryville" => Some(1),
+        _ => None,
+    }
 }
 
 /// Behaviour of the simulated courier.
@@ -27,6 +46,8 @@ pub struct SimCourierConfig {
     pub legs: [Duration; 4],
     /// Chance (per million) that a booking call times out (the caller retries).
     pub timeout_ppm: u32,
+    /// Chance (per million) that a delivery attempt fails (outside the test cities).
+    pub failed_attempt_ppm: u32,
 }
 
 impl Default for SimCourierConfig {
@@ -35,6 +56,7 @@ impl Default for SimCourierConfig {
             booking_latency: Duration::from_millis(50),
             legs: [Duration::from_secs(2); 4],
             timeout_ppm: 20_000,
+            failed_attempt_ppm: 0,
         }
     }
 }
@@ -63,10 +85,28 @@ impl SimulatedCourier {
 
 #[async_trait]
 impl Courier for SimulatedCourier {
-    async fn book(&self, key: &str, shipment_id: &str, _city: &str) -> Result<(), ExternalError> {
+    async fn book(
+        &self,
+        key: &str,
+        shipment_id: &str,
+        city: &str,
+        _courier: &str,
+    ) -> Result<(), ExternalError> {
         if self.rng.next_u64() % 1_000_000 < u64::from(self.config.timeout_ppm) {
             return Err(ExternalError::Timeout);
         }
+        // The plan is a function of the key (and the city): a repeated booking is the same.
+        let failing_attempts = failing_attempts_for(city).unwrap_or_else(|| {
+            let mut n = 0;
+            let mut h = xxhash_rust::xxh3::xxh3_64(format!("{key}:attempts").as_bytes());
+            while n < crate::shipment::MAX_DELIVERY_ATTEMPTS
+                && h % 1_000_000 < u64::from(self.config.failed_attempt_ppm)
+            {
+                n += 1;
+                h = xxhash_rust::xxh3::xxh3_64(&h.to_le_bytes());
+            }
+            n
+        });
         // The tracking number is a function of the key: a repeated booking is the same one.
         let tracking = format!(
             "TRK{:012}",
@@ -78,7 +118,11 @@ impl Courier for SimulatedCourier {
             .iter()
             .map(|d| d.as_millis() as u64)
             .collect();
-        let cmd = Command::Shipment(ShipmentCommand::Booked { tracking, legs_ms });
+        let cmd = Command::Shipment(ShipmentCommand::Booked {
+            tracking,
+            legs_ms,
+            failing_attempts,
+        });
         let to = EntityRef::new(EntityKind::Shipment, shipment_id);
         let callbacks = self.callbacks.clone();
         let delay = self.config.booking_latency;

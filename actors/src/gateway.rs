@@ -42,8 +42,15 @@ pub trait PaymentGateway: Send + Sync + 'static {
         method: &Method,
         amount: &Money,
     ) -> Result<(), ExternalError>;
-    /// Starts a refund; the result comes later as `PaymentCommand::RefundResult`.
-    async fn refund(&self, key: &str, order_id: &str, amount: &Money) -> Result<(), ExternalError>;
+    /// Starts a refund; the result comes later as `PaymentCommand::RefundResult` naming
+    /// `refund_id`.
+    async fn refund(
+        &self,
+        key: &str,
+        order_id: &str,
+        refund_id: &str,
+        amount: &Money,
+    ) -> Result<(), ExternalError>;
 }
 
 /// Behaviour of the simulated gateway.
@@ -179,12 +186,14 @@ impl PaymentGateway for SimulatedGateway {
         &self,
         key: &str,
         order_id: &str,
+        refund_id: &str,
         _amount: &Money,
     ) -> Result<(), ExternalError> {
         let event_id = format!("evt:{key}");
         let answer = self.answer_for(key, || {
             Some(Command::Payment(PaymentCommand::RefundResult {
                 event_id,
+                refund_id: refund_id.to_string(),
                 result: Ok(()),
             }))
         });

@@ -26,6 +26,7 @@ pub mod review;
 pub mod seams;
 pub mod session;
 pub mod shipment;
+pub mod shipping;
 pub mod stock;
 
 pub use command::{Command, Reply};

@@ -36,6 +36,8 @@ pub enum ExternalCall {
         key: String,
         /// The order (and payment entity id).
         order_id: String,
+        /// The refund (`full` for the saga's refund), echoed in the result.
+        refund_id: String,
         /// How much.
         amount: Money,
     },
@@ -47,6 +49,8 @@ pub enum ExternalCall {
         shipment_id: String,
         /// Destination city, for the courier's plan.
         city: String,
+        /// The courier chosen at checkout.
+        courier: String,
     },
     /// Send one notification through a sink.
     Notify {

@@ -4,7 +4,13 @@
 //! `PENDING → STOCK_RESERVED → AWAITING_PAYMENT → PAYMENT_PROCESSING → CONFIRMED → SHIPPED →
 //! DELIVERED`, with `PAYMENT_FAILED → CANCELLED`, `CANCELLED`, `EXPIRED`, and
 //! `REFUND_PENDING → REFUNDED` for a cancel after confirmation (or `REFUND_PENDING → SHIPPED`
-//! when the courier had already picked the parcel up: the cancel came too late).
+//! when the courier had already picked the parcel up: the cancel came too late), and
+//! `SHIPPED → RETURNED → REFUNDED` when every delivery attempt failed and the parcel went
+//! back (the goods return to stock, the payment is refunded in full).
+//!
+//! A delivered order can be refunded, in full or per line (`RequestRefund`): money only,
+//! the status stays `DELIVERED` and the goods stay sold (returned goods are received back
+//! into stock by the admin); the amounts refunded never exceed what was paid.
 
 use crate::account::AccountCommand;
 use crate::cart::CartCommand;
@@ -16,6 +22,7 @@ use crate::inbox::InboxCommand;
 use crate::payment::{Method, PaymentCommand};
 use crate::review::ReviewCommand;
 use crate::shipment::{ShipmentCommand, ShipmentStatus};
+use crate::shipping::ShippingChoice;
 use crate::stock::StockCommand;
 use crate::{EntityKind, EntityRef};
 use serde::{Deserialize, Serialize};
@@ -48,6 +55,8 @@ pub enum OrderStatus {
     RefundPending,
     /// Refunded (terminal).
     Refunded,
+    /// Every delivery attempt failed and the parcel came back; refund on its way.
+    Returned,
 }
 
 impl OrderStatus {
@@ -66,6 +75,7 @@ impl OrderStatus {
             OrderStatus::Expired => "EXPIRED",
             OrderStatus::RefundPending => "REFUND_PENDING",
             OrderStatus::Refunded => "REFUNDED",
+            OrderStatus::Returned => "RETURNED",
         }
     }
 
@@ -111,6 +121,8 @@ pub fn transition_allowed(from: OrderStatus, to: OrderStatus) -> bool {
             | (Confirmed, Shipped | RefundPending)
             | (Shipped, Delivered)
             | (RefundPending, Refunded | Shipped)
+            | (Shipped, Returned)
+            | (Returned, Refunded)
     )
 }
 
@@ -155,16 +167,45 @@ pub struct Placement {
     pub request_hash: String,
     /// When it was placed.
     pub placed_at_ms: u64,
+    /// The courier chosen and its price (the default courier, free, when none was chosen).
+    pub shipping: ShippingChoice,
 }
 
 impl Placement {
-    /// The order total in minor units.
+    /// The order total in minor units: the lines plus the shipping price.
     pub fn total_minor(&self) -> u64 {
+        self.lines_minor() + self.shipping.price_minor
+    }
+
+    /// The lines' total in minor units.
+    pub fn lines_minor(&self) -> u64 {
         self.lines
             .iter()
             .map(|l| u64::from(l.quantity) * l.unit_price_minor)
             .sum()
     }
+}
+
+/// Most refunds per order.
+pub const MAX_REFUNDS_PER_ORDER: usize = 32;
+/// How long after delivery the shopper may ask for a refund themselves (30 days).
+pub const RETURN_WINDOW_MS: u64 = 30 * 24 * 3600 * 1000;
+
+/// One refund asked for an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderRefund {
+    /// Its id (derived from the request's idempotency key).
+    pub refund_id: String,
+    /// Hash of the refund request, to tell a retry from a different request.
+    pub request_hash: String,
+    /// SKU and units refunded; empty for a full refund.
+    pub lines: Vec<(String, u32)>,
+    /// Amount in minor units.
+    pub amount_minor: u64,
+    /// When it was asked for.
+    pub requested_at_ms: u64,
+    /// When the money went back (None while pending).
+    pub completed_at_ms: Option<u64>,
 }
 
 /// How the checkout request was answered, fixed once stock answered, so that a retry with
@@ -201,6 +242,8 @@ pub struct OrderState {
     pub payment_status: String,
     /// Why it was cancelled.
     pub cancel_reason: Option<String>,
+    /// Refunds asked through the API (after delivery), oldest first.
+    pub refunds: Vec<OrderRefund>,
 }
 
 impl OrderState {
@@ -268,6 +311,22 @@ pub enum OrderCommand {
     },
     /// Read it.
     Get,
+    /// Refund a delivered order, in full (`lines` empty) or per line (from the edge).
+    RequestRefund {
+        /// Refund id (from the idempotency key).
+        refund_id: String,
+        /// Hash of the request.
+        request_hash: String,
+        /// SKU and units to refund; empty for everything not yet refunded.
+        lines: Vec<(String, u32)>,
+        /// Whether an admin asks (otherwise the owner, within the return window).
+        by_admin: bool,
+    },
+    /// A refund asked through `RequestRefund` has been paid back (from the Payment).
+    RefundSettled {
+        /// The refund.
+        refund_id: String,
+    },
 }
 
 /// An order as the API shows it.
@@ -295,6 +354,10 @@ pub struct OrderView {
     pub cancel_reason: Option<String>,
     /// How the checkout was answered.
     pub settlement: Option<Settlement>,
+    /// The courier and shipping price.
+    pub shipping: ShippingChoice,
+    /// Refunds asked after delivery.
+    pub refunds: Vec<OrderRefund>,
 }
 
 fn stock(sku: &str) -> EntityRef {
@@ -334,6 +397,21 @@ fn release_all(p: &Placement, ctx: &mut Ctx) {
                 }),
             );
         }
+    }
+}
+
+/// Puts an order's sold units back on the shelf (cancelled after confirmation, returned).
+fn restock_all(p: &Placement, ctx: &mut Ctx) {
+    let order_id = ctx.me.id.clone();
+    for l in &p.lines {
+        ctx.send(
+            stock(&l.sku),
+            "STOCK_UPDATED",
+            Command::Stock(StockCommand::Restock {
+                order_id: order_id.clone(),
+                quantity: u64::from(l.quantity),
+            }),
+        );
     }
 }
 
@@ -410,7 +488,117 @@ fn view(s: &OrderState, ctx: &Ctx) -> Result<Outcome, DomainError> {
             .collect(),
         cancel_reason: s.cancel_reason.clone(),
         settlement: s.settlement.clone(),
+        shipping: p.shipping.clone(),
+        refunds: s.refunds.clone(),
     }))
+}
+
+/// Validates and records a refund of a delivered order, and asks the payment for it.
+fn request_refund(
+    s: &mut OrderState,
+    p: &Placement,
+    ctx: &mut Ctx,
+    refund_id: String,
+    request_hash: String,
+    lines: Vec<(String, u32)>,
+    by_admin: bool,
+) -> Result<(), DomainError> {
+    if let Some(r) = s.refunds.iter().find(|r| r.refund_id == refund_id) {
+        return if r.request_hash == request_hash {
+            Ok(())
+        } else {
+            Err(DomainError::IdempotencyMismatch)
+        };
+    }
+    let delivered_at = s
+        .history
+        .iter()
+        .find(|(st, _)| *st == OrderStatus::Delivered)
+        .map(|(_, at)| *at);
+    let Some(delivered_at) = delivered_at else {
+        return Err(DomainError::Conflict(
+            "only a delivered order can be refunded; cancel it instead".into(),
+        ));
+    };
+    if !by_admin && ctx.now_ms > delivered_at.saturating_add(RETURN_WINDOW_MS) {
+        return Err(DomainError::Conflict(
+            "the 30-day return window has closed".into(),
+        ));
+    }
+    if s.refunds.len() >= MAX_REFUNDS_PER_ORDER {
+        return Err(DomainError::Conflict(format!(
+            "an order takes at most {MAX_REFUNDS_PER_ORDER} refunds"
+        )));
+    }
+    let asked: u64 = s.refunds.iter().map(|r| r.amount_minor).sum();
+    let remaining = p.total_minor().saturating_sub(asked);
+    let full = s.refunds.iter().any(|r| r.lines.is_empty());
+    let amount_minor =
+        if lines.is_empty() {
+            remaining
+        } else {
+            let mut amount = 0u64;
+            let mut wanted: BTreeMap<&str, u64> = BTreeMap::new();
+            for (i, (sku, qty)) in lines.iter().enumerate() {
+                let Some(line) = p.lines.iter().find(|l| l.sku == *sku) else {
+                    return Err(crate::error::invalid(
+                        &format!("lines[{i}].sku"),
+                        format!("{sku} is not in this order"),
+                    ));
+                };
+                if *qty == 0 {
+                    return Err(crate::error::invalid(
+                        &format!("lines[{i}].quantity"),
+                        "at least 1",
+                    ));
+                }
+                *wanted.entry(sku.as_str()).or_default() += u64::from(*qty);
+                amount += u64::from(*qty) * line.unit_price_minor;
+            }
+            for (sku, qty) in wanted {
+                let ordered = p
+                    .lines
+                    .iter()
+                    .find(|l| l.sku == sku)
+                    .map_or(0, |l| u64::from(l.quantity));
+                let before: u64 = s
+                    .refunds
+                    .iter()
+                    .flat_map(|r| r.lines.iter())
+                    .filter(|(k, _)| k == sku)
+                    .map(|(_, q)| u64::from(*q))
+                    .sum();
+                if full || before + qty > ordered {
+                    return Err(DomainError::Conflict(format!(
+                    "refund exceeds what was paid: {sku} has {} of {ordered} units left to refund",
+                    if full { 0 } else { ordered.saturating_sub(before) }
+                )));
+                }
+            }
+            amount
+        };
+    if amount_minor == 0 || amount_minor > remaining {
+        return Err(DomainError::Conflict(format!(
+            "refund exceeds what was paid: {remaining} minor units left to refund"
+        )));
+    }
+    s.refunds.push(OrderRefund {
+        refund_id: refund_id.clone(),
+        request_hash,
+        lines,
+        amount_minor,
+        requested_at_ms: ctx.now_ms,
+        completed_at_ms: None,
+    });
+    ctx.send(
+        payment(ctx),
+        "REFUND_REQUESTED",
+        Command::Payment(PaymentCommand::RefundPart {
+            refund_id,
+            amount_minor,
+        }),
+    );
+    Ok(())
 }
 
 fn place(s: &mut OrderState, p: Placement, ctx: &mut Ctx) -> Result<(), DomainError> {
@@ -588,6 +776,7 @@ pub fn handle(
                         order_id,
                         customer: p.customer.clone(),
                         city: p.address.city.clone(),
+                        courier: p.shipping.courier.clone(),
                     }),
                 );
                 notify(&p, ctx, "ORDER_CONFIRMED");
@@ -635,7 +824,7 @@ pub fn handle(
         }
         OrderCommand::RefundCompleted => {
             s.payment_status = "refunded".into();
-            if status == OrderStatus::RefundPending {
+            if matches!(status, OrderStatus::RefundPending | OrderStatus::Returned) {
                 s.set(OrderStatus::Refunded, ctx.now_ms);
             }
             notify(&p, ctx, "REFUND_ISSUED");
@@ -658,7 +847,8 @@ pub fn handle(
             OrderStatus::Cancelled
             | OrderStatus::Expired
             | OrderStatus::RefundPending
-            | OrderStatus::Refunded => {}
+            | OrderStatus::Refunded
+            | OrderStatus::Returned => {}
             other => {
                 return Err(DomainError::Conflict(format!(
                     "an order that is {} cannot be cancelled",
@@ -669,22 +859,12 @@ pub fn handle(
         OrderCommand::ShipmentProgress { status: ship } => match (status, ship) {
             (OrderStatus::RefundPending, ShipmentStatus::Cancelled) => {
                 s.payment_status = "refunding".into();
-                let order_id = ctx.me.id.clone();
                 ctx.send(
                     payment(ctx),
                     "REFUND_REQUESTED",
                     Command::Payment(PaymentCommand::Refund),
                 );
-                for l in &p.lines {
-                    ctx.send(
-                        stock(&l.sku),
-                        "STOCK_UPDATED",
-                        Command::Stock(StockCommand::Restock {
-                            order_id: order_id.clone(),
-                            quantity: u64::from(l.quantity),
-                        }),
-                    );
-                }
+                restock_all(&p, ctx);
                 notify(&p, ctx, "ORDER_CANCELLED");
             }
             (OrderStatus::RefundPending, _) if ship != ShipmentStatus::Created => {
@@ -711,8 +891,35 @@ pub fn handle(
                 notify(&p, ctx, "ORDER_SHIPPED");
             }
             (OrderStatus::Shipped, ShipmentStatus::Delivered) => delivered(s, &p, ctx),
+            (OrderStatus::Shipped, ShipmentStatus::Returned) => {
+                // Every delivery attempt failed: the goods are back on the shelf and the
+                // money goes back (the saga's compensation).
+                s.set(OrderStatus::Returned, ctx.now_ms);
+                s.cancel_reason = Some("delivery_failed".into());
+                s.payment_status = "refunding".into();
+                ctx.send(
+                    payment(ctx),
+                    "REFUND_REQUESTED",
+                    Command::Payment(PaymentCommand::Refund),
+                );
+                restock_all(&p, ctx);
+                notify(&p, ctx, "ORDER_RETURNED");
+            }
             _ => {}
         },
+        OrderCommand::RequestRefund {
+            refund_id,
+            request_hash,
+            lines,
+            by_admin,
+        } => request_refund(s, &p, ctx, refund_id, request_hash, lines, by_admin)?,
+        OrderCommand::RefundSettled { refund_id } => {
+            if let Some(r) = s.refunds.iter_mut().find(|r| r.refund_id == refund_id) {
+                if r.completed_at_ms.is_none() {
+                    r.completed_at_ms = Some(ctx.now_ms);
+                }
+            }
+        }
         OrderCommand::Get => {}
     }
     view(s, ctx)
@@ -723,8 +930,191 @@ mod tests {
     use super::*;
     use crate::entity::DomainConfig;
     use crate::message::{Body, Destination};
+    use proptest::prelude::*;
 
-    fn placement(skus: &[&str]) -> Placement {
+    const DAY_MS: u64 = 24 * 3600 * 1000;
+
+    fn run_at(
+        s: &mut OrderState,
+        now_ms: u64,
+        cmd: OrderCommand,
+    ) -> Result<Vec<crate::OutboxMessage>, DomainError> {
+        let me = EntityRef::new(EntityKind::Order, "o1");
+        let cfg = DomainConfig::default();
+        let mut ctx = Ctx::new(now_ms, &me, 1, &cfg);
+        let mut work = s.clone();
+        handle(&mut work, cmd, &mut ctx)?;
+        *s = work;
+        Ok(ctx.take_outbox())
+    }
+
+    fn run(s: &mut OrderState, cmd: OrderCommand) -> Vec<crate::OutboxMessage> {
+        run_at(s, 1_000, cmd).unwrap()
+    }
+
+    fn placement(courier: &str, price: u64) -> Placement {
+        Placement {
+            customer: "u".into(),
+            lines: vec![
+                OrderLine {
+                    sku: "A".into(),
+                    quantity: 2,
+                    unit_price_minor: 1_000,
+                },
+                OrderLine {
+                    sku: "B".into(),
+                    quantity: 1,
+                    unit_price_minor: 500,
+                },
+            ],
+            method: Method::Wallet,
+            address: Address {
+                name: "n".into(),
+                line1: "l".into(),
+                city: "Pune".into(),
+                postal_code: "411001".into(),
+                country: "IN".into(),
+            },
+            request_hash: "h".into(),
+            placed_at_ms: 0,
+            shipping: ShippingChoice {
+                courier: courier.into(),
+                price_minor: price,
+            },
+        }
+    }
+
+    /// An order placed, paid and taken to `ship` by the shipment.
+    fn shipped_to(ship: &[ShipmentStatus]) -> OrderState {
+        let mut s = OrderState::default();
+        run(&mut s, OrderCommand::Place(placement("swift", 99)));
+        run(&mut s, OrderCommand::StockReserved { sku: "A".into() });
+        let out = run(&mut s, OrderCommand::StockReserved { sku: "B".into() });
+        // The payment is asked for the lines plus shipping.
+        assert!(out.iter().any(|m| matches!(
+            &m.body,
+            Body::Command(Command::Payment(PaymentCommand::Authorize {
+                amount_minor: 2_599,
+                ..
+            }))
+        )));
+        let out = run(&mut s, OrderCommand::PaymentSucceeded);
+        assert!(out.iter().any(|m| matches!(
+            &m.body,
+            Body::Command(Command::Shipment(ShipmentCommand::Create { courier, .. })) if courier == "swift"
+        )));
+        for st in ship {
+            run(&mut s, OrderCommand::ShipmentProgress { status: *st });
+        }
+        s
+    }
+
+    fn refund(lines: &[(&str, u32)], key: &str) -> OrderCommand {
+        OrderCommand::RequestRefund {
+            refund_id: key.into(),
+            request_hash: format!("{lines:?}"),
+            lines: lines.iter().map(|(k, q)| (k.to_string(), *q)).collect(),
+            by_admin: false,
+        }
+    }
+
+    #[test]
+    fn a_returned_parcel_restocks_and_refunds_then_ends_refunded() {
+        use ShipmentStatus::*;
+        let mut s = shipped_to(&[PickedUp, InTransit, OutForDelivery]);
+        let out = run(&mut s, OrderCommand::ShipmentProgress { status: Returned });
+        assert_eq!(s.status(), Some(OrderStatus::Returned));
+        let restocked: u64 = out
+            .iter()
+            .filter_map(|m| match &m.body {
+                Body::Command(Command::Stock(StockCommand::Restock { quantity, .. })) => {
+                    Some(*quantity)
+                }
+                _ => None,
+            })
+            .sum();
+        assert_eq!(restocked, 3);
+        assert!(out.iter().any(|m| matches!(
+            m.body,
+            Body::Command(Command::Payment(PaymentCommand::Refund))
+        )));
+        run(&mut s, OrderCommand::RefundCompleted);
+        assert_eq!(s.status(), Some(OrderStatus::Refunded));
+        assert!(s.status().is_some_and(OrderStatus::is_terminal));
+    }
+
+    #[test]
+    fn refunds_need_delivery_respect_the_window_and_never_exceed_the_paid_amount() {
+        use ShipmentStatus::*;
+        let mut s = shipped_to(&[PickedUp]);
+        assert!(matches!(
+            run_at(&mut s, 1_000, refund(&[], "k0")),
+            Err(DomainError::Conflict(_))
+        ));
+        run(&mut s, OrderCommand::ShipmentProgress { status: Delivered });
+        // Per line, then a retry of the same key (same answer), then the same key with
+        // another body.
+        run(&mut s, refund(&[("A", 1)], "k1"));
+        run(&mut s, refund(&[("A", 1)], "k1"));
+        assert_eq!(s.refunds.len(), 1);
+        assert_eq!(s.refunds[0].amount_minor, 1_000);
+        assert_eq!(
+            run_at(&mut s, 1_000, refund(&[("B", 1)], "k1")),
+            Err(DomainError::IdempotencyMismatch)
+        );
+        // More units than are left.
+        assert!(matches!(
+            run_at(&mut s, 1_000, refund(&[("A", 2)], "k2")),
+            Err(DomainError::Conflict(_))
+        ));
+        assert!(matches!(
+            run_at(&mut s, 1_000, refund(&[("Z", 1)], "k2")),
+            Err(DomainError::Invalid { .. })
+        ));
+        // The owner after the window: refused; an admin: fine.
+        let late = 1_000 + RETURN_WINDOW_MS + DAY_MS;
+        assert!(matches!(
+            run_at(&mut s, late, refund(&[("B", 1)], "k3")),
+            Err(DomainError::Conflict(_))
+        ));
+        // Full: the rest, shipping included.
+        let admin_full = OrderCommand::RequestRefund {
+            refund_id: "k4".into(),
+            request_hash: "h".into(),
+            lines: vec![],
+            by_admin: true,
+        };
+        run_at(&mut s, late, admin_full).unwrap();
+        assert_eq!(s.refunds[1].amount_minor, 2_599 - 1_000);
+        assert!(matches!(
+            run_at(&mut s, 1_000, refund(&[("B", 1)], "k5")),
+            Err(DomainError::Conflict(_))
+        ));
+        assert_eq!(s.status(), Some(OrderStatus::Delivered));
+    }
+
+    proptest! {
+        /// Whatever refunds are asked, in whatever order, the sum of those accepted never
+        /// exceeds what was paid, and no line is refunded beyond its units.
+        #[test]
+        fn accepted_refunds_never_exceed_the_paid_amount(reqs in prop::collection::vec(
+            prop::collection::vec((prop_oneof![Just("A"), Just("B")], 1u32..3), 0..3), 0..12)) {
+            use ShipmentStatus::*;
+            let mut s = shipped_to(&[PickedUp, Delivered]);
+            for (i, lines) in reqs.iter().enumerate() {
+                let _ = run_at(&mut s, 2_000, refund(lines, &format!("k{i}")));
+                let total: u64 = s.refunds.iter().map(|r| r.amount_minor).sum();
+                prop_assert!(total <= 2_599);
+                for (sku, units) in [("A", 2u64), ("B", 1)] {
+                    let refunded: u64 = s.refunds.iter().flat_map(|r| r.lines.iter())
+                        .filter(|(k, _)| k == sku).map(|(_, q)| u64::from(*q)).sum();
+                    prop_assert!(refunded <= units);
+                }
+            }
+        }
+    }
+
+    fn placement_of(skus: &[&str]) -> Placement {
         Placement {
             customer: "cust".into(),
             lines: skus
@@ -745,6 +1135,7 @@ mod tests {
             },
             request_hash: "h".into(),
             placed_at_ms: 0,
+            shipping: ShippingChoice::default(),
         }
     }
 
@@ -772,7 +1163,7 @@ mod tests {
 
     fn confirmed(skus: &[&str]) -> OrderState {
         let mut s = OrderState::default();
-        assert!(step(&mut s, OrderCommand::Place(placement(skus))).is_empty());
+        assert!(step(&mut s, OrderCommand::Place(placement_of(skus))).is_empty());
         for sku in skus {
             step(
                 &mut s,

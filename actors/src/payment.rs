@@ -1,5 +1,12 @@
 //! Payment: the payment of one order, keyed by order id. It talks to the gateway (card, UPI)
 //! or to the shopper's Account (wallet), and reports back to the Order.
+//!
+//! The charge moves `NONE → PROCESSING → SUCCEEDED | FAILED`, then `SUCCEEDED → REFUNDING →
+//! REFUNDED` for the saga's full refund. Gateway events may come twice, late or out of order:
+//! each event id takes effect once, and an event that does not fit the current status (a late
+//! `charge.pending` after `charge.succeeded`, a `charge.failed` after success) changes nothing,
+//! so the status never moves backwards. Partial refunds (`RefundPart`, asked by the Order for a
+//! delivered order) are kept in a list; their sum never exceeds the amount charged.
 
 use crate::account::AccountCommand;
 use crate::command::{Command, Reply};
@@ -71,6 +78,24 @@ impl PaymentStatus {
     }
 }
 
+/// Id of the saga's full refund (cancel after confirmation, return, paid after expiry).
+pub const FULL_REFUND_ID: &str = "full";
+
+/// One refund of this payment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundEntry {
+    /// Refund id (`full` for the saga's refund).
+    pub refund_id: String,
+    /// Amount in minor units.
+    pub amount_minor: u64,
+    /// Whether the money went back.
+    pub succeeded: bool,
+    /// When it was asked for.
+    pub requested_at_ms: u64,
+    /// When it last changed.
+    pub updated_at_ms: u64,
+}
+
 /// The payment state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PaymentState {
@@ -88,6 +113,30 @@ pub struct PaymentState {
     pub events: Vec<String>,
     /// Charge requests repeated after the order abandoned the payment (bounded).
     pub checks_after_abandon: u32,
+    /// When the charge was asked for.
+    pub requested_at_ms: u64,
+    /// When the charge last changed status.
+    pub updated_at_ms: u64,
+    /// The gateway reported the charge pending (informational; never moves the status).
+    pub gateway_pending: bool,
+    /// Refunds, oldest first.
+    pub refunds: Vec<RefundEntry>,
+}
+
+impl PaymentState {
+    /// Minor units refunded or being refunded.
+    pub fn refunds_minor(&self) -> u64 {
+        self.refunds.iter().map(|r| r.amount_minor).sum()
+    }
+
+    /// Minor units refunded.
+    pub fn refunded_minor(&self) -> u64 {
+        self.refunds
+            .iter()
+            .filter(|r| r.succeeded)
+            .map(|r| r.amount_minor)
+            .sum()
+    }
 }
 
 /// Commands for a Payment.
@@ -117,8 +166,22 @@ pub enum PaymentCommand {
     RefundResult {
         /// The gateway's event id.
         event_id: String,
+        /// The refund answered (`full` for the saga's refund).
+        refund_id: String,
         /// Ok, or the reason it failed.
         result: Result<(), String>,
+    },
+    /// The gateway says the charge is still pending (may come late, after the result).
+    ChargePending {
+        /// The gateway's event id.
+        event_id: String,
+    },
+    /// Give part of the money back (a refund of a delivered order, from the Order).
+    RefundPart {
+        /// Refund id.
+        refund_id: String,
+        /// Amount in minor units.
+        amount_minor: u64,
     },
     /// Durable timer: ask for the refund again if it has not completed.
     RetryRefund,
@@ -139,6 +202,27 @@ pub struct PaymentView {
     pub method: Option<String>,
     /// Amount.
     pub amount_minor: u64,
+    /// Amount refunded so far.
+    pub refunded_minor: u64,
+    /// The charge and the refunds, oldest first.
+    pub entries: Vec<PaymentEntry>,
+}
+
+/// One money movement of a payment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentEntry {
+    /// `charge` or `refund`.
+    pub kind: String,
+    /// `charge`, or the refund id.
+    pub id: String,
+    /// Amount in minor units.
+    pub amount_minor: u64,
+    /// Status: `processing`, `succeeded`, `failed` (charge); `pending`, `succeeded` (refund).
+    pub status: String,
+    /// When it was asked for.
+    pub created_at_ms: u64,
+    /// When it last changed.
+    pub updated_at_ms: u64,
 }
 
 const REFUND_RETRY_MS: u64 = 10_000;
@@ -152,12 +236,42 @@ fn order(ctx: &Ctx) -> EntityRef {
     EntityRef::new(EntityKind::Order, ctx.me.id.clone())
 }
 
+/// Starts the saga's full refund: whatever was not refunded yet goes back.
 fn start_refund(s: &mut PaymentState, ctx: &mut Ctx) {
     s.status = PaymentStatus::Refunding;
-    request_refund(s, ctx);
+    s.updated_at_ms = ctx.now_ms;
+    let amount_minor = s.amount_minor.saturating_sub(s.refunds_minor());
+    if amount_minor == 0 {
+        // Everything already went back through partial refunds.
+        s.status = PaymentStatus::Refunded;
+        ctx.send(
+            order(ctx),
+            "REFUND_ISSUED",
+            Command::Order(OrderCommand::RefundCompleted),
+        );
+        return;
+    }
+    let entry = RefundEntry {
+        refund_id: FULL_REFUND_ID.to_string(),
+        amount_minor,
+        succeeded: false,
+        requested_at_ms: ctx.now_ms,
+        updated_at_ms: ctx.now_ms,
+    };
+    request_refund(s, &entry, ctx, true);
+    s.refunds.push(entry);
 }
 
-fn request_refund(s: &PaymentState, ctx: &mut Ctx) {
+/// The gateway's idempotency key of a refund (the saga's full refund keeps the old key).
+fn refund_key(order_id: &str, refund_id: &str) -> String {
+    if refund_id == FULL_REFUND_ID {
+        format!("{order_id}:refund")
+    } else {
+        format!("{order_id}:refund:{refund_id}")
+    }
+}
+
+fn request_refund(s: &PaymentState, r: &RefundEntry, ctx: &mut Ctx, arm_timer: bool) {
     let order_id = ctx.me.id.clone();
     match s.method {
         Some(Method::Wallet) => ctx.send(
@@ -165,26 +279,30 @@ fn request_refund(s: &PaymentState, ctx: &mut Ctx) {
             "WALLET_CREDIT",
             Command::Account(AccountCommand::CreditWallet {
                 order_id,
-                amount_minor: s.amount_minor,
+                amount_minor: r.amount_minor,
+                refund_id: r.refund_id.clone(),
             }),
         ),
         _ => {
-            let key = format!("{order_id}:refund");
+            let key = refund_key(&order_id, &r.refund_id);
             ctx.call(
                 "REFUND_REQUESTED",
                 ExternalCall::Refund {
                     key,
                     order_id,
-                    amount: Money::shop(s.amount_minor),
+                    refund_id: r.refund_id.clone(),
+                    amount: Money::shop(r.amount_minor),
                 },
             );
             // The gateway may lose its answer: ask again (same key) until it comes. A wallet
             // credit is an entity message, delivered exactly once, so it needs no retry.
-            ctx.timer(
-                ctx.now_ms + REFUND_RETRY_MS,
-                "REFUND_RETRY",
-                Command::Payment(PaymentCommand::RetryRefund),
-            );
+            if arm_timer {
+                ctx.timer(
+                    ctx.now_ms + REFUND_RETRY_MS,
+                    "REFUND_RETRY",
+                    Command::Payment(PaymentCommand::RetryRefund),
+                );
+            }
         }
     }
 }
@@ -209,6 +327,10 @@ fn request_charge(ctx: &mut Ctx, method: Method, amount_minor: u64) {
     );
 }
 
+fn seen_id(events: &[String], event_id: &str) -> bool {
+    events.iter().any(|e| e == event_id)
+}
+
 fn seen(s: &mut PaymentState, event_id: &str) -> bool {
     if s.events.iter().any(|e| e == event_id) {
         return true;
@@ -231,6 +353,8 @@ pub fn handle(
         } => {
             if s.status == PaymentStatus::None && !s.abandoned {
                 s.status = PaymentStatus::Processing;
+                s.requested_at_ms = ctx.now_ms;
+                s.updated_at_ms = ctx.now_ms;
                 s.customer = customer.clone();
                 s.amount_minor = amount_minor;
                 s.method = Some(method.clone());
@@ -255,6 +379,7 @@ pub fn handle(
         }
         PaymentCommand::ChargeResult { event_id, result } => {
             if !seen(s, &event_id) && s.status == PaymentStatus::Processing {
+                s.updated_at_ms = ctx.now_ms;
                 match result {
                     Ok(()) if s.abandoned => start_refund(s, ctx),
                     Ok(()) => {
@@ -290,14 +415,63 @@ pub fn handle(
                 start_refund(s, ctx);
             }
         }
-        PaymentCommand::RefundResult { event_id, result } => {
-            if !seen(s, &event_id) && s.status == PaymentStatus::Refunding && result.is_ok() {
-                s.status = PaymentStatus::Refunded;
-                ctx.send(
-                    order(ctx),
-                    "REFUND_ISSUED",
-                    Command::Order(OrderCommand::RefundCompleted),
-                );
+        PaymentCommand::RefundResult {
+            event_id,
+            refund_id,
+            result,
+        } => {
+            let now = ctx.now_ms;
+            let pending = s
+                .refunds
+                .iter_mut()
+                .find(|r| r.refund_id == refund_id && !r.succeeded);
+            if let (false, Some(r), Ok(())) = (seen_id(&s.events, &event_id), pending, &result) {
+                r.succeeded = true;
+                r.updated_at_ms = now;
+                s.events.push(event_id);
+                s.updated_at_ms = now;
+                if refund_id == FULL_REFUND_ID {
+                    s.status = PaymentStatus::Refunded;
+                    ctx.send(
+                        order(ctx),
+                        "REFUND_ISSUED",
+                        Command::Order(OrderCommand::RefundCompleted),
+                    );
+                } else {
+                    if s.refunded_minor() >= s.amount_minor {
+                        s.status = PaymentStatus::Refunded;
+                    }
+                    ctx.send(
+                        order(ctx),
+                        "REFUND_SETTLED",
+                        Command::Order(OrderCommand::RefundSettled { refund_id }),
+                    );
+                }
+            }
+        }
+        PaymentCommand::ChargePending { event_id } => {
+            // Informational, and possibly late: it never moves the status.
+            if !seen(s, &event_id) && s.status == PaymentStatus::Processing {
+                s.gateway_pending = true;
+            }
+        }
+        PaymentCommand::RefundPart {
+            refund_id,
+            amount_minor,
+        } => {
+            let known = s.refunds.iter().any(|r| r.refund_id == refund_id);
+            let left = s.amount_minor.saturating_sub(s.refunds_minor());
+            // The Order checked the amount; this is the last line of defence.
+            if !known && s.status == PaymentStatus::Succeeded && amount_minor <= left {
+                let entry = RefundEntry {
+                    refund_id,
+                    amount_minor,
+                    succeeded: false,
+                    requested_at_ms: ctx.now_ms,
+                    updated_at_ms: ctx.now_ms,
+                };
+                request_refund(s, &entry, ctx, true);
+                s.refunds.push(entry);
             }
         }
         PaymentCommand::RetryCharge => {
@@ -315,16 +489,59 @@ pub fn handle(
             }
         }
         PaymentCommand::RetryRefund => {
-            if s.status == PaymentStatus::Refunding {
-                request_refund(s, ctx);
+            // Ask again for every refund still pending (each under its own key). One timer
+            // per retry round is enough: the others find nothing or ask once more, harmlessly.
+            // A wallet credit is an entity message, delivered exactly once: never repeated.
+            let pending: Vec<RefundEntry> = s
+                .refunds
+                .iter()
+                .filter(|r| !r.succeeded && s.method != Some(Method::Wallet))
+                .cloned()
+                .collect();
+            if let Some((last, rest)) = pending.split_last() {
+                for r in rest {
+                    request_refund(s, r, ctx, false);
+                }
+                request_refund(s, last, ctx, true);
             }
         }
         PaymentCommand::Get => {}
     }
-    if s.events.len() > 64 {
+    while s.events.len() > 64 {
         s.events.remove(0);
     }
-    reply(Reply::Payment(PaymentView {
+    reply(Reply::Payment(view(s)))
+}
+
+fn view(s: &PaymentState) -> PaymentView {
+    let mut entries = Vec::new();
+    if s.status != PaymentStatus::None {
+        let status = match (&s.status, s.gateway_pending) {
+            (PaymentStatus::Processing, true) => "pending",
+            (PaymentStatus::Processing, false) => "processing",
+            (PaymentStatus::Failed(_), _) => "failed",
+            _ => "succeeded",
+        };
+        entries.push(PaymentEntry {
+            kind: "charge".into(),
+            id: "charge".into(),
+            amount_minor: s.amount_minor,
+            status: status.into(),
+            created_at_ms: s.requested_at_ms,
+            updated_at_ms: s.updated_at_ms.max(s.requested_at_ms),
+        });
+    }
+    for r in &s.refunds {
+        entries.push(PaymentEntry {
+            kind: "refund".into(),
+            id: r.refund_id.clone(),
+            amount_minor: r.amount_minor,
+            status: if r.succeeded { "succeeded" } else { "pending" }.into(),
+            created_at_ms: r.requested_at_ms,
+            updated_at_ms: r.updated_at_ms,
+        });
+    }
+    PaymentView {
         status: s.status.name().to_string(),
         reason: match &s.status {
             PaymentStatus::Failed(r) => Some(r.clone()),
@@ -332,5 +549,210 @@ pub fn handle(
         },
         method: s.method.as_ref().map(|m| m.name().to_string()),
         amount_minor: s.amount_minor,
-    }))
+        refunded_minor: s.refunded_minor(),
+        entries,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entity::DomainConfig;
+    use crate::message::{Body, Destination};
+    use proptest::prelude::*;
+
+    fn run(s: &mut PaymentState, cmd: PaymentCommand) -> Vec<crate::OutboxMessage> {
+        let me = EntityRef::new(EntityKind::Payment, "o1");
+        let cfg = DomainConfig::default();
+        let mut ctx = Ctx::new(1_000, &me, 1, &cfg);
+        handle(s, cmd, &mut ctx).unwrap();
+        ctx.take_outbox()
+    }
+
+    fn card_paid(amount_minor: u64) -> PaymentState {
+        let mut s = PaymentState::default();
+        run(
+            &mut s,
+            PaymentCommand::Authorize {
+                customer: "u".into(),
+                amount_minor,
+                method: Method::Card {
+                    number: "4242424242424242".into(),
+                },
+            },
+        );
+        run(
+            &mut s,
+            PaymentCommand::ChargeResult {
+                event_id: "e-ok".into(),
+                result: Ok(()),
+            },
+        );
+        assert_eq!(s.status, PaymentStatus::Succeeded);
+        s
+    }
+
+    fn to_order(out: &[crate::OutboxMessage]) -> Vec<OrderCommand> {
+        out.iter()
+            .filter_map(|m| match (&m.to, &m.body) {
+                (Destination::Entity(e), Body::Command(Command::Order(c)))
+                    if e.kind == EntityKind::Order =>
+                {
+                    Some(c.clone())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_late_pending_or_failure_after_success_changes_nothing() {
+        let mut s = card_paid(500);
+        let before = s.clone();
+        let out = run(
+            &mut s,
+            PaymentCommand::ChargePending {
+                event_id: "e-pending".into(),
+            },
+        );
+        assert!(out.is_empty());
+        let out = run(
+            &mut s,
+            PaymentCommand::ChargeResult {
+                event_id: "e-fail".into(),
+                result: Err("declined".into()),
+            },
+        );
+        assert!(out.is_empty());
+        assert_eq!(s.status, before.status);
+        assert_eq!(view(&s).entries[0].status, "succeeded");
+    }
+
+    #[test]
+    fn partial_refunds_are_bounded_by_the_amount_paid_and_settle_once() {
+        let mut s = card_paid(1_000);
+        let out = run(
+            &mut s,
+            PaymentCommand::RefundPart {
+                refund_id: "r1".into(),
+                amount_minor: 600,
+            },
+        );
+        assert!(out.iter().any(|m| matches!(
+            &m.body,
+            Body::External(ExternalCall::Refund { key, refund_id, .. }) if key == "o1:refund:r1" && refund_id == "r1"
+        )));
+        // Beyond what is left: ignored.
+        let out = run(
+            &mut s,
+            PaymentCommand::RefundPart {
+                refund_id: "r2".into(),
+                amount_minor: 401,
+            },
+        );
+        assert!(out.is_empty());
+        assert_eq!(s.refunds_minor(), 600);
+        let result = PaymentCommand::RefundResult {
+            event_id: "e-r1".into(),
+            refund_id: "r1".into(),
+            result: Ok(()),
+        };
+        let out = run(&mut s, result.clone());
+        assert_eq!(
+            to_order(&out),
+            vec![OrderCommand::RefundSettled {
+                refund_id: "r1".into()
+            }]
+        );
+        assert!(run(&mut s, result).is_empty(), "a duplicate settles once");
+        assert_eq!(s.refunded_minor(), 600);
+        // The saga's full refund takes what is left.
+        run(&mut s, PaymentCommand::Refund);
+        assert_eq!(s.status, PaymentStatus::Refunding);
+        assert_eq!(s.refunds.last().unwrap().amount_minor, 400);
+        let out = run(
+            &mut s,
+            PaymentCommand::RefundResult {
+                event_id: "e-full".into(),
+                refund_id: FULL_REFUND_ID.into(),
+                result: Ok(()),
+            },
+        );
+        assert_eq!(to_order(&out), vec![OrderCommand::RefundCompleted]);
+        assert_eq!(s.status, PaymentStatus::Refunded);
+        assert_eq!(s.refunded_minor(), 1_000);
+    }
+
+    fn event() -> impl Strategy<Value = PaymentCommand> {
+        let id = 0u8..6;
+        prop_oneof![
+            id.clone().prop_map(|i| PaymentCommand::ChargePending {
+                event_id: format!("e{i}")
+            }),
+            id.clone().prop_map(|i| PaymentCommand::ChargeResult {
+                event_id: format!("e{i}"),
+                result: Ok(())
+            }),
+            id.clone().prop_map(|i| PaymentCommand::ChargeResult {
+                event_id: format!("e{i}"),
+                result: Err("declined".into())
+            }),
+            (id, 0u8..3).prop_map(|(i, r)| PaymentCommand::RefundResult {
+                event_id: format!("e{i}"),
+                refund_id: format!("r{r}"),
+                result: Ok(())
+            }),
+            (0u8..3, 1u64..800).prop_map(|(r, a)| PaymentCommand::RefundPart {
+                refund_id: format!("r{r}"),
+                amount_minor: a
+            }),
+            Just(PaymentCommand::Refund),
+            Just(PaymentCommand::RetryRefund),
+            Just(PaymentCommand::RetryCharge),
+        ]
+    }
+
+    fn rank(s: &PaymentStatus) -> u8 {
+        match s {
+            PaymentStatus::None => 0,
+            PaymentStatus::Processing => 1,
+            PaymentStatus::Succeeded | PaymentStatus::Failed(_) => 2,
+            PaymentStatus::Refunding => 3,
+            PaymentStatus::Refunded => 4,
+        }
+    }
+
+    proptest! {
+        /// Whatever events come, duplicated, late or out of order: the status never moves
+        /// backwards, the first charge result decides, and refunds never exceed the amount.
+        #[test]
+        fn events_in_any_order_never_move_the_payment_backwards(events in prop::collection::vec(event(), 0..40)) {
+            let mut s = PaymentState::default();
+            run(&mut s, PaymentCommand::Authorize {
+                customer: "u".into(),
+                amount_minor: 1_000,
+                method: Method::Card { number: "4242424242424242".into() },
+            });
+            let mut first_result: Option<bool> = None;
+            for e in events {
+                let before = s.clone();
+                if let PaymentCommand::ChargeResult { event_id, result } = &e {
+                    if first_result.is_none() && !before.events.contains(event_id) {
+                        first_result = Some(result.is_ok());
+                    }
+                }
+                let out = run(&mut s, e);
+                prop_assert!(rank(&s.status) >= rank(&before.status), "{:?} -> {:?}", before.status, s.status);
+                prop_assert!(s.refunds_minor() <= s.amount_minor);
+                prop_assert!(s.refunded_minor() <= s.refunds_minor());
+                // At most one PaymentSucceeded/PaymentFailed to the order per change.
+                prop_assert!(to_order(&out).len() <= 1);
+            }
+            match first_result {
+                Some(true) => prop_assert!(rank(&s.status) >= 2 && !matches!(s.status, PaymentStatus::Failed(_))),
+                Some(false) => prop_assert!(matches!(s.status, PaymentStatus::Failed(_))),
+                None => prop_assert_eq!(&s.status, &PaymentStatus::Processing),
+            }
+        }
+    }
 }

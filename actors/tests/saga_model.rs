@@ -493,6 +493,7 @@ impl World {
             ExternalCall::Refund {
                 key,
                 order_id,
+                refund_id,
                 amount,
             } => {
                 let what = format!("gateway refund {key} {}", amount.amount_minor);
@@ -504,6 +505,7 @@ impl World {
                     .or_insert_with(|| {
                         Some(Command::Payment(PaymentCommand::RefundResult {
                             event_id: format!("evt:{key}"),
+                            refund_id,
                             result: Ok(()),
                         }))
                     })
@@ -521,6 +523,7 @@ impl World {
                 let cmd = Command::Shipment(ShipmentCommand::Booked {
                     tracking: format!("TRK-{shipment_id}"),
                     legs_ms: vec![LEG_MS; 4],
+                    failing_attempts: 0,
                 });
                 self.callback(
                     EntityKind::Shipment,
@@ -628,6 +631,7 @@ impl World {
             },
             request_hash: format!("hash-{n}"),
             placed_at_ms: self.now,
+            shipping: Default::default(),
         });
         let lines: Vec<String> = p
             .lines
@@ -994,7 +998,11 @@ impl World {
             }
             let ship = self.shipment(n);
             if delivered != (ship == Some(ShipmentStatus::Delivered))
-                || (status == OrderStatus::Refunded && ship != Some(ShipmentStatus::Cancelled))
+                || (status == OrderStatus::Refunded
+                    && !matches!(
+                        ship,
+                        Some(ShipmentStatus::Cancelled | ShipmentStatus::Returned)
+                    ))
             {
                 return Err(format!(
                     "{id} ended {status:?} but its shipment is {ship:?}"

@@ -50,6 +50,9 @@ pub struct NodeSettings {
     pub token_ttl_secs: u64,
     /// Seed the demo catalog on first start.
     pub seed_demo_catalog: bool,
+    /// Base URL of an HTTP payment gateway (`agora payment-gateway-sim`); the simulated
+    /// in-process gateway when `None`. Needs the webhook secret (`AGORA_WEBHOOK_SECRET`).
+    pub payment_gateway_url: Option<String>,
     /// Refresh token lifetime (seconds).
     pub refresh_token_ttl_secs: u64,
     /// First lockout after repeated failed logins (ms); each further failure doubles it.
@@ -218,6 +221,7 @@ impl Default for NodeSettings {
             lockout_base_ms: 60_000,
             rate_limits: RateLimits::default(),
             notifications: NotificationSettings::default(),
+            payment_gateway_url: None,
         }
     }
 }

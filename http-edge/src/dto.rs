@@ -303,6 +303,29 @@ pub struct CheckoutRequest {
     pub payment: PaymentRequest,
     /// Where to ship.
     pub shipping_address: AddressDto,
+    /// The courier (see `GET /api/v1/shipping/quotes`); the free standard courier
+    /// `agora-post` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shipping: Option<ShippingRequest>,
+}
+
+/// The courier chosen at checkout.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(examples(json!({"courier": "swift"})))]
+pub struct ShippingRequest {
+    /// Courier id: `agora-post`, `swift` or `nightjar`.
+    pub courier: String,
+}
+
+/// The courier of an order and its price (included in the total).
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({"courier": "swift", "price": {"amount_minor": 9900, "currency": "INR"}})))]
+pub struct OrderShippingDto {
+    /// Courier id.
+    pub courier: String,
+    /// Shipping price.
+    pub price: MoneyDto,
 }
 
 /// A placed order.
@@ -367,6 +390,10 @@ pub struct OrderDto {
     pub history: Vec<StatusAt>,
     /// Why it was cancelled.
     pub cancel_reason: Option<String>,
+    /// The courier and shipping price (included in `total`).
+    pub shipping: OrderShippingDto,
+    /// Refunded so far (refunds of a delivered order).
+    pub refunded: MoneyDto,
 }
 
 impl From<OrderView> for OrderDto {
@@ -398,6 +425,17 @@ impl From<OrderView> for OrderDto {
                 })
                 .collect(),
             cancel_reason: v.cancel_reason,
+            shipping: OrderShippingDto {
+                courier: v.shipping.courier,
+                price: MoneyDto::shop(v.shipping.price_minor),
+            },
+            refunded: MoneyDto::shop(
+                v.refunds
+                    .iter()
+                    .filter(|r| r.completed_at_ms.is_some())
+                    .map(|r| r.amount_minor)
+                    .sum(),
+            ),
         }
     }
 }
@@ -424,6 +462,10 @@ pub struct ShipmentDto {
     pub tracking: Option<String>,
     /// Status history.
     pub events: Vec<StatusAt>,
+    /// The courier.
+    pub courier: String,
+    /// Delivery attempts made.
+    pub delivery_attempts: u32,
 }
 
 impl From<ShipmentView> for ShipmentDto {
@@ -441,6 +483,8 @@ impl From<ShipmentView> for ShipmentDto {
                     at: rfc3339(at),
                 })
                 .collect(),
+            courier: v.courier,
+            delivery_attempts: v.attempts,
         }
     }
 }

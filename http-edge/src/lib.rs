@@ -10,6 +10,7 @@ pub mod limits;
 pub mod openapi;
 pub mod problem;
 pub mod routes;
+pub mod webhook;
 
 use agora_actors::client::EntityClient;
 use agora_actors::seams::{Clock, RandomSource};
@@ -51,6 +52,10 @@ pub struct EdgeConfig {
     pub refresh_ttl: Duration,
     /// How long a checkout waits for the stock answer before answering 201 PENDING.
     pub settle_wait: Duration,
+    /// The secret payment webhooks are signed with (webhooks are refused without one).
+    pub webhook_secret: Option<Vec<u8>>,
+    /// How far a webhook's signed timestamp may be from the edge's clock, in seconds.
+    pub webhook_tolerance_secs: u64,
 }
 
 impl Default for EdgeConfig {
@@ -60,6 +65,8 @@ impl Default for EdgeConfig {
             token_ttl: Duration::from_secs(900),
             refresh_ttl: Duration::from_secs(30 * 86_400),
             settle_wait: Duration::from_secs(5),
+            webhook_secret: None,
+            webhook_tolerance_secs: webhook::DEFAULT_TOLERANCE_SECS,
         }
     }
 }

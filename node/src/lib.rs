@@ -5,6 +5,7 @@ pub mod admin;
 pub mod catalog;
 pub mod cluster;
 pub mod node;
+pub mod payment_http;
 pub mod runtime;
 pub mod seams;
 pub mod search;

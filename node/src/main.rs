@@ -31,6 +31,32 @@ enum Cmd {
     Dev(DevArgs),
     /// Run one node of a cluster described by a cluster file.
     Node(NodeArgs),
+    /// Run a simulated payment gateway as a loopback HTTP service: charges and refunds over
+    /// HTTP, results as webhooks signed with AGORA_WEBHOOK_SECRET (HMAC-SHA256).
+    PaymentGatewaySim(GatewaySimArgs),
+}
+
+#[derive(Parser)]
+struct GatewaySimArgs {
+    /// Where the gateway listens (port 0: any free port; the address is printed).
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    addr: SocketAddr,
+    /// Where to send webhooks when a call names no URL (the node sends its own with each
+    /// call), e.g. http://127.0.0.1:8080/api/v1/payments/webhook.
+    #[arg(long)]
+    webhook_url: Option<String>,
+    /// Shortest delay before an event is sent, in ms.
+    #[arg(long, default_value_t = 20)]
+    min_delay_ms: u64,
+    /// Longest delay before an event is sent, in ms.
+    #[arg(long, default_value_t = 150)]
+    max_delay_ms: u64,
+    /// Percentage (0..=100) of events delivered twice (same event id).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=100))]
+    duplicate_percent: u32,
+    /// Percentage (0..=100) of charges whose `charge.pending` event comes after the result.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=100))]
+    reorder_percent: u32,
 }
 
 #[derive(Parser)]
@@ -120,6 +146,10 @@ struct DevArgs {
     /// Webhook for WhatsApp notifications (HTTP POST, JSON).
     #[arg(long, env = "AGORA_WHATSAPP_WEBHOOK_URL")]
     whatsapp_webhook_url: Option<String>,
+    /// Base URL of an HTTP payment gateway (`agora payment-gateway-sim`) instead of the
+    /// in-process simulated one; needs AGORA_WEBHOOK_SECRET.
+    #[arg(long, env = "AGORA_PAYMENT_GATEWAY_URL")]
+    payment_gateway_url: Option<String>,
 }
 
 fn init_logging(format: &str) {
@@ -173,6 +203,7 @@ fn settings(a: DevArgs) -> NodeSettings {
         courier_leg_ms: a.courier_leg_ms.unwrap_or(d.courier_leg_ms),
         passivate_after_ms: a.passivate_after_ms.unwrap_or(d.passivate_after_ms),
         seed_demo_catalog: !a.no_demo,
+        payment_gateway_url: a.payment_gateway_url,
         ..d
     }
 }
@@ -202,6 +233,9 @@ fn secrets() -> Secrets {
             .ok()
             .filter(|s| !s.is_empty()),
         admin_token: std::env::var("AGORA_ADMIN_TOKEN")
+            .ok()
+            .filter(|s| !s.is_empty()),
+        webhook_secret: std::env::var("AGORA_WEBHOOK_SECRET")
             .ok()
             .filter(|s| !s.is_empty()),
     }
@@ -242,6 +276,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .install_recorder()
         .ok();
     match cli.command {
+        Cmd::PaymentGatewaySim(args) => gateway_sim(args).await,
         Cmd::Dev(args) if args.nodes > 1 => {
             local_cluster::run(
                 args.nodes,
@@ -271,6 +306,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let mut settings = config.node_settings(args.node_id)?;
             settings.seed_demo_catalog = !args.no_demo;
             settings.rate_limits.enabled &= !cli.no_rate_limits;
+            settings.payment_gateway_url = std::env::var("AGORA_PAYMENT_GATEWAY_URL")
+                .ok()
+                .filter(|s| !s.is_empty());
             let spec = ClusterSpec {
                 membership: Membership {
                     cluster_name: config.cluster_name.clone(),
@@ -290,6 +328,42 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             serve_until_stopped(node).await
         }
+    }
+}
+
+async fn gateway_sim(args: GatewaySimArgs) -> anyhow::Result<()> {
+    let secret = std::env::var("AGORA_WEBHOOK_SECRET").unwrap_or_default();
+    anyhow::ensure!(
+        secret.len() >= 16,
+        "set AGORA_WEBHOOK_SECRET (at least 16 bytes): the webhook signing secret shared with the shop"
+    );
+    anyhow::ensure!(
+        args.min_delay_ms <= args.max_delay_ms && args.max_delay_ms <= 60_000,
+        "--min-delay-ms must be at most --max-delay-ms, which must be at most 60000"
+    );
+    let listener = tokio::net::TcpListener::bind(args.addr).await?;
+    let addr = listener.local_addr()?;
+    println!("agora payment gateway sim listening on http://{addr}");
+    match &args.webhook_url {
+        Some(u) => println!("  webhooks to: {u} (unless a call names its own)"),
+        None => println!("  webhooks to: the URL each call names"),
+    }
+    let config = agora_node::payment_http::GatewaySimConfig {
+        secret: secret.into_bytes(),
+        webhook_url: args.webhook_url,
+        min_delay_ms: args.min_delay_ms,
+        max_delay_ms: args.max_delay_ms,
+        duplicate_percent: args.duplicate_percent,
+        reorder_percent: args.reorder_percent,
+    };
+    tokio::select! {
+        r = agora_node::payment_http::serve_gateway_sim(
+            listener,
+            config,
+            std::sync::Arc::new(agora_node::seams::OsRandom),
+            std::sync::Arc::new(agora_node::seams::SystemClock),
+        ) => r,
+        _ = wait_for_signal() => Ok(()),
     }
 }
 

@@ -109,6 +109,9 @@ pub struct Secrets {
     pub jwt_secret: Option<String>,
     /// `AGORA_ADMIN_TOKEN` (otherwise the cluster file's, or generated at start and printed).
     pub admin_token: Option<String>,
+    /// `AGORA_WEBHOOK_SECRET`: the secret payment webhooks are signed with (webhooks are
+    /// refused without one).
+    pub webhook_secret: Option<String>,
 }
 
 /// How a node belongs to a cluster.
@@ -474,12 +477,27 @@ pub async fn start_with(
         legs: [Duration::from_millis(settings.courier_leg_ms); 4],
         ..SimCourierConfig::default()
     };
+    let webhook_url = Arc::new(std::sync::OnceLock::new());
+    let payments: Arc<dyn agora_actors::gateway::PaymentGateway> =
+        match &settings.payment_gateway_url {
+            Some(url) => {
+                anyhow::ensure!(
+                    secrets.webhook_secret.is_some(),
+                    "a payment gateway URL needs AGORA_WEBHOOK_SECRET (the webhook signing secret)"
+                );
+                Arc::new(crate::payment_http::HttpGateway::new(
+                    url,
+                    webhook_url.clone(),
+                )?)
+            }
+            None => Arc::new(SimulatedGateway::new(
+                gateway_cfg,
+                rng.clone(),
+                callbacks.clone(),
+            )),
+        };
     let external = ExternalServices {
-        gateway: Arc::new(SimulatedGateway::new(
-            gateway_cfg,
-            rng.clone(),
-            callbacks.clone(),
-        )),
+        gateway: payments,
         courier: Arc::new(SimulatedCourier::new(courier_cfg, rng.clone(), callbacks)),
         sink: match sink {
             Some(sink) => sink,
@@ -566,6 +584,10 @@ pub async fn start_with(
             body_limit: settings.body_limit_bytes,
             token_ttl: Duration::from_secs(settings.token_ttl_secs),
             refresh_ttl: Duration::from_secs(settings.refresh_token_ttl_secs),
+            webhook_secret: secrets
+                .webhook_secret
+                .as_ref()
+                .map(|s| s.as_bytes().to_vec()),
             ..EdgeConfig::default()
         },
         limiter: settings
@@ -665,6 +687,14 @@ pub async fn start_with(
                     format!("cannot bind the admin endpoint on {}", settings.admin_addr)
                 })?;
             let addrs = (http.local_addr()?, admin.local_addr()?);
+            let mut reachable = addrs.0;
+            if reachable.ip().is_unspecified() {
+                reachable.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            let _ = webhook_url.set(format!(
+                "http://{reachable}{}",
+                crate::payment_http::WEBHOOK_PATH
+            ));
             let servers = vec![
                 serve(http, shop_api, shutdown_rx.clone()),
                 serve(admin, admin_api, shutdown_rx),

@@ -408,6 +408,7 @@ async fn orders_still_holding_stock_past_their_time_are_reported_as_stuck() {
         },
         request_hash: hash.into(),
         placed_at_ms: 0,
+        shipping: Default::default(),
     };
     for id in ["o-stuck", "o-cancelled"] {
         let order = EntityRef::new(EntityKind::Order, id);

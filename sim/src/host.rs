@@ -185,6 +185,7 @@ pub async fn run_node(seed: u64, slot: NodeSlot, ids: Vec<u64>) -> turmoil::Resu
         admin_password: Some(ADMIN_PASSWORD.into()),
         jwt_secret: None,
         admin_token: None,
+        webhook_secret: None,
     };
     let mut running = match start_with(settings(id), secrets, Some(cluster), None, env).await {
         Ok(r) => r,

@@ -359,8 +359,17 @@ pub async fn shopper(
         }
         n += 1;
         let key = format!("{name}-{n}");
-        let body = json!({"payment": payment(&mut s.rng), "shipping_address": {
-            "name": "Asha Rao", "line1": "12 MG Road", "city": "Bengaluru",
+        // One order in ten goes to the courier's test city whose deliveries all fail: the
+        // parcel is returned, restocked and refunded (SHIPPED → RETURNED → REFUNDED).
+        let city = if s.rng.random_range(0..10u8) == 0 {
+            "Nowhere"
+        } else {
+            "Bengaluru"
+        };
+        let courier = ["agora-post", "swift", "nightjar"][s.rng.random_range(0..3usize)];
+        let body = json!({"payment": payment(&mut s.rng), "shipping": {"courier": courier},
+            "shipping_address": {
+            "name": "Asha Rao", "line1": "12 MG Road", "city": city,
             "postal_code": "560001", "country": "IN"}});
         let mut placed = None;
         for _attempt in 0..4 {

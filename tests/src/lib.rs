@@ -52,6 +52,7 @@ pub const ALL_ORDER_STATUSES: &[&str] = &[
     "SHIPPED",
     "DELIVERED",
     "PAYMENT_FAILED",
+    "RETURNED",
     "CANCELLED",
     "EXPIRED",
     "REFUND_PENDING",
@@ -78,6 +79,8 @@ pub struct ServerOptions {
     pub rate_limits: bool,
     /// More command-line arguments (`agora dev` only).
     pub extra_args: Vec<String>,
+    /// More environment variables.
+    pub env: Vec<(String, String)>,
 }
 
 impl ServerOptions {
@@ -306,6 +309,9 @@ impl AgoraProcess {
         cmd.args(&self.opts.extra_args);
         if !self.opts.rate_limits {
             cmd.env("AGORA_NO_RATE_LIMITS", "true");
+        }
+        for (k, v) in &self.opts.env {
+            cmd.env(k, v);
         }
         let log = std::env::var("AGORA_TEST_RUST_LOG").unwrap_or_else(|_| "warn".to_string());
         cmd.env("AGORA_ADMIN_PASSWORD", ADMIN_PASSWORD)

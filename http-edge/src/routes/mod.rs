@@ -5,6 +5,7 @@ pub mod inventory;
 pub mod me;
 pub mod notifications;
 pub mod orders;
+pub mod payments;
 pub mod products;
 pub mod reviews;
 pub mod session;
@@ -70,6 +71,24 @@ pub fn routes() -> Router<Arc<EdgeState>> {
         .route("/api/v1/orders/{order_id}/cancel", post(orders::cancel))
         .route("/api/v1/shipments/{shipment_id}", get(orders::get_shipment))
         .route("/api/v1/notifications", get(notifications::list))
+        .merge(payment_routes())
+}
+
+/// The payment, wallet and shipping-quote routes.
+fn payment_routes() -> Router<Arc<EdgeState>> {
+    Router::new()
+        .route("/api/v1/payments/webhook", post(payments::webhook_in))
+        .route(
+            "/api/v1/orders/{order_id}/refunds",
+            post(payments::request_refund),
+        )
+        .route(
+            "/api/v1/orders/{order_id}/payments",
+            get(payments::payment_history),
+        )
+        .route("/api/v1/me/wallet", get(payments::get_wallet))
+        .route("/api/v1/me/wallet/top-up", post(payments::top_up))
+        .route("/api/v1/shipping/quotes", get(payments::quotes))
 }
 
 /// Unknown routes answer a 404 problem.

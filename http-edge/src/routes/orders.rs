@@ -43,6 +43,21 @@ fn validate_checkout(req: &CheckoutRequest) -> Result<Method, Problem> {
             "an ISO 3166 alpha-2 code like IN",
         ));
     }
+    if let Some(sh) = &req.shipping {
+        if agora_actors::shipping::courier(&sh.courier).is_none() {
+            return Err(Problem::invalid(
+                "shipping.courier",
+                format!(
+                    "one of {}",
+                    agora_actors::shipping::COURIERS
+                        .iter()
+                        .map(|c| c.id)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+    }
     Ok(match &req.payment {
         PaymentRequest::Card { card_number } => {
             validate::card_number(card_number)?;
@@ -62,7 +77,7 @@ fn order_ref(order_id: &str) -> EntityRef {
     EntityRef::new(EntityKind::Order, order_id)
 }
 
-async fn order_cmd(
+pub(crate) async fn order_cmd(
     st: &EdgeState,
     order_id: &str,
     cmd: OrderCommand,
@@ -232,6 +247,19 @@ async fn place_held(
             unit_price_minor: p.details.price.amount_minor,
         });
     }
+    let courier = req
+        .shipping
+        .as_ref()
+        .map_or(agora_actors::shipping::DEFAULT_COURIER, |s| {
+            s.courier.as_str()
+        });
+    let quote =
+        agora_actors::shipping::quote(courier, &req.shipping_address.city).ok_or_else(|| {
+            Refusal {
+                definite: true,
+                problem: Problem::invalid("shipping.courier", "an unknown courier"),
+            }
+        })?;
     let a = req.shipping_address;
     let placement = Placement {
         customer: user_id.to_string(),
@@ -246,6 +274,10 @@ async fn place_held(
         },
         request_hash: request_hash.to_string(),
         placed_at_ms: st.clock.now_ms(),
+        shipping: agora_actors::shipping::ShippingChoice {
+            courier: quote.courier,
+            price_minor: quote.price_minor,
+        },
     };
     order_cmd(st, order_id, OrderCommand::Place(placement)).await?;
     Ok(())
@@ -293,7 +325,11 @@ async fn replay(st: &EdgeState, order_id: &str, request_hash: &str) -> ApiResult
     Ok(checkout_response(&settled))
 }
 
-async fn owned_order(st: &EdgeState, caller: &Caller, order_id: &str) -> ApiResult<OrderView> {
+pub(crate) async fn owned_order(
+    st: &EdgeState,
+    caller: &Caller,
+    order_id: &str,
+) -> ApiResult<OrderView> {
     let not_found = || {
         Problem::not_found(format!(
             "order {}",

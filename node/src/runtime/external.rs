@@ -31,13 +31,15 @@ impl ExternalServices {
             ExternalCall::Refund {
                 key,
                 order_id,
+                refund_id,
                 amount,
-            } => self.gateway.refund(key, order_id, amount).await,
+            } => self.gateway.refund(key, order_id, refund_id, amount).await,
             ExternalCall::BookShipment {
                 key,
                 shipment_id,
                 city,
-            } => self.courier.book(key, shipment_id, city).await,
+                courier,
+            } => self.courier.book(key, shipment_id, city, courier).await,
             ExternalCall::Notify {
                 key,
                 user_id,

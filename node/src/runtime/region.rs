@@ -251,4 +251,13 @@ impl EntityClient for Region {
     async fn ask(&self, to: EntityRef, cmd: Command) -> Result<Reply, AskError> {
         self.deliver(to, cmd, None).await
     }
+
+    async fn ask_once(
+        &self,
+        to: EntityRef,
+        cmd: Command,
+        msg_id: String,
+    ) -> Result<Reply, AskError> {
+        self.deliver(to, cmd, Some(msg_id)).await
+    }
 }

@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 /// the entities table beside their entity (no separate dedup table); outbox keys are
 /// `seq | shard`; accounts hold sign-in security (lockout, refresh token hashes) and a fuller
 /// profile; inboxes hold the contact, and notification calls carry the rendered message.
-/// Review boards are a new entity kind (command and state variant).
+/// Review boards are a new entity kind (command and state variant); orders carry the chosen shipping and their refunds,
+/// accounts their wallet top-ups.
 pub const FORMAT_VERSION: u16 = 3;
 
 /// An entity's stored state.
