@@ -388,14 +388,7 @@ fn release_all(p: &Placement, ctx: &mut Ctx) {
         );
         if cfg!(feature = "planted-double-release") {
             // The planted bug: compensation also puts the units back a second way.
-            ctx.send(
-                stock(&l.sku),
-                "STOCK_UPDATED",
-                Command::Stock(StockCommand::Restock {
-                    order_id: order_id.clone(),
-                    quantity: u64::from(l.quantity),
-                }),
-            );
+            restock_line(l, &order_id, ctx);
         }
     }
 }
@@ -404,15 +397,20 @@ fn release_all(p: &Placement, ctx: &mut Ctx) {
 fn restock_all(p: &Placement, ctx: &mut Ctx) {
     let order_id = ctx.me.id.clone();
     for l in &p.lines {
-        ctx.send(
-            stock(&l.sku),
-            "STOCK_UPDATED",
-            Command::Stock(StockCommand::Restock {
-                order_id: order_id.clone(),
-                quantity: u64::from(l.quantity),
-            }),
-        );
+        restock_line(l, &order_id, ctx);
     }
+}
+
+/// Puts one line's units back on the shelf.
+fn restock_line(l: &OrderLine, order_id: &str, ctx: &mut Ctx) {
+    ctx.send(
+        stock(&l.sku),
+        "STOCK_UPDATED",
+        Command::Stock(StockCommand::Restock {
+            order_id: order_id.to_string(),
+            quantity: u64::from(l.quantity),
+        }),
+    );
 }
 
 /// Ends an order that still holds a reservation: release the stock, drop the payment.
