@@ -251,8 +251,13 @@ fn start_refund(s: &mut PaymentState, ctx: &mut Ctx) {
         );
         return;
     }
+    begin_refund(s, FULL_REFUND_ID.to_string(), amount_minor, ctx);
+}
+
+/// Records a new refund of `amount_minor` and asks the gateway for it.
+fn begin_refund(s: &mut PaymentState, refund_id: String, amount_minor: u64, ctx: &mut Ctx) {
     let entry = RefundEntry {
-        refund_id: FULL_REFUND_ID.to_string(),
+        refund_id,
         amount_minor,
         succeeded: false,
         requested_at_ms: ctx.now_ms,
@@ -463,15 +468,7 @@ pub fn handle(
             let left = s.amount_minor.saturating_sub(s.refunds_minor());
             // The Order checked the amount; this is the last line of defence.
             if !known && s.status == PaymentStatus::Succeeded && amount_minor <= left {
-                let entry = RefundEntry {
-                    refund_id,
-                    amount_minor,
-                    succeeded: false,
-                    requested_at_ms: ctx.now_ms,
-                    updated_at_ms: ctx.now_ms,
-                };
-                request_refund(s, &entry, ctx, true);
-                s.refunds.push(entry);
+                begin_refund(s, refund_id, amount_minor, ctx);
             }
         }
         PaymentCommand::RetryCharge => {
