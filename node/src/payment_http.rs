@@ -293,6 +293,31 @@ fn problem(status: StatusCode, detail: &str) -> (StatusCode, Json<serde_json::Va
 
 type Answer = Result<Json<Accepted>, (StatusCode, Json<serde_json::Value>)>;
 
+type Problem = (StatusCode, Json<serde_json::Value>);
+
+impl Sim {
+    /// The intent already made for idempotency key `key` (and `false`), or the one `create`
+    /// makes from the ledger, recorded under `key` (and `true`).
+    fn intent_once(
+        &self,
+        key: &str,
+        create: impl FnOnce(&mut Ledger) -> Result<Intent, Problem>,
+    ) -> Result<(Intent, bool), Problem> {
+        let Ok(mut ledger) = self.ledger.lock() else {
+            return Err(problem(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "ledger poisoned",
+            ));
+        };
+        if let Some(i) = ledger.intents.get(key) {
+            return Ok((i.clone(), false));
+        }
+        let intent = create(&mut ledger)?;
+        ledger.intents.insert(key.to_string(), intent.clone());
+        Ok((intent, true))
+    }
+}
+
 fn valid_id(s: &str) -> bool {
     !s.is_empty() && s.len() <= 200
 }
@@ -304,42 +329,30 @@ async fn charge(State(sim): State<Shared>, Json(b): Json<ChargeBody>) -> Answer 
             "bad key or order id",
         ));
     }
-    let (intent, fresh) = {
-        let Ok(mut ledger) = sim.ledger.lock() else {
-            return Err(problem(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "ledger poisoned",
-            ));
+    let (intent, fresh) = sim.intent_once(&b.key, |ledger| {
+        let data = |reason: Option<String>| WebhookData {
+            order_id: b.order_id.clone(),
+            amount_minor: b.amount_minor,
+            refund_id: None,
+            reason,
         };
-        if let Some(i) = ledger.intents.get(&b.key) {
-            (i.clone(), false)
-        } else {
-            let data = |reason: Option<String>| WebhookData {
-                order_id: b.order_id.clone(),
-                amount_minor: b.amount_minor,
-                refund_id: None,
-                reason,
-            };
-            let mut events = vec![sim.event(&b.key, "charge.pending", data(None))];
-            match decide(&b.method) {
-                Some(Ok(())) => {
-                    events.push(sim.event(&b.key, "charge.succeeded", data(None)));
-                    ledger.orders.entry(b.order_id.clone()).or_default().0 += b.amount_minor;
-                }
-                Some(Err(reason)) => {
-                    events.push(sim.event(&b.key, "charge.failed", data(Some(reason))))
-                }
-                None => {} // never answers
+        let mut events = vec![sim.event(&b.key, "charge.pending", data(None))];
+        match decide(&b.method) {
+            Some(Ok(())) => {
+                events.push(sim.event(&b.key, "charge.succeeded", data(None)));
+                ledger.orders.entry(b.order_id.clone()).or_default().0 += b.amount_minor;
             }
-            let intent = Intent {
-                id: format!("pi_{}", &event_id(&b.key, "intent")[4..]),
-                events,
-                url: b.webhook_url.clone(),
-            };
-            ledger.intents.insert(b.key.clone(), intent.clone());
-            (intent, true)
+            Some(Err(reason)) => {
+                events.push(sim.event(&b.key, "charge.failed", data(Some(reason))))
+            }
+            None => {} // never answers
         }
-    };
+        Ok(Intent {
+            id: format!("pi_{}", &event_id(&b.key, "intent")[4..]),
+            events,
+            url: b.webhook_url.clone(),
+        })
+    })?;
     if fresh {
         sim.dispatch(intent.url.clone(), intent.events.clone());
     } else if let Some(last) = intent.events.last() {
@@ -356,43 +369,31 @@ async fn refund(State(sim): State<Shared>, Json(b): Json<RefundBody>) -> Answer 
     if !valid_id(&b.key) || !valid_id(&b.order_id) || !valid_id(&b.refund_id) {
         return Err(problem(StatusCode::UNPROCESSABLE_ENTITY, "bad key or id"));
     }
-    let (intent, fresh) = {
-        let Ok(mut ledger) = sim.ledger.lock() else {
+    let (intent, fresh) = sim.intent_once(&b.key, |ledger| {
+        let (charged, refunded) = ledger.orders.get(&b.order_id).copied().unwrap_or((0, 0));
+        if refunded + b.amount_minor > charged {
             return Err(problem(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "ledger poisoned",
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "the refund exceeds what was charged",
             ));
-        };
-        if let Some(i) = ledger.intents.get(&b.key) {
-            (i.clone(), false)
-        } else {
-            let (charged, refunded) = ledger.orders.get(&b.order_id).copied().unwrap_or((0, 0));
-            if refunded + b.amount_minor > charged {
-                return Err(problem(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "the refund exceeds what was charged",
-                ));
-            }
-            ledger.orders.entry(b.order_id.clone()).or_default().1 += b.amount_minor;
-            let ev = sim.event(
-                &b.key,
-                "refund.succeeded",
-                WebhookData {
-                    order_id: b.order_id.clone(),
-                    amount_minor: b.amount_minor,
-                    refund_id: Some(b.refund_id.clone()),
-                    reason: None,
-                },
-            );
-            let intent = Intent {
-                id: format!("re_{}", &event_id(&b.key, "refund")[4..]),
-                events: vec![ev],
-                url: b.webhook_url.clone(),
-            };
-            ledger.intents.insert(b.key.clone(), intent.clone());
-            (intent, true)
         }
-    };
+        ledger.orders.entry(b.order_id.clone()).or_default().1 += b.amount_minor;
+        let ev = sim.event(
+            &b.key,
+            "refund.succeeded",
+            WebhookData {
+                order_id: b.order_id.clone(),
+                amount_minor: b.amount_minor,
+                refund_id: Some(b.refund_id.clone()),
+                reason: None,
+            },
+        );
+        Ok(Intent {
+            id: format!("re_{}", &event_id(&b.key, "refund")[4..]),
+            events: vec![ev],
+            url: b.webhook_url.clone(),
+        })
+    })?;
     let url = if fresh {
         intent.url.clone()
     } else {
