@@ -115,6 +115,10 @@ fn undeliverable(key: &str, channel: Channel) {
         .increment(1);
 }
 
+fn sent(channel: &'static str) {
+    metrics::counter!("agora_notifications_sent_total", "channel" => channel).increment(1);
+}
+
 /// Email over SMTP (plain TCP, as to a local relay or mail submission agent).
 pub struct SmtpSink {
     transport: lettre::AsyncSmtpTransport<lettre::Tokio1Executor>,
@@ -153,11 +157,10 @@ impl NotificationSink for SmtpSink {
         m: &Outgoing,
     ) -> Result<(), ExternalError> {
         use lettre::AsyncTransport;
-        let Some(to) = m.to.as_deref() else {
-            undeliverable(key, n.channel);
-            return Ok(());
-        };
-        let Ok(to) = to.parse::<lettre::message::Mailbox>() else {
+        let to =
+            m.to.as_deref()
+                .and_then(|t| t.parse::<lettre::message::Mailbox>().ok());
+        let Some(to) = to else {
             undeliverable(key, n.channel);
             return Ok(());
         };
@@ -172,10 +175,7 @@ impl NotificationSink for SmtpSink {
         self.transport
             .send(email)
             .await
-            .map(|_| {
-                metrics::counter!("agora_notifications_sent_total", "channel" => "email")
-                    .increment(1)
-            })
+            .map(|_| sent("email"))
             .map_err(|e| ExternalError::Unavailable(format!("smtp: {e}")))
     }
 }
@@ -224,8 +224,7 @@ impl NotificationSink for WebhookSink {
             .await
             .map_err(|e| ExternalError::Unavailable(format!("webhook: {e}")))?;
         if resp.status().is_success() {
-            metrics::counter!("agora_notifications_sent_total", "channel" => n.channel.name())
-                .increment(1);
+            sent(n.channel.name());
             Ok(())
         } else {
             Err(ExternalError::Unavailable(format!(
