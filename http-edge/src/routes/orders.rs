@@ -138,12 +138,7 @@ pub async fn checkout(
     headers: HeaderMap,
     ApiJson(req): ApiJson<CheckoutRequest>,
 ) -> ApiResult<Response> {
-    let key = headers
-        .get("idempotency-key")
-        .ok_or_else(|| Problem::bad_request("the Idempotency-Key header is required"))?
-        .to_str()
-        .map_err(|_| Problem::bad_request("Idempotency-Key must be visible ASCII"))?;
-    validate::idempotency_key(key)?;
+    let key = validate::idempotency_header(&headers)?;
     let method = validate_checkout(&req)?;
     let order_id = order_id_for_key(&caller.user_id, key);
     let body = serde_json::to_string(&req).map_err(|e| Problem::internal(e.to_string()))?;

@@ -228,16 +228,6 @@ pub struct QuoteList {
     pub quotes: Vec<QuoteDto>,
 }
 
-fn idempotency_key(headers: &HeaderMap) -> ApiResult<&str> {
-    let key = headers
-        .get("idempotency-key")
-        .ok_or_else(|| Problem::bad_request("the Idempotency-Key header is required"))?
-        .to_str()
-        .map_err(|_| Problem::bad_request("Idempotency-Key must be visible ASCII"))?;
-    validate::idempotency_key(key)?;
-    Ok(key)
-}
-
 fn key_id(user_id: &str, key: &str) -> String {
     format!(
         "{:016x}",
@@ -356,7 +346,7 @@ pub async fn request_refund(
     ApiPath(order_id): ApiPath<String>,
     ApiJson(req): ApiJson<RefundRequest>,
 ) -> ApiResult<(StatusCode, Json<RefundDto>)> {
-    let key = idempotency_key(&headers)?;
+    let key = validate::idempotency_header(&headers)?;
     let lines = req.lines.clone().unwrap_or_default();
     if lines.len() > MAX_REFUND_LINES {
         return Err(Problem::invalid(
@@ -482,7 +472,7 @@ pub async fn top_up(
     headers: HeaderMap,
     ApiJson(req): ApiJson<TopUpRequest>,
 ) -> ApiResult<Json<WalletDto>> {
-    let key = idempotency_key(&headers)?;
+    let key = validate::idempotency_header(&headers)?;
     if !(MIN_TOP_UP_MINOR..=MAX_TOP_UP_MINOR).contains(&req.amount_minor) {
         return Err(Problem::invalid(
             "amount_minor",

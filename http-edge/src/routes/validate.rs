@@ -131,6 +131,17 @@ pub fn idempotency_key(s: &str) -> Result<(), Problem> {
     Ok(())
 }
 
+/// The required `Idempotency-Key` header of a request, checked.
+pub fn idempotency_header(headers: &axum::http::HeaderMap) -> Result<&str, Problem> {
+    let key = headers
+        .get("idempotency-key")
+        .ok_or_else(|| Problem::bad_request("the Idempotency-Key header is required"))?
+        .to_str()
+        .map_err(|_| Problem::bad_request("Idempotency-Key must be visible ASCII"))?;
+    idempotency_key(key)?;
+    Ok(key)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
