@@ -84,19 +84,9 @@ async fn couriers_quote_and_the_chosen_rate_is_in_the_total() {
     assert_eq!(o["shipping"]["courier"], "swift", "{o}");
     assert_eq!(o["shipping"]["price"]["amount_minor"], swift, "{o}");
     let o = wait_for_order(&user, &order_id, &["DELIVERED"]).await;
-    let shipment_id = o["shipment_id"].as_str().expect("shipment id");
-    let s = user
-        .get(&format!("/api/v1/shipments/{shipment_id}"))
-        .await
-        .expect_status(200, "shipment");
+    let (s, events) = shipment_of(&user, &o).await;
     assert_eq!(s.body["courier"], "swift", "{}", s.text);
     assert_eq!(s.body["delivery_attempts"], 1, "{}", s.text);
-    let events: Vec<&str> = s.body["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["status"].as_str().unwrap())
-        .collect();
     assert_eq!(
         events,
         [
@@ -140,25 +130,15 @@ async fn a_delivery_that_fails_every_attempt_is_returned_restocked_and_refunded(
         "{h:?}"
     );
     assert_eq!(o["cancel_reason"], "delivery_failed", "{o}");
-    let shipment_id = o["shipment_id"].as_str().expect("shipment id");
-    let s = user
-        .get(&format!("/api/v1/shipments/{shipment_id}"))
-        .await
-        .expect_status(200, "shipment");
+    let (s, events) = shipment_of(&user, &o).await;
     assert_eq!(s.body["status"], "RETURNED", "{}", s.text);
-    let events: Vec<&str> = s.body["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["status"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        events.iter().filter(|e| **e == "DELIVERY_FAILED").count(),
+        events.iter().filter(|e| *e == "DELIVERY_FAILED").count(),
         3,
         "{events:?}"
     );
     assert_eq!(
-        events.iter().filter(|e| **e == "OUT_FOR_DELIVERY").count(),
+        events.iter().filter(|e| *e == "OUT_FOR_DELIVERY").count(),
         3,
         "each failure retried until the last: {events:?}"
     );
@@ -185,4 +165,20 @@ async fn a_delivery_that_fails_every_attempt_is_returned_restocked_and_refunded(
     .await;
     assert_eq!((inv.sold, inv.reserved), (0, 0), "{inv:?}");
     wait_for_notifications(&user, &order_id, &["ORDER_RETURNED", "REFUND_ISSUED"]).await;
+}
+
+/// The order's shipment as `GET /shipments/{id}` answers it, and its tracking statuses in order.
+async fn shipment_of(user: &Client, order: &Value) -> (Resp, Vec<String>) {
+    let shipment_id = order["shipment_id"].as_str().expect("shipment id");
+    let s = user
+        .get(&format!("/api/v1/shipments/{shipment_id}"))
+        .await
+        .expect_status(200, "shipment");
+    let events = s.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["status"].as_str().unwrap().to_string())
+        .collect();
+    (s, events)
 }
