@@ -413,6 +413,18 @@ fn restock_line(l: &OrderLine, order_id: &str, ctx: &mut Ctx) {
     );
 }
 
+/// Compensates a paid order that will not be delivered: the whole payment goes back and the
+/// goods return to the shelf.
+fn refund_and_restock(s: &mut OrderState, p: &Placement, ctx: &mut Ctx) {
+    s.payment_status = "refunding".into();
+    ctx.send(
+        payment(ctx),
+        "REFUND_REQUESTED",
+        Command::Payment(PaymentCommand::Refund),
+    );
+    restock_all(p, ctx);
+}
+
 /// Ends an order that still holds a reservation: release the stock, drop the payment.
 fn end_unpaid(s: &mut OrderState, p: &Placement, ctx: &mut Ctx, to: OrderStatus, reason: &str) {
     s.set(to, ctx.now_ms);
@@ -856,13 +868,7 @@ pub fn handle(
         },
         OrderCommand::ShipmentProgress { status: ship } => match (status, ship) {
             (OrderStatus::RefundPending, ShipmentStatus::Cancelled) => {
-                s.payment_status = "refunding".into();
-                ctx.send(
-                    payment(ctx),
-                    "REFUND_REQUESTED",
-                    Command::Payment(PaymentCommand::Refund),
-                );
-                restock_all(&p, ctx);
+                refund_and_restock(s, &p, ctx);
                 notify(&p, ctx, "ORDER_CANCELLED");
             }
             (OrderStatus::RefundPending, _) if ship != ShipmentStatus::Created => {
@@ -894,13 +900,7 @@ pub fn handle(
                 // money goes back (the saga's compensation).
                 s.set(OrderStatus::Returned, ctx.now_ms);
                 s.cancel_reason = Some("delivery_failed".into());
-                s.payment_status = "refunding".into();
-                ctx.send(
-                    payment(ctx),
-                    "REFUND_REQUESTED",
-                    Command::Payment(PaymentCommand::Refund),
-                );
-                restock_all(&p, ctx);
+                refund_and_restock(s, &p, ctx);
                 notify(&p, ctx, "ORDER_RETURNED");
             }
             _ => {}
