@@ -62,6 +62,27 @@ async fn reopen(path: &std::path::Path) -> Store {
     }
 }
 
+/// A fresh store at `path` (and its writer) that has installed `data` under `epoch`.
+async fn store_with_shard(
+    path: &std::path::Path,
+    data: &agora_node::store::ShardData,
+    epoch: u64,
+) -> (Store, Writer) {
+    let store = Store::open(path).unwrap();
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let writer = Writer::start(store.clone(), tx, vec![]).unwrap();
+    let (done, rx) = oneshot::channel();
+    writer
+        .submit(WriteOp::InstallShard {
+            data: Box::new(data.clone()),
+            epoch,
+            done,
+        })
+        .unwrap();
+    rx.await.unwrap().unwrap();
+    (store, writer)
+}
+
 fn stock_state(available: u64) -> EntityState {
     EntityState::Stock(agora_actors::stock::StockState {
         available,
@@ -344,18 +365,7 @@ async fn a_shard_streams_to_another_store_as_a_unit_and_the_old_copy_is_fenced()
     );
 
     // Install on another store under epoch 2: same rows, and the shard's epoch is 2 there.
-    let b_store = Store::open(&dir.path().join("b.redb")).unwrap();
-    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-    let b_writer = Writer::start(b_store.clone(), tx, vec![]).unwrap();
-    let (done, rx) = oneshot::channel();
-    b_writer
-        .submit(WriteOp::InstallShard {
-            data: Box::new(moved.clone()),
-            epoch: 2,
-            done,
-        })
-        .unwrap();
-    rx.await.unwrap().unwrap();
+    let (b_store, _b_writer) = store_with_shard(&dir.path().join("b.redb"), &moved, 2).await;
     assert_eq!(b_store.export_shard(shard).unwrap(), moved);
     assert_eq!(b_store.shard_epoch(shard).unwrap(), 2);
 
@@ -473,18 +483,7 @@ async fn rows_of_an_installed_shard_are_never_overwritten_by_the_new_owners_own_
 
     // Store B (fresh: its own sequence starts at 1) installs the shard, then emits rows of
     // its own for the same shard: every installed row must survive.
-    let b_store = Store::open(&dir.path().join("b.redb")).unwrap();
-    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-    let b_writer = Writer::start(b_store.clone(), tx, vec![]).unwrap();
-    let (done, rx) = oneshot::channel();
-    b_writer
-        .submit(WriteOp::InstallShard {
-            data: Box::new(moved.clone()),
-            epoch: 2,
-            done,
-        })
-        .unwrap();
-    rx.await.unwrap().unwrap();
+    let (b_store, b_writer) = store_with_shard(&dir.path().join("b.redb"), &moved, 2).await;
     let other = EntityRef::new(EntityKind::Order, "o-1");
     let own: Vec<_> = (1..=3)
         .map(|i| message(&format!("b#{i}"), &other))
