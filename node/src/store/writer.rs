@@ -19,6 +19,21 @@ use tokio::sync::{oneshot, watch};
 const MAX_BATCH: usize = 8192;
 /// Longest a delivered outbox row waits for its delete to ride along with another commit.
 const ACK_FLUSH: std::time::Duration = std::time::Duration::from_millis(200);
+/// A batch at least this large means the writer is busy: the next one may gather briefly.
+const COMMIT_SIBLINGS: usize = 16;
+/// The gather under load, unless `AGORA_COMMIT_DELAY_US` says otherwise (0: none).
+const COMMIT_DELAY_US: u64 = 500;
+
+/// The commit gather for the writer thread (`AGORA_COMMIT_DELAY_US`, default 500 µs).
+fn commit_delay_from_env() -> Option<std::time::Duration> {
+    let us = std::env::var("AGORA_COMMIT_DELAY_US")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(COMMIT_DELAY_US)
+        .min(10_000);
+    (us > 0).then(|| std::time::Duration::from_micros(us))
+}
+
 /// Most deferred outbox deletes before they are committed anyway.
 const MAX_DEFERRED_ACKS: usize = 50_000;
 
@@ -219,7 +234,7 @@ impl Writer {
             let last = t.last()?.map(|(k, _)| k.value());
             last.map_or(1, |k| k + 1)
         };
-        let thread = WriterThread {
+        let mut thread = WriterThread {
             store: store.clone(),
             rx,
             progress: progress_tx,
@@ -228,9 +243,12 @@ impl Writer {
             next_outbox,
             next_dead,
             epochs: HashMap::new(),
+            commit_delay: None,
+            last_batch: 0,
         };
         match executor {
             StorageExecutor::Thread => {
+                thread.commit_delay = commit_delay_from_env();
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_time()
                     .build()
@@ -330,6 +348,10 @@ struct WriterThread {
     next_outbox: u64,
     next_dead: u64,
     epochs: HashMap<u32, u64>,
+    /// The gather before a commit under load (its own OS thread only).
+    commit_delay: Option<std::time::Duration>,
+    /// Operations in the last batch.
+    last_batch: usize,
 }
 
 struct BatchResult {
@@ -341,6 +363,16 @@ struct BatchResult {
 }
 
 impl WriterThread {
+    /// Moves every pending operation into `batch`, up to `MAX_BATCH`.
+    fn drain_into(&mut self, batch: &mut Vec<(u64, WriteOp)>) {
+        while batch.len() < MAX_BATCH {
+            match self.rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+    }
+
     /// Takes the next batch: everything pending, up to `MAX_BATCH`. Deleting delivered outbox
     /// rows needs no fsync of its own (a lost delete only means a deduplicated redelivery),
     /// so acks ride along with the next batch that commits anyway, or go after `ACK_FLUSH`.
@@ -363,12 +395,17 @@ impl WriterThread {
             }
         };
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match self.rx.try_recv() {
-                Ok(op) => batch.push(op),
-                Err(_) => break,
+        self.drain_into(&mut batch);
+        if let Some(delay) = self.commit_delay {
+            // Under load (the last batch was large) a short gather lets the writers that are
+            // about to submit join this fsync instead of paying for the next one; at light
+            // load (small batches) nothing waits.
+            if self.last_batch >= COMMIT_SIBLINGS && batch.len() < self.last_batch {
+                std::thread::sleep(delay);
+                self.drain_into(&mut batch);
             }
         }
+        self.last_batch = batch.len();
         let mut kept = Vec::with_capacity(batch.len());
         let mut needs_commit = false;
         for (ticket, op) in batch {
