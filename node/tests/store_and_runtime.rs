@@ -500,3 +500,37 @@ async fn rows_of_an_installed_shard_are_never_overwritten_by_the_new_owners_own_
     ids.sort();
     assert_eq!(ids, vec!["a#1", "a#2", "a#3", "b#1", "b#2", "b#3"]);
 }
+
+#[tokio::test]
+async fn a_load_of_a_key_written_in_the_same_batch_answers_only_once_that_write_is_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("a.redb")).unwrap();
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let writer = Writer::start(store.clone(), tx, vec![]).unwrap();
+    for round in 0..20 {
+        // Keep the writer busy with a batch so the next write and the load queue together.
+        let mut busy = Vec::new();
+        for i in 0..64 {
+            let e = EntityRef::new(EntityKind::StockItem, format!("B{round}-{i}"));
+            let (op, rx) = write(0, 1, &e, stock_state(1), vec![]);
+            writer.submit(op).unwrap();
+            busy.push(rx);
+        }
+        let e = EntityRef::new(EntityKind::StockItem, format!("W{round}"));
+        let (op, done) = write(0, 1, &e, stock_state(round), vec![]);
+        let ticket = writer.submit(op).unwrap();
+        let loaded = writer.load(entity_key(0, &e)).await.unwrap();
+        assert!(
+            loaded.is_some(),
+            "the load sees the write submitted before it"
+        );
+        assert!(
+            writer.progress().borrow().committed >= ticket,
+            "round {round}: a load answered a change that was not durable yet"
+        );
+        done.await.unwrap().unwrap();
+        for rx in busy {
+            rx.await.unwrap().unwrap();
+        }
+    }
+}

@@ -472,6 +472,10 @@ impl WriterThread {
     }
 
     fn finish(&mut self, r: BatchResult, max_ticket: u64) {
+        // The batch is durable: say so before any reply, so a caller holding a reply always
+        // sees its ticket committed.
+        self.progress
+            .send_modify(|p| p.committed = p.committed.max(max_ticket));
         for d in r.done {
             match d {
                 Done::Unit(tx) => {
@@ -485,8 +489,6 @@ impl WriterThread {
         for (tx, e) in r.refused {
             let _ = tx.send(Err(e));
         }
-        self.progress
-            .send_modify(|p| p.committed = p.committed.max(max_ticket));
         for (entity, state) in &r.states {
             for l in self.listeners.iter() {
                 if l.wants(entity.kind) {
