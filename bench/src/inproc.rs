@@ -23,7 +23,7 @@ pub struct Harness {
     /// The region.
     pub region: Region,
     /// Keeps the committed-outbox channel open.
-    _relay: tokio::sync::mpsc::UnboundedReceiver<agora_node::store::writer::CommittedOutbox>,
+    _relay: tokio::sync::mpsc::UnboundedReceiver<agora_node::store::RelayFeed>,
     /// The store's directory.
     _dir: tempfile::TempDir,
 }

@@ -650,6 +650,10 @@ pub async fn start_with(
         crate::cluster::handoff::follow_map(me, region.clone(), map.clone());
     }
     let _ = handoff_cell.set(admin_state.handoff.clone());
+    if cluster.is_some() {
+        // Copies left by handoffs that a crash interrupted are kept or dropped by the map.
+        admin_state.handoff.watch_stored_copies()?;
+    }
     watch_stuck_sagas(
         store.clone(),
         map.clone(),

@@ -11,7 +11,7 @@ use agora_node::seams::SystemClock;
 use agora_node::store::keys::entity_key;
 use agora_node::store::record::{encode, EntityRecord, FORMAT_VERSION};
 use agora_node::store::writer::EntityWrite;
-use agora_node::store::{Store, StoreError, WriteOp, Writer};
+use agora_node::store::{RelayFeed, Store, StoreError, WriteOp, Writer};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -40,6 +40,7 @@ fn write(
         record,
         msg_ids: Vec::new(),
         outbox,
+        after: Vec::new(),
         state_for_listeners: None,
         now_ms: 0,
         done,
@@ -136,6 +137,119 @@ async fn a_load_sees_every_write_submitted_before_it() {
     assert_eq!(rec.state, stock_state(7));
 }
 
+/// Moves `shard` on to `epoch` in `writer`'s store (as a handoff away does).
+async fn drop_shard(writer: &Writer, shard: u32, epoch: u64) {
+    let (done, rx) = oneshot::channel();
+    writer
+        .submit(WriteOp::DropShard { shard, epoch, done })
+        .unwrap();
+    rx.await.unwrap().unwrap();
+}
+
+/// Submits a change of `e` in shard `shard` (epoch 1) derived from the changes `after`.
+fn submit_after(
+    writer: &Writer,
+    shard: u32,
+    e: &EntityRef,
+    after: Vec<u64>,
+) -> (u64, oneshot::Receiver<Result<(), StoreError>>) {
+    let (mut op, done) = write(shard, 1, e, stock_state(3), vec![]);
+    if let WriteOp::Entity(w) = &mut op {
+        w.after = after;
+    }
+    (writer.submit(op).unwrap(), done)
+}
+
+#[tokio::test]
+async fn a_change_derived_from_a_refused_change_is_refused_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("a.redb")).unwrap();
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let writer = Writer::start(store.clone(), tx, vec![]).unwrap();
+    drop_shard(&writer, 2, 5).await;
+    let [a, b, c, d] = ["A", "B", "C", "D"].map(|id| EntityRef::new(EntityKind::StockItem, id));
+    // A's change is made under the old epoch of shard 2; B took a message from A early, C one
+    // from B; D's change depends on nothing refused.
+    let (ta, done_a) = submit_after(&writer, 2, &a, vec![]);
+    let (tb, done_b) = submit_after(&writer, 3, &b, vec![ta]);
+    let (tc, done_c) = submit_after(&writer, 4, &c, vec![tb]);
+    let (td, done_d) = submit_after(&writer, 4, &d, vec![1]);
+    assert!(matches!(
+        done_a.await.unwrap(),
+        Err(StoreError::StaleEpoch { .. })
+    ));
+    assert!(matches!(
+        done_b.await.unwrap(),
+        Err(StoreError::DependencyRefused { ticket }) if ticket == ta
+    ));
+    assert!(matches!(
+        done_c.await.unwrap(),
+        Err(StoreError::DependencyRefused { ticket }) if ticket == tb
+    ));
+    done_d.await.unwrap().unwrap();
+    assert!([ta, tb, tc].iter().all(|t| writer.was_refused(*t)));
+    assert!(!writer.was_refused(td) && writer.is_durable(td));
+    for (shard, e, stored) in [(3, &b, false), (4, &c, false), (4, &d, true)] {
+        assert_eq!(
+            store.entity(&entity_key(shard, e)).unwrap().is_some(),
+            stored
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_early_message_whose_sender_was_refused_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (region, store, writer) = region_and_writer(&dir.path().join("a.redb")).await;
+    let sku = EntityRef::new(EntityKind::StockItem, "E");
+    let receive = |n| Command::Stock(StockCommand::Receive { quantity: n });
+    region
+        .deliver(sku.clone(), receive(5), Some("m-1".into()))
+        .await
+        .unwrap();
+    // A sender in another shard, whose change is refused (that shard moved on).
+    let other = (0..8).find(|s| *s != sku.shard(8)).unwrap();
+    drop_shard(&writer, other, 9).await;
+    let sender = EntityRef::new(EntityKind::Order, "gone");
+    let (refused, done) = submit_after(&writer, other, &sender, vec![]);
+    // Delivered early, before the sender's change is known to be refused.
+    let answer = region
+        .deliver_batch(sku.clone(), vec![(receive(3), "m-2".into())], vec![refused])
+        .await;
+    assert!(done.await.unwrap().is_err());
+    assert!(
+        matches!(answer, Err(AskError::Unavailable(_))),
+        "{answer:?}"
+    );
+    // The receiver forgot it: memory and disk show the durable 5, and the message can come
+    // again (from its sender's next owner) and take effect then.
+    let r = region
+        .ask(sku.clone(), Command::Stock(StockCommand::Get))
+        .await;
+    assert!(
+        matches!(r, Ok(Reply::Stock(ref s)) if s.available == 5),
+        "{r:?}"
+    );
+    let rec = store
+        .entity(&entity_key(sku.shard(8), &sku))
+        .unwrap()
+        .unwrap();
+    assert_eq!(rec.state, stock_state(5));
+    let again = region
+        .deliver_batch(sku.clone(), vec![(receive(3), "m-2".into())], Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(again, vec![Ok(())]);
+    let r = region
+        .ask(sku.clone(), Command::Stock(StockCommand::Get))
+        .await;
+    assert!(
+        matches!(r, Ok(Reply::Stock(ref s)) if s.available == 8),
+        "{r:?}"
+    );
+    region.stop();
+}
+
 #[tokio::test]
 async fn a_write_under_a_stale_epoch_is_refused_and_not_stored() {
     let dir = tempfile::tempdir().unwrap();
@@ -182,14 +296,25 @@ async fn outbox_rows_are_committed_with_the_state_and_deleted_when_acked() {
         EntityState::empty(EntityKind::Order),
         vec![msg.clone()],
     );
-    writer.submit(op).unwrap();
+    let ticket = writer.submit(op).unwrap();
     done.await.unwrap().unwrap();
-    let committed = rx.recv().await.unwrap();
+    // The message is handed over early (at submit), then its row once committed.
+    let Some(RelayFeed::Submitted {
+        ticket: early_ticket,
+        messages,
+    }) = rx.recv().await
+    else {
+        panic!("the early copy comes first");
+    };
+    assert_eq!((early_ticket, messages), (ticket, vec![msg.clone()]));
+    let Some(RelayFeed::Committed(committed)) = rx.recv().await else {
+        panic!("then the committed row");
+    };
     assert_eq!(committed.len(), 1);
-    assert_eq!(committed[0].1, msg);
+    assert_eq!((committed[0].0, &committed[0].2), (ticket, &msg));
     assert_eq!(store.outbox_rows().unwrap().len(), 1);
     writer
-        .submit(WriteOp::OutboxAcked(vec![committed[0].0.clone()]))
+        .submit(WriteOp::OutboxAcked(vec![committed[0].1.clone()]))
         .unwrap();
     writer.put_meta("barrier", vec![]).await.unwrap();
     assert!(store.outbox_rows().unwrap().is_empty());

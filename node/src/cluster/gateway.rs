@@ -121,7 +121,7 @@ async fn serve(region: Region, env: Envelope, epoch: u64) -> WireReply {
             .await
             .map(ReplyPayload::Reply),
         Payload::Batch(items) => region
-            .deliver_batch(env.target, items)
+            .deliver_batch(env.target, items, Vec::new())
             .await
             .map(ReplyPayload::Batch),
     }
@@ -189,9 +189,13 @@ impl Actor for Gateway {
             }
             GatewayMsg::InstallShard(bytes, reply) => {
                 let writer = args.writer.clone();
+                let handoff = args.handoff.clone();
                 tokio::spawn(async move {
                     let answer = super::handoff::install(&writer, &bytes).await;
-                    let _ = reply.send(encode(&answer).unwrap_or_default());
+                    if let (Ok((shard, epoch)), Some(handoff)) = (&answer, handoff.get()) {
+                        handoff.watch_copy(*shard, *epoch);
+                    }
+                    let _ = reply.send(encode(&answer.map(|_| ())).unwrap_or_default());
                 });
                 Ok(())
             }

@@ -111,6 +111,11 @@ impl Router {
         decode::<WireReply>(&answer)?
     }
 
+    /// Whether `to` lives on this node (the agreed map gives its shard to this node).
+    pub fn is_local(&self, to: &EntityRef) -> bool {
+        self.owner(to).is_ok_and(|(_, owner, _)| owner == self.me)
+    }
+
     /// Hosts a shard the agreed map gives this node if the map follower has not yet.
     async fn ensure_hosted(&self, shard: u32, epoch: u64) {
         if !self.region.hosts(shard) {
@@ -143,16 +148,24 @@ impl Router {
         }
     }
 
-    /// Delivers relayed messages to `to` wherever it lives, stored in one write.
+    /// Delivers relayed messages to `to` wherever it lives, stored in one write. Messages
+    /// whose senders' changes are not yet durable (`after` not empty) go only to an entity of
+    /// this node: another node would keep them even if this one lost their senders.
     pub async fn deliver_batch(
         &self,
         to: EntityRef,
         items: Vec<(Command, String)>,
+        after: Vec<u64>,
     ) -> Result<BatchResults, AskError> {
         let (shard, owner, epoch) = self.owner(&to)?;
         if owner == self.me {
             self.ensure_hosted(shard, epoch).await;
-            return self.region.deliver_batch(to, items).await;
+            return self.region.deliver_batch(to, items, after).await;
+        }
+        if !after.is_empty() {
+            return Err(AskError::Unavailable(format!(
+                "{to} lives on node {owner}: sent once its senders' changes are durable"
+            )));
         }
         match self
             .remote(to, shard, owner, epoch, Payload::Batch(items))

@@ -1,7 +1,10 @@
 //! The generic entity actor: hosts one entity of any kind, runs each command against its
 //! state, hands changes to the group-commit writer without waiting for the fsync, and sends
 //! each reply only once the change it reports is durable. Relayed messages may come in
-//! batches: all of a batch's effects are stored in one write.
+//! batches: all of a batch's effects are stored in one write. A batch may arrive before its
+//! senders' changes are durable (early delivery on this node): its write then names them,
+//! and is refused with them; an entity whose change was refused drops its state from memory
+//! and reloads what is durable.
 
 use super::RuntimeContext;
 use crate::store::keys::entity_key;
@@ -41,6 +44,9 @@ pub enum EntityMsg {
     Batch {
         /// Commands with their message ids.
         items: Vec<(Command, String)>,
+        /// The senders' changes, not yet durable when the batch was sent (empty when they
+        /// were): the batch's write is refused if any of them is.
+        after: Vec<u64>,
         /// Where the per-message results go.
         reply: BatchReplyTo,
     },
@@ -70,6 +76,7 @@ pub struct EntityHost {
     args: EntityArgs,
     key: Vec<u8>,
     loaded: Option<(EntityState, u64)>,
+    /// The ticket a reply about the state in memory waits for (its latest change).
     last_ticket: u64,
     /// Message ids applied since activation, with the ticket of their write.
     recent: HashMap<String, u64>,
@@ -85,6 +92,18 @@ struct Applied {
 
 impl EntityHost {
     async fn ensure_loaded(&mut self) -> Result<(), StoreError> {
+        if self.last_ticket > 0 && self.args.rt.writer.was_refused(self.last_ticket) {
+            // A change of ours was refused (it was derived from a message whose sender's
+            // change was refused): forget everything since the last durable state.
+            tracing::info!(entity = %self.args.entity, "a change was refused; reloading");
+            metrics::counter!("agora_entity_reloads_total").increment(1);
+            self.loaded = None;
+            self.recent.clear();
+            self.last_ticket = 0;
+            for (_, reply) in self.parked.drain(..) {
+                let _ = reply.send(Err(AskError::Unavailable("entity reloaded".into())));
+            }
+        }
         if self.loaded.is_none() {
             let rec = self.args.rt.writer.load(self.key.clone()).await?;
             self.loaded = Some(match rec {
@@ -103,14 +122,16 @@ impl EntityHost {
         result: Result<T, AskError>,
         ticket: u64,
     ) {
-        let progress = self.args.rt.writer.progress();
+        let writer = self.args.rt.writer.clone();
+        let progress = writer.progress();
         let fenced = self.args.fenced.clone();
         let done = {
             let p = *progress.borrow();
             p.committed >= ticket || p.failed
         } || cfg!(feature = "planted-ack-before-durable");
         let deliver = move |ok: bool| {
-            let r = if !ok || fenced.load(Ordering::Acquire) {
+            let refused = writer.was_refused(ticket);
+            let r = if !ok || refused || fenced.load(Ordering::Acquire) {
                 Err(AskError::Unavailable("store".into()))
             } else {
                 result
@@ -165,6 +186,7 @@ impl EntityHost {
         &mut self,
         msg_ids: Vec<String>,
         outbox: Vec<OutboxMessage>,
+        mut after: Vec<u64>,
         now: u64,
     ) -> Result<(), ActorProcessingErr> {
         let Some((state, seq)) = self.loaded.as_ref() else {
@@ -183,6 +205,10 @@ impl EntityHost {
         } else {
             None
         };
+        if self.last_ticket > 0 {
+            // The state written includes every earlier change of ours.
+            after.push(self.last_ticket);
+        }
         let (done, done_rx) = oneshot::channel();
         let write = EntityWrite {
             shard: self.args.shard,
@@ -192,6 +218,7 @@ impl EntityHost {
             record,
             msg_ids: msg_ids.clone(),
             outbox,
+            after,
             state_for_listeners,
             now_ms: now,
             done,
@@ -205,11 +232,12 @@ impl EntityHost {
         for id in msg_ids {
             self.recent.insert(id, ticket);
         }
-        // A refused write (stale epoch) means another node owns the shard now: fence it, so
-        // nothing more is answered from this copy.
+        // A write refused for a stale epoch means another node owns the shard now: fence it,
+        // so nothing more is answered from this copy. (Any refused write is also seen by
+        // `ensure_loaded`, which reloads the state.)
         let fenced = self.args.fenced.clone();
         tokio::spawn(async move {
-            if let Ok(Err(e)) = done_rx.await {
+            if let Ok(Err(e @ StoreError::StaleEpoch { .. })) = done_rx.await {
                 tracing::warn!(error = %e, "write refused; fencing shard");
                 fenced.store(true, Ordering::Release);
             }
@@ -252,7 +280,12 @@ impl EntityHost {
             }
         };
         if applied.changed || !applied.outbox.is_empty() || msg_id.is_some() {
-            self.persist(msg_id.into_iter().collect(), applied.outbox, now)?;
+            self.persist(
+                msg_id.into_iter().collect(),
+                applied.outbox,
+                Vec::new(),
+                now,
+            )?;
         }
         match applied.outcome {
             Outcome::Reply(r) => self.respond(reply, Ok(r), self.last_ticket),
@@ -267,6 +300,7 @@ impl EntityHost {
     async fn batch(
         &mut self,
         items: Vec<(Command, String)>,
+        after: Vec<u64>,
         reply: BatchReplyTo,
     ) -> Result<(), ActorProcessingErr> {
         if let Err(e) = self.ensure_loaded().await {
@@ -302,7 +336,7 @@ impl EntityHost {
             }
         }
         if !ids.is_empty() {
-            self.persist(ids, outbox, now)?;
+            self.persist(ids, outbox, after, now)?;
         }
         self.respond(reply, Ok(results), self.last_ticket);
         if changed {
@@ -379,7 +413,11 @@ impl Actor for EntityActor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             EntityMsg::Request { cmd, msg_id, reply } => host.request(cmd, msg_id, reply).await,
-            EntityMsg::Batch { items, reply } => host.batch(items, reply).await,
+            EntityMsg::Batch {
+                items,
+                after,
+                reply,
+            } => host.batch(items, after, reply).await,
             EntityMsg::Stop => {
                 me.stop(Some("passivated".into()));
                 Ok(())

@@ -203,14 +203,20 @@ impl Region {
             .await
     }
 
-    /// Delivers relayed messages to `to` in order, their effects stored in one write.
+    /// Delivers relayed messages to `to` in order, their effects stored in one write; `after`
+    /// names the senders' changes not yet durable (the write is refused if one of them is).
     pub async fn deliver_batch(
         &self,
         to: EntityRef,
         items: Vec<(Command, String)>,
+        after: Vec<u64>,
     ) -> Result<BatchResults, AskError> {
-        self.send(to, |reply| EntityMsg::Batch { items, reply })
-            .await
+        self.send(to, |reply| EntityMsg::Batch {
+            items,
+            after,
+            reply,
+        })
+        .await
     }
 
     /// Counts per hosted shard, with the shard number.

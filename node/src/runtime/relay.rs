@@ -3,11 +3,18 @@
 //! A delivered row is deleted; a refused one becomes a dead letter; an unreachable
 //! destination is retried with backoff. Rows are reloaded from the store at start, so timers
 //! and undelivered messages survive restarts.
+//!
+//! Early delivery: a message due now to an entity of this node is delivered as soon as its
+//! sender hands its change to the writer, not after the commit. The receiver's change gets a
+//! later ticket, so it is never durable without the sender's, and names the sender's ticket,
+//! so it is refused if the sender's change is. The row is deleted once both the delivery is
+//! done and the row is committed; a message whose sender's change was refused is dropped
+//! (it never existed). Messages to other nodes and outside services wait for the commit.
 
 use super::external::ExternalServices;
 use crate::cluster::router::Router;
 use crate::store::record::{DeadLetter, FORMAT_VERSION};
-use crate::store::writer::CommittedOutbox;
+use crate::store::writer::{CommittedOutbox, RelayFeed};
 use crate::store::{Store, StoreError, WriteOp, Writer};
 use agora_actors::client::AskError;
 use agora_actors::message::Body;
@@ -27,9 +34,22 @@ const MAX_BATCH: usize = 256;
 const MAX_BACKOFF_MS: u64 = 5_000;
 
 struct Item {
-    key: Vec<u8>,
+    /// The row's key; `None` while an early delivery's row is not yet known to be committed.
+    key: Option<Vec<u8>>,
     msg: OutboxMessage,
     attempts: u32,
+    /// The sender's change, for an early delivery (0 when the row was committed first).
+    after: u64,
+}
+
+/// Where an early delivery stands, until both it and its row's commit are done.
+enum Early {
+    /// Queued or being delivered; the row's key once committed.
+    Pending(Option<Vec<u8>>),
+    /// Delivered; the row is deleted when its commit is seen.
+    Delivered,
+    /// Refused by the receiver; a dead letter once the row's commit is seen.
+    Refused(String),
 }
 
 #[derive(Default)]
@@ -60,7 +80,7 @@ pub struct RelayDeps {
 /// Starts the relay: loads every stored outbox row, then follows new commits.
 pub fn start(
     deps: RelayDeps,
-    committed: UnboundedReceiver<CommittedOutbox>,
+    committed: UnboundedReceiver<RelayFeed>,
 ) -> Result<tokio::task::JoinHandle<()>, StoreError> {
     let rows = deps.store.outbox_rows()?;
     tracing::info!(pending = rows.len(), "outbox relay starting");
@@ -73,6 +93,7 @@ pub fn start(
         acks: Vec::new(),
         running: JoinSet::new(),
         backlog: 0,
+        early: HashMap::new(),
     };
     let now = relay.deps.clock.now_ms();
     for (key, rec) in rows {
@@ -93,6 +114,8 @@ struct Relay {
     acks: Vec<Vec<u8>>,
     running: JoinSet<(String, Vec<Item>, Delivery)>,
     backlog: usize,
+    /// Early deliveries by (sender's ticket, message id).
+    early: HashMap<(u64, String), Early>,
 }
 
 fn lane_of(msg: &OutboxMessage) -> String {
@@ -102,7 +125,12 @@ fn lane_of(msg: &OutboxMessage) -> String {
     }
 }
 
-async fn deliver(region: Router, external: ExternalServices, items: &[Item]) -> Delivery {
+async fn deliver(
+    region: Router,
+    external: ExternalServices,
+    items: &[Item],
+    after: Vec<u64>,
+) -> Delivery {
     let Some(first) = items.first() else {
         return Ok(Vec::new());
     };
@@ -120,7 +148,7 @@ async fn deliver(region: Router, external: ExternalServices, items: &[Item]) -> 
                     }
                 }
             }
-            match region.deliver_batch(to.clone(), batch).await {
+            match region.deliver_batch(to.clone(), batch, after).await {
                 // Fault point: the answer is lost after the delivery took effect, so the
                 // batch is delivered again (deduplication must absorb it).
                 Ok(_) if agora_actors::buggify!(0.03) => Err("buggify: answer lost".into()),
@@ -156,10 +184,59 @@ impl Relay {
             self.timers.insert((msg.deliver_at_ms, key), msg);
         } else {
             self.enqueue(Item {
-                key,
+                key: Some(key),
                 msg,
                 attempts: 0,
+                after: 0,
             });
+        }
+    }
+
+    /// A change handed to the writer: its messages to entities of this node go now.
+    fn submitted(&mut self, ticket: u64, messages: Vec<OutboxMessage>) {
+        for msg in messages {
+            let local = match &msg.to {
+                Destination::Entity(e) => self.deps.region.is_local(e),
+                Destination::External => false,
+            };
+            if !local {
+                continue;
+            }
+            self.backlog += 1;
+            metrics::counter!("agora_outbox_early_total").increment(1);
+            self.early
+                .insert((ticket, msg.id.clone()), Early::Pending(None));
+            self.enqueue(Item {
+                key: None,
+                msg,
+                attempts: 0,
+                after: ticket,
+            });
+        }
+    }
+
+    /// Rows made durable: queued, or matched with their early delivery.
+    fn committed(&mut self, rows: CommittedOutbox) {
+        let now = self.deps.clock.now_ms();
+        for (ticket, key, msg) in rows {
+            let id = (ticket, msg.id.clone());
+            match self.early.remove(&id) {
+                None => self.add(key, msg),
+                Some(Early::Pending(_)) => {
+                    self.early.insert(id, Early::Pending(Some(key)));
+                }
+                Some(Early::Delivered) => self.acks.push(key),
+                Some(Early::Refused(reason)) => self.dead_letter(
+                    Item {
+                        key: Some(key),
+                        msg,
+                        attempts: 0,
+                        after: 0,
+                    },
+                    reason,
+                    now,
+                ),
+            }
         }
     }
 
@@ -180,9 +257,10 @@ impl Relay {
             }
             let ((_, key), msg) = entry.remove_entry();
             self.enqueue(Item {
-                key,
+                key: Some(key),
                 msg,
                 attempts: 0,
+                after: 0,
             });
         }
         while let Some(entry) = self.retries.first_entry() {
@@ -213,18 +291,58 @@ impl Relay {
                 continue;
             }
             let n = lane.queue.len().min(MAX_BATCH);
-            let items: Vec<Item> = lane.queue.drain(..n).collect();
+            let drained: Vec<Item> = lane.queue.drain(..n).collect();
+            // An early delivery whose sender's change was refused never happened: drop it.
+            let writer = &self.deps.writer;
+            let (items, dropped): (Vec<Item>, Vec<Item>) = drained
+                .into_iter()
+                .partition(|i| i.after == 0 || !writer.was_refused(i.after));
+            let mut after: Vec<u64> = items
+                .iter()
+                .filter(|i| i.after > 0 && !writer.is_durable(i.after))
+                .map(|i| i.after)
+                .collect();
+            after.dedup();
+            for item in dropped {
+                self.backlog -= 1;
+                metrics::counter!("agora_outbox_early_dropped_total").increment(1);
+                self.early.remove(&(item.after, item.msg.id));
+            }
+            if items.is_empty() {
+                self.ready.push_back(name);
+                continue;
+            }
             lane.busy = true;
             let region = self.deps.region.clone();
             let external = self.deps.external.clone();
             self.running.spawn(async move {
-                let r = deliver(region, external, &items).await;
+                let r = deliver(region, external, &items, after).await;
                 (name, items, r)
             });
         }
     }
 
+    /// The row key of a delivered item, or `None` while its row's commit is not yet seen (the
+    /// outcome is then kept for when it is).
+    fn settle_early(&mut self, item: &Item, outcome: Early) -> Option<Vec<u8>> {
+        if let Some(key) = &item.key {
+            return Some(key.clone());
+        }
+        let id = (item.after, item.msg.id.clone());
+        match self.early.remove(&id) {
+            Some(Early::Pending(Some(key))) => Some(key),
+            _ if self.deps.writer.was_refused(item.after) => None,
+            _ => {
+                self.early.insert(id, outcome);
+                None
+            }
+        }
+    }
+
     fn dead_letter(&mut self, item: Item, reason: String, now: u64) {
+        let Some(key) = item.key else {
+            return;
+        };
         tracing::warn!(msg_id = %item.msg.id, topic = %item.msg.topic, reason, "message refused; dead-lettered");
         metrics::counter!("agora_dead_letters_total").increment(1);
         let letter = DeadLetter {
@@ -233,10 +351,7 @@ impl Relay {
             reason,
             message: item.msg,
         };
-        if let Err(e) = self.deps.writer.submit(WriteOp::DeadLetter {
-            key: item.key,
-            letter,
-        }) {
+        if let Err(e) = self.deps.writer.submit(WriteOp::DeadLetter { key, letter }) {
             tracing::error!(error = %e, "cannot record a dead letter");
         }
     }
@@ -245,14 +360,19 @@ impl Relay {
         let now = self.deps.clock.now_ms();
         match result {
             Ok(results) => {
-                for (item, r) in items.into_iter().zip(results) {
+                for (mut item, r) in items.into_iter().zip(results) {
                     self.backlog -= 1;
                     match r {
                         Ok(()) => {
                             metrics::counter!("agora_outbox_delivered_total").increment(1);
-                            self.acks.push(item.key);
+                            if let Some(key) = self.settle_early(&item, Early::Delivered) {
+                                self.acks.push(key);
+                            }
                         }
-                        Err(reason) => self.dead_letter(item, reason, now),
+                        Err(reason) => {
+                            item.key = self.settle_early(&item, Early::Refused(reason.clone()));
+                            self.dead_letter(item, reason, now);
+                        }
                     }
                 }
             }
@@ -305,15 +425,16 @@ impl Relay {
         }
     }
 
-    async fn run(mut self, mut committed: UnboundedReceiver<CommittedOutbox>) {
+    async fn run(mut self, mut committed: UnboundedReceiver<RelayFeed>) {
         loop {
             self.fire_due();
             self.start_ready();
             self.flush_acks();
             let wake = self.next_wake();
             tokio::select! {
-                batch = committed.recv() => match batch {
-                    Some(rows) => for (key, msg) in rows { self.add(key, msg) },
+                feed = committed.recv() => match feed {
+                    Some(RelayFeed::Submitted { ticket, messages }) => self.submitted(ticket, messages),
+                    Some(RelayFeed::Committed(rows)) => self.committed(rows),
                     None => return,
                 },
                 Some(done) = self.running.join_next(), if !self.running.is_empty() => match done {

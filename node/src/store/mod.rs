@@ -11,7 +11,7 @@ use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefiniti
 use std::path::Path;
 use std::sync::Arc;
 
-pub use writer::{CommitProgress, StorageExecutor, WriteOp, Writer};
+pub use writer::{CommitProgress, RelayFeed, StorageExecutor, WriteOp, Writer};
 
 /// Entity records (entity key → `EntityRecord`) and, right after each record, the ids of the
 /// messages that took effect on it (dedup key → time applied, see `keys::dedup_key`).
@@ -43,6 +43,14 @@ pub enum StoreError {
         got: u64,
         /// The shard's epoch.
         current: u64,
+    },
+    /// The write was derived from a write that was refused (a message delivered before its
+    /// sender's change was durable, or an earlier change of the same entity): it never
+    /// happened either.
+    #[error("refused: it depends on change {ticket}, which was refused")]
+    DependencyRefused {
+        /// The refused change it depended on.
+        ticket: u64,
     },
     /// The writer stopped (after a failed commit the node stops taking writes).
     #[error("the store is closed")]
@@ -279,6 +287,23 @@ impl Store {
             outbox,
             dedup,
         })
+    }
+
+    /// The shards (of `shard_count`) with at least one entity row here.
+    pub fn shards_with_rows(&self, shard_count: u32) -> Result<Vec<u32>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(ENTITIES)?;
+        let mut out = Vec::new();
+        for shard in 0..shard_count {
+            let (start, end) = keys::shard_range(shard);
+            if let Some(row) = t.range(start.as_slice()..)?.next() {
+                let (k, _) = row?;
+                if end.as_deref().is_none_or(|e| k.value() < e) {
+                    out.push(shard);
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// The epoch under which this node last owned `shard` (0 if never).

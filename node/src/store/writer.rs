@@ -53,6 +53,10 @@ pub struct EntityWrite {
     pub msg_ids: Vec<String>,
     /// Messages to put in the outbox.
     pub outbox: Vec<OutboxMessage>,
+    /// Earlier changes this one was derived from (the tickets of the senders of messages it
+    /// consumed before they were durable, and the entity's own previous change): if any of
+    /// them was refused, this one is refused too.
+    pub after: Vec<u64>,
     /// The new state, for commit listeners (projections), when a listener wants this kind.
     pub state_for_listeners: Option<EntityState>,
     /// When the change was made.
@@ -165,12 +169,65 @@ fn clear_shard<V: redb::Value + 'static>(
     Ok(())
 }
 
-/// Committed outbox rows, for the relay.
-pub type CommittedOutbox = Vec<(Vec<u8>, OutboxMessage)>;
+/// Committed outbox rows, for the relay: the ticket of the change that wrote each (0 for rows
+/// of an installed shard), its key and its message.
+pub type CommittedOutbox = Vec<(u64, Vec<u8>, OutboxMessage)>;
+
+/// What the writer tells the outbox relay, in ticket order.
+pub enum RelayFeed {
+    /// Messages to entities, due now, handed to the writer under `ticket` and not yet durable:
+    /// the relay may deliver them early to entities of this node (whose own changes get later
+    /// tickets, so they can never be durable without the sender's), never elsewhere.
+    Submitted {
+        /// The sender's change.
+        ticket: u64,
+        /// Its messages due now to entities.
+        messages: Vec<OutboxMessage>,
+    },
+    /// Outbox rows made durable (including those handed over early, now with their keys).
+    Committed(CommittedOutbox),
+}
+
+/// Whether messages to local entities are delivered before their sender's commit
+/// (`AGORA_EARLY_DELIVERY`, on unless `false` or `0`).
+fn early_delivery_from_env() -> bool {
+    !matches!(
+        std::env::var("AGORA_EARLY_DELIVERY").as_deref(),
+        Ok("false") | Ok("0")
+    )
+}
+
+/// Most refused tickets remembered (refusals are rare: fencing after a shard moved).
+const MAX_REFUSED: usize = 65_536;
+
+/// Tickets of refused changes, shared by the writer thread (which adds them before it
+/// publishes the batch's progress) and everyone who must not answer from them.
+#[derive(Default)]
+struct RefusedTickets {
+    tickets: std::collections::BTreeSet<u64>,
+}
+
+impl RefusedTickets {
+    fn insert(&mut self, ticket: u64) {
+        self.tickets.insert(ticket);
+        while self.tickets.len() > MAX_REFUSED {
+            self.tickets.pop_first();
+        }
+    }
+
+    fn first_refused(&self, tickets: &[u64]) -> Option<u64> {
+        if self.tickets.is_empty() {
+            return None;
+        }
+        tickets.iter().copied().find(|t| self.tickets.contains(t))
+    }
+}
 
 struct Submit {
     next_ticket: u64,
     tx: mpsc::UnboundedSender<(u64, WriteOp)>,
+    relay: tokio::sync::mpsc::UnboundedSender<RelayFeed>,
+    early_delivery: bool,
 }
 
 /// Where the writer runs: the storage executor seam.
@@ -194,13 +251,14 @@ pub struct Writer {
     submit: Arc<Mutex<Submit>>,
     progress: watch::Receiver<CommitProgress>,
     listeners: Arc<Vec<Arc<dyn CommitListener>>>,
+    refused: Arc<Mutex<RefusedTickets>>,
 }
 
 impl Writer {
     /// Starts the writer thread. Committed outbox rows go to `relay`.
     pub fn start(
         store: Store,
-        relay: tokio::sync::mpsc::UnboundedSender<CommittedOutbox>,
+        relay: tokio::sync::mpsc::UnboundedSender<RelayFeed>,
         listeners: Vec<Arc<dyn CommitListener>>,
     ) -> Result<Self, StoreError> {
         Self::start_on(store, relay, listeners, StorageExecutor::Thread)
@@ -209,13 +267,14 @@ impl Writer {
     /// Starts the writer on `executor`.
     pub fn start_on(
         store: Store,
-        relay: tokio::sync::mpsc::UnboundedSender<CommittedOutbox>,
+        relay: tokio::sync::mpsc::UnboundedSender<RelayFeed>,
         listeners: Vec<Arc<dyn CommitListener>>,
         executor: StorageExecutor,
     ) -> Result<Self, StoreError> {
         let (tx, rx) = mpsc::unbounded_channel();
         let (progress_tx, progress) = watch::channel(CommitProgress::default());
         let listeners = Arc::new(listeners);
+        let refused = Arc::new(Mutex::new(RefusedTickets::default()));
         let next_outbox = {
             let rtx = store.db().begin_read()?;
             let t = rtx.open_table(OUTBOX)?;
@@ -238,7 +297,8 @@ impl Writer {
             store: store.clone(),
             rx,
             progress: progress_tx,
-            relay,
+            relay: relay.clone(),
+            refused: refused.clone(),
             listeners: listeners.clone(),
             next_outbox,
             next_dead,
@@ -266,19 +326,51 @@ impl Writer {
         }
         Ok(Self {
             store,
-            submit: Arc::new(Mutex::new(Submit { next_ticket: 1, tx })),
+            submit: Arc::new(Mutex::new(Submit {
+                next_ticket: 1,
+                tx,
+                relay,
+                early_delivery: early_delivery_from_env(),
+            })),
             progress,
             listeners,
+            refused,
         })
     }
 
-    /// Submits an operation; returns its ticket (durable once `progress().committed >= ticket`).
+    /// Submits an operation; returns its ticket (durable once `progress().committed >= ticket`,
+    /// unless `was_refused(ticket)`). An entity change's messages due now to entities are
+    /// handed to the relay at once (in ticket order), for early delivery on this node.
     pub fn submit(&self, op: WriteOp) -> Result<u64, StoreError> {
         let mut s = self.submit.lock().map_err(|_| StoreError::Closed)?;
         let ticket = s.next_ticket;
+        let early = match &op {
+            WriteOp::Entity(w) if s.early_delivery => early_messages(w),
+            _ => Vec::new(),
+        };
         s.tx.send((ticket, op)).map_err(|_| StoreError::Closed)?;
         s.next_ticket += 1;
+        if !early.is_empty() {
+            // A closed relay (node stopping) only loses the early copy: rows still commit.
+            let _ = s.relay.send(RelayFeed::Submitted {
+                ticket,
+                messages: early,
+            });
+        }
         Ok(ticket)
+    }
+
+    /// Whether the change with `ticket` was refused (stale epoch, or derived from a refused
+    /// change). Set before the batch's progress is published.
+    pub fn was_refused(&self, ticket: u64) -> bool {
+        self.refused
+            .lock()
+            .is_ok_and(|r| r.first_refused(&[ticket]).is_some())
+    }
+
+    /// Whether `ticket` is durable and was not refused.
+    pub fn is_durable(&self, ticket: u64) -> bool {
+        self.progress.borrow().committed >= ticket && !self.was_refused(ticket)
     }
 
     /// The store this writer writes to.
@@ -320,6 +412,18 @@ impl Writer {
     }
 }
 
+/// The messages of `w` an entity of this node may take before `w` is durable: those to
+/// entities, due now.
+fn early_messages(w: &EntityWrite) -> Vec<OutboxMessage> {
+    w.outbox
+        .iter()
+        .filter(|m| {
+            matches!(m.to, agora_actors::Destination::Entity(_)) && m.deliver_at_ms <= w.now_ms
+        })
+        .cloned()
+        .collect()
+}
+
 /// Waits until `ticket` is durable; false if the store failed first.
 pub async fn wait_durable(mut progress: watch::Receiver<CommitProgress>, ticket: u64) -> bool {
     match progress
@@ -343,7 +447,8 @@ struct WriterThread {
     store: Store,
     rx: mpsc::UnboundedReceiver<(u64, WriteOp)>,
     progress: watch::Sender<CommitProgress>,
-    relay: tokio::sync::mpsc::UnboundedSender<CommittedOutbox>,
+    relay: tokio::sync::mpsc::UnboundedSender<RelayFeed>,
+    refused: Arc<Mutex<RefusedTickets>>,
     listeners: Arc<Vec<Arc<dyn CommitListener>>>,
     next_outbox: u64,
     next_dead: u64,
@@ -497,7 +602,7 @@ impl WriterThread {
             }
         }
         if !r.outbox.is_empty() {
-            let _ = self.relay.send(r.outbox);
+            let _ = self.relay.send(RelayFeed::Committed(r.outbox));
         }
     }
 
@@ -537,20 +642,34 @@ impl WriterThread {
                 // installed or dropped: a load of those waits for the commit.
                 let mut written: HashSet<Vec<u8>> = HashSet::new();
                 let mut shards_rewritten = false;
-                for (_, op) in ops.by_ref() {
+                for (ticket, op) in ops.by_ref() {
                     match op {
                         WriteOp::Entity(w) => {
                             let current = self.epoch_of(&epochs, w.shard)?;
-                            if w.epoch < current && !cfg!(feature = "planted-stale-epoch") {
+                            let refusal = if w.epoch < current
+                                && !cfg!(feature = "planted-stale-epoch")
+                            {
                                 metrics::counter!("agora_store_fenced_writes_total").increment(1);
-                                r.refused.push((
-                                    w.done,
-                                    StoreError::StaleEpoch {
-                                        shard: w.shard,
-                                        got: w.epoch,
-                                        current,
-                                    },
-                                ));
+                                Some(StoreError::StaleEpoch {
+                                    shard: w.shard,
+                                    got: w.epoch,
+                                    current,
+                                })
+                            } else {
+                                self.refused
+                                    .lock()
+                                    .map_err(|_| StoreError::Closed)?
+                                    .first_refused(&w.after)
+                                    .map(|t| StoreError::DependencyRefused { ticket: t })
+                            };
+                            if let Some(e) = refusal {
+                                // Recorded before the batch's progress is published, so no
+                                // one answers from it.
+                                self.refused
+                                    .lock()
+                                    .map_err(|_| StoreError::Closed)?
+                                    .insert(ticket);
+                                r.refused.push((w.done, e));
                                 continue;
                             }
                             if w.epoch > current {
@@ -574,7 +693,7 @@ impl WriterThread {
                                     message: m.clone(),
                                 })?;
                                 outbox.insert(k.as_slice(), row.as_slice())?;
-                                r.outbox.push((k.to_vec(), m));
+                                r.outbox.push((ticket, k.to_vec(), m));
                             }
                             if let Some(s) = w.state_for_listeners {
                                 r.states.push((w.entity, s));
@@ -651,8 +770,11 @@ impl WriterThread {
                                     self.next_outbox = self.next_outbox.max(seq + 1);
                                 }
                                 outbox.insert(k.as_slice(), v.as_slice())?;
-                                r.outbox
-                                    .push((k.clone(), record::decode::<OutboxRecord>(v)?.message));
+                                r.outbox.push((
+                                    0,
+                                    k.clone(),
+                                    record::decode::<OutboxRecord>(v)?.message,
+                                ));
                             }
                             for (k, at) in &data.dedup {
                                 entities.insert(k.as_slice(), dedup_value(*at).as_slice())?;
