@@ -1,8 +1,10 @@
 //! A global allocator that counts live heap bytes when switched on (the memory scenario
 //! turns it on at start; every other command leaves it off and pays one relaxed load per
-//! allocation).
+//! allocation). It forwards to mimalloc, the allocator of the `agora` binary, so in-process
+//! figures match the node's.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use mimalloc::MiMalloc;
+use std::alloc::{GlobalAlloc, Layout};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 /// Whether counting is on.
@@ -10,10 +12,10 @@ static ON: AtomicBool = AtomicBool::new(false);
 /// Live bytes allocated since counting was switched on (frees of older blocks subtract too).
 static LIVE: AtomicI64 = AtomicI64::new(0);
 
-/// The system allocator, counting.
+/// The node's allocator (mimalloc, as in the `agora` binary), counting.
 pub struct Counting;
 
-// SAFETY: every call is forwarded unchanged to `System`; the counters have no effect on
+// SAFETY: every call is forwarded unchanged to mimalloc; the counters have no effect on
 // the memory handed out.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
@@ -21,7 +23,7 @@ unsafe impl GlobalAlloc for Counting {
             LIVE.fetch_add(layout.size() as i64, Ordering::Relaxed);
         }
         // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
+        unsafe { MiMalloc.alloc(layout) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
@@ -29,7 +31,7 @@ unsafe impl GlobalAlloc for Counting {
             LIVE.fetch_sub(layout.size() as i64, Ordering::Relaxed);
         }
         // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
+        unsafe { MiMalloc.dealloc(ptr, layout) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
@@ -37,7 +39,7 @@ unsafe impl GlobalAlloc for Counting {
             LIVE.fetch_add(layout.size() as i64, Ordering::Relaxed);
         }
         // SAFETY: same contract as the caller's.
-        unsafe { System.alloc_zeroed(layout) }
+        unsafe { MiMalloc.alloc_zeroed(layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
@@ -45,7 +47,7 @@ unsafe impl GlobalAlloc for Counting {
             LIVE.fetch_add(new_size as i64 - layout.size() as i64, Ordering::Relaxed);
         }
         // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
+        unsafe { MiMalloc.realloc(ptr, layout, new_size) }
     }
 }
 

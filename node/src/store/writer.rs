@@ -228,7 +228,17 @@ struct Submit {
     tx: mpsc::UnboundedSender<(u64, WriteOp)>,
     relay: tokio::sync::mpsc::UnboundedSender<RelayFeed>,
     early_delivery: bool,
+    /// Entity keys with a change handed over, and the ticket of the latest (pruned of
+    /// durable ones as it grows).
+    pending_keys: HashMap<Vec<u8>, u64>,
+    /// Size after the last pruning: the next one comes at twice that.
+    pending_pruned_at: usize,
+    /// The ticket of the latest shard install or drop.
+    last_shard_op: u64,
 }
+
+/// Fewest pending keys before they are pruned.
+const MIN_PENDING_PRUNE: usize = 1024;
 
 /// Where the writer runs: the storage executor seam.
 #[derive(Clone, Default)]
@@ -331,6 +341,9 @@ impl Writer {
                 tx,
                 relay,
                 early_delivery: early_delivery_from_env(),
+                pending_keys: HashMap::new(),
+                pending_pruned_at: 0,
+                last_shard_op: 0,
             })),
             progress,
             listeners,
@@ -348,6 +361,18 @@ impl Writer {
             WriteOp::Entity(w) if s.early_delivery => early_messages(w),
             _ => Vec::new(),
         };
+        match &op {
+            WriteOp::Entity(w) => {
+                s.pending_keys.insert(w.key.clone(), ticket);
+                if s.pending_keys.len() >= (2 * s.pending_pruned_at).max(MIN_PENDING_PRUNE) {
+                    let committed = self.progress.borrow().committed;
+                    s.pending_keys.retain(|_, t| *t > committed);
+                    s.pending_pruned_at = s.pending_keys.len();
+                }
+            }
+            WriteOp::InstallShard { .. } | WriteOp::DropShard { .. } => s.last_shard_op = ticket,
+            _ => {}
+        }
         s.tx.send((ticket, op)).map_err(|_| StoreError::Closed)?;
         s.next_ticket += 1;
         if !early.is_empty() {
@@ -388,8 +413,19 @@ impl Writer {
         self.listeners.iter().any(|l| l.wants(kind))
     }
 
-    /// Loads an entity record after every earlier write is durable.
+    /// Loads an entity record after every earlier write is durable: read at once when no
+    /// change of the key (and no shard install or drop) is still on its way to disk, queued
+    /// behind them otherwise.
     pub async fn load(&self, key: Vec<u8>) -> Result<Option<EntityRecord>, StoreError> {
+        let settled = {
+            let s = self.submit.lock().map_err(|_| StoreError::Closed)?;
+            let committed = self.progress.borrow().committed;
+            s.last_shard_op <= committed && s.pending_keys.get(&key).is_none_or(|t| *t <= committed)
+        };
+        if settled {
+            metrics::counter!("agora_store_direct_loads_total").increment(1);
+            return self.store.entity(&key);
+        }
         let (reply, rx) = oneshot::channel();
         self.submit(WriteOp::Load { key, reply })?;
         rx.await.map_err(|_| StoreError::Closed)?
