@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use std::process::Command;
 
 /// Seeds CI runs on every change (swarm profile: every kind of fault).
-/// Seed 89 once left the copy of a handoff whose source crashed before settling it.
-const SEEDS: [u64; 6] = [1, 2, 3, 4, 5, 89];
+/// Seed 89 once left the copy of a handoff whose source crashed before settling it; seed 195
+/// once froze a shard forever (a move cancelled halfway when its admin request was dropped).
+const SEEDS: [u64; 8] = [1, 2, 3, 4, 5, 6, 89, 195];
 
 fn run(seed: u64) -> serde_json::Value {
     let out = Command::new(env!("CARGO_BIN_EXE_agora-sim"))

@@ -208,8 +208,17 @@ impl Handoff {
         Ok((map.owner(shard), map.epoch))
     }
 
-    /// Moves `shard` from this node to node `to`.
+    /// Moves `shard` from this node to node `to`. The move runs as its own task: a caller
+    /// that stops waiting (an admin request whose client hung up) never cancels it halfway,
+    /// which would leave the shard frozen.
     pub async fn move_shard(&self, shard: u32, to: u64) -> Result<u64, MoveError> {
+        let this = self.clone();
+        tokio::spawn(async move { this.move_shard_to_end(shard, to).await })
+            .await
+            .map_err(|e| MoveError::Failed(format!("the move task failed: {e}")))?
+    }
+
+    async fn move_shard_to_end(&self, shard: u32, to: u64) -> Result<u64, MoveError> {
         let (owner, epoch) = self.owner_and_epoch(shard)?;
         match owner {
             None => return Err(MoveError::Refused(format!("there is no shard {shard}"))),
