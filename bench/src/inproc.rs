@@ -34,6 +34,7 @@ impl Harness {
         tmp_root: &Path,
         shards: u32,
         passivate_after: Duration,
+        max_active_entities: u64,
     ) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("agora-bench-region-")
@@ -48,6 +49,10 @@ impl Harness {
             clock: Arc::new(SystemClock),
             domain: Arc::new(Default::default()),
             passivate_after,
+            max_active_per_shard: agora_node::runtime::max_active_per_shard(
+                max_active_entities,
+                shards,
+            ),
         };
         let owned: Vec<u32> = (0..shards).collect();
         let region = Region::start(shards, &owned, 1, rt, RegionLimits::default()).await?;
@@ -145,7 +150,7 @@ pub struct EntityAsk {
 
 /// Asks one active cart for its lines, one ask at a time, for `duration`.
 pub async fn entity_ask(tmp_root: &Path, duration: Duration) -> anyhow::Result<EntityAsk> {
-    let h = Harness::start(tmp_root, 64, Duration::from_secs(3600)).await?;
+    let h = Harness::start(tmp_root, 64, Duration::from_secs(3600), 0).await?;
     anyhow::ensure!(add_item(&h.region, 0).await, "the first touch failed");
     let region = h.region.clone();
     let caller = tokio::spawn(async move {

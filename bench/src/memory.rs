@@ -138,7 +138,8 @@ fn spawn_progress(
 /// The density phase: `n` carts, all kept active.
 pub async fn density(tmp_root: &Path, n: u64) -> anyhow::Result<Density> {
     alloc_count::enable();
-    let h = Harness::start(tmp_root, SHARDS, Duration::from_secs(24 * 3600)).await?;
+    // No passivation and no cap: every touched cart stays active.
+    let h = Harness::start(tmp_root, SHARDS, Duration::from_secs(24 * 3600), 0).await?;
     // A few touches first, so the runtime's one-time allocations are in the baseline.
     let warm = Arc::new(TouchProgress::default());
     inproc::touch(&h.region, 1, 1, warm).await?;
@@ -171,7 +172,9 @@ pub async fn density(tmp_root: &Path, n: u64) -> anyhow::Result<Density> {
 
 /// The scale phase: `n` distinct carts, passivated after `passivate_after` idle.
 pub async fn scale(tmp_root: &Path, n: u64, passivate_after: Duration) -> anyhow::Result<Scale> {
-    let h = Harness::start(tmp_root, SHARDS, passivate_after).await?;
+    // The node's default cap on active entities, as `agora` runs.
+    let cap = agora_cluster_config::DEFAULT_MAX_ACTIVE_ENTITIES;
+    let h = Harness::start(tmp_root, SHARDS, passivate_after, cap).await?;
     proc_stats::reset_self_peak_rss()?;
     let progress = Arc::new(TouchProgress::default());
     let stop = Arc::new(AtomicBool::new(false));

@@ -42,6 +42,8 @@ pub struct TlsFiles {
 pub struct Tuning {
     /// Idle time before an entity is passivated (ms).
     pub passivate_after_ms: u64,
+    /// Most entities active at once per node (0: no cap).
+    pub max_active_entities: u64,
     /// Stock reservation lifetime (ms).
     pub reservation_ttl_ms: u64,
     /// Payment gateway timeout (ms).
@@ -55,6 +57,7 @@ impl Default for Tuning {
         let d = NodeSettings::default();
         Self {
             passivate_after_ms: d.passivate_after_ms,
+            max_active_entities: d.max_active_entities,
             reservation_ttl_ms: d.reservation_ttl_ms,
             payment_timeout_ms: d.payment_timeout_ms,
             courier_leg_ms: d.courier_leg_ms,
@@ -253,6 +256,7 @@ impl ClusterConfig {
             admin_addr: n.admin_addr,
             shard_count: self.shard_count,
             passivate_after_ms: self.tuning.passivate_after_ms,
+            max_active_entities: self.tuning.max_active_entities,
             reservation_ttl_ms: self.tuning.reservation_ttl_ms,
             payment_timeout_ms: self.tuning.payment_timeout_ms,
             courier_leg_ms: self.tuning.courier_leg_ms,

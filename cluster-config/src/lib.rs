@@ -34,6 +34,9 @@ pub struct NodeSettings {
     pub shard_count: u32,
     /// Idle time after which an entity is passivated (ms).
     pub passivate_after_ms: u64,
+    /// Most entities active at once on this node (0: no cap); beyond it the least recently
+    /// used are passivated early, so memory stays bounded whatever the rate of new entities.
+    pub max_active_entities: u64,
     /// How long a stock reservation holds (ms).
     pub reservation_ttl_ms: u64,
     /// How long an order waits for the payment gateway (ms).
@@ -209,6 +212,7 @@ impl Default for NodeSettings {
             admin_addr: SocketAddr::from(([127, 0, 0, 1], 9090)),
             shard_count: 64,
             passivate_after_ms: 60_000,
+            max_active_entities: DEFAULT_MAX_ACTIVE_ENTITIES,
             reservation_ttl_ms: 15 * 60 * 1000,
             payment_timeout_ms: 5 * 60 * 1000,
             courier_leg_ms: 2_000,
@@ -225,6 +229,13 @@ impl Default for NodeSettings {
         }
     }
 }
+
+/// The default cap on active entities per node (about 1.5 GiB of entity state at ≈ 15 KiB
+/// each).
+pub const DEFAULT_MAX_ACTIVE_ENTITIES: u64 = 100_000;
+
+/// The smallest cap accepted (below it, ordinary traffic would passivate busy entities).
+pub const MIN_MAX_ACTIVE_ENTITIES: u64 = 1_000;
 
 fn err(field: impl Into<String>, problem: impl Into<String>, fix: &'static str) -> ConfigError {
     ConfigError {
@@ -256,6 +267,13 @@ impl NodeSettings {
                 "admin_addr",
                 "is the same as http_addr",
                 "give the admin endpoint its own port",
+            ));
+        }
+        if self.max_active_entities != 0 && self.max_active_entities < MIN_MAX_ACTIVE_ENTITIES {
+            return Err(err(
+                "max_active_entities",
+                format!("is {}", self.max_active_entities),
+                "use 0 (no cap) or at least 1000 (default 100000)",
             ));
         }
         if self.passivate_after_ms < 100 {
@@ -344,6 +362,13 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(s.validate().unwrap_err().field, "gateway_min_latency_ms");
+        for (cap, ok) in [(0, true), (999, false), (1_000, true)] {
+            let s = NodeSettings {
+                max_active_entities: cap,
+                ..Default::default()
+            };
+            assert_eq!(s.validate().is_ok(), ok, "cap {cap}");
+        }
     }
 
     #[test]

@@ -108,6 +108,9 @@ struct DevArgs {
     /// Idle time before an entity is passivated, in ms.
     #[arg(long)]
     passivate_after_ms: Option<u64>,
+    /// Most entities active at once (0: no cap); the least recently used go first.
+    #[arg(long)]
+    max_active_entities: Option<u64>,
     /// Do not seed the demo catalog.
     #[arg(long)]
     no_demo: bool,
@@ -208,6 +211,7 @@ fn settings(a: DevArgs) -> NodeSettings {
         payment_timeout_ms: a.payment_timeout_ms.unwrap_or(d.payment_timeout_ms),
         courier_leg_ms: a.courier_leg_ms.unwrap_or(d.courier_leg_ms),
         passivate_after_ms: a.passivate_after_ms.unwrap_or(d.passivate_after_ms),
+        max_active_entities: a.max_active_entities.unwrap_or(d.max_active_entities),
         seed_demo_catalog: !a.no_demo,
         payment_gateway_url: a.payment_gateway_url,
         ..d

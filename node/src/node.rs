@@ -366,6 +366,10 @@ pub async fn start_with(
         clock: clock.clone(),
         domain: Arc::new(domain),
         passivate_after: Duration::from_millis(settings.passivate_after_ms),
+        max_active_per_shard: crate::runtime::max_active_per_shard(
+            settings.max_active_entities,
+            settings.shard_count,
+        ),
     };
     let joining = cluster.as_ref().is_some_and(|c| c.join);
     let map = if joining {

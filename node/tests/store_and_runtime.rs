@@ -326,6 +326,16 @@ async fn region_on(path: &std::path::Path) -> (Region, Store) {
 }
 
 async fn region_and_writer(path: &std::path::Path) -> (Region, Store, Writer) {
+    region_capped(path, Duration::from_millis(200), usize::MAX).await
+}
+
+/// A region of 8 shards over the store at `path`: entities passivated after `idle`, at most
+/// `cap` active per shard.
+async fn region_capped(
+    path: &std::path::Path,
+    idle: Duration,
+    cap: usize,
+) -> (Region, Store, Writer) {
     let store = reopen(path).await;
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
     let writer = Writer::start(store.clone(), tx, vec![]).unwrap();
@@ -334,13 +344,42 @@ async fn region_and_writer(path: &std::path::Path) -> (Region, Store, Writer) {
         store: store.clone(),
         clock: Arc::new(SystemClock),
         domain: Arc::new(Default::default()),
-        passivate_after: Duration::from_millis(200),
+        passivate_after: idle,
+        max_active_per_shard: cap,
     };
     let all: Vec<u32> = (0..8).collect();
     let region = Region::start(8, &all, 1, rt, RegionLimits::default())
         .await
         .unwrap();
     (region, store, writer)
+}
+
+#[tokio::test]
+async fn a_shard_at_its_cap_passivates_the_least_recently_used_and_keeps_their_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let idle = Duration::from_secs(3600);
+    let (region, _, _) = region_capped(&dir.path().join("a.redb"), idle, 16).await;
+    let sku = |i: u32| EntityRef::new(EntityKind::StockItem, format!("CAP-{i}"));
+    let receive = Command::Stock(StockCommand::Receive { quantity: 2 });
+    for i in 0..400 {
+        region.ask(sku(i), receive.clone()).await.unwrap();
+    }
+    let stats = region.stats().await;
+    let active: usize = stats.iter().map(|(_, s)| s.active).sum();
+    assert!(
+        stats.iter().all(|(_, s)| s.active <= 16),
+        "every shard holds at most 16 active entities: {stats:?}"
+    );
+    assert!(active < 400, "{active} of 400 still active");
+    // An evicted entity comes back with its state.
+    for i in 0..400 {
+        let r = region.ask(sku(i), receive.clone()).await.unwrap();
+        assert!(
+            matches!(r, Reply::Stock(ref s) if s.available == 4),
+            "{i}: {r:?}"
+        );
+    }
+    region.stop();
 }
 
 #[tokio::test]

@@ -27,4 +27,15 @@ pub struct RuntimeContext {
     pub domain: Arc<DomainConfig>,
     /// Idle time after which an entity is passivated.
     pub passivate_after: Duration,
+    /// Most entities active at once in one shard (`usize::MAX`: no cap).
+    pub max_active_per_shard: usize,
+}
+
+/// The per-shard share of a node's cap on active entities (0: no cap).
+pub fn max_active_per_shard(max_active_entities: u64, shard_count: u32) -> usize {
+    if max_active_entities == 0 {
+        return usize::MAX;
+    }
+    let share = max_active_entities / u64::from(shard_count.max(1));
+    usize::try_from(share.max(16)).unwrap_or(usize::MAX)
 }

@@ -118,6 +118,9 @@ impl ShardState {
                 a.actor.clone()
             }
             None => {
+                if self.active.len() >= self.args.rt.max_active_per_shard {
+                    self.passivate_least_recent();
+                }
                 let actor = self.activate(me, to.clone()).await?;
                 self.active.insert(
                     to,
@@ -137,6 +140,35 @@ impl ShardState {
         Ok(())
     }
 
+    /// At the cap: passivates the least recently used eighth of the active entities (a
+    /// stopping entity finishes what its mailbox holds first).
+    fn passivate_least_recent(&mut self) {
+        let mut by_age: Vec<(u64, EntityRef)> = self
+            .active
+            .iter()
+            .map(|(e, a)| (a.last_touch_ms, e.clone()))
+            .collect();
+        let n = (by_age.len() / 8).max(1).min(by_age.len());
+        if n < by_age.len() {
+            by_age.select_nth_unstable(n);
+        }
+        by_age.truncate(n);
+        metrics::counter!("agora_entity_evictions_total").increment(n as u64);
+        for (_, e) in by_age {
+            self.stop(e);
+        }
+    }
+
+    /// Stops an active entity; messages for it wait until it has stopped.
+    fn stop(&mut self, e: EntityRef) {
+        if let Some(a) = self.active.remove(&e) {
+            if a.actor.send_message(EntityMsg::Stop).is_ok() {
+                self.stopping.insert(e, Vec::new());
+                metrics::counter!("agora_entity_passivations_total").increment(1);
+            }
+        }
+    }
+
     fn passivate_idle(&mut self) {
         let now = self.args.rt.clock.now_ms();
         let idle_ms = self.args.rt.passivate_after.as_millis() as u64;
@@ -147,12 +179,7 @@ impl ShardState {
             .map(|(e, _)| e.clone())
             .collect();
         for e in idle {
-            if let Some(a) = self.active.remove(&e) {
-                if a.actor.send_message(EntityMsg::Stop).is_ok() {
-                    self.stopping.insert(e, Vec::new());
-                    metrics::counter!("agora_entity_passivations_total").increment(1);
-                }
-            }
+            self.stop(e);
         }
     }
 
