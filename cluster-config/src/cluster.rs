@@ -44,6 +44,8 @@ pub struct Tuning {
     pub passivate_after_ms: u64,
     /// Most entities active at once per node (0: no cap).
     pub max_active_entities: u64,
+    /// How long applied message ids are remembered (ms).
+    pub message_retention_ms: u64,
     /// Stock reservation lifetime (ms).
     pub reservation_ttl_ms: u64,
     /// Payment gateway timeout (ms).
@@ -58,6 +60,7 @@ impl Default for Tuning {
         Self {
             passivate_after_ms: d.passivate_after_ms,
             max_active_entities: d.max_active_entities,
+            message_retention_ms: d.message_retention_ms,
             reservation_ttl_ms: d.reservation_ttl_ms,
             payment_timeout_ms: d.payment_timeout_ms,
             courier_leg_ms: d.courier_leg_ms,
@@ -257,6 +260,7 @@ impl ClusterConfig {
             shard_count: self.shard_count,
             passivate_after_ms: self.tuning.passivate_after_ms,
             max_active_entities: self.tuning.max_active_entities,
+            message_retention_ms: self.tuning.message_retention_ms,
             reservation_ttl_ms: self.tuning.reservation_ttl_ms,
             payment_timeout_ms: self.tuning.payment_timeout_ms,
             courier_leg_ms: self.tuning.courier_leg_ms,

@@ -37,6 +37,10 @@ pub struct NodeSettings {
     /// Most entities active at once on this node (0: no cap); beyond it the least recently
     /// used are passivated early, so memory stays bounded whatever the rate of new entities.
     pub max_active_entities: u64,
+    /// How long the id of a message that took effect is remembered (ms): a copy arriving
+    /// later than this takes effect again. Outbox messages are redelivered within seconds;
+    /// this bounds outside callbacks and `Idempotency-Key` retries of direct commands.
+    pub message_retention_ms: u64,
     /// How long a stock reservation holds (ms).
     pub reservation_ttl_ms: u64,
     /// How long an order waits for the payment gateway (ms).
@@ -213,6 +217,7 @@ impl Default for NodeSettings {
             shard_count: 64,
             passivate_after_ms: 60_000,
             max_active_entities: DEFAULT_MAX_ACTIVE_ENTITIES,
+            message_retention_ms: 7 * 24 * 60 * 60 * 1000,
             reservation_ttl_ms: 15 * 60 * 1000,
             payment_timeout_ms: 5 * 60 * 1000,
             courier_leg_ms: 2_000,
@@ -274,6 +279,13 @@ impl NodeSettings {
                 "max_active_entities",
                 format!("is {}", self.max_active_entities),
                 "use 0 (no cap) or at least 1000 (default 100000)",
+            ));
+        }
+        if self.message_retention_ms < 60 * 60 * 1000 {
+            return Err(err(
+                "message_retention_ms",
+                format!("is {} ms", self.message_retention_ms),
+                "use at least 3600000 (1 h; default 604800000, 7 days)",
             ));
         }
         if self.passivate_after_ms < 100 {
@@ -362,6 +374,11 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(s.validate().unwrap_err().field, "gateway_min_latency_ms");
+        let s = NodeSettings {
+            message_retention_ms: 1_000,
+            ..Default::default()
+        };
+        assert_eq!(s.validate().unwrap_err().field, "message_retention_ms");
         for (cap, ok) in [(0, true), (999, false), (1_000, true)] {
             let s = NodeSettings {
                 max_active_entities: cap,

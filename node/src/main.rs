@@ -111,6 +111,9 @@ struct DevArgs {
     /// Most entities active at once (0: no cap); the least recently used go first.
     #[arg(long)]
     max_active_entities: Option<u64>,
+    /// How long the ids of applied messages are remembered, in ms (default 7 days).
+    #[arg(long)]
+    message_retention_ms: Option<u64>,
     /// Do not seed the demo catalog.
     #[arg(long)]
     no_demo: bool,
@@ -212,6 +215,7 @@ fn settings(a: DevArgs) -> NodeSettings {
         courier_leg_ms: a.courier_leg_ms.unwrap_or(d.courier_leg_ms),
         passivate_after_ms: a.passivate_after_ms.unwrap_or(d.passivate_after_ms),
         max_active_entities: a.max_active_entities.unwrap_or(d.max_active_entities),
+        message_retention_ms: a.message_retention_ms.unwrap_or(d.message_retention_ms),
         seed_demo_catalog: !a.no_demo,
         payment_gateway_url: a.payment_gateway_url,
         ..d

@@ -15,7 +15,7 @@ use crate::runtime::{relay, RuntimeContext};
 use crate::seams::{OsRandom, SystemClock};
 use crate::seed::{self, AdminSeed};
 use crate::sinks::{ChannelSinks, TokioBlocking};
-use crate::store::{Store, Writer};
+use crate::store::{Store, WriteOp, Writer};
 use agora_actors::client::EntityClient;
 use agora_actors::courier::{SimCourierConfig, SimulatedCourier};
 use agora_actors::entity::DomainConfig;
@@ -665,6 +665,13 @@ pub async fn start_with(
         clock.clone(),
         settings.reservation_ttl_ms,
     );
+    forget_old_marks(
+        writer.clone(),
+        map.clone(),
+        me,
+        clock.clone(),
+        settings.message_retention_ms,
+    );
     if joining {
         let handoff = admin_state.handoff.clone();
         let addr = membership
@@ -732,6 +739,25 @@ pub async fn start_with(
     })
 }
 
+/// Runs `each` every `period` with the shards the agreed map gives this node.
+fn every_period_on_my_shards(
+    period: Duration,
+    map: crate::cluster::shard_map::SharedShardMap,
+    me: u64,
+    mut each: impl FnMut(Vec<u32>) + Send + 'static,
+) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(period).await;
+            let shards = match map.read() {
+                Ok(m) => m.shards_of(me),
+                Err(_) => return,
+            };
+            each(shards);
+        }
+    });
+}
+
 /// Every 30 s, counts this node's orders still holding stock well after their reservation
 /// should have ended (gauge `agora_stuck_sagas`; each is logged).
 fn watch_stuck_sagas(
@@ -741,24 +767,57 @@ fn watch_stuck_sagas(
     clock: Arc<dyn Clock>,
     reservation_ttl_ms: u64,
 ) {
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(Duration::from_secs(30)).await;
-            let shards = match map.read() {
-                Ok(m) => m.shards_of(me),
-                Err(_) => return,
-            };
-            // An unpaid order ends by its reservation expiry; a minute of slack for timers.
-            let cutoff = clock.now_ms().saturating_sub(reservation_ttl_ms + 60_000);
-            match store.stuck_orders(&shards, cutoff) {
-                Ok(stuck) => {
-                    metrics::gauge!("agora_stuck_sagas").set(stuck.len() as f64);
-                    for id in stuck.iter().take(10) {
-                        tracing::warn!(order = %id, "saga past its reservation expiry and still holding stock");
+    every_period_on_my_shards(Duration::from_secs(30), map, me, move |shards| {
+        // An unpaid order ends by its reservation expiry; a minute of slack for timers.
+        let cutoff = clock.now_ms().saturating_sub(reservation_ttl_ms + 60_000);
+        match store.stuck_orders(&shards, cutoff) {
+            Ok(stuck) => {
+                metrics::gauge!("agora_stuck_sagas").set(stuck.len() as f64);
+                for id in stuck.iter().take(10) {
+                    tracing::warn!(order = %id, "saga past its reservation expiry and still holding stock");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not scan for stuck sagas"),
+        }
+    });
+}
+
+/// How often the marks of applied messages are swept for expiry.
+const MARK_SWEEP_EVERY: Duration = Duration::from_secs(600);
+
+/// Most expired marks forgotten per shard per sweep.
+const MARK_SWEEP_LIMIT: usize = 20_000;
+
+/// Forgets the marks of messages applied longer ago than `retention_ms`, shard by shard,
+/// so the store does not grow by every message ever applied.
+fn forget_old_marks(
+    writer: crate::store::Writer,
+    map: crate::cluster::shard_map::SharedShardMap,
+    me: u64,
+    clock: Arc<dyn Clock>,
+    retention_ms: u64,
+) {
+    every_period_on_my_shards(MARK_SWEEP_EVERY, map, me, move |shards| {
+        let before_ms = clock.now_ms().saturating_sub(retention_ms);
+        let mut forgotten = 0usize;
+        for shard in shards {
+            match writer
+                .store()
+                .expired_marks(shard, before_ms, MARK_SWEEP_LIMIT)
+            {
+                Ok(keys) if keys.is_empty() => {}
+                Ok(keys) => {
+                    forgotten += keys.len();
+                    if let Err(e) = writer.submit(WriteOp::ForgetMarks { keys, before_ms }) {
+                        tracing::warn!(error = %e, "could not forget old message marks");
+                        return;
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "could not scan for stuck sagas"),
+                Err(e) => tracing::warn!(shard, error = %e, "could not scan message marks"),
             }
+        }
+        if forgotten > 0 {
+            tracing::info!(forgotten, before_ms, "forgot the marks of old messages");
         }
     });
 }

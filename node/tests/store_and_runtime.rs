@@ -250,6 +250,55 @@ async fn an_early_message_whose_sender_was_refused_changes_nothing() {
     region.stop();
 }
 
+/// Records that `msg_id` took effect on `e` (shard 6) at `at_ms`.
+async fn record_mark(writer: &Writer, e: &EntityRef, msg_id: &str, at_ms: u64) {
+    let (mut op, done) = write(6, 1, e, stock_state(1), vec![]);
+    if let WriteOp::Entity(w) = &mut op {
+        w.msg_ids = vec![msg_id.to_string()];
+        w.now_ms = at_ms;
+    }
+    writer.submit(op).unwrap();
+    done.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn marks_older_than_the_retention_are_forgotten_and_renewed_ones_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("a.redb")).unwrap();
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let writer = Writer::start(store.clone(), tx, vec![]).unwrap();
+    let e = EntityRef::new(EntityKind::StockItem, "M");
+    let key = entity_key(6, &e);
+    record_mark(&writer, &e, "old", 1_000).await;
+    record_mark(&writer, &e, "renewed", 2_000).await;
+    record_mark(&writer, &e, "recent", 9_000).await;
+    let expired = store.expired_marks(6, 5_000, 100).unwrap();
+    assert_eq!(expired.len(), 2, "old and renewed are past the retention");
+    // A copy of "renewed" arrives again after the sweep listed it: its fresh mark stays.
+    record_mark(&writer, &e, "renewed", 10_000).await;
+    let (done, rx) = oneshot::channel();
+    writer
+        .submit(WriteOp::ForgetMarks {
+            keys: expired,
+            before_ms: 5_000,
+        })
+        .unwrap();
+    writer
+        .submit(WriteOp::PutMeta {
+            name: "barrier".into(),
+            value: vec![],
+            done,
+        })
+        .unwrap();
+    rx.await.unwrap().unwrap();
+    let seen = |id: &str| store.dedup_seen(&key, id).unwrap();
+    assert!(!seen("old") && seen("renewed") && seen("recent"));
+    assert!(
+        store.entity(&key).unwrap().is_some(),
+        "the record itself stays"
+    );
+}
+
 #[tokio::test]
 async fn a_write_under_a_stale_epoch_is_refused_and_not_stored() {
     let dir = tempfile::tempdir().unwrap();

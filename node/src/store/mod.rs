@@ -289,6 +289,29 @@ impl Store {
         })
     }
 
+    /// Up to `limit` applied-message marks of `shard` recorded before `before_ms`.
+    pub fn expired_marks(
+        &self,
+        shard: u32,
+        before_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(ENTITIES)?;
+        let (start, end) = keys::shard_range(shard);
+        let mut out = Vec::new();
+        for row in t.range(start.as_slice()..)? {
+            let (k, v) = row?;
+            if end.as_deref().is_some_and(|e| k.value() >= e) || out.len() >= limit {
+                break;
+            }
+            if keys::is_dedup_key(k.value()) && keys::parse_dedup_value(v.value()) < before_ms {
+                out.push(k.value().to_vec());
+            }
+        }
+        Ok(out)
+    }
+
     /// The shards (of `shard_count`) with at least one entity row here.
     pub fn shards_with_rows(&self, shard_count: u32) -> Result<Vec<u32>, StoreError> {
         let tx = self.db.begin_read()?;

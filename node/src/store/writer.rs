@@ -78,6 +78,14 @@ pub enum WriteOp {
     },
     /// Delete delivered outbox rows.
     OutboxAcked(Vec<Vec<u8>>),
+    /// Forget applied-message marks still older than `before_ms` (a mark written again since
+    /// it was listed is kept).
+    ForgetMarks {
+        /// The marks' keys.
+        keys: Vec<Vec<u8>>,
+        /// Only marks recorded before this time go.
+        before_ms: u64,
+    },
     /// Move an undeliverable outbox row to the dead letters.
     DeadLetter {
         /// Its outbox key.
@@ -757,6 +765,21 @@ impl WriterThread {
                                 outbox.remove(k.as_slice())?;
                             }
                             r.wrote |= !keys.is_empty();
+                        }
+                        WriteOp::ForgetMarks { keys, before_ms } => {
+                            let mut forgotten = 0u64;
+                            for k in &keys {
+                                let old = entities.get(k.as_slice())?.is_some_and(|v| {
+                                    super::keys::parse_dedup_value(v.value()) < before_ms
+                                });
+                                if old && super::keys::is_dedup_key(k) {
+                                    entities.remove(k.as_slice())?;
+                                    forgotten += 1;
+                                }
+                            }
+                            metrics::counter!("agora_store_marks_forgotten_total")
+                                .increment(forgotten);
+                            r.wrote |= forgotten > 0;
                         }
                         WriteOp::DeadLetter { key, letter } => {
                             outbox.remove(key.as_slice())?;
