@@ -32,11 +32,19 @@ pub fn message_id(key: &str) -> String {
     format!("<{hex}@notifications.agora>")
 }
 
+/// Most lines appended under one fsync.
+const MAX_FILE_BATCH: usize = 4096;
+
+/// A line for the file sink's writer thread, and where to say it is on disk.
+type FileLine = (String, tokio::sync::oneshot::Sender<Result<(), String>>);
+
 /// Appends each notification as one JSON line to a file, once per key (the keys already in
-/// the file are loaded at start, so a redelivery after a crash is not written twice).
+/// the file are loaded at start, so a redelivery after a crash is not written twice). Lines
+/// are group-committed: a writer thread appends every line waiting and makes them durable
+/// with one fsync, so a burst of notifications costs one disk flush, not one each.
 pub struct FileSink {
-    path: PathBuf,
     sent: Arc<Mutex<HashSet<String>>>,
+    lines: std::sync::mpsc::Sender<FileLine>,
 }
 
 impl FileSink {
@@ -53,9 +61,44 @@ impl FileSink {
                 }
             }
         }
+        let (lines, rx) = std::sync::mpsc::channel::<FileLine>();
+        // The thread ends when the sink (the only sender) is dropped. If it cannot start,
+        // every send answers Unavailable and the relay retries.
+        let spawned = std::thread::Builder::new()
+            .name("agora-file-sink".into())
+            .spawn(move || append_lines(&path, &rx));
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the notification file writer");
+        }
         Self {
-            path,
             sent: Arc::new(Mutex::new(sent)),
+            lines,
+        }
+    }
+}
+
+/// The file sink's writer thread: appends every waiting line, fsyncs once, answers them all.
+fn append_lines(path: &std::path::Path, rx: &std::sync::mpsc::Receiver<FileLine>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        batch.extend(rx.try_iter().take(MAX_FILE_BATCH - 1));
+        let written = (|| -> std::io::Result<()> {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?;
+            let mut out = std::io::BufWriter::new(&f);
+            for (line, _) in &batch {
+                writeln!(out, "{line}")?;
+            }
+            out.flush()?;
+            drop(out);
+            f.sync_data()
+        })()
+        .map_err(|e| e.to_string());
+        metrics::counter!("agora_notification_file_syncs_total").increment(1);
+        for (_, done) in batch {
+            let _ = done.send(written.clone());
         }
     }
 }
@@ -82,26 +125,20 @@ impl NotificationSink for FileSink {
             "order_id": n.order_id, "at_ms": n.at_ms, "to": m.to, "subject": m.subject, "body": m.body,
         })
         .to_string();
-        let path = self.path.clone();
-        let written = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            let mut f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)?;
-            writeln!(f, "{line}")?;
-            f.sync_data()
-        })
-        .await;
-        match written {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => {
-                if let Ok(mut s) = self.sent.lock() {
-                    s.remove(key);
-                }
-                Err(ExternalError::Unavailable(e.to_string()))
+        let (done, written) = tokio::sync::oneshot::channel();
+        let written = match self.lines.send((line, done)) {
+            Ok(()) => written
+                .await
+                .unwrap_or_else(|_| Err("the notification file writer stopped".into())),
+            Err(_) => Err("the notification file writer is not running".into()),
+        };
+        if let Err(e) = written {
+            if let Ok(mut s) = self.sent.lock() {
+                s.remove(key);
             }
-            Err(e) => Err(ExternalError::Unavailable(e.to_string())),
+            return Err(ExternalError::Unavailable(e));
         }
+        Ok(())
     }
 }
 
@@ -340,5 +377,38 @@ mod tests {
         again.send("k2", "u", &n, &m).await.unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_notifications_are_all_written_once_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("n.jsonl");
+        let sink = Arc::new(FileSink::new(path.clone()));
+        let n = Notification {
+            channel: Channel::Sms,
+            kind: "ORDER_SHIPPED".into(),
+            order_id: "o".into(),
+            at_ms: 1,
+        };
+        let m = Outgoing {
+            to: Some("+100".into()),
+            subject: "s".into(),
+            body: "b".into(),
+        };
+        let mut sends = tokio::task::JoinSet::new();
+        for i in 0..200 {
+            let (sink, n, m) = (sink.clone(), n.clone(), m.clone());
+            // Every key is sent twice, concurrently.
+            sends.spawn(async move { sink.send(&format!("k{}", i % 100), "u", &n, &m).await });
+        }
+        while let Some(r) = sends.join_next().await {
+            r.unwrap().unwrap();
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let keys: HashSet<String> = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["key"].to_string())
+            .collect();
+        assert_eq!((text.lines().count(), keys.len()), (100, 100));
     }
 }

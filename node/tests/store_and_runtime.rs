@@ -360,13 +360,115 @@ async fn outbox_rows_are_committed_with_the_state_and_deleted_when_acked() {
         panic!("then the committed row");
     };
     assert_eq!(committed.len(), 1);
-    assert_eq!((committed[0].0, &committed[0].2), (ticket, &msg));
+    assert_eq!(
+        (
+            committed[0].ticket,
+            &committed[0].message,
+            committed[0].stored
+        ),
+        (ticket, &msg, true)
+    );
     assert_eq!(store.outbox_rows().unwrap().len(), 1);
     writer
-        .submit(WriteOp::OutboxAcked(vec![committed[0].1.clone()]))
+        .submit(WriteOp::OutboxAcked(vec![committed[0].key.clone()]))
         .unwrap();
     writer.put_meta("barrier", vec![]).await.unwrap();
     assert!(store.outbox_rows().unwrap().is_empty());
+}
+
+/// A message from `from` to `to`, due now.
+fn message_to(id: &str, from: &EntityRef, to: &EntityRef) -> agora_actors::OutboxMessage {
+    agora_actors::OutboxMessage {
+        id: id.into(),
+        from: from.clone(),
+        to: agora_actors::Destination::Entity(to.clone()),
+        deliver_at_ms: 0,
+        topic: "ORDER_PLACED".into(),
+        body: agora_actors::message::Body::Command(Command::Stock(StockCommand::Get)),
+    }
+}
+
+/// `op` (an entity write) records `msg_ids` as taken, derived from the changes `after`.
+fn taking(mut op: WriteOp, msg_ids: &[&str], after: Vec<u64>) -> WriteOp {
+    if let WriteOp::Entity(w) = &mut op {
+        w.msg_ids = msg_ids.iter().map(|s| s.to_string()).collect();
+        w.after = after;
+    }
+    op
+}
+
+#[tokio::test]
+async fn a_row_taken_by_its_receiver_in_the_same_transaction_is_never_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("a.redb")).unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    // Inline on this single-threaded runtime: nothing commits until the test awaits, so each
+    // group of submits below is exactly one transaction.
+    let writer = Writer::start_on(
+        store.clone(),
+        tx,
+        vec![],
+        agora_node::store::writer::StorageExecutor::Inline {
+            latency: Arc::new(|| Duration::ZERO),
+        },
+    )
+    .unwrap();
+    let order = EntityRef::new(EntityKind::Order, "o1");
+    let (x, y, z) = (
+        EntityRef::new(EntityKind::StockItem, "X"),
+        EntityRef::new(EntityKind::StockItem, "Y"),
+        EntityRef::new(EntityKind::StockItem, "Z"),
+    );
+    // Z's shard is owned under epoch 2 from now on.
+    let (op, done) = write(3, 2, &z, stock_state(1), vec![]);
+    writer.submit(op).unwrap();
+    done.await.unwrap().unwrap();
+    let order_state = || EntityState::empty(EntityKind::Order);
+    let (m1, m2, m3) = (
+        message_to("m1", &order, &x),
+        message_to("m2", &order, &x),
+        message_to("m3", &order, &z),
+    );
+    // m1 is taken by X in the same transaction; m2 is listed by Y, which is not its
+    // receiver; m3's receiver writes under a stale epoch and is refused.
+    let (s, _s_done) = write(1, 1, &order, order_state(), vec![m1, m2, m3]);
+    let sender = writer.submit(s).unwrap();
+    let (w, w_done) = write(2, 1, &x, stock_state(5), vec![]);
+    writer.submit(taking(w, &["m1"], vec![sender])).unwrap();
+    let (w, _) = write(2, 1, &y, stock_state(5), vec![]);
+    writer.submit(taking(w, &["m2"], vec![sender])).unwrap();
+    let (w, z_done) = write(3, 1, &z, stock_state(5), vec![]);
+    writer.submit(taking(w, &["m3"], vec![sender])).unwrap();
+    w_done.await.unwrap().unwrap();
+    assert!(matches!(
+        z_done.await.unwrap(),
+        Err(StoreError::StaleEpoch { .. })
+    ));
+    let mut stored = std::collections::BTreeMap::new();
+    while let Ok(feed) = rx.try_recv() {
+        if let RelayFeed::Committed(rows) = feed {
+            for row in rows {
+                stored.insert(row.message.id.clone(), row.stored);
+            }
+        }
+    }
+    let expected: std::collections::BTreeMap<String, bool> = [
+        ("m1".into(), false),
+        ("m2".into(), true),
+        ("m3".into(), true),
+    ]
+    .into();
+    assert_eq!(stored, expected);
+    let mut rows: Vec<String> = store
+        .outbox_rows()
+        .unwrap()
+        .into_iter()
+        .map(|(_, r)| r.message.id)
+        .collect();
+    rows.sort();
+    assert_eq!(rows, vec!["m2".to_string(), "m3".to_string()]);
+    // The taken message is recorded on its receiver, so a copy would be deduplicated.
+    assert!(store.dedup_seen(&entity_key(2, &x), "m1").unwrap());
 }
 
 async fn region_on(path: &std::path::Path) -> (Region, Store) {

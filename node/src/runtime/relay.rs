@@ -50,6 +50,9 @@ enum Early {
     Delivered,
     /// Refused by the receiver; a dead letter once the row's commit is seen.
     Refused(String),
+    /// Taken by the receiver in the sender's own transaction (no row was written), while
+    /// the delivery's answer is still awaited: nothing is left to do when it comes.
+    Consumed,
 }
 
 #[derive(Default)]
@@ -218,10 +221,20 @@ impl Relay {
     /// Rows made durable: queued, or matched with their early delivery.
     fn committed(&mut self, rows: CommittedOutbox) {
         let now = self.deps.clock.now_ms();
-        for (ticket, key, msg) in rows {
+        for row in rows {
+            let (ticket, key, msg) = (row.ticket, row.key, row.message);
             let id = (ticket, msg.id.clone());
+            if !row.stored {
+                // Its receiver's change, committed with it, took the message: no row to
+                // delete; a delivery still awaiting its answer has nothing left to do.
+                if let Some(Early::Pending(_)) = self.early.remove(&id) {
+                    self.early.insert(id, Early::Consumed);
+                }
+                continue;
+            }
             match self.early.remove(&id) {
                 None => self.add(key, msg),
+                Some(Early::Consumed) => {}
                 Some(Early::Pending(_)) => {
                     self.early.insert(id, Early::Pending(Some(key)));
                 }
@@ -331,6 +344,7 @@ impl Relay {
         let id = (item.after, item.msg.id.clone());
         match self.early.remove(&id) {
             Some(Early::Pending(Some(key))) => Some(key),
+            Some(Early::Consumed) => None,
             _ if self.deps.writer.was_refused(item.after) => None,
             _ => {
                 self.early.insert(id, outcome);

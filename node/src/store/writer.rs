@@ -177,9 +177,22 @@ fn clear_shard<V: redb::Value + 'static>(
     Ok(())
 }
 
-/// Committed outbox rows, for the relay: the ticket of the change that wrote each (0 for rows
-/// of an installed shard), its key and its message.
-pub type CommittedOutbox = Vec<(u64, Vec<u8>, OutboxMessage)>;
+/// An outbox row of a committed batch, for the relay.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommittedRow {
+    /// The change that emitted it (0 for rows of an installed shard).
+    pub ticket: u64,
+    /// Its outbox key.
+    pub key: Vec<u8>,
+    /// The message.
+    pub message: OutboxMessage,
+    /// False when its receiver took it (delivered early) in the same transaction: the row
+    /// was never written, since the message had already taken effect atomically with it.
+    pub stored: bool,
+}
+
+/// Committed outbox rows, in emission order.
+pub type CommittedOutbox = Vec<CommittedRow>;
 
 /// What the writer tells the outbox relay, in ticket order.
 pub enum RelayFeed {
@@ -461,11 +474,66 @@ impl Writer {
 fn early_messages(w: &EntityWrite) -> Vec<OutboxMessage> {
     w.outbox
         .iter()
-        .filter(|m| {
-            matches!(m.to, agora_actors::Destination::Entity(_)) && m.deliver_at_ms <= w.now_ms
-        })
+        .filter(|m| early_candidate(m, w.now_ms))
         .cloned()
         .collect()
+}
+
+/// Whether `m`, emitted by a change made at `now_ms`, may be delivered early: to an entity,
+/// due now.
+fn early_candidate(m: &OutboxMessage, now_ms: u64) -> bool {
+    matches!(m.to, agora_actors::Destination::Entity(_)) && m.deliver_at_ms <= now_ms
+}
+
+/// The outbox rows of a batch being built, written at the end (or before an operation that
+/// reads the outbox table): a row whose receiver took its message (delivered early) later in
+/// the same transaction is never written, since the message took effect atomically with it.
+/// That saves an insert now and a delete later for most saga hops under load.
+#[derive(Default)]
+struct StagedOutbox {
+    rows: Vec<(CommittedRow, Vec<u8>)>,
+    /// Early-deliverable rows not yet taken, by message id: index in `rows`.
+    open: HashMap<String, usize>,
+}
+
+impl StagedOutbox {
+    fn push(&mut self, row: CommittedRow, encoded: Vec<u8>, early: bool) {
+        if early {
+            self.open.insert(row.message.id.clone(), self.rows.len());
+        }
+        self.rows.push((row, encoded));
+    }
+
+    /// `entity`'s change in this batch records `msg_id` as taken.
+    fn consumed(&mut self, msg_id: &str, entity: &EntityRef) {
+        let Some(&i) = self.open.get(msg_id) else {
+            return;
+        };
+        let Some((row, _)) = self.rows.get_mut(i) else {
+            return;
+        };
+        if matches!(&row.message.to, agora_actors::Destination::Entity(to) if to == entity) {
+            row.stored = false;
+            self.open.remove(msg_id);
+            metrics::counter!("agora_outbox_rows_elided_total").increment(1);
+        }
+    }
+
+    /// Writes the rows still needed; every row goes to `committed` for the relay.
+    fn flush(
+        &mut self,
+        table: &mut redb::Table<&'static [u8], &'static [u8]>,
+        committed: &mut CommittedOutbox,
+    ) -> Result<(), StoreError> {
+        self.open.clear();
+        for (row, encoded) in self.rows.drain(..) {
+            if row.stored {
+                table.insert(row.key.as_slice(), encoded.as_slice())?;
+            }
+            committed.push(row);
+        }
+        Ok(())
+    }
 }
 
 /// Waits until `ticket` is durable; false if the store failed first.
@@ -686,7 +754,12 @@ impl WriterThread {
                 // installed or dropped: a load of those waits for the commit.
                 let mut written: HashSet<Vec<u8>> = HashSet::new();
                 let mut shards_rewritten = false;
+                let mut staged = StagedOutbox::default();
                 for (ticket, op) in ops.by_ref() {
+                    if !matches!(op, WriteOp::Entity(_) | WriteOp::Load { .. }) {
+                        // Whole-shard operations scan the outbox table: it must be complete.
+                        staged.flush(&mut outbox, &mut r.outbox)?;
+                    }
                     match op {
                         WriteOp::Entity(w) => {
                             let current = self.epoch_of(&epochs, w.shard)?;
@@ -727,6 +800,7 @@ impl WriterThread {
                                     dedup_key(&w.key, id).as_slice(),
                                     dedup_value(w.now_ms).as_slice(),
                                 )?;
+                                staged.consumed(id, &w.entity);
                             }
                             for m in w.outbox {
                                 let k = outbox_key(w.shard, self.next_outbox);
@@ -736,8 +810,17 @@ impl WriterThread {
                                     epoch: w.epoch,
                                     message: m.clone(),
                                 })?;
-                                outbox.insert(k.as_slice(), row.as_slice())?;
-                                r.outbox.push((ticket, k.to_vec(), m));
+                                let early = early_candidate(&m, w.now_ms);
+                                staged.push(
+                                    CommittedRow {
+                                        ticket,
+                                        key: k.to_vec(),
+                                        message: m,
+                                        stored: true,
+                                    },
+                                    row,
+                                    early,
+                                );
                             }
                             if let Some(s) = w.state_for_listeners {
                                 r.states.push((w.entity, s));
@@ -829,11 +912,12 @@ impl WriterThread {
                                     self.next_outbox = self.next_outbox.max(seq + 1);
                                 }
                                 outbox.insert(k.as_slice(), v.as_slice())?;
-                                r.outbox.push((
-                                    0,
-                                    k.clone(),
-                                    record::decode::<OutboxRecord>(v)?.message,
-                                ));
+                                r.outbox.push(CommittedRow {
+                                    ticket: 0,
+                                    key: k.clone(),
+                                    message: record::decode::<OutboxRecord>(v)?.message,
+                                    stored: true,
+                                });
                             }
                             for (k, at) in &data.dedup {
                                 entities.insert(k.as_slice(), dedup_value(*at).as_slice())?;
@@ -856,6 +940,7 @@ impl WriterThread {
                         }
                     }
                 }
+                staged.flush(&mut outbox, &mut r.outbox)?;
             }
             Ok(tx)
         })();
