@@ -353,21 +353,27 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn the_file_sink_writes_a_key_once_even_after_a_restart() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("n.jsonl");
+    /// A notification on `channel` and its message to `to`.
+    fn sample(channel: Channel, to: &str) -> (Notification, Outgoing) {
         let n = Notification {
-            channel: Channel::Email,
+            channel,
             kind: "ORDER_PLACED".into(),
             order_id: "o".into(),
             at_ms: 1,
         };
         let m = Outgoing {
-            to: Some("a@b.co".into()),
+            to: Some(to.into()),
             subject: "s".into(),
             body: "b".into(),
         };
+        (n, m)
+    }
+
+    #[tokio::test]
+    async fn the_file_sink_writes_a_key_once_even_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("n.jsonl");
+        let (n, m) = sample(Channel::Email, "a@b.co");
         FileSink::new(path.clone())
             .send("k1", "u", &n, &m)
             .await
@@ -384,17 +390,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("n.jsonl");
         let sink = Arc::new(FileSink::new(path.clone()));
-        let n = Notification {
-            channel: Channel::Sms,
-            kind: "ORDER_SHIPPED".into(),
-            order_id: "o".into(),
-            at_ms: 1,
-        };
-        let m = Outgoing {
-            to: Some("+100".into()),
-            subject: "s".into(),
-            body: "b".into(),
-        };
+        let (n, m) = sample(Channel::Sms, "+100");
         let mut sends = tokio::task::JoinSet::new();
         for i in 0..200 {
             let (sink, n, m) = (sink.clone(), n.clone(), m.clone());
