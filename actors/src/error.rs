@@ -56,6 +56,9 @@ pub enum DomainError {
     /// The caller may not do this (e.g. review a product without a delivered order of it).
     #[error("forbidden: {0}")]
     Forbidden(String),
+    /// An entity state did not encode (a defect, not bad input): the command was undone.
+    #[error("entity state encoding failed: {0}")]
+    StateCodec(String),
 }
 
 /// Shorthand for an `Invalid` error.

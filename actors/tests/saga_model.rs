@@ -13,7 +13,7 @@
 use agora_actors::account::{AccountCommand, Role};
 use agora_actors::entity::DomainConfig;
 use agora_actors::gateway;
-use agora_actors::host::EntityState;
+use agora_actors::host::{EntityState, HeldState};
 use agora_actors::ids::shipment_id_for_order;
 use agora_actors::message::Body;
 use agora_actors::money::{Money, SHOP_CURRENCY};
@@ -196,7 +196,7 @@ struct World {
     /// Virtual clock, ms.
     now: u64,
     /// Entity states.
-    states: BTreeMap<EntityRef, EntityState>,
+    states: BTreeMap<EntityRef, HeldState>,
     /// Sequence number per entity.
     seqs: BTreeMap<EntityRef, u64>,
     /// Message ids applied per entity (the runtime's dedup table).
@@ -287,7 +287,7 @@ impl World {
         let state = self
             .states
             .entry(to.clone())
-            .or_insert_with(|| EntityState::empty(to.kind));
+            .or_insert_with(|| held(EntityState::empty(to.kind)));
         let seq = self.seqs.get(to).copied().unwrap_or(0);
         let mut ctx = Ctx::new(self.now, to, seq + 1, &self.config);
         let handled = state.handle(cmd, &mut ctx)?;
@@ -319,7 +319,7 @@ impl World {
 
     /// The wallet balance of an account (0 when it is not an account).
     fn wallet(&self, who: &EntityRef) -> u64 {
-        match self.states.get(who) {
+        match self.states.get(who).map(HeldState::state) {
             Some(EntityState::Account(a)) => a.wallet_minor,
             _ => 0,
         }
@@ -851,6 +851,7 @@ impl World {
         match self
             .states
             .get(&EntityRef::new(EntityKind::StockItem, SKUS[i].0))
+            .map(HeldState::state)
         {
             Some(EntityState::Stock(s)) => s.clone(),
             _ => StockState::default(),
@@ -862,6 +863,7 @@ impl World {
         match self
             .states
             .get(&EntityRef::new(EntityKind::Order, order_id(n)))
+            .map(HeldState::state)
         {
             Some(EntityState::Order(s)) => s.clone(),
             _ => OrderState::default(),
@@ -873,6 +875,7 @@ impl World {
         match self
             .states
             .get(&EntityRef::new(EntityKind::Payment, order_id(n)))
+            .map(HeldState::state)
         {
             Some(EntityState::Payment(s)) => s.clone(),
             _ => PaymentState::default(),
@@ -882,7 +885,11 @@ impl World {
     /// The shipment status of order spec `n`, if it has one.
     fn shipment(&self, n: usize) -> Option<ShipmentStatus> {
         let id = shipment_id_for_order(&order_id(n));
-        match self.states.get(&EntityRef::new(EntityKind::Shipment, id)) {
+        match self
+            .states
+            .get(&EntityRef::new(EntityKind::Shipment, id))
+            .map(HeldState::state)
+        {
             Some(EntityState::Shipment(s)) => s.status(),
             _ => None,
         }
@@ -894,7 +901,7 @@ impl World {
             return Err(fault.clone());
         }
         for (who, state) in &self.states {
-            match state {
+            match state.state() {
                 EntityState::Stock(s) => {
                     s.assert_invariants();
                     let i = SKUS.iter().position(|(sku, _)| *sku == who.id).unwrap_or(0);
@@ -1262,4 +1269,9 @@ fn cancel_before_the_payment_started_abandons_it() {
     });
     assert_eq!(world.order(0).status(), Some(OrderStatus::Cancelled));
     assert!(world.payment(0).abandoned);
+}
+
+/// A state held as the runtime holds it.
+fn held(state: EntityState) -> HeldState {
+    HeldState::new(state).expect("a fresh state encodes")
 }

@@ -173,7 +173,7 @@ impl From<DomainError> for Problem {
                 "this Idempotency-Key was used with a different request",
             ),
             DomainError::BadCredentials => Problem::unauthorized("invalid email or password"),
-            DomainError::WrongKind { .. } => Problem::internal(detail),
+            DomainError::WrongKind { .. } | DomainError::StateCodec(_) => Problem::internal(detail),
             DomainError::Locked { retry_after_ms } => {
                 let mut p = Problem::new(
                     StatusCode::TOO_MANY_REQUESTS,

@@ -8,11 +8,11 @@
 
 use super::RuntimeContext;
 use crate::store::keys::entity_key;
-use crate::store::record::{encode, EntityRecord, FORMAT_VERSION};
+use crate::store::record::encode_entity_record;
 use crate::store::writer::{wait_durable, EntityWrite};
 use crate::store::{StoreError, WriteOp};
 use agora_actors::client::AskError;
-use agora_actors::host::EntityState;
+use agora_actors::host::{EntityState, HeldState};
 use agora_actors::{Command, Ctx, DomainError, EntityRef, OutboxMessage, Outcome, Reply};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::collections::HashMap;
@@ -75,7 +75,7 @@ pub struct EntityActor;
 pub struct EntityHost {
     args: EntityArgs,
     key: Vec<u8>,
-    loaded: Option<(EntityState, u64)>,
+    loaded: Option<(HeldState, u64)>,
     /// The ticket a reply about the state in memory waits for (its latest change).
     last_ticket: u64,
     /// Message ids applied since activation, with the ticket of their write.
@@ -106,10 +106,12 @@ impl EntityHost {
         }
         if self.loaded.is_none() {
             let rec = self.args.rt.writer.load(self.key.clone()).await?;
-            self.loaded = Some(match rec {
+            let (state, seq) = match rec {
                 Some(r) => (r.state, r.seq),
                 None => (EntityState::empty(self.args.entity.kind), 0),
-            });
+            };
+            let held = HeldState::new(state).map_err(|e| StoreError::Codec(e.to_string()))?;
+            self.loaded = Some((held, seq));
         }
         Ok(())
     }
@@ -193,15 +195,9 @@ impl EntityHost {
             return Err("entity state missing after load".into());
         };
         let me = self.args.entity.clone();
-        let record = encode(&EntityRecord {
-            format: FORMAT_VERSION,
-            seq: *seq,
-            epoch: self.args.epoch,
-            written_at_ms: now,
-            state: state.clone(),
-        })?;
+        let record = encode_entity_record(*seq, self.args.epoch, now, state.encoded())?;
         let state_for_listeners = if self.args.rt.writer.listened(me.kind) {
-            Some(state.clone())
+            Some(state.state().clone())
         } else {
             None
         };
@@ -349,7 +345,7 @@ impl EntityHost {
     fn recheck_parked(&mut self) {
         let parked = std::mem::take(&mut self.parked);
         for (cmd, reply) in parked {
-            let Some((state, seq)) = self.loaded.as_ref() else {
+            let Some((state, seq)) = self.loaded.as_mut() else {
                 return;
             };
             let me = self.args.entity.clone();
@@ -359,9 +355,8 @@ impl EntityHost {
                 *seq + 1,
                 &self.args.rt.domain,
             );
-            let mut probe = state.clone();
-            match probe.handle(cmd.clone(), &mut ctx) {
-                Ok(h) => match h.outcome {
+            match state.probe(cmd.clone(), &mut ctx) {
+                Ok(outcome) => match outcome {
                     Outcome::Park => self.parked.push((cmd, reply)),
                     Outcome::Reply(r) => self.respond(reply, Ok(r), self.last_ticket),
                 },
