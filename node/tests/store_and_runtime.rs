@@ -5,6 +5,7 @@ use agora_actors::client::{AskError, EntityClient};
 use agora_actors::host::EntityState;
 use agora_actors::stock::StockCommand;
 use agora_actors::{Command, EntityKind, EntityRef, Reply};
+use agora_node::runtime::entity::BatchItem;
 use agora_node::runtime::region::{Region, RegionLimits};
 use agora_node::runtime::RuntimeContext;
 use agora_node::seams::SystemClock;
@@ -214,7 +215,14 @@ async fn an_early_message_whose_sender_was_refused_changes_nothing() {
     let (refused, done) = submit_after(&writer, other, &sender, vec![]);
     // Delivered early, before the sender's change is known to be refused.
     let answer = region
-        .deliver_batch(sku.clone(), vec![(receive(3), "m-2".into())], vec![refused])
+        .deliver_batch(
+            sku.clone(),
+            vec![BatchItem {
+                cmd: receive(3),
+                msg_id: "m-2".into(),
+                sender: refused,
+            }],
+        )
         .await;
     assert!(done.await.unwrap().is_err());
     assert!(
@@ -223,31 +231,58 @@ async fn an_early_message_whose_sender_was_refused_changes_nothing() {
     );
     // The receiver forgot it: memory and disk show the durable 5, and the message can come
     // again (from its sender's next owner) and take effect then.
-    let r = region
-        .ask(sku.clone(), Command::Stock(StockCommand::Get))
-        .await;
-    assert!(
-        matches!(r, Ok(Reply::Stock(ref s)) if s.available == 5),
-        "{r:?}"
-    );
+    assert_available(&region, &sku, 5).await;
     let rec = store
         .entity(&entity_key(sku.shard(8), &sku))
         .unwrap()
         .unwrap();
     assert_eq!(rec.state, stock_state(5));
     let again = region
-        .deliver_batch(sku.clone(), vec![(receive(3), "m-2".into())], Vec::new())
+        .deliver_batch(
+            sku.clone(),
+            vec![BatchItem::durable(receive(3), "m-2".into())],
+        )
         .await
         .unwrap();
     assert_eq!(again, vec![Ok(())]);
+    assert_available(&region, &sku, 8).await;
+    region.stop();
+}
+
+#[tokio::test]
+async fn a_message_named_early_is_still_deduplicated_once_its_sender_is_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (region, _store, writer) = region_and_writer(&dir.path().join("a.redb")).await;
+    let sku = EntityRef::new(EntityKind::StockItem, "F");
+    let receive = |n| Command::Stock(StockCommand::Receive { quantity: n });
+    let sender = EntityRef::new(EntityKind::Order, "o-1");
+    let (ticket, done) = submit_after(&writer, sender.shard(8), &sender, vec![]);
+    let early = || BatchItem {
+        cmd: receive(5),
+        msg_id: "m-1".into(),
+        sender: ticket,
+    };
+    let first = region.deliver_batch(sku.clone(), vec![early()]).await;
+    assert_eq!(first.unwrap(), vec![Ok(())]);
+    done.await.unwrap().unwrap();
+    assert!(writer.is_durable(ticket));
+    // The same copy again (a lost answer): its sender's change and the receiver's mark are
+    // both durable now, so only the stored mark can tell it was applied.
+    let again = region.deliver_batch(sku.clone(), vec![early()]).await;
+    assert_eq!(again.unwrap(), vec![Ok(())]);
+    assert_available(&region, &sku, 5).await;
+    region.stop();
+}
+
+/// Asserts that stock item `sku` answers `available` units.
+async fn assert_available(region: &Region, sku: &EntityRef, available: u64) {
     let r = region
         .ask(sku.clone(), Command::Stock(StockCommand::Get))
         .await;
     assert!(
-        matches!(r, Ok(Reply::Stock(ref s)) if s.available == 8),
+        matches!(r, Ok(Reply::Stock(ref s)) if s.available == available),
         "{r:?}"
     );
-    region.stop();
 }
 
 /// Records that `msg_id` took effect on `e` (shard 6) at `at_ms`.

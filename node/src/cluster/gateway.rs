@@ -7,6 +7,7 @@ use super::envelope::{
     decode, encode, Envelope, Payload, ReplyPayload, WireReply, ENVELOPE_VERSION,
 };
 use super::shard_map::SharedShardMap;
+use crate::runtime::entity::BatchItem;
 use crate::runtime::region::Region;
 use agora_actors::client::AskError;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -121,7 +122,13 @@ async fn serve(region: Region, env: Envelope, epoch: u64) -> WireReply {
             .await
             .map(ReplyPayload::Reply),
         Payload::Batch(items) => region
-            .deliver_batch(env.target, items, Vec::new())
+            .deliver_batch(
+                env.target,
+                items
+                    .into_iter()
+                    .map(|(cmd, id)| BatchItem::durable(cmd, id))
+                    .collect(),
+            )
             .await
             .map(ReplyPayload::Batch),
     }

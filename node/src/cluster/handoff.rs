@@ -490,14 +490,10 @@ impl Handoff {
                 EntityMsg::Request { cmd, msg_id, reply } => {
                     let _ = reply.send(router.deliver(to, cmd, msg_id).await);
                 }
-                EntityMsg::Batch {
-                    items,
-                    after,
-                    reply,
-                } => {
+                EntityMsg::Batch { items, reply } => {
                     // Early deliveries go back to the relay, which sends them again once their
                     // senders' changes are durable (never to the new owner before).
-                    let _ = reply.send(router.deliver_batch(to, items, after).await);
+                    let _ = reply.send(router.deliver_batch(to, items).await);
                 }
                 EntityMsg::Stop => {}
             }

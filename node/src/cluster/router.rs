@@ -7,7 +7,7 @@ use super::envelope::{
     decode, encode, Envelope, Payload, ReplyPayload, WireReply, ENVELOPE_VERSION,
 };
 use super::shard_map::SharedShardMap;
-use crate::runtime::entity::BatchResults;
+use crate::runtime::entity::{BatchItem, BatchResults};
 use crate::runtime::region::Region;
 use agora_actors::client::{AskError, EntityClient};
 use agora_actors::seams::Clock;
@@ -154,21 +154,26 @@ impl Router {
     pub async fn deliver_batch(
         &self,
         to: EntityRef,
-        items: Vec<(Command, String)>,
-        after: Vec<u64>,
+        items: Vec<BatchItem>,
     ) -> Result<BatchResults, AskError> {
         let (shard, owner, epoch) = self.owner(&to)?;
         if owner == self.me {
             self.ensure_hosted(shard, epoch).await;
-            return self.region.deliver_batch(to, items, after).await;
+            return self.region.deliver_batch(to, items).await;
         }
-        if !after.is_empty() {
+        if items.iter().any(|i| i.sender > 0) {
             return Err(AskError::Unavailable(format!(
                 "{to} lives on node {owner}: sent once its senders' changes are durable"
             )));
         }
         match self
-            .remote(to, shard, owner, epoch, Payload::Batch(items))
+            .remote(
+                to,
+                shard,
+                owner,
+                epoch,
+                Payload::Batch(items.into_iter().map(|i| (i.cmd, i.msg_id)).collect()),
+            )
             .await?
         {
             ReplyPayload::Batch(r) => Ok(r),

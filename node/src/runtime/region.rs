@@ -2,7 +2,7 @@
 //! shard actors as ownership changes (handoff), and delivers commands to hosted shards;
 //! routing between nodes is the cluster router's job.
 
-use super::entity::{BatchResults, EntityMsg};
+use super::entity::{BatchItem, BatchResults, EntityMsg};
 use super::shard::{ShardActor, ShardArgs, ShardMsg, ShardStats};
 use super::RuntimeContext;
 use agora_actors::client::{AskError, EntityClient};
@@ -203,20 +203,15 @@ impl Region {
             .await
     }
 
-    /// Delivers relayed messages to `to` in order, their effects stored in one write; `after`
-    /// names the senders' changes not yet durable (the write is refused if one of them is).
+    /// Delivers relayed messages to `to` in order, their effects stored in one write (refused
+    /// if a sender's change it names is).
     pub async fn deliver_batch(
         &self,
         to: EntityRef,
-        items: Vec<(Command, String)>,
-        after: Vec<u64>,
+        items: Vec<BatchItem>,
     ) -> Result<BatchResults, AskError> {
-        self.send(to, |reply| EntityMsg::Batch {
-            items,
-            after,
-            reply,
-        })
-        .await
+        self.send(to, |reply| EntityMsg::Batch { items, reply })
+            .await
     }
 
     /// Counts per hosted shard, with the shard number.

@@ -11,6 +11,7 @@
 //! done and the row is committed; a message whose sender's change was refused is dropped
 //! (it never existed). Messages to other nodes and outside services wait for the commit.
 
+use super::entity::BatchItem;
 use super::external::ExternalServices;
 use crate::cluster::router::Router;
 use crate::store::record::{DeadLetter, FORMAT_VERSION};
@@ -132,7 +133,7 @@ async fn deliver(
     region: Router,
     external: ExternalServices,
     items: &[Item],
-    after: Vec<u64>,
+    writer: &Writer,
 ) -> Delivery {
     let Some(first) = items.first() else {
         return Ok(Vec::new());
@@ -142,7 +143,16 @@ async fn deliver(
             let mut batch = Vec::with_capacity(items.len());
             for item in items {
                 match &item.msg.body {
-                    Body::Command(cmd) => batch.push((cmd.clone(), item.msg.id.clone())),
+                    Body::Command(cmd) => batch.push(BatchItem {
+                        cmd: cmd.clone(),
+                        msg_id: item.msg.id.clone(),
+                        // Only a sender's change not yet durable makes this an early delivery.
+                        sender: if item.after > 0 && !writer.is_durable(item.after) {
+                            item.after
+                        } else {
+                            0
+                        },
+                    }),
                     Body::External(_) => {
                         return Ok(items
                             .iter()
@@ -151,7 +161,7 @@ async fn deliver(
                     }
                 }
             }
-            match region.deliver_batch(to.clone(), batch, after).await {
+            match region.deliver_batch(to.clone(), batch).await {
                 // Fault point: the answer is lost after the delivery took effect, so the
                 // batch is delivered again (deduplication must absorb it).
                 Ok(_) if agora_actors::buggify!(0.03) => Err("buggify: answer lost".into()),
@@ -310,12 +320,6 @@ impl Relay {
             let (items, dropped): (Vec<Item>, Vec<Item>) = drained
                 .into_iter()
                 .partition(|i| i.after == 0 || !writer.was_refused(i.after));
-            let mut after: Vec<u64> = items
-                .iter()
-                .filter(|i| i.after > 0 && !writer.is_durable(i.after))
-                .map(|i| i.after)
-                .collect();
-            after.dedup();
             for item in dropped {
                 self.backlog -= 1;
                 metrics::counter!("agora_outbox_early_dropped_total").increment(1);
@@ -328,8 +332,9 @@ impl Relay {
             lane.busy = true;
             let region = self.deps.region.clone();
             let external = self.deps.external.clone();
+            let writer = self.deps.writer.clone();
             self.running.spawn(async move {
-                let r = deliver(region, external, &items, after).await;
+                let r = deliver(region, external, &items, &writer).await;
                 (name, items, r)
             });
         }
