@@ -64,15 +64,21 @@ async fn reopen(path: &std::path::Path) -> Store {
     }
 }
 
+/// A fresh store at `path` and its writer (committed outbox rows go nowhere).
+fn store_and_writer(path: &std::path::Path) -> (Store, Writer) {
+    let store = Store::open(path).unwrap();
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let writer = Writer::start(store.clone(), tx, vec![]).unwrap();
+    (store, writer)
+}
+
 /// A fresh store at `path` (and its writer) that has installed `data` under `epoch`.
 async fn store_with_shard(
     path: &std::path::Path,
     data: &agora_node::store::ShardData,
     epoch: u64,
 ) -> (Store, Writer) {
-    let store = Store::open(path).unwrap();
-    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-    let writer = Writer::start(store.clone(), tx, vec![]).unwrap();
+    let (store, writer) = store_and_writer(path);
     let (done, rx) = oneshot::channel();
     writer
         .submit(WriteOp::InstallShard {
@@ -164,9 +170,7 @@ fn submit_after(
 #[tokio::test]
 async fn a_change_derived_from_a_refused_change_is_refused_with_it() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("a.redb")).unwrap();
-    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-    let writer = Writer::start(store.clone(), tx, vec![]).unwrap();
+    let (store, writer) = store_and_writer(&dir.path().join("a.redb"));
     drop_shard(&writer, 2, 5).await;
     let [a, b, c, d] = ["A", "B", "C", "D"].map(|id| EntityRef::new(EntityKind::StockItem, id));
     // A's change is made under the old epoch of shard 2; B took a message from A early, C one
@@ -299,9 +303,7 @@ async fn record_mark(writer: &Writer, e: &EntityRef, msg_id: &str, at_ms: u64) {
 #[tokio::test]
 async fn marks_older_than_the_retention_are_forgotten_and_renewed_ones_kept() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("a.redb")).unwrap();
-    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-    let writer = Writer::start(store.clone(), tx, vec![]).unwrap();
+    let (store, writer) = store_and_writer(&dir.path().join("a.redb"));
     let e = EntityRef::new(EntityKind::StockItem, "M");
     let key = entity_key(6, &e);
     record_mark(&writer, &e, "old", 1_000).await;
@@ -337,9 +339,7 @@ async fn marks_older_than_the_retention_are_forgotten_and_renewed_ones_kept() {
 #[tokio::test]
 async fn a_write_under_a_stale_epoch_is_refused_and_not_stored() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("a.redb")).unwrap();
-    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-    let writer = Writer::start(store.clone(), tx, vec![]).unwrap();
+    let (store, writer) = store_and_writer(&dir.path().join("a.redb"));
     let e = EntityRef::new(EntityKind::StockItem, "F");
     let (op, done) = write(5, 2, &e, stock_state(1), vec![]);
     writer.submit(op).unwrap();
@@ -854,9 +854,7 @@ async fn rows_of_an_installed_shard_are_never_overwritten_by_the_new_owners_own_
 #[tokio::test]
 async fn a_load_of_a_key_written_in_the_same_batch_answers_only_once_that_write_is_durable() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("a.redb")).unwrap();
-    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-    let writer = Writer::start(store.clone(), tx, vec![]).unwrap();
+    let (_store, writer) = store_and_writer(&dir.path().join("a.redb"));
     for round in 0..20 {
         // Keep the writer busy with a batch so the next write and the load queue together.
         let mut busy = Vec::new();
