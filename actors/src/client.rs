@@ -23,6 +23,28 @@ pub enum AskError {
     Timeout,
 }
 
+/// A change handed to this node's storage that may not be durable yet (from
+/// [`EntityClient::ask_early`]). A later ask that depends on it names it
+/// ([`EntityClient::ask_after`]): that ask's change is then refused if this one is, and its
+/// reply comes only once both are durable.
+#[derive(Default)]
+pub struct Pending {
+    /// The change's ticket on this node; 0 when it is durable already.
+    pub ticket: u64,
+    /// Keeps this node's next commit waiting until the dependent change is handed over (so
+    /// both share one fsync); dropped when it is, or when the caller gives up.
+    pub hold: Option<Box<dyn Send + Sync>>,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("ticket", &self.ticket)
+            .field("hold", &self.hold.is_some())
+            .finish()
+    }
+}
+
 /// Sends commands to entities and waits for their replies.
 #[async_trait]
 pub trait EntityClient: Send + Sync + 'static {
@@ -36,4 +58,30 @@ pub trait EntityClient: Send + Sync + 'static {
         cmd: Command,
         msg_id: String,
     ) -> Result<Reply, AskError>;
+
+    /// Asks `to` to run `cmd` and answers as soon as its change is handed to storage, with
+    /// the change still [`Pending`] (durable at once where early answers are not offered).
+    /// The caller must not tell anyone outside the reply before the change is durable: it
+    /// passes it to [`EntityClient::ask_after`] or waits with [`EntityClient::durable`].
+    async fn ask_early(&self, to: EntityRef, cmd: Command) -> Result<(Reply, Pending), AskError> {
+        Ok((self.ask(to, cmd).await?, Pending::default()))
+    }
+
+    /// Like [`EntityClient::ask`], for a command derived from the change `after`: its change
+    /// is refused if `after` is, and the reply comes once both are durable.
+    async fn ask_after(
+        &self,
+        to: EntityRef,
+        cmd: Command,
+        after: Pending,
+    ) -> Result<Reply, AskError> {
+        self.durable(after).await?;
+        self.ask(to, cmd).await
+    }
+
+    /// Waits until the change is durable; an error if it was refused or the store failed.
+    async fn durable(&self, change: Pending) -> Result<(), AskError> {
+        let _ = change;
+        Ok(())
+    }
 }

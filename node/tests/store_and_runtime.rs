@@ -213,10 +213,7 @@ async fn an_early_message_whose_sender_was_refused_changes_nothing() {
         .await
         .unwrap();
     // A sender in another shard, whose change is refused (that shard moved on).
-    let other = (0..8).find(|s| *s != sku.shard(8)).unwrap();
-    drop_shard(&writer, other, 9).await;
-    let sender = EntityRef::new(EntityKind::Order, "gone");
-    let (refused, done) = submit_after(&writer, other, &sender, vec![]);
+    let (refused, done) = doomed_change(&writer, &sku).await;
     // Delivered early, before the sender's change is known to be refused.
     let answer = region
         .deliver_batch(
@@ -225,6 +222,7 @@ async fn an_early_message_whose_sender_was_refused_changes_nothing() {
                 cmd: receive(3),
                 msg_id: "m-2".into(),
                 sender: refused,
+                hold: None,
             }],
         )
         .await;
@@ -235,12 +233,7 @@ async fn an_early_message_whose_sender_was_refused_changes_nothing() {
     );
     // The receiver forgot it: memory and disk show the durable 5, and the message can come
     // again (from its sender's next owner) and take effect then.
-    assert_available(&region, &sku, 5).await;
-    let rec = store
-        .entity(&entity_key(sku.shard(8), &sku))
-        .unwrap()
-        .unwrap();
-    assert_eq!(rec.state, stock_state(5));
+    assert_kept(&region, &store, &sku, 5).await;
     let again = region
         .deliver_batch(
             sku.clone(),
@@ -265,6 +258,7 @@ async fn a_message_named_early_is_still_deduplicated_once_its_sender_is_durable(
         cmd: receive(5),
         msg_id: "m-1".into(),
         sender: ticket,
+        hold: None,
     };
     let first = region.deliver_batch(sku.clone(), vec![early()]).await;
     assert_eq!(first.unwrap(), vec![Ok(())]);
@@ -276,6 +270,92 @@ async fn a_message_named_early_is_still_deduplicated_once_its_sender_is_durable(
     assert_eq!(again.unwrap(), vec![Ok(())]);
     assert_available(&region, &sku, 5).await;
     region.stop();
+}
+
+#[tokio::test]
+async fn an_early_answer_and_the_change_derived_from_it_share_one_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (region, store, writer) = region_and_writer(&dir.path().join("a.redb")).await;
+    // Long enough that only the dependent change, never the clock, ends the wait.
+    writer.set_cascade_gather(Some(Duration::from_secs(60)));
+    let first = EntityRef::new(EntityKind::StockItem, "G1");
+    let second = EntityRef::new(EntityKind::StockItem, "G2");
+    let receive = |n| Command::Stock(StockCommand::Receive { quantity: n });
+    let (reply, pending) = region.ask_early(first.clone(), receive(4)).await.unwrap();
+    assert!(matches!(reply, Reply::Stock(ref s) if s.available == 4));
+    let ticket = pending.ticket;
+    assert!(ticket > 0, "answered before its change is durable");
+    // The writer holds the commit that would take the first change until the caller's
+    // dependent change is handed over.
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while !writer.gathering() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the writer waits for the dependent change");
+    assert!(!writer.is_durable(ticket));
+    assert!(store
+        .entity(&entity_key(first.shard(8), &first))
+        .unwrap()
+        .is_none());
+    let derived = region.ask_after(second.clone(), receive(6), pending).await;
+    assert!(
+        matches!(derived, Ok(Reply::Stock(ref s)) if s.available == 6),
+        "{derived:?}"
+    );
+    // Answered only once both are durable.
+    assert!(writer.is_durable(ticket));
+    for e in [&first, &second] {
+        assert!(store.entity(&entity_key(e.shard(8), e)).unwrap().is_some());
+    }
+    region.stop();
+}
+
+#[tokio::test]
+async fn a_change_derived_from_a_refused_pending_change_is_refused_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let (region, store, writer) = region_and_writer(&dir.path().join("a.redb")).await;
+    let sku = EntityRef::new(EntityKind::StockItem, "H");
+    let receive = |n| Command::Stock(StockCommand::Receive { quantity: n });
+    region.ask(sku.clone(), receive(5)).await.unwrap();
+    // A pending change in a shard that moved on: it will be refused.
+    let (refused, done) = doomed_change(&writer, &sku).await;
+    let pending = agora_actors::client::Pending {
+        ticket: refused,
+        hold: None,
+    };
+    let answer = region.ask_after(sku.clone(), receive(3), pending).await;
+    assert!(done.await.unwrap().is_err());
+    assert!(
+        matches!(answer, Err(AskError::Unavailable(_))),
+        "{answer:?}"
+    );
+    // Nothing of it is kept, in memory or on disk.
+    assert_kept(&region, &store, &sku, 5).await;
+    region.stop();
+}
+
+/// A change of an order in a shard other than `sku`'s, made under an epoch that shard has
+/// since left behind: it will be refused.
+async fn doomed_change(
+    writer: &Writer,
+    sku: &EntityRef,
+) -> (u64, oneshot::Receiver<Result<(), StoreError>>) {
+    let other = (0..8).find(|s| *s != sku.shard(8)).unwrap();
+    drop_shard(writer, other, 9).await;
+    let gone = EntityRef::new(EntityKind::Order, "gone");
+    submit_after(writer, other, &gone, vec![])
+}
+
+/// Asserts that stock item `sku` has `available` units both in memory and on disk.
+async fn assert_kept(region: &Region, store: &Store, sku: &EntityRef, available: u64) {
+    assert_available(region, sku, available).await;
+    let rec = store
+        .entity(&entity_key(sku.shard(8), sku))
+        .unwrap()
+        .unwrap();
+    assert_eq!(rec.state, stock_state(available));
 }
 
 /// Asserts that stock item `sku` answers `available` units.
@@ -386,6 +466,7 @@ async fn outbox_rows_are_committed_with_the_state_and_deleted_when_acked() {
     let Some(RelayFeed::Submitted {
         ticket: early_ticket,
         messages,
+        ..
     }) = rx.recv().await
     else {
         panic!("the early copy comes first");

@@ -8,7 +8,7 @@ use crate::problem::{ApiResult, Problem};
 use crate::EdgeState;
 use agora_actors::account::{AccountCommand, Role};
 use agora_actors::cart::CartCommand;
-use agora_actors::client::AskError;
+use agora_actors::client::{AskError, Pending};
 use agora_actors::ids::order_id_for_key;
 use agora_actors::order::{Address, OrderCommand, OrderLine, OrderView, Placement, Settlement};
 use agora_actors::payment::Method;
@@ -155,9 +155,12 @@ pub async fn checkout(
     }
 
     // The lines leave the cart atomically for this order, so an item added while the
-    // checkout is in flight stays in the cart for the next one.
-    let cart_lines = hold_cart(&st, &caller.user_id, &order_id).await?;
+    // checkout is in flight stays in the cart for the next one. The hold is taken before it
+    // is durable: the order's placement depends on it (refused if it is, stored no earlier),
+    // so both usually share one commit; every answer waits for it to be durable.
+    let (cart_lines, hold) = hold_cart(&st, &caller.user_id, &order_id).await?;
     if cart_lines.is_empty() {
+        st.client.durable(hold).await?;
         return Err(Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "empty-cart",
@@ -169,25 +172,30 @@ pub async fn checkout(
         &st,
         &caller.user_id,
         &order_id,
-        cart_lines,
+        (cart_lines, hold),
         method,
         req,
         &request_hash,
     )
     .await;
-    if let Err(refusal) = placed {
-        if refusal.definite {
-            // Refused outright: the lines go back. (On an unknown outcome they stay held;
-            // a retry with the same key finds them, and the hold expires otherwise.)
-            let restore = CartCommand::Restore {
-                order_id: order_id.clone(),
-            };
-            let cart = EntityRef::new(EntityKind::Cart, caller.user_id.as_str());
-            let _ = st.client.ask(cart, Command::Cart(restore)).await;
+    let placed = match placed {
+        Ok(v) => v,
+        Err(refusal) => {
+            if refusal.definite {
+                // Refused outright: the lines go back. (On an unknown outcome they stay
+                // held; a retry with the same key finds them, and the hold expires otherwise.)
+                let restore = CartCommand::Restore {
+                    order_id: order_id.clone(),
+                };
+                let cart = EntityRef::new(EntityKind::Cart, caller.user_id.as_str());
+                let _ = st.client.ask(cart, Command::Cart(restore)).await;
+            }
+            return Err(refusal.problem);
         }
-        return Err(refusal.problem);
-    }
-    replay(&st, &order_id, &request_hash).await
+    };
+    Ok(checkout_response(
+        &await_settled(&st, &order_id, placed).await?,
+    ))
 }
 
 /// Why a checkout did not place its order, and whether the order is surely not placed.
@@ -211,11 +219,11 @@ async fn place_held(
     st: &EdgeState,
     user_id: &str,
     order_id: &str,
-    cart_lines: Vec<(String, u32)>,
+    (cart_lines, hold): (Vec<(String, u32)>, Pending),
     method: Method,
     req: CheckoutRequest,
     request_hash: &str,
-) -> Result<(), Refusal> {
+) -> Result<OrderView, Refusal> {
     let mut lines = Vec::with_capacity(cart_lines.len());
     for (sku, quantity) in cart_lines {
         let p = super::products::fetch_product(st.client.as_ref(), &sku)
@@ -274,25 +282,45 @@ async fn place_held(
             price_minor: quote.price_minor,
         },
     };
-    order_cmd(st, order_id, OrderCommand::Place(placement)).await?;
-    Ok(())
+    let placed = st
+        .client
+        .ask_after(
+            order_ref(order_id),
+            Command::Order(OrderCommand::Place(placement)),
+            hold,
+        )
+        .await?;
+    match placed {
+        Reply::Order(v) => Ok(v),
+        _ => Err(Refusal::from(AskError::Unavailable(
+            "unexpected reply to an order command".into(),
+        ))),
+    }
 }
 
-/// Takes the cart's lines for `order_id` (the same lines again on a retry).
-async fn hold_cart(st: &EdgeState, user_id: &str, order_id: &str) -> ApiResult<Vec<(String, u32)>> {
+/// Takes the cart's lines for `order_id` (the same lines again on a retry), with the hold
+/// still pending.
+async fn hold_cart(
+    st: &EdgeState,
+    user_id: &str,
+    order_id: &str,
+) -> ApiResult<(Vec<(String, u32)>, Pending)> {
     let hold = CartCommand::Hold {
         order_id: order_id.to_string(),
     };
     match st
         .client
-        .ask(
+        .ask_early(
             EntityRef::new(EntityKind::Cart, user_id),
             Command::Cart(hold),
         )
         .await?
     {
-        Reply::Cart(lines) => Ok(lines),
-        _ => Err(Problem::internal("unexpected reply to a cart command")),
+        (Reply::Cart(lines), pending) => Ok((lines, pending)),
+        (_, pending) => {
+            st.client.durable(pending).await?;
+            Err(Problem::internal("unexpected reply to a cart command"))
+        }
     }
 }
 
@@ -307,17 +335,23 @@ async fn replay(st: &EdgeState, order_id: &str, request_hash: &str) -> ApiResult
         },
     )
     .await?;
-    let settled = match tokio::time::timeout(
+    Ok(checkout_response(
+        &await_settled(st, order_id, check).await?,
+    ))
+}
+
+/// The order once the stock has answered, or after `settle_wait` the view `so_far`.
+async fn await_settled(st: &EdgeState, order_id: &str, so_far: OrderView) -> ApiResult<OrderView> {
+    match tokio::time::timeout(
         st.config.settle_wait,
         order_cmd(st, order_id, OrderCommand::AwaitSettled),
     )
     .await
     {
-        Ok(Ok(v)) => v,
-        Ok(Err(AskError::Timeout)) | Err(_) => check,
-        Ok(Err(e)) => return Err(e.into()),
-    };
-    Ok(checkout_response(&settled))
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(AskError::Timeout)) | Err(_) => Ok(so_far),
+        Ok(Err(e)) => Err(e.into()),
+    }
 }
 
 pub(crate) async fn owned_order(

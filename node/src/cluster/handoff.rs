@@ -12,9 +12,10 @@ use super::envelope::{decode, encode};
 use super::raft::{MapCommand, Raft};
 use super::router::Router;
 use super::shard_map::SharedShardMap;
-use crate::runtime::entity::EntityMsg;
+use crate::runtime::entity::{EntityMsg, ReplyTo};
 use crate::runtime::region::Region;
 use crate::store::{ShardData, WriteOp, Writer};
+use agora_actors::client::Pending;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -487,8 +488,20 @@ impl Handoff {
         let router = self.router.clone();
         tokio::spawn(async move {
             match msg {
-                EntityMsg::Request { cmd, msg_id, reply } => {
-                    let _ = reply.send(router.deliver(to, cmd, msg_id).await);
+                EntityMsg::Request {
+                    cmd,
+                    msg_id,
+                    after,
+                    reply,
+                } => {
+                    let answer = router.deliver_after(to, cmd, msg_id, after).await;
+                    match reply {
+                        ReplyTo::Durable(tx) => drop(tx.send(answer)),
+                        // Answered by another node: durable already.
+                        ReplyTo::Early(tx) => {
+                            drop(tx.send(answer.map(|r| (r, Pending::default()))))
+                        }
+                    }
                 }
                 EntityMsg::Batch { items, reply } => {
                     // Early deliveries go back to the relay, which sends them again once their

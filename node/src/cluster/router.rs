@@ -9,7 +9,7 @@ use super::envelope::{
 use super::shard_map::SharedShardMap;
 use crate::runtime::entity::{BatchItem, BatchResults};
 use crate::runtime::region::Region;
-use agora_actors::client::{AskError, EntityClient};
+use agora_actors::client::{AskError, EntityClient, Pending};
 use agora_actors::seams::Clock;
 use agora_actors::{Command, EntityRef, Reply};
 use async_trait::async_trait;
@@ -132,11 +132,26 @@ impl Router {
         cmd: Command,
         msg_id: Option<String>,
     ) -> Result<Reply, AskError> {
+        self.deliver_after(to, cmd, msg_id, Pending::default())
+            .await
+    }
+
+    /// Delivers `cmd`, derived from this node's pending change `after`, to `to` wherever it
+    /// lives: with the dependency on this node, once `after` is durable elsewhere.
+    pub async fn deliver_after(
+        &self,
+        to: EntityRef,
+        cmd: Command,
+        msg_id: Option<String>,
+        after: Pending,
+    ) -> Result<Reply, AskError> {
         let (shard, owner, epoch) = self.owner(&to)?;
         if owner == self.me {
             self.ensure_hosted(shard, epoch).await;
-            return self.region.deliver(to, cmd, msg_id).await;
+            return self.region.deliver_after(to, cmd, msg_id, after).await;
         }
+        // Another node would keep the command even if this node lost `after`.
+        self.region.settle(after).await?;
         match self
             .remote(to, shard, owner, epoch, Payload::Request { cmd, msg_id })
             .await?
@@ -188,6 +203,28 @@ impl Router {
 impl EntityClient for Router {
     async fn ask(&self, to: EntityRef, cmd: Command) -> Result<Reply, AskError> {
         self.deliver(to, cmd, None).await
+    }
+
+    async fn ask_early(&self, to: EntityRef, cmd: Command) -> Result<(Reply, Pending), AskError> {
+        let (shard, owner, epoch) = self.owner(&to)?;
+        if owner == self.me {
+            self.ensure_hosted(shard, epoch).await;
+            return self.region.deliver_early(to, cmd).await;
+        }
+        Ok((self.deliver(to, cmd, None).await?, Pending::default()))
+    }
+
+    async fn ask_after(
+        &self,
+        to: EntityRef,
+        cmd: Command,
+        after: Pending,
+    ) -> Result<Reply, AskError> {
+        self.deliver_after(to, cmd, None, after).await
+    }
+
+    async fn durable(&self, change: Pending) -> Result<(), AskError> {
+        self.region.settle(change).await
     }
 
     async fn ask_once(

@@ -7,11 +7,12 @@
 //! and reloads what is durable.
 
 use super::RuntimeContext;
+use crate::store::cascade::CascadeHold;
 use crate::store::keys::entity_key;
 use crate::store::record::encode_entity_record;
 use crate::store::writer::{wait_durable, EntityWrite};
 use crate::store::{StoreError, WriteOp};
-use agora_actors::client::AskError;
+use agora_actors::client::{AskError, Pending};
 use agora_actors::host::{EntityState, HeldState};
 use agora_actors::{Command, Ctx, DomainError, EntityRef, OutboxMessage, Outcome, Reply};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -20,8 +21,24 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
-/// The reply channel of a request.
-pub type ReplyTo = oneshot::Sender<Result<Reply, AskError>>;
+/// Where a request's reply goes.
+pub enum ReplyTo {
+    /// Sent once the change it reports is durable.
+    Durable(oneshot::Sender<Result<Reply, AskError>>),
+    /// Sent as soon as the change is handed to the writer, with it still pending (for a
+    /// caller on this node that makes its own change depend on it). Refusals still wait.
+    Early(oneshot::Sender<Result<(Reply, Pending), AskError>>),
+}
+
+impl ReplyTo {
+    /// Answers with an error at once.
+    pub fn fail(self, e: AskError) {
+        match self {
+            Self::Durable(tx) => drop(tx.send(Err(e))),
+            Self::Early(tx) => drop(tx.send(Err(e))),
+        }
+    }
+}
 
 /// Per-message results of a batch.
 pub type BatchResults = Vec<Result<(), DomainError>>;
@@ -30,7 +47,7 @@ pub type BatchResults = Vec<Result<(), DomainError>>;
 pub type BatchReplyTo = oneshot::Sender<Result<BatchResults, AskError>>;
 
 /// One relayed message of a batch.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct BatchItem {
     /// The command.
     pub cmd: Command,
@@ -39,6 +56,9 @@ pub struct BatchItem {
     /// The ticket of the sender's change when it was not yet durable at sending (an early
     /// delivery on this node), 0 when it was.
     pub sender: u64,
+    /// For an early delivery: dropped once this entity has handed over its change, so the
+    /// writer's commit can take it along (see `store::cascade`).
+    pub hold: Option<CascadeHold>,
 }
 
 impl BatchItem {
@@ -48,6 +68,7 @@ impl BatchItem {
             cmd,
             msg_id,
             sender: 0,
+            hold: None,
         }
     }
 }
@@ -60,6 +81,9 @@ pub enum EntityMsg {
         cmd: Command,
         /// The message id, for dedup.
         msg_id: Option<String>,
+        /// A change of this node the command was derived from (ticket 0: none, or durable):
+        /// this command's change is refused if it is, and the reply waits for both.
+        after: Pending,
         /// Where the reply goes.
         reply: ReplyTo,
     },
@@ -101,7 +125,8 @@ pub struct EntityHost {
     last_ticket: u64,
     /// Message ids applied since activation, with the ticket of their write.
     recent: HashMap<String, u64>,
-    parked: Vec<(Command, ReplyTo)>,
+    /// Reads waiting for a condition, with the change each was derived from.
+    parked: Vec<(Command, ReplyTo, u64)>,
 }
 
 /// The effect of applying one command.
@@ -121,8 +146,8 @@ impl EntityHost {
             self.loaded = None;
             self.recent.clear();
             self.last_ticket = 0;
-            for (_, reply) in self.parked.drain(..) {
-                let _ = reply.send(Err(AskError::Unavailable("entity reloaded".into())));
+            for (_, reply, _) in self.parked.drain(..) {
+                reply.fail(AskError::Unavailable("entity reloaded".into()));
             }
         }
         if self.loaded.is_none() {
@@ -145,15 +170,28 @@ impl EntityHost {
         result: Result<T, AskError>,
         ticket: u64,
     ) {
+        self.respond_after(reply, result, ticket, 0);
+    }
+
+    /// Like `respond`, also waiting for the change `after` this one was derived from (an
+    /// error if it was refused).
+    fn respond_after<T: Send + 'static>(
+        &self,
+        reply: oneshot::Sender<Result<T, AskError>>,
+        result: Result<T, AskError>,
+        ticket: u64,
+        after: u64,
+    ) {
         let writer = self.args.rt.writer.clone();
         let progress = writer.progress();
         let fenced = self.args.fenced.clone();
+        let ticket = ticket.max(after);
         let done = {
             let p = *progress.borrow();
             p.committed >= ticket || p.failed
         } || cfg!(feature = "planted-ack-before-durable");
         let deliver = move |ok: bool| {
-            let refused = writer.was_refused(ticket);
+            let refused = writer.was_refused(ticket) || (after > 0 && writer.was_refused(after));
             let r = if !ok || refused || fenced.load(Ordering::Acquire) {
                 Err(AskError::Unavailable("store".into()))
             } else {
@@ -169,6 +207,53 @@ impl EntityHost {
                 let ok = wait_durable(progress, ticket).await;
                 deliver(ok);
             });
+        }
+    }
+
+    /// Answers a request: a durable reply once `ticket` (and `after`) are durable; an early
+    /// one at once with the change pending, unless it is an error or this copy is fenced.
+    /// `hold` keeps the writer's commit open for the caller's dependent change (taken before
+    /// the change was handed over, so the commit cannot start without it).
+    fn answer(
+        &self,
+        reply: ReplyTo,
+        result: Result<Reply, AskError>,
+        (ticket, after): (u64, u64),
+        hold: Option<CascadeHold>,
+    ) {
+        match reply {
+            ReplyTo::Durable(tx) => self.respond_after(tx, result, ticket, after),
+            ReplyTo::Early(tx) => {
+                let writer = &self.args.rt.writer;
+                let ticket = ticket.max(after);
+                let unusable = self.args.fenced.load(Ordering::Acquire)
+                    || writer.was_refused(ticket)
+                    || (after > 0 && writer.was_refused(after));
+                match result {
+                    Ok(r) if !unusable => {
+                        let pending = if writer.is_durable(ticket) {
+                            Pending::default()
+                        } else {
+                            let hold = hold.unwrap_or_else(|| writer.hold_commit());
+                            Pending {
+                                ticket,
+                                hold: Some(Box::new(hold)),
+                            }
+                        };
+                        let _ = tx.send(Ok((r, pending)));
+                    }
+                    result => {
+                        let (inner, rx) = oneshot::channel();
+                        self.respond_after(inner, result, ticket, after);
+                        tokio::spawn(async move {
+                            let r = rx.await.unwrap_or_else(|_| {
+                                Err(AskError::Unavailable("the entity stopped".into()))
+                            });
+                            let _ = tx.send(r.map(|r| (r, Pending::default())));
+                        });
+                    }
+                }
+            }
         }
     }
 
@@ -276,22 +361,28 @@ impl EntityHost {
         &mut self,
         cmd: Command,
         msg_id: Option<String>,
+        after: Pending,
         reply: ReplyTo,
     ) -> Result<(), ActorProcessingErr> {
+        // Released once this command's change (if any) is handed over.
+        let Pending {
+            ticket: after,
+            hold: _hold,
+        } = after;
         if let Err(e) = self.ensure_loaded().await {
-            let _ = reply.send(Err(AskError::Unavailable(e.to_string())));
+            reply.fail(AskError::Unavailable(e.to_string()));
             return Err(Box::new(e));
         }
         if let Some(id) = &msg_id {
             match self.already_applied(id, 0) {
                 Ok(true) => {
                     metrics::counter!("agora_messages_deduplicated_total").increment(1);
-                    self.respond(reply, Ok(Reply::Duplicate), self.last_ticket);
+                    self.answer(reply, Ok(Reply::Duplicate), (self.last_ticket, after), None);
                     return Ok(());
                 }
                 Ok(false) => {}
                 Err(e) => {
-                    let _ = reply.send(Err(AskError::Unavailable(e.to_string())));
+                    reply.fail(AskError::Unavailable(e.to_string()));
                     return Err(Box::new(e));
                 }
             }
@@ -301,21 +392,31 @@ impl EntityHost {
         let applied = match self.apply(cmd, now) {
             Ok(a) => a,
             Err(e) => {
-                self.respond(reply, Err(AskError::Domain(e)), self.last_ticket);
+                self.answer(
+                    reply,
+                    Err(AskError::Domain(e)),
+                    (self.last_ticket, after),
+                    None,
+                );
                 return Ok(());
             }
         };
+        // An early answer's caller will hand over a change derived from this one: the commit
+        // that takes this one waits for it.
+        let early_hold =
+            matches!(reply, ReplyTo::Early(_)).then(|| self.args.rt.writer.hold_commit());
         if applied.changed || !applied.outbox.is_empty() || msg_id.is_some() {
+            let derived_from = if after > 0 { vec![after] } else { Vec::new() };
             self.persist(
                 msg_id.into_iter().collect(),
                 applied.outbox,
-                Vec::new(),
+                derived_from,
                 now,
             )?;
         }
         match applied.outcome {
-            Outcome::Reply(r) => self.respond(reply, Ok(r), self.last_ticket),
-            Outcome::Park => self.parked.push((parked_cmd, reply)),
+            Outcome::Reply(r) => self.answer(reply, Ok(r), (self.last_ticket, after), early_hold),
+            Outcome::Park => self.parked.push((parked_cmd, reply, after)),
         }
         if applied.changed {
             self.recheck_parked();
@@ -340,12 +441,16 @@ impl EntityHost {
         let mut after: Vec<u64> = items.iter().map(|i| i.sender).filter(|t| *t > 0).collect();
         after.sort_unstable();
         after.dedup();
+        // Released after the write is handed over, so the writer's commit waits for it.
+        let mut holds = Vec::new();
         for BatchItem {
             cmd,
             msg_id: id,
             sender,
+            hold,
         } in items
         {
+            holds.extend(hold);
             let seen = match self.already_applied(&id, sender) {
                 Ok(seen) => seen || ids.contains(&id),
                 Err(e) => {
@@ -371,6 +476,7 @@ impl EntityHost {
         if !ids.is_empty() {
             self.persist(ids, outbox, after, now)?;
         }
+        drop(holds);
         self.respond(reply, Ok(results), self.last_ticket);
         if changed {
             self.recheck_parked();
@@ -381,7 +487,7 @@ impl EntityHost {
     /// Re-asks parked reads after a change; answers those whose condition now holds.
     fn recheck_parked(&mut self) {
         let parked = std::mem::take(&mut self.parked);
-        for (cmd, reply) in parked {
+        for (cmd, reply, after) in parked {
             let Some((state, seq)) = self.loaded.as_mut() else {
                 return;
             };
@@ -394,10 +500,15 @@ impl EntityHost {
             );
             match state.probe(cmd.clone(), &mut ctx) {
                 Ok(outcome) => match outcome {
-                    Outcome::Park => self.parked.push((cmd, reply)),
-                    Outcome::Reply(r) => self.respond(reply, Ok(r), self.last_ticket),
+                    Outcome::Park => self.parked.push((cmd, reply, after)),
+                    Outcome::Reply(r) => self.answer(reply, Ok(r), (self.last_ticket, after), None),
                 },
-                Err(e) => self.respond(reply, Err(AskError::Domain(e)), self.last_ticket),
+                Err(e) => self.answer(
+                    reply,
+                    Err(AskError::Domain(e)),
+                    (self.last_ticket, after),
+                    None,
+                ),
             }
         }
     }
@@ -431,8 +542,8 @@ impl Actor for EntityActor {
         host: &mut EntityHost,
     ) -> Result<(), ActorProcessingErr> {
         metrics::gauge!("agora_active_entities").decrement(1.0);
-        for (_, reply) in host.parked.drain(..) {
-            let _ = reply.send(Err(AskError::Unavailable("entity passivated".into())));
+        for (_, reply, _) in host.parked.drain(..) {
+            reply.fail(AskError::Unavailable("entity passivated".into()));
         }
         Ok(())
     }
@@ -444,7 +555,12 @@ impl Actor for EntityActor {
         host: &mut EntityHost,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            EntityMsg::Request { cmd, msg_id, reply } => host.request(cmd, msg_id, reply).await,
+            EntityMsg::Request {
+                cmd,
+                msg_id,
+                after,
+                reply,
+            } => host.request(cmd, msg_id, after, reply).await,
             EntityMsg::Batch { items, reply } => host.batch(items, reply).await,
             EntityMsg::Stop => {
                 me.stop(Some("passivated".into()));

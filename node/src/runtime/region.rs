@@ -2,10 +2,10 @@
 //! shard actors as ownership changes (handoff), and delivers commands to hosted shards;
 //! routing between nodes is the cluster router's job.
 
-use super::entity::{BatchItem, BatchResults, EntityMsg};
+use super::entity::{BatchItem, BatchResults, EntityMsg, ReplyTo};
 use super::shard::{ShardActor, ShardArgs, ShardMsg, ShardStats};
 use super::RuntimeContext;
-use agora_actors::client::{AskError, EntityClient};
+use agora_actors::client::{AskError, EntityClient, Pending};
 use agora_actors::{Command, EntityRef, Reply};
 use async_trait::async_trait;
 use ractor::{Actor, ActorRef};
@@ -199,8 +199,54 @@ impl Region {
         cmd: Command,
         msg_id: Option<String>,
     ) -> Result<Reply, AskError> {
-        self.send(to, |reply| EntityMsg::Request { cmd, msg_id, reply })
+        self.deliver_after(to, cmd, msg_id, Pending::default())
             .await
+    }
+
+    /// Delivers `cmd`, derived from the pending change `after`, to `to`.
+    pub async fn deliver_after(
+        &self,
+        to: EntityRef,
+        cmd: Command,
+        msg_id: Option<String>,
+        after: Pending,
+    ) -> Result<Reply, AskError> {
+        self.send(to, |reply| EntityMsg::Request {
+            cmd,
+            msg_id,
+            after,
+            reply: ReplyTo::Durable(reply),
+        })
+        .await
+    }
+
+    /// Delivers `cmd` to `to` and takes the answer as soon as its change is handed over.
+    pub async fn deliver_early(
+        &self,
+        to: EntityRef,
+        cmd: Command,
+    ) -> Result<(Reply, Pending), AskError> {
+        self.send(to, |reply| EntityMsg::Request {
+            cmd,
+            msg_id: None,
+            after: Pending::default(),
+            reply: ReplyTo::Early(reply),
+        })
+        .await
+    }
+
+    /// Waits until `change` is durable (refused or store failed: unavailable).
+    pub async fn settle(&self, change: Pending) -> Result<(), AskError> {
+        let Pending { ticket, hold } = change;
+        drop(hold);
+        let writer = &self.rt.writer;
+        if ticket == 0 || (writer.durable(ticket).await && !writer.was_refused(ticket)) {
+            Ok(())
+        } else {
+            Err(AskError::Unavailable(
+                "a change this depends on was not stored".into(),
+            ))
+        }
     }
 
     /// Delivers relayed messages to `to` in order, their effects stored in one write (refused
@@ -251,6 +297,23 @@ impl Region {
 impl EntityClient for Region {
     async fn ask(&self, to: EntityRef, cmd: Command) -> Result<Reply, AskError> {
         self.deliver(to, cmd, None).await
+    }
+
+    async fn ask_early(&self, to: EntityRef, cmd: Command) -> Result<(Reply, Pending), AskError> {
+        self.deliver_early(to, cmd).await
+    }
+
+    async fn ask_after(
+        &self,
+        to: EntityRef,
+        cmd: Command,
+        after: Pending,
+    ) -> Result<Reply, AskError> {
+        self.deliver_after(to, cmd, None, after).await
+    }
+
+    async fn durable(&self, change: Pending) -> Result<(), AskError> {
+        self.settle(change).await
     }
 
     async fn ask_once(

@@ -14,6 +14,7 @@
 use super::entity::BatchItem;
 use super::external::ExternalServices;
 use crate::cluster::router::Router;
+use crate::store::cascade::CascadeHold;
 use crate::store::record::{DeadLetter, FORMAT_VERSION};
 use crate::store::writer::{CommittedOutbox, RelayFeed};
 use crate::store::{Store, StoreError, WriteOp, Writer};
@@ -41,6 +42,9 @@ struct Item {
     attempts: u32,
     /// The sender's change, for an early delivery (0 when the row was committed first).
     after: u64,
+    /// For an early delivery starting at once: keeps the writer's next commit waiting for
+    /// the receiver's change (moved into the delivery when it starts).
+    hold: Option<CascadeHold>,
 }
 
 /// Where an early delivery stands, until both it and its row's commit are done.
@@ -133,6 +137,7 @@ async fn deliver(
     region: Router,
     external: ExternalServices,
     items: &[Item],
+    holds: Vec<Option<CascadeHold>>,
     writer: &Writer,
 ) -> Delivery {
     let Some(first) = items.first() else {
@@ -141,7 +146,7 @@ async fn deliver(
     match &first.msg.to {
         Destination::Entity(to) => {
             let mut batch = Vec::with_capacity(items.len());
-            for item in items {
+            for (item, hold) in items.iter().zip(holds) {
                 match &item.msg.body {
                     Body::Command(cmd) => batch.push(BatchItem {
                         cmd: cmd.clone(),
@@ -152,6 +157,7 @@ async fn deliver(
                         } else {
                             0
                         },
+                        hold,
                     }),
                     Body::External(_) => {
                         return Ok(items
@@ -201,13 +207,18 @@ impl Relay {
                 msg,
                 attempts: 0,
                 after: 0,
+                hold: None,
             });
         }
     }
 
     /// A change handed to the writer: its messages to entities of this node go now.
-    fn submitted(&mut self, ticket: u64, messages: Vec<OutboxMessage>) {
+    /// A message that can start at once keeps its hold (the writer waits for its receiver's
+    /// change); one queued behind a busy lane drops it, since that lane waits for a commit.
+    fn submitted(&mut self, ticket: u64, messages: Vec<OutboxMessage>, holds: Vec<CascadeHold>) {
+        let mut holds = holds.into_iter();
         for msg in messages {
+            let hold = holds.next();
             let local = match &msg.to {
                 Destination::Entity(e) => self.deps.region.is_local(e),
                 Destination::External => false,
@@ -215,6 +226,11 @@ impl Relay {
             if !local {
                 continue;
             }
+            let starts_now = self.running.len() < MAX_CONCURRENT
+                && self
+                    .lanes
+                    .get(&lane_of(&msg))
+                    .is_none_or(|l| !l.busy && !l.waiting_retry && l.queue.is_empty());
             self.backlog += 1;
             metrics::counter!("agora_outbox_early_total").increment(1);
             self.early
@@ -224,6 +240,7 @@ impl Relay {
                 msg,
                 attempts: 0,
                 after: ticket,
+                hold: hold.filter(|_| starts_now),
             });
         }
     }
@@ -255,6 +272,7 @@ impl Relay {
                         msg,
                         attempts: 0,
                         after: 0,
+                        hold: None,
                     },
                     reason,
                     now,
@@ -284,6 +302,7 @@ impl Relay {
                 msg,
                 attempts: 0,
                 after: 0,
+                hold: None,
             });
         }
         while let Some(entry) = self.retries.first_entry() {
@@ -333,8 +352,10 @@ impl Relay {
             let region = self.deps.region.clone();
             let external = self.deps.external.clone();
             let writer = self.deps.writer.clone();
+            let mut items = items;
+            let holds = items.iter_mut().map(|i| i.hold.take()).collect();
             self.running.spawn(async move {
-                let r = deliver(region, external, &items, &writer).await;
+                let r = deliver(region, external, &items, holds, &writer).await;
                 (name, items, r)
             });
         }
@@ -452,7 +473,7 @@ impl Relay {
             let wake = self.next_wake();
             tokio::select! {
                 feed = committed.recv() => match feed {
-                    Some(RelayFeed::Submitted { ticket, messages }) => self.submitted(ticket, messages),
+                    Some(RelayFeed::Submitted { ticket, messages, holds }) => self.submitted(ticket, messages, holds),
                     Some(RelayFeed::Committed(rows)) => self.committed(rows),
                     None => return,
                 },

@@ -263,9 +263,7 @@ impl Actor for ShardActor {
                 if s.fenced.load(std::sync::atomic::Ordering::Acquire) {
                     let why = format!("shard {} is fenced", s.args.shard);
                     match msg {
-                        EntityMsg::Request { reply, .. } => {
-                            drop(reply.send(Err(AskError::Unavailable(why))))
-                        }
+                        EntityMsg::Request { reply, .. } => reply.fail(AskError::Unavailable(why)),
                         EntityMsg::Batch { reply, .. } => {
                             drop(reply.send(Err(AskError::Unavailable(why))))
                         }

@@ -3,6 +3,7 @@
 //! written by one group-commit writer (see `writer`). A change is acknowledged only after
 //! the transaction that holds it is committed with `Durability::Immediate`.
 
+pub mod cascade;
 pub mod keys;
 pub mod record;
 pub mod writer;

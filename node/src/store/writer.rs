@@ -3,6 +3,7 @@
 //! fsync, and only then answers. Changes are applied in the order they were submitted, so a
 //! later change never lands without an earlier one.
 
+use super::cascade::{Cascade, CascadeHold};
 use super::keys::{dedup_key, dedup_value, outbox_key};
 use super::record::{self, DeadLetter, EntityRecord, OutboxRecord, FORMAT_VERSION};
 use super::{Store, StoreError, DEAD_LETTERS, ENTITIES, META, OUTBOX, SHARD_EPOCHS};
@@ -23,13 +24,17 @@ const ACK_FLUSH: std::time::Duration = std::time::Duration::from_millis(200);
 const COMMIT_SIBLINGS: usize = 16;
 /// The gather under load, unless `AGORA_COMMIT_DELAY_US` says otherwise (0: none).
 const COMMIT_DELAY_US: u64 = 500;
+/// The longest wait for early deliveries in flight before a commit, unless
+/// `AGORA_CASCADE_GATHER_US` says otherwise (0: none).
+const CASCADE_GATHER_US: u64 = 300;
 
-/// The commit gather for the writer thread (`AGORA_COMMIT_DELAY_US`, default 500 µs).
-fn commit_delay_from_env() -> Option<std::time::Duration> {
-    let us = std::env::var("AGORA_COMMIT_DELAY_US")
+/// A wait of the writer thread: microseconds from the environment variable `name`, else
+/// `default` (at most 10 ms; 0: none).
+fn wait_from_env(name: &str, default: u64) -> Option<std::time::Duration> {
+    let us = std::env::var(name)
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(COMMIT_DELAY_US)
+        .unwrap_or(default)
         .min(10_000);
     (us > 0).then(|| std::time::Duration::from_micros(us))
 }
@@ -204,6 +209,8 @@ pub enum RelayFeed {
         ticket: u64,
         /// Its messages due now to entities.
         messages: Vec<OutboxMessage>,
+        /// One hold per message, counting it as in flight until dropped (see `cascade`).
+        holds: Vec<CascadeHold>,
     },
     /// Outbox rows made durable (including those handed over early, now with their keys).
     Committed(CommittedOutbox),
@@ -283,6 +290,7 @@ pub struct Writer {
     progress: watch::Receiver<CommitProgress>,
     listeners: Arc<Vec<Arc<dyn CommitListener>>>,
     refused: Arc<Mutex<RefusedTickets>>,
+    cascade: Arc<Cascade>,
 }
 
 impl Writer {
@@ -306,6 +314,7 @@ impl Writer {
         let (progress_tx, progress) = watch::channel(CommitProgress::default());
         let listeners = Arc::new(listeners);
         let refused = Arc::new(Mutex::new(RefusedTickets::default()));
+        let cascade = Arc::new(Cascade::default());
         let next_outbox = {
             let rtx = store.db().begin_read()?;
             let t = rtx.open_table(OUTBOX)?;
@@ -335,11 +344,15 @@ impl Writer {
             next_dead,
             epochs: HashMap::new(),
             commit_delay: None,
+            cascade: cascade.clone(),
+            may_block: false,
             last_batch: 0,
         };
         match executor {
             StorageExecutor::Thread => {
-                thread.commit_delay = commit_delay_from_env();
+                thread.commit_delay = wait_from_env("AGORA_COMMIT_DELAY_US", COMMIT_DELAY_US);
+                thread.may_block = true;
+                cascade.set_gather(wait_from_env("AGORA_CASCADE_GATHER_US", CASCADE_GATHER_US));
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_time()
                     .build()
@@ -369,6 +382,7 @@ impl Writer {
             progress,
             listeners,
             refused,
+            cascade,
         })
     }
 
@@ -394,6 +408,8 @@ impl Writer {
             WriteOp::InstallShard { .. } | WriteOp::DropShard { .. } => s.last_shard_op = ticket,
             _ => {}
         }
+        // Counted before the writer thread can see the change, so its commit waits for them.
+        let holds = early.iter().map(|_| self.cascade.hold()).collect();
         s.tx.send((ticket, op)).map_err(|_| StoreError::Closed)?;
         s.next_ticket += 1;
         if !early.is_empty() {
@@ -401,9 +417,27 @@ impl Writer {
             let _ = s.relay.send(RelayFeed::Submitted {
                 ticket,
                 messages: early,
+                holds,
             });
         }
         Ok(ticket)
+    }
+
+    /// Sets how long a commit may wait for early deliveries in flight (`None`: not at all);
+    /// only a writer on its own thread waits.
+    pub fn set_cascade_gather(&self, gather: Option<std::time::Duration>) {
+        self.cascade.set_gather(gather);
+    }
+
+    /// Whether the writer is waiting now for early deliveries before a commit.
+    pub fn gathering(&self) -> bool {
+        self.cascade.waiters() > 0
+    }
+
+    /// Keeps the next commit waiting (briefly) until the returned hold is dropped: for a
+    /// change about to be handed over that was derived from a pending one.
+    pub fn hold_commit(&self) -> CascadeHold {
+        self.cascade.hold()
     }
 
     /// Whether the change with `ticket` was refused (stale epoch, or derived from a refused
@@ -567,6 +601,10 @@ struct WriterThread {
     epochs: HashMap<u32, u64>,
     /// The gather before a commit under load (its own OS thread only).
     commit_delay: Option<std::time::Duration>,
+    /// Early deliveries in flight, and how long a commit may wait for them.
+    cascade: Arc<Cascade>,
+    /// Whether the writer may block its thread (its own OS thread only) to gather.
+    may_block: bool,
     /// Operations in the last batch.
     last_batch: usize,
 }
@@ -611,9 +649,23 @@ impl WriterThread {
                 Ok(None) => return None,
             }
         };
+        let taken = Instant::now();
         let mut batch = vec![first];
         self.drain_into(&mut batch);
-        if let Some(delay) = self.commit_delay {
+        let mut gathered = false;
+        if let (Some(gather), true) = (self.cascade.gather(), self.may_block) {
+            if self.cascade.in_flight() > 0 {
+                // Early deliveries of changes in this batch (or the last) are about to hand
+                // over their receivers' changes: let them share this fsync.
+                gathered = true;
+                if !self.cascade.wait_settled(taken + gather) {
+                    metrics::counter!("agora_store_cascade_gather_timeouts_total").increment(1);
+                }
+                metrics::counter!("agora_store_cascade_gathers_total").increment(1);
+                self.drain_into(&mut batch);
+            }
+        }
+        if let (Some(delay), false) = (self.commit_delay, gathered) {
             // Under load (the last batch was large) a short gather lets the writers that are
             // about to submit join this fsync instead of paying for the next one; at light
             // load (small batches) nothing waits.
