@@ -16,7 +16,7 @@ use agora_actors::notify::{NotificationSink, Outgoing};
 use agora_http_edge::BlockingPool;
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -35,50 +35,80 @@ pub fn message_id(key: &str) -> String {
 /// Most lines appended under one fsync.
 const MAX_FILE_BATCH: usize = 4096;
 
-/// A line for the file sink's writer thread, and where to say it is on disk.
-type FileLine = (String, tokio::sync::oneshot::Sender<Result<(), String>>);
+/// A notification's key and its line, for the file sink's writer thread.
+type FileLine = (String, String);
+
+/// Where the answer to a send goes: Ok once the line is durable.
+type Written = tokio::sync::oneshot::Sender<Result<(), String>>;
+
+/// Where a key stands in the file sink.
+enum KeyState {
+    /// Its line is on its way to disk: everyone who sent it waits for the same fsync.
+    Writing(Vec<Written>),
+    /// Its line is durable.
+    Durable,
+}
+
+/// The file sink's keys, shared with its writer thread.
+type Keys = Arc<Mutex<HashMap<String, KeyState>>>;
 
 /// Appends each notification as one JSON line to a file, once per key (the keys already in
 /// the file are loaded at start, so a redelivery after a crash is not written twice). Lines
 /// are group-committed: a writer thread appends every line waiting and makes them durable
-/// with one fsync, so a burst of notifications costs one disk flush, not one each.
+/// with one fsync, so a burst of notifications costs one disk flush, not one each. A copy
+/// sent while its key's line is being written is answered with that line's fsync.
 pub struct FileSink {
-    sent: Arc<Mutex<HashSet<String>>>,
+    keys: Keys,
     lines: std::sync::mpsc::Sender<FileLine>,
 }
 
 impl FileSink {
     /// A sink writing to `path`.
     pub fn new(path: PathBuf) -> Self {
-        let mut sent = HashSet::new();
+        let mut sent = HashMap::new();
         if let Ok(f) = std::fs::File::open(&path) {
             for line in std::io::BufReader::new(f).lines().map_while(Result::ok) {
                 // A line torn by a crash does not parse: its message is written again.
                 if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
                     if let Some(k) = v.get("key").and_then(|k| k.as_str()) {
-                        sent.insert(k.to_string());
+                        sent.insert(k.to_string(), KeyState::Durable);
                     }
                 }
             }
         }
+        let keys: Keys = Arc::new(Mutex::new(sent));
         let (lines, rx) = std::sync::mpsc::channel::<FileLine>();
         // The thread ends when the sink (the only sender) is dropped. If it cannot start,
         // every send answers Unavailable and the relay retries.
+        let thread_keys = keys.clone();
         let spawned = std::thread::Builder::new()
             .name("agora-file-sink".into())
-            .spawn(move || append_lines(&path, &rx));
+            .spawn(move || append_lines(&path, &rx, &thread_keys));
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start the notification file writer");
         }
-        Self {
-            sent: Arc::new(Mutex::new(sent)),
-            lines,
+        Self { keys, lines }
+    }
+}
+
+/// Settles `key` after its line's write: durable, or forgotten (so a retry writes it again);
+/// everyone waiting for it gets `result`.
+fn settle_key(keys: &Keys, key: &str, result: &Result<(), String>) {
+    let mut keys = keys.lock().unwrap_or_else(|p| p.into_inner());
+    let state = if result.is_ok() {
+        keys.insert(key.to_string(), KeyState::Durable)
+    } else {
+        keys.remove(key)
+    };
+    if let Some(KeyState::Writing(waiters)) = state {
+        for w in waiters {
+            let _ = w.send(result.clone());
         }
     }
 }
 
 /// The file sink's writer thread: appends every waiting line, fsyncs once, answers them all.
-fn append_lines(path: &std::path::Path, rx: &std::sync::mpsc::Receiver<FileLine>) {
+fn append_lines(path: &std::path::Path, rx: &std::sync::mpsc::Receiver<FileLine>, keys: &Keys) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         batch.extend(rx.try_iter().take(MAX_FILE_BATCH - 1));
@@ -88,7 +118,7 @@ fn append_lines(path: &std::path::Path, rx: &std::sync::mpsc::Receiver<FileLine>
                 .append(true)
                 .open(path)?;
             let mut out = std::io::BufWriter::new(&f);
-            for (line, _) in &batch {
+            for (_, line) in &batch {
                 writeln!(out, "{line}")?;
             }
             out.flush()?;
@@ -97,8 +127,8 @@ fn append_lines(path: &std::path::Path, rx: &std::sync::mpsc::Receiver<FileLine>
         })()
         .map_err(|e| e.to_string());
         metrics::counter!("agora_notification_file_syncs_total").increment(1);
-        for (_, done) in batch {
-            let _ = done.send(written.clone());
+        for (key, _) in &batch {
+            settle_key(keys, key, &written);
         }
     }
 }
@@ -112,33 +142,32 @@ impl NotificationSink for FileSink {
         n: &Notification,
         m: &Outgoing,
     ) -> Result<(), ExternalError> {
-        let fresh = self
-            .sent
-            .lock()
-            .map(|mut s| s.insert(key.to_string()))
-            .unwrap_or(true);
-        if !fresh {
-            return Ok(());
-        }
-        let line = serde_json::json!({
-            "key": key, "user_id": user_id, "channel": n.channel.name(), "kind": n.kind,
-            "order_id": n.order_id, "at_ms": n.at_ms, "to": m.to, "subject": m.subject, "body": m.body,
-        })
-        .to_string();
         let (done, written) = tokio::sync::oneshot::channel();
-        let written = match self.lines.send((line, done)) {
-            Ok(()) => written
-                .await
-                .unwrap_or_else(|_| Err("the notification file writer stopped".into())),
-            Err(_) => Err("the notification file writer is not running".into()),
-        };
-        if let Err(e) = written {
-            if let Ok(mut s) = self.sent.lock() {
-                s.remove(key);
+        {
+            let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+            match keys.get_mut(key) {
+                Some(KeyState::Durable) => return Ok(()),
+                // Another copy is being written: its fsync answers this one too.
+                Some(KeyState::Writing(waiters)) => waiters.push(done),
+                None => {
+                    let line = serde_json::json!({
+                        "key": key, "user_id": user_id, "channel": n.channel.name(), "kind": n.kind,
+                        "order_id": n.order_id, "at_ms": n.at_ms, "to": m.to, "subject": m.subject, "body": m.body,
+                    })
+                    .to_string();
+                    if self.lines.send((key.to_string(), line)).is_err() {
+                        return Err(ExternalError::Unavailable(
+                            "the notification file writer is not running".into(),
+                        ));
+                    }
+                    keys.insert(key.to_string(), KeyState::Writing(vec![done]));
+                }
             }
-            return Err(ExternalError::Unavailable(e));
         }
-        Ok(())
+        written
+            .await
+            .unwrap_or_else(|_| Err("the notification file writer stopped".into()))
+            .map_err(ExternalError::Unavailable)
     }
 }
 
@@ -385,6 +414,46 @@ mod tests {
         assert_eq!(text.lines().count(), 2);
     }
 
+    /// Polls `f` once.
+    async fn poll_once<F: std::future::Future + Unpin>(f: &mut F) -> std::task::Poll<F::Output> {
+        std::future::poll_fn(|cx| std::task::Poll::Ready(std::pin::Pin::new(&mut *f).poll(cx)))
+            .await
+    }
+
+    #[tokio::test]
+    async fn a_copy_sent_while_the_first_is_written_waits_for_the_same_fsync() {
+        use std::io::Read;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("n.jsonl");
+        let sink = FileSink::new(path.clone());
+        // A FIFO in place of the file: the writer thread blocks opening it until it is read,
+        // and its fsync then fails (a pipe cannot be synced).
+        let made = std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let (n, m) = sample(Channel::Email, "a@b.co");
+        let mut first = Box::pin(sink.send("k1", "u", &n, &m));
+        let mut copy = Box::pin(sink.send("k1", "u", &n, &m));
+        assert!(poll_once(&mut first).await.is_pending());
+        assert!(
+            poll_once(&mut copy).await.is_pending(),
+            "the copy must not be answered before the first line is durable"
+        );
+        let reader = std::thread::spawn(move || {
+            let mut text = String::new();
+            std::fs::File::open(&path)
+                .unwrap()
+                .read_to_string(&mut text)
+                .unwrap();
+            text
+        });
+        assert!(first.await.is_err());
+        assert!(copy.await.is_err(), "the copy shares the failed fsync");
+        assert_eq!(reader.join().unwrap().lines().count(), 1);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_notifications_are_all_written_once_each() {
         let dir = tempfile::tempdir().unwrap();
@@ -401,7 +470,7 @@ mod tests {
             r.unwrap().unwrap();
         }
         let text = std::fs::read_to_string(&path).unwrap();
-        let keys: HashSet<String> = text
+        let keys: std::collections::HashSet<String> = text
             .lines()
             .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["key"].to_string())
             .collect();
