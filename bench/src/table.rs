@@ -160,6 +160,13 @@ pub fn markdown(r: &Report) -> String {
             lat(&|x| x.checkout_light.latency(Op::Checkout).cloned()),
         ),
         (
+            format!(
+                "Add to cart (one durable entity write over HTTP, the floor under a 201), open loop {} /s (ms)",
+                cell(light, 0)
+            ),
+            lat(&|x| x.checkout_light.latency(Op::AddToCart).cloned()),
+        ),
+        (
             "Visit (add to cart + checkout) from its scheduled start, loaded open loop (ms)".into(),
             lat(&|x| x.checkout_open.latency(Op::Visit).cloned()),
         ),

@@ -621,6 +621,43 @@ async fn region_capped(
     (region, store, writer)
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_racing_passivation_are_all_answered_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // Idle at once: every passivation tick (100 ms) stops the entity between requests, so
+    // requests keep meeting it active (sent straight to its mailbox), stopping (held by the
+    // shard) and stopped (reactivated).
+    let (region, _store, _writer) =
+        region_capped(&dir.path().join("a.redb"), Duration::ZERO, usize::MAX).await;
+    let sku = EntityRef::new(EntityKind::StockItem, "P");
+    let mut senders = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let (region, sku) = (region.clone(), sku.clone());
+        senders.spawn(async move {
+            let started = std::time::Instant::now();
+            let mut sent = 0u64;
+            // Across several ticks.
+            while started.elapsed() < Duration::from_millis(600) {
+                let r = region
+                    .ask(
+                        sku.clone(),
+                        Command::Stock(StockCommand::Receive { quantity: 1 }),
+                    )
+                    .await;
+                assert!(r.is_ok(), "{r:?}");
+                sent += 1;
+            }
+            sent
+        });
+    }
+    let mut total = 0;
+    while let Some(sent) = senders.join_next().await {
+        total += sent.unwrap();
+    }
+    assert_available(&region, &sku, total).await;
+    region.stop();
+}
+
 #[tokio::test]
 async fn a_shard_at_its_cap_passivates_the_least_recently_used_and_keeps_their_state() {
     let dir = tempfile::tempdir().unwrap();

@@ -3,7 +3,7 @@
 //! routing between nodes is the cluster router's job.
 
 use super::entity::{BatchItem, BatchResults, EntityMsg, ReplyTo};
-use super::shard::{ShardActor, ShardArgs, ShardMsg, ShardStats};
+use super::shard::{HotEntities, ShardActor, ShardArgs, ShardMsg, ShardStats};
 use super::RuntimeContext;
 use agora_actors::client::{AskError, EntityClient, Pending};
 use agora_actors::{Command, EntityRef, Reply};
@@ -31,7 +31,14 @@ impl Default for RegionLimits {
     }
 }
 
-type Slots = Arc<RwLock<Vec<Option<ActorRef<ShardMsg>>>>>;
+/// A hosted shard: its actor, and its active entities for direct sends.
+#[derive(Clone)]
+struct Hosted {
+    actor: ActorRef<ShardMsg>,
+    hot: Arc<HotEntities>,
+}
+
+type Slots = Arc<RwLock<Vec<Option<Hosted>>>>;
 
 /// The shards hosted on this node.
 #[derive(Clone)]
@@ -70,7 +77,7 @@ impl Region {
             loop {
                 interval.tick().await;
                 let hosted: Vec<ActorRef<ShardMsg>> = match ticking.read() {
-                    Ok(s) => s.iter().flatten().cloned().collect(),
+                    Ok(s) => s.iter().flatten().map(|h| h.actor.clone()).collect(),
                     Err(_) => return,
                 };
                 for s in hosted {
@@ -94,6 +101,10 @@ impl Region {
     }
 
     fn slot(&self, shard: u32) -> Option<ActorRef<ShardMsg>> {
+        self.hosted(shard).map(|h| h.actor)
+    }
+
+    fn hosted(&self, shard: u32) -> Option<Hosted> {
         self.shards.read().ok()?.get(shard as usize)?.clone()
     }
 
@@ -107,6 +118,7 @@ impl Region {
         if self.hosts(shard) || shard >= self.shard_count {
             return Ok(());
         }
+        let hot = Arc::new(HotEntities::default());
         let (actor, _) = Actor::spawn(
             None,
             ShardActor,
@@ -114,12 +126,13 @@ impl Region {
                 shard,
                 epoch,
                 rt: self.rt.clone(),
+                hot: hot.clone(),
             },
         )
         .await?;
         if let Ok(mut s) = self.shards.write() {
             if let Some(slot) = s.get_mut(shard as usize) {
-                *slot = Some(actor);
+                *slot = Some(Hosted { actor, hot });
             }
         }
         tracing::info!(shard, epoch, "hosting shard");
@@ -149,11 +162,11 @@ impl Region {
 
     /// Stops hosting `shard` and returns the messages that waited while it was frozen.
     pub async fn release(&self, shard: u32) -> Vec<(EntityRef, EntityMsg)> {
-        let actor = match self.shards.write() {
+        let hosted = match self.shards.write() {
             Ok(mut s) => s.get_mut(shard as usize).and_then(Option::take),
             Err(_) => None,
         };
-        let Some(actor) = actor else {
+        let Some(Hosted { actor, .. }) = hosted else {
             return Vec::new();
         };
         let (tx, rx) = oneshot::channel();
@@ -173,16 +186,21 @@ impl Region {
             .try_acquire()
             .map_err(|_| AskError::Overloaded)?;
         let shard = to.shard(self.shard_count);
-        let actor = self
-            .slot(shard)
+        let hosted = self
+            .hosted(shard)
             .ok_or_else(|| AskError::Unavailable(format!("shard {shard} is not hosted here")))?;
         let (reply, rx) = oneshot::channel();
-        actor
-            .send_message(ShardMsg::Deliver {
-                to,
-                msg: make(reply),
-            })
-            .map_err(|_| AskError::Unavailable(format!("shard {shard} stopped")))?;
+        // An active entity takes it straight into its mailbox; otherwise the shard actor
+        // activates it (or holds the message while it stops or the shard is frozen).
+        if let Some(msg) = hosted
+            .hot
+            .try_send(&to, make(reply), self.rt.clock.now_ms())
+        {
+            hosted
+                .actor
+                .send_message(ShardMsg::Deliver { to, msg })
+                .map_err(|_| AskError::Unavailable(format!("shard {shard} stopped")))?;
+        }
         match tokio::time::timeout(self.limits.ask_timeout, rx).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(AskError::Unavailable(
@@ -266,7 +284,7 @@ impl Region {
             Ok(s) => s
                 .iter()
                 .enumerate()
-                .filter_map(|(i, a)| a.clone().map(|a| (i as u32, a)))
+                .filter_map(|(i, h)| h.as_ref().map(|h| (i as u32, h.actor.clone())))
                 .collect(),
             Err(_) => Vec::new(),
         };
@@ -286,8 +304,8 @@ impl Region {
     /// Stops every shard (and so every entity).
     pub fn stop(&self) {
         if let Ok(s) = self.shards.read() {
-            for a in s.iter().flatten() {
-                a.stop(Some("node stopping".into()));
+            for h in s.iter().flatten() {
+                h.actor.stop(Some("node stopping".into()));
             }
         }
     }

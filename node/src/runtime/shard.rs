@@ -1,7 +1,8 @@
 //! The shard actor: owns the entities of one shard on this node. It activates an entity on
 //! its first message, passivates it when idle, and restarts it (state reloaded from the
 //! store) when it fails. A passivating entity's new messages wait until it has stopped, so
-//! two copies of one entity never run at once.
+//! two copies of one entity never run at once. Requests to an entity already active skip the
+//! shard actor: they go straight to the entity's mailbox through the shard's `HotEntities`.
 
 use super::entity::{EntityActor, EntityArgs, EntityMsg};
 use super::RuntimeContext;
@@ -9,8 +10,8 @@ use agora_actors::client::AskError;
 use agora_actors::EntityRef;
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use std::collections::HashMap;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
 /// Messages a shard takes.
 pub enum ShardMsg {
@@ -50,14 +51,73 @@ pub struct ShardArgs {
     pub epoch: u64,
     /// Shared runtime.
     pub rt: RuntimeContext,
+    /// The shard's active entities, for senders that skip the shard actor.
+    pub hot: Arc<HotEntities>,
 }
 
 /// The actor.
 pub struct ShardActor;
 
+/// An active entity as a direct sender sees it.
+struct Hot {
+    actor: ActorRef<EntityMsg>,
+    /// When it last got a message (ms), for passivation.
+    touch: Arc<AtomicU64>,
+}
+
+/// A shard's active entities, readable by senders without a message to the shard actor. The
+/// shard actor adds an entity once it has sent it its first message (so a direct message
+/// never overtakes one the shard actor holds for it) and removes it before telling it to stop
+/// (under the write lock, so a direct message is either in the mailbox before the stop or
+/// goes through the shard actor, which holds it until the entity has stopped).
+#[derive(Default)]
+pub struct HotEntities {
+    entities: RwLock<HashMap<EntityRef, Hot>>,
+    /// Set when the shard was fenced (a newer owner exists).
+    fenced: Arc<AtomicBool>,
+}
+
+impl HotEntities {
+    /// Sends `msg` to `to` if it is active here and the shard is not fenced; gives the message
+    /// back otherwise (for the shard actor).
+    pub fn try_send(&self, to: &EntityRef, msg: EntityMsg, now_ms: u64) -> Option<EntityMsg> {
+        if self.fenced.load(Ordering::Acquire) {
+            return Some(msg);
+        }
+        let entities = self.entities.read().unwrap_or_else(|p| p.into_inner());
+        let Some(hot) = entities.get(to) else {
+            return Some(msg);
+        };
+        hot.touch.store(now_ms, Ordering::Relaxed);
+        match hot.actor.send_message(msg) {
+            Ok(()) => None,
+            Err(ractor::MessagingErr::SendErr(msg)) => Some(msg),
+            // The message is gone with its reply port: the caller sees the failure.
+            Err(_) => None,
+        }
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<EntityRef, Hot>> {
+        self.entities.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn insert(&self, entity: EntityRef, actor: ActorRef<EntityMsg>, touch: Arc<AtomicU64>) {
+        self.write().insert(entity, Hot { actor, touch });
+    }
+
+    fn remove(&self, entity: &EntityRef) {
+        self.write().remove(entity);
+    }
+
+    fn clear(&self) {
+        self.write().clear();
+    }
+}
+
 struct Active {
     actor: ActorRef<EntityMsg>,
-    last_touch_ms: u64,
+    /// When it last got a message (ms); direct senders update it too.
+    touch: Arc<AtomicU64>,
 }
 
 /// Who waits for a freeze to finish, and the messages held meanwhile.
@@ -112,30 +172,35 @@ impl ShardState {
             return Ok(());
         }
         let now = self.args.rt.clock.now_ms();
-        let actor = match self.active.get_mut(&to) {
+        let (actor, fresh) = match self.active.get_mut(&to) {
             Some(a) => {
-                a.last_touch_ms = now;
-                a.actor.clone()
+                a.touch.store(now, Ordering::Relaxed);
+                (a.actor.clone(), None)
             }
             None => {
                 if self.active.len() >= self.args.rt.max_active_per_shard {
                     self.passivate_least_recent();
                 }
                 let actor = self.activate(me, to.clone()).await?;
+                let touch = Arc::new(AtomicU64::new(now));
                 self.active.insert(
-                    to,
+                    to.clone(),
                     Active {
                         actor: actor.clone(),
-                        last_touch_ms: now,
+                        touch: touch.clone(),
                     },
                 );
-                actor
+                (actor, Some(touch))
             }
         };
         if let Err(e) = actor.send_message(p) {
             // The actor is gone; the reply port was inside the message and is dropped, so the
             // caller sees the failure and retries.
             tracing::debug!(error = %e, "entity mailbox closed");
+        }
+        if let Some(touch) = fresh {
+            // Only now may senders skip the shard actor: its first message is in the mailbox.
+            self.args.hot.insert(to, actor, touch);
         }
         Ok(())
     }
@@ -146,7 +211,7 @@ impl ShardState {
         let mut by_age: Vec<(u64, EntityRef)> = self
             .active
             .iter()
-            .map(|(e, a)| (a.last_touch_ms, e.clone()))
+            .map(|(e, a)| (a.touch.load(Ordering::Relaxed), e.clone()))
             .collect();
         let n = (by_age.len() / 8).max(1).min(by_age.len());
         if n < by_age.len() {
@@ -161,6 +226,8 @@ impl ShardState {
 
     /// Stops an active entity; messages for it wait until it has stopped.
     fn stop(&mut self, e: EntityRef) {
+        // First out of the direct path, so nothing reaches its mailbox after the stop.
+        self.args.hot.remove(&e);
         if let Some(a) = self.active.remove(&e) {
             if a.actor.send_message(EntityMsg::Stop).is_ok() {
                 self.stopping.insert(e, Vec::new());
@@ -175,7 +242,7 @@ impl ShardState {
         let idle: Vec<EntityRef> = self
             .active
             .iter()
-            .filter(|(_, a)| now.saturating_sub(a.last_touch_ms) >= idle_ms)
+            .filter(|(_, a)| now.saturating_sub(a.touch.load(Ordering::Relaxed)) >= idle_ms)
             .map(|(e, _)| e.clone())
             .collect();
         for e in idle {
@@ -196,6 +263,7 @@ impl ShardState {
             .get(&entity)
             .is_some_and(|a| a.actor.get_id() == cell.get_id())
         {
+            self.args.hot.remove(&entity);
             self.active.remove(&entity);
         }
         if let Some(buffer) = self.stopping.remove(&entity) {
@@ -218,6 +286,7 @@ impl ShardState {
     }
 
     fn freeze(&mut self, waiter: tokio::sync::oneshot::Sender<()>) {
+        self.args.hot.clear();
         let frozen = self.frozen.get_or_insert_with(|| (Vec::new(), Vec::new()));
         frozen.0.push(waiter);
         let active: Vec<EntityRef> = self.active.keys().cloned().collect();
@@ -243,13 +312,22 @@ impl Actor for ShardActor {
         args: ShardArgs,
     ) -> Result<ShardState, ActorProcessingErr> {
         Ok(ShardState {
+            fenced: args.hot.fenced.clone(),
             args,
-            fenced: Arc::new(AtomicBool::new(false)),
             active: HashMap::new(),
             stopping: HashMap::new(),
             by_actor: HashMap::new(),
             frozen: None,
         })
+    }
+
+    async fn post_stop(
+        &self,
+        _me: ActorRef<ShardMsg>,
+        s: &mut ShardState,
+    ) -> Result<(), ActorProcessingErr> {
+        s.args.hot.clear();
+        Ok(())
     }
 
     async fn handle(
