@@ -44,7 +44,8 @@ fn write(
         after: Vec::new(),
         state_for_listeners: None,
         now_ms: 0,
-        done,
+        done: Some(done),
+        fence: None,
     };
     (WriteOp::Entity(Box::new(w)), rx)
 }
@@ -200,6 +201,37 @@ async fn a_change_derived_from_a_refused_change_is_refused_with_it() {
             stored
         );
     }
+}
+
+#[tokio::test]
+async fn a_write_refused_for_a_stale_epoch_fences_its_copy_and_a_dependent_one_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_store, writer) = store_and_writer(&dir.path().join("a.redb"));
+    drop_shard(&writer, 2, 5).await;
+    let fenced =
+        |flag: &Arc<std::sync::atomic::AtomicBool>| flag.load(std::sync::atomic::Ordering::Acquire);
+    let submit_fenced = |shard, id: &str, after: Vec<u64>| {
+        let e = EntityRef::new(EntityKind::StockItem, id);
+        let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (mut op, done) = write(shard, 1, &e, stock_state(1), vec![]);
+        if let WriteOp::Entity(w) = &mut op {
+            w.after = after;
+            w.fence = Some(flag.clone());
+        }
+        (writer.submit(op).unwrap(), done, flag)
+    };
+    let (stale, done_stale, flag_stale) = submit_fenced(2, "A", vec![]);
+    let (_, done_dep, flag_dep) = submit_fenced(3, "B", vec![stale]);
+    assert!(matches!(
+        done_stale.await.unwrap(),
+        Err(StoreError::StaleEpoch { .. })
+    ));
+    assert!(matches!(
+        done_dep.await.unwrap(),
+        Err(StoreError::DependencyRefused { .. })
+    ));
+    assert!(fenced(&flag_stale), "the stale copy answers nothing more");
+    assert!(!fenced(&flag_dep), "shard 3 is still ours");
 }
 
 #[tokio::test]

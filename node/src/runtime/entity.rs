@@ -320,7 +320,6 @@ impl EntityHost {
             // The state written includes every earlier change of ours.
             after.push(self.last_ticket);
         }
-        let (done, done_rx) = oneshot::channel();
         let write = EntityWrite {
             shard: self.args.shard,
             epoch: self.args.epoch,
@@ -332,7 +331,9 @@ impl EntityHost {
             after,
             state_for_listeners,
             now_ms: now,
-            done,
+            // Replies follow commit progress; a refusal for a stale epoch fences the shard.
+            done: None,
+            fence: Some(self.args.fenced.clone()),
         };
         let ticket = self
             .args
@@ -343,16 +344,6 @@ impl EntityHost {
         for id in msg_ids {
             self.recent.insert(id, ticket);
         }
-        // A write refused for a stale epoch means another node owns the shard now: fence it,
-        // so nothing more is answered from this copy. (Any refused write is also seen by
-        // `ensure_loaded`, which reloads the state.)
-        let fenced = self.args.fenced.clone();
-        tokio::spawn(async move {
-            if let Ok(Err(e @ StoreError::StaleEpoch { .. })) = done_rx.await {
-                tracing::warn!(error = %e, "write refused; fencing shard");
-                fenced.store(true, Ordering::Release);
-            }
-        });
         metrics::counter!("agora_entity_writes_total", "kind" => me.kind.name()).increment(1);
         Ok(())
     }

@@ -66,8 +66,12 @@ pub struct EntityWrite {
     pub state_for_listeners: Option<EntityState>,
     /// When the change was made.
     pub now_ms: u64,
-    /// Answered once the change is durable (or refused).
-    pub done: oneshot::Sender<Result<(), StoreError>>,
+    /// Answered once the change is durable (or refused); `None` when nobody waits on it (an
+    /// entity answers from commit progress instead).
+    pub done: Option<oneshot::Sender<Result<(), StoreError>>>,
+    /// Set if the change is refused for a stale epoch (another node owns the shard now), before
+    /// the batch's progress is published: the entity's copy of the shard answers nothing more.
+    pub fence: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// An operation for the writer.
@@ -838,7 +842,14 @@ impl WriterThread {
                                     .lock()
                                     .map_err(|_| StoreError::Closed)?
                                     .insert(ticket);
-                                r.refused.push((w.done, e));
+                                if let (Some(fence), StoreError::StaleEpoch { .. }) = (&w.fence, &e)
+                                {
+                                    tracing::warn!(error = %e, "write refused; fencing shard");
+                                    fence.store(true, std::sync::atomic::Ordering::Release);
+                                }
+                                if let Some(done) = w.done {
+                                    r.refused.push((done, e));
+                                }
                                 continue;
                             }
                             if w.epoch > current {
@@ -877,7 +888,9 @@ impl WriterThread {
                             if let Some(s) = w.state_for_listeners {
                                 r.states.push((w.entity, s));
                             }
-                            r.done.push(Done::Unit(w.done));
+                            if let Some(done) = w.done {
+                                r.done.push(Done::Unit(done));
+                            }
                             r.wrote = true;
                         }
                         WriteOp::Load { key, reply } => {
@@ -1001,7 +1014,7 @@ impl WriterThread {
             pending.extend(r.refused.into_iter().map(|(tx, _)| Done::Unit(tx)));
             for (_, op) in rest {
                 match op {
-                    WriteOp::Entity(w) => pending.push(Done::Unit(w.done)),
+                    WriteOp::Entity(w) => pending.extend(w.done.map(Done::Unit)),
                     WriteOp::PutMeta { done, .. }
                     | WriteOp::InstallShard { done, .. }
                     | WriteOp::DropShard { done, .. } => pending.push(Done::Unit(done)),
