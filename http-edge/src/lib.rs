@@ -10,6 +10,8 @@ pub mod limits;
 pub mod openapi;
 pub mod problem;
 pub mod routes;
+#[cfg(test)]
+mod testing;
 pub mod webhook;
 
 use agora_actors::client::EntityClient;

@@ -67,11 +67,6 @@ pub const UNDOCUMENTED_ROUTES: &[&str] = &["/openapi.json", "/docs", "/docs/", "
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::{Catalog, CatalogError, CatalogPage, CatalogQuery};
-    use crate::{BlockingPool, EdgeConfig, EdgeState};
-    use agora_actors::client::{AskError, EntityClient};
-    use agora_actors::seams::{Clock, RandomSource};
-    use agora_actors::{Command, EntityRef, Reply};
     use axum::body::Body;
     use axum::http::{Method, Request, StatusCode};
     use serde_json::Value;
@@ -79,59 +74,8 @@ mod tests {
     use std::sync::Arc;
     use tower::ServiceExt;
 
-    struct Nobody;
-
-    #[async_trait::async_trait]
-    impl EntityClient for Nobody {
-        async fn ask(&self, _to: EntityRef, _cmd: Command) -> Result<Reply, AskError> {
-            Err(AskError::Unavailable("no entities in this test".into()))
-        }
-
-        async fn ask_once(
-            &self,
-            _to: EntityRef,
-            _cmd: Command,
-            _msg_id: String,
-        ) -> Result<Reply, AskError> {
-            Err(AskError::Unavailable("no entities in this test".into()))
-        }
-    }
-
-    impl Catalog for Nobody {
-        fn search(&self, _query: &CatalogQuery) -> Result<CatalogPage, CatalogError> {
-            Ok(CatalogPage::default())
-        }
-    }
-
-    impl BlockingPool for Nobody {
-        fn run(&self, job: Box<dyn FnOnce() + Send>) {
-            job()
-        }
-    }
-
-    impl Clock for Nobody {
-        fn now_ms(&self) -> u64 {
-            1_700_000_000_000
-        }
-    }
-
-    impl RandomSource for Nobody {
-        fn fill(&self, buf: &mut [u8]) {
-            buf.fill(7)
-        }
-    }
-
     fn app() -> axum::Router {
-        crate::router(Arc::new(EdgeState {
-            client: Arc::new(Nobody),
-            catalog: Arc::new(Nobody),
-            keys: crate::auth::JwtKeys::new(b"test secret of enough length....", 60),
-            blocking: Arc::new(Nobody),
-            clock: Arc::new(Nobody),
-            rng: Arc::new(Nobody),
-            config: EdgeConfig::default(),
-            limiter: None,
-        }))
+        crate::router(crate::testing::state(Arc::new(crate::testing::Nobody)))
     }
 
     /// The paths of the real router, read from its `Debug` output (axum prints its path

@@ -459,3 +459,153 @@ pub async fn get_shipment(
     }
     Ok(Json(v.into()))
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::testing;
+    use agora_actors::cart::CartCommand;
+    use agora_actors::client::{AskError, EntityClient, Pending};
+    use agora_actors::order::OrderCommand;
+    use agora_actors::product::{ProductCommand, ProductDetails, ProductView};
+    use agora_actors::{Command, DomainError, EntityRef, Money, Reply};
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use std::sync::{Arc, Mutex};
+    use tower::ServiceExt;
+
+    /// The ticket of the cart hold this client answers early.
+    const HOLD: u64 = 7;
+
+    /// Answers a checkout's asks from a script and records what the edge asked for.
+    struct Scripted {
+        cart: Vec<(String, u32)>,
+        hold_stored: bool,
+        log: Mutex<Vec<String>>,
+    }
+
+    impl Scripted {
+        fn note(&self, what: String) {
+            self.log.lock().unwrap().push(what);
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl EntityClient for Scripted {
+        async fn ask(&self, _to: EntityRef, cmd: Command) -> Result<Reply, AskError> {
+            match cmd {
+                Command::Order(OrderCommand::Get) => {
+                    Err(DomainError::NotFound("order".into()).into())
+                }
+                Command::Product(ProductCommand::Get) => Ok(Reply::Product(ProductView {
+                    sku: "SKU-1".into(),
+                    details: ProductDetails {
+                        name: "Kettle".into(),
+                        description: String::new(),
+                        category: "kitchen".into(),
+                        price: Money::shop(2_000),
+                        attributes: Default::default(),
+                    },
+                    created_at_ms: 0,
+                    updated_at_ms: 0,
+                    archived_at_ms: None,
+                })),
+                Command::Cart(CartCommand::Restore { .. }) => {
+                    self.note("restore".into());
+                    Ok(Reply::Cart(Vec::new()))
+                }
+                other => Err(AskError::Unavailable(format!("unscripted {other:?}"))),
+            }
+        }
+
+        async fn ask_once(
+            &self,
+            to: EntityRef,
+            cmd: Command,
+            msg_id: String,
+        ) -> Result<Reply, AskError> {
+            testing::Nobody.ask_once(to, cmd, msg_id).await
+        }
+
+        async fn ask_early(
+            &self,
+            _to: EntityRef,
+            _cmd: Command,
+        ) -> Result<(Reply, Pending), AskError> {
+            let pending = Pending {
+                ticket: HOLD,
+                hold: None,
+            };
+            Ok((Reply::Cart(self.cart.clone()), pending))
+        }
+
+        async fn ask_after(
+            &self,
+            _to: EntityRef,
+            _cmd: Command,
+            after: Pending,
+        ) -> Result<Reply, AskError> {
+            self.note(format!("placed after {}", after.ticket));
+            // Refused outright, so the checkout ends here and gives the lines back.
+            Err(DomainError::IdempotencyMismatch.into())
+        }
+
+        async fn durable(&self, change: Pending) -> Result<(), AskError> {
+            self.note(format!("durable {}", change.ticket));
+            if self.hold_stored {
+                Ok(())
+            } else {
+                Err(AskError::Unavailable("the hold was not stored".into()))
+            }
+        }
+    }
+
+    /// Checks out as `u-1` against `client`: the status and what the edge asked for.
+    async fn checkout(cart: Vec<(String, u32)>, hold_stored: bool) -> (StatusCode, Vec<String>) {
+        let client = Arc::new(Scripted {
+            cart,
+            hold_stored,
+            log: Mutex::new(Vec::new()),
+        });
+        let state = testing::state(client.clone());
+        let token = state.keys.issue("u-1", "customer", 1_700_000_000).unwrap();
+        let body = serde_json::json!({
+            "payment": {"method": "card", "card_number": "4242424242424242"},
+            "shipping_address": {"name": "Asha Rao", "line1": "12 MG Road", "city": "Bengaluru",
+                                 "postal_code": "560001", "country": "IN"},
+        });
+        let req = Request::post("/api/v1/orders")
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .header("idempotency-key", "k-1")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        let status = crate::router(state).oneshot(req).await.unwrap().status();
+        let log = client.log.lock().unwrap().clone();
+        (status, log)
+    }
+
+    #[tokio::test]
+    async fn an_empty_cart_is_answered_only_once_its_hold_is_durable() {
+        let (status, log) = checkout(Vec::new(), true).await;
+        assert_eq!(
+            (status, log),
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                vec![format!("durable {HOLD}")]
+            )
+        );
+        // A hold that never became durable: the cart seen may not exist, so no 422.
+        let (status, _) = checkout(Vec::new(), false).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[tokio::test]
+    async fn the_placement_names_the_pending_cart_hold() {
+        let (status, log) = checkout(vec![("SKU-1".into(), 2)], true).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(
+            log,
+            vec![format!("placed after {HOLD}"), "restore".to_string()]
+        );
+    }
+}
