@@ -385,12 +385,12 @@ impl Relay {
         };
         tracing::warn!(msg_id = %item.msg.id, topic = %item.msg.topic, reason, "message refused; dead-lettered");
         metrics::counter!("agora_dead_letters_total").increment(1);
-        let letter = DeadLetter {
+        let letter = Box::new(DeadLetter {
             format: FORMAT_VERSION,
             at_ms: now,
             reason,
             message: item.msg,
-        };
+        });
         if let Err(e) = self.deps.writer.submit(WriteOp::DeadLetter { key, letter }) {
             tracing::error!(error = %e, "cannot record a dead letter");
         }

@@ -99,8 +99,9 @@ pub enum WriteOp {
     DeadLetter {
         /// Its outbox key.
         key: Vec<u8>,
-        /// The dead letter.
-        letter: DeadLetter,
+        /// The dead letter (boxed: it holds a whole message, and every queued operation
+        /// would otherwise be its size).
+        letter: Box<DeadLetter>,
     },
     /// Write a metadata value.
     PutMeta {
@@ -351,6 +352,7 @@ impl Writer {
             cascade: cascade.clone(),
             may_block: false,
             last_batch: 0,
+            spare: Vec::new(),
         };
         match executor {
             StorageExecutor::Thread => {
@@ -611,6 +613,9 @@ struct WriterThread {
     may_block: bool,
     /// Operations in the last batch.
     last_batch: usize,
+    /// The last batch's buffer, emptied, for the next one: a fresh buffer per commit made
+    /// the allocator fault in new pages on this thread under load.
+    spare: Vec<(u64, WriteOp)>,
 }
 
 struct BatchResult {
@@ -654,7 +659,8 @@ impl WriterThread {
             }
         };
         let taken = Instant::now();
-        let mut batch = vec![first];
+        let mut batch = std::mem::take(&mut self.spare);
+        batch.push(first);
         self.drain_into(&mut batch);
         let mut gathered = false;
         if let (Some(gather), true) = (self.cascade.gather(), self.may_block) {
@@ -679,27 +685,28 @@ impl WriterThread {
             }
         }
         self.last_batch = batch.len();
-        let mut kept = Vec::with_capacity(batch.len());
         let mut needs_commit = false;
-        for (ticket, op) in batch {
-            match op {
-                WriteOp::OutboxAcked(keys) => deferred_acks.extend(keys),
-                op => {
-                    needs_commit |= !matches!(op, WriteOp::Load { .. });
-                    kept.push((ticket, op));
-                }
+        batch.retain_mut(|(_, op)| match op {
+            WriteOp::OutboxAcked(keys) => {
+                deferred_acks.append(keys);
+                false
             }
-        }
+            op => {
+                needs_commit |= !matches!(op, WriteOp::Load { .. });
+                true
+            }
+        });
         if needs_commit || deferred_acks.len() >= MAX_DEFERRED_ACKS {
-            kept.push((0, WriteOp::OutboxAcked(std::mem::take(deferred_acks))));
+            batch.push((0, WriteOp::OutboxAcked(std::mem::take(deferred_acks))));
         }
-        Some(kept)
+        Some(batch)
     }
 
     async fn run(mut self, latency: Option<Arc<dyn Fn() -> std::time::Duration + Send + Sync>>) {
         let mut deferred_acks = Vec::new();
-        while let Some(batch) = self.next_batch(&mut deferred_acks).await {
+        while let Some(mut batch) = self.next_batch(&mut deferred_acks).await {
             if batch.is_empty() {
+                self.spare = batch;
                 continue;
             }
             let max_ticket = batch.iter().map(|(t, _)| *t).max().unwrap_or(0);
@@ -714,7 +721,9 @@ impl WriterThread {
                 // loses it).
                 tokio::time::sleep(latency()).await;
             }
-            match self.commit(batch) {
+            let committed = self.commit(&mut batch);
+            self.spare = batch;
+            match committed {
                 Ok(r) => {
                     if r.wrote {
                         metrics::counter!("agora_store_commits_total").increment(1);
@@ -786,7 +795,7 @@ impl WriterThread {
     #[allow(clippy::type_complexity)]
     fn commit(
         &mut self,
-        batch: Vec<(u64, WriteOp)>,
+        batch: &mut Vec<(u64, WriteOp)>,
     ) -> Result<BatchResult, (StoreError, Vec<Done>)> {
         let mut r = BatchResult {
             done: Vec::new(),
@@ -795,7 +804,7 @@ impl WriterThread {
             states: Vec::new(),
             wrote: false,
         };
-        let mut ops = batch.into_iter();
+        let mut ops = batch.drain(..);
         let result = (|| -> Result<redb::WriteTransaction, StoreError> {
             let mut tx = self.store.db().begin_write()?;
             tx.set_durability(Durability::Immediate)
@@ -1009,7 +1018,7 @@ impl WriterThread {
             }
             Ok(tx)
         })();
-        let fail = |e: StoreError, r: BatchResult, rest: std::vec::IntoIter<(u64, WriteOp)>| {
+        let fail = |e: StoreError, r: BatchResult, rest: std::vec::Drain<'_, (u64, WriteOp)>| {
             let mut pending = r.done;
             pending.extend(r.refused.into_iter().map(|(tx, _)| Done::Unit(tx)));
             for (_, op) in rest {
@@ -1039,5 +1048,21 @@ impl WriterThread {
             }
             Err(e) => Err(fail(e, r, ops)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every queued operation is as large as its largest variant, and a batch buffer holds
+    /// thousands of them under load: large payloads stay boxed.
+    #[test]
+    fn a_queued_write_operation_stays_small() {
+        let size = std::mem::size_of::<WriteOp>();
+        assert!(
+            size <= 64,
+            "WriteOp is {size} bytes; box the variant that grew"
+        );
     }
 }
