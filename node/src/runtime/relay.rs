@@ -34,6 +34,8 @@ const MAX_CONCURRENT: usize = 512;
 const MAX_BATCH: usize = 256;
 /// Longest wait between retries.
 const MAX_BACKOFF_MS: u64 = 5_000;
+/// How much sooner the next due time must be before the relay's timer is moved.
+const TIMER_SLACK: Duration = Duration::from_millis(1);
 
 struct Item {
     /// The row's key; `None` while an early delivery's row is not yet known to be committed.
@@ -465,23 +467,57 @@ impl Relay {
         }
     }
 
+    /// Takes one feed from the writer.
+    fn feed(&mut self, feed: RelayFeed) {
+        match feed {
+            RelayFeed::Submitted {
+                ticket,
+                messages,
+                holds,
+            } => self.submitted(ticket, messages, holds),
+            RelayFeed::Committed(rows) => self.committed(rows),
+        }
+    }
+
+    /// Takes the end of one delivery task.
+    fn joined(&mut self, done: Result<(String, Vec<Item>, Delivery), tokio::task::JoinError>) {
+        match done {
+            Ok((name, items, result)) => self.finished(name, items, result),
+            Err(e) => tracing::error!(error = %e, "a delivery task failed"),
+        }
+    }
+
     async fn run(mut self, mut committed: UnboundedReceiver<RelayFeed>) {
+        // One timer for the next due message or retry, moved only when that comes sooner
+        // (a fresh timer per turn of the loop cost a timer-wheel insert and removal each).
+        let timer = tokio::time::sleep(self.next_wake());
+        tokio::pin!(timer);
         loop {
             self.fire_due();
             self.start_ready();
             self.flush_acks();
-            let wake = self.next_wake();
+            let due = tokio::time::Instant::now() + self.next_wake();
+            if timer.is_elapsed() || due + TIMER_SLACK < timer.deadline() {
+                timer.as_mut().reset(due);
+            }
             tokio::select! {
                 feed = committed.recv() => match feed {
-                    Some(RelayFeed::Submitted { ticket, messages, holds }) => self.submitted(ticket, messages, holds),
-                    Some(RelayFeed::Committed(rows)) => self.committed(rows),
+                    Some(feed) => self.feed(feed),
                     None => return,
                 },
-                Some(done) = self.running.join_next(), if !self.running.is_empty() => match done {
-                    Ok((name, items, result)) => self.finished(name, items, result),
-                    Err(e) => tracing::error!(error = %e, "a delivery task failed"),
-                },
-                _ = tokio::time::sleep(wake) => {}
+                Some(done) = self.running.join_next(), if !self.running.is_empty() => self.joined(done),
+                _ = &mut timer => {}
+            }
+            // Whatever else is ready joins this turn, so the upkeep above runs once for all
+            // of it.
+            for _ in 0..MAX_BATCH {
+                match committed.try_recv() {
+                    Ok(feed) => self.feed(feed),
+                    Err(_) => break,
+                }
+            }
+            while let Some(done) = self.running.try_join_next() {
+                self.joined(done);
             }
         }
     }
