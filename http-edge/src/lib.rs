@@ -7,6 +7,7 @@ pub mod docs;
 pub mod dto;
 pub mod extract;
 pub mod limits;
+pub mod observe;
 pub mod openapi;
 pub mod problem;
 pub mod routes;
@@ -107,5 +108,6 @@ pub fn router(state: Arc<EdgeState>) -> Router {
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             routes::panic_to_problem,
         ))
+        .layer(axum::middleware::from_fn(observe::record))
         .with_state(state)
 }

@@ -919,7 +919,40 @@ async fn service_endpoints_answer() {
     assert_eq!(one["description"], "created by agora-tests", "{one}");
     assert_eq!(one["name"], format!("Test product {sku}"), "{one}");
 
+    shop.get("/api/v1/no-such-thing")
+        .await
+        .expect_status(404, "an unknown path");
     let metrics = ops.get("/metrics").await.expect_status(200, "metrics");
+    // Every request is counted and timed by route template, method and status; a path's
+    // ids never become label values.
+    let series = |route: &str, status: &str| {
+        metrics.text.lines().any(|l| {
+            l.starts_with("agora_http_requests_total{")
+                && l.contains("method=\"GET\"")
+                && l.contains(&format!("route=\"{route}\""))
+                && l.contains(&format!("status=\"{status}\""))
+        })
+    };
+    assert!(
+        series("/api/v1/products/{sku}", "200"),
+        "no request count for the product route: {}",
+        metrics.text
+    );
+    assert!(
+        series("unmatched", "404"),
+        "no count for the unknown path: {}",
+        metrics.text
+    );
+    assert!(
+        !metrics.text.contains(&sku),
+        "a sku became a label value: {}",
+        metrics.text
+    );
+    assert!(
+        metrics.text.contains("agora_http_request_seconds"),
+        "no request durations: {}",
+        metrics.text
+    );
     assert!(
         metrics.content_type.starts_with("text/plain"),
         "metrics content-type: {:?}",

@@ -203,8 +203,11 @@ impl EntityHost {
             let ok = !progress.borrow().failed;
             deliver(ok);
         } else {
+            let waiting = std::time::Instant::now();
             tokio::spawn(async move {
                 let ok = wait_durable(progress, ticket).await;
+                metrics::histogram!("agora_entity_durable_wait_seconds")
+                    .record(waiting.elapsed().as_secs_f64());
                 deliver(ok);
             });
         }
