@@ -927,7 +927,7 @@ async fn service_endpoints_answer() {
     // ids never become label values.
     let series = |route: &str, status: &str| {
         metrics.text.lines().any(|l| {
-            l.starts_with("agora_http_requests_total{")
+            l.starts_with("agora_http_request_seconds_count{")
                 && l.contains("method=\"GET\"")
                 && l.contains(&format!("route=\"{route}\""))
                 && l.contains(&format!("status=\"{status}\""))
