@@ -6,7 +6,7 @@ use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
 use metrics::{Label, SharedString};
-use std::time::Instant;
+use tokio::time::Instant;
 
 /// The method as a label value (a fixed set, so the label cannot grow without bound).
 fn method_label(method: &Method) -> &'static str {
@@ -46,7 +46,8 @@ fn status_label(status: StatusCode) -> SharedString {
 
 /// Records `agora_http_request_seconds` for every request (its `_count` is the request
 /// count), labelled by method, route template (never the raw path: ids in it would make a
-/// label value per entity) and status. The time is from routing to the response's head.
+/// label value per entity) and status. The time is from routing to the response's head, on
+/// the runtime's clock (simulated time in the simulator).
 pub async fn record(req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = method_label(req.method());

@@ -203,7 +203,8 @@ impl EntityHost {
             let ok = !progress.borrow().failed;
             deliver(ok);
         } else {
-            let waiting = std::time::Instant::now();
+            // The runtime's clock: simulated time in the simulator.
+            let waiting = tokio::time::Instant::now();
             tokio::spawn(async move {
                 let ok = wait_durable(progress, ticket).await;
                 metrics::histogram!("agora_entity_durable_wait_seconds")
