@@ -7,10 +7,10 @@ use crate::stats::Percentiles;
 use agora_actors::cart::CartCommand;
 use agora_actors::client::EntityClient;
 use agora_actors::{Command, EntityKind, EntityRef, Reply};
-use agora_node::runtime::region::{Region, RegionLimits};
-use agora_node::runtime::RuntimeContext;
-use agora_node::seams::SystemClock;
-use agora_node::store::{Store, Writer};
+use agora_runtime::region::{Region, RegionLimits};
+use agora_runtime::RuntimeContext;
+use agora_seams::system::SystemClock;
+use agora_store::{Store, Writer};
 use anyhow::Context;
 use serde::Serialize;
 use std::path::Path;
@@ -23,7 +23,7 @@ pub struct Harness {
     /// The region.
     pub region: Region,
     /// Keeps the committed-outbox channel open.
-    _relay: tokio::sync::mpsc::UnboundedReceiver<agora_node::store::RelayFeed>,
+    _relay: tokio::sync::mpsc::UnboundedReceiver<agora_store::RelayFeed>,
     /// The store's directory.
     _dir: tempfile::TempDir,
 }
@@ -49,10 +49,7 @@ impl Harness {
             clock: Arc::new(SystemClock),
             domain: Arc::new(Default::default()),
             passivate_after,
-            max_active_per_shard: agora_node::runtime::max_active_per_shard(
-                max_active_entities,
-                shards,
-            ),
+            max_active_per_shard: agora_runtime::max_active_per_shard(max_active_entities, shards),
         };
         let owned: Vec<u32> = (0..shards).collect();
         let region = Region::start(shards, &owned, 1, rt, RegionLimits::default()).await?;

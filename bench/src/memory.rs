@@ -101,7 +101,7 @@ pub enum Phase {
 /// Prints a progress line every second until `stop` is set; tracks the most active.
 fn spawn_progress(
     label: &'static str,
-    harness_region: agora_node::runtime::region::Region,
+    harness_region: agora_runtime::region::Region,
     progress: Arc<TouchProgress>,
     stop: Arc<AtomicBool>,
 ) -> tokio::task::JoinHandle<u64> {

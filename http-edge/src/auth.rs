@@ -2,7 +2,7 @@
 //! off the async workers; token expiry is checked against the `Clock` seam.
 
 use crate::problem::Problem;
-use crate::BlockingPool;
+use agora_actors::seams::BlockingPool;
 use agora_actors::seams::RandomSource;
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};

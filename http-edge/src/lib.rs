@@ -16,20 +16,13 @@ mod testing;
 pub mod webhook;
 
 use agora_actors::client::EntityClient;
-use agora_actors::seams::{Clock, RandomSource};
+use agora_actors::seams::{BlockingPool, Clock, RandomSource};
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use catalog::{Catalog, CatalogEntry};
-
-/// Runs blocking work (password hashing) off the async workers. Production uses tokio's
-/// blocking pool; the simulator runs it inline.
-pub trait BlockingPool: Send + Sync + 'static {
-    /// Runs `job` somewhere it may block.
-    fn run(&self, job: Box<dyn FnOnce() + Send>);
-}
 
 /// Runs `f` on `pool` and awaits its result.
 pub async fn run_blocking<T: Send + 'static>(

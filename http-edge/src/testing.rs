@@ -1,8 +1,9 @@
 //! Seams for the edge's unit tests: a state whose outside services do nothing.
 
 use crate::catalog::{Catalog, CatalogError, CatalogPage, CatalogQuery};
-use crate::{BlockingPool, EdgeConfig, EdgeState};
+use crate::{EdgeConfig, EdgeState};
 use agora_actors::client::{AskError, EntityClient};
+use agora_actors::seams::BlockingPool;
 use agora_actors::seams::{Clock, RandomSource};
 use agora_actors::{Command, EntityRef, Reply};
 use std::sync::Arc;

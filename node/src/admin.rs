@@ -2,13 +2,13 @@
 //! (for probes and scrapers); everything under `/admin` needs the admin bearer token, and
 //! mutating routes answer only when the cluster file enables them.
 
-use crate::cluster::directory::Directory;
-use crate::cluster::shard_map::SharedShardMap;
-use crate::cluster::Membership;
-use crate::runtime::region::Region;
-use crate::store::keys::entity_key;
 use agora_actors::{EntityKind, EntityRef};
+use agora_cluster::directory::Directory;
+use agora_cluster::shard_map::SharedShardMap;
+use agora_cluster::Membership;
 use agora_http_edge::problem::Problem;
+use agora_runtime::region::Region;
+use agora_store::keys::entity_key;
 use axum::extract::{Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
@@ -29,7 +29,7 @@ pub struct AdminState {
     /// Renders the metrics.
     pub metrics: Option<PrometheusHandle>,
     /// The store.
-    pub store: crate::store::Store,
+    pub store: agora_store::Store,
     /// The bearer token `/admin` routes need (`None`: they are closed).
     pub token: Option<String>,
     /// Whether mutating routes (drain, move) are enabled.
@@ -43,11 +43,11 @@ pub struct AdminState {
     /// Peers' gateways.
     pub directory: Directory,
     /// This node's member of the shard-map group (`None` for a single node).
-    pub raft: Option<crate::cluster::raft::Raft>,
+    pub raft: Option<agora_cluster::raft::Raft>,
     /// Moves shards away from this node.
-    pub handoff: crate::cluster::handoff::Handoff,
+    pub handoff: agora_cluster::handoff::Handoff,
     /// What this node thinks of its peers.
-    pub liveness: crate::cluster::liveness::Liveness,
+    pub liveness: agora_cluster::liveness::Liveness,
     /// Set while this node drains (it is then not ready).
     pub draining: Arc<AtomicBool>,
 }
@@ -120,7 +120,7 @@ async fn metrics(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
 
-fn map_snapshot(s: &AdminState) -> Result<crate::cluster::shard_map::ShardMap, Problem> {
+fn map_snapshot(s: &AdminState) -> Result<agora_cluster::shard_map::ShardMap, Problem> {
     s.map
         .read()
         .map(|m| m.clone())
@@ -181,7 +181,7 @@ async fn shards(State(s): State<Arc<AdminState>>) -> Result<Json<Value>, Problem
         })
         .collect();
     let raft = s.raft.as_ref().map(|r| {
-        let st = crate::cluster::raft::status(r);
+        let st = agora_cluster::raft::status(r);
         json!({ "leader": st.leader, "term": st.term, "last_applied": st.last_applied })
     });
     Ok(Json(
@@ -276,7 +276,7 @@ async fn move_shard(
         Ok(epoch) => Ok(Json(
             json!({ "shard": shard, "owner": req.to, "epoch": epoch }),
         )),
-        Err(crate::cluster::handoff::MoveError::Refused(why)) => Err(Problem::new(
+        Err(agora_cluster::handoff::MoveError::Refused(why)) => Err(Problem::new(
             StatusCode::CONFLICT,
             "move-refused",
             "Move refused",

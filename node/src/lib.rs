@@ -1,14 +1,9 @@
-//! Agora's runtime: storage, shard hosting, the outbox relay, the outside-world adapters,
-//! the admin endpoint, and the assembly of a node.
+//! The `agora` binary's library: the assembly of a node from the store, the entity runtime,
+//! the cluster and the edge, the admin endpoint, the outside-world adapters (payment
+//! gateway client and simulator, notification sinks) and the demo catalog seed.
 
 pub mod admin;
-pub mod catalog;
-pub mod cluster;
 pub mod node;
 pub mod payment_http;
-pub mod runtime;
-pub mod seams;
-pub mod search;
 pub mod seed;
 pub mod sinks;
-pub mod store;

@@ -1,8 +1,8 @@
 //! The `agora` binary.
 
+use agora_cluster::Membership;
 use agora_cluster_config::cluster::ClusterConfig;
 use agora_cluster_config::NodeSettings;
-use agora_node::cluster::Membership;
 use agora_node::node::{self, ClusterSpec, Secrets};
 use agora_node::seed::{AdminSeed, ADMIN_EMAIL};
 use clap::{Parser, Subcommand};
@@ -374,8 +374,8 @@ async fn gateway_sim(args: GatewaySimArgs) -> anyhow::Result<()> {
         r = agora_node::payment_http::serve_gateway_sim(
             listener,
             config,
-            std::sync::Arc::new(agora_node::seams::OsRandom),
-            std::sync::Arc::new(agora_node::seams::SystemClock),
+            std::sync::Arc::new(agora_seams::system::OsRandom),
+            std::sync::Arc::new(agora_seams::system::SystemClock),
         ) => r,
         _ = wait_for_signal() => Ok(()),
     }

@@ -2,27 +2,28 @@
 //! shop API and the admin endpoint. A single `agora dev` node is a cluster of one.
 
 use crate::admin::{self, AdminState};
-use crate::catalog::{CatalogProjection, IndexMode};
-use crate::cluster::directory::Directory;
-use crate::cluster::gateway::{Gateway, GatewayArgs};
-use crate::cluster::router::Router;
-use crate::cluster::shard_map::ShardMap;
-use crate::cluster::{transport, Membership};
-use crate::runtime::callbacks::RegionCallbacks;
-use crate::runtime::external::ExternalServices;
-use crate::runtime::region::{Region, RegionLimits};
-use crate::runtime::{relay, RuntimeContext};
-use crate::seams::{OsRandom, SystemClock};
 use crate::seed::{self, AdminSeed};
-use crate::sinks::{ChannelSinks, TokioBlocking};
-use crate::store::{Store, WriteOp, Writer};
+use crate::sinks::ChannelSinks;
 use agora_actors::client::EntityClient;
 use agora_actors::courier::{SimCourierConfig, SimulatedCourier};
 use agora_actors::entity::DomainConfig;
 use agora_actors::gateway::{SimGatewayConfig, SimulatedGateway};
 use agora_actors::seams::{Clock, RandomSource};
+use agora_catalog::{CatalogProjection, IndexMode};
+use agora_cluster::directory::Directory;
+use agora_cluster::gateway::{Gateway, GatewayArgs};
+use agora_cluster::router::Router;
+use agora_cluster::shard_map::ShardMap;
+use agora_cluster::{transport, Membership};
 use agora_cluster_config::NodeSettings;
-use agora_http_edge::{auth::JwtKeys, BlockingPool, EdgeConfig, EdgeState};
+use agora_http_edge::{auth::JwtKeys, EdgeConfig, EdgeState};
+use agora_runtime::callbacks::RegionCallbacks;
+use agora_runtime::external::ExternalServices;
+use agora_runtime::region::{Region, RegionLimits};
+use agora_runtime::{relay, RuntimeContext};
+use agora_seams::system::{OsRandom, SystemClock, TokioBlocking};
+use agora_seams::BlockingPool;
+use agora_store::{Store, WriteOp, Writer};
 use anyhow::Context;
 use ractor::Actor;
 use sha2::Digest;
@@ -55,18 +56,18 @@ pub struct RunningNode {
     shutdown: watch::Sender<bool>,
     /// How to drain this node (cluster members only).
     drainer: Option<(
-        crate::cluster::handoff::Handoff,
+        agora_cluster::handoff::Handoff,
         Arc<std::sync::atomic::AtomicBool>,
     )>,
     region: Region,
     servers: Vec<tokio::task::JoinHandle<()>>,
-    store_failed: watch::Receiver<crate::store::CommitProgress>,
-    gateway: crate::cluster::directory::PeerGateway,
+    store_failed: watch::Receiver<agora_store::CommitProgress>,
+    gateway: agora_cluster::directory::PeerGateway,
 }
 
 impl RunningNode {
     /// This node's own gateway (the simulator serves it to peers over its network).
-    pub fn gateway(&self) -> crate::cluster::directory::PeerGateway {
+    pub fn gateway(&self) -> agora_cluster::directory::PeerGateway {
         self.gateway.clone()
     }
 
@@ -163,7 +164,7 @@ async fn jwt_secret(
 /// a clear error instead of records that do not decode. `Ok(true)`: a new store, whose
 /// format is still to be recorded.
 fn check_store_format(store: &Store) -> anyhow::Result<bool> {
-    use crate::store::record::FORMAT_VERSION;
+    use agora_store::record::FORMAT_VERSION;
     match store.meta(META_STORE_FORMAT)? {
         Some(b) if b == FORMAT_VERSION.to_be_bytes() => Ok(false),
         Some(b) => anyhow::bail!(
@@ -243,7 +244,7 @@ pub enum PeerNetwork {
     /// ractor_cluster over TCP (or TLS), gateways found through process groups.
     Cluster,
     /// Explicit links (the simulator's network); the node does not dial or listen.
-    Links(Arc<dyn crate::cluster::directory::PeerLinks>),
+    Links(Arc<dyn agora_cluster::directory::PeerLinks>),
 }
 
 /// How the node's HTTP servers are served.
@@ -265,7 +266,7 @@ pub struct NodeEnv {
     /// directory.
     pub store: Option<Store>,
     /// Where the store's writer runs.
-    pub executor: crate::store::StorageExecutor,
+    pub executor: agora_store::StorageExecutor,
     /// Where blocking work (password hashing, Raft's storage) runs.
     pub blocking: Arc<dyn BlockingPool>,
     /// How peers are reached.
@@ -283,7 +284,7 @@ impl NodeEnv {
             clock: Arc::new(SystemClock),
             rng: Arc::new(OsRandom),
             store: None,
-            executor: crate::store::StorageExecutor::Thread,
+            executor: agora_store::StorageExecutor::Thread,
             blocking: Arc::new(TokioBlocking),
             network: PeerNetwork::Cluster,
             serving: Serving::Tcp,
@@ -338,15 +339,15 @@ pub async fn start_with(
     // The simulator's inline storage means nothing may run beside its thread: the search
     // index is then brought up to date by the searches themselves.
     let index_mode = match executor {
-        crate::store::StorageExecutor::Thread => IndexMode::Background,
-        crate::store::StorageExecutor::Inline { .. } => IndexMode::OnRead,
+        agora_store::StorageExecutor::Thread => IndexMode::Background,
+        agora_store::StorageExecutor::Inline { .. } => IndexMode::OnRead,
     };
     let new_store = check_store_format(&store)?;
     let catalog = Arc::new(CatalogProjection::load(&store, rng.next_u64(), index_mode)?);
     let (relay_tx, relay_rx) = tokio::sync::mpsc::unbounded_channel();
     let writer = Writer::start_on(store.clone(), relay_tx, vec![catalog.clone()], executor)?;
     if new_store {
-        let format = crate::store::record::FORMAT_VERSION.to_be_bytes().to_vec();
+        let format = agora_store::record::FORMAT_VERSION.to_be_bytes().to_vec();
         writer.put_meta(META_STORE_FORMAT, format).await?;
     }
     check_shard_count(&store, &writer, settings.shard_count).await?;
@@ -366,7 +367,7 @@ pub async fn start_with(
         clock: clock.clone(),
         domain: Arc::new(domain),
         passivate_after: Duration::from_millis(settings.passivate_after_ms),
-        max_active_per_shard: crate::runtime::max_active_per_shard(
+        max_active_per_shard: agora_runtime::max_active_per_shard(
             settings.max_active_entities,
             settings.shard_count,
         ),
@@ -405,7 +406,7 @@ pub async fn start_with(
     // nothing waits for it (a single node runs no Raft).
     let raft = match &cluster {
         Some(c) => Some(
-            crate::cluster::raft::start(
+            agora_cluster::raft::start(
                 &c.membership,
                 store.db().clone(),
                 blocking.clone(),
@@ -419,9 +420,9 @@ pub async fn start_with(
         None => None,
     };
     let liveness = if cluster.is_some() {
-        crate::cluster::liveness::Liveness::start(directory.clone())
+        agora_cluster::liveness::Liveness::start(directory.clone())
     } else {
-        crate::cluster::liveness::Liveness::default()
+        agora_cluster::liveness::Liveness::default()
     };
     let router = Router::new(
         me,
@@ -451,16 +452,13 @@ pub async fn start_with(
     }
     if let (Some(c), PeerNetwork::Cluster) = (&cluster, &network) {
         let tls = match &c.tls {
-            Some(files) => Some(crate::cluster::tls::load(
-                files,
-                &c.membership.cluster_name,
-            )?),
+            Some(files) => Some(agora_cluster::tls::load(files, &c.membership.cluster_name)?),
             None => None,
         };
         transport::start(&c.membership, &c.secret, directory.clone(), tls).await?;
     }
     if cluster.is_some() {
-        crate::cluster::catalog_sync::start(directory.clone(), catalog.clone());
+        agora_cluster::catalog_sync::start(directory.clone(), catalog.clone());
     }
     tracing::info!(
         node = me,
@@ -470,7 +468,7 @@ pub async fn start_with(
     );
 
     let callbacks = Arc::new(RegionCallbacks {
-        region: router.clone(),
+        region: Arc::new(router.clone()),
     });
     let gateway_cfg = SimGatewayConfig {
         min_latency: Duration::from_millis(settings.gateway_min_latency_ms),
@@ -518,7 +516,7 @@ pub async fn start_with(
         relay::RelayDeps {
             store: store.clone(),
             writer: writer.clone(),
-            region: router.clone(),
+            region: Arc::new(router.clone()),
             external,
             clock: clock.clone(),
         },
@@ -639,7 +637,7 @@ pub async fn start_with(
         store: store.clone(),
         draining: draining.clone(),
         liveness: liveness.clone(),
-        handoff: crate::cluster::handoff::Handoff {
+        handoff: agora_cluster::handoff::Handoff {
             me,
             region: region.clone(),
             writer: writer.clone(),
@@ -651,7 +649,7 @@ pub async fn start_with(
         raft,
     });
     if cluster.is_some() {
-        crate::cluster::handoff::follow_map(me, region.clone(), map.clone());
+        agora_cluster::handoff::follow_map(me, region.clone(), map.clone());
     }
     let _ = handoff_cell.set(admin_state.handoff.clone());
     if cluster.is_some() {
@@ -735,14 +733,14 @@ pub async fn start_with(
         region,
         servers,
         store_failed: writer.progress(),
-        gateway: crate::cluster::directory::PeerGateway::Actor(gateway),
+        gateway: agora_cluster::directory::PeerGateway::Actor(gateway),
     })
 }
 
 /// Runs `each` every `period` with the shards the agreed map gives this node.
 fn every_period_on_my_shards(
     period: Duration,
-    map: crate::cluster::shard_map::SharedShardMap,
+    map: agora_cluster::shard_map::SharedShardMap,
     me: u64,
     mut each: impl FnMut(Vec<u32>) + Send + 'static,
 ) {
@@ -762,7 +760,7 @@ fn every_period_on_my_shards(
 /// should have ended (gauge `agora_stuck_sagas`; each is logged).
 fn watch_stuck_sagas(
     store: Store,
-    map: crate::cluster::shard_map::SharedShardMap,
+    map: agora_cluster::shard_map::SharedShardMap,
     me: u64,
     clock: Arc<dyn Clock>,
     reservation_ttl_ms: u64,
@@ -791,8 +789,8 @@ const MARK_SWEEP_LIMIT: usize = 20_000;
 /// Forgets the marks of messages applied longer ago than `retention_ms`, shard by shard,
 /// so the store does not grow by every message ever applied.
 fn forget_old_marks(
-    writer: crate::store::Writer,
-    map: crate::cluster::shard_map::SharedShardMap,
+    writer: agora_store::Writer,
+    map: agora_cluster::shard_map::SharedShardMap,
     me: u64,
     clock: Arc<dyn Clock>,
     retention_ms: u64,

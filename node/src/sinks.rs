@@ -13,7 +13,6 @@
 use agora_actors::gateway::ExternalError;
 use agora_actors::inbox::{Channel, Notification};
 use agora_actors::notify::{NotificationSink, Outgoing};
-use agora_http_edge::BlockingPool;
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -351,15 +350,6 @@ impl NotificationSink for ChannelSinks {
             Channel::WhatsApp => &self.whatsapp,
         };
         sink.send(key, user_id, n, m).await
-    }
-}
-
-/// Tokio's blocking pool.
-pub struct TokioBlocking;
-
-impl BlockingPool for TokioBlocking {
-    fn run(&self, job: Box<dyn FnOnce() + Send>) {
-        tokio::task::spawn_blocking(job);
     }
 }
 

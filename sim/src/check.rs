@@ -7,7 +7,7 @@ use agora_actors::host::EntityState;
 use agora_actors::order::{transition_allowed, OrderState};
 use agora_actors::stock::StockState;
 use agora_actors::EntityKind;
-use agora_node::store::Store;
+use agora_store::Store;
 use serde::Serialize;
 use std::collections::BTreeMap;
 

@@ -5,7 +5,7 @@
 //! messages; ractor_cluster's session layer itself stays out, because its registry is
 //! process-global and several nodes share this process.
 
-use agora_node::cluster::directory::{GatewayRpc, PeerCallError, PeerGateway, PeerLink, PeerLinks};
+use agora_cluster::directory::{GatewayRpc, PeerCallError, PeerGateway, PeerLink, PeerLinks};
 use async_trait::async_trait;
 use std::sync::Arc;
 use std::time::Duration;

@@ -11,13 +11,15 @@
 //! the batch first, on the simulation's thread. The page's values (price, availability…)
 //! come from the rows, so availability is always current.
 
+pub mod search;
+
 use crate::search::{IndexOp, MergeMode, SearchDoc, SearchError, SearchIndex};
-use crate::store::writer::CommitListener;
-use crate::store::{Store, StoreError};
 use agora_actors::host::EntityState;
 use agora_actors::product::ProductState;
 use agora_actors::{EntityKind, EntityRef};
 use agora_http_edge::catalog::{Catalog, CatalogEntry, CatalogError, CatalogPage, CatalogQuery};
+use agora_store::writer::CommitListener;
+use agora_store::{Store, StoreError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};

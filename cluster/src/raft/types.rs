@@ -1,6 +1,6 @@
 //! The Raft type configuration of the shard-map group, and the commands it agrees on.
 
-use crate::cluster::shard_map::ShardMap;
+use crate::shard_map::ShardMap;
 use openraft::BasicNode;
 use serde::{Deserialize, Serialize};
 use std::io::Cursor;

@@ -1,6 +1,7 @@
-//! Production implementations of the determinism seams.
+//! Production implementations of the seams: the system clock, the OS random source and
+//! tokio's blocking pool.
 
-use agora_actors::seams::{Clock, RandomSource};
+use crate::{BlockingPool, Clock, RandomSource};
 
 /// The system's wall clock.
 #[derive(Debug, Default, Clone, Copy)]
@@ -26,5 +27,15 @@ impl RandomSource for OsRandom {
         if let Err(e) = getrandom::fill(buf) {
             panic!("the operating system's random source failed: {e}");
         }
+    }
+}
+
+/// Tokio's blocking pool.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TokioBlocking;
+
+impl BlockingPool for TokioBlocking {
+    fn run(&self, job: Box<dyn FnOnce() + Send>) {
+        tokio::task::spawn_blocking(job);
     }
 }

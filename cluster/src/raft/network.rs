@@ -4,8 +4,8 @@
 //! (openraft backs off and retries).
 
 use super::types::{NodeId, Raft, TypeConfig};
-use crate::cluster::directory::Directory;
-use crate::cluster::directory::GatewayRpc;
+use crate::directory::Directory;
+use crate::directory::GatewayRpc;
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };

@@ -4,7 +4,7 @@
 use super::directory::Directory;
 use super::directory::GatewayRpc;
 use super::envelope::{decode, encode};
-use crate::catalog::{CatalogProjection, FactsSince};
+use agora_catalog::{CatalogProjection, FactsSince};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;

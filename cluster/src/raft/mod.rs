@@ -13,10 +13,10 @@ pub mod types;
 
 pub use types::{MapCommand, MapOutcome, MapRecord, NodeId, Raft, TypeConfig};
 
-use crate::cluster::directory::Directory;
-use crate::cluster::shard_map::{ShardMap, SharedShardMap};
-use crate::cluster::Membership;
-use agora_http_edge::BlockingPool;
+use crate::directory::Directory;
+use crate::shard_map::{ShardMap, SharedShardMap};
+use crate::Membership;
+use agora_actors::seams::BlockingPool;
 use openraft::error::{InitializeError, RaftError};
 use openraft::BasicNode;
 use std::collections::BTreeMap;

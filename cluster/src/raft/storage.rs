@@ -2,7 +2,7 @@
 //! codec (a format byte, then bincode), and running blocking redb work on the storage
 //! executor.
 
-use agora_http_edge::BlockingPool;
+use agora_actors::seams::BlockingPool;
 use redb::{Database, Durability, ReadableDatabase, TableDefinition};
 use serde::de::DeserializeOwned;
 use serde::Serialize;

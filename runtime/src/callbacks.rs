@@ -1,17 +1,18 @@
 //! Delivers outside services' asynchronous answers (gateway results, courier bookings) to
 //! entities, retrying while the entity is unavailable; the entity deduplicates by id.
 
-use crate::cluster::router::Router;
+use crate::Deliver;
 use agora_actors::client::AskError;
 use agora_actors::gateway::CallbackSink;
 use agora_actors::{Command, EntityRef};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A `CallbackSink` over the region.
 #[derive(Clone)]
 pub struct RegionCallbacks {
     /// Where to deliver (the entity may live on another node).
-    pub region: Router,
+    pub region: Arc<dyn Deliver>,
 }
 
 impl CallbackSink for RegionCallbacks {

@@ -7,11 +7,12 @@ use super::envelope::{
     decode, encode, Envelope, Payload, ReplyPayload, WireReply, ENVELOPE_VERSION,
 };
 use super::shard_map::SharedShardMap;
-use crate::runtime::entity::{BatchItem, BatchResults};
-use crate::runtime::region::Region;
 use agora_actors::client::{AskError, EntityClient, Pending};
 use agora_actors::seams::Clock;
 use agora_actors::{Command, EntityRef, Reply};
+use agora_runtime::entity::{BatchItem, BatchResults};
+use agora_runtime::region::Region;
+use agora_runtime::Deliver;
 use async_trait::async_trait;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -196,6 +197,30 @@ impl Router {
                 Err(AskError::Unavailable("a request answer to a batch".into()))
             }
         }
+    }
+}
+
+#[async_trait]
+impl Deliver for Router {
+    async fn deliver(
+        &self,
+        to: EntityRef,
+        cmd: Command,
+        msg_id: Option<String>,
+    ) -> Result<Reply, AskError> {
+        Router::deliver(self, to, cmd, msg_id).await
+    }
+
+    async fn deliver_batch(
+        &self,
+        to: EntityRef,
+        items: Vec<BatchItem>,
+    ) -> Result<BatchResults, AskError> {
+        Router::deliver_batch(self, to, items).await
+    }
+
+    fn is_local(&self, to: &EntityRef) -> bool {
+        Router::is_local(self, to)
     }
 }
 

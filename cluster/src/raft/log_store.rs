@@ -6,7 +6,7 @@ use super::storage::{
     self, decode, encode, read_meta, RaftStoreError, KEY_PURGED, KEY_VOTE, RAFT_LOG, RAFT_META,
 };
 use super::types::{Entry, NodeId, TypeConfig};
-use agora_http_edge::BlockingPool;
+use agora_actors::seams::BlockingPool;
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{LogId, LogState, OptionalSend, RaftLogReader, StorageError, StorageIOError, Vote};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable};
@@ -186,7 +186,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::raft::storage::Inline;
+    use crate::raft::storage::Inline;
     use openraft::{CommittedLeaderId, EntryPayload};
 
     fn entry(term: u64, index: u64) -> Entry {

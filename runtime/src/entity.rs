@@ -7,14 +7,14 @@
 //! and reloads what is durable.
 
 use super::RuntimeContext;
-use crate::store::cascade::CascadeHold;
-use crate::store::keys::entity_key;
-use crate::store::record::encode_entity_record;
-use crate::store::writer::{wait_durable, EntityWrite};
-use crate::store::{StoreError, WriteOp};
 use agora_actors::client::{AskError, Pending};
 use agora_actors::host::{EntityState, HeldState};
 use agora_actors::{Command, Ctx, DomainError, EntityRef, OutboxMessage, Outcome, Reply};
+use agora_store::cascade::CascadeHold;
+use agora_store::keys::entity_key;
+use agora_store::record::encode_entity_record;
+use agora_store::writer::{wait_durable, EntityWrite};
+use agora_store::{StoreError, WriteOp};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -5,14 +5,14 @@ use agora_actors::client::{AskError, EntityClient};
 use agora_actors::host::EntityState;
 use agora_actors::stock::StockCommand;
 use agora_actors::{Command, EntityKind, EntityRef, Reply};
-use agora_node::runtime::entity::BatchItem;
-use agora_node::runtime::region::{Region, RegionLimits};
-use agora_node::runtime::RuntimeContext;
-use agora_node::seams::SystemClock;
-use agora_node::store::keys::entity_key;
-use agora_node::store::record::{encode, EntityRecord, FORMAT_VERSION};
-use agora_node::store::writer::EntityWrite;
-use agora_node::store::{RelayFeed, Store, StoreError, WriteOp, Writer};
+use agora_runtime::entity::BatchItem;
+use agora_runtime::region::{Region, RegionLimits};
+use agora_runtime::RuntimeContext;
+use agora_seams::system::SystemClock;
+use agora_store::keys::entity_key;
+use agora_store::record::{encode, EntityRecord, FORMAT_VERSION};
+use agora_store::writer::EntityWrite;
+use agora_store::{RelayFeed, Store, StoreError, WriteOp, Writer};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -76,7 +76,7 @@ fn store_and_writer(path: &std::path::Path) -> (Store, Writer) {
 /// A fresh store at `path` (and its writer) that has installed `data` under `epoch`.
 async fn store_with_shard(
     path: &std::path::Path,
-    data: &agora_node::store::ShardData,
+    data: &agora_store::ShardData,
     epoch: u64,
 ) -> (Store, Writer) {
     let (store, writer) = store_and_writer(path);
@@ -556,7 +556,7 @@ async fn a_row_taken_by_its_receiver_in_the_same_transaction_is_never_written() 
         store.clone(),
         tx,
         vec![],
-        agora_node::store::writer::StorageExecutor::Inline {
+        agora_store::writer::StorageExecutor::Inline {
             latency: Arc::new(|| Duration::ZERO),
         },
     )
@@ -856,9 +856,10 @@ async fn a_shard_streams_to_another_store_as_a_unit_and_the_old_copy_is_fenced()
         .entities
         .iter()
         .all(|(k, _)| k.starts_with(&shard.to_be_bytes())));
-    assert!(moved.outbox.iter().all(|(k, _)| {
-        agora_node::store::keys::parse_outbox_key(k).is_some_and(|(s, _)| s == shard)
-    }));
+    assert!(moved
+        .outbox
+        .iter()
+        .all(|(k, _)| { agora_store::keys::parse_outbox_key(k).is_some_and(|(s, _)| s == shard) }));
     assert!(
         !moved.dedup.is_empty(),
         "applied message ids travel with the shard"

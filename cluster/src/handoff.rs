@@ -12,10 +12,10 @@ use super::envelope::{decode, encode};
 use super::raft::{MapCommand, Raft};
 use super::router::Router;
 use super::shard_map::SharedShardMap;
-use crate::runtime::entity::{EntityMsg, ReplyTo};
-use crate::runtime::region::Region;
-use crate::store::{ShardData, WriteOp, Writer};
 use agora_actors::client::Pending;
+use agora_runtime::entity::{EntityMsg, ReplyTo};
+use agora_runtime::region::Region;
+use agora_store::{ShardData, WriteOp, Writer};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -72,7 +72,7 @@ pub async fn install(writer: &Writer, bytes: &[u8]) -> Result<(u32, u64), String
 /// this node. The shard's fence moves to `fence`, so a late copy of that handoff is refused.
 pub async fn discard(
     writer: &Writer,
-    map: &crate::cluster::shard_map::SharedShardMap,
+    map: &crate::shard_map::SharedShardMap,
     me: u64,
     bytes: &[u8],
 ) -> Result<(), String> {
@@ -436,7 +436,7 @@ impl Handoff {
 
     /// Watches every shard with rows in this node's store that the agreed map may not give
     /// this node (at start: copies left by handoffs interrupted by a crash).
-    pub fn watch_stored_copies(&self) -> Result<(), crate::store::StoreError> {
+    pub fn watch_stored_copies(&self) -> Result<(), agora_store::StoreError> {
         let store = self.writer.store();
         for shard in store.shards_with_rows(self.region.shard_count())? {
             self.watch_copy(shard, store.shard_epoch(shard)?);

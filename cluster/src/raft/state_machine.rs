@@ -4,8 +4,8 @@
 
 use super::storage::{self, decode, encode, read_meta, RaftStoreError, KEY_SNAPSHOT, KEY_STATE};
 use super::types::{Entry, MapCommand, MapOutcome, MapRecord, NodeId, TypeConfig};
-use crate::cluster::shard_map::ShardMap;
-use agora_http_edge::BlockingPool;
+use crate::shard_map::ShardMap;
+use agora_actors::seams::BlockingPool;
 use openraft::storage::RaftStateMachine;
 use openraft::{
     BasicNode, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, Snapshot, SnapshotMeta,
@@ -288,7 +288,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::raft::storage::Inline;
+    use crate::raft::storage::Inline;
     use openraft::{CommittedLeaderId, Membership};
     use std::collections::{BTreeMap, BTreeSet};
 

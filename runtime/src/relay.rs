@@ -13,15 +13,15 @@
 
 use super::entity::BatchItem;
 use super::external::ExternalServices;
-use crate::cluster::router::Router;
-use crate::store::cascade::CascadeHold;
-use crate::store::record::{DeadLetter, FORMAT_VERSION};
-use crate::store::writer::{CommittedOutbox, RelayFeed};
-use crate::store::{Store, StoreError, WriteOp, Writer};
+use crate::Deliver;
 use agora_actors::client::AskError;
 use agora_actors::message::Body;
 use agora_actors::seams::Clock;
 use agora_actors::{Destination, OutboxMessage};
+use agora_store::cascade::CascadeHold;
+use agora_store::record::{DeadLetter, FORMAT_VERSION};
+use agora_store::writer::{CommittedOutbox, RelayFeed};
+use agora_store::{Store, StoreError, WriteOp, Writer};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
@@ -80,7 +80,7 @@ pub struct RelayDeps {
     /// Acks and dead letters.
     pub writer: Writer,
     /// Entity destinations, wherever they live.
-    pub region: Router,
+    pub region: Arc<dyn Deliver>,
     /// Outside destinations.
     pub external: ExternalServices,
     /// Time seam.
@@ -136,7 +136,7 @@ fn lane_of(msg: &OutboxMessage) -> String {
 }
 
 async fn deliver(
-    region: Router,
+    region: Arc<dyn Deliver>,
     external: ExternalServices,
     items: &[Item],
     holds: Vec<Option<CascadeHold>>,

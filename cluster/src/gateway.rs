@@ -7,9 +7,9 @@ use super::envelope::{
     decode, encode, Envelope, Payload, ReplyPayload, WireReply, ENVELOPE_VERSION,
 };
 use super::shard_map::SharedShardMap;
-use crate::runtime::entity::BatchItem;
-use crate::runtime::region::Region;
 use agora_actors::client::AskError;
+use agora_runtime::entity::BatchItem;
+use agora_runtime::region::Region;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorClusterMessage;
 
@@ -56,11 +56,11 @@ pub struct GatewayArgs {
     /// The shard map.
     pub map: SharedShardMap,
     /// The listing projection (served to peers).
-    pub catalog: std::sync::Arc<crate::catalog::CatalogProjection>,
+    pub catalog: std::sync::Arc<agora_catalog::CatalogProjection>,
     /// This node's member of the shard-map group (`None` for a single node).
     pub raft: Option<super::raft::Raft>,
     /// The store's writer (installs shards handed to this node).
-    pub writer: crate::store::Writer,
+    pub writer: agora_store::Writer,
     /// Moves this node's shards (set once the node is assembled).
     pub handoff: std::sync::Arc<std::sync::OnceLock<super::handoff::Handoff>>,
 }
