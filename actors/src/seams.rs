@@ -2,4 +2,4 @@
 //! every crate; production implementations in `agora_seams::system`, simulated ones in
 //! `agora-sim`).
 
-pub use agora_seams::{BlockingPool, Clock, RandomSource};
+pub use agora_seams::{run_blocking, BlockingPool, Clock, RandomSource};

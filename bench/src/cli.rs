@@ -31,6 +31,9 @@ pub enum Cmd {
     Memory(MemoryArgs),
     /// Product reads on a self-started three-node cluster: local versus cross-node latency.
     CrossNode(CrossNodeArgs),
+    /// The replication spike: openraft shard groups on three in-process nodes sharing each
+    /// node's redb file and writer; factor 1 and 3 against the writer alone.
+    Replication(ReplicationArgs),
     /// A seconds-long run of every scenario, ceiling and the memory scenario, for CI:
     /// exits non-zero only on correctness failures.
     Smoke(SmokeArgs),
@@ -264,4 +267,27 @@ pub struct MemoryPhaseArgs {
     /// Where the JSON result goes.
     #[arg(long)]
     pub json: PathBuf,
+}
+
+/// `replication`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReplicationArgs {
+    /// Shard groups.
+    #[arg(long, default_value_t = 16)]
+    pub groups: u32,
+    /// Closed-loop writers.
+    #[arg(long, default_value_t = 64)]
+    pub writers: usize,
+    /// Bytes of the row each write carries.
+    #[arg(long, default_value_t = 400)]
+    pub entry_bytes: usize,
+    /// Measured seconds per run.
+    #[arg(long, default_value_t = 5.0)]
+    pub duration: f64,
+    /// Rounds of the three runs, interleaved.
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
+    /// Where the runs' redb files go (a fresh directory inside it per run).
+    #[arg(long, default_value = ".")]
+    pub dir: PathBuf,
 }

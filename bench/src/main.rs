@@ -18,6 +18,7 @@ mod load;
 mod memory;
 mod node_proc;
 mod proc_stats;
+mod replication;
 mod report;
 mod rng;
 mod scenarios;
@@ -64,6 +65,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Cmd::Run(a) => on_runtime(commands::run(a)),
         Cmd::CrossNode(a) => on_runtime(cross_node::run(a)),
+        Cmd::Replication(a) => on_runtime(replication::run(a)),
         Cmd::Ceilings(a) => on_runtime(commands::ceilings(a)),
         Cmd::Memory(a) => commands::memory(a),
         Cmd::MemoryPhase(a) => on_runtime(commands::memory_phase(a)),

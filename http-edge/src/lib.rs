@@ -29,11 +29,8 @@ pub async fn run_blocking<T: Send + 'static>(
     pool: &Arc<dyn BlockingPool>,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, problem::Problem> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    pool.run(Box::new(move || {
-        let _ = tx.send(f());
-    }));
-    rx.await
+    agora_actors::seams::run_blocking(pool, f)
+        .await
         .map_err(|_| problem::Problem::internal("blocking job dropped"))
 }
 

@@ -36,3 +36,19 @@ pub trait BlockingPool: Send + Sync + 'static {
     /// Runs `job` somewhere it may block.
     fn run(&self, job: Box<dyn FnOnce() + Send>);
 }
+
+/// The blocking pool dropped a job before it ran (the runtime is shutting down).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobDropped;
+
+/// Runs `f` on `pool` and awaits its result.
+pub async fn run_blocking<T: Send + 'static>(
+    pool: &std::sync::Arc<dyn BlockingPool>,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, JobDropped> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    pool.run(Box::new(move || {
+        let _ = tx.send(f());
+    }));
+    rx.await.map_err(|_| JobDropped)
+}

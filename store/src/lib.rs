@@ -6,12 +6,14 @@
 pub mod cascade;
 pub mod keys;
 pub mod record;
+pub mod rows;
 pub mod writer;
 
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::path::Path;
 use std::sync::Arc;
 
+pub use rows::{RowOp, RowTable, RowWrite};
 pub use writer::{CommitProgress, RelayFeed, StorageExecutor, WriteOp, Writer};
 
 /// Entity records (entity key → `EntityRecord`) and, right after each record, the ids of the
@@ -23,6 +25,11 @@ pub const OUTBOX: TableDefinition<&[u8], &[u8]> = TableDefinition::new("outbox")
 pub const DEAD_LETTERS: TableDefinition<u64, &[u8]> = TableDefinition::new("dead_letters");
 /// Node metadata: name → bytes.
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// Replication groups' log entries: group (u32, big-endian) and index (u64, big-endian) →
+/// encoded entry.
+pub const GROUP_LOG: TableDefinition<&[u8], &[u8]> = TableDefinition::new("group_log");
+/// Replication groups' metadata: group (u32, big-endian) and name → encoded value.
+pub const GROUP_META: TableDefinition<&[u8], &[u8]> = TableDefinition::new("group_meta");
 /// Shard epochs: shard → the epoch under which this node owns it.
 pub const SHARD_EPOCHS: TableDefinition<u32, u64> = TableDefinition::new("shard_epochs");
 
@@ -104,6 +111,8 @@ impl Store {
         tx.open_table(DEAD_LETTERS)?;
         tx.open_table(META)?;
         tx.open_table(SHARD_EPOCHS)?;
+        tx.open_table(GROUP_LOG)?;
+        tx.open_table(GROUP_META)?;
         tx.commit()?;
         Ok(Self { db: Arc::new(db) })
     }

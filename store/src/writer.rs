@@ -6,7 +6,10 @@
 use super::cascade::{Cascade, CascadeHold};
 use super::keys::{dedup_key, dedup_value, outbox_key};
 use super::record::{self, DeadLetter, EntityRecord, OutboxRecord, FORMAT_VERSION};
-use super::{Store, StoreError, DEAD_LETTERS, ENTITIES, META, OUTBOX, SHARD_EPOCHS};
+use super::rows::{RowTables, RowWrite};
+use super::{
+    Store, StoreError, DEAD_LETTERS, ENTITIES, GROUP_LOG, GROUP_META, META, OUTBOX, SHARD_EPOCHS,
+};
 use agora_actors::host::EntityState;
 use agora_actors::{EntityRef, OutboxMessage};
 use redb::{Durability, ReadableDatabase, ReadableTable};
@@ -120,6 +123,13 @@ pub enum WriteOp {
         epoch: u64,
         /// Answered once durable.
         done: oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// Write rows as given (a replication group's log, vote and applied entries).
+    Rows {
+        /// The rows (boxed: queued operations stay small).
+        write: Box<RowWrite>,
+        /// Answered once durable; `None` when nobody waits (applied entries).
+        done: Option<oneshot::Sender<Result<(), StoreError>>>,
     },
     /// Delete a shard handed to another node, and refuse writes under epochs before `epoch`.
     DropShard {
@@ -503,6 +513,25 @@ impl Writer {
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
+    /// Writes `write`'s rows as given and waits until they are durable.
+    pub async fn write_rows(&self, write: RowWrite) -> Result<(), StoreError> {
+        let (done, rx) = oneshot::channel();
+        self.submit(WriteOp::Rows {
+            write: Box::new(write),
+            done: Some(done),
+        })?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Hands `write`'s rows to the writer without waiting; later operations commit with or
+    /// after them. Returns the ticket.
+    pub fn submit_rows(&self, write: RowWrite) -> Result<u64, StoreError> {
+        self.submit(WriteOp::Rows {
+            write: Box::new(write),
+            done: None,
+        })
+    }
+
     /// Waits until the operation with `ticket` is durable; false if the store failed first.
     pub async fn durable(&self, ticket: u64) -> bool {
         wait_durable(self.progress.clone(), ticket).await
@@ -815,6 +844,8 @@ impl WriterThread {
                 let mut dead = tx.open_table(DEAD_LETTERS)?;
                 let mut meta = tx.open_table(META)?;
                 let mut epochs = tx.open_table(SHARD_EPOCHS)?;
+                let mut group_log = tx.open_table(GROUP_LOG)?;
+                let mut group_meta = tx.open_table(GROUP_META)?;
                 // Entity keys written so far in this batch, and whether a whole shard was
                 // installed or dropped: a load of those waits for the commit.
                 let mut written: HashSet<Vec<u8>> = HashSet::new();
@@ -1001,6 +1032,17 @@ impl WriterThread {
                             r.done.push(Done::Unit(done));
                             r.wrote = true;
                         }
+                        WriteOp::Rows { write, done } => {
+                            let mut tables = RowTables {
+                                entities: &mut entities,
+                                outbox: &mut outbox,
+                                group_log: &mut group_log,
+                                group_meta: &mut group_meta,
+                            };
+                            shards_rewritten |= tables.apply(&write, &mut written)?;
+                            r.done.extend(done.map(Done::Unit));
+                            r.wrote = true;
+                        }
                         WriteOp::DropShard { shard, epoch, done } => {
                             shards_rewritten = true;
                             clear_shard(&mut entities, shard)?;
@@ -1024,6 +1066,7 @@ impl WriterThread {
             for (_, op) in rest {
                 match op {
                     WriteOp::Entity(w) => pending.extend(w.done.map(Done::Unit)),
+                    WriteOp::Rows { done, .. } => pending.extend(done.map(Done::Unit)),
                     WriteOp::PutMeta { done, .. }
                     | WriteOp::InstallShard { done, .. }
                     | WriteOp::DropShard { done, .. } => pending.push(Done::Unit(done)),

@@ -122,11 +122,9 @@ pub async fn run<T: Send + 'static>(
     pool: &Arc<dyn BlockingPool>,
     f: impl FnOnce() -> Result<T, RaftStoreError> + Send + 'static,
 ) -> Result<T, RaftStoreError> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    pool.run(Box::new(move || {
-        let _ = tx.send(f());
-    }));
-    rx.await.map_err(|_| RaftStoreError::Executor)?
+    agora_actors::seams::run_blocking(pool, f)
+        .await
+        .map_err(|_| RaftStoreError::Executor)?
 }
 
 /// A storage executor that runs each job at once on the calling thread (for tests).

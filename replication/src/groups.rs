@@ -1,0 +1,197 @@
+//! The shard groups a node runs: starting one (its log and state machine in the node's
+//! store), finding one, and serving the Raft requests its peers send to any of them.
+
+use crate::codec::decode;
+use crate::log::GroupLog;
+use crate::network::{encode_reply, GroupNetwork, GroupRpc, GroupRpcReply, GroupTransport};
+use crate::state::GroupState;
+use crate::types::{GroupId, NodeId, ShardRaft};
+use crate::ReplicationError;
+use agora_actors::seams::BlockingPool;
+use agora_store::{Store, Writer};
+use openraft::error::{InitializeError, RaftError};
+use openraft::BasicNode;
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+/// Timings of every shard group of a node.
+#[derive(Debug, Clone)]
+pub struct GroupConfig {
+    /// The cluster's name.
+    pub cluster_name: String,
+    /// How often a leader sends heartbeats.
+    pub heartbeat_ms: u64,
+    /// The election timeout range: a follower that hears no leader for a random time in
+    /// it calls an election (failover time is about its middle).
+    pub election_timeout_ms: (u64, u64),
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        Self {
+            cluster_name: "agora".into(),
+            heartbeat_ms: 100,
+            election_timeout_ms: (400, 800),
+        }
+    }
+}
+
+/// Why a group could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum GroupError {
+    /// Its storage could not be opened.
+    #[error(transparent)]
+    Storage(#[from] ReplicationError),
+    /// The Raft configuration is invalid.
+    #[error("group raft config: {0}")]
+    Config(String),
+    /// openraft failed.
+    #[error("group raft: {0}")]
+    Fatal(String),
+}
+
+/// The shard groups of one node.
+#[derive(Clone)]
+pub struct Groups {
+    me: NodeId,
+    store: Store,
+    writer: Writer,
+    pool: Arc<dyn BlockingPool>,
+    transport: Arc<dyn GroupTransport>,
+    config: Arc<openraft::Config>,
+    rafts: Arc<RwLock<BTreeMap<GroupId, ShardRaft>>>,
+}
+
+impl Groups {
+    /// Node `me`'s groups, stored in `store` through `writer`, reaching peers over
+    /// `transport`.
+    pub fn new(
+        me: NodeId,
+        store: Store,
+        writer: Writer,
+        pool: Arc<dyn BlockingPool>,
+        transport: Arc<dyn GroupTransport>,
+        config: &GroupConfig,
+    ) -> Result<Self, GroupError> {
+        let raft_config = openraft::Config {
+            cluster_name: config.cluster_name.clone(),
+            heartbeat_interval: config.heartbeat_ms,
+            election_timeout_min: config.election_timeout_ms.0,
+            election_timeout_max: config.election_timeout_ms.1,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| GroupError::Config(e.to_string()))?;
+        Ok(Self {
+            me,
+            store,
+            writer,
+            pool,
+            transport,
+            config: Arc::new(raft_config),
+            rafts: Arc::new(RwLock::new(BTreeMap::new())),
+        })
+    }
+
+    /// This node's member of `group`, if it runs one.
+    pub fn raft(&self, group: GroupId) -> Option<ShardRaft> {
+        self.rafts.read().ok()?.get(&group).cloned()
+    }
+
+    /// The groups this node runs, ascending.
+    pub fn ids(&self) -> Vec<GroupId> {
+        self.rafts
+            .read()
+            .map(|r| r.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Starts this node's member of `group` (or returns the running one).
+    pub async fn start(&self, group: GroupId) -> Result<ShardRaft, GroupError> {
+        if let Some(raft) = self.raft(group) {
+            return Ok(raft);
+        }
+        let log = GroupLog::new(
+            group,
+            self.store.clone(),
+            self.writer.clone(),
+            self.pool.clone(),
+        );
+        let state = GroupState::open(
+            group,
+            self.store.clone(),
+            self.writer.clone(),
+            self.pool.clone(),
+        )?;
+        let network = GroupNetwork::new(group, self.transport.clone());
+        let raft = ShardRaft::new(self.me, self.config.clone(), network, log, state)
+            .await
+            .map_err(|e| GroupError::Fatal(e.to_string()))?;
+        let mut rafts = self
+            .rafts
+            .write()
+            .map_err(|_| GroupError::Fatal("group table lock poisoned".into()))?;
+        // Another caller may have started it meanwhile: keep the first.
+        Ok(rafts.entry(group).or_insert(raft).clone())
+    }
+
+    /// Makes `members` the first membership of `group` (on one member only; a group that
+    /// already has a log keeps it).
+    pub async fn initialize(
+        &self,
+        group: GroupId,
+        members: BTreeMap<NodeId, BasicNode>,
+    ) -> Result<(), GroupError> {
+        let raft = self.start(group).await?;
+        match raft.initialize(members).await {
+            Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
+            Err(e) => Err(GroupError::Fatal(e.to_string())),
+        }
+    }
+
+    /// Serves one encoded request from a peer with the named group; garbage or an unknown
+    /// group gets a `Refused` answer, never a panic.
+    pub async fn serve(&self, bytes: &[u8]) -> Vec<u8> {
+        let rpc = match decode::<GroupRpc>(bytes) {
+            Ok(rpc) => rpc,
+            Err(e) => {
+                tracing::warn!(error = %e, "undecodable group request");
+                return encode_reply(&GroupRpcReply::Refused(format!("undecodable: {e}")));
+            }
+        };
+        let group = match &rpc {
+            GroupRpc::AppendEntries(g, _)
+            | GroupRpc::Vote(g, _)
+            | GroupRpc::InstallSnapshot(g, _) => *g,
+        };
+        let Some(raft) = self.raft(group) else {
+            return encode_reply(&GroupRpcReply::Refused(format!(
+                "node {} runs no member of group {group}",
+                self.me
+            )));
+        };
+        let reply = match rpc {
+            GroupRpc::AppendEntries(_, r) => {
+                GroupRpcReply::AppendEntries(raft.append_entries(r).await)
+            }
+            GroupRpc::Vote(_, r) => GroupRpcReply::Vote(raft.vote(r).await),
+            GroupRpc::InstallSnapshot(_, r) => {
+                GroupRpcReply::InstallSnapshot(raft.install_snapshot(r).await)
+            }
+        };
+        encode_reply(&reply)
+    }
+
+    /// Stops every group of this node.
+    pub async fn shutdown(&self) {
+        let rafts: Vec<ShardRaft> = match self.rafts.write() {
+            Ok(mut r) => std::mem::take(&mut *r).into_values().collect(),
+            Err(_) => return,
+        };
+        for raft in rafts {
+            if let Err(e) = raft.shutdown().await {
+                tracing::warn!(error = %e, "a group did not shut down cleanly");
+            }
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! Replicated shards: each shard is one openraft group (multi-Raft) whose members are the
+//! nodes holding a replica. Every group of a node shares the node's redb file and its
+//! group-commit writer, so one fsync carries the log appends and applied changes of many
+//! groups at once; groups reach their peers through one `GroupTransport`, which the cluster
+//! implements over its connections.
+//!
+//! - `types`: the Raft type configuration, and what a group's log carries (`ShardEntry`:
+//!   the rows one committed change writes to the shard's data).
+//! - `codec`: how group records are stored and sent (a format byte, then bincode with a
+//!   size limit).
+//! - `log`: a group's log and vote, written through the writer.
+//! - `state`: a group's state machine: applying an entry writes its rows to the shard's
+//!   tables in the same order on every replica.
+//! - `network`: RPCs between a group's members over a `GroupTransport`.
+//! - `groups`: the groups a node runs, and serving their peers' RPCs.
+//! - `memory`: a transport inside one process (tests, the replication benchmark).
+
+pub mod codec;
+pub mod groups;
+pub mod keys;
+pub mod log;
+pub mod memory;
+pub mod network;
+pub mod state;
+pub mod types;
+
+pub use groups::{GroupConfig, Groups};
+pub use types::{GroupId, NodeId, ShardEntry, ShardRaft, ShardTypeConfig};
+
+/// Errors of a group's storage.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ReplicationError {
+    /// The node's store failed.
+    #[error(transparent)]
+    Store(#[from] agora_store::StoreError),
+    /// A record did not encode or decode.
+    #[error("replication record codec: {0}")]
+    Codec(String),
+    /// The storage executor dropped a job.
+    #[error("the storage executor dropped a replication storage job")]
+    Executor,
+    /// An entry writes a row outside its group's shard.
+    #[error("an entry of group {group} writes a row of another shard")]
+    ForeignRow {
+        /// The group.
+        group: GroupId,
+    },
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for ReplicationError {
+            fn from(e: $t) -> Self {
+                ReplicationError::Store(agora_store::StoreError::Redb(e.to_string()))
+            }
+        }
+    )*};
+}
+from_redb!(redb::TransactionError, redb::TableError, redb::StorageError);

@@ -1,0 +1,174 @@
+//! Shard groups on three in-process nodes, each with its own redb file and writer: what a
+//! majority acknowledged survives the leader's loss, a follower applies only committed
+//! entries, and every replica ends with the same bytes.
+
+use agora_replication::memory::{MemoryLink, MemoryTransport};
+use agora_replication::types::{ShardRow, ShardTable};
+use agora_replication::{GroupConfig, Groups, NodeId, ShardEntry, ShardRaft};
+use agora_seams::system::TokioBlocking;
+use agora_store::{RowWrite, Store, Writer, ENTITIES};
+use openraft::BasicNode;
+use redb::{ReadableDatabase, ReadableTable};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+const GROUP: u32 = 5;
+
+struct TestNode {
+    id: NodeId,
+    store: Store,
+    writer: Writer,
+    groups: Groups,
+}
+
+async fn cluster(dir: &std::path::Path, n: u64) -> (MemoryTransport, Vec<TestNode>) {
+    let net = MemoryTransport::default();
+    let mut nodes = Vec::new();
+    for id in 1..=n {
+        let store = Store::open(&dir.join(format!("node-{id}.redb"))).unwrap();
+        let (relay, _) = tokio::sync::mpsc::unbounded_channel();
+        let writer = Writer::start(store.clone(), relay, Vec::new()).unwrap();
+        let groups = Groups::new(
+            id,
+            store.clone(),
+            writer.clone(),
+            Arc::new(TokioBlocking),
+            Arc::new(MemoryLink {
+                from: id,
+                net: net.clone(),
+            }),
+            &GroupConfig {
+                heartbeat_ms: 50,
+                election_timeout_ms: (200, 400),
+                ..GroupConfig::default()
+            },
+        )
+        .unwrap();
+        net.add(id, groups.clone());
+        groups.start(GROUP).await.unwrap();
+        nodes.push(TestNode {
+            id,
+            store,
+            writer,
+            groups,
+        });
+    }
+    let members: BTreeMap<NodeId, BasicNode> =
+        (1..=n).map(|id| (id, BasicNode::default())).collect();
+    nodes[0].groups.initialize(GROUP, members).await.unwrap();
+    (net, nodes)
+}
+
+fn entry(i: u64) -> ShardEntry {
+    let mut key = GROUP.to_be_bytes().to_vec();
+    key.extend_from_slice(&i.to_be_bytes());
+    ShardEntry {
+        rows: vec![ShardRow {
+            table: ShardTable::Entities,
+            key,
+            value: Some(format!("value {i}").into_bytes()),
+        }],
+    }
+}
+
+async fn leader_among(nodes: &[TestNode], but: Option<NodeId>) -> ShardRaft {
+    let raft = nodes
+        .iter()
+        .find(|n| Some(n.id) != but)
+        .and_then(|n| n.groups.raft(GROUP))
+        .unwrap();
+    let metrics = raft
+        .wait(Some(Duration::from_secs(10)))
+        .metrics(
+            |m| m.current_leader.is_some_and(|l| Some(l) != but),
+            "a leader other than the excluded node",
+        )
+        .await
+        .unwrap();
+    let leader = metrics.current_leader.unwrap();
+    nodes
+        .iter()
+        .find(|n| n.id == leader)
+        .and_then(|n| n.groups.raft(GROUP))
+        .unwrap()
+}
+
+/// The group's entity rows on one node's disk, once its writer has written what it applied.
+async fn rows(node: &TestNode, applied_index: u64) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let raft = node.groups.raft(GROUP).unwrap();
+    raft.wait(Some(Duration::from_secs(10)))
+        .applied_index_at_least(Some(applied_index), "caught up")
+        .await
+        .unwrap();
+    // Applied rows are handed to the writer without waiting: an empty write after them
+    // is durable only once they are.
+    node.writer
+        .write_rows(RowWrite::rows(Vec::new()))
+        .await
+        .unwrap();
+    let tx = node.store.db().begin_read().unwrap();
+    let t = tx.open_table(ENTITIES).unwrap();
+    let mut out = Vec::new();
+    for row in t.iter().unwrap() {
+        let (k, v) = row.unwrap();
+        out.push((k.value().to_vec(), v.value().to_vec()));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_the_leader_and_replicas_match() {
+    let dir = tempfile::tempdir().unwrap();
+    let (net, nodes) = cluster(dir.path(), 3).await;
+    let leader = leader_among(&nodes, None).await;
+    for i in 0..20 {
+        leader.client_write(entry(i)).await.unwrap();
+    }
+    // The leader is cut off: a new one is elected among the other two, and serves writes.
+    let old = leader.metrics().borrow().id;
+    net.cut_off(old, true);
+    let next = leader_among(&nodes, Some(old)).await;
+    for i in 20..30 {
+        next.client_write(entry(i)).await.unwrap();
+    }
+    // The old leader cannot acknowledge anything while cut off.
+    let lonely =
+        tokio::time::timeout(Duration::from_millis(1500), leader.client_write(entry(99))).await;
+    assert!(
+        !matches!(lonely, Ok(Ok(_))),
+        "a leader without a majority acknowledged a write"
+    );
+    net.cut_off(old, false);
+    let last = next.metrics().borrow().last_log_index.unwrap();
+    let mut all = Vec::new();
+    for n in &nodes {
+        all.push(rows(n, last).await);
+    }
+    assert_eq!(all[0].len(), 30, "every acknowledged write is on the disk");
+    assert!(
+        all.iter().all(|r| r == &all[0]),
+        "replicas hold the same rows"
+    );
+    assert!(
+        !all[0].iter().any(|(_, v)| v == b"value 99"),
+        "an unacknowledged write of a cut-off leader never took effect"
+    );
+    for n in &nodes {
+        n.groups.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_of_another_shard_is_refused_not_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_net, nodes) = cluster(dir.path(), 1).await;
+    let leader = leader_among(&nodes, None).await;
+    let mut bad = entry(1);
+    bad.rows[0].key[..4].copy_from_slice(&(GROUP + 1).to_be_bytes());
+    // The state machine refuses it: the group stops rather than write another shard's row.
+    let answer = tokio::time::timeout(Duration::from_secs(5), leader.client_write(bad)).await;
+    assert!(!matches!(answer, Ok(Ok(_))));
+    let tx = nodes[0].store.db().begin_read().unwrap();
+    assert_eq!(tx.open_table(ENTITIES).unwrap().iter().unwrap().count(), 0);
+}
