@@ -57,6 +57,11 @@ pub enum ReplyPayload {
 /// A reply on the wire.
 pub type WireReply = Result<ReplyPayload, AskError>;
 
+/// The largest cluster message decoded: a whole shard streamed by a handoff travels in one
+/// message today, so this is sized for the largest shard; a length prefix claiming more is
+/// refused before anything is allocated for it.
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
+
 fn config() -> bincode::config::Configuration {
     bincode::config::standard()
 }
@@ -69,7 +74,14 @@ pub fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, AskError> {
 
 /// Decodes any wire value; garbage is an error, never a panic.
 pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, AskError> {
-    bincode::serde::decode_from_slice(bytes, config())
+    decode_within::<T, MAX_MESSAGE_BYTES>(bytes)
+}
+
+/// Decodes a wire value of at most `LIMIT` bytes.
+fn decode_within<T: for<'de> Deserialize<'de>, const LIMIT: usize>(
+    bytes: &[u8],
+) -> Result<T, AskError> {
+    bincode::serde::decode_from_slice(bytes, config().with_limit::<LIMIT>())
         .map(|(v, _)| v)
         .map_err(|e| AskError::Unavailable(format!("cannot decode a cluster message: {e}")))
 }
@@ -102,5 +114,17 @@ mod tests {
         let r: WireReply = Err(AskError::Overloaded);
         let back: WireReply = decode(&encode(&r).unwrap()).unwrap();
         assert_eq!(back.unwrap_err(), AskError::Overloaded);
+    }
+
+    #[test]
+    fn a_message_over_the_limit_is_refused() {
+        let bytes = encode(&vec![7u8; 1000]).unwrap();
+        assert!(decode_within::<Vec<u8>, 2000>(&bytes).is_ok());
+        assert!(decode_within::<Vec<u8>, 500>(&bytes).is_err());
+        // A length prefix claiming u64::MAX bytes is refused, not allocated.
+        let mut huge = vec![253u8];
+        huge.extend_from_slice(&u64::MAX.to_le_bytes());
+        assert!(decode::<Vec<u8>>(&huge).is_err());
+        assert!(decode::<String>(&huge).is_err());
     }
 }

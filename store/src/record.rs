@@ -52,8 +52,12 @@ pub struct DeadLetter {
     pub message: OutboxMessage,
 }
 
-fn config() -> bincode::config::Configuration {
-    bincode::config::standard()
+/// The largest record decoded: a length prefix claiming more (a corrupt record) is refused
+/// before anything is allocated for it.
+pub const MAX_RECORD_BYTES: usize = 64 * 1024 * 1024;
+
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<MAX_RECORD_BYTES>()
 }
 
 /// Encodes any record with bincode 2.

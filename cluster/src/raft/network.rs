@@ -74,13 +74,12 @@ pub enum TransportError {
 }
 
 fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, String> {
-    bincode::serde::encode_to_vec(v, bincode::config::standard()).map_err(|e| e.to_string())
+    crate::envelope::encode(v).map_err(|e| e.to_string())
 }
 
+/// Decodes with the cluster's message limit.
 fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, String> {
-    bincode::serde::decode_from_slice(bytes, bincode::config::standard())
-        .map(|(v, _)| v)
-        .map_err(|e| e.to_string())
+    crate::envelope::decode(bytes).map_err(|e| e.to_string())
 }
 
 /// Serves one encoded request with the local Raft (the gateway's side); garbage gets a

@@ -68,7 +68,9 @@ pub fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, RaftStoreError> {
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, RaftStoreError> {
     match bytes.split_first() {
         Some((&FORMAT, body)) => {
-            bincode::serde::decode_from_slice(body, bincode::config::standard())
+            let limited =
+                bincode::config::standard().with_limit::<{ crate::envelope::MAX_MESSAGE_BYTES }>();
+            bincode::serde::decode_from_slice(body, limited)
                 .map(|(v, _)| v)
                 .map_err(|e| RaftStoreError::Codec(e.to_string()))
         }
