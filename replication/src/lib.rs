@@ -14,6 +14,7 @@
 //! - `network`: RPCs between a group's members over a `GroupTransport`.
 //! - `groups`: the groups a node runs, and serving their peers' RPCs.
 //! - `memory`: a transport inside one process (tests, the replication benchmark).
+//! - `placement`: which nodes hold each shard's replicas and where leaders should be.
 
 pub mod codec;
 pub mod groups;
@@ -21,6 +22,7 @@ pub mod keys;
 pub mod log;
 pub mod memory;
 pub mod network;
+pub mod placement;
 pub mod state;
 pub mod types;
 
