@@ -4,7 +4,8 @@
 //! propose one entry each (a row of `entry_bytes`) to the group's leader and wait for it to
 //! be committed and applied. The same run measures, on fresh files: every group with one
 //! replica (factor 1 through Raft), with three (factor 3), and the writer alone without Raft
-//! (the ceiling). Requests cross `MemoryTransport`, which still encodes and decodes every
+//! (the ceiling). Writes reach a group through its `Proposer`, which puts every change that
+//! arrives while an entry is in flight into the next one. Requests cross `MemoryTransport`, which still encodes and decodes every
 //! RPC, so only the network's latency is missing.
 
 use crate::cli::ReplicationArgs;
@@ -12,7 +13,7 @@ use crate::proc_stats::self_cpu_seconds;
 use crate::stats::{histogram, Percentiles};
 use agora_replication::memory::{MemoryLink, MemoryTransport};
 use agora_replication::types::{ShardRow, ShardTable};
-use agora_replication::{GroupConfig, Groups, NodeId, ShardEntry, ShardRaft};
+use agora_replication::{GroupConfig, Groups, NodeId, Proposer, ShardEntry, ShardRaft};
 use agora_seams::system::TokioBlocking;
 use agora_store::{RowOp, RowTable, RowWrite, Store, Writer};
 use anyhow::{anyhow, Context};
@@ -164,19 +165,22 @@ where
 async fn raft_run(args: &ReplicationArgs, replicas: usize) -> anyhow::Result<SpikeResult> {
     let dir = tempfile::tempdir_in(&args.dir)?;
     let nodes = start_nodes(dir.path(), 3).await?;
-    let leaders = Arc::new(start_groups(&nodes, args.groups, replicas).await?);
+    let leaders = start_groups(&nodes, args.groups, replicas).await?;
+    let proposers: Arc<Vec<Proposer>> = Arc::new(
+        leaders
+            .into_iter()
+            .enumerate()
+            .map(|(g, raft)| Proposer::start(g as u32, raft, 4096))
+            .collect(),
+    );
     let (groups, entry_bytes) = (args.groups as usize, args.entry_bytes);
     let duration = Duration::from_secs_f64(args.duration);
     let (count, latency, cpu) = drive(args.writers, duration, move |w, seq| {
-        let leaders = leaders.clone();
+        let proposers = proposers.clone();
         async move {
             let g = (w + seq as usize) % groups;
             let e = entry(g as u32, (w as u64) << 32 | seq, entry_bytes);
-            leaders[g]
-                .client_write(e)
-                .await
-                .map(|_| ())
-                .map_err(|e| anyhow!("group {g}: {e}"))
+            Ok(proposers[g].propose(e.rows).await?)
         }
     })
     .await?;

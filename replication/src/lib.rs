@@ -14,6 +14,7 @@
 //! - `network`: RPCs between a group's members over a `GroupTransport`.
 //! - `groups`: the groups a node runs, and serving their peers' RPCs.
 //! - `memory`: a transport inside one process (tests, the replication benchmark).
+//! - `proposer`: a shard's changes become entries, one proposal in flight per group.
 //! - `placement`: which nodes hold each shard's replicas and where leaders should be.
 
 pub mod codec;
@@ -23,10 +24,12 @@ pub mod log;
 pub mod memory;
 pub mod network;
 pub mod placement;
+pub mod proposer;
 pub mod state;
 pub mod types;
 
 pub use groups::{GroupConfig, Groups};
+pub use proposer::{ProposeError, Proposer};
 pub use types::{GroupId, NodeId, ShardEntry, ShardRaft, ShardTypeConfig};
 
 /// Errors of a group's storage.

@@ -4,7 +4,9 @@
 
 use agora_replication::memory::{MemoryLink, MemoryTransport};
 use agora_replication::types::{ShardRow, ShardTable};
-use agora_replication::{GroupConfig, Groups, NodeId, ShardEntry, ShardRaft};
+use agora_replication::{
+    GroupConfig, Groups, NodeId, ProposeError, Proposer, ShardEntry, ShardRaft,
+};
 use agora_seams::system::TokioBlocking;
 use agora_store::{RowWrite, Store, Writer, ENTITIES};
 use openraft::BasicNode;
@@ -171,4 +173,46 @@ async fn a_row_of_another_shard_is_refused_not_written() {
     assert!(!matches!(answer, Ok(Ok(_))));
     let tx = nodes[0].store.db().begin_read().unwrap();
     assert_eq!(tx.open_table(ENTITIES).unwrap().iter().unwrap().count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proposer_batches_concurrent_changes_and_a_follower_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_net, nodes) = cluster(dir.path(), 3).await;
+    let leader = leader_among(&nodes, None).await;
+    let leader_id = leader.metrics().borrow().id;
+    let before = leader.metrics().borrow().last_log_index.unwrap_or(0);
+    let proposer = Proposer::start(GROUP, leader.clone(), 4096);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..200 {
+        let p = proposer.clone();
+        tasks.spawn(async move { p.propose(entry(i).rows).await });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap().unwrap();
+    }
+    let last = leader.metrics().borrow().last_log_index.unwrap();
+    assert!(
+        last - before < 200,
+        "200 concurrent changes took {} entries: none were batched",
+        last - before
+    );
+    for n in &nodes {
+        assert_eq!(rows(n, last).await.len(), 200, "node {}", n.id);
+    }
+    // A follower's proposer does not propose: it names the leader.
+    let follower = nodes.iter().find(|n| n.id != leader_id).unwrap();
+    let refused = Proposer::start(GROUP, follower.groups.raft(GROUP).unwrap(), 16)
+        .propose(entry(999).rows)
+        .await;
+    assert_eq!(
+        refused,
+        Err(ProposeError::NotLeader {
+            group: GROUP,
+            leader: Some(leader_id)
+        })
+    );
+    for n in &nodes {
+        n.groups.shutdown().await;
+    }
 }
