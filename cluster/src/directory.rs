@@ -34,11 +34,13 @@ pub enum GatewayRpc {
     RequestMove,
     /// Discard a shard installed by a handoff that was aborted.
     DiscardShard,
+    /// A Raft request of a shard's replication group.
+    Group,
 }
 
 impl GatewayRpc {
     /// Every call, in wire order.
-    pub const ALL: [GatewayRpc; 8] = [
+    pub const ALL: [GatewayRpc; 9] = [
         GatewayRpc::Deliver,
         GatewayRpc::CatalogSince,
         GatewayRpc::Raft,
@@ -47,6 +49,7 @@ impl GatewayRpc {
         GatewayRpc::Join,
         GatewayRpc::RequestMove,
         GatewayRpc::DiscardShard,
+        GatewayRpc::Group,
     ];
 
     /// The gateway message carrying `bytes`, answered on `port`.
@@ -60,6 +63,7 @@ impl GatewayRpc {
             GatewayRpc::Join => GatewayMsg::Join(bytes, port),
             GatewayRpc::RequestMove => GatewayMsg::RequestMove(bytes, port),
             GatewayRpc::DiscardShard => GatewayMsg::DiscardShard(bytes, port),
+            GatewayRpc::Group => GatewayMsg::Group(bytes, port),
         }
     }
 

@@ -45,6 +45,9 @@ pub enum GatewayMsg {
     /// if the map gives this node the shard); answered with an encoded `Result<(), String>`.
     #[rpc]
     DiscardShard(Vec<u8>, RpcReplyPort<Vec<u8>>),
+    /// An encoded request of a shard's replication group; answered with the encoded answer.
+    #[rpc]
+    Group(Vec<u8>, RpcReplyPort<Vec<u8>>),
 }
 
 /// Start arguments and state.
@@ -59,6 +62,8 @@ pub struct GatewayArgs {
     pub catalog: std::sync::Arc<agora_catalog::CatalogProjection>,
     /// This node's member of the shard-map group (`None` for a single node).
     pub raft: Option<super::raft::Raft>,
+    /// This node's shard replication groups (`None` for a single node).
+    pub groups: Option<agora_replication::Groups>,
     /// The store's writer (installs shards handed to this node).
     pub writer: agora_store::Writer,
     /// Moves this node's shards (set once the node is assembled).
@@ -190,6 +195,17 @@ impl Actor for Gateway {
                 let raft = args.raft.clone();
                 tokio::spawn(async move {
                     let answer = super::raft::network::serve(raft.as_ref(), &bytes).await;
+                    let _ = reply.send(answer);
+                });
+                Ok(())
+            }
+            GatewayMsg::Group(bytes, reply) => {
+                let groups = args.groups.clone();
+                tokio::spawn(async move {
+                    let answer = match groups {
+                        Some(g) => g.serve(&bytes).await,
+                        None => agora_replication::network::refuse("this node runs no groups"),
+                    };
                     let _ = reply.send(answer);
                 });
                 Ok(())

@@ -7,6 +7,7 @@ pub mod catalog_sync;
 pub mod directory;
 pub mod envelope;
 pub mod gateway;
+pub mod group_transport;
 pub mod handoff;
 pub mod liveness;
 pub mod raft;

@@ -419,6 +419,24 @@ pub async fn start_with(
         ),
         None => None,
     };
+    // Shard replication groups: peers' group requests are served from the start; which
+    // groups run here is placement's decision.
+    let groups = match &cluster {
+        Some(c) => Some(agora_replication::Groups::new(
+            me,
+            store.clone(),
+            writer.clone(),
+            blocking.clone(),
+            Arc::new(agora_cluster::group_transport::DirectoryTransport::new(
+                directory.clone(),
+            )),
+            &agora_replication::GroupConfig {
+                cluster_name: c.membership.cluster_name.clone(),
+                ..agora_replication::GroupConfig::default()
+            },
+        )?),
+        None => None,
+    };
     let liveness = if cluster.is_some() {
         agora_cluster::liveness::Liveness::start(directory.clone())
     } else {
@@ -442,6 +460,7 @@ pub async fn start_with(
             map: map.clone(),
             catalog: catalog.clone(),
             raft: raft.clone(),
+            groups: groups.clone(),
             writer: writer.clone(),
             handoff: handoff_cell.clone(),
         },

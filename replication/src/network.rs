@@ -78,6 +78,11 @@ pub trait GroupTransport: Send + Sync + 'static {
     ) -> Result<Vec<u8>, TransportError>;
 }
 
+/// The encoded answer refusing a request for `reason`.
+pub fn refuse(reason: &str) -> Vec<u8> {
+    encode_reply(&GroupRpcReply::Refused(reason.to_string()))
+}
+
 /// Encodes an answer; a failure to encode becomes a `Refused` answer.
 pub(crate) fn encode_reply(reply: &GroupRpcReply) -> Vec<u8> {
     encode(reply).unwrap_or_else(|e| {
