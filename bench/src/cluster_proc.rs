@@ -88,13 +88,15 @@ impl ClusterProc {
             .prefix("agora-bench-cluster-")
             .tempdir_in(tmp_root)
             .with_context(|| format!("cannot create a temp dir in {}", tmp_root.display()))?;
-        let admin_token = format!("bench-admin-token-{}", std::process::id());
+        let admin_token = format!("9b4e17c2d8a05f63e1b7c4d90a2f6e38-{}", std::process::id());
         let ports = free_ports(3 * n)?;
         let node_addr = |i: usize, k: usize| SocketAddr::from(([127, 0, 0, 1], ports[3 * i + k]));
         let config = ClusterConfig {
             cluster_name: "agora-bench".into(),
             shard_count: SHARDS,
-            secret: "bench-cluster-secret-0123456789abcdef".into(),
+            secret: "4d8a1f6c0e93b27d5a1c8e4f0b6d29a7".into(),
+            jwt_secret: Some("e2c7a05b9f14d68e3b0a7c2f91d5e4b6".into()),
+            jwt_previous_secrets: Vec::new(),
             admin_token: Some(admin_token.clone()),
             admin_mutations: true,
             nodes: (0..n)

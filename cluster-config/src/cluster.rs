@@ -78,6 +78,13 @@ pub struct ClusterConfig {
     pub shard_count: u32,
     /// Shared secret that authenticates nodes to each other (at least 16 characters).
     pub secret: String,
+    /// The key that signs and verifies the shop's access tokens, the same on every node
+    /// (`AGORA_JWT_SECRET` overrides it); never derived from `secret`.
+    #[serde(default)]
+    pub jwt_secret: Option<String>,
+    /// Keys of earlier rotations: tokens they signed are still accepted until they expire.
+    #[serde(default)]
+    pub jwt_previous_secrets: Vec<String>,
     /// Bearer token for the admin endpoints (`AGORA_ADMIN_TOKEN` overrides it).
     #[serde(default)]
     pub admin_token: Option<String>,
@@ -178,6 +185,13 @@ impl ClusterConfig {
         }
         if self.nodes.is_empty() {
             return Err(err("nodes", "is empty", "add at least one [[nodes]] entry"));
+        }
+        if self.jwt_secret.as_deref().is_some_and(|s| s.len() < 32) {
+            return Err(err(
+                "jwt_secret",
+                "is shorter than 32 bytes",
+                "use 32 or more random bytes (e.g. `openssl rand -hex 32`), the same on every node",
+            ));
         }
         let mut ids = BTreeSet::new();
         let mut addrs = BTreeSet::new();
@@ -284,6 +298,35 @@ impl ClusterConfig {
     }
 }
 
+impl ClusterConfig {
+    /// Refuses secrets a stranger could know or guess: an example value, fewer than 32
+    /// bytes, low entropy. `extra` names secrets from elsewhere (the environment) with
+    /// their variable names. Nodes run this unless started with `--insecure-example-secrets`.
+    pub fn check_secrets(&self, extra: &[(&str, &str)]) -> Result<(), ConfigError> {
+        let mut named: Vec<(String, &str)> = vec![("secret".into(), self.secret.as_str())];
+        named.extend(
+            self.admin_token
+                .as_deref()
+                .map(|t| ("admin_token".into(), t)),
+        );
+        named.extend(self.jwt_secret.as_deref().map(|t| ("jwt_secret".into(), t)));
+        for (i, s) in self.jwt_previous_secrets.iter().enumerate() {
+            named.push((format!("jwt_previous_secrets[{i}]"), s.as_str()));
+        }
+        named.extend(extra.iter().map(|(n, v)| (n.to_string(), *v)));
+        for (field, value) in named {
+            if let Some(problem) = crate::secret_strength::weakness(value) {
+                return Err(err(
+                    field,
+                    problem,
+                    "generate one with `openssl rand -hex 32`; to try an example file on your own machine only, start with --insecure-example-secrets",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -331,5 +374,27 @@ mod tests {
                 .field,
             "--node-id"
         );
+    }
+
+    #[test]
+    fn the_example_file_is_valid_but_its_secrets_are_refused() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/three-nodes.toml");
+        let c = ClusterConfig::load(std::path::Path::new(path)).unwrap();
+        assert!(
+            !c.admin_mutations,
+            "examples keep mutating admin routes off"
+        );
+        let e = c.check_secrets(&[]).unwrap_err().to_string();
+        assert!(e.contains("secret") && e.contains("example value"), "{e}");
+        let mut strong = c.clone();
+        strong.secret = "9f1c2e7a4b8d03f6e5a1c9b27d4e8f0a".into();
+        strong.admin_token = Some("3c6b1d5e9f2a7c4b8e0d6a2f4c9b1e7d".into());
+        strong.jwt_secret = Some("d0e4a8c2f6b1093e7a5c1f8b2d6e4a90".into());
+        assert!(strong.check_secrets(&[]).is_ok());
+        let e = strong
+            .check_secrets(&[("AGORA_WEBHOOK_SECRET", "short")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("AGORA_WEBHOOK_SECRET"), "{e}");
     }
 }

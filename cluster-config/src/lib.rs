@@ -3,6 +3,7 @@
 //! TOML file that describes a cluster.
 
 pub mod cluster;
+pub mod secret_strength;
 
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr};

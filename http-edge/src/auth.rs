@@ -30,24 +30,55 @@ const ISSUER: &str = "agora";
 
 /// The signing keys for access tokens.
 pub struct JwtKeys {
+    /// The key id (`kid`) new tokens carry.
+    current_kid: String,
     encoding: EncodingKey,
-    decoding: DecodingKey,
+    /// Every accepted key by id: the current one and those of earlier rotations.
+    decoding: std::collections::BTreeMap<String, DecodingKey>,
     validation: Validation,
     /// Token lifetime in seconds.
     pub ttl_secs: u64,
 }
 
+/// One signing key and its id (`kid` in the token header).
+#[derive(Debug, Clone)]
+pub struct JwtKey {
+    /// The key's id.
+    pub kid: String,
+    /// The key (at least 32 bytes).
+    pub secret: Vec<u8>,
+}
+
 impl JwtKeys {
-    /// Keys from a shared secret (at least 32 bytes).
+    /// Keys from one shared secret (at least 32 bytes).
     pub fn new(secret: &[u8], ttl_secs: u64) -> Self {
+        let current = JwtKey {
+            kid: "current".into(),
+            secret: secret.to_vec(),
+        };
+        Self::rotating(current, Vec::new(), ttl_secs)
+    }
+
+    /// Tokens are signed with `current`; tokens of `previous` keys are still accepted,
+    /// each key chosen by the token's `kid`.
+    pub fn rotating(current: JwtKey, previous: Vec<JwtKey>, ttl_secs: u64) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         // Expiry is checked against the Clock seam below, not the system clock.
         validation.validate_exp = false;
         validation.required_spec_claims.clear();
         validation.set_issuer(&[ISSUER]);
+        let mut decoding: std::collections::BTreeMap<String, DecodingKey> = previous
+            .iter()
+            .map(|k| (k.kid.clone(), DecodingKey::from_secret(&k.secret)))
+            .collect();
+        decoding.insert(
+            current.kid.clone(),
+            DecodingKey::from_secret(&current.secret),
+        );
         Self {
-            encoding: EncodingKey::from_secret(secret),
-            decoding: DecodingKey::from_secret(secret),
+            current_kid: current.kid,
+            encoding: EncodingKey::from_secret(&current.secret),
+            decoding,
             validation,
             ttl_secs,
         }
@@ -62,7 +93,9 @@ impl JwtKeys {
             exp: now_secs + self.ttl_secs,
             iss: ISSUER.into(),
         };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(self.current_kid.clone());
+        jsonwebtoken::encode(&header, &claims, &self.encoding)
             .map_err(|e| Problem::internal(format!("cannot sign a token: {e}")))
     }
 
@@ -71,8 +104,14 @@ impl JwtKeys {
         if token.len() > 4096 {
             return Err(Problem::unauthorized("token too long"));
         }
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|_| Problem::unauthorized("invalid token"))?;
+        let invalid = || Problem::unauthorized("invalid token");
+        let header = jsonwebtoken::decode_header(token).map_err(|_| invalid())?;
+        // A token without a key id (issued before rotation existed) is checked against the
+        // current key; an unknown key id is refused.
+        let kid = header.kid.unwrap_or_else(|| self.current_kid.clone());
+        let key = self.decoding.get(&kid).ok_or_else(invalid)?;
+        let data =
+            jsonwebtoken::decode::<Claims>(token, key, &self.validation).map_err(|_| invalid())?;
         if data.claims.exp <= now_secs {
             return Err(Problem::unauthorized("token expired"));
         }
@@ -127,5 +166,27 @@ mod tests {
         let other = JwtKeys::new(&[8u8; 32], 60);
         assert!(other.verify(&t, 1000).is_err());
         assert!(keys.verify("garbage", 1000).is_err());
+    }
+
+    #[test]
+    fn a_rotated_key_still_verifies_its_tokens_and_unknown_keys_are_refused() {
+        let key = |kid: &str, b: u8| JwtKey {
+            kid: kid.into(),
+            secret: vec![b; 32],
+        };
+        let old = JwtKeys::rotating(key("a", 1), Vec::new(), 60);
+        let old_token = old.issue("u1", "customer", 1000).unwrap();
+        let rotated = JwtKeys::rotating(key("b", 2), vec![key("a", 1)], 60);
+        assert_eq!(rotated.verify(&old_token, 1000).unwrap().sub, "u1");
+        let new_token = rotated.issue("u2", "customer", 1000).unwrap();
+        assert_eq!(rotated.verify(&new_token, 1000).unwrap().sub, "u2");
+        // Once the old key is dropped, its tokens are refused.
+        let later = JwtKeys::rotating(key("b", 2), Vec::new(), 60);
+        assert!(later.verify(&old_token, 1000).is_err());
+        // A token naming key "b" but signed with key "a" is refused.
+        let forged = JwtKeys::rotating(key("b", 1), Vec::new(), 60)
+            .issue("admin", "admin", 1000)
+            .unwrap();
+        assert!(rotated.verify(&forged, 1000).is_err());
     }
 }

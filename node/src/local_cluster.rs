@@ -36,7 +36,9 @@ fn new_config(
     Ok(ClusterConfig {
         cluster_name: "agora-dev".into(),
         shard_count: shards,
-        secret: random_hex(16)?,
+        secret: random_hex(32)?,
+        jwt_secret: Some(random_hex(32)?),
+        jwt_previous_secrets: Vec::new(),
         admin_token: None,
         admin_mutations: true,
         nodes,
@@ -60,7 +62,12 @@ pub async fn run(
     std::fs::create_dir_all(data_dir)?;
     let path = data_dir.join("cluster.toml");
     let config = if path.exists() {
-        let c = ClusterConfig::load(&path)?;
+        let mut c = ClusterConfig::load(&path)?;
+        if c.jwt_secret.is_none() {
+            // A file from before the token key was its own secret.
+            c.jwt_secret = Some(random_hex(32)?);
+            std::fs::write(&path, toml::to_string(&c)?)?;
+        }
         anyhow::ensure!(
             c.nodes.len() == n as usize,
             "{} describes {} nodes; remove it or pass --nodes {}",
@@ -90,7 +97,9 @@ pub async fn run(
             .arg("--config")
             .arg(&path)
             .arg("--node-id")
-            .arg(node.id.to_string());
+            .arg(node.id.to_string())
+            // `agora dev` is the one place weak secrets from the environment may run.
+            .arg("--insecure-example-secrets");
         if no_demo {
             cmd.arg("--no-demo");
         }

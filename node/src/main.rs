@@ -76,6 +76,10 @@ struct NodeArgs {
     /// Do not seed the demo catalog.
     #[arg(long)]
     no_demo: bool,
+    /// Run even with example, short or low-entropy secrets (trying an example file on your
+    /// own machine; never in production: anyone who knows them can join or mint tokens).
+    #[arg(long)]
+    insecure_example_secrets: bool,
     /// Join a running cluster (this node was not in its first cluster file) and take a share
     /// of the shards.
     #[arg(long)]
@@ -238,6 +242,32 @@ pub(crate) async fn wait_for_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
+/// Refuses to run a cluster node with secrets a stranger could know or guess, unless the
+/// operator named the risk with `--insecure-example-secrets` (then it warns at every start).
+fn check_secrets(config: &ClusterConfig, secrets: &Secrets, insecure: bool) -> anyhow::Result<()> {
+    let mut from_env: Vec<(&str, &str)> = Vec::new();
+    for (name, value) in [
+        ("AGORA_JWT_SECRET", &secrets.jwt_secret),
+        ("AGORA_ADMIN_TOKEN", &secrets.admin_token),
+        ("AGORA_WEBHOOK_SECRET", &secrets.webhook_secret),
+    ] {
+        if let Some(v) = value {
+            from_env.push((name, v.as_str()));
+        }
+    }
+    for s in &secrets.jwt_previous_secrets {
+        from_env.push(("AGORA_JWT_PREVIOUS_SECRETS", s.as_str()));
+    }
+    match config.check_secrets(&from_env) {
+        Ok(()) => Ok(()),
+        Err(e) if insecure => {
+            tracing::warn!(problem = %e, "running with weak or example secrets (--insecure-example-secrets): anyone who knows them can join the cluster or mint admin tokens");
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn secrets() -> Secrets {
     Secrets {
         admin_password: std::env::var("AGORA_ADMIN_PASSWORD")
@@ -246,6 +276,15 @@ fn secrets() -> Secrets {
         jwt_secret: std::env::var("AGORA_JWT_SECRET")
             .ok()
             .filter(|s| !s.is_empty()),
+        jwt_previous_secrets: std::env::var("AGORA_JWT_PREVIOUS_SECRETS")
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default(),
         admin_token: std::env::var("AGORA_ADMIN_TOKEN")
             .ok()
             .filter(|s| !s.is_empty()),
@@ -317,6 +356,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "set AGORA_ADMIN_PASSWORD: in a cluster the admin account is seeded in the background, so a generated password could not be shown"
             );
             let config = ClusterConfig::load(&args.config)?;
+            check_secrets(&config, &secrets, args.insecure_example_secrets)?;
             let mut settings = config.node_settings(args.node_id)?;
             settings.seed_demo_catalog = !args.no_demo;
             settings.rate_limits.enabled &= !cli.no_rate_limits;
@@ -334,6 +374,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 admin_mutations: config.admin_mutations,
                 join: args.join,
                 tls: config.tls.clone(),
+                jwt_secret: config.jwt_secret.clone(),
+                jwt_previous_secrets: config.jwt_previous_secrets.clone(),
             };
             let node = node::start(settings, secrets, Some(spec), metrics).await?;
             banner(

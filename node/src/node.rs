@@ -16,7 +16,8 @@ use agora_cluster::router::Router;
 use agora_cluster::shard_map::ShardMap;
 use agora_cluster::{transport, Membership};
 use agora_cluster_config::NodeSettings;
-use agora_http_edge::{auth::JwtKeys, EdgeConfig, EdgeState};
+use agora_http_edge::auth::{JwtKey, JwtKeys};
+use agora_http_edge::{EdgeConfig, EdgeState};
 use agora_runtime::callbacks::RegionCallbacks;
 use agora_runtime::external::ExternalServices;
 use agora_runtime::region::{Region, RegionLimits};
@@ -105,9 +106,12 @@ impl RunningNode {
 pub struct Secrets {
     /// `AGORA_ADMIN_PASSWORD`.
     pub admin_password: Option<String>,
-    /// `AGORA_JWT_SECRET` (otherwise derived from the cluster secret, or generated once and
-    /// kept in the store for a single node).
+    /// `AGORA_JWT_SECRET`: the key access tokens are signed with (otherwise the cluster
+    /// file's `jwt_secret`, or for a single node one generated once and kept in the store).
     pub jwt_secret: Option<String>,
+    /// `AGORA_JWT_PREVIOUS_SECRETS` (comma-separated): keys of earlier rotations, whose
+    /// tokens are still accepted.
+    pub jwt_previous_secrets: Vec<String>,
     /// `AGORA_ADMIN_TOKEN` (otherwise the cluster file's, or generated at start and printed).
     pub admin_token: Option<String>,
     /// `AGORA_WEBHOOK_SECRET`: the secret payment webhooks are signed with (webhooks are
@@ -131,33 +135,60 @@ pub struct ClusterSpec {
     pub join: bool,
     /// TLS between nodes, from the cluster file.
     pub tls: Option<agora_cluster_config::cluster::TlsFiles>,
+    /// The access-token signing key from the cluster file (never derived from `secret`).
+    pub jwt_secret: Option<String>,
+    /// Keys of earlier rotations from the cluster file.
+    pub jwt_previous_secrets: Vec<String>,
 }
 
-async fn jwt_secret(
+/// A signing key, its id the first 8 bytes of its SHA-256 in hex (so rotating needs no
+/// names: every node derives the same id from the same key).
+fn jwt_key(secret: Vec<u8>) -> JwtKey {
+    let digest = sha2::Sha256::digest(&secret);
+    let kid = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    JwtKey { kid, secret }
+}
+
+/// The access-token keys: the environment's, else the cluster file's (a cluster has no
+/// other: a key derived from the node-to-node secret would let anyone who learns that secret
+/// mint tokens), else for a single node one generated once and kept in the store.
+async fn jwt_keys(
     store: &Store,
     writer: &Writer,
     rng: &dyn RandomSource,
-    configured: Option<String>,
+    secrets: &Secrets,
     cluster: Option<&ClusterSpec>,
-) -> anyhow::Result<Vec<u8>> {
-    if let Some(s) = configured {
-        anyhow::ensure!(s.len() >= 32, "AGORA_JWT_SECRET must be at least 32 bytes");
-        return Ok(s.into_bytes());
-    }
-    if let Some(c) = cluster {
-        // Every node must verify every other node's tokens: derive the key from the secret.
-        return Ok(sha2::Sha256::digest(
-            format!("agora-jwt:{}:{}", c.membership.cluster_name, c.secret).as_bytes(),
+) -> anyhow::Result<(JwtKey, Vec<JwtKey>)> {
+    let mut previous: Vec<JwtKey> = secrets
+        .jwt_previous_secrets
+        .iter()
+        .chain(
+            cluster
+                .into_iter()
+                .flat_map(|c| c.jwt_previous_secrets.iter()),
         )
-        .to_vec());
+        .map(|s| jwt_key(s.clone().into_bytes()))
+        .collect();
+    previous.dedup_by(|a, b| a.kid == b.kid);
+    let configured = secrets
+        .jwt_secret
+        .clone()
+        .or_else(|| cluster.and_then(|c| c.jwt_secret.clone()));
+    if let Some(s) = configured {
+        anyhow::ensure!(s.len() >= 32, "the JWT secret must be at least 32 bytes");
+        return Ok((jwt_key(s.into_bytes()), previous));
     }
+    anyhow::ensure!(
+        cluster.is_none(),
+        "jwt_secret: missing: set jwt_secret in the cluster file (or AGORA_JWT_SECRET) to 32 or more random bytes, the same on every node"
+    );
     if let Some(s) = store.meta(META_JWT_SECRET)? {
-        return Ok(s);
+        return Ok((jwt_key(s), previous));
     }
     let mut s = vec![0u8; 32];
     rng.fill(&mut s);
     writer.put_meta(META_JWT_SECRET, s.clone()).await?;
-    Ok(s)
+    Ok((jwt_key(s), previous))
 }
 
 /// Refuses a data directory written by another record format (there is no migration yet):
@@ -542,14 +573,8 @@ pub async fn start_with(
         relay_rx,
     )?;
 
-    let secret = jwt_secret(
-        &store,
-        &writer,
-        rng.as_ref(),
-        secrets.jwt_secret.clone(),
-        cluster.as_ref(),
-    )
-    .await?;
+    let (jwt_current, jwt_previous) =
+        jwt_keys(&store, &writer, rng.as_ref(), &secrets, cluster.as_ref()).await?;
     let seeder = membership.node_ids().first().copied() == Some(me);
     let admin_seed = match (&cluster, seeder) {
         (None, _) => Some(
@@ -597,7 +622,7 @@ pub async fn start_with(
     let edge = Arc::new(EdgeState {
         client: Arc::new(router.clone()),
         catalog: catalog.clone(),
-        keys: JwtKeys::new(&secret, settings.token_ttl_secs),
+        keys: JwtKeys::rotating(jwt_current, jwt_previous, settings.token_ttl_secs),
         blocking: blocking.clone(),
         clock: clock.clone(),
         rng: rng.clone(),

@@ -180,10 +180,13 @@ pub async fn run_node(seed: u64, slot: NodeSlot, ids: Vec<u64>) -> turmoil::Resu
         admin_mutations: true,
         join: false,
         tls: None,
+        jwt_secret: Some("sim-jwt-secret-5f0c9a2e71d84b36a9e0c4f1d2b7e853".into()),
+        jwt_previous_secrets: Vec::new(),
     };
     let secrets = Secrets {
         admin_password: Some(ADMIN_PASSWORD.into()),
         jwt_secret: None,
+        jwt_previous_secrets: Vec::new(),
         admin_token: None,
         webhook_secret: None,
     };

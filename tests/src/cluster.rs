@@ -6,8 +6,12 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-/// The admin endpoint token of test clusters.
-pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+/// The node-to-node secret of the test clusters.
+pub const CLUSTER_SECRET: &str = "a96d2f04b7e15c83d9f0e6a1b4c7582f";
+/// The admin token of the test clusters.
+pub const ADMIN_TOKEN: &str = "7e3b9d15c0a84f26b1e8d4a9c3f07b52";
+/// The access-token signing key of the test clusters (its own secret, not the node one).
+pub const JWT_SECRET: &str = "c41f9a7e2d0b86354ea1f7c9d28b3e60";
 
 /// A running cluster: one `AgoraProcess` per node, sharing one cluster file.
 pub struct Cluster {
@@ -45,7 +49,7 @@ impl Cluster {
             .expect("temp dir");
         let ports = free_ports(3 * n);
         let mut toml = format!(
-            "cluster_name = \"agora-test\"\nshard_count = 16\nsecret = \"test-cluster-secret-0123456789\"\nadmin_token = \"{ADMIN_TOKEN}\"\nadmin_mutations = true\n\n[tuning]\ncourier_leg_ms = {courier_leg_ms}\n"
+            "cluster_name = \"agora-test\"\nshard_count = 16\nsecret = \"{CLUSTER_SECRET}\"\njwt_secret = \"{JWT_SECRET}\"\nadmin_token = \"{ADMIN_TOKEN}\"\nadmin_mutations = true\n\n[tuning]\ncourier_leg_ms = {courier_leg_ms}\n"
         );
         if tls {
             let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/tls");
