@@ -119,6 +119,7 @@ impl ClusterProc {
                 ..Default::default()
             },
             notifications: Default::default(),
+            connections: Default::default(),
         };
         let toml = toml::to_string(&config).context("cannot write the cluster file")?;
         let config = dir.path().join("cluster.toml");

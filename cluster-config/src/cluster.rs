@@ -105,6 +105,9 @@ pub struct ClusterConfig {
     /// Where customer notifications go.
     #[serde(default)]
     pub notifications: NotificationSettings,
+    /// Bounds on every node's shop API connections.
+    #[serde(default)]
+    pub connections: crate::ConnectionLimits,
 }
 
 impl ClusterConfig {
@@ -280,6 +283,7 @@ impl ClusterConfig {
             courier_leg_ms: self.tuning.courier_leg_ms,
             rate_limits: self.rate_limits.clone(),
             notifications: self.notifications.clone(),
+            connections: self.connections,
             ..NodeSettings::default()
         };
         s.validate().map_err(|e| {

@@ -69,6 +69,33 @@ pub struct NodeSettings {
     pub rate_limits: RateLimits,
     /// Where customer notifications go.
     pub notifications: NotificationSettings,
+    /// Bounds on the shop API's connections.
+    pub connections: ConnectionLimits,
+}
+
+/// Bounds on the shop API's connections, so slow or idle clients cannot exhaust the node's
+/// file descriptors (the admin endpoint listens apart and stays reachable).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConnectionLimits {
+    /// Most open connections at once; further clients wait in the listen backlog.
+    pub max_total: usize,
+    /// Most open connections from one address; more are closed at once.
+    pub max_per_address: usize,
+    /// A connection that sends nothing for this long is closed (ms): a request line or
+    /// headers left half-sent, or an idle keep-alive.
+    pub idle_timeout_ms: u64,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            max_total: 4096,
+            max_per_address: 256,
+            // Longer than clients' keep-alive pools usually wait before reuse would race.
+            idle_timeout_ms: 60_000,
+        }
+    }
 }
 
 /// Rate limits of the shop API (token buckets: a sustained rate and a burst).
@@ -232,6 +259,7 @@ impl Default for NodeSettings {
             rate_limits: RateLimits::default(),
             notifications: NotificationSettings::default(),
             payment_gateway_url: None,
+            connections: ConnectionLimits::default(),
         }
     }
 }
@@ -254,6 +282,14 @@ fn err(field: impl Into<String>, problem: impl Into<String>, fix: &'static str) 
 impl NodeSettings {
     /// Checks every field; the first problem found is returned.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        let c = &self.connections;
+        if c.max_total == 0 || c.max_per_address == 0 || c.idle_timeout_ms == 0 {
+            return Err(err(
+                "connections",
+                "has a zero bound",
+                "give max_total, max_per_address and idle_timeout_ms values of at least 1",
+            ));
+        }
         if self.data_dir.as_os_str().is_empty() {
             return Err(err(
                 "data_dir",

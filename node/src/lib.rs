@@ -3,6 +3,7 @@
 //! gateway client and simulator, notification sinks) and the demo catalog seed.
 
 pub mod admin;
+pub mod listener;
 pub mod node;
 pub mod payment_http;
 pub mod seed;

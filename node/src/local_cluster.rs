@@ -46,6 +46,7 @@ fn new_config(
         tls: None,
         rate_limits: Default::default(),
         notifications: Default::default(),
+        connections: Default::default(),
     })
 }
 

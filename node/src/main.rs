@@ -268,6 +268,35 @@ fn check_secrets(config: &ClusterConfig, secrets: &Secrets, insecure: bool) -> a
     }
 }
 
+/// The shop API's connection bounds, each overridden by its environment variable when set:
+/// `AGORA_MAX_CONNECTIONS`, `AGORA_MAX_CONNECTIONS_PER_ADDRESS`, `AGORA_IDLE_TIMEOUT_MS`.
+fn connection_limits_from_env(
+    mut limits: agora_cluster_config::ConnectionLimits,
+) -> anyhow::Result<agora_cluster_config::ConnectionLimits> {
+    fn var(name: &str) -> anyhow::Result<Option<u64>> {
+        match std::env::var(name) {
+            Ok(v) if !v.is_empty() => {
+                let n: u64 = v
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("{name}: {v:?} is not a whole number"))?;
+                anyhow::ensure!(n > 0, "{name}: must be at least 1");
+                Ok(Some(n))
+            }
+            _ => Ok(None),
+        }
+    }
+    if let Some(n) = var("AGORA_MAX_CONNECTIONS")? {
+        limits.max_total = usize::try_from(n)?;
+    }
+    if let Some(n) = var("AGORA_MAX_CONNECTIONS_PER_ADDRESS")? {
+        limits.max_per_address = usize::try_from(n)?;
+    }
+    if let Some(n) = var("AGORA_IDLE_TIMEOUT_MS")? {
+        limits.idle_timeout_ms = n;
+    }
+    Ok(limits)
+}
+
 fn secrets() -> Secrets {
     Secrets {
         admin_password: std::env::var("AGORA_ADMIN_PASSWORD")
@@ -344,6 +373,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Dev(args) => {
             let mut settings = settings(args);
             settings.rate_limits.enabled &= !cli.no_rate_limits;
+            settings.connections = connection_limits_from_env(settings.connections)?;
             let data_dir = settings.data_dir.clone();
             let node = node::start(settings, secrets(), None, metrics).await?;
             banner(&node, &format!("one node, data in {}", data_dir.display()));
@@ -359,6 +389,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             check_secrets(&config, &secrets, args.insecure_example_secrets)?;
             let mut settings = config.node_settings(args.node_id)?;
             settings.seed_demo_catalog = !args.no_demo;
+            settings.connections = connection_limits_from_env(settings.connections)?;
             settings.rate_limits.enabled &= !cli.no_rate_limits;
             settings.payment_gateway_url = std::env::var("AGORA_PAYMENT_GATEWAY_URL")
                 .ok()

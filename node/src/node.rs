@@ -36,6 +36,13 @@ use tokio::sync::watch;
 
 /// Metadata key of the persisted token signing secret.
 const META_JWT_SECRET: &str = "jwt_secret";
+/// Bounds of the admin endpoint's connections (operators and scrapers, not shoppers).
+const ADMIN_CONNECTIONS: agora_cluster_config::ConnectionLimits =
+    agora_cluster_config::ConnectionLimits {
+        max_total: 256,
+        max_per_address: 64,
+        idle_timeout_ms: 20_000,
+    };
 /// Metadata key set once the demo catalog was seeded.
 const META_DEMO_SEEDED: &str = "demo_seeded";
 /// Metadata key of the record format the data directory was written with.
@@ -752,6 +759,10 @@ pub async fn start_with(
                 "http://{reachable}{}",
                 crate::payment_http::WEBHOOK_PATH
             ));
+            let http = crate::listener::BoundedListener::new(http, settings.connections);
+            // The admin endpoint has its own, smaller bounds: a flood of the shop's port
+            // never reaches them.
+            let admin = crate::listener::BoundedListener::new(admin, ADMIN_CONNECTIONS);
             let servers = vec![
                 serve(http, shop_api, shutdown_rx.clone()),
                 serve(admin, admin_api, shutdown_rx),
@@ -865,7 +876,7 @@ fn forget_old_marks(
 }
 
 fn serve(
-    listener: tokio::net::TcpListener,
+    listener: crate::listener::BoundedListener,
     app: axum::Router,
     mut shutdown: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
@@ -873,7 +884,11 @@ fn serve(
         let stop = async move {
             let _ = shutdown.wait_for(|s| *s).await;
         };
+        use axum::serve::ListenerExt;
         let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+        // `tap_io` (a no-op here) is what gives a custom listener's connections their
+        // client address (`ConnectInfo`), which the rate limits key on.
+        let listener = listener.tap_io(|_: &mut crate::listener::BoundedStream| {});
         if let Err(e) = axum::serve(listener, app)
             .with_graceful_shutdown(stop)
             .await
