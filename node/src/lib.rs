@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod listener;
+pub mod metrics_catalog;
 pub mod node;
 pub mod payment_http;
 pub mod seed;

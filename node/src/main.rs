@@ -354,9 +354,10 @@ async fn serve_until_stopped(mut node: node::RunningNode) -> anyhow::Result<()> 
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+    let metrics = agora_node::metrics_catalog::exporter()?
         .install_recorder()
         .ok();
+    agora_node::metrics_catalog::register();
     match cli.command {
         Cmd::PaymentGatewaySim(args) => gateway_sim(args).await,
         Cmd::Dev(args) if args.nodes > 1 => {

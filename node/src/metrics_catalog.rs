@@ -1,0 +1,389 @@
+//! Every metric the node exports, with its HELP text, registered at start: counters appear
+//! at zero before their first event, latencies are histograms whose buckets fit the figures
+//! measured on this kind of machine (sub-millisecond commits to multi-second stalls), and
+//! `agora_build_info` says which build is running.
+
+use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder};
+
+/// What kind of metric a name is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Only goes up.
+    Counter,
+    /// Goes up and down.
+    Gauge,
+    /// A distribution (latencies in seconds, sizes in counts).
+    Histogram,
+}
+
+use Kind::{Counter, Gauge, Histogram};
+
+/// Every metric: kind, name, HELP text.
+pub const METRICS: &[(Kind, &str, &str)] = &[
+    (
+        Counter,
+        "agora_catalog_facts_pulled_total",
+        "Catalog facts pulled from other nodes' shards.",
+    ),
+    (
+        Counter,
+        "agora_cluster_dead_letters_total",
+        "Cluster messages that could not be decoded or delivered and were dropped.",
+    ),
+    (
+        Counter,
+        "agora_cluster_refused_envelopes_total",
+        "Envelopes refused by this node's gateway (wrong node, stale epoch, shard not here).",
+    ),
+    (
+        Counter,
+        "agora_cluster_remote_calls_total",
+        "Requests sent to another node's gateway.",
+    ),
+    (
+        Counter,
+        "agora_dead_letters_total",
+        "Outbox messages moved to the dead letters (refused by their receiver).",
+    ),
+    (
+        Counter,
+        "agora_dedup_disk_reads_skipped_total",
+        "Early deliveries deduplicated from memory without a disk read.",
+    ),
+    (
+        Counter,
+        "agora_entity_activations_total",
+        "Entities activated (loaded from the store on their first message).",
+    ),
+    (
+        Counter,
+        "agora_entity_evictions_total",
+        "Entities passivated early because their shard was at its share of the active-entity cap.",
+    ),
+    (
+        Counter,
+        "agora_entity_failures_total",
+        "Entity actors that failed and were restarted from the store.",
+    ),
+    (
+        Counter,
+        "agora_entity_passivations_total",
+        "Entities passivated after being idle.",
+    ),
+    (
+        Counter,
+        "agora_entity_reloads_total",
+        "Entities that reloaded their state after a change of theirs was refused.",
+    ),
+    (
+        Counter,
+        "agora_entity_writes_total",
+        "Entity changes handed to the writer.",
+    ),
+    (
+        Counter,
+        "agora_handoffs_total",
+        "Shard handoffs this node took part in.",
+    ),
+    (
+        Counter,
+        "agora_http_connections_idle_closed_total",
+        "Shop API connections closed after sending nothing for the idle time.",
+    ),
+    (
+        Counter,
+        "agora_http_connections_refused_total",
+        "Shop API connections closed at once: their address was at its connection limit.",
+    ),
+    (
+        Counter,
+        "agora_messages_deduplicated_total",
+        "Messages that had already taken effect and were answered as duplicates.",
+    ),
+    (
+        Counter,
+        "agora_notification_file_syncs_total",
+        "Fsyncs of the notification file sink.",
+    ),
+    (
+        Counter,
+        "agora_notifications_sent_total",
+        "Notifications handed to their channel.",
+    ),
+    (
+        Counter,
+        "agora_notifications_undeliverable_total",
+        "Notifications their channel refused for good.",
+    ),
+    (
+        Counter,
+        "agora_orphan_shard_copies_dropped_total",
+        "Shard copies left by aborted handoffs and dropped.",
+    ),
+    (
+        Counter,
+        "agora_outbox_delivered_total",
+        "Outbox messages delivered.",
+    ),
+    (
+        Counter,
+        "agora_outbox_early_dropped_total",
+        "Early deliveries dropped because their sender's change was refused.",
+    ),
+    (
+        Counter,
+        "agora_outbox_early_total",
+        "Messages delivered to entities of this node before their sender's commit.",
+    ),
+    (
+        Counter,
+        "agora_outbox_retries_total",
+        "Outbox deliveries retried after a transient failure.",
+    ),
+    (
+        Counter,
+        "agora_outbox_rows_elided_total",
+        "Outbox rows never written: their receiver took the message in the sender's own commit.",
+    ),
+    (
+        Counter,
+        "agora_rate_limited_total",
+        "Shop API requests answered 429 by a rate limit.",
+    ),
+    (
+        Counter,
+        "agora_replication_log_appends_total",
+        "Log entries appended by this node's shard groups.",
+    ),
+    (
+        Counter,
+        "agora_replication_snapshots_built_total",
+        "Snapshots built by this node's shard groups.",
+    ),
+    (
+        Counter,
+        "agora_replication_snapshots_installed_total",
+        "Snapshots installed by this node's shard groups.",
+    ),
+    (
+        Counter,
+        "agora_search_index_failures_total",
+        "Search index batches that failed.",
+    ),
+    (
+        Counter,
+        "agora_store_cascade_gather_timeouts_total",
+        "Commits that stopped waiting for early deliveries in flight after the gather limit.",
+    ),
+    (
+        Counter,
+        "agora_store_cascade_gathers_total",
+        "Commits that waited for early deliveries in flight.",
+    ),
+    (
+        Counter,
+        "agora_store_commit_failures_total",
+        "Store commits that failed (the store then takes no more writes).",
+    ),
+    (
+        Counter,
+        "agora_store_commits_total",
+        "Store commits (one fsync each).",
+    ),
+    (
+        Counter,
+        "agora_store_direct_loads_total",
+        "Entity loads read at once instead of behind the commit in progress.",
+    ),
+    (
+        Counter,
+        "agora_store_fenced_writes_total",
+        "Writes refused for a stale shard epoch (fencing).",
+    ),
+    (
+        Counter,
+        "agora_store_marks_forgotten_total",
+        "Applied-message marks forgotten after the retention time.",
+    ),
+    (
+        Gauge,
+        "agora_active_entities",
+        "Entities active on this node.",
+    ),
+    (
+        Gauge,
+        "agora_http_connections_open",
+        "Shop API connections open.",
+    ),
+    (
+        Gauge,
+        "agora_outbox_backlog",
+        "Outbox messages waiting for delivery.",
+    ),
+    (
+        Gauge,
+        "agora_region_requests_in_flight",
+        "Requests to this node's shards awaiting an answer.",
+    ),
+    (
+        Gauge,
+        "agora_search_documents",
+        "Documents in the search index.",
+    ),
+    (Gauge, "agora_store_dead_letters", "Dead letters stored."),
+    (
+        Gauge,
+        "agora_store_entity_rows",
+        "Entity rows stored (records and applied-message marks).",
+    ),
+    (Gauge, "agora_store_outbox_rows", "Outbox rows stored."),
+    (
+        Gauge,
+        "agora_stuck_sagas",
+        "Orders that have not moved for longer than expected.",
+    ),
+    (
+        Gauge,
+        "agora_build_info",
+        "The running build (value 1; labels version and profile).",
+    ),
+    (
+        Histogram,
+        "agora_entity_durable_wait_seconds",
+        "How long answers waited for their change to become durable.",
+    ),
+    (
+        Histogram,
+        "agora_http_request_seconds",
+        "Shop API request latency by method, route template and status.",
+    ),
+    (
+        Histogram,
+        "agora_replication_changes_per_entry",
+        "Changes carried by one shard-group log entry.",
+    ),
+    (
+        Histogram,
+        "agora_search_batch_docs",
+        "Documents indexed per search index batch.",
+    ),
+    (
+        Histogram,
+        "agora_search_visibility_seconds",
+        "Time from a product change to its visibility in search.",
+    ),
+    (
+        Histogram,
+        "agora_store_batch_ops",
+        "Operations written per store commit.",
+    ),
+    (
+        Histogram,
+        "agora_store_commit_seconds",
+        "Store commit latency (write and fsync).",
+    ),
+];
+
+/// Bucket bounds of latency histograms, in seconds.
+const SECONDS_BUCKETS: &[f64] = &[
+    0.000_25, 0.000_5, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.0,
+    2.0, 5.0, 10.0,
+];
+
+/// Bucket bounds of size histograms (counts).
+const COUNT_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0, 16384.0,
+];
+
+/// The exporter with the histograms' buckets set.
+pub fn exporter() -> Result<PrometheusBuilder, BuildError> {
+    let mut b = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)?;
+    for (kind, name, _) in METRICS {
+        if *kind == Histogram && !name.ends_with("_seconds") {
+            b = b.set_buckets_for_metric(Matcher::Full((*name).into()), COUNT_BUCKETS)?;
+        }
+    }
+    Ok(b)
+}
+
+/// Describes every metric, starts every counter at zero, and sets `agora_build_info`.
+pub fn register() {
+    for (kind, name, help) in METRICS {
+        match kind {
+            Counter => {
+                metrics::describe_counter!(*name, *help);
+                metrics::counter!(*name).absolute(0);
+            }
+            Gauge => metrics::describe_gauge!(*name, *help),
+            Histogram => metrics::describe_histogram!(*name, *help),
+        }
+    }
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    metrics::gauge!("agora_build_info", "version" => env!("CARGO_PKG_VERSION"), "profile" => profile)
+        .set(1.0);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+    use std::path::Path;
+
+    /// Metric names emitted with `metrics::counter!`/`gauge!`/`histogram!` in `dir`'s sources.
+    fn emitted(dir: &Path, out: &mut BTreeSet<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                emitted(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                let text = std::fs::read_to_string(&p).unwrap_or_default();
+                for macro_name in ["counter!(", "gauge!(", "histogram!("] {
+                    for (i, _) in text.match_indices(macro_name) {
+                        let rest = text[i + macro_name.len()..].trim_start();
+                        if let Some(name) = rest.strip_prefix('"').and_then(|r| r.split('"').next())
+                        {
+                            if name.starts_with("agora_") {
+                                out.insert(name.to_string());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_metric_the_code_emits_is_described_once() {
+        let names: Vec<&str> = METRICS.iter().map(|(_, n, _)| *n).collect();
+        let unique: BTreeSet<&str> = names.iter().copied().collect();
+        assert_eq!(unique.len(), names.len(), "a metric is listed twice");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut found = BTreeSet::new();
+        for krate in [
+            "actors",
+            "store",
+            "runtime",
+            "cluster",
+            "catalog",
+            "replication",
+            "node",
+            "http-edge",
+        ] {
+            emitted(&root.join(krate).join("src"), &mut found);
+        }
+        assert!(found.len() > 40, "the source scan found only {found:?}");
+        let missing: Vec<&String> = found
+            .iter()
+            .filter(|n| !unique.contains(n.as_str()))
+            .collect();
+        assert!(missing.is_empty(), "metrics without HELP text: {missing:?}");
+    }
+}
