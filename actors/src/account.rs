@@ -6,7 +6,8 @@ use crate::entity::{reply, Ctx, Outcome};
 use crate::error::{invalid, DomainError};
 use crate::inbox::{Channel, InboxCommand};
 use crate::limits::{MAX_ACCOUNT_ORDERS, MAX_SAVED_ADDRESSES};
-use crate::payment::PaymentCommand;
+use crate::money::Money;
+use crate::payment::{charge_answer, Method, PaymentCommand};
 use crate::session::{valid_hash, RefreshToken, Refusal, Security};
 use crate::{EntityKind, EntityRef};
 use serde::{Deserialize, Serialize};
@@ -456,10 +457,12 @@ pub fn handle(
                 Ok(())
             };
             let event_id = format!("wallet:{order_id}:charge");
+            let amount = Money::shop(amount_minor);
+            let answer = charge_answer(event_id, &order_id, &Method::Wallet, &amount, result);
             ctx.send(
                 payment(&order_id),
                 "WALLET_RESULT",
-                Command::Payment(PaymentCommand::ChargeResult { event_id, result }),
+                Command::Payment(answer),
             );
             return reply(Reply::Ack);
         }

@@ -13,15 +13,16 @@ use super::validate;
 use crate::dto::{rfc3339, MoneyDto};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, Caller};
 use crate::problem::{ApiResult, Problem};
-use crate::webhook::{self, WebhookEvent, MAX_EVENT_ID_LEN};
+use crate::webhook::{self, WebhookData, WebhookEvent, MAX_EVENT_ID_LEN};
 use crate::EdgeState;
 use agora_actors::account::{
     AccountCommand, Role, MAX_TOP_UP_MINOR, MAX_WALLET_MINOR, MIN_TOP_UP_MINOR,
 };
 use agora_actors::client::AskError;
 use agora_actors::limits::MAX_LINE_QUANTITY;
+use agora_actors::money::Money;
 use agora_actors::order::{OrderCommand, OrderRefund};
-use agora_actors::payment::PaymentCommand;
+use agora_actors::payment::{ChargeReport, MethodKind, PaymentCommand};
 use agora_actors::{Command, DomainError, EntityKind, EntityRef, Reply};
 use axum::body::Bytes;
 use axum::extract::State;
@@ -235,11 +236,32 @@ fn key_id(user_id: &str, key: &str) -> String {
     )
 }
 
+/// What a `charge.succeeded` event says was taken (the Payment checks it against its intent).
+fn charge_report(data: &WebhookData) -> Result<ChargeReport, Problem> {
+    let field = |name: &str, v: &Option<String>| {
+        v.clone()
+            .filter(|v| !v.is_empty() && v.len() <= 128)
+            .ok_or_else(|| Problem::invalid(&format!("data.{name}"), "1 to 128 characters"))
+    };
+    let method = field("method", &data.method)?;
+    Ok(ChargeReport {
+        payment_id: field("payment_id", &data.payment_id)?,
+        amount: Money {
+            amount_minor: data.amount_minor,
+            currency: field("currency", &data.currency)?,
+        },
+        method: MethodKind::from_name(&method)
+            .ok_or_else(|| Problem::invalid("data.method", "card, upi or wallet"))?,
+    })
+}
+
 /// Receives a payment event from the gateway.
 #[utoipa::path(post, path = "/api/v1/payments/webhook", tag = "payments", request_body = WebhookEvent,
     params(("Agora-Signature" = String, Header, description = "t=<unix seconds>,v1=<hex HMAC-SHA256 of \"<t>.<body>\"> with the shared webhook secret")),
     responses((status = 200, body = WebhookAck), (status = 400, description = "malformed event"),
-              (status = 401, description = "missing, forged or stale signature"), (status = 503, description = "try again")))]
+              (status = 401, description = "missing, forged or stale signature"),
+              (status = 409, description = "a success that does not match the payment's own charge (amount, currency, payment id, method): refused, nothing changes"),
+              (status = 422, description = "a charge.succeeded without payment_id, currency or method"), (status = 503, description = "try again")))]
 pub async fn webhook_in(
     State(st): State<Arc<EdgeState>>,
     headers: HeaderMap,
@@ -289,9 +311,9 @@ pub async fn webhook_in(
     let event_id = event.id.clone();
     let cmd = match event.kind.as_str() {
         "charge.pending" => PaymentCommand::ChargePending { event_id },
-        "charge.succeeded" => PaymentCommand::ChargeResult {
+        "charge.succeeded" => PaymentCommand::ChargeSucceeded {
             event_id,
-            result: Ok(()),
+            report: charge_report(&event.data)?,
         },
         "charge.failed" => PaymentCommand::ChargeResult {
             event_id,
