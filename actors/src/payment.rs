@@ -12,8 +12,9 @@ use crate::account::AccountCommand;
 use crate::command::{Command, Reply};
 use crate::entity::{reply, Ctx, Outcome};
 use crate::error::DomainError;
+use crate::limits::MAX_AMOUNT_MINOR;
 use crate::message::ExternalCall;
-use crate::money::{Money, SHOP_CURRENCY};
+use crate::money::{sum_minor, Money, SHOP_CURRENCY};
 use crate::order::OrderCommand;
 use crate::{EntityKind, EntityRef};
 use serde::{Deserialize, Serialize};
@@ -296,16 +297,17 @@ pub struct PaymentState {
 impl PaymentState {
     /// Minor units refunded or being refunded.
     pub fn refunds_minor(&self) -> u64 {
-        self.refunds.iter().map(|r| r.amount_minor).sum()
+        sum_minor(self.refunds.iter().map(|r| r.amount_minor))
     }
 
     /// Minor units refunded.
     pub fn refunded_minor(&self) -> u64 {
-        self.refunds
-            .iter()
-            .filter(|r| r.succeeded)
-            .map(|r| r.amount_minor)
-            .sum()
+        sum_minor(
+            self.refunds
+                .iter()
+                .filter(|r| r.succeeded)
+                .map(|r| r.amount_minor),
+        )
     }
 }
 
@@ -590,6 +592,12 @@ pub fn handle(
             amount_minor,
             method,
         } => {
+            if !(1..=MAX_AMOUNT_MINOR).contains(&amount_minor) {
+                return Err(crate::error::invalid(
+                    "amount_minor",
+                    format!("1..={MAX_AMOUNT_MINOR}"),
+                ));
+            }
             if s.status == PaymentStatus::None && !s.abandoned {
                 s.status = PaymentStatus::Processing;
                 s.requested_at_ms = ctx.now_ms;
@@ -818,6 +826,34 @@ mod tests {
             &Money::shop(amount_minor),
             Ok(()),
         )
+    }
+
+    #[test]
+    fn amounts_beyond_the_money_bound_are_refused() {
+        let mut s = PaymentState::default();
+        for amount_minor in [0, MAX_AMOUNT_MINOR + 1, u64::MAX] {
+            let cmd = PaymentCommand::Authorize {
+                customer: "u".into(),
+                amount_minor,
+                method: Method::Wallet,
+            };
+            assert!(matches!(
+                try_run(&mut s, cmd),
+                Err(DomainError::Invalid { .. })
+            ));
+        }
+        assert_eq!(s, PaymentState::default());
+        // Sums of refunds saturate instead of overflowing.
+        let entry = |id: &str| RefundEntry {
+            refund_id: id.into(),
+            amount_minor: u64::MAX,
+            succeeded: true,
+            requested_at_ms: 0,
+            updated_at_ms: 0,
+        };
+        s.refunds = vec![entry("a"), entry("b")];
+        assert_eq!(s.refunds_minor(), u64::MAX);
+        assert_eq!(s.refunded_minor(), u64::MAX);
     }
 
     fn try_run(
