@@ -82,6 +82,8 @@ pub struct EdgeState {
     pub catalog: Arc<dyn Catalog>,
     /// Token keys.
     pub keys: auth::JwtKeys,
+    /// The bounded gate of password hashing.
+    pub passwords: auth::Passwords,
     /// Where blocking work runs.
     pub blocking: Arc<dyn BlockingPool>,
     /// Time seam.

@@ -59,6 +59,7 @@ pub(crate) fn state(client: Arc<dyn EntityClient>) -> Arc<EdgeState> {
         client,
         catalog: Arc::new(Nobody),
         keys: crate::auth::JwtKeys::new(SECRET, 60),
+        passwords: crate::auth::Passwords::new(crate::auth::HashLimits::default()),
         blocking: Arc::new(Nobody),
         clock: Arc::new(Nobody),
         rng: Arc::new(Nobody),

@@ -132,6 +132,13 @@ struct DevArgs {
     /// further failure, up to an hour.
     #[arg(long, env = "AGORA_LOCKOUT_BASE_MS")]
     lockout_base_ms: Option<u64>,
+    /// Most password hashes computed at once (default 2; each holds about 19 MiB).
+    #[arg(long, env = "AGORA_PASSWORD_HASHES_AT_ONCE")]
+    password_hashes_at_once: Option<u32>,
+    /// How long a registration or login waits for a hashing turn before 503, in ms
+    /// (default 5000).
+    #[arg(long, env = "AGORA_PASSWORD_HASH_WAIT_MS")]
+    password_hash_wait_ms: Option<u64>,
     /// Requests per second per client address (burst twice that; default 50).
     #[arg(long, env = "AGORA_RATE_LIMIT_PER_IP")]
     rate_limit_per_ip: Option<u32>,
@@ -206,6 +213,10 @@ fn settings(a: DevArgs) -> NodeSettings {
         token_ttl_secs: a.access_token_ttl_secs.unwrap_or(d.token_ttl_secs),
         refresh_token_ttl_secs: a.refresh_token_ttl_secs.unwrap_or(d.refresh_token_ttl_secs),
         lockout_base_ms: a.lockout_base_ms.unwrap_or(d.lockout_base_ms),
+        password_hashes_at_once: a
+            .password_hashes_at_once
+            .unwrap_or(d.password_hashes_at_once),
+        password_hash_wait_ms: a.password_hash_wait_ms.unwrap_or(d.password_hash_wait_ms),
         rate_limits,
         notifications,
         data_dir: a.data_dir,

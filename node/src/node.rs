@@ -589,6 +589,10 @@ pub async fn start_with(
         client: Arc::new(router.clone()),
         catalog: catalog.clone(),
         keys: JwtKeys::new(&secret, settings.token_ttl_secs),
+        passwords: agora_http_edge::auth::Passwords::new(agora_http_edge::auth::HashLimits {
+            max_concurrent: settings.password_hashes_at_once as usize,
+            max_wait: Duration::from_millis(settings.password_hash_wait_ms),
+        }),
         blocking: blocking.clone(),
         clock: clock.clone(),
         rng: rng.clone(),

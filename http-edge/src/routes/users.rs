@@ -1,7 +1,6 @@
 //! Registration and login.
 
 use super::{session, validate};
-use crate::auth::{hash_password, verify_password};
 use crate::dto::{LoginRequest, RegisterRequest, TokenResponse, UserCreated};
 use crate::extract::ApiJson;
 use crate::problem::{ApiResult, Problem};
@@ -16,7 +15,9 @@ use std::sync::Arc;
 
 /// Creates a customer account.
 #[utoipa::path(post, path = "/api/v1/users", request_body = RegisterRequest, tag = "accounts",
-    responses((status = 201, body = UserCreated), (status = 409, description = "email taken"), (status = 422, description = "invalid input")))]
+    responses((status = 201, body = UserCreated), (status = 409, description = "email taken"), (status = 422, description = "invalid input"),
+        (status = 429, description = "too many registrations from this address; see Retry-After"),
+        (status = 503, description = "too many password hashes at once; see Retry-After")))]
 pub async fn register(
     State(st): State<Arc<EdgeState>>,
     ApiJson(req): ApiJson<RegisterRequest>,
@@ -25,7 +26,10 @@ pub async fn register(
     validate::password(&req.password)?;
     validate::name("name", &req.name)?;
     let user_id = user_id_for_email(&req.email);
-    let password_hash = hash_password(&st.blocking, &st.rng, req.password).await?;
+    let password_hash = st
+        .passwords
+        .hash(&st.blocking, &st.rng, req.password)
+        .await?;
     let cmd = Command::Account(AccountCommand::Register {
         email: req.email.trim().to_lowercase(),
         name: req.name,
@@ -44,7 +48,8 @@ pub async fn register(
 /// the password.
 #[utoipa::path(post, path = "/api/v1/auth/login", request_body = LoginRequest, tag = "accounts",
     responses((status = 200, body = TokenResponse), (status = 401, description = "bad credentials"),
-        (status = 429, description = "account locked after repeated failures, or too many login attempts from this address; see Retry-After")))]
+        (status = 429, description = "account locked after repeated failures, or too many login attempts from this address; see Retry-After"),
+        (status = 503, description = "too many password checks at once; see Retry-After")))]
 pub async fn login(
     State(st): State<Arc<EdgeState>>,
     ApiJson(req): ApiJson<LoginRequest>,
@@ -61,7 +66,11 @@ pub async fn login(
     else {
         return Err(Problem::internal("unexpected reply to BeginLogin"));
     };
-    if !verify_password(&st.blocking, req.password, password_hash).await? {
+    let matches = st
+        .passwords
+        .verify(&st.blocking, req.password, password_hash)
+        .await?;
+    if !matches {
         st.client
             .ask(user, Command::Account(AccountCommand::LoginFailed))
             .await?;
