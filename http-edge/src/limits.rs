@@ -220,6 +220,15 @@ impl Credential {
     }
 }
 
+/// The client's address for `st`: behind a trusted proxy (rate limits on) the forwarded
+/// one, otherwise the TCP peer's.
+pub fn client_address(st: &EdgeState, peer: Option<IpAddr>, headers: &HeaderMap) -> Option<IpAddr> {
+    match &st.limiter {
+        Some(limiter) => limiter.client_ip(peer, headers),
+        None => peer,
+    }
+}
+
 /// A 429 problem with `Retry-After`.
 pub fn too_many(retry_after: u32, detail: &str) -> Problem {
     let mut p = Problem::new(
@@ -259,12 +268,7 @@ mod tests {
     use super::*;
     use std::sync::atomic::AtomicU64;
 
-    struct TestClock(AtomicU64);
-    impl SeamClock for TestClock {
-        fn now_ms(&self) -> u64 {
-            self.0.load(Ordering::SeqCst)
-        }
-    }
+    use crate::testing::TestClock;
 
     fn limits() -> RateLimits {
         RateLimits {

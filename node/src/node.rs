@@ -593,6 +593,13 @@ pub async fn start_with(
             max_concurrent: settings.password_hashes_at_once as usize,
             max_wait: Duration::from_millis(settings.password_hash_wait_ms),
         }),
+        lockouts: agora_http_edge::lockout::Lockouts::new(
+            agora_actors::session::LockoutPolicy {
+                base_ms: settings.lockout_base_ms,
+                ..Default::default()
+            },
+            clock.clone(),
+        ),
         blocking: blocking.clone(),
         clock: clock.clone(),
         rng: rng.clone(),

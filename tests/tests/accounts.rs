@@ -1,4 +1,5 @@
-//! Accounts: lockout after failed logins (and its end), refresh tokens (rotation, reuse,
+//! Accounts: lockout after failed logins per (email, client address) (and its end), refresh
+//! tokens (rotation, reuse,
 //! logout, expiry of access tokens) and the profile at `/me` with its validation.
 
 use agora_tests::{poll_until, unique_email, AgoraProcess, Client, ServerOptions};
@@ -87,22 +88,42 @@ async fn five_failed_logins_lock_the_account_for_a_growing_interval() {
     );
 }
 
+/// A login of `email` with `password` through the trusted proxy, as client `xff`.
+async fn login_from(c: &Client, xff: &str, email: &str, password: &str) -> agora_tests::Resp {
+    c.send(
+        c.req(reqwest::Method::POST, "/api/v1/auth/login")
+            .header("x-forwarded-for", xff)
+            .json(&json!({"email": email, "password": password})),
+    )
+    .await
+}
+
 #[tokio::test]
-async fn a_lock_survives_a_restart() {
-    let mut server = AgoraProcess::start(ServerOptions::default());
-    let email = registered(&server.client()).await;
-    for _ in 0..5 {
-        login_raw(&server.client(), &email, "wrong-password")
-            .await
-            .expect_status(401, "failure");
+async fn a_stranger_locks_only_their_own_address_out_and_unknown_emails_lock_alike() {
+    // Behind a trusted proxy (the test), so that each X-Forwarded-For is a client address.
+    let server = AgoraProcess::start(ServerOptions::default().with_rate_limits().args([
+        "--trusted-proxy",
+        "127.0.0.1",
+        "--rate-limit-login-per-min",
+        "1000",
+    ]));
+    let c = server.client();
+    let email = registered(&c).await;
+    let unknown = unique_email();
+    for target in [&email, &unknown] {
+        for i in 0..5 {
+            login_from(&c, "203.0.113.66", target, "wrong-password")
+                .await
+                .expect_status(401, &format!("stranger's failure {i}"));
+        }
+        let r = login_from(&c, "203.0.113.66", target, PASSWORD).await;
+        let r = r.expect_status(429, "the stranger's address is locked out");
+        assert_eq!(r.body["type"], "/problems/account-locked");
     }
-    server.kill9();
-    server.restart();
-    let r = login_raw(&server.client(), &email, PASSWORD)
+    // The owner, from their own address, still logs in.
+    login_from(&c, "198.51.100.20", &email, PASSWORD)
         .await
-        .expect_status(429, "still locked after a restart");
-    let wait = retry_after(&r);
-    assert!((1..=60).contains(&wait), "Retry-After {wait}");
+        .expect_status(200, "the owner is not locked out by a stranger");
 }
 
 async fn refresh(c: &Client, token: &str) -> agora_tests::Resp {
