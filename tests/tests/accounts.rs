@@ -338,3 +338,40 @@ async fn the_profile_reads_and_changes_with_validation() {
     assert_eq!(r.body["phone"], Value::Null);
     assert_eq!(r.body["name"], "Asha R", "absent fields keep their value");
 }
+
+#[tokio::test]
+async fn look_alike_emails_are_one_account_and_invisible_characters_are_refused() {
+    let server = AgoraProcess::start(ServerOptions::default());
+    let c = server.client();
+    let local = format!("lookalike{}", unique_email().replace(['@', '.'], ""));
+    let email = format!("{local}@agora.local");
+    c.register(&email, PASSWORD, "Look Alike")
+        .await
+        .expect_status(201, "register");
+    // Fullwidth letters and upper case are the same address after NFKC: 409, and the
+    // account logs in under either spelling.
+    let fullwidth: String = local
+        .chars()
+        .map(|ch| match ch {
+            'a'..='z' => char::from_u32(ch as u32 - 'a' as u32 + 0xFF41).unwrap_or(ch),
+            _ => ch,
+        })
+        .collect();
+    let variant = format!("{fullwidth}@AGORA.local");
+    let r = c.register(&variant, PASSWORD, "Look Alike").await;
+    assert_eq!(r.status, 409, "{variant}: {}", r.text);
+    login_raw(&c, &variant, PASSWORD)
+        .await
+        .expect_status(200, "login under the fullwidth spelling");
+    // Zero-width space, soft hyphen, BOM in the email, a newline in the name: 422.
+    for invisible in ["\u{200b}", "\u{ad}", "\u{feff}"] {
+        let e = format!("{local}{invisible}@agora.local");
+        let r = c.register(&e, PASSWORD, "Look Alike").await;
+        assert_eq!(r.status, 422, "{e:?}: {}", r.text);
+    }
+    let r = c
+        .register(&unique_email(), PASSWORD, "Look\nBcc: everyone")
+        .await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert_eq!(r.body["field"], "name", "{}", r.text);
+}

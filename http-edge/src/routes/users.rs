@@ -25,17 +25,17 @@ pub async fn register(
     State(st): State<Arc<EdgeState>>,
     ApiJson(req): ApiJson<RegisterRequest>,
 ) -> ApiResult<(StatusCode, Json<UserCreated>)> {
-    validate::email(&req.email)?;
+    let email = validate::email(&req.email)?;
     validate::password(&req.password)?;
-    validate::name("name", &req.name)?;
-    let user_id = user_id_for_email(&req.email);
+    let name = validate::name("name", &req.name)?;
+    let user_id = user_id_for_email(&email);
     let password_hash = st
         .passwords
         .hash(&st.blocking, &st.rng, req.password)
         .await?;
     let cmd = Command::Account(AccountCommand::Register {
-        email: req.email.trim().to_lowercase(),
-        name: req.name,
+        email,
+        name,
         password_hash,
         role: Role::Customer,
     });
@@ -62,10 +62,13 @@ pub async fn login(
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> ApiResult<Json<TokenResponse>> {
     let bad = || Problem::unauthorized("invalid email or password");
-    if validate::email(&req.email).is_err() || req.password.len() > 1024 {
+    let Ok(email) = validate::email(&req.email) else {
+        return Err(bad());
+    };
+    if req.password.len() > 1024 {
         return Err(bad());
     }
-    let user = EntityRef::new(EntityKind::Account, user_id_for_email(&req.email));
+    let user = EntityRef::new(EntityKind::Account, user_id_for_email(&email));
     let peer = connect.map(|Extension(ConnectInfo(addr))| addr.ip());
     let pair = (user.id.clone(), client_address(&st, peer, &headers));
     if let Some(retry_after_ms) = st.lockouts.locked_for(&pair) {
