@@ -558,6 +558,16 @@ async fn refunds_per_line_and_in_full_never_exceed_what_was_paid() {
     assert_eq!(admin.inventory(&a).await.sold, 2);
 }
 
+/// Tops up `user`'s wallet by `amount` under Idempotency-Key `key`.
+async fn top_up_as(user: &Client, key: &str, amount: u64) -> Resp {
+    user.send(
+        user.req(Method::POST, "/api/v1/me/wallet/top-up")
+            .header("Idempotency-Key", key)
+            .json(&json!({ "amount_minor": amount })),
+    )
+    .await
+}
+
 #[tokio::test]
 async fn the_wallet_is_topped_up_once_per_key_within_limits_and_pays_an_order() {
     let srv = node(vec![]);
@@ -574,14 +584,7 @@ async fn the_wallet_is_topped_up_once_per_key_within_limits_and_pays_an_order() 
 
     let top_up = |key: &'static str, amount: u64| {
         let user = user.clone();
-        async move {
-            user.send(
-                user.req(Method::POST, "/api/v1/me/wallet/top-up")
-                    .header("Idempotency-Key", key)
-                    .json(&json!({ "amount_minor": amount })),
-            )
-            .await
-        }
+        async move { top_up_as(&user, key, amount).await }
     };
     let r = top_up("t1", 700_000).await.expect_status(200, "top-up");
     assert_eq!(r.body["balance"]["amount_minor"], 1_200_000, "{}", r.text);
@@ -637,4 +640,22 @@ async fn the_wallet_is_topped_up_once_per_key_within_limits_and_pays_an_order() 
         },
     )
     .await;
+
+    // More keys than the account remembers: the first ones still top up once (a key is kept
+    // for the message retention time, not among the last 64).
+    for i in 0..65 {
+        top_up_as(&user, &format!("many-{i}"), 100)
+            .await
+            .expect_status(200, "a small top-up");
+    }
+    let before = user.get("/api/v1/me/wallet").await.body["balance"]["amount_minor"].clone();
+    for (key, amount) in [("many-0", 100), ("t1", 700_000)] {
+        let r = top_up_as(&user, key, amount)
+            .await
+            .expect_status(200, "an early key replayed");
+        assert_eq!(
+            r.body["balance"]["amount_minor"], before,
+            "{key}: credited once"
+        );
+    }
 }

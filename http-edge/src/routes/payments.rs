@@ -456,10 +456,20 @@ async fn wallet_of(st: &EdgeState, user_id: &str, cmd: AccountCommand) -> ApiRes
             Command::Account(cmd),
         )
         .await
-        .map_err(|e| match e {
-            AskError::Domain(DomainError::NotFound(_)) => Problem::not_found("no such account"),
-            e => e.into(),
-        })?;
+        .map_err(account_problem)?;
+    wallet_dto(&reply)
+}
+
+/// The problem an account's refusal becomes (an unknown account is a 404).
+fn account_problem(e: AskError) -> Problem {
+    match e {
+        AskError::Domain(DomainError::NotFound(_)) => Problem::not_found("no such account"),
+        e => e.into(),
+    }
+}
+
+/// The wallet in an account's reply.
+fn wallet_dto(reply: &Reply) -> ApiResult<WalletDto> {
     let Reply::Account(a) = reply else {
         return Err(Problem::internal("unexpected reply to an account command"));
     };
@@ -485,7 +495,7 @@ pub async fn get_wallet(
 
 /// Adds money to the caller's wallet (a simulated funding source, credited at once).
 #[utoipa::path(post, path = "/api/v1/me/wallet/top-up", tag = "payments", request_body = TopUpRequest, security(("bearer" = [])),
-    params(("Idempotency-Key" = String, Header, description = "1..=128 visible ASCII characters; a retry with the same key tops up once")),
+    params(("Idempotency-Key" = String, Header, description = "1..=128 visible ASCII characters; a retry with the same key and amount tops up once, for as long as the node keeps message ids (7 days by default, `--message-retention-ms`)")),
     responses((status = 200, body = WalletDto), (status = 400, description = "no Idempotency-Key"),
               (status = 409, description = "the balance would exceed its limit"), (status = 422, description = "amount out of range, or key reused with another amount")))]
 pub async fn top_up(
@@ -501,11 +511,31 @@ pub async fn top_up(
             format!("{MIN_TOP_UP_MINOR}..={MAX_TOP_UP_MINOR}"),
         ));
     }
+    let top_up_id = key_id(&caller.user_id, key);
+    // The message id makes the key last as long as any message id (the node's message
+    // retention, 7 days by default), not only as long as the account's recent top-ups: a
+    // replay is a duplicate and credits nothing. The amount is part of it, so a key reused
+    // with another amount still reaches the account, which refuses it while it remembers it.
+    let msg_id = format!("top-up:{top_up_id}:{}", req.amount_minor);
     let cmd = AccountCommand::TopUp {
-        top_up_id: key_id(&caller.user_id, key),
+        top_up_id,
         amount_minor: req.amount_minor,
     };
-    Ok(Json(wallet_of(&st, &caller.user_id, cmd).await?))
+    let account = EntityRef::new(EntityKind::Account, caller.user_id.clone());
+    match st
+        .client
+        .ask_once(account, Command::Account(cmd), msg_id)
+        .await
+    {
+        Ok(Reply::Duplicate) => {
+            tracing::debug!(user_id = %caller.user_id, "top-up replayed: credited once");
+            Ok(Json(
+                wallet_of(&st, &caller.user_id, AccountCommand::Get).await?,
+            ))
+        }
+        Ok(reply) => Ok(Json(wallet_dto(&reply)?)),
+        Err(e) => Err(account_problem(e)),
+    }
 }
 
 /// Every courier's price and delivery estimate to a city.
