@@ -485,29 +485,28 @@ pub async fn start_with(
         ..SimCourierConfig::default()
     };
     let webhook_url = Arc::new(std::sync::OnceLock::new());
-    let payments: Arc<dyn agora_actors::gateway::PaymentGateway> = match &settings
-        .payment_gateway_url
-    {
-        Some(url) => {
-            anyhow::ensure!(
-                secrets.webhook_secret.is_some(),
-                "a payment gateway URL needs AGORA_WEBHOOK_SECRET (the webhook signing secret)"
-            );
-            let Some(api_key) = secrets.gateway_api_key.as_deref() else {
-                anyhow::bail!("a payment gateway URL needs AGORA_GATEWAY_API_KEY (the shop's API key at the gateway)");
-            };
-            Arc::new(crate::payment_http::HttpGateway::new(
-                url,
-                api_key,
-                webhook_url.clone(),
-            )?)
-        }
-        None => Arc::new(SimulatedGateway::new(
-            gateway_cfg,
-            rng.clone(),
-            callbacks.clone(),
-        )),
-    };
+    let payments: Arc<dyn agora_actors::gateway::PaymentGateway> =
+        match &settings.payment_gateway_url {
+            Some(url) => {
+                anyhow::ensure!(
+                    secrets.webhook_secret.is_some(),
+                    "a payment gateway URL needs AGORA_WEBHOOK_SECRET (the webhook signing secret)"
+                );
+                let Some(api_key) = secrets.gateway_api_key.as_deref() else {
+                    anyhow::bail!("a payment gateway URL needs AGORA_GATEWAY_API_KEY");
+                };
+                Arc::new(crate::payment_http::HttpGateway::new(
+                    url,
+                    api_key,
+                    webhook_url.clone(),
+                )?)
+            }
+            None => Arc::new(SimulatedGateway::new(
+                gateway_cfg,
+                rng.clone(),
+                callbacks.clone(),
+            )),
+        };
     let external = ExternalServices {
         gateway: payments,
         courier: Arc::new(SimulatedCourier::new(courier_cfg, rng.clone(), callbacks)),
