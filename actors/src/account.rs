@@ -6,7 +6,8 @@ use crate::entity::{reply, Ctx, Outcome};
 use crate::error::{invalid, DomainError};
 use crate::inbox::{Channel, InboxCommand};
 use crate::limits::{MAX_ACCOUNT_ORDERS, MAX_SAVED_ADDRESSES};
-use crate::payment::PaymentCommand;
+use crate::money::{add_minor, Money};
+use crate::payment::{charge_answer, Method, PaymentCommand};
 use crate::session::{valid_hash, RefreshToken, Refusal, Security};
 use crate::{EntityKind, EntityRef};
 use serde::{Deserialize, Serialize};
@@ -456,10 +457,12 @@ pub fn handle(
                 Ok(())
             };
             let event_id = format!("wallet:{order_id}:charge");
+            let amount = Money::shop(amount_minor);
+            let answer = charge_answer(event_id, &order_id, &Method::Wallet, &amount, result);
             ctx.send(
                 payment(&order_id),
                 "WALLET_RESULT",
-                Command::Payment(PaymentCommand::ChargeResult { event_id, result }),
+                Command::Payment(answer),
             );
             return reply(Reply::Ack);
         }
@@ -468,7 +471,13 @@ pub fn handle(
             amount_minor,
             refund_id,
         } => {
-            s.wallet_minor += amount_minor;
+            // A refund never exceeds a payment, itself bounded: a larger credit is a defect.
+            s.wallet_minor = add_minor(s.wallet_minor, amount_minor).ok_or_else(|| {
+                invalid(
+                    "amount_minor",
+                    format!("1..={}", crate::limits::MAX_AMOUNT_MINOR),
+                )
+            })?;
             let event_id = if refund_id == crate::payment::FULL_REFUND_ID {
                 format!("wallet:{order_id}:refund")
             } else {
@@ -500,7 +509,7 @@ pub fn handle(
                             format!("{MIN_TOP_UP_MINOR}..={MAX_TOP_UP_MINOR}"),
                         ));
                     }
-                    if s.wallet_minor + amount_minor > MAX_WALLET_MINOR {
+                    if s.wallet_minor.saturating_add(amount_minor) > MAX_WALLET_MINOR {
                         return Err(DomainError::Conflict(format!(
                             "a wallet holds at most {MAX_WALLET_MINOR} minor units"
                         )));
@@ -584,6 +593,27 @@ mod tests {
             run(&mut s, top_up("over", MAX_TOP_UP_MINOR)),
             Err(DomainError::Conflict(_))
         ));
+    }
+
+    #[test]
+    fn a_credit_beyond_the_money_bound_is_refused_without_overflow() {
+        let me = EntityRef::new(EntityKind::Account, "u");
+        let cfg = DomainConfig::default();
+        let mut s = AccountState::default();
+        let mut credit = |amount_minor| {
+            let cmd = AccountCommand::CreditWallet {
+                order_id: "o1".into(),
+                amount_minor,
+                refund_id: "full".into(),
+            };
+            handle(&mut s, cmd, &mut Ctx::new(0, &me, 1, &cfg)).map(|_| ())
+        };
+        credit(1_000).expect("a small credit");
+        for _ in 0..2 {
+            let r = credit(u64::MAX);
+            assert!(matches!(r, Err(DomainError::Invalid { .. })), "{r:?}");
+        }
+        assert_eq!(s.wallet_minor, 1_000);
     }
 
     proptest! {

@@ -6,7 +6,7 @@
 use crate::command::Command;
 use crate::ids::{EntityKind, EntityRef};
 use crate::money::Money;
-use crate::payment::{Method, PaymentCommand};
+use crate::payment::{charge_answer, Method, PaymentCommand};
 use crate::seams::RandomSource;
 use async_trait::async_trait;
 use std::collections::BTreeMap;
@@ -169,12 +169,13 @@ impl PaymentGateway for SimulatedGateway {
         key: &str,
         order_id: &str,
         method: &Method,
-        _amount: &Money,
+        amount: &Money,
     ) -> Result<(), ExternalError> {
         let event_id = format!("evt:{key}");
         let answer = self.answer_for(key, || {
-            decide(method)
-                .map(|result| Command::Payment(PaymentCommand::ChargeResult { event_id, result }))
+            decide(method).map(|result| {
+                Command::Payment(charge_answer(event_id, order_id, method, amount, result))
+            })
         });
         if let Some(cmd) = answer {
             self.answer_later(key, EntityRef::new(EntityKind::Payment, order_id), cmd);

@@ -14,6 +14,12 @@ pub const MAX_CART_LINES: usize = 50;
 pub const MAX_STOCK_MOVE: u64 = 1_000_000;
 /// Largest unit price in minor units (10 million in major units).
 pub const MAX_PRICE_MINOR: u64 = 1_000_000_000;
+/// Largest amount of money in one charge, refund or sum of them, in minor units: above any
+/// order (`MAX_CART_LINES` lines of `MAX_LINE_QUANTITY` at `MAX_PRICE_MINOR`, plus shipping),
+/// and small enough that adding a few thousand of them never overflows a `u64`.
+pub const MAX_AMOUNT_MINOR: u64 = 10_000_000_000_000;
+const _: () =
+    assert!(MAX_AMOUNT_MINOR > MAX_PRICE_MINOR * MAX_LINE_QUANTITY as u64 * MAX_CART_LINES as u64);
 /// Most attributes on one product.
 pub const MAX_ATTRIBUTES: usize = 32;
 /// Longest attribute name (1..=64 of `a-z 0-9 _ -`).

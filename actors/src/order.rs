@@ -19,6 +19,7 @@ use crate::entity::{reply, Ctx, Outcome};
 use crate::error::DomainError;
 use crate::ids::shipment_id_for_order;
 use crate::inbox::InboxCommand;
+use crate::money::sum_minor;
 use crate::payment::{Method, PaymentCommand};
 use crate::review::ReviewCommand;
 use crate::shipment::{ShipmentCommand, ShipmentStatus};
@@ -174,15 +175,16 @@ pub struct Placement {
 impl Placement {
     /// The order total in minor units: the lines plus the shipping price.
     pub fn total_minor(&self) -> u64 {
-        self.lines_minor() + self.shipping.price_minor
+        self.lines_minor().saturating_add(self.shipping.price_minor)
     }
 
     /// The lines' total in minor units.
     pub fn lines_minor(&self) -> u64 {
-        self.lines
-            .iter()
-            .map(|l| u64::from(l.quantity) * l.unit_price_minor)
-            .sum()
+        sum_minor(
+            self.lines
+                .iter()
+                .map(|l| u64::from(l.quantity).saturating_mul(l.unit_price_minor)),
+        )
     }
 }
 
@@ -540,7 +542,7 @@ fn request_refund(
             "an order takes at most {MAX_REFUNDS_PER_ORDER} refunds"
         )));
     }
-    let asked: u64 = s.refunds.iter().map(|r| r.amount_minor).sum();
+    let asked = sum_minor(s.refunds.iter().map(|r| r.amount_minor));
     let remaining = p.total_minor().saturating_sub(asked);
     let full = s.refunds.iter().any(|r| r.lines.is_empty());
     let amount_minor =
@@ -562,8 +564,10 @@ fn request_refund(
                         "at least 1",
                     ));
                 }
-                *wanted.entry(sku.as_str()).or_default() += u64::from(*qty);
-                amount += u64::from(*qty) * line.unit_price_minor;
+                let units = wanted.entry(sku.as_str()).or_default();
+                *units = units.saturating_add(u64::from(*qty));
+                let line_minor = u64::from(*qty).saturating_mul(line.unit_price_minor);
+                amount = amount.saturating_add(line_minor);
             }
             for (sku, qty) in wanted {
                 let ordered = p
@@ -578,7 +582,7 @@ fn request_refund(
                     .filter(|(k, _)| k == sku)
                     .map(|(_, q)| u64::from(*q))
                     .sum();
-                if full || before + qty > ordered {
+                if full || before.saturating_add(qty) > ordered {
                     return Err(DomainError::Conflict(format!(
                     "refund exceeds what was paid: {sku} has {} of {ordered} units left to refund",
                     if full { 0 } else { ordered.saturating_sub(before) }

@@ -12,8 +12,9 @@ use crate::account::AccountCommand;
 use crate::command::{Command, Reply};
 use crate::entity::{reply, Ctx, Outcome};
 use crate::error::DomainError;
+use crate::limits::MAX_AMOUNT_MINOR;
 use crate::message::ExternalCall;
-use crate::money::Money;
+use crate::money::{sum_minor, Money, SHOP_CURRENCY};
 use crate::order::OrderCommand;
 use crate::{EntityKind, EntityRef};
 use serde::{Deserialize, Serialize};
@@ -38,12 +39,182 @@ pub enum Method {
 impl Method {
     /// The method's name for the API.
     pub fn name(&self) -> &'static str {
+        self.kind().name()
+    }
+
+    /// The kind of method, as a gateway reports it.
+    pub fn kind(&self) -> MethodKind {
         match self {
-            Method::Card { .. } => "card",
-            Method::Upi { .. } => "upi",
-            Method::Wallet => "wallet",
+            Method::Card { .. } => MethodKind::Card,
+            Method::Upi { .. } => MethodKind::Upi,
+            Method::Wallet => MethodKind::Wallet,
         }
     }
+}
+
+/// The kind of a payment method, without its details (what a success report names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MethodKind {
+    /// A card.
+    Card,
+    /// UPI.
+    Upi,
+    /// The Agora wallet.
+    Wallet,
+}
+
+impl MethodKind {
+    /// The kind's name for the API (`card`, `upi`, `wallet`).
+    pub fn name(self) -> &'static str {
+        match self {
+            MethodKind::Card => "card",
+            MethodKind::Upi => "upi",
+            MethodKind::Wallet => "wallet",
+        }
+    }
+
+    /// The kind named `name` (as `name` spells it), if any.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [MethodKind::Card, MethodKind::Upi, MethodKind::Wallet]
+            .into_iter()
+            .find(|k| k.name() == name)
+    }
+}
+
+/// The payment id of the charge of order `order_id`: the idempotency key the charge is asked
+/// under, which a success report must name.
+pub fn payment_id(order_id: &str) -> String {
+    format!("{order_id}:charge")
+}
+
+/// What a success report says was charged; the Payment checks it against its own intent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChargeReport {
+    /// The payment id the money was taken under (see [`payment_id`]).
+    pub payment_id: String,
+    /// The amount taken.
+    pub amount: Money,
+    /// How it was taken.
+    pub method: MethodKind,
+}
+
+impl ChargeReport {
+    /// The report of a charge of `amount` by `method` for order `order_id`, as asked.
+    pub fn of(order_id: &str, method: &Method, amount: &Money) -> Self {
+        Self {
+            payment_id: payment_id(order_id),
+            amount: amount.clone(),
+            method: method.kind(),
+        }
+    }
+}
+
+/// Why a success report was refused: it does not describe the charge this payment asked for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReportMismatch {
+    /// No charge was asked for (or the report came without the details of what was taken).
+    #[error("no charge of this payment matches the report")]
+    NoIntent,
+    /// Another payment id.
+    #[error("payment id {reported} is not {expected}")]
+    PaymentId {
+        /// The payment's own.
+        expected: String,
+        /// The report's.
+        reported: String,
+    },
+    /// Another amount.
+    #[error("amount {reported} is not {expected}")]
+    Amount {
+        /// The payment's own (minor units).
+        expected: u64,
+        /// The report's (minor units).
+        reported: u64,
+    },
+    /// Another currency.
+    #[error("currency {reported} is not {expected}")]
+    Currency {
+        /// The payment's own.
+        expected: String,
+        /// The report's.
+        reported: String,
+    },
+    /// Another method.
+    #[error("method {reported} is not {expected}")]
+    Method {
+        /// The payment's own.
+        expected: &'static str,
+        /// The report's.
+        reported: &'static str,
+    },
+}
+
+impl ReportMismatch {
+    /// The field that differs, as a metric label.
+    pub fn field(&self) -> &'static str {
+        match self {
+            ReportMismatch::NoIntent => "intent",
+            ReportMismatch::PaymentId { .. } => "payment_id",
+            ReportMismatch::Amount { .. } => "amount",
+            ReportMismatch::Currency { .. } => "currency",
+            ReportMismatch::Method { .. } => "method",
+        }
+    }
+}
+
+/// Checks `report` against the charge `s` asked for as the payment of order `order_id`.
+pub fn check_report(
+    s: &PaymentState,
+    order_id: &str,
+    report: &ChargeReport,
+) -> Result<(), ReportMismatch> {
+    let Some(method) = s
+        .method
+        .as_ref()
+        .filter(|_| s.status != PaymentStatus::None)
+    else {
+        return Err(ReportMismatch::NoIntent);
+    };
+    let expected = payment_id(order_id);
+    if report.payment_id != expected {
+        return Err(ReportMismatch::PaymentId {
+            expected,
+            reported: report.payment_id.clone(),
+        });
+    }
+    if report.amount.amount_minor != s.amount_minor {
+        return Err(ReportMismatch::Amount {
+            expected: s.amount_minor,
+            reported: report.amount.amount_minor,
+        });
+    }
+    if report.amount.currency != SHOP_CURRENCY {
+        return Err(ReportMismatch::Currency {
+            expected: SHOP_CURRENCY.to_string(),
+            reported: report.amount.currency.clone(),
+        });
+    }
+    if report.method != method.kind() {
+        return Err(ReportMismatch::Method {
+            expected: method.name(),
+            reported: report.method.name(),
+        });
+    }
+    Ok(())
+}
+
+/// Logs and counts a refused success report (`agora_payment_mismatches_total{field}`).
+fn report_refused(order_id: &str, event_id: &str, m: &ReportMismatch) -> DomainError {
+    tracing::warn!(
+        order_id,
+        event_id,
+        field = m.field(),
+        mismatch = %m,
+        "payment success report does not match the payment: refused"
+    );
+    metrics::counter!("agora_payment_mismatches_total", "field" => m.field()).increment(1);
+    DomainError::Conflict(format!("charge report refused: {m}"))
 }
 
 /// Where a payment stands.
@@ -126,16 +297,17 @@ pub struct PaymentState {
 impl PaymentState {
     /// Minor units refunded or being refunded.
     pub fn refunds_minor(&self) -> u64 {
-        self.refunds.iter().map(|r| r.amount_minor).sum()
+        sum_minor(self.refunds.iter().map(|r| r.amount_minor))
     }
 
     /// Minor units refunded.
     pub fn refunded_minor(&self) -> u64 {
-        self.refunds
-            .iter()
-            .filter(|r| r.succeeded)
-            .map(|r| r.amount_minor)
-            .sum()
+        sum_minor(
+            self.refunds
+                .iter()
+                .filter(|r| r.succeeded)
+                .map(|r| r.amount_minor),
+        )
     }
 }
 
@@ -151,11 +323,12 @@ pub enum PaymentCommand {
         /// How.
         method: Method,
     },
-    /// The gateway's or wallet's answer to a charge (may come twice).
+    /// The gateway's or wallet's failure of a charge (may come twice). An `Ok` says nothing
+    /// of what was taken, so it is refused as a mismatch: successes come as `ChargeSucceeded`.
     ChargeResult {
         /// The gateway's event id.
         event_id: String,
-        /// Ok, or the reason it failed.
+        /// The reason it failed (`Ok` is refused).
         result: Result<(), String>,
     },
     /// The order no longer wants the money (expiry, timeout, cancel before success).
@@ -189,6 +362,35 @@ pub enum PaymentCommand {
     RetryCharge,
     /// Read it.
     Get,
+    /// The gateway's or wallet's success of a charge (may come twice), with what was taken:
+    /// refused, changing nothing, unless it matches the charge this payment asked for.
+    ChargeSucceeded {
+        /// The gateway's event id.
+        event_id: String,
+        /// What was taken.
+        report: ChargeReport,
+    },
+}
+
+/// The command a gateway's or wallet's answer to the charge of order `order_id` (`amount` by
+/// `method`) becomes: a success carries the report of what was taken.
+pub fn charge_answer(
+    event_id: String,
+    order_id: &str,
+    method: &Method,
+    amount: &Money,
+    result: Result<(), String>,
+) -> PaymentCommand {
+    match result {
+        Ok(()) => PaymentCommand::ChargeSucceeded {
+            event_id,
+            report: ChargeReport::of(order_id, method, amount),
+        },
+        Err(reason) => PaymentCommand::ChargeResult {
+            event_id,
+            result: Err(reason),
+        },
+    }
 }
 
 /// A payment as the API shows it.
@@ -315,7 +517,7 @@ fn request_refund(s: &PaymentState, r: &RefundEntry, ctx: &mut Ctx, arm_timer: b
 /// Asks the gateway to charge (the key makes a repeat safe) and arms the retry timer.
 fn request_charge(ctx: &mut Ctx, method: Method, amount_minor: u64) {
     let order_id = ctx.me.id.clone();
-    let key = format!("{order_id}:charge");
+    let key = payment_id(&order_id);
     ctx.call(
         "PAYMENT_REQUESTED",
         ExternalCall::Charge {
@@ -344,6 +546,40 @@ fn seen(s: &mut PaymentState, event_id: &str) -> bool {
     false
 }
 
+/// Applies a matching success report (once per event id, only while processing).
+fn charge_succeeded(s: &mut PaymentState, event_id: String, ctx: &mut Ctx) {
+    if seen(s, &event_id) || s.status != PaymentStatus::Processing {
+        return;
+    }
+    s.updated_at_ms = ctx.now_ms;
+    if s.abandoned {
+        start_refund(s, ctx);
+        return;
+    }
+    s.status = PaymentStatus::Succeeded;
+    ctx.send(
+        order(ctx),
+        "PAYMENT_SUCCEEDED",
+        Command::Order(OrderCommand::PaymentSucceeded),
+    );
+}
+
+/// Applies a failure (once per event id, only while processing).
+fn charge_failed(s: &mut PaymentState, event_id: String, reason: String, ctx: &mut Ctx) {
+    if seen(s, &event_id) || s.status != PaymentStatus::Processing {
+        return;
+    }
+    s.updated_at_ms = ctx.now_ms;
+    s.status = PaymentStatus::Failed(reason.clone());
+    if !s.abandoned {
+        ctx.send(
+            order(ctx),
+            "PAYMENT_FAILED",
+            Command::Order(OrderCommand::PaymentFailed { reason }),
+        );
+    }
+}
+
 /// Handles one command.
 pub fn handle(
     s: &mut PaymentState,
@@ -356,6 +592,12 @@ pub fn handle(
             amount_minor,
             method,
         } => {
+            if !(1..=MAX_AMOUNT_MINOR).contains(&amount_minor) {
+                return Err(crate::error::invalid(
+                    "amount_minor",
+                    format!("1..={MAX_AMOUNT_MINOR}"),
+                ));
+            }
             if s.status == PaymentStatus::None && !s.abandoned {
                 s.status = PaymentStatus::Processing;
                 s.requested_at_ms = ctx.now_ms;
@@ -382,31 +624,21 @@ pub fn handle(
                 );
             }
         }
-        PaymentCommand::ChargeResult { event_id, result } => {
-            if !seen(s, &event_id) && s.status == PaymentStatus::Processing {
-                s.updated_at_ms = ctx.now_ms;
-                match result {
-                    Ok(()) if s.abandoned => start_refund(s, ctx),
-                    Ok(()) => {
-                        s.status = PaymentStatus::Succeeded;
-                        ctx.send(
-                            order(ctx),
-                            "PAYMENT_SUCCEEDED",
-                            Command::Order(OrderCommand::PaymentSucceeded),
-                        );
-                    }
-                    Err(reason) => {
-                        s.status = PaymentStatus::Failed(reason.clone());
-                        if !s.abandoned {
-                            ctx.send(
-                                order(ctx),
-                                "PAYMENT_FAILED",
-                                Command::Order(OrderCommand::PaymentFailed { reason }),
-                            );
-                        }
-                    }
-                }
+        PaymentCommand::ChargeResult { event_id, result } => match result {
+            Ok(()) => {
+                return Err(report_refused(
+                    &ctx.me.id,
+                    &event_id,
+                    &ReportMismatch::NoIntent,
+                ))
             }
+            Err(reason) => charge_failed(s, event_id, reason, ctx),
+        },
+        PaymentCommand::ChargeSucceeded { event_id, report } => {
+            if let Err(m) = check_report(s, &ctx.me.id, &report) {
+                return Err(report_refused(&ctx.me.id, &event_id, &m));
+            }
+            charge_succeeded(s, event_id, ctx);
         }
         PaymentCommand::Abandon => {
             s.abandoned = true;
@@ -578,15 +810,137 @@ mod tests {
                 },
             },
         );
-        run(
-            &mut s,
-            PaymentCommand::ChargeResult {
-                event_id: "e-ok".into(),
-                result: Ok(()),
-            },
-        );
+        run(&mut s, success("e-ok", amount_minor));
         assert_eq!(s.status, PaymentStatus::Succeeded);
         s
+    }
+
+    /// A success report of a card charge of `amount_minor` for order `o1`.
+    fn success(event_id: &str, amount_minor: u64) -> PaymentCommand {
+        charge_answer(
+            event_id.into(),
+            "o1",
+            &Method::Card {
+                number: "4242424242424242".into(),
+            },
+            &Money::shop(amount_minor),
+            Ok(()),
+        )
+    }
+
+    #[test]
+    fn amounts_beyond_the_money_bound_are_refused() {
+        let mut s = PaymentState::default();
+        for amount_minor in [0, MAX_AMOUNT_MINOR + 1, u64::MAX] {
+            let cmd = PaymentCommand::Authorize {
+                customer: "u".into(),
+                amount_minor,
+                method: Method::Wallet,
+            };
+            assert!(matches!(
+                try_run(&mut s, cmd),
+                Err(DomainError::Invalid { .. })
+            ));
+        }
+        assert_eq!(s, PaymentState::default());
+        // Sums of refunds saturate instead of overflowing.
+        let entry = |id: &str| RefundEntry {
+            refund_id: id.into(),
+            amount_minor: u64::MAX,
+            succeeded: true,
+            requested_at_ms: 0,
+            updated_at_ms: 0,
+        };
+        s.refunds = vec![entry("a"), entry("b")];
+        assert_eq!(s.refunds_minor(), u64::MAX);
+        assert_eq!(s.refunded_minor(), u64::MAX);
+    }
+
+    fn try_run(
+        s: &mut PaymentState,
+        cmd: PaymentCommand,
+    ) -> Result<Vec<crate::OutboxMessage>, DomainError> {
+        let me = EntityRef::new(EntityKind::Payment, "o1");
+        let cfg = DomainConfig::default();
+        let mut ctx = Ctx::new(1_000, &me, 1, &cfg);
+        handle(s, cmd, &mut ctx)?;
+        Ok(ctx.take_outbox())
+    }
+
+    #[test]
+    fn a_success_report_that_does_not_match_the_intent_is_refused_and_changes_nothing() {
+        let mut s = PaymentState::default();
+        // Before any charge was asked for: nothing to match.
+        assert!(matches!(
+            try_run(&mut s, success("e0", 29_800)),
+            Err(DomainError::Conflict(_))
+        ));
+        run(
+            &mut s,
+            PaymentCommand::Authorize {
+                customer: "u".into(),
+                amount_minor: 29_800,
+                method: Method::Card {
+                    number: "4000000000000119".into(),
+                },
+            },
+        );
+        let before = s.clone();
+        let card = |n: &str| Method::Card { number: n.into() };
+        let report = ChargeReport::of("o1", &card("4000000000000119"), &Money::shop(29_800));
+        let wrong = [
+            ChargeReport {
+                amount: Money::shop(1),
+                ..report.clone()
+            },
+            ChargeReport {
+                amount: Money {
+                    amount_minor: 29_800,
+                    currency: "USD".into(),
+                },
+                ..report.clone()
+            },
+            ChargeReport {
+                payment_id: "attacker-key".into(),
+                ..report.clone()
+            },
+            ChargeReport {
+                payment_id: payment_id("o2"),
+                ..report.clone()
+            },
+            ChargeReport {
+                method: MethodKind::Upi,
+                ..report.clone()
+            },
+        ];
+        for (i, report) in wrong.into_iter().enumerate() {
+            let cmd = PaymentCommand::ChargeSucceeded {
+                event_id: format!("e{i}"),
+                report,
+            };
+            let r = try_run(&mut s, cmd);
+            assert!(matches!(r, Err(DomainError::Conflict(_))), "{r:?}");
+            assert_eq!(s, before, "a refused report changes nothing");
+        }
+        // A bare success (no report of what was taken) is refused too.
+        let bare = PaymentCommand::ChargeResult {
+            event_id: "e9".into(),
+            result: Ok(()),
+        };
+        assert!(try_run(&mut s, bare).is_err());
+        assert_eq!(s, before);
+        // The matching report confirms the order, once.
+        let ok = PaymentCommand::ChargeSucceeded {
+            event_id: "e-ok".into(),
+            report,
+        };
+        let out = run(&mut s, ok);
+        assert_eq!(to_order(&out), vec![OrderCommand::PaymentSucceeded]);
+        assert_eq!(s.status, PaymentStatus::Succeeded);
+        // A mismatched report after the success is refused as well (and changes nothing).
+        let late = success("e-late", 1);
+        assert!(try_run(&mut s, late).is_err());
+        assert_eq!(s.status, PaymentStatus::Succeeded);
     }
 
     fn to_order(out: &[crate::OutboxMessage]) -> Vec<OrderCommand> {
@@ -686,10 +1040,7 @@ mod tests {
             id.clone().prop_map(|i| PaymentCommand::ChargePending {
                 event_id: format!("e{i}")
             }),
-            id.clone().prop_map(|i| PaymentCommand::ChargeResult {
-                event_id: format!("e{i}"),
-                result: Ok(())
-            }),
+            id.clone().prop_map(|i| success(&format!("e{i}"), 1_000)),
             id.clone().prop_map(|i| PaymentCommand::ChargeResult {
                 event_id: format!("e{i}"),
                 result: Err("declined".into())
@@ -733,9 +1084,14 @@ mod tests {
             let mut first_result: Option<bool> = None;
             for e in events {
                 let before = s.clone();
-                if let PaymentCommand::ChargeResult { event_id, result } = &e {
+                let decided = match &e {
+                    PaymentCommand::ChargeResult { event_id, result } => Some((event_id, result.is_ok())),
+                    PaymentCommand::ChargeSucceeded { event_id, .. } => Some((event_id, true)),
+                    _ => None,
+                };
+                if let Some((event_id, ok)) = decided {
                     if first_result.is_none() && !before.events.contains(event_id) {
-                        first_result = Some(result.is_ok());
+                        first_result = Some(ok);
                     }
                 }
                 let out = run(&mut s, e);

@@ -20,7 +20,7 @@ use agora_actors::money::{Money, SHOP_CURRENCY};
 use agora_actors::order::{
     transition_allowed, Address, OrderCommand, OrderLine, OrderState, OrderStatus, Placement,
 };
-use agora_actors::payment::{Method, PaymentCommand, PaymentState, PaymentStatus};
+use agora_actors::payment::{self, Method, PaymentCommand, PaymentState, PaymentStatus};
 use agora_actors::product::{ProductCommand, ProductDetails};
 use agora_actors::shipment::{ShipmentCommand, ShipmentStatus};
 use agora_actors::stock::{StockCommand, StockState};
@@ -471,19 +471,19 @@ impl World {
                     .entry(key.clone())
                     .or_insert_with(|| {
                         gateway::decide(&method).map(|result| {
-                            Command::Payment(PaymentCommand::ChargeResult {
-                                event_id: format!("evt:{key}"),
+                            Command::Payment(payment::charge_answer(
+                                format!("evt:{key}"),
+                                &order_id,
+                                &method,
+                                &amount,
                                 result,
-                            })
+                            ))
                         })
                     })
                     .clone();
                 let charged = matches!(
                     &answer,
-                    Some(Command::Payment(PaymentCommand::ChargeResult {
-                        result: Ok(()),
-                        ..
-                    }))
+                    Some(Command::Payment(PaymentCommand::ChargeSucceeded { .. }))
                 );
                 if first && charged {
                     self.ledger.entry(order_id.clone()).or_default().taken += amount.amount_minor;
@@ -766,6 +766,7 @@ impl World {
                                 StockCommand::Release { .. } | StockCommand::Commit { .. }
                             ) | Command::Payment(
                                 PaymentCommand::ChargeResult { .. }
+                                    | PaymentCommand::ChargeSucceeded { .. }
                                     | PaymentCommand::RefundResult { .. }
                             ) | Command::Shipment(ShipmentCommand::Booked { .. })
                         )

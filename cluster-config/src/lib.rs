@@ -65,6 +65,10 @@ pub struct NodeSettings {
     pub refresh_token_ttl_secs: u64,
     /// First lockout after repeated failed logins (ms); each further failure doubles it.
     pub lockout_base_ms: u64,
+    /// Most password hashes (argon2, about 19 MiB each) computed at once.
+    pub password_hashes_at_once: u32,
+    /// How long a registration or login waits for a hashing turn before 503 (ms).
+    pub password_hash_wait_ms: u64,
     /// Rate limits of the shop API.
     pub rate_limits: RateLimits,
     /// Where customer notifications go.
@@ -256,6 +260,8 @@ impl Default for NodeSettings {
             seed_demo_catalog: true,
             refresh_token_ttl_secs: 30 * 86_400,
             lockout_base_ms: 60_000,
+            password_hashes_at_once: 2,
+            password_hash_wait_ms: 5_000,
             rate_limits: RateLimits::default(),
             notifications: NotificationSettings::default(),
             payment_gateway_url: None,
@@ -379,6 +385,20 @@ impl NodeSettings {
                 "lockout_base_ms",
                 "is out of range",
                 "use 100 to 3600000 (default 60000)",
+            ));
+        }
+        if !(1..=64).contains(&self.password_hashes_at_once) {
+            return Err(err(
+                "password_hashes_at_once",
+                "is out of range",
+                "use 1 to 64 (default 2; each hash holds about 19 MiB)",
+            ));
+        }
+        if !(0..=60_000).contains(&self.password_hash_wait_ms) {
+            return Err(err(
+                "password_hash_wait_ms",
+                "is out of range",
+                "use 0 to 60000 (default 5000)",
             ));
         }
         self.rate_limits.validate()?;

@@ -1,5 +1,6 @@
 //! Tokens (JWT, HS256) and passwords (argon2id). Hashing runs on the blocking pool seam,
-//! off the async workers; token expiry is checked against the `Clock` seam.
+//! off the async workers, at most a few at once (`Passwords`); token expiry is checked
+//! against the `Clock` seam.
 
 use crate::problem::Problem;
 use agora_actors::seams::BlockingPool;
@@ -10,6 +11,8 @@ use argon2::Argon2;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore};
 
 /// The claims in an access token.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -119,43 +122,260 @@ impl JwtKeys {
     }
 }
 
-/// Hashes a password with argon2id and a salt from the random seam, on the blocking pool.
-pub async fn hash_password(
-    pool: &Arc<dyn BlockingPool>,
-    rng: &Arc<dyn RandomSource>,
-    password: String,
-) -> Result<String, Problem> {
-    let mut salt = [0u8; 16];
-    rng.fill(&mut salt);
-    crate::run_blocking(pool, move || {
-        Argon2::default()
-            .hash_password_with_salt(password.as_bytes(), &salt)
-            .map(|h| h.to_string())
-            .map_err(|e| Problem::internal(format!("cannot hash a password: {e}")))
-    })
-    .await?
+/// Bounds on password hashing: each argon2id run holds about 19 MiB, so only a few run at
+/// once and the rest wait their turn for a while.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashLimits {
+    /// Most hashes (or checks) computed at once (at least 1).
+    pub max_concurrent: usize,
+    /// How long a request waits for a turn before it is answered 503.
+    pub max_wait: Duration,
 }
 
-/// Whether `password` matches the argon2 PHC string `hash`, checked on the blocking pool.
-pub async fn verify_password(
-    pool: &Arc<dyn BlockingPool>,
-    password: String,
-    hash: String,
-) -> Result<bool, Problem> {
-    crate::run_blocking(pool, move || {
-        let Ok(parsed) = PasswordHash::new(&hash) else {
-            return false;
+impl Default for HashLimits {
+    fn default() -> Self {
+        Self {
+            max_concurrent: 2,
+            max_wait: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The gate every password hash and check passes: at most `max_concurrent` run at once on
+/// the blocking pool; the others queue (first come, first served) for at most `max_wait`,
+/// then get 503 with `Retry-After`.
+pub struct Passwords {
+    permits: Arc<Semaphore>,
+    limits: HashLimits,
+    /// A hash no password matches, checked for unknown emails so they take as long as known
+    /// ones (made on first use).
+    dummy: OnceCell<String>,
+}
+
+impl Passwords {
+    /// A gate with `limits` (a `max_concurrent` of 0 is taken as 1).
+    pub fn new(limits: HashLimits) -> Self {
+        let limits = HashLimits {
+            max_concurrent: limits.max_concurrent.max(1),
+            ..limits
         };
-        Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok()
-    })
-    .await
+        Self {
+            permits: Arc::new(Semaphore::new(limits.max_concurrent)),
+            limits,
+            dummy: OnceCell::new(),
+        }
+    }
+
+    /// A turn to hash, waiting at most `max_wait`; the permit is held by the blocking job.
+    async fn turn(&self) -> Result<OwnedSemaphorePermit, Problem> {
+        let acquire = self.permits.clone().acquire_owned();
+        match tokio::time::timeout(self.limits.max_wait, acquire).await {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_closed)) => Err(Problem::internal("the password gate is closed")),
+            Err(_elapsed) => {
+                metrics::counter!("agora_password_hash_busy_total").increment(1);
+                let wait_ms = self.limits.max_wait.as_millis();
+                tracing::warn!(
+                    max_concurrent = self.limits.max_concurrent,
+                    max_wait_ms = u64::try_from(wait_ms).unwrap_or(u64::MAX),
+                    "password hashing is saturated: answered 503"
+                );
+                let retry_after_secs = u32::try_from(wait_ms.div_ceil(1000).max(1));
+                Err(busy(retry_after_secs.unwrap_or(u32::MAX)))
+            }
+        }
+    }
+
+    /// Runs `job` on `pool` in a turn (the permit is released when the job ends, even if
+    /// the request is gone).
+    async fn in_turn<T: Send + 'static>(
+        &self,
+        pool: &Arc<dyn BlockingPool>,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, Problem> {
+        let permit = self.turn().await?;
+        crate::run_blocking(pool, move || {
+            let out = job();
+            drop(permit);
+            out
+        })
+        .await
+    }
+
+    /// Hashes a password with argon2id and a salt from the random seam.
+    pub async fn hash(
+        &self,
+        pool: &Arc<dyn BlockingPool>,
+        rng: &Arc<dyn RandomSource>,
+        password: String,
+    ) -> Result<String, Problem> {
+        let mut salt = [0u8; 16];
+        rng.fill(&mut salt);
+        self.in_turn(pool, move || {
+            Argon2::default()
+                .hash_password_with_salt(password.as_bytes(), &salt)
+                .map(|h| h.to_string())
+                .map_err(|e| Problem::internal(format!("cannot hash a password: {e}")))
+        })
+        .await?
+    }
+
+    /// Whether `password` matches the argon2 PHC string `hash`.
+    pub async fn verify(
+        &self,
+        pool: &Arc<dyn BlockingPool>,
+        password: String,
+        hash: String,
+    ) -> Result<bool, Problem> {
+        self.in_turn(pool, move || {
+            let Ok(parsed) = PasswordHash::new(&hash) else {
+                return false;
+            };
+            Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+        })
+        .await
+    }
+
+    /// Checks `password` against a hash no password matches (always `false`), taking as long
+    /// as a real check: for unknown emails, so that they cannot be told from known ones.
+    pub async fn verify_unknown(
+        &self,
+        pool: &Arc<dyn BlockingPool>,
+        rng: &Arc<dyn RandomSource>,
+        password: String,
+    ) -> Result<bool, Problem> {
+        let dummy = self
+            .dummy
+            .get_or_try_init(|| async {
+                let mut secret = [0u8; 32];
+                rng.fill(&mut secret);
+                let unguessable: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+                self.hash(pool, rng, unguessable).await
+            })
+            .await?
+            .clone();
+        self.verify(pool, password, dummy).await?;
+        Ok(false)
+    }
+}
+
+/// 503 `busy` with `Retry-After`: too many password hashes at once.
+fn busy(retry_after_secs: u32) -> Problem {
+    let mut p = Problem::new(
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        "busy",
+        "Service busy",
+        "too many password checks at once; retry later",
+    );
+    p.retry_after = Some(retry_after_secs);
+    p
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::response::IntoResponse;
+    use std::sync::Mutex;
+
+    type Job = Box<dyn FnOnce() + Send>;
+
+    /// A pool that keeps its jobs until the test runs them.
+    #[derive(Default)]
+    struct Held(Mutex<Vec<Job>>);
+
+    impl BlockingPool for Held {
+        fn run(&self, job: Job) {
+            self.0.lock().expect("held jobs").push(job);
+        }
+    }
+
+    impl Held {
+        fn len(&self) -> usize {
+            self.0.lock().expect("held jobs").len()
+        }
+        fn run_all(&self) {
+            let jobs: Vec<Job> = std::mem::take(&mut *self.0.lock().expect("held jobs"));
+            jobs.into_iter().for_each(|job| job());
+        }
+    }
+
+    /// A pool that runs each job at once, on the caller's thread.
+    struct Inline;
+    impl BlockingPool for Inline {
+        fn run(&self, job: Job) {
+            job()
+        }
+    }
+
+    struct Sevens;
+    impl RandomSource for Sevens {
+        fn fill(&self, buf: &mut [u8]) {
+            buf.fill(7)
+        }
+    }
+
+    async fn yield_many() {
+        for _ in 0..200 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn at_most_n_hashes_run_at_once_and_the_rest_wait_their_turn() {
+        let passwords = Arc::new(Passwords::new(HashLimits {
+            max_concurrent: 2,
+            max_wait: Duration::from_secs(3600),
+        }));
+        let held = Arc::new(Held::default());
+        let pool: Arc<dyn BlockingPool> = held.clone();
+        let rng: Arc<dyn RandomSource> = Arc::new(Sevens);
+        let tasks: Vec<_> = (0..5)
+            .map(|i| {
+                let (passwords, pool, rng) = (passwords.clone(), pool.clone(), rng.clone());
+                tokio::spawn(
+                    async move { passwords.hash(&pool, &rng, format!("password-{i}")).await },
+                )
+            })
+            .collect();
+        let mut done = 0;
+        while done < 5 {
+            yield_many().await;
+            let running = held.len();
+            assert!(running <= 2, "{running} hashes at once");
+            assert!(running > 0, "a waiting hash gets its turn");
+            done += running;
+            held.run_all();
+        }
+        for t in tasks {
+            let hash = t.await.expect("task").expect("hashed");
+            assert!(hash.starts_with("$argon2id$"), "{hash}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_that_waits_past_the_deadline_gets_503_problem_json_with_retry_after() {
+        let passwords = Passwords::new(HashLimits {
+            max_concurrent: 1,
+            max_wait: Duration::ZERO,
+        });
+        let inline: Arc<dyn BlockingPool> = Arc::new(Inline);
+        let busy = passwords
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("permit");
+        let r = passwords.verify(&inline, "pw".into(), "hash".into()).await;
+        let problem = r.expect_err("no turn within the deadline");
+        assert_eq!(problem.retry_after, Some(1));
+        let resp = problem.into_response();
+        assert_eq!(resp.status(), axum::http::StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(resp.headers()["retry-after"], "1");
+        assert_eq!(resp.headers()["content-type"], "application/problem+json");
+        drop(busy);
+    }
 
     #[test]
     fn tokens_verify_and_expire() {

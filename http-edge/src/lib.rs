@@ -7,6 +7,7 @@ pub mod docs;
 pub mod dto;
 pub mod extract;
 pub mod limits;
+pub mod lockout;
 pub mod observe;
 pub mod openapi;
 pub mod problem;
@@ -72,6 +73,10 @@ pub struct EdgeState {
     pub catalog: Arc<dyn Catalog>,
     /// Token keys.
     pub keys: auth::JwtKeys,
+    /// The bounded gate of password hashing.
+    pub passwords: auth::Passwords,
+    /// Login lockouts per (account, client address).
+    pub lockouts: lockout::Lockouts,
     /// Where blocking work runs.
     pub blocking: Arc<dyn BlockingPool>,
     /// Time seam.

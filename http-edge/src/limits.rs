@@ -71,6 +71,7 @@ pub struct Limiter {
     per_ip: Keyed<IpAddr>,
     per_user: Keyed<String>,
     login: Keyed<IpAddr>,
+    register: Keyed<IpAddr>,
     trusted: Vec<IpAddr>,
     clock: GovernorClock,
     seen: AtomicU64,
@@ -100,6 +101,7 @@ impl Limiter {
                 &clock,
             ),
             login: keyed(login, &clock),
+            register: keyed(login, &clock),
             trusted: limits.trusted_proxies.clone(),
             clock,
             seen: AtomicU64::new(0),
@@ -156,6 +158,7 @@ impl Limiter {
             self.per_ip.retain_recent();
             self.per_user.retain_recent();
             self.login.retain_recent();
+            self.register.retain_recent();
         }
     }
 
@@ -164,16 +167,25 @@ impl Limiter {
         &self,
         ip: Option<IpAddr>,
         user: Option<&str>,
-        is_login: bool,
+        credential: Option<Credential>,
     ) -> Option<(u32, &'static str)> {
         self.sweep();
         if let Some(ip) = ip {
             if let Some(s) = self.retry_after(&self.per_ip, &ip) {
                 return Some((s, "too many requests from this address"));
             }
-            if is_login {
-                if let Some(s) = self.retry_after(&self.login, &ip) {
-                    return Some((s, "too many login attempts from this address"));
+            let strict = match credential {
+                Some(Credential::Login) => {
+                    Some((&self.login, "too many login attempts from this address"))
+                }
+                Some(Credential::Register) => {
+                    Some((&self.register, "too many registrations from this address"))
+                }
+                None => None,
+            };
+            if let Some((limiter, why)) = strict {
+                if let Some(s) = self.retry_after(limiter, &ip) {
+                    return Some((s, why));
                 }
             }
         }
@@ -183,6 +195,37 @@ impl Limiter {
             }
         }
         None
+    }
+}
+
+/// A route that hashes a password, limited per client address more strictly than the rest
+/// (each costs an argon2 run): logins and registrations, each with its own bucket of the
+/// login quota.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential {
+    /// `POST /api/v1/auth/login`.
+    Login,
+    /// `POST /api/v1/users`.
+    Register,
+}
+
+impl Credential {
+    /// The credential route `method` and `path` name, if any.
+    pub fn of(method: &Method, path: &str) -> Option<Self> {
+        match (method == Method::POST, path) {
+            (true, "/api/v1/auth/login") => Some(Credential::Login),
+            (true, "/api/v1/users") => Some(Credential::Register),
+            _ => None,
+        }
+    }
+}
+
+/// The client's address for `st`: behind a trusted proxy (rate limits on) the forwarded
+/// one, otherwise the TCP peer's.
+pub fn client_address(st: &EdgeState, peer: Option<IpAddr>, headers: &HeaderMap) -> Option<IpAddr> {
+    match &st.limiter {
+        Some(limiter) => limiter.client_ip(peer, headers),
+        None => peer,
     }
 }
 
@@ -212,8 +255,8 @@ pub async fn enforce(State(st): State<Arc<EdgeState>>, req: Request, next: Next)
     let user = crate::extract::bearer(req.headers())
         .and_then(|t| st.keys.verify(t, st.clock.now_ms() / 1000).ok())
         .map(|c| c.sub);
-    let is_login = req.method() == Method::POST && req.uri().path() == "/api/v1/auth/login";
-    if let Some((secs, why)) = limiter.check(ip, user.as_deref(), is_login) {
+    let credential = Credential::of(req.method(), req.uri().path());
+    if let Some((secs, why)) = limiter.check(ip, user.as_deref(), credential) {
         metrics::counter!("agora_rate_limited_total").increment(1);
         return too_many(secs, why).into_response();
     }
@@ -225,12 +268,7 @@ mod tests {
     use super::*;
     use std::sync::atomic::AtomicU64;
 
-    struct TestClock(AtomicU64);
-    impl SeamClock for TestClock {
-        fn now_ms(&self) -> u64 {
-            self.0.load(Ordering::SeqCst)
-        }
-    }
+    use crate::testing::TestClock;
 
     fn limits() -> RateLimits {
         RateLimits {
@@ -251,33 +289,61 @@ mod tests {
         let l = Limiter::new(&limits(), clock.clone());
         let ip = Some("1.2.3.4".parse().unwrap());
         for _ in 0..3 {
-            assert_eq!(l.check(ip, None, false), None);
+            assert_eq!(l.check(ip, None, None), None);
         }
-        let (wait, _) = l.check(ip, None, false).unwrap();
+        let (wait, _) = l.check(ip, None, None).unwrap();
         assert_eq!(wait, 1);
         clock.0.fetch_add(500, Ordering::SeqCst);
-        assert_eq!(l.check(ip, None, false), None);
+        assert_eq!(l.check(ip, None, None), None);
         // Another address has its own bucket.
-        assert_eq!(l.check(Some("5.6.7.8".parse().unwrap()), None, false), None);
+        assert_eq!(l.check(Some("5.6.7.8".parse().unwrap()), None, None), None);
     }
 
-    #[test]
-    fn logins_and_users_have_their_own_stricter_buckets() {
+    /// A limiter whose per-address limit is out of the way, and its clock.
+    fn generous_per_ip() -> (Arc<TestClock>, Limiter) {
         let clock = Arc::new(TestClock(AtomicU64::new(1_000_000)));
         let mut lim = limits();
         lim.per_ip_per_sec = 1000;
         lim.per_ip_burst = 1000;
         let l = Limiter::new(&lim, clock.clone());
+        (clock, l)
+    }
+
+    #[test]
+    fn logins_and_users_have_their_own_stricter_buckets() {
+        let (_clock, l) = generous_per_ip();
         let ip = Some("1.2.3.4".parse().unwrap());
-        assert_eq!(l.check(ip, None, true), None);
-        assert_eq!(l.check(ip, None, true), None);
-        let (wait, _) = l.check(ip, None, true).unwrap();
+        assert_eq!(l.check(ip, None, Some(Credential::Login)), None);
+        assert_eq!(l.check(ip, None, Some(Credential::Login)), None);
+        let (wait, _) = l.check(ip, None, Some(Credential::Login)).unwrap();
         assert_eq!(wait, 30);
-        assert_eq!(l.check(ip, None, false), None);
-        assert_eq!(l.check(ip, Some("u1"), false), None);
-        assert_eq!(l.check(ip, Some("u1"), false), None);
-        assert!(l.check(ip, Some("u1"), false).is_some());
-        assert_eq!(l.check(ip, Some("u2"), false), None);
+        assert_eq!(l.check(ip, None, None), None);
+        assert_eq!(l.check(ip, Some("u1"), None), None);
+        assert_eq!(l.check(ip, Some("u1"), None), None);
+        assert!(l.check(ip, Some("u1"), None).is_some());
+        assert_eq!(l.check(ip, Some("u2"), None), None);
+    }
+
+    #[test]
+    fn registrations_are_limited_per_address_like_logins_in_their_own_bucket() {
+        let (clock, l) = generous_per_ip();
+        let ip = Some("1.2.3.4".parse().unwrap());
+        let register = Credential::of(&Method::POST, "/api/v1/users");
+        assert_eq!(register, Some(Credential::Register));
+        assert_eq!(Credential::of(&Method::GET, "/api/v1/users"), None);
+        assert_eq!(l.check(ip, None, register), None);
+        assert_eq!(l.check(ip, None, register), None);
+        let (wait, why) = l.check(ip, None, register).expect("the third is limited");
+        assert_eq!(wait, 30);
+        assert!(why.contains("registrations"), "{why}");
+        // Logins from that address, and registrations from another, have their own buckets.
+        assert_eq!(l.check(ip, None, Some(Credential::Login)), None);
+        assert_eq!(
+            l.check(Some("5.6.7.8".parse().unwrap()), None, register),
+            None
+        );
+        clock.0.fetch_add(30_000, Ordering::SeqCst);
+        assert_eq!(l.check(ip, None, register), None);
     }
 
     #[test]

@@ -54,13 +54,32 @@ impl RandomSource for Nobody {
     }
 }
 
+/// A clock the test moves by hand (ms since the epoch).
+pub(crate) struct TestClock(pub(crate) std::sync::atomic::AtomicU64);
+
+impl Clock for TestClock {
+    fn now_ms(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 /// An edge state over `client`, with `Nobody` for everything else.
 pub(crate) fn state(client: Arc<dyn EntityClient>) -> Arc<EdgeState> {
+    state_with_pool(client, Arc::new(Nobody))
+}
+
+/// An edge state over `client` whose blocking work runs on `blocking`.
+pub(crate) fn state_with_pool(
+    client: Arc<dyn EntityClient>,
+    blocking: Arc<dyn BlockingPool>,
+) -> Arc<EdgeState> {
     Arc::new(EdgeState {
         client,
         catalog: Arc::new(Nobody),
         keys: crate::auth::JwtKeys::new(SECRET, 60),
-        blocking: Arc::new(Nobody),
+        passwords: crate::auth::Passwords::new(crate::auth::HashLimits::default()),
+        lockouts: crate::lockout::Lockouts::new(Default::default(), Arc::new(Nobody)),
+        blocking,
         clock: Arc::new(Nobody),
         rng: Arc::new(Nobody),
         config: EdgeConfig::default(),

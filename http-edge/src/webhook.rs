@@ -120,7 +120,8 @@ pub fn verify(
 /// A payment event from the gateway (`POST /api/v1/payments/webhook`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[schema(example = json!({"id": "evt_5f2c", "type": "charge.succeeded", "created": 1764028800,
-    "data": {"order_id": "ord-1f3a", "amount_minor": 129900}}))]
+    "data": {"order_id": "ord-1f3a", "amount_minor": 129900, "currency": "INR",
+             "payment_id": "ord-1f3a:charge", "method": "card"}}))]
 pub struct WebhookEvent {
     /// Event id, unique per event; a repeated delivery has the same id.
     pub id: String,
@@ -136,13 +137,24 @@ pub struct WebhookEvent {
 
 /// The payload of a payment event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[schema(examples(json!({"order_id": "7b0e8c1e-7f7e-5c4e-9a51-2f1c0c3b9d10", "amount_minor": 259900})))]
+#[schema(examples(json!({"order_id": "7b0e8c1e-7f7e-5c4e-9a51-2f1c0c3b9d10", "amount_minor": 259900,
+    "currency": "INR", "payment_id": "7b0e8c1e-7f7e-5c4e-9a51-2f1c0c3b9d10:charge", "method": "card"})))]
 pub struct WebhookData {
     /// The order paid.
     pub order_id: String,
     /// Amount in minor units.
     #[serde(default)]
     pub amount_minor: u64,
+    /// ISO 4217 currency of the amount (required for `charge.succeeded`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
+    /// The payment id the charge was asked under (the shop's idempotency key; required for
+    /// `charge.succeeded`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_id: Option<String>,
+    /// `card`, `upi` or `wallet` (required for `charge.succeeded`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
     /// The refund, for `refund.*` events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refund_id: Option<String>,

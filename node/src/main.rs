@@ -38,7 +38,8 @@ enum Cmd {
     /// Run one node of a cluster described by a cluster file.
     Node(NodeArgs),
     /// Run a simulated payment gateway as a loopback HTTP service: charges and refunds over
-    /// HTTP, results as webhooks signed with AGORA_WEBHOOK_SECRET (HMAC-SHA256).
+    /// HTTP from the merchants of AGORA_GATEWAY_MERCHANTS (id=api_key,...), results as
+    /// webhooks signed with AGORA_WEBHOOK_SECRET (HMAC-SHA256) to each merchant's own URL.
     PaymentGatewaySim(GatewaySimArgs),
 }
 
@@ -47,10 +48,11 @@ struct GatewaySimArgs {
     /// Where the gateway listens (port 0: any free port; the address is printed).
     #[arg(long, default_value = "127.0.0.1:7070")]
     addr: SocketAddr,
-    /// Where to send webhooks when a call names no URL (the node sends its own with each
-    /// call), e.g. http://127.0.0.1:8080/api/v1/payments/webhook.
+    /// A merchant's fixed webhook URL, as MERCHANT_ID=URL (repeatable), e.g.
+    /// agora=http://127.0.0.1:8080/api/v1/payments/webhook. A merchant without one registers
+    /// its own (PUT /v1/webhook_endpoint, with its API key); calls never name one.
     #[arg(long)]
-    webhook_url: Option<String>,
+    webhook_url: Vec<String>,
     /// Shortest delay before an event is sent, in ms.
     #[arg(long, default_value_t = 20)]
     min_delay_ms: u64,
@@ -134,6 +136,13 @@ struct DevArgs {
     /// further failure, up to an hour.
     #[arg(long, env = "AGORA_LOCKOUT_BASE_MS")]
     lockout_base_ms: Option<u64>,
+    /// Most password hashes computed at once (default 2; each holds about 19 MiB).
+    #[arg(long, env = "AGORA_PASSWORD_HASHES_AT_ONCE")]
+    password_hashes_at_once: Option<u32>,
+    /// How long a registration or login waits for a hashing turn before 503, in ms
+    /// (default 5000).
+    #[arg(long, env = "AGORA_PASSWORD_HASH_WAIT_MS")]
+    password_hash_wait_ms: Option<u64>,
     /// Requests per second per client address (burst twice that; default 50).
     #[arg(long, env = "AGORA_RATE_LIMIT_PER_IP")]
     rate_limit_per_ip: Option<u32>,
@@ -208,6 +217,10 @@ fn settings(a: DevArgs) -> NodeSettings {
         token_ttl_secs: a.access_token_ttl_secs.unwrap_or(d.token_ttl_secs),
         refresh_token_ttl_secs: a.refresh_token_ttl_secs.unwrap_or(d.refresh_token_ttl_secs),
         lockout_base_ms: a.lockout_base_ms.unwrap_or(d.lockout_base_ms),
+        password_hashes_at_once: a
+            .password_hashes_at_once
+            .unwrap_or(d.password_hashes_at_once),
+        password_hash_wait_ms: a.password_hash_wait_ms.unwrap_or(d.password_hash_wait_ms),
         rate_limits,
         notifications,
         data_dir: a.data_dir,
@@ -250,6 +263,7 @@ fn check_secrets(config: &ClusterConfig, secrets: &Secrets, insecure: bool) -> a
         ("AGORA_JWT_SECRET", &secrets.jwt_secret),
         ("AGORA_ADMIN_TOKEN", &secrets.admin_token),
         ("AGORA_WEBHOOK_SECRET", &secrets.webhook_secret),
+        ("AGORA_GATEWAY_API_KEY", &secrets.gateway_api_key),
     ] {
         if let Some(v) = value {
             from_env.push((name, v.as_str()));
@@ -318,6 +332,9 @@ fn secrets() -> Secrets {
             .ok()
             .filter(|s| !s.is_empty()),
         webhook_secret: std::env::var("AGORA_WEBHOOK_SECRET")
+            .ok()
+            .filter(|s| !s.is_empty()),
+        gateway_api_key: std::env::var("AGORA_GATEWAY_API_KEY")
             .ok()
             .filter(|s| !s.is_empty()),
     }
@@ -429,16 +446,30 @@ async fn gateway_sim(args: GatewaySimArgs) -> anyhow::Result<()> {
         args.min_delay_ms <= args.max_delay_ms && args.max_delay_ms <= 60_000,
         "--min-delay-ms must be at most --max-delay-ms, which must be at most 60000"
     );
+    let merchants = std::env::var("AGORA_GATEWAY_MERCHANTS").unwrap_or_default();
+    let mut merchants = agora_node::payment_http::parse_merchants(&merchants)?;
+    for entry in &args.webhook_url {
+        let Some((id, url)) = entry.split_once('=') else {
+            anyhow::bail!("--webhook-url takes MERCHANT_ID=URL, not {entry:?}");
+        };
+        let Some(m) = merchants.iter_mut().find(|m| m.id == id) else {
+            anyhow::bail!("--webhook-url names merchant {id:?}, not in AGORA_GATEWAY_MERCHANTS");
+        };
+        m.webhook_url = Some(url.to_string());
+    }
     let listener = tokio::net::TcpListener::bind(args.addr).await?;
     let addr = listener.local_addr()?;
     println!("agora payment gateway sim listening on http://{addr}");
-    match &args.webhook_url {
-        Some(u) => println!("  webhooks to: {u} (unless a call names its own)"),
-        None => println!("  webhooks to: the URL each call names"),
+    for m in &merchants {
+        let url = m
+            .webhook_url
+            .as_deref()
+            .unwrap_or("(registered by the merchant)");
+        println!("  merchant {}: webhooks to {url}", m.id);
     }
     let config = agora_node::payment_http::GatewaySimConfig {
         secret: secret.into_bytes(),
-        webhook_url: args.webhook_url,
+        merchants,
         min_delay_ms: args.min_delay_ms,
         max_delay_ms: args.max_delay_ms,
         duplicate_percent: args.duplicate_percent,

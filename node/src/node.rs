@@ -124,6 +124,9 @@ pub struct Secrets {
     /// `AGORA_WEBHOOK_SECRET`: the secret payment webhooks are signed with (webhooks are
     /// refused without one).
     pub webhook_secret: Option<String>,
+    /// `AGORA_GATEWAY_API_KEY`: the shop's API key at the HTTP payment gateway (needed with
+    /// a payment gateway URL).
+    pub gateway_api_key: Option<String>,
 }
 
 /// How a node belongs to a cluster.
@@ -544,8 +547,12 @@ pub async fn start_with(
                     secrets.webhook_secret.is_some(),
                     "a payment gateway URL needs AGORA_WEBHOOK_SECRET (the webhook signing secret)"
                 );
+                let Some(api_key) = secrets.gateway_api_key.as_deref() else {
+                    anyhow::bail!("a payment gateway URL needs AGORA_GATEWAY_API_KEY");
+                };
                 Arc::new(crate::payment_http::HttpGateway::new(
                     url,
+                    api_key,
                     webhook_url.clone(),
                 )?)
             }
@@ -630,6 +637,17 @@ pub async fn start_with(
         client: Arc::new(router.clone()),
         catalog: catalog.clone(),
         keys: JwtKeys::rotating(jwt_current, jwt_previous, settings.token_ttl_secs),
+        passwords: agora_http_edge::auth::Passwords::new(agora_http_edge::auth::HashLimits {
+            max_concurrent: settings.password_hashes_at_once as usize,
+            max_wait: Duration::from_millis(settings.password_hash_wait_ms),
+        }),
+        lockouts: agora_http_edge::lockout::Lockouts::new(
+            agora_actors::session::LockoutPolicy {
+                base_ms: settings.lockout_base_ms,
+                ..Default::default()
+            },
+            clock.clone(),
+        ),
         blocking: blocking.clone(),
         clock: clock.clone(),
         rng: rng.clone(),

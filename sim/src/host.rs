@@ -189,6 +189,7 @@ pub async fn run_node(seed: u64, slot: NodeSlot, ids: Vec<u64>) -> turmoil::Resu
         jwt_previous_secrets: Vec::new(),
         admin_token: None,
         webhook_secret: None,
+        gateway_api_key: None,
     };
     let mut running = match start_with(settings(id), secrets, Some(cluster), None, env).await {
         Ok(r) => r,

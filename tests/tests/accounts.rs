@@ -1,4 +1,5 @@
-//! Accounts: lockout after failed logins (and its end), refresh tokens (rotation, reuse,
+//! Accounts: lockout after failed logins per (email, client address) (and its end), refresh
+//! tokens (rotation, reuse,
 //! logout, expiry of access tokens) and the profile at `/me` with its validation.
 
 use agora_tests::{poll_until, unique_email, AgoraProcess, Client, ServerOptions};
@@ -87,22 +88,42 @@ async fn five_failed_logins_lock_the_account_for_a_growing_interval() {
     );
 }
 
+/// A login of `email` with `password` through the trusted proxy, as client `xff`.
+async fn login_from(c: &Client, xff: &str, email: &str, password: &str) -> agora_tests::Resp {
+    c.send(
+        c.req(reqwest::Method::POST, "/api/v1/auth/login")
+            .header("x-forwarded-for", xff)
+            .json(&json!({"email": email, "password": password})),
+    )
+    .await
+}
+
 #[tokio::test]
-async fn a_lock_survives_a_restart() {
-    let mut server = AgoraProcess::start(ServerOptions::default());
-    let email = registered(&server.client()).await;
-    for _ in 0..5 {
-        login_raw(&server.client(), &email, "wrong-password")
-            .await
-            .expect_status(401, "failure");
+async fn a_stranger_locks_only_their_own_address_out_and_unknown_emails_lock_alike() {
+    // Behind a trusted proxy (the test), so that each X-Forwarded-For is a client address.
+    let server = AgoraProcess::start(ServerOptions::default().with_rate_limits().args([
+        "--trusted-proxy",
+        "127.0.0.1",
+        "--rate-limit-login-per-min",
+        "1000",
+    ]));
+    let c = server.client();
+    let email = registered(&c).await;
+    let unknown = unique_email();
+    for target in [&email, &unknown] {
+        for i in 0..5 {
+            login_from(&c, "203.0.113.66", target, "wrong-password")
+                .await
+                .expect_status(401, &format!("stranger's failure {i}"));
+        }
+        let r = login_from(&c, "203.0.113.66", target, PASSWORD).await;
+        let r = r.expect_status(429, "the stranger's address is locked out");
+        assert_eq!(r.body["type"], "/problems/account-locked");
     }
-    server.kill9();
-    server.restart();
-    let r = login_raw(&server.client(), &email, PASSWORD)
+    // The owner, from their own address, still logs in.
+    login_from(&c, "198.51.100.20", &email, PASSWORD)
         .await
-        .expect_status(429, "still locked after a restart");
-    let wait = retry_after(&r);
-    assert!((1..=60).contains(&wait), "Retry-After {wait}");
+        .expect_status(200, "the owner is not locked out by a stranger");
 }
 
 async fn refresh(c: &Client, token: &str) -> agora_tests::Resp {
@@ -316,4 +337,41 @@ async fn the_profile_reads_and_changes_with_validation() {
         .expect_status(200, "phone removed");
     assert_eq!(r.body["phone"], Value::Null);
     assert_eq!(r.body["name"], "Asha R", "absent fields keep their value");
+}
+
+#[tokio::test]
+async fn look_alike_emails_are_one_account_and_invisible_characters_are_refused() {
+    let server = AgoraProcess::start(ServerOptions::default());
+    let c = server.client();
+    let local = format!("lookalike{}", unique_email().replace(['@', '.'], ""));
+    let email = format!("{local}@agora.local");
+    c.register(&email, PASSWORD, "Look Alike")
+        .await
+        .expect_status(201, "register");
+    // Fullwidth letters and upper case are the same address after NFKC: 409, and the
+    // account logs in under either spelling.
+    let fullwidth: String = local
+        .chars()
+        .map(|ch| match ch {
+            'a'..='z' => char::from_u32(ch as u32 - 'a' as u32 + 0xFF41).unwrap_or(ch),
+            _ => ch,
+        })
+        .collect();
+    let variant = format!("{fullwidth}@AGORA.local");
+    let r = c.register(&variant, PASSWORD, "Look Alike").await;
+    assert_eq!(r.status, 409, "{variant}: {}", r.text);
+    login_raw(&c, &variant, PASSWORD)
+        .await
+        .expect_status(200, "login under the fullwidth spelling");
+    // Zero-width space, soft hyphen, BOM in the email, a newline in the name: 422.
+    for invisible in ["\u{200b}", "\u{ad}", "\u{feff}"] {
+        let e = format!("{local}{invisible}@agora.local");
+        let r = c.register(&e, PASSWORD, "Look Alike").await;
+        assert_eq!(r.status, 422, "{e:?}: {}", r.text);
+    }
+    let r = c
+        .register(&unique_email(), PASSWORD, "Look\nBcc: everyone")
+        .await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert_eq!(r.body["field"], "name", "{}", r.text);
 }

@@ -23,7 +23,8 @@ async fn metrics_have_help_text_zeroed_counters_histograms_and_build_info() {
     }
     assert!(families > 30, "only {families} families exported");
     assert!(
-        text.lines().any(|l| l == "agora_store_commit_failures_total 0"),
+        text.lines()
+            .any(|l| l == "agora_store_commit_failures_total 0"),
         "a counter without events is not exported at zero"
     );
     assert!(text.contains("# TYPE agora_store_commit_seconds histogram"));

@@ -11,6 +11,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const SECRET: &str = "whsec-agora-tests-0123456789";
+/// The shop's API key at the gateway process.
+const API_KEY: &str = "agora-gateway-key-0123456789";
+/// Another merchant's API key at the gateway process.
+const OTHER_KEY: &str = "other-merchant-key-0123456789";
 
 fn now_secs() -> u64 {
     SystemTime::now()
@@ -23,7 +27,10 @@ fn now_secs() -> u64 {
 fn node(extra_args: Vec<String>) -> AgoraProcess {
     AgoraProcess::start(ServerOptions {
         extra_args,
-        env: vec![("AGORA_WEBHOOK_SECRET".into(), SECRET.into())],
+        env: vec![
+            ("AGORA_WEBHOOK_SECRET".into(), SECRET.into()),
+            ("AGORA_GATEWAY_API_KEY".into(), API_KEY.into()),
+        ],
         ..ServerOptions::fast()
     })
 }
@@ -44,6 +51,29 @@ async fn post_webhook(shop: &Client, secret: &str, t: u64, event: &Value) -> Res
 
 fn event(id: &str, kind: &str, order_id: &str) -> Value {
     json!({"id": id, "type": kind, "created": now_secs(), "data": {"order_id": order_id, "amount_minor": 0}})
+}
+
+/// A `charge.succeeded` event reporting a card charge of `amount_minor` for `order_id`, under
+/// the shop's own payment id.
+fn success(id: &str, order_id: &str, amount_minor: u64) -> Value {
+    let mut ev = event(id, "charge.succeeded", order_id);
+    ev["data"] = json!({"order_id": order_id, "amount_minor": amount_minor, "currency": "INR",
+        "payment_id": format!("{order_id}:charge"), "method": "card"});
+    ev
+}
+
+/// The value of counter `name` with `label` (0 when absent) on the node's metrics.
+async fn counter(srv: &AgoraProcess, name: &str, label: &str) -> u64 {
+    let m = srv
+        .admin_port_client()
+        .get("/metrics")
+        .await
+        .expect_status(200, "metrics");
+    m.text
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
 }
 
 /// The payment history of an order (asserting 200).
@@ -103,9 +133,37 @@ async fn webhooks_need_a_valid_fresh_signature_and_take_effect_once_in_any_order
     user.add_to_cart(&sku, 2).await;
     // A card the in-process gateway never answers: the webhooks below decide.
     let order_id = user.place_order(card("4000000000000119")).await;
-    wait_for_order(&user, &order_id, &["PAYMENT_PROCESSING"]).await;
+    let o = wait_for_order(&user, &order_id, &["PAYMENT_PROCESSING"]).await;
+    let total = o["total"]["amount_minor"].as_u64().expect("total");
 
-    let ok = event("evt_test_ok", "charge.succeeded", &order_id);
+    // Validly signed successes that do not match the payment's own charge (amount, currency,
+    // payment id, method): refused with 409, counted, and the order is not confirmed.
+    let mut wrong = vec![success("evt_wrong_amount", &order_id, 1)];
+    for (field, value) in [
+        ("currency", json!("USD")),
+        ("payment_id", json!("attacker-key")),
+        ("method", json!("upi")),
+    ] {
+        let mut ev = success(&format!("evt_wrong_{field}"), &order_id, total);
+        ev["data"][field] = value;
+        wrong.push(ev);
+    }
+    for ev in &wrong {
+        let r = post_webhook(&shop, SECRET, now_secs(), ev).await;
+        assert_eq!(r.status, 409, "{ev}: {}", r.text);
+        r.assert_problem("mismatched success");
+    }
+    // Without the report of what was taken: 422.
+    let bare = event("evt_bare", "charge.succeeded", &order_id);
+    let r = post_webhook(&shop, SECRET, now_secs(), &bare).await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    let o = user.order(&order_id).await;
+    assert_eq!(status_of(&o), "PAYMENT_PROCESSING", "{o}");
+    assert_eq!(payments_of(&user, &order_id).await["status"], "processing");
+    let mismatches = counter(&srv, "agora_payment_mismatches_total", "").await;
+    assert_eq!(mismatches, 4, "every refused report counted");
+
+    let ok = success("evt_test_ok", &order_id, total);
     // Forged (another secret), missing, stale and future signatures: 401, nothing changes.
     let r = post_webhook(&shop, "not-the-secret-at-all", now_secs(), &ok).await;
     r.assert_problem("forged signature");
@@ -201,6 +259,10 @@ impl GatewaySim {
             .args(["--addr", "127.0.0.1:0"])
             .args(args)
             .env("AGORA_WEBHOOK_SECRET", SECRET)
+            .env(
+                "AGORA_GATEWAY_MERCHANTS",
+                format!("agora={API_KEY},other={OTHER_KEY}"),
+            )
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -300,6 +362,67 @@ async fn an_order_is_paid_and_refunded_through_the_gateway_process_with_duplicat
         i.reserved == 0 && i.available == 2
     })
     .await;
+}
+
+/// Posts a charge to the gateway process with `api_key` (none: no `Authorization`).
+async fn gateway_charge(gw: &GatewaySim, api_key: Option<&str>, body: &Value) -> u16 {
+    let mut req = reqwest::Client::new()
+        .post(format!("{}/v1/charges", gw.url))
+        .json(body);
+    if let Some(key) = api_key {
+        req = req.bearer_auth(key);
+    }
+    req.send().await.expect("gateway answers").status().as_u16()
+}
+
+#[tokio::test]
+async fn the_gateway_serves_only_its_merchants_and_a_cheap_charge_never_confirms_an_order() {
+    let gw = GatewaySim::start(&["--min-delay-ms", "1", "--max-delay-ms", "5"]);
+    let srv = node(vec!["--payment-gateway-url".into(), gw.url.clone()]);
+    let shop = srv.client();
+    let admin = srv.admin().await;
+    let (user, _) = shop.new_user().await;
+    let sku = admin.stocked_product(14_900, 4).await;
+    user.add_to_cart(&sku, 2).await;
+    // The card the gateway never answers: the order waits on its payment.
+    let order_id = user.place_order(card(CARD_NEVER_ANSWERS)).await;
+    wait_for_order(&user, &order_id, &["PAYMENT_PROCESSING"]).await;
+
+    let cheap = |key: &str| {
+        json!({"key": key, "order_id": order_id, "amount_minor": 1, "currency": "INR",
+            "method": {"Card": {"number": CARD_OK}}})
+    };
+    // Without a key, or with a wrong one: 401. Naming a webhook URL: refused.
+    assert_eq!(gateway_charge(&gw, None, &cheap("evil-1")).await, 401);
+    let wrong = Some("not-a-merchant-key-at-all");
+    assert_eq!(gateway_charge(&gw, wrong, &cheap("evil-1")).await, 401);
+    let mut named = cheap("evil-1");
+    named["webhook_url"] = json!(format!("{}/api/v1/payments/webhook", srv.shop_url));
+    assert_eq!(gateway_charge(&gw, Some(OTHER_KEY), &named).await, 422);
+    // Another merchant's charge of the same order id is its own: its events never reach
+    // this shop (that merchant registered no URL, so the gateway refuses to take money).
+    assert_eq!(
+        gateway_charge(&gw, Some(OTHER_KEY), &cheap("evil-1")).await,
+        428
+    );
+
+    // Even with the shop's own key, a charge of ₹0.01 under another key makes a signed
+    // success the shop refuses: the payment id and the amount are not its charge's.
+    assert_eq!(
+        gateway_charge(&gw, Some(API_KEY), &cheap("evil-2")).await,
+        200
+    );
+    poll_until("the refused report is counted", POLL_TIMEOUT, || async {
+        match counter(&srv, "agora_payment_mismatches_total", "").await {
+            0 => Err("not yet".to_string()),
+            n => Ok(n),
+        }
+    })
+    .await;
+    let o = user.order(&order_id).await;
+    assert_eq!(status_of(&o), "PAYMENT_PROCESSING", "{o}");
+    let p = payments_of(&user, &order_id).await;
+    assert_eq!(p["status"], "processing", "{p}");
 }
 
 #[tokio::test]
@@ -435,6 +558,16 @@ async fn refunds_per_line_and_in_full_never_exceed_what_was_paid() {
     assert_eq!(admin.inventory(&a).await.sold, 2);
 }
 
+/// Tops up `user`'s wallet by `amount` under Idempotency-Key `key`.
+async fn top_up_as(user: &Client, key: &str, amount: u64) -> Resp {
+    user.send(
+        user.req(Method::POST, "/api/v1/me/wallet/top-up")
+            .header("Idempotency-Key", key)
+            .json(&json!({ "amount_minor": amount })),
+    )
+    .await
+}
+
 #[tokio::test]
 async fn the_wallet_is_topped_up_once_per_key_within_limits_and_pays_an_order() {
     let srv = node(vec![]);
@@ -451,14 +584,7 @@ async fn the_wallet_is_topped_up_once_per_key_within_limits_and_pays_an_order() 
 
     let top_up = |key: &'static str, amount: u64| {
         let user = user.clone();
-        async move {
-            user.send(
-                user.req(Method::POST, "/api/v1/me/wallet/top-up")
-                    .header("Idempotency-Key", key)
-                    .json(&json!({ "amount_minor": amount })),
-            )
-            .await
-        }
+        async move { top_up_as(&user, key, amount).await }
     };
     let r = top_up("t1", 700_000).await.expect_status(200, "top-up");
     assert_eq!(r.body["balance"]["amount_minor"], 1_200_000, "{}", r.text);
@@ -514,4 +640,22 @@ async fn the_wallet_is_topped_up_once_per_key_within_limits_and_pays_an_order() 
         },
     )
     .await;
+
+    // More keys than the account remembers: the first ones still top up once (a key is kept
+    // for the message retention time, not among the last 64).
+    for i in 0..65 {
+        top_up_as(&user, &format!("many-{i}"), 100)
+            .await
+            .expect_status(200, "a small top-up");
+    }
+    let before = user.get("/api/v1/me/wallet").await.body["balance"]["amount_minor"].clone();
+    for (key, amount) in [("many-0", 100), ("t1", 700_000)] {
+        let r = top_up_as(&user, key, amount)
+            .await
+            .expect_status(200, "an early key replayed");
+        assert_eq!(
+            r.body["balance"]["amount_minor"], before,
+            "{key}: credited once"
+        );
+    }
 }

@@ -2,7 +2,7 @@
 //! `X-Forwarded-For` believed only from a trusted proxy; 429 problem with `Retry-After`.
 
 use agora_tests::{unique_email, AgoraProcess, Client, Resp, ServerOptions};
-use serde_json::json;
+use serde_json::{json, Value};
 
 async fn get_from(c: &Client, path: &str, xff: &str) -> Resp {
     c.send(
@@ -44,6 +44,16 @@ async fn user_from(c: &Client, xff: &str) -> Client {
         .expect_status(200, "login")
         .str_field("access_token");
     c.with_token(&token)
+}
+
+/// Posts `body` to `path` through the proxy as `xff`.
+async fn post_from(c: &Client, path: &str, xff: &str, body: Value) -> Resp {
+    c.send(
+        c.req(reqwest::Method::POST, path)
+            .header("x-forwarded-for", xff)
+            .json(&body),
+    )
+    .await
 }
 
 fn assert_limited(r: &Resp) {
@@ -89,15 +99,8 @@ async fn limits_per_address_per_user_and_on_login_behind_a_trusted_proxy() {
 
     // Login: 3 attempts per minute per address, stricter than the rest.
     let login = |xff: &'static str| {
-        let c = c.clone();
-        async move {
-            c.send(
-                c.req(reqwest::Method::POST, "/api/v1/auth/login")
-                    .header("x-forwarded-for", xff)
-                    .json(&json!({"email": unique_email(), "password": "whatever-123"})),
-            )
-            .await
-        }
+        let body = json!({"email": unique_email(), "password": "whatever-123"});
+        post_from(&c, "/api/v1/auth/login", xff, body)
     };
     for _ in 0..3 {
         login("198.51.100.4")
@@ -118,6 +121,24 @@ async fn limits_per_address_per_user_and_on_login_behind_a_trusted_proxy() {
     get_from(&c, "/api/v1/products", "198.51.100.4")
         .await
         .expect_status(200, "other routes from that address still pass");
+
+    // Registration: the same quota as login, in its own bucket (each costs a password hash).
+    let register = |xff: &'static str| {
+        let body = json!({"email": unique_email(), "password": "whatever-123", "name": "R"});
+        post_from(&c, "/api/v1/users", xff, body)
+    };
+    for _ in 0..3 {
+        register("198.51.100.8")
+            .await
+            .expect_status(201, "registration under the limit");
+    }
+    let r = register("198.51.100.8").await;
+    let r = r.expect_status(429, "fourth registration in a minute");
+    assert_limited(&r);
+    assert!(r.body["detail"]
+        .as_str()
+        .unwrap_or("")
+        .contains("registrations"));
 
     // Per user: a user's burst (4) is theirs wherever they come from.
     let user = user_from(&c, "198.51.100.5").await;

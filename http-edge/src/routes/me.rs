@@ -138,9 +138,11 @@ pub async fn patch_me(
     caller: Caller,
     ApiJson(req): ApiJson<ProfilePatchDto>,
 ) -> ApiResult<Json<ProfileDto>> {
-    if let Some(name) = &req.name {
-        validate::name("name", name)?;
-    }
+    let name = req
+        .name
+        .as_deref()
+        .map(|n| validate::name("name", n))
+        .transpose()?;
     if let Some(Some(p)) = &req.phone {
         phone(p)?;
     }
@@ -160,7 +162,7 @@ pub async fn patch_me(
         None => None,
     };
     let patch = ProfilePatch {
-        name: req.name,
+        name,
         phone: req.phone,
         addresses,
         channels: req.notification_channels.map(channels).transpose()?,

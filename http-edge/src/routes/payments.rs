@@ -13,15 +13,16 @@ use super::validate;
 use crate::dto::{rfc3339, MoneyDto};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, Caller};
 use crate::problem::{ApiResult, Problem};
-use crate::webhook::{self, WebhookEvent, MAX_EVENT_ID_LEN};
+use crate::webhook::{self, WebhookData, WebhookEvent, MAX_EVENT_ID_LEN};
 use crate::EdgeState;
 use agora_actors::account::{
     AccountCommand, Role, MAX_TOP_UP_MINOR, MAX_WALLET_MINOR, MIN_TOP_UP_MINOR,
 };
 use agora_actors::client::AskError;
 use agora_actors::limits::MAX_LINE_QUANTITY;
+use agora_actors::money::Money;
 use agora_actors::order::{OrderCommand, OrderRefund};
-use agora_actors::payment::PaymentCommand;
+use agora_actors::payment::{ChargeReport, MethodKind, PaymentCommand};
 use agora_actors::{Command, DomainError, EntityKind, EntityRef, Reply};
 use axum::body::Bytes;
 use axum::extract::State;
@@ -235,11 +236,32 @@ fn key_id(user_id: &str, key: &str) -> String {
     )
 }
 
+/// What a `charge.succeeded` event says was taken (the Payment checks it against its intent).
+fn charge_report(data: &WebhookData) -> Result<ChargeReport, Problem> {
+    let field = |name: &str, v: &Option<String>| {
+        v.clone()
+            .filter(|v| !v.is_empty() && v.len() <= 128)
+            .ok_or_else(|| Problem::invalid(&format!("data.{name}"), "1 to 128 characters"))
+    };
+    let method = field("method", &data.method)?;
+    Ok(ChargeReport {
+        payment_id: field("payment_id", &data.payment_id)?,
+        amount: Money {
+            amount_minor: data.amount_minor,
+            currency: field("currency", &data.currency)?,
+        },
+        method: MethodKind::from_name(&method)
+            .ok_or_else(|| Problem::invalid("data.method", "card, upi or wallet"))?,
+    })
+}
+
 /// Receives a payment event from the gateway.
 #[utoipa::path(post, path = "/api/v1/payments/webhook", tag = "payments", request_body = WebhookEvent,
     params(("Agora-Signature" = String, Header, description = "t=<unix seconds>,v1=<hex HMAC-SHA256 of \"<t>.<body>\"> with the shared webhook secret")),
     responses((status = 200, body = WebhookAck), (status = 400, description = "malformed event"),
-              (status = 401, description = "missing, forged or stale signature"), (status = 503, description = "try again")))]
+              (status = 401, description = "missing, forged or stale signature"),
+              (status = 409, description = "a success that does not match the payment's own charge (amount, currency, payment id, method): refused, nothing changes"),
+              (status = 422, description = "a charge.succeeded without payment_id, currency or method"), (status = 503, description = "try again")))]
 pub async fn webhook_in(
     State(st): State<Arc<EdgeState>>,
     headers: HeaderMap,
@@ -289,9 +311,9 @@ pub async fn webhook_in(
     let event_id = event.id.clone();
     let cmd = match event.kind.as_str() {
         "charge.pending" => PaymentCommand::ChargePending { event_id },
-        "charge.succeeded" => PaymentCommand::ChargeResult {
+        "charge.succeeded" => PaymentCommand::ChargeSucceeded {
             event_id,
-            result: Ok(()),
+            report: charge_report(&event.data)?,
         },
         "charge.failed" => PaymentCommand::ChargeResult {
             event_id,
@@ -434,10 +456,20 @@ async fn wallet_of(st: &EdgeState, user_id: &str, cmd: AccountCommand) -> ApiRes
             Command::Account(cmd),
         )
         .await
-        .map_err(|e| match e {
-            AskError::Domain(DomainError::NotFound(_)) => Problem::not_found("no such account"),
-            e => e.into(),
-        })?;
+        .map_err(account_problem)?;
+    wallet_dto(&reply)
+}
+
+/// The problem an account's refusal becomes (an unknown account is a 404).
+fn account_problem(e: AskError) -> Problem {
+    match e {
+        AskError::Domain(DomainError::NotFound(_)) => Problem::not_found("no such account"),
+        e => e.into(),
+    }
+}
+
+/// The wallet in an account's reply.
+fn wallet_dto(reply: &Reply) -> ApiResult<WalletDto> {
     let Reply::Account(a) = reply else {
         return Err(Problem::internal("unexpected reply to an account command"));
     };
@@ -463,7 +495,7 @@ pub async fn get_wallet(
 
 /// Adds money to the caller's wallet (a simulated funding source, credited at once).
 #[utoipa::path(post, path = "/api/v1/me/wallet/top-up", tag = "payments", request_body = TopUpRequest, security(("bearer" = [])),
-    params(("Idempotency-Key" = String, Header, description = "1..=128 visible ASCII characters; a retry with the same key tops up once")),
+    params(("Idempotency-Key" = String, Header, description = "1..=128 visible ASCII characters; a retry with the same key and amount tops up once, for as long as the node keeps message ids (7 days by default, `--message-retention-ms`)")),
     responses((status = 200, body = WalletDto), (status = 400, description = "no Idempotency-Key"),
               (status = 409, description = "the balance would exceed its limit"), (status = 422, description = "amount out of range, or key reused with another amount")))]
 pub async fn top_up(
@@ -479,11 +511,31 @@ pub async fn top_up(
             format!("{MIN_TOP_UP_MINOR}..={MAX_TOP_UP_MINOR}"),
         ));
     }
+    let top_up_id = key_id(&caller.user_id, key);
+    // The message id makes the key last as long as any message id (the node's message
+    // retention, 7 days by default), not only as long as the account's recent top-ups: a
+    // replay is a duplicate and credits nothing. The amount is part of it, so a key reused
+    // with another amount still reaches the account, which refuses it while it remembers it.
+    let msg_id = format!("top-up:{top_up_id}:{}", req.amount_minor);
     let cmd = AccountCommand::TopUp {
-        top_up_id: key_id(&caller.user_id, key),
+        top_up_id,
         amount_minor: req.amount_minor,
     };
-    Ok(Json(wallet_of(&st, &caller.user_id, cmd).await?))
+    let account = EntityRef::new(EntityKind::Account, caller.user_id.clone());
+    match st
+        .client
+        .ask_once(account, Command::Account(cmd), msg_id)
+        .await
+    {
+        Ok(Reply::Duplicate) => {
+            tracing::debug!(user_id = %caller.user_id, "top-up replayed: credited once");
+            Ok(Json(
+                wallet_of(&st, &caller.user_id, AccountCommand::Get).await?,
+            ))
+        }
+        Ok(reply) => Ok(Json(wallet_dto(&reply)?)),
+        Err(e) => Err(account_problem(e)),
+    }
 }
 
 /// Every courier's price and delivery estimate to a city.

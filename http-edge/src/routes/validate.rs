@@ -2,6 +2,7 @@
 
 use crate::problem::Problem;
 use agora_actors::limits::{valid_sku, valid_text, MAX_NAME_LEN};
+use unicode_normalization::UnicodeNormalization;
 
 /// Checks a SKU from a path or body; a malformed one cannot exist, so it is a 404 in paths.
 pub fn sku(s: &str) -> Result<(), Problem> {
@@ -12,21 +13,29 @@ pub fn sku(s: &str) -> Result<(), Problem> {
     }
 }
 
-/// Checks a required short text field.
-pub fn name(field: &str, s: &str) -> Result<(), Problem> {
-    if s.trim().is_empty() || !valid_text(s, MAX_NAME_LEN) {
-        return Err(Problem::invalid(
-            field,
-            format!("1..={MAX_NAME_LEN} printable characters"),
-        ));
-    }
+/// Checks a required short text field: 1..=200 characters, none of them a control or
+/// invisible character (newline included), nor a bidirectional control. Answers its NFKC
+/// form, trimmed (what person names are stored as).
+pub fn name(field: &str, s: &str) -> Result<String, Problem> {
     if has_bidi_controls(s) {
         return Err(Problem::invalid(
             field,
             "bidirectional control characters are not allowed",
         ));
     }
-    Ok(())
+    let normalized: String = s.nfkc().collect();
+    let normalized = normalized.trim();
+    if s.chars().any(is_invisible)
+        || normalized.is_empty()
+        || !valid_text(normalized, MAX_NAME_LEN)
+        || normalized.chars().any(is_invisible)
+    {
+        return Err(Problem::invalid(
+            field,
+            format!("1..={MAX_NAME_LEN} printable characters, no control or invisible ones"),
+        ));
+    }
+    Ok(normalized.to_string())
 }
 
 /// Whether `s` holds bidirectional marks, embeddings, overrides or isolates, which make text
@@ -37,28 +46,44 @@ fn has_bidi_controls(s: &str) -> bool {
     })
 }
 
-/// Checks an email address (a pragmatic subset of RFC 5321).
-pub fn email(s: &str) -> Result<(), Problem> {
+/// Whether `c` is a control character, or one that displays as nothing (zero-width spaces
+/// and joiners, soft hyphen, byte order mark, invisible operators, fillers, variation
+/// selectors, tags): two strings that differ only by them look the same.
+pub fn is_invisible(c: char) -> bool {
+    c.is_control()
+        || matches!(c,
+            '\u{00ad}' | '\u{034f}' | '\u{061c}' | '\u{115f}' | '\u{1160}' | '\u{17b4}'
+            | '\u{17b5}' | '\u{180b}'..='\u{180f}' | '\u{200b}'..='\u{200f}'
+            | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{206f}' | '\u{3164}'
+            | '\u{fe00}'..='\u{fe0f}' | '\u{feff}' | '\u{ffa0}' | '\u{fff0}'..='\u{fffb}'
+            | '\u{1d173}'..='\u{1d17a}' | '\u{e0000}'..='\u{e0fff}')
+}
+
+/// The canonical form of an email address: NFKC, trimmed and lower-cased, refused when it
+/// holds a control or invisible character or is not an address (`email_address`, with a
+/// dot in the domain and no display text or domain literal), or is longer than 254 bytes.
+/// Accounts are keyed by this form, so look-alike spellings are one account.
+pub fn email(s: &str) -> Result<String, Problem> {
     let bad = || Problem::invalid("email", "a valid email address, at most 254 characters");
-    if s.len() > 254
-        || s.chars().any(|c| c.is_whitespace() || c.is_control())
-        || has_bidi_controls(s)
+    if s.chars().any(is_invisible) {
+        return Err(bad());
+    }
+    let normalized: String = s.trim().nfkc().collect::<String>().to_lowercase();
+    if normalized.len() > 254
+        || normalized
+            .chars()
+            .any(|c| is_invisible(c) || c.is_whitespace())
     {
         return Err(bad());
     }
-    let (local, domain) = s.rsplit_once('@').ok_or_else(bad)?;
-    if local.is_empty()
-        || local.len() > 64
-        || local.contains('@')
-        || domain.len() < 3
-        || !domain.contains('.')
-    {
-        return Err(bad());
-    }
-    if domain.starts_with('.') || domain.ends_with('.') || domain.contains("..") {
-        return Err(bad());
-    }
-    Ok(())
+    let options = email_address::Options {
+        minimum_sub_domains: 2,
+        allow_domain_literal: false,
+        allow_display_text: false,
+        ..email_address::Options::default()
+    };
+    email_address::EmailAddress::parse_with_options(&normalized, options).map_err(|_| bad())?;
+    Ok(normalized)
 }
 
 /// Checks a password's length.
@@ -163,5 +188,45 @@ mod tests {
         assert!(email("a b@c.de").is_err());
         assert!(email("@c.de").is_err());
         assert!(email("rtl\u{202e}@example.com").is_err());
+    }
+
+    #[test]
+    fn look_alike_emails_are_one_address_and_invisible_characters_are_refused() {
+        assert_eq!(email(" Admin@Agora.Local ").unwrap(), "admin@agora.local");
+        // Fullwidth letters and NFD forms become their NFKC (and lower-case) form.
+        assert_eq!(
+            email("ａｄｍｉｎ@agora.local").unwrap(),
+            "admin@agora.local"
+        );
+        assert_eq!(
+            email("jose\u{301}@example.com").unwrap(),
+            "jos\u{e9}@example.com"
+        );
+        assert_eq!(
+            email("jos\u{e9}@example.com").unwrap(),
+            "jos\u{e9}@example.com"
+        );
+        for invisible in ["\u{200b}", "\u{ad}", "\u{feff}", "\u{2060}", "\u{0}", "\n"] {
+            let e = format!("admin{invisible}@agora.local");
+            assert!(email(&e).is_err(), "{e:?}");
+        }
+        for bad in ["Name <a@b.co>", "a@[127.0.0.1]", "a@@b.co", "a..b@c.de", ""] {
+            assert!(email(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn names_are_nfkc_and_refuse_control_and_invisible_characters() {
+        assert_eq!(name("name", " Ａｓｈａ ").unwrap(), "Asha");
+        for bad in [
+            "Asha\nBcc: x",
+            "Asha\t",
+            "A\u{200b}sha",
+            "\u{ad}",
+            "   ",
+            "\u{feff}",
+        ] {
+            assert!(name("name", bad).is_err(), "{bad:?}");
+        }
     }
 }
