@@ -50,6 +50,10 @@ pub struct AdminState {
     pub liveness: agora_cluster::liveness::Liveness,
     /// Set while this node drains (it is then not ready).
     pub draining: Arc<AtomicBool>,
+    /// Reaches entities wherever they live (readiness asks for the seeded admin account).
+    pub client: Arc<dyn agora_actors::client::EntityClient>,
+    /// Set once the seeded admin account has been seen: a login can be served.
+    pub admin_seen: AtomicBool,
 }
 
 /// The admin router.
@@ -102,11 +106,30 @@ async fn readyz(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
         && !s.draining.load(Ordering::Acquire)
         && map_known
         && (s.peers_ready)()
+        && admin_seeded(&s).await
     {
         (StatusCode::OK, "ready")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready")
     }
+}
+
+/// Whether the seeded admin account exists (in a cluster the lowest node seeds it in the
+/// background, so a node can be up before a login can be served). Asked once it is seen.
+async fn admin_seeded(s: &AdminState) -> bool {
+    if s.admin_seen.load(Ordering::Acquire) {
+        return true;
+    }
+    let admin = EntityRef::new(
+        EntityKind::Account,
+        agora_actors::ids::user_id_for_email(crate::seed::ADMIN_EMAIL),
+    );
+    let get = agora_actors::Command::Account(agora_actors::account::AccountCommand::Get);
+    let seen = s.client.ask(admin, get).await.is_ok();
+    if seen {
+        s.admin_seen.store(true, Ordering::Release);
+    }
+    seen
 }
 
 async fn metrics(State(s): State<Arc<AdminState>>) -> impl IntoResponse {

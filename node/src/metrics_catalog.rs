@@ -147,6 +147,16 @@ pub const METRICS: &[(Kind, &str, &str)] = &[
     ),
     (
         Counter,
+        "agora_password_hash_busy_total",
+        "Password hashes refused with 503: too many running or queued past the wait.",
+    ),
+    (
+        Counter,
+        "agora_payment_mismatches_total",
+        "Payment success reports that did not match the Payment's own charge, by field.",
+    ),
+    (
+        Counter,
         "agora_rate_limited_total",
         "Shop API requests answered 429 by a rate limit.",
     ),

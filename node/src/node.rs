@@ -687,6 +687,8 @@ pub async fn start_with(
     };
     let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let admin_state = Arc::new(AdminState {
+        client: Arc::new(router.clone()),
+        admin_seen: std::sync::atomic::AtomicBool::new(false),
         token: configured_token.or_else(|| generated_admin_token.clone()),
         mutations: cluster.as_ref().is_some_and(|c| c.admin_mutations),
         membership: membership.clone(),
