@@ -407,11 +407,21 @@ async fn the_gateway_serves_only_its_merchants_and_a_cheap_charge_never_confirms
     );
 
     // Even with the shop's own key, a charge of ₹0.01 under another key makes a signed
-    // success the shop refuses: the payment id and the amount are not its charge's.
-    assert_eq!(
-        gateway_charge(&gw, Some(API_KEY), &cheap("evil-2")).await,
-        200
-    );
+    // success the shop refuses: the payment id and the amount are not its charge's. (The
+    // shop registers its webhook URL when the gateway first answers it 428, which may
+    // land just after the order shows PAYMENT_PROCESSING: until then this answers 428.)
+    let status = poll_until(
+        "the shop's webhook URL is registered",
+        POLL_TIMEOUT,
+        || async {
+            match gateway_charge(&gw, Some(API_KEY), &cheap("evil-2")).await {
+                428 => Err("the gateway still has no webhook URL for the shop".to_string()),
+                s => Ok(s),
+            }
+        },
+    )
+    .await;
+    assert_eq!(status, 200);
     poll_until("the refused report is counted", POLL_TIMEOUT, || async {
         match counter(&srv, "agora_payment_mismatches_total", "").await {
             0 => Err("not yet".to_string()),
