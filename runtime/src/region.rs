@@ -135,7 +135,7 @@ impl Region {
                 *slot = Some(Hosted { actor, hot });
             }
         }
-        tracing::info!(shard, epoch, "hosting shard");
+        tracing::debug!(shard, epoch, "hosting shard");
         Ok(())
     }
 

@@ -75,7 +75,7 @@ pub struct ServerOptions {
     /// `--courier-leg-ms`, server default when `None`.
     pub courier_leg_ms: Option<u64>,
     /// Keep the shop API's rate limits on (off unless a test is about them:
-    /// `AGORA_NO_RATE_LIMITS=1` is set otherwise).
+    /// `AGORA_NO_RATE_LIMITS=true` is set otherwise).
     pub rate_limits: bool,
     /// More command-line arguments (`agora dev` only).
     pub extra_args: Vec<String>,
