@@ -260,9 +260,45 @@ async fn entity(
         "seq": record.seq,
         "epoch": record.epoch,
         "written_at_ms": record.written_at_ms,
-        "state": record.state.to_json(),
+        "state": redacted(record.state.to_json()),
         "applied_messages": messages.into_iter().map(|(id, at)| json!({"msg_id": id, "at_ms": at})).collect::<Vec<_>>(),
     })))
+}
+
+/// Keys whose values an entity dump never shows: password hashes and refresh-token hashes
+/// (live and rotated) are credentials an operator has no use for.
+const SECRET_KEYS: [&str; 4] = ["password_hash", "refresh_tokens", "rotated", "hash"];
+
+/// An entity state for an operator's eyes: credentials replaced by `"[redacted]"`, card
+/// numbers shown by their last four digits only.
+fn redacted(mut state: Value) -> Value {
+    redact_in(&mut state);
+    state
+}
+
+fn redact_in(v: &mut Value) {
+    match v {
+        Value::Object(fields) => {
+            for (key, value) in fields.iter_mut() {
+                if SECRET_KEYS.contains(&key.as_str()) {
+                    *value = Value::String("[redacted]".into());
+                } else if key == "number" && value.as_str().is_some_and(looks_like_card) {
+                    let digits = value.as_str().unwrap_or_default();
+                    let last4 = &digits[digits.len().saturating_sub(4)..];
+                    *value = Value::String(format!("**** {last4}"));
+                } else {
+                    redact_in(value);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(redact_in),
+        _ => {}
+    }
+}
+
+/// Whether `s` is a card number (12 to 19 digits).
+fn looks_like_card(s: &str) -> bool {
+    (12..=19).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
 }
 
 async fn dead_letters(State(s): State<Arc<AdminState>>) -> Result<Json<Value>, Problem> {
@@ -338,5 +374,25 @@ async fn drain(
             json!({ "node": id, "moved_shards": moved, "status": "drained" }),
         )),
         Err(e) => Err(Problem::unavailable(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entity_dumps_hide_credentials_and_card_numbers() {
+        let state = json!({"Account": {
+            "profile": {"email": "a@b.c", "password_hash": "$argon2id$v=19$secret"},
+            "security": {"refresh_tokens": [{"hash": "ab12", "issued_at_ms": 1}], "rotated": ["cd34"]},
+            "payments": [{"method": {"Card": {"number": "4242424242424242"}}, "amount_minor": 298}],
+        }});
+        let shown = redacted(state).to_string();
+        for secret in ["$argon2id", "ab12", "cd34", "4242424242424242"] {
+            assert!(!shown.contains(secret), "{secret} is shown: {shown}");
+        }
+        assert!(shown.contains("**** 4242"), "{shown}");
+        assert!(shown.contains("a@b.c") && shown.contains("298"), "{shown}");
     }
 }
