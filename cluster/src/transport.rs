@@ -9,18 +9,29 @@ use ractor::{Actor, ActorRef};
 use ractor_cluster::{NodeServer, NodeServerMessage};
 use std::time::Duration;
 
+/// Why the transport did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportStartError {
+    /// This node's id has no entry in the cluster file.
+    #[error("node {0} is not in the cluster file: add a [[nodes]] entry with its id")]
+    NotInClusterFile(u64),
+    /// The node server actor could not be spawned.
+    #[error("cannot start the node server: {0}")]
+    Spawn(String),
+}
+
 /// Starts the node server and the dialer (over TLS when `tls` is set).
 pub async fn start(
     membership: &Membership,
     secret: &str,
     directory: Directory,
     tls: Option<super::tls::Tls>,
-) -> anyhow::Result<ActorRef<NodeServerMessage>> {
+) -> Result<ActorRef<NodeServerMessage>, TransportStartError> {
     let me = membership
         .nodes
         .iter()
         .find(|n| n.id == membership.me)
-        .ok_or_else(|| anyhow::anyhow!("node {} is not in the cluster file", membership.me))?;
+        .ok_or(TransportStartError::NotInClusterFile(membership.me))?;
     let server = NodeServer::new(
         me.cluster_addr.port(),
         secret.to_string(),
@@ -31,7 +42,9 @@ pub async fn start(
         Some(ractor_cluster::node::NodeConnectionMode::Isolated),
     )
     .with_listen_addr(me.cluster_addr.ip());
-    let (server, _) = Actor::spawn(None, server, ()).await?;
+    let (server, _) = Actor::spawn(None, server, ())
+        .await
+        .map_err(|e| TransportStartError::Spawn(e.to_string()))?;
     let peers: Vec<_> = membership
         .nodes
         .iter()
