@@ -170,7 +170,9 @@ async fn raft_run(args: &ReplicationArgs, replicas: usize) -> anyhow::Result<Spi
         leaders
             .into_iter()
             .enumerate()
-            .map(|(g, raft)| Proposer::start(g as u32, raft, 4096))
+            .map(|(g, raft)| {
+                Proposer::start(g as u32, raft, 4096, std::time::Duration::from_secs(5))
+            })
             .collect(),
     );
     let (groups, entry_bytes) = (args.groups as usize, args.entry_bytes);

@@ -162,6 +162,26 @@ pub const METRICS: &[(Kind, &str, &str)] = &[
     ),
     (
         Counter,
+        "agora_replication_changes_proposed_total",
+        "Entity changes handed to their shard's group by the writer.",
+    ),
+    (
+        Counter,
+        "agora_replication_changes_refused_total",
+        "Entity changes their shard's group did not commit (lost lead or unknown outcome).",
+    ),
+    (
+        Counter,
+        "agora_replication_leads_total",
+        "Times this node started serving a shard as its group's leader.",
+    ),
+    (
+        Counter,
+        "agora_replication_step_downs_total",
+        "Times this node stopped serving a shard (lost lead, new term or failed proposal).",
+    ),
+    (
+        Counter,
         "agora_replication_log_appends_total",
         "Log entries appended by this node's shard groups.",
     ),
@@ -227,6 +247,11 @@ pub const METRICS: &[(Kind, &str, &str)] = &[
     ),
     (
         Gauge,
+        "agora_replication_outstanding_changes",
+        "Entity changes handed to their shard's group and not yet committed.",
+    ),
+    (
+        Gauge,
         "agora_outbox_backlog",
         "Outbox messages waiting for delivery.",
     ),
@@ -266,6 +291,11 @@ pub const METRICS: &[(Kind, &str, &str)] = &[
         Histogram,
         "agora_http_request_seconds",
         "Shop API request latency by method, route template and status.",
+    ),
+    (
+        Histogram,
+        "agora_replication_commit_seconds",
+        "Time for one shard-group entry to be committed by a majority and applied here.",
     ),
     (
         Histogram,

@@ -15,6 +15,8 @@
 //! - `groups`: the groups a node runs, and serving their peers' RPCs.
 //! - `memory`: a transport inside one process (tests, the replication benchmark).
 //! - `proposer`: a shard's changes become entries, one proposal in flight per group.
+//! - `serving`: which shards this node serves (leader with a lease), and the writer's way
+//!   into their groups.
 //! - `placement`: which nodes hold each shard's replicas and where leaders should be.
 
 pub mod codec;
@@ -25,11 +27,13 @@ pub mod memory;
 pub mod network;
 pub mod placement;
 pub mod proposer;
+pub mod serving;
 pub mod state;
 pub mod types;
 
 pub use groups::{GroupConfig, Groups};
 pub use proposer::{ProposeError, Proposer};
+pub use serving::{LeadershipEvents, Serving, ServingConfig};
 pub use types::{GroupId, NodeId, ShardEntry, ShardRaft, ShardTypeConfig};
 
 /// Errors of a group's storage.

@@ -2,9 +2,18 @@
 //! most one proposal in flight per group. Whatever arrives while one is in flight goes into
 //! the next entry, so a busy shard pays one Raft round (one replicated append and one
 //! fsync on each replica) for many changes, as the writer's group commit does on one node.
+//!
+//! A proposer serves one leadership term. Once a proposal fails (this node lost its lead, or
+//! the round took longer than the commit timeout, so its outcome is unknown) the proposer
+//! refuses everything after it: a later change must never commit without an earlier one it
+//! was built on. The node then stops serving the shard and starts again with a fresh
+//! proposer once everything in its log is applied.
 
 use crate::types::{GroupId, NodeId, ShardEntry, ShardRaft, ShardRow};
 use openraft::error::{ClientWriteError, RaftError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 /// Why a proposal was not committed.
@@ -18,7 +27,8 @@ pub enum ProposeError {
         /// The leader this node knows of.
         leader: Option<NodeId>,
     },
-    /// The group failed or was shut down; the outcome of the change is unknown.
+    /// The group failed, was shut down, or took too long; the outcome of the change is
+    /// unknown.
     #[error("group {group} failed: {reason}")]
     Failed {
         /// The group.
@@ -28,71 +38,143 @@ pub enum ProposeError {
     },
 }
 
-type Proposal = (Vec<ShardRow>, oneshot::Sender<Result<(), ProposeError>>);
+/// Called once with a proposal's outcome.
+pub type ProposalCallback = Box<dyn FnOnce(Result<(), ProposeError>) + Send>;
+
+type Proposal = (Vec<ShardRow>, ProposalCallback);
 
 /// Hands changes of one shard to its group.
 #[derive(Clone)]
 pub struct Proposer {
     group: GroupId,
     queue: mpsc::UnboundedSender<Proposal>,
+    failed: Arc<AtomicBool>,
 }
 
 impl Proposer {
     /// Starts proposing to `raft` (this node's member of `group`), at most `max_rows` rows
-    /// per entry.
-    pub fn start(group: GroupId, raft: ShardRaft, max_rows: usize) -> Self {
+    /// per entry, each round given at most `commit_timeout`.
+    pub fn start(
+        group: GroupId,
+        raft: ShardRaft,
+        max_rows: usize,
+        commit_timeout: Duration,
+    ) -> Self {
         assert!(max_rows > 0, "an entry carries at least one row");
+        assert!(!commit_timeout.is_zero(), "a round needs time to commit");
         let (queue, rx) = mpsc::unbounded_channel();
-        tokio::spawn(propose_loop(group, raft, rx, max_rows));
-        Self { group, queue }
+        let failed = Arc::new(AtomicBool::new(false));
+        let round = Round {
+            group,
+            raft,
+            max_rows,
+            commit_timeout,
+            failed: failed.clone(),
+        };
+        tokio::spawn(round.run(rx));
+        Self {
+            group,
+            queue,
+            failed,
+        }
+    }
+
+    /// Whether a proposal failed: this proposer refuses everything from then on.
+    pub fn failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
+    /// Proposes `rows` (one change); `done` is called once they are committed by a majority
+    /// of the group and applied here, or with why not.
+    pub fn submit(&self, rows: Vec<ShardRow>, done: ProposalCallback) {
+        if let Err(mpsc::error::SendError((_, done))) = self.queue.send((rows, done)) {
+            done(Err(ProposeError::Failed {
+                group: self.group,
+                reason: "the proposer stopped".into(),
+            }));
+        }
     }
 
     /// Proposes `rows` (one change) and waits until they are committed by a majority of the
     /// group and applied here.
     pub async fn propose(&self, rows: Vec<ShardRow>) -> Result<(), ProposeError> {
-        let stopped = || ProposeError::Failed {
+        let (tx, rx) = oneshot::channel();
+        self.submit(
+            rows,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        rx.await.map_err(|_| ProposeError::Failed {
             group: self.group,
             reason: "the proposer stopped".into(),
-        };
-        let (tx, rx) = oneshot::channel();
-        self.queue.send((rows, tx)).map_err(|_| stopped())?;
-        rx.await.map_err(|_| stopped())?
+        })?
     }
 }
 
-async fn propose_loop(
+struct Round {
     group: GroupId,
     raft: ShardRaft,
-    mut queue: mpsc::UnboundedReceiver<Proposal>,
     max_rows: usize,
-) {
-    while let Some(first) = queue.recv().await {
-        let mut entry = ShardEntry::default();
-        let mut waiting = Vec::new();
-        let mut next = Some(first);
-        while let Some((rows, tx)) = next.take() {
-            entry.rows.extend(rows);
-            waiting.push(tx);
-            if entry.rows.len() < max_rows {
-                next = queue.try_recv().ok();
+    commit_timeout: Duration,
+    failed: Arc<AtomicBool>,
+}
+
+impl Round {
+    async fn run(self, mut queue: mpsc::UnboundedReceiver<Proposal>) {
+        while let Some(first) = queue.recv().await {
+            let mut entry = ShardEntry::default();
+            let mut waiting = Vec::new();
+            let mut next = Some(first);
+            while let Some((rows, done)) = next.take() {
+                entry.rows.extend(rows);
+                waiting.push(done);
+                if entry.rows.len() < self.max_rows {
+                    next = queue.try_recv().ok();
+                }
+            }
+            let outcome = if self.failed.load(Ordering::Acquire) {
+                Err(self.failure("an earlier proposal of this term failed".into()))
+            } else {
+                metrics::histogram!("agora_replication_changes_per_entry")
+                    .record(waiting.len() as f64);
+                self.commit(entry).await
+            };
+            if outcome.is_err() {
+                self.failed.store(true, Ordering::Release);
+            }
+            for done in waiting {
+                done(outcome.clone());
             }
         }
-        metrics::histogram!("agora_replication_changes_per_entry").record(waiting.len() as f64);
-        let outcome = match raft.client_write(entry).await {
-            Ok(_) => Ok(()),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+    }
+
+    fn failure(&self, reason: String) -> ProposeError {
+        ProposeError::Failed {
+            group: self.group,
+            reason,
+        }
+    }
+
+    async fn commit(&self, entry: ShardEntry) -> Result<(), ProposeError> {
+        let started = tokio::time::Instant::now();
+        let written = tokio::time::timeout(self.commit_timeout, self.raft.client_write(entry));
+        let outcome = match written.await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
                 Err(ProposeError::NotLeader {
-                    group,
+                    group: self.group,
                     leader: f.leader_id,
                 })
             }
-            Err(e) => Err(ProposeError::Failed {
-                group,
-                reason: e.to_string(),
-            }),
+            Ok(Err(e)) => Err(self.failure(e.to_string())),
+            Err(_) => Err(self.failure(format!(
+                "not committed within {} ms",
+                self.commit_timeout.as_millis()
+            ))),
         };
-        for tx in waiting {
-            let _ = tx.send(outcome.clone());
-        }
+        metrics::histogram!("agora_replication_commit_seconds")
+            .record(started.elapsed().as_secs_f64());
+        outcome
     }
 }

@@ -182,7 +182,7 @@ async fn a_proposer_batches_concurrent_changes_and_a_follower_refuses() {
     let leader = leader_among(&nodes, None).await;
     let leader_id = leader.metrics().borrow().id;
     let before = leader.metrics().borrow().last_log_index.unwrap_or(0);
-    let proposer = Proposer::start(GROUP, leader.clone(), 4096);
+    let proposer = Proposer::start(GROUP, leader.clone(), 4096, Duration::from_secs(5));
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..200 {
         let p = proposer.clone();
@@ -202,9 +202,14 @@ async fn a_proposer_batches_concurrent_changes_and_a_follower_refuses() {
     }
     // A follower's proposer does not propose: it names the leader.
     let follower = nodes.iter().find(|n| n.id != leader_id).unwrap();
-    let refused = Proposer::start(GROUP, follower.groups.raft(GROUP).unwrap(), 16)
-        .propose(entry(999).rows)
-        .await;
+    let refused = Proposer::start(
+        GROUP,
+        follower.groups.raft(GROUP).unwrap(),
+        16,
+        Duration::from_secs(5),
+    )
+    .propose(entry(999).rows)
+    .await;
     assert_eq!(
         refused,
         Err(ProposeError::NotLeader {

@@ -6,6 +6,7 @@
 pub mod cascade;
 pub mod keys;
 pub mod record;
+pub mod replicated;
 pub mod rows;
 pub mod writer;
 
@@ -60,6 +61,10 @@ pub enum StoreError {
         /// The refused change it depended on.
         ticket: u64,
     },
+    /// A replicated shard's group did not commit a change (this node lost its lead, or the
+    /// outcome is unknown).
+    #[error("replication: {0}")]
+    Replication(String),
     /// The writer stopped (after a failed commit the node stops taking writes).
     #[error("the store is closed")]
     Closed,

@@ -6,7 +6,8 @@
 use super::cascade::{Cascade, CascadeHold};
 use super::keys::{dedup_key, dedup_value, outbox_key};
 use super::record::{self, DeadLetter, EntityRecord, OutboxRecord, FORMAT_VERSION};
-use super::rows::{RowTables, RowWrite};
+use super::replicated::{self, Outstanding, OutstandingChanges, ShardReplication};
+use super::rows::{RowOp, RowTable, RowTables, RowWrite};
 use super::{
     Store, StoreError, DEAD_LETTERS, ENTITIES, GROUP_LOG, GROUP_META, META, OUTBOX, SHARD_EPOCHS,
 };
@@ -14,7 +15,7 @@ use agora_actors::host::EntityState;
 use agora_actors::{EntityRef, OutboxMessage};
 use redb::{Durability, ReadableDatabase, ReadableTable};
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 use tokio::sync::mpsc;
 use tokio::sync::{oneshot, watch};
@@ -130,6 +131,13 @@ pub enum WriteOp {
         write: Box<RowWrite>,
         /// Answered once durable; `None` when nobody waits (applied entries).
         done: Option<oneshot::Sender<Result<(), StoreError>>>,
+    },
+    /// A replicated change's group answered (sent by the writer's own proposals).
+    GroupAnswered {
+        /// The change.
+        ticket: u64,
+        /// Whether a majority of the shard's replicas committed it.
+        committed: bool,
     },
     /// Delete a shard handed to another node, and refuse writes under epochs before `epoch`.
     DropShard {
@@ -306,7 +314,11 @@ pub struct Writer {
     listeners: Arc<Vec<Arc<dyn CommitListener>>>,
     refused: Arc<Mutex<RefusedTickets>>,
     cascade: Arc<Cascade>,
+    replication: SharedReplication,
 }
+
+/// The node's replication groups, once they exist (set once, read by the writer thread).
+type SharedReplication = Arc<OnceLock<Arc<dyn ShardReplication>>>;
 
 impl Writer {
     /// Starts the writer thread. Committed outbox rows go to `relay`.
@@ -330,6 +342,7 @@ impl Writer {
         let listeners = Arc::new(listeners);
         let refused = Arc::new(Mutex::new(RefusedTickets::default()));
         let cascade = Arc::new(Cascade::default());
+        let replication: SharedReplication = Arc::new(OnceLock::new());
         let next_outbox = {
             let rtx = store.db().begin_read()?;
             let t = rtx.open_table(OUTBOX)?;
@@ -360,6 +373,10 @@ impl Writer {
             epochs: HashMap::new(),
             commit_delay: None,
             cascade: cascade.clone(),
+            replication: replication.clone(),
+            outstanding: OutstandingChanges::default(),
+            max_ticket: 0,
+            answers: tx.downgrade(),
             may_block: false,
             last_batch: 0,
             spare: Vec::new(),
@@ -399,7 +416,52 @@ impl Writer {
             listeners,
             refused,
             cascade,
+            replication,
         })
+    }
+
+    /// Sends the changes of shards `replication` replicates through their groups from now
+    /// on. Early delivery stops: a change may take effect on another shard only once its
+    /// own is committed by a majority (a receiver's group cannot take back an entry).
+    pub fn set_replication(&self, replication: Arc<dyn ShardReplication>) {
+        if self.replication.set(replication).is_ok() {
+            if let Ok(mut s) = self.submit.lock() {
+                s.early_delivery = false;
+            }
+        }
+    }
+
+    /// Whether an entity may answer a caller on this node before its change is durable
+    /// (off once changes are replicated).
+    pub fn early_answers(&self) -> bool {
+        self.submit.lock().is_ok_and(|s| s.early_delivery)
+    }
+
+    /// Hands every outbox row of `shard` stored here to the relay, once everything written
+    /// before is durable: for a node that starts leading a replicated shard, whose rows its
+    /// group wrote while another node led. Returns how many.
+    pub async fn adopt_outbox(&self, shard: u32) -> Result<usize, StoreError> {
+        self.write_rows(RowWrite::rows(Vec::new())).await?;
+        let rows: CommittedOutbox = self
+            .store
+            .outbox_rows()?
+            .into_iter()
+            .filter(|(k, _)| super::keys::parse_outbox_key(k).is_some_and(|(s, _)| s == shard))
+            .map(|(key, rec)| CommittedRow {
+                ticket: 0,
+                key,
+                message: rec.message,
+                stored: true,
+            })
+            .collect();
+        let n = rows.len();
+        if n > 0 {
+            let s = self.submit.lock().map_err(|_| StoreError::Closed)?;
+            s.relay
+                .send(RelayFeed::Committed(rows))
+                .map_err(|_| StoreError::Closed)?;
+        }
+        Ok(n)
     }
 
     /// Submits an operation; returns its ticket (durable once `progress().committed >= ticket`,
@@ -488,13 +550,24 @@ impl Writer {
     /// change of the key (and no shard install or drop) is still on its way to disk, queued
     /// behind them otherwise.
     pub async fn load(&self, key: Vec<u8>) -> Result<Option<EntityRecord>, StoreError> {
-        let settled = {
+        let waits_for = {
             let s = self.submit.lock().map_err(|_| StoreError::Closed)?;
             let committed = self.progress.borrow().committed;
-            s.last_shard_op <= committed && s.pending_keys.get(&key).is_none_or(|t| *t <= committed)
+            let latest = s
+                .last_shard_op
+                .max(s.pending_keys.get(&key).copied().unwrap_or(0));
+            (latest > committed).then_some(latest)
         };
-        if settled {
+        let Some(latest) = waits_for else {
             metrics::counter!("agora_store_direct_loads_total").increment(1);
+            return self.store.entity(&key);
+        };
+        if self.replication.get().is_some() {
+            // A change handed to a group is written when its group applies it: read once
+            // the writer's progress passes it.
+            if !self.durable(latest).await {
+                return Err(StoreError::Closed);
+            }
             return self.store.entity(&key);
         }
         let (reply, rx) = oneshot::channel();
@@ -638,6 +711,14 @@ struct WriterThread {
     commit_delay: Option<std::time::Duration>,
     /// Early deliveries in flight, and how long a commit may wait for them.
     cascade: Arc<Cascade>,
+    /// The node's replication groups, once set.
+    replication: SharedReplication,
+    /// Changes handed to their groups and not yet committed.
+    outstanding: OutstandingChanges,
+    /// The highest ticket committed here or handed to a group.
+    max_ticket: u64,
+    /// Where groups' answers come back (weak: the writer stops when every handle is gone).
+    answers: mpsc::WeakUnboundedSender<(u64, WriteOp)>,
     /// Whether the writer may block its thread (its own OS thread only) to gather.
     may_block: bool,
     /// Operations in the last batch.
@@ -785,8 +866,11 @@ impl WriterThread {
     fn finish(&mut self, r: BatchResult, max_ticket: u64) {
         // The batch is durable: say so before any reply, so a caller holding a reply always
         // sees its ticket committed.
+        self.max_ticket = self.max_ticket.max(max_ticket);
+        let watermark = self.outstanding.watermark(self.max_ticket);
         self.progress
-            .send_modify(|p| p.committed = p.committed.max(max_ticket));
+            .send_modify(|p| p.committed = p.committed.max(watermark));
+        metrics::gauge!("agora_replication_outstanding_changes").set(self.outstanding.len() as f64);
         for d in r.done {
             match d {
                 Done::Unit(tx) => {
@@ -809,6 +893,132 @@ impl WriterThread {
         }
         if !r.outbox.is_empty() {
             let _ = self.relay.send(RelayFeed::Committed(r.outbox));
+        }
+    }
+
+    /// The node's replication groups, if they replicate `shard`.
+    fn replicating(&self, shard: u32) -> Option<Arc<dyn ShardReplication>> {
+        self.replication
+            .get()
+            .filter(|r| r.replicates(shard))
+            .cloned()
+    }
+
+    /// Hands an entity's change to its shard's group instead of the local tables; its
+    /// ticket stays outstanding until the group answers.
+    fn hand_to_group(
+        &mut self,
+        ticket: u64,
+        w: Box<EntityWrite>,
+        group: &dyn ShardReplication,
+        r: &mut BatchResult,
+    ) -> Result<(), StoreError> {
+        let refused_dependency = self
+            .refused
+            .lock()
+            .map_err(|_| StoreError::Closed)?
+            .first_refused(&w.after);
+        if let Some(t) = refused_dependency {
+            self.refused
+                .lock()
+                .map_err(|_| StoreError::Closed)?
+                .insert(ticket);
+            if let Some(done) = w.done {
+                r.refused
+                    .push((done, StoreError::DependencyRefused { ticket: t }));
+            }
+            return Ok(());
+        }
+        let (rows, outbox) = replicated::entity_rows(ticket, &w, &mut self.next_outbox)?;
+        let EntityWrite {
+            shard,
+            entity,
+            state_for_listeners,
+            done,
+            fence,
+            ..
+        } = *w;
+        self.outstanding.insert(
+            ticket,
+            Outstanding {
+                outbox,
+                state: state_for_listeners.map(|s| (entity, s)),
+                done,
+                fence,
+            },
+        );
+        let answers = self.answers.clone();
+        group.propose(
+            shard,
+            rows,
+            Box::new(move |committed| {
+                if let Some(tx) = answers.upgrade() {
+                    let _ = tx.send((0, WriteOp::GroupAnswered { ticket, committed }));
+                }
+            }),
+        );
+        metrics::counter!("agora_replication_changes_proposed_total").increment(1);
+        Ok(())
+    }
+
+    /// A group answered for an outstanding change: committed, it counts as durable with
+    /// this batch; refused, it is recorded as refused before the batch's progress.
+    fn group_answered(
+        &mut self,
+        ticket: u64,
+        committed: bool,
+        r: &mut BatchResult,
+    ) -> Result<(), StoreError> {
+        let change = self.outstanding.take(ticket);
+        assert!(
+            change.is_some(),
+            "a group answered for change {ticket}, which is not outstanding"
+        );
+        let Some(change) = change else {
+            return Ok(());
+        };
+        if committed {
+            r.outbox.extend(change.outbox);
+            r.states.extend(change.state);
+            r.done.extend(change.done.map(Done::Unit));
+        } else {
+            self.refused
+                .lock()
+                .map_err(|_| StoreError::Closed)?
+                .insert(ticket);
+            metrics::counter!("agora_replication_changes_refused_total").increment(1);
+            change.refuse();
+        }
+        Ok(())
+    }
+
+    /// Proposes the removal of outbox rows of replicated shards to their groups; returns the
+    /// keys to remove here.
+    fn replicate_outbox_removals(&self, keys: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+        let Some(group) = self.replication.get() else {
+            return keys;
+        };
+        let (replicated, local) = replicated::split_outbox_keys(keys, group.as_ref());
+        for (shard, rows) in replicated {
+            // A lost removal only means a deduplicated redelivery after a failover.
+            group.propose(shard, rows, Box::new(|_| {}));
+        }
+        local
+    }
+
+    /// Proposes removals of rows of the entities table to their shards' groups.
+    fn propose_removals(&self, rows: Vec<RowOp>) {
+        let Some(group) = self.replication.get() else {
+            return;
+        };
+        let mut by_shard: std::collections::BTreeMap<u32, Vec<RowOp>> = Default::default();
+        for row in rows {
+            if let Some(shard) = replicated::entity_key_shard(&row.key) {
+                by_shard.entry(shard).or_default().push(row);
+            }
+        }
+        for (shard, rows) in by_shard {
+            group.propose(shard, rows, Box::new(|_| {}));
         }
     }
 
@@ -858,6 +1068,10 @@ impl WriterThread {
                     }
                     match op {
                         WriteOp::Entity(w) => {
+                            if let Some(group) = self.replicating(w.shard) {
+                                self.hand_to_group(ticket, w, group.as_ref(), &mut r)?;
+                                continue;
+                            }
                             let current = self.epoch_of(&epochs, w.shard)?;
                             let refusal = if w.epoch < current
                                 && !cfg!(feature = "planted-stale-epoch")
@@ -948,7 +1162,11 @@ impl WriterThread {
                                 let _ = reply.send(v);
                             }
                         }
+                        WriteOp::GroupAnswered { ticket, committed } => {
+                            self.group_answered(ticket, committed, &mut r)?;
+                        }
                         WriteOp::OutboxAcked(keys) => {
+                            let keys = self.replicate_outbox_removals(keys);
                             for k in &keys {
                                 outbox.remove(k.as_slice())?;
                             }
@@ -956,21 +1174,31 @@ impl WriterThread {
                         }
                         WriteOp::ForgetMarks { keys, before_ms } => {
                             let mut forgotten = 0u64;
-                            for k in &keys {
+                            let mut replicated: Vec<RowOp> = Vec::new();
+                            for k in keys {
                                 let old = entities.get(k.as_slice())?.is_some_and(|v| {
                                     super::keys::parse_dedup_value(v.value()) < before_ms
                                 });
-                                if old && super::keys::is_dedup_key(k) {
-                                    entities.remove(k.as_slice())?;
-                                    forgotten += 1;
+                                if !old || !super::keys::is_dedup_key(&k) {
+                                    continue;
+                                }
+                                forgotten += 1;
+                                match replicated::entity_key_shard(&k) {
+                                    Some(shard) if self.replicating(shard).is_some() => {
+                                        replicated.push(RowOp::remove(RowTable::Entities, k))
+                                    }
+                                    _ => drop(entities.remove(k.as_slice())?),
                                 }
                             }
+                            self.propose_removals(replicated);
                             metrics::counter!("agora_store_marks_forgotten_total")
                                 .increment(forgotten);
                             r.wrote |= forgotten > 0;
                         }
                         WriteOp::DeadLetter { key, letter } => {
-                            outbox.remove(key.as_slice())?;
+                            for k in self.replicate_outbox_removals(vec![key]) {
+                                outbox.remove(k.as_slice())?;
+                            }
                             dead.insert(self.next_dead, record::encode(&letter)?.as_slice())?;
                             self.next_dead += 1;
                             r.wrote = true;

@@ -1,0 +1,272 @@
+//! Which shards this node serves. A shard's entities run on its group's leader, and only
+//! while the leader holds a lease: a majority acknowledged it less than `lease_ms` ago.
+//! openraft's followers refuse to vote for anyone else until their own leader lease
+//! (`election_timeout_max` after they last heard from the leader) runs out, and `lease_ms`
+//! is shorter than that, so a deposed leader's lease ends before a newer term can serve.
+//!
+//! A node starts serving a shard once it leads the group and has applied every entry in
+//! its log (its term's first, blank entry included, hence every entry of earlier terms):
+//! its entities then load the committed state. It stops when it loses the lead, when the
+//! term changes, or when a proposal fails (the outcome of that change is unknown: the shard
+//! starts again here once the log says what happened).
+//!
+//! `Serving` is also the writer's `ShardReplication`: a change of a served shard goes to
+//! that term's proposer; a change of a shard not served here is refused at once.
+
+use crate::proposer::Proposer;
+use crate::types::{GroupId, NodeId, ShardRaft, ShardRow, ShardTable};
+use agora_store::replicated::{ProposalDone, ShardReplication};
+use agora_store::{RowOp, RowTable};
+use async_trait::async_trait;
+use openraft::{RaftMetrics, ServerState};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// What the node does when it starts or stops serving a shard.
+#[async_trait]
+pub trait LeadershipEvents: Send + Sync + 'static {
+    /// This node now serves `shard` under `term`.
+    async fn lead(&self, shard: GroupId, term: u64);
+    /// This node no longer serves `shard`: its entities must stop.
+    async fn step_down(&self, shard: GroupId);
+}
+
+/// How serving behaves.
+#[derive(Debug, Clone)]
+pub struct ServingConfig {
+    /// How long a majority's acknowledgement lets this node serve (below the election
+    /// timeout's minimum).
+    pub lease_ms: u64,
+    /// Longest a proposal may take before its outcome counts as unknown.
+    pub commit_timeout_ms: u64,
+    /// Most rows in one entry.
+    pub max_rows_per_entry: usize,
+    /// How often leadership is looked at even when nothing changes.
+    pub check_every_ms: u64,
+}
+
+impl ServingConfig {
+    /// The settings for groups timed by `config`: the lease ends a heartbeat before the
+    /// shortest election timeout.
+    pub fn for_groups(config: &crate::GroupConfig) -> Self {
+        let lease_ms = config
+            .election_timeout_ms
+            .0
+            .saturating_sub(config.heartbeat_ms)
+            .max(1);
+        Self {
+            lease_ms,
+            commit_timeout_ms: 2_000,
+            max_rows_per_entry: 4096,
+            check_every_ms: config.heartbeat_ms,
+        }
+    }
+}
+
+/// A shard served here.
+struct Lead {
+    term: u64,
+    proposer: Proposer,
+    /// Milliseconds since `Serving`'s origin until which the lease holds.
+    lease_until_ms: AtomicU64,
+}
+
+struct Inner {
+    me: NodeId,
+    shard_count: u32,
+    config: ServingConfig,
+    origin: Instant,
+    leads: RwLock<BTreeMap<GroupId, Arc<Lead>>>,
+}
+
+/// The shards this node serves, and the writer's way into their groups.
+#[derive(Clone)]
+pub struct Serving {
+    inner: Arc<Inner>,
+}
+
+/// Whether a member with metrics `m` may start serving: it leads, and everything in its
+/// log is applied, its term's first entry included.
+pub fn ready_to_serve(me: NodeId, m: &RaftMetrics<NodeId, openraft::BasicNode>) -> bool {
+    m.state == ServerState::Leader
+        && m.current_leader == Some(me)
+        && m.last_applied.is_some_and(|l| {
+            l.leader_id.term == m.current_term && Some(l.index) == m.last_log_index
+        })
+}
+
+impl Serving {
+    /// Node `me`'s serving of `shard_count` replicated shards.
+    pub fn new(me: NodeId, shard_count: u32, config: ServingConfig) -> Self {
+        assert!(config.lease_ms > 0, "a lease lasts some time");
+        Self {
+            inner: Arc::new(Inner {
+                me,
+                shard_count,
+                config,
+                origin: Instant::now(),
+                leads: RwLock::new(BTreeMap::new()),
+            }),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.inner.origin.elapsed().as_millis() as u64
+    }
+
+    fn lead(&self, shard: GroupId) -> Option<Arc<Lead>> {
+        self.inner.leads.read().ok()?.get(&shard).cloned()
+    }
+
+    /// Whether this node may answer for `shard` now: it serves it, its lease holds, and no
+    /// proposal of this term failed.
+    pub fn may_serve(&self, shard: GroupId) -> bool {
+        self.lead(shard).is_some_and(|l| {
+            !l.proposer.failed() && self.now_ms() < l.lease_until_ms.load(Ordering::Acquire)
+        })
+    }
+
+    /// The shards served here, ascending.
+    pub fn served(&self) -> Vec<GroupId> {
+        self.inner
+            .leads
+            .read()
+            .map(|l| l.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Follows `raft` (this node's member of `shard`'s group): serves the shard while this
+    /// node may, telling `events`. Ends when the group shuts down.
+    pub fn watch(
+        &self,
+        shard: GroupId,
+        raft: ShardRaft,
+        events: Arc<dyn LeadershipEvents>,
+    ) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move { this.follow(shard, raft, events).await })
+    }
+
+    async fn follow(&self, shard: GroupId, raft: ShardRaft, events: Arc<dyn LeadershipEvents>) {
+        let mut metrics = raft.metrics();
+        let every = Duration::from_millis(self.inner.config.check_every_ms);
+        loop {
+            let m = metrics.borrow_and_update().clone();
+            self.observe(shard, &raft, &m, events.as_ref()).await;
+            tokio::select! {
+                changed = metrics.changed() => if changed.is_err() { break },
+                _ = tokio::time::sleep(every) => {}
+            }
+        }
+        self.stop_serving(shard, events.as_ref()).await;
+    }
+
+    /// Acts on one look at the group's metrics.
+    async fn observe(
+        &self,
+        shard: GroupId,
+        raft: &ShardRaft,
+        m: &RaftMetrics<NodeId, openraft::BasicNode>,
+        events: &dyn LeadershipEvents,
+    ) {
+        let leading = m.state == ServerState::Leader && m.current_leader == Some(self.inner.me);
+        match self.lead(shard) {
+            Some(lead) if leading && lead.term == m.current_term && !lead.proposer.failed() => {
+                self.extend_lease(&lead, m);
+            }
+            Some(_) => self.stop_serving(shard, events).await,
+            None if ready_to_serve(self.inner.me, m) => {
+                self.start_serving(shard, raft, m);
+                events.lead(shard, m.current_term).await;
+            }
+            None => {}
+        }
+    }
+
+    fn extend_lease(&self, lead: &Lead, m: &RaftMetrics<NodeId, openraft::BasicNode>) {
+        if let Some(since_ack_ms) = m.millis_since_quorum_ack {
+            let until = (self.now_ms() + self.inner.config.lease_ms).saturating_sub(since_ack_ms);
+            lead.lease_until_ms.fetch_max(until, Ordering::AcqRel);
+        }
+    }
+
+    fn start_serving(
+        &self,
+        shard: GroupId,
+        raft: &ShardRaft,
+        m: &RaftMetrics<NodeId, openraft::BasicNode>,
+    ) {
+        let config = &self.inner.config;
+        let lead = Arc::new(Lead {
+            term: m.current_term,
+            proposer: Proposer::start(
+                shard,
+                raft.clone(),
+                config.max_rows_per_entry,
+                Duration::from_millis(config.commit_timeout_ms),
+            ),
+            lease_until_ms: AtomicU64::new(0),
+        });
+        self.extend_lease(&lead, m);
+        if let Ok(mut leads) = self.inner.leads.write() {
+            let fresh = leads.insert(shard, lead).is_none();
+            assert!(fresh, "shard {shard} started serving twice");
+        }
+        metrics::counter!("agora_replication_leads_total").increment(1);
+        tracing::info!(
+            shard,
+            term = m.current_term,
+            "serving shard as its group's leader"
+        );
+    }
+
+    async fn stop_serving(&self, shard: GroupId, events: &dyn LeadershipEvents) {
+        let removed = match self.inner.leads.write() {
+            Ok(mut leads) => leads.remove(&shard),
+            Err(_) => None,
+        };
+        if let Some(lead) = removed {
+            tracing::info!(
+                shard,
+                term = lead.term,
+                failed = lead.proposer.failed(),
+                "no longer serving shard"
+            );
+            metrics::counter!("agora_replication_step_downs_total").increment(1);
+            events.step_down(shard).await;
+        }
+    }
+}
+
+/// A row of the writer's, as a group's log carries it.
+fn shard_row(row: RowOp) -> ShardRow {
+    let table = match row.table {
+        RowTable::Entities => ShardTable::Entities,
+        RowTable::Outbox => ShardTable::Outbox,
+        other => panic!("the writer proposed a row of {other:?}, which no shard holds"),
+    };
+    ShardRow {
+        table,
+        key: row.key,
+        value: row.value,
+    }
+}
+
+impl ShardReplication for Serving {
+    fn replicates(&self, shard: u32) -> bool {
+        shard < self.inner.shard_count
+    }
+
+    fn propose(&self, shard: u32, rows: Vec<RowOp>, done: ProposalDone) {
+        match self.lead(shard) {
+            Some(lead) => lead.proposer.submit(
+                rows.into_iter().map(shard_row).collect(),
+                Box::new(move |outcome| done(outcome.is_ok())),
+            ),
+            None => done(false),
+        }
+    }
+}

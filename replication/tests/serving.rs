@@ -1,0 +1,226 @@
+//! Serving replicated shards on three in-process nodes, each with its own redb file and
+//! writer: an entity's change goes through the writer to the shard's group and counts as
+//! durable only once a majority holds it; only the leader serves; a cut-off leader's lease
+//! has ended by the time another node serves, and its changes are refused.
+
+use agora_actors::{EntityKind, EntityRef};
+use agora_replication::memory::{MemoryLink, MemoryTransport};
+use agora_replication::{GroupConfig, Groups, LeadershipEvents, NodeId, Serving, ServingConfig};
+use agora_seams::system::TokioBlocking;
+use agora_store::writer::EntityWrite;
+use agora_store::{RowWrite, Store, WriteOp, Writer, ENTITIES};
+use async_trait::async_trait;
+use openraft::BasicNode;
+use redb::{ReadableDatabase, ReadableTable};
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+const SHARD: u32 = 2;
+
+/// What a node was told, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Event {
+    Lead(NodeId, u64),
+    StepDown(NodeId),
+}
+
+struct Recorder {
+    me: NodeId,
+    events: mpsc::UnboundedSender<Event>,
+}
+
+#[async_trait]
+impl LeadershipEvents for Recorder {
+    async fn lead(&self, _shard: u32, term: u64) {
+        let _ = self.events.send(Event::Lead(self.me, term));
+    }
+    async fn step_down(&self, _shard: u32) {
+        let _ = self.events.send(Event::StepDown(self.me));
+    }
+}
+
+struct TestNode {
+    id: NodeId,
+    store: Store,
+    writer: Writer,
+    groups: Groups,
+    serving: Serving,
+}
+
+async fn cluster(
+    dir: &std::path::Path,
+) -> (
+    MemoryTransport,
+    Vec<TestNode>,
+    mpsc::UnboundedReceiver<Event>,
+) {
+    let net = MemoryTransport::default();
+    let (events, rx) = mpsc::unbounded_channel();
+    let config = GroupConfig {
+        heartbeat_ms: 50,
+        election_timeout_ms: (300, 500),
+        ..GroupConfig::default()
+    };
+    let mut nodes = Vec::new();
+    for id in 1..=3 {
+        let store = Store::open(&dir.join(format!("node-{id}.redb"))).unwrap();
+        let (relay, _) = mpsc::unbounded_channel();
+        let writer = Writer::start(store.clone(), relay, Vec::new()).unwrap();
+        let link = Arc::new(MemoryLink {
+            from: id,
+            net: net.clone(),
+        });
+        let pool = Arc::new(TokioBlocking);
+        let groups = Groups::new(id, store.clone(), writer.clone(), pool, link, &config).unwrap();
+        net.add(id, groups.clone());
+        let serving = Serving::new(
+            id,
+            8,
+            ServingConfig {
+                commit_timeout_ms: 500,
+                ..ServingConfig::for_groups(&config)
+            },
+        );
+        writer.set_replication(Arc::new(serving.clone()));
+        let raft = groups.start(SHARD).await.unwrap();
+        let recorder = Arc::new(Recorder {
+            me: id,
+            events: events.clone(),
+        });
+        serving.watch(SHARD, raft, recorder);
+        nodes.push(TestNode {
+            id,
+            store,
+            writer,
+            groups,
+            serving,
+        });
+    }
+    let members: BTreeMap<NodeId, BasicNode> =
+        (1..=3).map(|id| (id, BasicNode::default())).collect();
+    nodes[0].groups.initialize(SHARD, members).await.unwrap();
+    (net, nodes, rx)
+}
+
+/// A change of cart `id` on `SHARD`, with the record `value`.
+fn change(id: &str, value: &[u8], fence: &Arc<AtomicBool>) -> WriteOp {
+    let entity = EntityRef::new(EntityKind::Cart, id);
+    WriteOp::Entity(Box::new(EntityWrite {
+        shard: SHARD,
+        epoch: 1,
+        key: agora_store::keys::entity_key(SHARD, &entity),
+        entity,
+        record: value.to_vec(),
+        msg_ids: Vec::new(),
+        outbox: Vec::new(),
+        after: Vec::new(),
+        state_for_listeners: None,
+        now_ms: 1,
+        done: None,
+        fence: Some(fence.clone()),
+    }))
+}
+
+/// The entity rows on a node's disk once its group applied index `at_least`.
+async fn rows(node: &TestNode, at_least: u64) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let raft = node.groups.raft(SHARD).unwrap();
+    raft.wait(Some(Duration::from_secs(10)))
+        .applied_index_at_least(Some(at_least), "caught up")
+        .await
+        .unwrap();
+    node.writer.write_rows(RowWrite::default()).await.unwrap();
+    let tx = node.store.db().begin_read().unwrap();
+    let t = tx.open_table(ENTITIES).unwrap();
+    let rows = t.iter().unwrap().map(|r| {
+        let (k, v) = r.unwrap();
+        (k.value().to_vec(), v.value().to_vec())
+    });
+    rows.collect()
+}
+
+async fn next_lead(events: &mut mpsc::UnboundedReceiver<Event>) -> (NodeId, u64) {
+    loop {
+        let e = tokio::time::timeout(Duration::from_secs(10), events.recv())
+            .await
+            .expect("a node starts serving")
+            .expect("events flow");
+        if let Event::Lead(node, term) = e {
+            return (node, term);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_leased_leader_serves_and_its_changes_need_a_majority() {
+    let dir = tempfile::tempdir().unwrap();
+    let (net, nodes, mut events) = cluster(dir.path()).await;
+    let (first, term) = next_lead(&mut events).await;
+    let leader = &nodes[(first - 1) as usize];
+    assert!(leader.serving.may_serve(SHARD));
+    for n in nodes.iter().filter(|n| n.id != first) {
+        assert!(!n.serving.may_serve(SHARD), "follower {} serves", n.id);
+    }
+    // A change through the leader's writer is durable once the group committed it, and
+    // then on every replica.
+    let fence = Arc::new(AtomicBool::new(false));
+    let ticket = leader.writer.submit(change("a", b"one", &fence)).unwrap();
+    assert!(leader.writer.durable(ticket).await);
+    assert!(!leader.writer.was_refused(ticket));
+    let applied = leader
+        .groups
+        .raft(SHARD)
+        .unwrap()
+        .metrics()
+        .borrow()
+        .last_applied;
+    let applied = applied.unwrap().index;
+    for n in &nodes {
+        assert_eq!(rows(n, applied).await.len(), 1, "node {}", n.id);
+    }
+
+    // Cut off, the leader keeps its role in its own eyes, but by the time another node
+    // serves, its lease has run out: at no moment do two nodes serve the shard.
+    net.cut_off(first, true);
+    let (second, next_term) = next_lead(&mut events).await;
+    assert_ne!(second, first);
+    assert!(next_term > term);
+    assert!(
+        !leader.serving.may_serve(SHARD),
+        "the cut-off leader still serves while node {second} does"
+    );
+    // Its changes are refused, and the shard's copy there is fenced.
+    let lonely_fence = Arc::new(AtomicBool::new(false));
+    let lonely = leader
+        .writer
+        .submit(change("a", b"lost", &lonely_fence))
+        .unwrap();
+    assert!(leader.writer.durable(lonely).await);
+    assert!(leader.writer.was_refused(lonely));
+    assert!(lonely_fence.load(std::sync::atomic::Ordering::Acquire));
+    // The new leader's changes commit.
+    let now_leader = &nodes[(second - 1) as usize];
+    let ticket = now_leader
+        .writer
+        .submit(change("b", b"two", &fence))
+        .unwrap();
+    assert!(now_leader.writer.durable(ticket).await);
+    assert!(!now_leader.writer.was_refused(ticket));
+
+    // Healed, every replica holds the same rows, without the refused change.
+    net.cut_off(first, false);
+    let raft = now_leader.groups.raft(SHARD).unwrap();
+    let last = raft.metrics().borrow().last_applied.unwrap().index;
+    let mut all = Vec::new();
+    for n in &nodes {
+        all.push(rows(n, last).await);
+    }
+    assert_eq!(all[0].len(), 2);
+    assert!(all.iter().all(|r| r == &all[0]), "replicas differ");
+    assert!(!all[0].iter().any(|(_, v)| v == b"lost"));
+    for n in &nodes {
+        n.groups.shutdown().await;
+    }
+}
