@@ -120,6 +120,7 @@ impl ClusterProc {
             },
             notifications: Default::default(),
             connections: Default::default(),
+            replication_factor: None,
         };
         let toml = toml::to_string(&config).context("cannot write the cluster file")?;
         let config = dir.path().join("cluster.toml");

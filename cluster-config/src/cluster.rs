@@ -108,6 +108,10 @@ pub struct ClusterConfig {
     /// Bounds on every node's shop API connections.
     #[serde(default)]
     pub connections: crate::ConnectionLimits,
+    /// On how many nodes each shard's data lives; a change is acknowledged once a majority
+    /// of them holds it. Absent: 1 (each shard on one node, no failover).
+    #[serde(default)]
+    pub replication_factor: Option<usize>,
 }
 
 impl ClusterConfig {
@@ -189,6 +193,15 @@ impl ClusterConfig {
         if self.nodes.is_empty() {
             return Err(err("nodes", "is empty", "add at least one [[nodes]] entry"));
         }
+        if let Some(factor) = self.replication_factor {
+            if factor == 0 || factor > self.nodes.len() {
+                return Err(err(
+                    "replication_factor",
+                    format!("{factor} is not between 1 and the {} nodes", self.nodes.len()),
+                    "use 3 (a majority of 2 survives one node's loss), at most the number of [[nodes]]",
+                ));
+            }
+        }
         if self.jwt_secret.as_deref().is_some_and(|s| s.len() < 32) {
             return Err(err(
                 "jwt_secret",
@@ -265,6 +278,11 @@ impl ClusterConfig {
                 "pass the id of one of the [[nodes]] entries",
             )
         })
+    }
+
+    /// On how many nodes each shard's data lives (1 unless the file says otherwise).
+    pub fn replication_factor(&self) -> usize {
+        self.replication_factor.unwrap_or(1)
     }
 
     /// The settings node `id` runs with.

@@ -201,6 +201,16 @@ impl Handoff {
         }
     }
 
+    /// Makes the agreed map name this node as `shard`'s owner without moving any data: for
+    /// a replicated shard, whose data this node's replica already holds, when it starts
+    /// leading the shard's group (requests are then routed here).
+    pub async fn claim(&self, shard: u32) -> Result<(), MoveError> {
+        if self.owner_and_epoch(shard)?.0 == Some(self.me) {
+            return Ok(());
+        }
+        self.propose(&MapCommand::Move { shard, to: self.me }).await
+    }
+
     fn owner_and_epoch(&self, shard: u32) -> Result<(Option<u64>, u64), MoveError> {
         let map = self
             .map

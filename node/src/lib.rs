@@ -7,5 +7,6 @@ pub mod listener;
 pub mod metrics_catalog;
 pub mod node;
 pub mod payment_http;
+pub mod replicas;
 pub mod seed;
 pub mod sinks;

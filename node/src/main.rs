@@ -425,6 +425,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 tls: config.tls.clone(),
                 jwt_secret: config.jwt_secret.clone(),
                 jwt_previous_secrets: config.jwt_previous_secrets.clone(),
+                replication_factor: config.replication_factor(),
             };
             let node = node::start(settings, secrets, Some(spec), metrics).await?;
             banner(

@@ -162,6 +162,11 @@ pub const METRICS: &[(Kind, &str, &str)] = &[
     ),
     (
         Counter,
+        "agora_region_unserved_requests_total",
+        "Requests refused because this node's lease on their shard had ended.",
+    ),
+    (
+        Counter,
         "agora_replication_changes_proposed_total",
         "Entity changes handed to their shard's group by the writer.",
     ),

@@ -63,14 +63,22 @@ pub struct RunningNode {
     pub generated_admin_token: Option<String>,
     shutdown: watch::Sender<bool>,
     /// How to drain this node (cluster members only).
-    drainer: Option<(
-        agora_cluster::handoff::Handoff,
-        Arc<std::sync::atomic::AtomicBool>,
-    )>,
+    drainer: Option<Drain>,
     region: Region,
     servers: Vec<tokio::task::JoinHandle<()>>,
     store_failed: watch::Receiver<agora_store::CommitProgress>,
     gateway: agora_cluster::directory::PeerGateway,
+}
+
+/// How a cluster node gives up its shards before it stops.
+enum Drain {
+    /// Stream each shard to another node (shards on one node each).
+    Handoff(
+        agora_cluster::handoff::Handoff,
+        Arc<std::sync::atomic::AtomicBool>,
+    ),
+    /// Leave every shard group: the other replicas take over (replicated shards).
+    LeaveGroups(agora_replication::Groups),
 }
 
 impl RunningNode {
@@ -88,13 +96,20 @@ impl RunningNode {
     /// nothing to drain. Failures are logged: the node stops anyway, and its shards wait for
     /// it to come back.
     pub async fn drain(&self) {
-        if let Some((handoff, draining)) = &self.drainer {
-            match handoff.drain(draining).await {
+        match &self.drainer {
+            Some(Drain::Handoff(handoff, draining)) => match handoff.drain(draining).await {
                 Ok(moved) => tracing::info!(moved, "drained before stopping"),
                 Err(e) => {
                     tracing::error!(error = %e, "drain failed; stopping with shards still here")
                 }
+            },
+            Some(Drain::LeaveGroups(groups)) => {
+                // The other replicas elect new leaders once this node's lease has run out;
+                // every change it acknowledged is already on a majority of them.
+                groups.shutdown().await;
+                tracing::info!("left every shard group before stopping");
             }
+            None => {}
         }
     }
 
@@ -149,6 +164,8 @@ pub struct ClusterSpec {
     pub jwt_secret: Option<String>,
     /// Keys of earlier rotations from the cluster file.
     pub jwt_previous_secrets: Vec<String>,
+    /// On how many nodes each shard's data lives (1: no replication).
+    pub replication_factor: usize,
 }
 
 /// A signing key, its id the first 8 bytes of its SHA-256 in hex (so rotating needs no
@@ -367,6 +384,19 @@ pub async fn start_with(
         .as_ref()
         .map_or_else(|| Membership::single("agora-dev"), |c| c.membership.clone());
     let me = membership.me;
+    let replication_factor = cluster.as_ref().map_or(1, |c| c.replication_factor);
+    let group_config = agora_replication::GroupConfig {
+        cluster_name: membership.cluster_name.clone(),
+        ..agora_replication::GroupConfig::default()
+    };
+    // Replicated shards are served by their groups' leaders only.
+    let leadership = (replication_factor > 1).then(|| {
+        agora_replication::Serving::new(
+            me,
+            settings.shard_count,
+            agora_replication::ServingConfig::for_groups(&group_config),
+        )
+    });
 
     let store = match store {
         Some(store) => store,
@@ -392,6 +422,9 @@ pub async fn start_with(
         writer.put_meta(META_STORE_FORMAT, format).await?;
     }
     check_shard_count(&store, &writer, settings.shard_count).await?;
+    if let Some(leadership) = &leadership {
+        writer.set_replication(Arc::new(leadership.clone()));
+    }
 
     let domain = DomainConfig {
         reservation_ttl_ms: settings.reservation_ttl_ms,
@@ -412,6 +445,9 @@ pub async fn start_with(
             settings.max_active_entities,
             settings.shard_count,
         ),
+        serve_guard: leadership.as_ref().map(|l| {
+            Arc::new(crate::replicas::LeaderGuard(l.clone())) as Arc<dyn agora_runtime::ServeGuard>
+        }),
     };
     let joining = cluster.as_ref().is_some_and(|c| c.join);
     let map = if joining {
@@ -463,7 +499,7 @@ pub async fn start_with(
     // Shard replication groups: peers' group requests are served from the start; which
     // groups run here is placement's decision.
     let groups = match &cluster {
-        Some(c) => Some(agora_replication::Groups::new(
+        Some(_) => Some(agora_replication::Groups::new(
             me,
             store.clone(),
             writer.clone(),
@@ -471,10 +507,7 @@ pub async fn start_with(
             Arc::new(agora_cluster::group_transport::DirectoryTransport::new(
                 directory.clone(),
             )),
-            &agora_replication::GroupConfig {
-                cluster_name: c.membership.cluster_name.clone(),
-                ..agora_replication::GroupConfig::default()
-            },
+            &group_config,
         )?),
         None => None,
     };
@@ -583,6 +616,7 @@ pub async fn start_with(
             region: Arc::new(router.clone()),
             external,
             clock: clock.clone(),
+            stored_rows_at_start: leadership.is_none(),
         },
         relay_rx,
     )?;
@@ -673,6 +707,10 @@ pub async fn start_with(
         .collect();
     let majority = membership.node_ids().len() / 2 + 1;
     let ready_directory = directory.clone();
+    let shards_ready = crate::replicas::ShardsReady {
+        groups: groups.clone().filter(|_| leadership.is_some()),
+        map: map.clone(),
+    };
     let configured_token = secrets
         .admin_token
         .clone()
@@ -703,6 +741,7 @@ pub async fn start_with(
                 .filter(|p| ready_directory.gateway(**p).is_some())
                 .count()
                 >= majority
+                && shards_ready.all_led()
         }),
         metrics,
         store: store.clone(),
@@ -723,9 +762,23 @@ pub async fn start_with(
         agora_cluster::handoff::follow_map(me, region.clone(), map.clone());
     }
     let _ = handoff_cell.set(admin_state.handoff.clone());
-    if cluster.is_some() {
+    match (&leadership, &groups) {
+        (Some(leadership), Some(groups)) => {
+            let first_map = map
+                .read()
+                .map_err(|_| anyhow::anyhow!("shard map lock poisoned"))?
+                .clone();
+            let placement = crate::replicas::placement(
+                settings.shard_count,
+                &membership.node_ids(),
+                replication_factor,
+            );
+            let events = (writer.clone(), region.clone(), admin_state.handoff.clone());
+            crate::replicas::start(me, &placement, &first_map, groups, leadership, events).await?;
+        }
         // Copies left by handoffs that a crash interrupted are kept or dropped by the map.
-        admin_state.handoff.watch_stored_copies()?;
+        _ if cluster.is_some() => admin_state.handoff.watch_stored_copies()?,
+        _ => {}
     }
     watch_stuck_sagas(
         store.clone(),
@@ -801,9 +854,14 @@ pub async fn start_with(
         admin_addr,
         admin_seed,
         generated_admin_token,
-        drainer: cluster
-            .as_ref()
-            .map(|_| (admin_state.handoff.clone(), draining.clone())),
+        drainer: match (&cluster, &leadership) {
+            (Some(_), None) => Some(Drain::Handoff(
+                admin_state.handoff.clone(),
+                draining.clone(),
+            )),
+            (Some(_), Some(_)) => groups.clone().map(Drain::LeaveGroups),
+            (None, _) => None,
+        },
         shutdown,
         region,
         servers,

@@ -149,6 +149,16 @@ impl Groups {
         }
     }
 
+    /// Makes the nodes `members` the first membership of `group` (see `initialize`).
+    pub async fn initialize_members(
+        &self,
+        group: GroupId,
+        members: &[NodeId],
+    ) -> Result<(), GroupError> {
+        let members = members.iter().map(|id| (*id, BasicNode::default()));
+        self.initialize(group, members.collect()).await
+    }
+
     /// Serves one encoded request from a peer with the named group; garbage or an unknown
     /// group gets a `Refused` answer, never a panic.
     pub async fn serve(&self, bytes: &[u8]) -> Vec<u8> {

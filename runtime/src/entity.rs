@@ -227,6 +227,10 @@ impl EntityHost {
     ) {
         match reply {
             ReplyTo::Durable(tx) => self.respond_after(tx, result, ticket, after),
+            ReplyTo::Early(tx) if !self.args.rt.writer.early_answers() => {
+                // Replicated shards: a change counts only once a majority holds it.
+                self.answer_when_durable(tx, result, ticket, after);
+            }
             ReplyTo::Early(tx) => {
                 let writer = &self.args.rt.writer;
                 let ticket = ticket.max(after);
@@ -246,19 +250,29 @@ impl EntityHost {
                         };
                         let _ = tx.send(Ok((r, pending)));
                     }
-                    result => {
-                        let (inner, rx) = oneshot::channel();
-                        self.respond_after(inner, result, ticket, after);
-                        tokio::spawn(async move {
-                            let r = rx.await.unwrap_or_else(|_| {
-                                Err(AskError::Unavailable("the entity stopped".into()))
-                            });
-                            let _ = tx.send(r.map(|r| (r, Pending::default())));
-                        });
-                    }
+                    result => self.answer_when_durable(tx, result, ticket, after),
                 }
             }
         }
+    }
+
+    /// Answers an early caller once `ticket` (and `after`) are durable, with nothing
+    /// pending.
+    fn answer_when_durable(
+        &self,
+        tx: oneshot::Sender<Result<(Reply, Pending), AskError>>,
+        result: Result<Reply, AskError>,
+        ticket: u64,
+        after: u64,
+    ) {
+        let (inner, rx) = oneshot::channel();
+        self.respond_after(inner, result, ticket, after);
+        tokio::spawn(async move {
+            let r = rx
+                .await
+                .unwrap_or_else(|_| Err(AskError::Unavailable("the entity stopped".into())));
+            let _ = tx.send(r.map(|r| (r, Pending::default())));
+        });
     }
 
     /// Whether `msg_id` took effect here already. `sender` is the ticket of the sender's

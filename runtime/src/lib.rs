@@ -34,6 +34,15 @@ pub struct RuntimeContext {
     pub passivate_after: Duration,
     /// Most entities active at once in one shard (`usize::MAX`: no cap).
     pub max_active_per_shard: usize,
+    /// Whether this node may serve a shard now (replicated shards: their group's leader,
+    /// within its lease); `None`: every shard the map gives this node.
+    pub serve_guard: Option<Arc<dyn ServeGuard>>,
+}
+
+/// Says whether this node may serve a shard at this moment.
+pub trait ServeGuard: Send + Sync + 'static {
+    /// Whether `shard`'s entities may run and answer here now.
+    fn may_serve(&self, shard: u32) -> bool;
 }
 
 /// The per-shard share of a node's cap on active entities (0: no cap).

@@ -113,9 +113,18 @@ impl Region {
         self.slot(shard).is_some()
     }
 
-    /// Starts hosting `shard`, writing under `epoch` (no-op if already hosted).
+    /// Whether this node may serve `shard` now (its guard, if any, agrees).
+    pub fn may_serve(&self, shard: u32) -> bool {
+        self.rt
+            .serve_guard
+            .as_ref()
+            .is_none_or(|g| g.may_serve(shard))
+    }
+
+    /// Starts hosting `shard`, writing under `epoch` (no-op if already hosted, or if this
+    /// node may not serve it now).
     pub async fn host(&self, shard: u32, epoch: u64) -> Result<(), ractor::SpawnErr> {
-        if self.hosts(shard) || shard >= self.shard_count {
+        if self.hosts(shard) || shard >= self.shard_count || !self.may_serve(shard) {
             return Ok(());
         }
         let hot = Arc::new(HotEntities::default());
@@ -189,6 +198,12 @@ impl Region {
         let hosted = self
             .hosted(shard)
             .ok_or_else(|| AskError::Unavailable(format!("shard {shard} is not hosted here")))?;
+        if !self.may_serve(shard) {
+            metrics::counter!("agora_region_unserved_requests_total").increment(1);
+            return Err(AskError::Unavailable(format!(
+                "shard {shard}: this node's lease on it ended"
+            )));
+        }
         let (reply, rx) = oneshot::channel();
         // An active entity takes it straight into its mailbox; otherwise the shard actor
         // activates it (or holds the message while it stops or the shard is frozen).

@@ -85,6 +85,9 @@ pub struct RelayDeps {
     pub external: ExternalServices,
     /// Time seam.
     pub clock: Arc<dyn Clock>,
+    /// Whether the stored rows are delivered from the start (false when shards are
+    /// replicated: a shard's rows are handed over when this node starts leading it).
+    pub stored_rows_at_start: bool,
 }
 
 /// Starts the relay: loads every stored outbox row, then follows new commits.
@@ -92,7 +95,11 @@ pub fn start(
     deps: RelayDeps,
     committed: UnboundedReceiver<RelayFeed>,
 ) -> Result<tokio::task::JoinHandle<()>, StoreError> {
-    let rows = deps.store.outbox_rows()?;
+    let rows = if deps.stored_rows_at_start {
+        deps.store.outbox_rows()?
+    } else {
+        Vec::new()
+    };
     tracing::info!(pending = rows.len(), "outbox relay starting");
     let mut relay = Relay {
         deps,

@@ -645,6 +645,7 @@ async fn region_capped(
         domain: Arc::new(Default::default()),
         passivate_after: idle,
         max_active_per_shard: cap,
+        serve_guard: None,
     };
     let all: Vec<u32> = (0..8).collect();
     let region = Region::start(8, &all, 1, rt, RegionLimits::default())
