@@ -707,8 +707,14 @@ pub async fn start_with(
         .collect();
     let majority = membership.node_ids().len() / 2 + 1;
     let ready_directory = directory.clone();
+    let placement = crate::replicas::placement(
+        settings.shard_count,
+        &membership.node_ids(),
+        replication_factor,
+    );
     let shards_ready = crate::replicas::ShardsReady {
         groups: groups.clone().filter(|_| leadership.is_some()),
+        mine: crate::replicas::replicas_of(&placement, me),
         map: map.clone(),
     };
     let configured_token = secrets
@@ -768,13 +774,16 @@ pub async fn start_with(
                 .read()
                 .map_err(|_| anyhow::anyhow!("shard map lock poisoned"))?
                 .clone();
-            let placement = crate::replicas::placement(
-                settings.shard_count,
-                &membership.node_ids(),
-                replication_factor,
-            );
+            let replicas = crate::replicas::ReplicaStart {
+                me,
+                placement: placement.clone(),
+                first_map,
+                new_store,
+                groups: groups.clone(),
+                serving: leadership.clone(),
+            };
             let events = (writer.clone(), region.clone(), admin_state.handoff.clone());
-            crate::replicas::start(me, &placement, &first_map, groups, leadership, events).await?;
+            crate::replicas::start(replicas, events);
         }
         // Copies left by handoffs that a crash interrupted are kept or dropped by the map.
         _ if cluster.is_some() => admin_state.handoff.watch_stored_copies()?,

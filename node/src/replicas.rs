@@ -27,6 +27,30 @@ struct NodeLeadership {
     writer: Writer,
     region: Region,
     handoff: Handoff,
+    serving: Serving,
+}
+
+/// Longest pause between two attempts to claim a shard in the map.
+const CLAIM_PAUSE_MAX: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Proposes until the map names this node as `shard`'s owner, or this node stops serving
+/// it (the map's own leader may be the node that just died: its group elects another).
+async fn claim(handoff: Handoff, serving: Serving, shard: u32, term: u64) {
+    let mut pause = std::time::Duration::from_millis(50);
+    for attempt in 1u32.. {
+        match handoff.claim(shard).await {
+            Ok(()) => return,
+            Err(e) if attempt.is_multiple_of(10) => {
+                tracing::warn!(shard, term, attempt, error = %e, "still cannot claim the shard in the map")
+            }
+            Err(e) => tracing::debug!(shard, term, error = %e, "claiming the shard in the map"),
+        }
+        if !serving.served().contains(&shard) {
+            return;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(CLAIM_PAUSE_MAX);
+    }
 }
 
 #[async_trait]
@@ -37,9 +61,12 @@ impl LeadershipEvents for NodeLeadership {
             Ok(rows) => tracing::debug!(shard, term, rows, "adopted the shard's outbox"),
             Err(e) => tracing::error!(shard, error = %e, "could not adopt the shard's outbox"),
         }
-        if let Err(e) = self.handoff.claim(shard).await {
-            tracing::warn!(shard, term, error = %e, "could not claim the shard in the map");
-        }
+        tokio::spawn(claim(
+            self.handoff.clone(),
+            self.serving.clone(),
+            shard,
+            term,
+        ));
     }
 
     async fn step_down(&self, shard: u32) {
@@ -55,43 +82,133 @@ pub fn placement(shard_count: u32, nodes: &[u64], factor: usize) -> Placement {
     place(shard_count, nodes, factor, &Placement::default())
 }
 
-/// Starts this node's member of every group it holds a replica of, initialising the groups
-/// whose first owner in `first_map` is this node, and serves those it leads.
-pub async fn start(
-    me: u64,
-    placement: &Placement,
-    first_map: &ShardMap,
-    groups: &Groups,
-    serving: &Serving,
-    events: (Writer, Region, Handoff),
-) -> anyhow::Result<usize> {
+/// How this node's replica of a group starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Start {
+    /// From its own disk (a restart), or as part of a new cluster.
+    AsIs,
+    /// Its disk is new but the group already has a log elsewhere: the disk was replaced,
+    /// so the replica is rebuilt from its peers before it may vote.
+    Rebuild,
+}
+
+/// What starting the replicas needs.
+pub struct ReplicaStart {
+    /// This node.
+    pub me: u64,
+    /// Where every shard's replicas are.
+    pub placement: Placement,
+    /// The first map: its owner of a shard initialises the shard's group.
+    pub first_map: ShardMap,
+    /// Whether this node's store was created at this start.
+    pub new_store: bool,
+    /// The node's groups.
+    pub groups: Groups,
+    /// What this node serves.
+    pub serving: Serving,
+}
+
+/// The shards `me` holds a replica of.
+pub fn replicas_of(placement: &Placement, me: u64) -> Vec<u32> {
+    let held = placement.replicas.iter().enumerate();
+    held.filter(|(_, r)| r.contains(&me))
+        .map(|(s, _)| s as u32)
+        .collect()
+}
+
+/// Starts this node's member of every group it holds a replica of, in the background (a
+/// node with a new disk first asks its peers whether the groups already exist), and serves
+/// those it leads.
+pub fn start(replicas: ReplicaStart, events: (Writer, Region, Handoff)) {
     let (writer, region, handoff) = events;
     let events: Arc<dyn LeadershipEvents> = Arc::new(NodeLeadership {
         writer,
         region,
         handoff,
+        serving: replicas.serving.clone(),
     });
-    let mut started = 0;
-    for (shard, replicas) in placement.replicas.iter().enumerate() {
-        let shard = shard as u32;
-        if !replicas.contains(&me) {
-            continue;
+    tokio::spawn(async move {
+        let mine = replicas_of(&replicas.placement, replicas.me);
+        let total = mine.len();
+        for (k, shard) in mine.into_iter().enumerate() {
+            if let Err(e) = start_one(&replicas, shard, events.clone()).await {
+                tracing::error!(shard, error = %e, "could not start the shard's replica");
+            }
+            tracing::debug!(shard, started = k + 1, of = total, "shard replica started");
         }
-        let raft = groups.start(shard).await?;
-        let owner = first_map.owner(shard).filter(|o| replicas.contains(o));
-        if owner.or(replicas.first().copied()) == Some(me) {
-            groups.initialize_members(shard, replicas).await?;
-        }
-        serving.watch(shard, raft, events.clone());
-        started += 1;
+        let rebuilding = replicas.groups.rebuilding().len();
+        tracing::info!(
+            node = replicas.me,
+            replicas = total,
+            of = replicas.placement.replicas.len(),
+            rebuilding,
+            "shard replicas started"
+        );
+    });
+}
+
+async fn start_one(
+    r: &ReplicaStart,
+    shard: u32,
+    events: Arc<dyn LeadershipEvents>,
+) -> anyhow::Result<()> {
+    let replicas = r
+        .placement
+        .replicas
+        .get(shard as usize)
+        .cloned()
+        .unwrap_or_default();
+    let start = if r.new_store {
+        decide(&r.groups, shard, r.me, &replicas).await
+    } else {
+        Start::AsIs
+    };
+    if start == Start::Rebuild {
+        tracing::warn!(
+            shard,
+            "this node's disk is new but the group exists: rebuilding its replica"
+        );
+        r.groups.mark_rebuilding(shard);
     }
-    tracing::info!(
-        node = me,
-        replicas = started,
-        of = placement.replicas.len(),
-        "shard replicas started"
-    );
-    Ok(started)
+    let raft = r.groups.start(shard).await?;
+    let owner = r.first_map.owner(shard).filter(|o| replicas.contains(o));
+    if start == Start::AsIs && owner.or(replicas.first().copied()) == Some(r.me) {
+        r.groups.initialize_members(shard, &replicas).await?;
+    }
+    r.serving.watch(shard, raft, events);
+    Ok(())
+}
+
+/// Whether a new disk's replica of `shard` joins a new group or rebuilds an existing one:
+/// any peer with a leader's entry in its log means the group exists; a majority of replicas
+/// without one (this node included) means it is new. Until either is known, it asks again.
+async fn decide(groups: &Groups, shard: u32, me: u64, replicas: &[u64]) -> Start {
+    let majority = replicas.len() / 2 + 1;
+    let mut asked = 0u32;
+    loop {
+        let mut empty = 1;
+        for peer in replicas.iter().filter(|p| **p != me) {
+            match groups.peer_log_index(shard, *peer).await {
+                // Index 0 is the first membership, written by whoever initialised the group
+                // and not yet agreed: only a leader's entries mean the group already exists.
+                Some(Some(index)) if index > 0 => return Start::Rebuild,
+                Some(_) => empty += 1,
+                None => {}
+            }
+        }
+        if empty >= majority {
+            return Start::AsIs;
+        }
+        asked += 1;
+        if asked.is_multiple_of(25) {
+            tracing::info!(
+                shard,
+                asked,
+                "waiting for a majority of the shard's replicas to answer"
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
 
 /// Whether every replicated shard is served: for the readiness check, so that a node says
@@ -99,6 +216,8 @@ pub async fn start(
 pub struct ShardsReady {
     /// This node's groups (`None`: shards are not replicated, nothing to wait for).
     pub groups: Option<Groups>,
+    /// The shards this node holds a replica of.
+    pub mine: Vec<u32>,
     /// The agreed map.
     pub map: agora_cluster::shard_map::SharedShardMap,
 }
@@ -113,7 +232,7 @@ impl ShardsReady {
         let Ok(map) = self.map.read() else {
             return false;
         };
-        groups.ids().into_iter().all(|shard| {
+        self.mine.iter().all(|&shard| {
             let leader = groups
                 .raft(shard)
                 .and_then(|raft| raft.metrics().borrow().current_leader);

@@ -10,9 +10,11 @@ use crate::ReplicationError;
 use agora_actors::seams::BlockingPool;
 use agora_store::{Store, Writer};
 use openraft::error::{InitializeError, RaftError};
+use openraft::storage::RaftLogStorage;
 use openraft::BasicNode;
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 /// Timings of every shard group of a node.
 #[derive(Debug, Clone)]
@@ -60,7 +62,13 @@ pub struct Groups {
     transport: Arc<dyn GroupTransport>,
     config: Arc<openraft::Config>,
     rafts: Arc<RwLock<BTreeMap<GroupId, ShardRaft>>>,
+    /// Groups whose replica here is being rebuilt, with the commit index its first leader
+    /// announced (`None` until one spoke): they grant no votes until they hold it.
+    rebuilding: Arc<Mutex<BTreeMap<GroupId, Option<u64>>>>,
 }
+
+/// How long a peer has to say how far its log of a group goes.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl Groups {
     /// Node `me`'s groups, stored in `store` through `writer`, reaching peers over
@@ -90,6 +98,7 @@ impl Groups {
             transport,
             config: Arc::new(raft_config),
             rafts: Arc::new(RwLock::new(BTreeMap::new())),
+            rebuilding: Arc::new(Mutex::new(BTreeMap::new())),
         })
     }
 
@@ -106,8 +115,18 @@ impl Groups {
             .unwrap_or_default()
     }
 
-    /// Starts this node's member of `group` (or returns the running one).
+    /// Starts this node's member of `group` (or returns the running one). A replica being
+    /// rebuilt does not call elections: with its log gone, its terms would only unsettle
+    /// the leader it is catching up from.
     pub async fn start(&self, group: GroupId) -> Result<ShardRaft, GroupError> {
+        let raft = self.start_member(group).await?;
+        if self.is_rebuilding(group) {
+            raft.runtime_config().elect(false);
+        }
+        Ok(raft)
+    }
+
+    async fn start_member(&self, group: GroupId) -> Result<ShardRaft, GroupError> {
         if let Some(raft) = self.raft(group) {
             return Ok(raft);
         }
@@ -159,6 +178,86 @@ impl Groups {
         self.initialize(group, members.collect()).await
     }
 
+    /// The index of the last entry of `group`'s log on this node's disk, if any.
+    pub async fn last_log_index(&self, group: GroupId) -> Result<Option<u64>, GroupError> {
+        let mut log = GroupLog::new(
+            group,
+            self.store.clone(),
+            self.writer.clone(),
+            self.pool.clone(),
+        );
+        let state = log
+            .get_log_state()
+            .await
+            .map_err(|e| GroupError::Fatal(e.to_string()))?;
+        Ok(state.last_log_id.map(|l| l.index))
+    }
+
+    /// How far `peer`'s log of `group` goes: `Some(None)` for an empty log, `None` when the
+    /// peer did not answer.
+    pub async fn peer_log_index(&self, group: GroupId, peer: NodeId) -> Option<Option<u64>> {
+        let request = crate::codec::encode(&GroupRpc::Status(group)).ok()?;
+        let answer = self
+            .transport
+            .call(peer, request, STATUS_TIMEOUT)
+            .await
+            .ok()?;
+        match decode::<GroupRpcReply>(&answer).ok()? {
+            GroupRpcReply::Status(last) => Some(last),
+            _ => None,
+        }
+    }
+
+    /// Marks this node's replica of `group` as being rebuilt from its peers (its disk was
+    /// replaced): it grants no votes until it holds everything its first leader had
+    /// committed, so it never helps elect a leader that lacks an acknowledged change.
+    pub fn mark_rebuilding(&self, group: GroupId) {
+        if let Ok(mut r) = self.rebuilding.lock() {
+            r.insert(group, None);
+        }
+    }
+
+    /// The groups whose replica here is still being rebuilt.
+    pub fn rebuilding(&self) -> Vec<GroupId> {
+        self.rebuilding
+            .lock()
+            .map(|r| r.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
+    fn is_rebuilding(&self, group: GroupId) -> bool {
+        self.rebuilding.lock().is_ok_and(|r| r.contains_key(&group))
+    }
+
+    /// Notes the commit index the first leader to reach a rebuilding replica announced.
+    fn rebuild_target(&self, group: GroupId, leader_commit: Option<u64>) {
+        if let Ok(mut r) = self.rebuilding.lock() {
+            if let Some(target @ None) = r.get_mut(&group) {
+                *target = Some(leader_commit.unwrap_or(0));
+            }
+        }
+    }
+
+    /// Ends a replica's rebuild once it has applied its target.
+    fn check_rebuilt(&self, group: GroupId, raft: &ShardRaft) {
+        let applied = raft.metrics().borrow().last_applied.map(|l| l.index);
+        let Ok(mut r) = self.rebuilding.lock() else {
+            return;
+        };
+        if let Some(Some(target)) = r.get(&group).copied() {
+            if applied.is_some_and(|a| a >= target) {
+                r.remove(&group);
+                raft.runtime_config().elect(true);
+                tracing::info!(
+                    group,
+                    target,
+                    left = r.len(),
+                    "replica rebuilt from its peers"
+                );
+            }
+        }
+    }
+
     /// Serves one encoded request from a peer with the named group; garbage or an unknown
     /// group gets a `Refused` answer, never a panic.
     pub async fn serve(&self, bytes: &[u8]) -> Vec<u8> {
@@ -172,24 +271,52 @@ impl Groups {
         let group = match &rpc {
             GroupRpc::AppendEntries(g, _)
             | GroupRpc::Vote(g, _)
-            | GroupRpc::InstallSnapshot(g, _) => *g,
+            | GroupRpc::InstallSnapshot(g, _)
+            | GroupRpc::Status(g) => *g,
         };
+        if let GroupRpc::Status(_) = rpc {
+            return encode_reply(&match self.last_log_index(group).await {
+                Ok(last) => GroupRpcReply::Status(last),
+                Err(e) => GroupRpcReply::Refused(e.to_string()),
+            });
+        }
         let Some(raft) = self.raft(group) else {
             return encode_reply(&GroupRpcReply::Refused(format!(
                 "node {} runs no member of group {group}",
                 self.me
             )));
         };
+        encode_reply(&self.serve_raft(group, &raft, rpc).await)
+    }
+
+    async fn serve_raft(&self, group: GroupId, raft: &ShardRaft, rpc: GroupRpc) -> GroupRpcReply {
+        let rebuilding = self.is_rebuilding(group);
         let reply = match rpc {
+            GroupRpc::Vote(..) if rebuilding => {
+                return GroupRpcReply::Refused(format!(
+                    "node {} is rebuilding its replica of group {group}: no votes yet",
+                    self.me
+                ));
+            }
             GroupRpc::AppendEntries(_, r) => {
+                if rebuilding {
+                    self.rebuild_target(group, r.leader_commit.map(|l| l.index));
+                }
                 GroupRpcReply::AppendEntries(raft.append_entries(r).await)
             }
             GroupRpc::Vote(_, r) => GroupRpcReply::Vote(raft.vote(r).await),
             GroupRpc::InstallSnapshot(_, r) => {
+                if rebuilding {
+                    self.rebuild_target(group, r.meta.last_log_id.map(|l| l.index));
+                }
                 GroupRpcReply::InstallSnapshot(raft.install_snapshot(r).await)
             }
+            GroupRpc::Status(_) => GroupRpcReply::Refused("answered above".into()),
         };
-        encode_reply(&reply)
+        if rebuilding {
+            self.check_rebuilt(group, raft);
+        }
+        reply
     }
 
     /// Stops every group of this node.

@@ -32,6 +32,8 @@ pub enum GroupRpc {
     Vote(GroupId, VoteRequest<NodeId>),
     /// A chunk of a snapshot.
     InstallSnapshot(GroupId, InstallSnapshotRequest<ShardTypeConfig>),
+    /// How far the peer's log of the group goes (whether the group has started).
+    Status(GroupId),
 }
 
 /// A group's Raft answer on the wire.
@@ -45,6 +47,8 @@ pub enum GroupRpcReply {
     InstallSnapshot(
         Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>,
     ),
+    /// The answer to `Status`: the index of the last entry in the peer's log, if any.
+    Status(Option<u64>),
     /// The peer could not take the request (no such group there, or it did not decode).
     Refused(String),
 }

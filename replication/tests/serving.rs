@@ -224,3 +224,87 @@ async fn only_a_leased_leader_serves_and_its_changes_need_a_majority() {
         n.groups.shutdown().await;
     }
 }
+
+/// Replaces node `id`'s disk: a new store and writer, its groups started empty and marked
+/// as being rebuilt.
+async fn replace_disk(dir: &std::path::Path, net: &MemoryTransport, old: TestNode) -> TestNode {
+    old.groups.shutdown().await;
+    let id = old.id;
+    let store = Store::open(&dir.join(format!("node-{id}-new.redb"))).unwrap();
+    let (relay, _) = mpsc::unbounded_channel();
+    let writer = Writer::start(store.clone(), relay, Vec::new()).unwrap();
+    let config = GroupConfig {
+        heartbeat_ms: 50,
+        election_timeout_ms: (300, 500),
+        ..GroupConfig::default()
+    };
+    let link = Arc::new(MemoryLink {
+        from: id,
+        net: net.clone(),
+    });
+    let groups = Groups::new(
+        id,
+        store.clone(),
+        writer.clone(),
+        Arc::new(TokioBlocking),
+        link,
+        &config,
+    )
+    .unwrap();
+    net.add(id, groups.clone());
+    groups.mark_rebuilding(SHARD);
+    groups.start(SHARD).await.unwrap();
+    let serving = Serving::new(id, 8, ServingConfig::for_groups(&config));
+    TestNode {
+        id,
+        store,
+        writer,
+        groups,
+        serving,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_disk_was_replaced_is_rebuilt_before_it_votes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (net, mut nodes, mut events) = cluster(dir.path()).await;
+    let (leader, _) = next_lead(&mut events).await;
+    let fence = Arc::new(AtomicBool::new(false));
+    let writer = nodes[(leader - 1) as usize].writer.clone();
+    for i in 0..20 {
+        let ticket = writer
+            .submit(change(&format!("c{i}"), b"v", &fence))
+            .unwrap();
+        assert!(writer.durable(ticket).await && !writer.was_refused(ticket));
+    }
+    // A follower's disk is replaced.
+    let victim = nodes.iter().position(|n| n.id != leader).unwrap();
+    let old = nodes.remove(victim);
+    let replaced = replace_disk(dir.path(), &net, old).await;
+    assert_eq!(replaced.groups.rebuilding(), vec![SHARD]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !replaced.groups.rebuilding().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never rebuilt: {:?}",
+            replaced.groups.raft(SHARD).unwrap().metrics().borrow()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let last = nodes[0]
+        .groups
+        .raft(SHARD)
+        .unwrap()
+        .metrics()
+        .borrow()
+        .last_applied;
+    let rebuilt = rows(&replaced, last.unwrap().index).await;
+    assert_eq!(
+        rebuilt.len(),
+        20,
+        "every acknowledged change is on the new disk"
+    );
+    for n in nodes.iter().chain(std::iter::once(&replaced)) {
+        n.groups.shutdown().await;
+    }
+}

@@ -22,6 +22,17 @@ pub struct Cluster {
     dir: tempfile::TempDir,
 }
 
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::env::var("AGORA_KEEP_TMP").is_ok_and(|v| v == "1") {
+            if let Ok(empty) = tempfile::tempdir() {
+                let kept = std::mem::replace(&mut self.dir, empty).keep();
+                eprintln!("keeping the cluster's temp dir {}", kept.display());
+            }
+        }
+    }
+}
+
 /// Free loopback ports, found by binding port 0 (the listeners are closed before use).
 fn free_ports(n: usize) -> Vec<u16> {
     let listeners: Vec<TcpListener> = (0..n)
@@ -151,6 +162,11 @@ impl Cluster {
             opts,
             self.dir.path().join(format!("node-{id}")),
         ));
+    }
+
+    /// Node `i`'s data dir (0-based), as the cluster file names it.
+    pub fn node_data_dir(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("node-{}/data", i + 1))
     }
 
     /// A client of node `i`'s shop API (0-based).

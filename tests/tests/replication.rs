@@ -100,3 +100,56 @@ async fn a_killed_node_fails_over_without_losing_an_acknowledged_order() {
     );
     agora_tests::cluster::assert_acknowledged_units_sold_once(&admin, &skus, 40, &acked).await;
 }
+
+/// Waits until every SKU answers 200 through `reader`.
+async fn all_served(reader: &agora_tests::Client, skus: &[String]) {
+    for sku in skus {
+        poll_until(&format!("{sku} is served"), POLL_TIMEOUT, || {
+            let reader = reader.clone();
+            let sku = sku.clone();
+            async move {
+                let r = reader.get(&format!("/api/v1/products/{sku}")).await;
+                if r.status == 200 {
+                    Ok(())
+                } else {
+                    Err(r.text)
+                }
+            }
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_disk_was_replaced_is_rebuilt_from_its_peers() {
+    let mut cluster = Cluster::start_replicated(3, 50, 3).await;
+    let admin = cluster
+        .client(0)
+        .login_as(ADMIN_EMAIL, ADMIN_PASSWORD)
+        .await;
+    let mut skus = Vec::new();
+    for _ in 0..6 {
+        skus.push(admin.stocked_product(1_000, 40).await);
+    }
+    let shoppers =
+        Shoppers::start((0..2).map(|i| cluster.client(i)).collect(), skus.clone(), 4).await;
+    let acked = shoppers.finish().await;
+
+    // Node 3's disk is lost: it comes back empty under its id.
+    cluster.nodes[2].kill9();
+    let data = cluster.node_data_dir(2);
+    std::fs::remove_dir_all(&data).expect("delete node 3's data dir");
+    cluster.nodes[2].restart();
+    cluster.wait_ready().await;
+    // Then node 1 dies: every shard's majority is now nodes 2 and 3, so whatever node 3
+    // holds was rebuilt from its peers.
+    cluster.nodes[0].kill9();
+    let reader = cluster.client(1);
+    all_served(&reader, &skus).await;
+    let admin = admin.rebased(&cluster.nodes[1].shop_url);
+    let acked: Vec<_> = acked
+        .into_iter()
+        .map(|(c, id)| (c.rebased(&cluster.nodes[1].shop_url), id))
+        .collect();
+    agora_tests::cluster::assert_acknowledged_units_sold_once(&admin, &skus, 40, &acked).await;
+}
