@@ -34,6 +34,9 @@ pub enum Cmd {
     /// The replication spike: openraft shard groups on three in-process nodes sharing each
     /// node's redb file and writer; factor 1 and 3 against the writer alone.
     Replication(ReplicationArgs),
+    /// Failover time on a self-started three-node cluster: kill -9 a node, time until every
+    /// product answers again through a survivor, restart it, repeat.
+    Failover(FailoverArgs),
     /// A seconds-long run of every scenario, ceiling and the memory scenario, for CI:
     /// exits non-zero only on correctness failures.
     Smoke(SmokeArgs),
@@ -290,4 +293,23 @@ pub struct ReplicationArgs {
     /// Where the runs' redb files go (a fresh directory inside it per run).
     #[arg(long, default_value = ".")]
     pub dir: PathBuf,
+}
+
+/// `failover`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct FailoverArgs {
+    /// Target options (the binary, the temp dir, the replication factor; always a
+    /// self-started three-node cluster).
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Kills (each of node 2 and node 3 in turn).
+    #[arg(long, default_value_t = 10)]
+    pub kills: usize,
+    /// Products whose reads say that every shard serves (128 leave a shard of 16 without
+    /// one less than once in 200 runs).
+    #[arg(long, default_value_t = 128)]
+    pub products: usize,
+    /// Where the JSON results go.
+    #[arg(long, default_value = "bench-results")]
+    pub out: PathBuf,
 }

@@ -38,7 +38,15 @@ pub struct ClusterProc {
     pub nodes: Vec<ClusterNode>,
     /// The admin endpoint's bearer token.
     pub admin_token: String,
+    launch: Launch,
     dir: tempfile::TempDir,
+}
+
+/// How a node of the cluster is started (again).
+struct Launch {
+    bin: std::path::PathBuf,
+    config: std::path::PathBuf,
+    admin_password: String,
 }
 
 fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
@@ -83,6 +91,7 @@ impl ClusterProc {
         n: usize,
         admin_password: &str,
         courier_leg_ms: u64,
+        replication_factor: usize,
     ) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("agora-bench-cluster-")
@@ -120,58 +129,68 @@ impl ClusterProc {
             },
             notifications: Default::default(),
             connections: Default::default(),
-            replication_factor: None,
+            replication_factor: (replication_factor > 1).then_some(replication_factor),
         };
         let toml = toml::to_string(&config).context("cannot write the cluster file")?;
         let config = dir.path().join("cluster.toml");
         std::fs::write(&config, toml).context("cannot write the cluster file")?;
+        let launch = Launch {
+            bin: bin.to_path_buf(),
+            config,
+            admin_password: admin_password.to_string(),
+        };
         let mut nodes = Vec::with_capacity(n);
         for i in 0..n {
             let id = i as u64 + 1;
-            let stderr = std::fs::File::create(dir.path().join(format!("node-{id}.log")))?;
-            let child = Command::new(bin)
-                .arg("node")
-                .arg("--config")
-                .arg(&config)
-                .arg("--node-id")
-                .arg(id.to_string())
-                .arg("--no-demo")
-                .env("AGORA_ADMIN_PASSWORD", admin_password)
-                .env(
-                    "RUST_LOG",
-                    std::env::var("AGORA_BENCH_NODE_LOG").unwrap_or_else(|_| "warn".into()),
-                )
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::from(stderr))
-                .spawn()
-                .with_context(|| format!("cannot start {}", bin.display()))?;
             nodes.push(ClusterNode {
                 id,
                 api_base: format!("http://127.0.0.1:{}", ports[3 * i + 1]),
                 admin_base: format!("http://127.0.0.1:{}", ports[3 * i + 2]),
-                child,
+                child: launch.spawn(dir.path(), id)?,
             });
         }
         let cluster = Self {
             nodes,
             admin_token,
+            launch,
             dir,
         };
-        let deadline = Instant::now() + READY_TIMEOUT;
-        for node in &cluster.nodes {
-            while http_status(&node.admin_base, "/readyz") != 200 {
-                if Instant::now() > deadline {
-                    bail!(
-                        "node {} of the local cluster never became ready; its log:\n{}",
-                        node.id,
-                        cluster.log_tail(node.id)
-                    );
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
+        for i in 0..cluster.nodes.len() {
+            cluster.wait_ready(i)?;
         }
         Ok(cluster)
+    }
+
+    /// Waits until node index `i` answers `/readyz` with 200.
+    pub fn wait_ready(&self, i: usize) -> anyhow::Result<()> {
+        let node = &self.nodes[i];
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while http_status(&node.admin_base, "/readyz") != 200 {
+            if Instant::now() > deadline {
+                bail!(
+                    "node {} of the local cluster never became ready; its log:\n{}",
+                    node.id,
+                    self.log_tail(node.id)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    /// Kills node index `i` with SIGKILL and reaps it.
+    pub fn kill(&mut self, i: usize) -> anyhow::Result<()> {
+        let child = &mut self.nodes[i].child;
+        child.kill().context("cannot kill a node")?;
+        child.wait().context("cannot reap a node")?;
+        Ok(())
+    }
+
+    /// Starts node index `i` again on its data dir (after `kill`).
+    pub fn restart(&mut self, i: usize) -> anyhow::Result<()> {
+        let id = self.nodes[i].id;
+        self.nodes[i].child = self.launch.spawn(self.dir.path(), id)?;
+        Ok(())
     }
 
     /// The last few KiB of node `id`'s log.
@@ -190,6 +209,33 @@ impl ClusterProc {
         self.nodes
             .iter_mut()
             .all(|n| matches!(n.child.try_wait(), Ok(None)))
+    }
+}
+
+impl Launch {
+    /// Starts node `id`, its log appended to `dir/node-<id>.log`.
+    fn spawn(&self, dir: &Path, id: u64) -> anyhow::Result<Child> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(format!("node-{id}.log")))?;
+        Command::new(&self.bin)
+            .arg("node")
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--node-id")
+            .arg(id.to_string())
+            .arg("--no-demo")
+            .env("AGORA_ADMIN_PASSWORD", &self.admin_password)
+            .env(
+                "RUST_LOG",
+                std::env::var("AGORA_BENCH_NODE_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .with_context(|| format!("cannot start {}", self.bin.display()))
     }
 }
 

@@ -107,6 +107,7 @@ pub async fn run(a: CrossNodeArgs) -> anyhow::Result<()> {
         3,
         &opts.admin_password,
         opts.courier_leg_ms,
+        1,
     )?;
     let first = cluster.nodes.first().context("the cluster has no node")?;
     let ep = Endpoint {

@@ -13,6 +13,7 @@ mod cli;
 mod cluster_proc;
 mod commands;
 mod cross_node;
+mod failover;
 mod inproc;
 mod load;
 mod memory;
@@ -66,6 +67,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Cmd::Run(a) => on_runtime(commands::run(a)),
         Cmd::CrossNode(a) => on_runtime(cross_node::run(a)),
         Cmd::Replication(a) => on_runtime(replication::run(a)),
+        Cmd::Failover(a) => on_runtime(failover::run(a)),
         Cmd::Ceilings(a) => on_runtime(commands::ceilings(a)),
         Cmd::Memory(a) => commands::memory(a),
         Cmd::MemoryPhase(a) => on_runtime(commands::memory_phase(a)),

@@ -1,5 +1,5 @@
 //! What to measure: a node this tool starts on a fresh data dir (the default), a running
-//! node or cluster given by URL, or (not yet possible) a local three-node cluster.
+//! node or cluster given by URL, or a local three-node cluster.
 
 use crate::api::Endpoint;
 use crate::node_proc::{find_agora_bin, NodeOptions, NodeProc};
@@ -14,7 +14,7 @@ pub enum TargetKind {
     SelfStarted,
     /// A running node or cluster: `--url` and `--admin-url`.
     Url,
-    /// A local three-node cluster (not available yet).
+    /// A local three-node cluster (`--replication-factor` sets its factor).
     Cluster3,
 }
 
@@ -46,6 +46,9 @@ pub struct TargetArgs {
     /// Where temp data dirs go (node data, redb ceilings, memory scenario): the disk measured.
     #[arg(long)]
     pub tmp_dir: Option<PathBuf>,
+    /// Replication factor of a self-started cluster (`--target cluster3`).
+    #[arg(long, default_value_t = 1)]
+    pub replication_factor: usize,
 }
 
 /// A resolved target: where to send requests, and the node if we started it.
@@ -98,6 +101,7 @@ impl TargetArgs {
                 3,
                 &opts.admin_password,
                 opts.courier_leg_ms,
+                self.replication_factor,
             )?;
             let first = cluster.nodes.first().context("the cluster has no node")?;
             eprintln!(

@@ -68,6 +68,9 @@ pub struct GatewayArgs {
     pub writer: agora_store::Writer,
     /// Moves this node's shards (set once the node is assembled).
     pub handoff: std::sync::Arc<std::sync::OnceLock<super::handoff::Handoff>>,
+    /// Whether shards are replicated: a shard is then served by its group's leased leader,
+    /// whatever the map says.
+    pub replicated: bool,
 }
 
 /// The actor.
@@ -96,6 +99,18 @@ fn admit(args: &GatewayArgs, env: &Envelope) -> Result<u64, AskError> {
         return Err(AskError::Unavailable(
             "envelope shard does not match its target".into(),
         ));
+    }
+    if args.replicated {
+        // The group decides who serves; the map only helps nodes outside the group route.
+        return if args.region.may_serve(env.shard) {
+            Ok(map.epoch)
+        } else {
+            metrics::counter!("agora_cluster_refused_envelopes_total").increment(1);
+            Err(AskError::Unavailable(format!(
+                "node {} does not lead shard {} now",
+                args.me, env.shard
+            )))
+        };
     }
     // The owner is authoritative: a sender routing under an older map still reached the right
     // node; a sender with a newer map than ours means ours is stale, so refuse.

@@ -205,10 +205,14 @@ impl Handoff {
     /// a replicated shard, whose data this node's replica already holds, when it starts
     /// leading the shard's group (requests are then routed here).
     pub async fn claim(&self, shard: u32) -> Result<(), MoveError> {
-        if self.owner_and_epoch(shard)?.0 == Some(self.me) {
-            return Ok(());
-        }
         self.propose(&MapCommand::Move { shard, to: self.me }).await
+    }
+
+    /// Whether the agreed map, as this node last adopted it, names this node as `shard`'s
+    /// owner.
+    pub fn owns(&self, shard: u32) -> bool {
+        self.owner_and_epoch(shard)
+            .is_ok_and(|(owner, _)| owner == Some(self.me))
     }
 
     fn owner_and_epoch(&self, shard: u32) -> Result<(Option<u64>, u64), MoveError> {

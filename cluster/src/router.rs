@@ -29,6 +29,8 @@ pub struct Router {
     call_timeout: Duration,
     correlation: Arc<AtomicU64>,
     liveness: super::liveness::Liveness,
+    /// Replicated shards: this node's group members, whose leader a request goes to.
+    leaders: Option<agora_replication::Groups>,
 }
 
 impl Router {
@@ -51,7 +53,14 @@ impl Router {
             call_timeout: Duration::from_secs(6),
             correlation: Arc::new(AtomicU64::new(1)),
             liveness,
+            leaders: None,
         }
+    }
+
+    /// Routes requests for replicated shards to their group's leader, as this node's
+    /// member of the group knows it (the map for shards this node holds no replica of).
+    pub fn route_by_leaders(&mut self, groups: agora_replication::Groups) {
+        self.leaders = Some(groups);
     }
 
     /// The local region.
@@ -65,6 +74,12 @@ impl Router {
             .read()
             .map_err(|_| AskError::Unavailable("shard map lock poisoned".into()))?;
         let shard = to.shard(map.owners.len() as u32);
+        if let Some(raft) = self.leaders.as_ref().and_then(|g| g.raft(shard)) {
+            let leader = raft.metrics().borrow().current_leader;
+            let leader = leader
+                .ok_or_else(|| AskError::Unavailable(format!("shard {shard} has no leader now")))?;
+            return Ok((shard, leader, map.epoch));
+        }
         let owner = map
             .owner(shard)
             .ok_or_else(|| AskError::Unavailable(format!("no owner for shard {shard}")))?;

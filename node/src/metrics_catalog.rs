@@ -177,6 +177,11 @@ pub const METRICS: &[(Kind, &str, &str)] = &[
     ),
     (
         Counter,
+        "agora_replication_handovers_total",
+        "Times a leader stepped aside for another replica (balance, or stopping).",
+    ),
+    (
+        Counter,
         "agora_replication_leads_total",
         "Times this node started serving a shard as its group's leader.",
     ),

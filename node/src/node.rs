@@ -77,8 +77,9 @@ enum Drain {
         agora_cluster::handoff::Handoff,
         Arc<std::sync::atomic::AtomicBool>,
     ),
-    /// Leave every shard group: the other replicas take over (replicated shards).
-    LeaveGroups(agora_replication::Groups),
+    /// Hand this node's leaderships to other replicas, then leave every shard group
+    /// (replicated shards).
+    LeaveGroups(agora_replication::Serving, agora_replication::Groups),
 }
 
 impl RunningNode {
@@ -103,11 +104,12 @@ impl RunningNode {
                     tracing::error!(error = %e, "drain failed; stopping with shards still here")
                 }
             },
-            Some(Drain::LeaveGroups(groups)) => {
-                // The other replicas elect new leaders once this node's lease has run out;
-                // every change it acknowledged is already on a majority of them.
+            Some(Drain::LeaveGroups(leadership, groups)) => {
+                // Each shard this node leads goes to a caught-up replica, which calls an
+                // election at once; every change acknowledged here is on a majority already.
+                let still_led = leadership.step_aside_all(Duration::from_secs(3)).await;
                 groups.shutdown().await;
-                tracing::info!("left every shard group before stopping");
+                tracing::info!(still_led, "left every shard group before stopping");
             }
             None => {}
         }
@@ -516,7 +518,7 @@ pub async fn start_with(
     } else {
         agora_cluster::liveness::Liveness::default()
     };
-    let router = Router::new(
+    let mut router = Router::new(
         me,
         region.clone(),
         map.clone(),
@@ -524,6 +526,9 @@ pub async fn start_with(
         clock.clone(),
         liveness.clone(),
     );
+    if let (Some(_), Some(groups)) = (&leadership, &groups) {
+        router.route_by_leaders(groups.clone());
+    }
     let handoff_cell = Arc::new(std::sync::OnceLock::new());
     let (gateway, _) = Actor::spawn(
         None,
@@ -537,6 +542,7 @@ pub async fn start_with(
             groups: groups.clone(),
             writer: writer.clone(),
             handoff: handoff_cell.clone(),
+            replicated: leadership.is_some(),
         },
     )
     .await?;
@@ -715,7 +721,6 @@ pub async fn start_with(
     let shards_ready = crate::replicas::ShardsReady {
         groups: groups.clone().filter(|_| leadership.is_some()),
         mine: crate::replicas::replicas_of(&placement, me),
-        map: map.clone(),
     };
     let configured_token = secrets
         .admin_token
@@ -770,14 +775,9 @@ pub async fn start_with(
     let _ = handoff_cell.set(admin_state.handoff.clone());
     match (&leadership, &groups) {
         (Some(leadership), Some(groups)) => {
-            let first_map = map
-                .read()
-                .map_err(|_| anyhow::anyhow!("shard map lock poisoned"))?
-                .clone();
             let replicas = crate::replicas::ReplicaStart {
                 me,
                 placement: placement.clone(),
-                first_map,
                 new_store,
                 groups: groups.clone(),
                 serving: leadership.clone(),
@@ -868,7 +868,9 @@ pub async fn start_with(
                 admin_state.handoff.clone(),
                 draining.clone(),
             )),
-            (Some(_), Some(_)) => groups.clone().map(Drain::LeaveGroups),
+            (Some(_), Some(leadership)) => groups
+                .clone()
+                .map(|g| Drain::LeaveGroups(leadership.clone(), g)),
             (None, _) => None,
         },
         shutdown,

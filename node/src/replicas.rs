@@ -4,8 +4,8 @@
 //! routed here, and stops their entities when it stops leading.
 
 use agora_cluster::handoff::Handoff;
-use agora_cluster::shard_map::ShardMap;
 use agora_replication::placement::{place, Placement};
+use agora_replication::serving::Balancing;
 use agora_replication::{Groups, LeadershipEvents, Serving};
 use agora_runtime::region::Region;
 use agora_runtime::ServeGuard;
@@ -32,24 +32,34 @@ struct NodeLeadership {
 
 /// Longest pause between two attempts to claim a shard in the map.
 const CLAIM_PAUSE_MAX: std::time::Duration = std::time::Duration::from_secs(2);
+/// How often a serving leader checks that the map still routes its shard to it.
+const CLAIM_CHECK_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
-/// Proposes until the map names this node as `shard`'s owner, or this node stops serving
-/// it (the map's own leader may be the node that just died: its group elects another).
-async fn claim(handoff: Handoff, serving: Serving, shard: u32, term: u64) {
+/// While this node serves `shard`, keeps the map naming it as the owner: proposes a move
+/// whenever the map says otherwise (the map's own leader may be the node that just died,
+/// or a claim of a briefer leader may land after this one).
+async fn keep_claimed(handoff: Handoff, serving: Serving, shard: u32, term: u64) {
     let mut pause = std::time::Duration::from_millis(50);
-    for attempt in 1u32.. {
+    let mut failures = 0u32;
+    while serving.served().contains(&shard) {
+        if handoff.owns(shard) {
+            tokio::time::sleep(CLAIM_CHECK_EVERY).await;
+            continue;
+        }
         match handoff.claim(shard).await {
-            Ok(()) => return,
-            Err(e) if attempt.is_multiple_of(10) => {
-                tracing::warn!(shard, term, attempt, error = %e, "still cannot claim the shard in the map")
+            Ok(()) => {
+                pause = std::time::Duration::from_millis(50);
+                failures = 0;
             }
-            Err(e) => tracing::debug!(shard, term, error = %e, "claiming the shard in the map"),
+            Err(e) => {
+                failures += 1;
+                if failures.is_multiple_of(10) {
+                    tracing::warn!(shard, term, failures, error = %e, "still cannot claim the shard in the map");
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(CLAIM_PAUSE_MAX);
+            }
         }
-        if !serving.served().contains(&shard) {
-            return;
-        }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(CLAIM_PAUSE_MAX);
     }
 }
 
@@ -61,7 +71,10 @@ impl LeadershipEvents for NodeLeadership {
             Ok(rows) => tracing::debug!(shard, term, rows, "adopted the shard's outbox"),
             Err(e) => tracing::error!(shard, error = %e, "could not adopt the shard's outbox"),
         }
-        tokio::spawn(claim(
+        if let Err(e) = self.region.host(shard, term).await {
+            tracing::error!(shard, error = %e, "could not host a shard this node leads");
+        }
+        tokio::spawn(keep_claimed(
             self.handoff.clone(),
             self.serving.clone(),
             shard,
@@ -98,8 +111,6 @@ pub struct ReplicaStart {
     pub me: u64,
     /// Where every shard's replicas are.
     pub placement: Placement,
-    /// The first map: its owner of a shard initialises the shard's group.
-    pub first_map: ShardMap,
     /// Whether this node's store was created at this start.
     pub new_store: bool,
     /// The node's groups.
@@ -136,6 +147,17 @@ pub fn start(replicas: ReplicaStart, events: (Writer, Region, Handoff)) {
             }
             tracing::debug!(shard, started = k + 1, of = total, "shard replica started");
         }
+        let preferred = replicas
+            .placement
+            .replicas
+            .iter()
+            .enumerate()
+            .filter_map(|(s, r)| Some((s as u32, *r.first()?)))
+            .collect();
+        replicas.serving.balance(Balancing {
+            groups: replicas.groups.clone(),
+            preferred,
+        });
         let rebuilding = replicas.groups.rebuilding().len();
         tracing::info!(
             node = replicas.me,
@@ -171,8 +193,8 @@ async fn start_one(
         r.groups.mark_rebuilding(shard);
     }
     let raft = r.groups.start(shard).await?;
-    let owner = r.first_map.owner(shard).filter(|o| replicas.contains(o));
-    if start == Start::AsIs && owner.or(replicas.first().copied()) == Some(r.me) {
+    // Placement's first replica is the group's preferred leader: it starts the group.
+    if start == Start::AsIs && replicas.first() == Some(&r.me) {
         r.groups.initialize_members(shard, &replicas).await?;
     }
     r.serving.watch(shard, raft, events);
@@ -218,25 +240,19 @@ pub struct ShardsReady {
     pub groups: Option<Groups>,
     /// The shards this node holds a replica of.
     pub mine: Vec<u32>,
-    /// The agreed map.
-    pub map: agora_cluster::shard_map::SharedShardMap,
 }
 
 impl ShardsReady {
-    /// Whether every group this node is a member of has a leader, and the map routes its
-    /// shard to that leader.
+    /// Whether every group this node is a member of has a leader (requests are routed to
+    /// it).
     pub fn all_led(&self) -> bool {
         let Some(groups) = &self.groups else {
             return true;
         };
-        let Ok(map) = self.map.read() else {
-            return false;
-        };
         self.mine.iter().all(|&shard| {
-            let leader = groups
+            groups
                 .raft(shard)
-                .and_then(|raft| raft.metrics().borrow().current_leader);
-            leader.is_some() && leader == map.owner(shard)
+                .is_some_and(|raft| raft.metrics().borrow().current_leader.is_some())
         })
     }
 }

@@ -32,8 +32,8 @@ impl Default for GroupConfig {
     fn default() -> Self {
         Self {
             cluster_name: "agora".into(),
-            heartbeat_ms: 100,
-            election_timeout_ms: (400, 800),
+            heartbeat_ms: 50,
+            election_timeout_ms: (250, 500),
         }
     }
 }
@@ -208,6 +208,18 @@ impl Groups {
         }
     }
 
+    /// Asks `peer` to call an election in `group` now (this node, its leader, stepped aside
+    /// for it); whether it did.
+    pub async fn ask_to_elect(&self, group: GroupId, peer: NodeId) -> bool {
+        let Ok(request) = crate::codec::encode(&GroupRpc::Elect(group)) else {
+            return false;
+        };
+        match self.transport.call(peer, request, STATUS_TIMEOUT).await {
+            Ok(answer) => matches!(decode::<GroupRpcReply>(&answer), Ok(GroupRpcReply::Elect)),
+            Err(_) => false,
+        }
+    }
+
     /// Marks this node's replica of `group` as being rebuilt from its peers (its disk was
     /// replaced): it grants no votes until it holds everything its first leader had
     /// committed, so it never helps elect a leader that lacks an acknowledged change.
@@ -272,7 +284,8 @@ impl Groups {
             GroupRpc::AppendEntries(g, _)
             | GroupRpc::Vote(g, _)
             | GroupRpc::InstallSnapshot(g, _)
-            | GroupRpc::Status(g) => *g,
+            | GroupRpc::Status(g)
+            | GroupRpc::Elect(g) => *g,
         };
         if let GroupRpc::Status(_) = rpc {
             return encode_reply(&match self.last_log_index(group).await {
@@ -311,6 +324,13 @@ impl Groups {
                 }
                 GroupRpcReply::InstallSnapshot(raft.install_snapshot(r).await)
             }
+            GroupRpc::Elect(_) if rebuilding => {
+                return GroupRpcReply::Refused("rebuilding: it may not lead yet".into());
+            }
+            GroupRpc::Elect(_) => match raft.trigger().elect().await {
+                Ok(()) => GroupRpcReply::Elect,
+                Err(e) => GroupRpcReply::Refused(e.to_string()),
+            },
             GroupRpc::Status(_) => GroupRpcReply::Refused("answered above".into()),
         };
         if rebuilding {

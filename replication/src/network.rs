@@ -34,6 +34,8 @@ pub enum GroupRpc {
     InstallSnapshot(GroupId, InstallSnapshotRequest<ShardTypeConfig>),
     /// How far the peer's log of the group goes (whether the group has started).
     Status(GroupId),
+    /// The leader stepped aside for the peer: call an election now.
+    Elect(GroupId),
 }
 
 /// A group's Raft answer on the wire.
@@ -49,6 +51,8 @@ pub enum GroupRpcReply {
     ),
     /// The answer to `Status`: the index of the last entry in the peer's log, if any.
     Status(Option<u64>),
+    /// The answer to `Elect`: the election was called.
+    Elect,
     /// The peer could not take the request (no such group there, or it did not decode).
     Refused(String),
 }

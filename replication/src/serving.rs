@@ -21,7 +21,7 @@ use async_trait::async_trait;
 use openraft::{RaftMetrics, ServerState};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -80,7 +80,35 @@ struct Inner {
     config: ServingConfig,
     origin: Instant,
     leads: RwLock<BTreeMap<GroupId, Arc<Lead>>>,
+    /// Where leaders should be, and the groups to ask (set once balancing starts).
+    balancing: OnceLock<Balancing>,
+    /// The last time this node stepped aside in each group, and in which term.
+    handovers: Mutex<BTreeMap<GroupId, Handover>>,
+    /// This node's member of each group it follows.
+    rafts: RwLock<BTreeMap<GroupId, ShardRaft>>,
+    /// What the node does on leading and stepping down.
+    events: OnceLock<Arc<dyn LeadershipEvents>>,
 }
+
+/// Where leaders should be.
+pub struct Balancing {
+    /// The node's groups (to ask a follower to call an election).
+    pub groups: crate::Groups,
+    /// Each group's preferred leader (placement's first replica).
+    pub preferred: BTreeMap<GroupId, NodeId>,
+}
+
+/// A step aside: in which term, and when.
+#[derive(Debug, Clone, Copy)]
+struct Handover {
+    term: u64,
+    at: Instant,
+}
+
+/// How long a leader that stepped aside waits for the new leader before serving again.
+const HANDOVER_WAIT: Duration = Duration::from_secs(2);
+/// Least time between two balancing handovers of one group.
+const HANDOVER_EVERY: Duration = Duration::from_secs(5);
 
 /// The shards this node serves, and the writer's way into their groups.
 #[derive(Clone)]
@@ -109,6 +137,10 @@ impl Serving {
                 config,
                 origin: Instant::now(),
                 leads: RwLock::new(BTreeMap::new()),
+                balancing: OnceLock::new(),
+                handovers: Mutex::new(BTreeMap::new()),
+                rafts: RwLock::new(BTreeMap::new()),
+                events: OnceLock::new(),
             }),
         }
     }
@@ -146,6 +178,10 @@ impl Serving {
         raft: ShardRaft,
         events: Arc<dyn LeadershipEvents>,
     ) -> tokio::task::JoinHandle<()> {
+        let _ = self.inner.events.set(events.clone());
+        if let Ok(mut rafts) = self.inner.rafts.write() {
+            rafts.insert(shard, raft.clone());
+        }
         let this = self.clone();
         tokio::spawn(async move { this.follow(shard, raft, events).await })
     }
@@ -176,14 +212,124 @@ impl Serving {
         match self.lead(shard) {
             Some(lead) if leading && lead.term == m.current_term && !lead.proposer.failed() => {
                 self.extend_lease(&lead, m);
+                if let Some(to) = self.balance_target(shard, m) {
+                    self.step_aside(shard, m, to, events).await;
+                }
             }
             Some(_) => self.stop_serving(shard, events).await,
-            None if ready_to_serve(self.inner.me, m) => {
+            None if ready_to_serve(self.inner.me, m)
+                && !self.stepped_aside(shard, m.current_term) =>
+            {
                 self.start_serving(shard, raft, m);
                 events.lead(shard, m.current_term).await;
             }
             None => {}
         }
+    }
+
+    /// Starts balancing leaders: each group's leader steps aside for its preferred leader
+    /// once that one is caught up.
+    pub fn balance(&self, balancing: Balancing) {
+        let _ = self.inner.balancing.set(balancing);
+    }
+
+    /// Whether this node stepped aside in `term` of `shard` recently (it waits for the
+    /// follower it chose rather than serve again at once).
+    fn stepped_aside(&self, shard: GroupId, term: u64) -> bool {
+        self.inner.handovers.lock().is_ok_and(|h| {
+            h.get(&shard)
+                .is_some_and(|h| h.term == term && h.at.elapsed() < HANDOVER_WAIT)
+        })
+    }
+
+    /// The preferred leader this leader should step aside for now, if any: another node,
+    /// holding every entry of the log, and no handover of the group was tried lately.
+    fn balance_target(
+        &self,
+        shard: GroupId,
+        m: &RaftMetrics<NodeId, openraft::BasicNode>,
+    ) -> Option<NodeId> {
+        let preferred = *self.inner.balancing.get()?.preferred.get(&shard)?;
+        if preferred == self.inner.me || !caught_up(m, preferred) {
+            return None;
+        }
+        let recent = self.inner.handovers.lock().ok()?.get(&shard).copied();
+        recent
+            .is_none_or(|h| h.at.elapsed() >= HANDOVER_EVERY)
+            .then_some(preferred)
+    }
+
+    /// Stops serving `shard` and asks `to` (a caught-up follower) to call an election now:
+    /// its vote request reaches this node, whose own lease on the others has lapsed, so it
+    /// wins with this node's vote in one round.
+    async fn step_aside(
+        &self,
+        shard: GroupId,
+        m: &RaftMetrics<NodeId, openraft::BasicNode>,
+        to: NodeId,
+        events: &dyn LeadershipEvents,
+    ) {
+        let Some(balancing) = self.inner.balancing.get() else {
+            return;
+        };
+        if let Ok(mut h) = self.inner.handovers.lock() {
+            let handover = Handover {
+                term: m.current_term,
+                at: Instant::now(),
+            };
+            h.insert(shard, handover);
+        }
+        tracing::info!(
+            shard,
+            to,
+            term = m.current_term,
+            "stepping aside for another replica"
+        );
+        self.stop_serving(shard, events).await;
+        let elected = balancing.groups.ask_to_elect(shard, to).await;
+        metrics::counter!("agora_replication_handovers_total").increment(1);
+        if !elected {
+            tracing::debug!(shard, to, "the replica did not call an election");
+        }
+    }
+
+    /// Hands every shard this node leads to a caught-up follower (a node about to stop),
+    /// then waits, at most `wait`, until none is led here. Returns how many are still led.
+    pub async fn step_aside_all(&self, wait: Duration) -> usize {
+        let Some(events) = self.inner.events.get().cloned() else {
+            return 0;
+        };
+        let rafts: Vec<(GroupId, ShardRaft)> = match self.inner.rafts.read() {
+            Ok(r) => r.iter().map(|(g, r)| (*g, r.clone())).collect(),
+            Err(_) => return 0,
+        };
+        let me = self.inner.me;
+        for (shard, raft) in &rafts {
+            let m = raft.metrics().borrow().clone();
+            if m.current_leader != Some(me) {
+                continue;
+            }
+            let target = m.replication.as_ref().and_then(|r| {
+                r.keys()
+                    .copied()
+                    .find(|peer| *peer != me && caught_up(&m, *peer))
+            });
+            match target {
+                Some(to) => self.step_aside(*shard, &m, to, events.as_ref()).await,
+                None => self.stop_serving(*shard, events.as_ref()).await,
+            }
+        }
+        let deadline = Instant::now() + wait;
+        let mut still = 0;
+        for (_, raft) in &rafts {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let handed = raft
+                .wait(Some(left))
+                .metrics(|m| m.current_leader != Some(me), "led elsewhere")
+                .await;
+            still += usize::from(handed.is_err());
+        }
+        still
     }
 
     fn extend_lease(&self, lead: &Lead, m: &RaftMetrics<NodeId, openraft::BasicNode>) {
@@ -239,6 +385,15 @@ impl Serving {
             events.step_down(shard).await;
         }
     }
+}
+
+/// Whether the leader's metrics `m` say `peer` holds every entry of its log.
+fn caught_up(m: &RaftMetrics<NodeId, openraft::BasicNode>, peer: NodeId) -> bool {
+    let matched = m
+        .replication
+        .as_ref()
+        .and_then(|r| r.get(&peer).copied().flatten());
+    matched.is_some_and(|l| Some(l.index) == m.last_log_index)
 }
 
 /// A row of the writer's, as a group's log carries it.
