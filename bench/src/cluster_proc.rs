@@ -129,7 +129,7 @@ impl ClusterProc {
             },
             notifications: Default::default(),
             connections: Default::default(),
-            replication_factor: (replication_factor > 1).then_some(replication_factor),
+            replication_factor: Some(replication_factor),
         };
         let toml = toml::to_string(&config).context("cannot write the cluster file")?;
         let config = dir.path().join("cluster.toml");

@@ -109,7 +109,7 @@ pub struct ClusterConfig {
     #[serde(default)]
     pub connections: crate::ConnectionLimits,
     /// On how many nodes each shard's data lives; a change is acknowledged once a majority
-    /// of them holds it. Absent: 1 (each shard on one node, no failover).
+    /// of them holds it. Absent: 3 with three nodes or more, else 1.
     #[serde(default)]
     pub replication_factor: Option<usize>,
 }
@@ -280,9 +280,12 @@ impl ClusterConfig {
         })
     }
 
-    /// On how many nodes each shard's data lives (1 unless the file says otherwise).
+    /// On how many nodes each shard's data lives: as the file says, else 3 when the
+    /// cluster has three nodes or more (a node's loss then loses nothing and stops
+    /// nothing), else 1.
     pub fn replication_factor(&self) -> usize {
-        self.replication_factor.unwrap_or(1)
+        self.replication_factor
+            .unwrap_or(if self.nodes.len() >= 3 { 3 } else { 1 })
     }
 
     /// The settings node `id` runs with.
@@ -368,6 +371,25 @@ mod tests {
         assert_eq!(c.nodes[0].data_dir, Path::new("/etc/agora/data/node-1"));
         let s = c.node_settings(2).unwrap();
         assert_eq!(s.shard_count, c.shard_count);
+    }
+
+    #[test]
+    fn shards_are_replicated_three_times_by_default_with_three_nodes() {
+        let c = ClusterConfig::parse(&example(), Path::new(".")).unwrap();
+        assert_eq!(c.replication_factor(), 3);
+        let mut two = c.clone();
+        two.nodes.truncate(2);
+        assert_eq!(two.replication_factor(), 1);
+        let text = format!("replication_factor = 4\n{}", example());
+        let e = ClusterConfig::parse(&text, Path::new(".")).unwrap_err();
+        assert_eq!(e.field, "replication_factor");
+        assert!(
+            e.to_string().contains("at most the number of [[nodes]]"),
+            "{e}"
+        );
+        let text = format!("replication_factor = 1\n{}", example());
+        let one = ClusterConfig::parse(&text, Path::new(".")).unwrap();
+        assert_eq!(one.replication_factor(), 1);
     }
 
     #[test]

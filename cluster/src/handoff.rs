@@ -138,7 +138,13 @@ pub struct Handoff {
     pub raft: Option<Raft>,
     /// Routes forwarded messages to the new owner.
     pub router: Router,
+    /// Whether shards are replicated: their data is already on several nodes and their
+    /// groups elect who serves, so nothing is streamed and moves are refused.
+    pub replicated: bool,
 }
+
+/// Why a move is refused for replicated shards.
+const REPLICATED_NO_MOVES: &str = "shards are replicated: their groups elect who serves them, so      shards are not moved; a stopping node (SIGTERM) hands its leaderships to other replicas";
 
 impl Handoff {
     async fn call(
@@ -234,6 +240,9 @@ impl Handoff {
     }
 
     async fn move_shard_to_end(&self, shard: u32, to: u64) -> Result<u64, MoveError> {
+        if self.replicated {
+            return Err(MoveError::Refused(REPLICATED_NO_MOVES.into()));
+        }
         let (owner, epoch) = self.owner_and_epoch(shard)?;
         match owner {
             None => return Err(MoveError::Refused(format!("there is no shard {shard}"))),
@@ -555,6 +564,9 @@ impl Handoff {
         &self,
         draining: &std::sync::atomic::AtomicBool,
     ) -> Result<usize, MoveError> {
+        if self.replicated {
+            return Err(MoveError::Refused(REPLICATED_NO_MOVES.into()));
+        }
         draining.store(true, std::sync::atomic::Ordering::Release);
         let mine = self
             .map

@@ -373,6 +373,12 @@ async fn drain(
         Ok(moved) => Ok(Json(
             json!({ "node": id, "moved_shards": moved, "status": "drained" }),
         )),
+        Err(agora_cluster::handoff::MoveError::Refused(why)) => Err(Problem::new(
+            StatusCode::CONFLICT,
+            "drain-refused",
+            "Drain refused",
+            why,
+        )),
         Err(e) => Err(Problem::unavailable(e.to_string())),
     }
 }

@@ -387,6 +387,11 @@ pub async fn start_with(
         .map_or_else(|| Membership::single("agora-dev"), |c| c.membership.clone());
     let me = membership.me;
     let replication_factor = cluster.as_ref().map_or(1, |c| c.replication_factor);
+    anyhow::ensure!(
+        !(replication_factor > 1 && cluster.as_ref().is_some_and(|c| c.join)),
+        "--join is not supported with replicated shards yet (replication_factor {replication_factor}): \
+         list every node in the cluster file from the start, or set replication_factor = 1"
+    );
     let group_config = agora_replication::GroupConfig {
         cluster_name: membership.cluster_name.clone(),
         ..agora_replication::GroupConfig::default()
@@ -559,12 +564,21 @@ pub async fn start_with(
     if cluster.is_some() {
         agora_cluster::catalog_sync::start(directory.clone(), catalog.clone());
     }
-    tracing::info!(
-        node = me,
-        shards = owned.len(),
-        of = settings.shard_count,
-        "hosting shards"
-    );
+    if leadership.is_none() {
+        tracing::info!(
+            node = me,
+            shards = owned.len(),
+            of = settings.shard_count,
+            "hosting shards"
+        );
+    } else {
+        tracing::info!(
+            node = me,
+            replication_factor,
+            of = settings.shard_count,
+            "shards are replicated: each is served by its group's leader"
+        );
+    }
 
     let callbacks = Arc::new(RegionCallbacks {
         region: Arc::new(router.clone()),
@@ -766,6 +780,7 @@ pub async fn start_with(
             directory: directory.clone(),
             raft: raft.clone(),
             router: router.clone(),
+            replicated: leadership.is_some(),
         },
         raft,
     });

@@ -46,6 +46,17 @@ async fn a_killed_node_fails_over_without_losing_an_acknowledged_order() {
     })
     .await;
 
+    // Replicated shards are not moved or drained: their groups elect who serves them.
+    let ops = cluster.nodes[0].admin_port_client().with_token(ADMIN_TOKEN);
+    let refused = ops
+        .post("/admin/shards/0/move", &serde_json::json!({"to": 2}))
+        .await
+        .expect_status(409, "a move of a replicated shard");
+    refused.assert_problem("move of a replicated shard");
+    ops.post("/admin/cluster/members/1/drain", &serde_json::json!({}))
+        .await
+        .expect_status(409, "a drain with replicated shards");
+
     let shoppers = Shoppers::start(
         (0..2).map(|i| cluster.client(i)).collect(),
         skus.clone(),
