@@ -71,6 +71,10 @@ pub struct GatewayArgs {
     /// Whether shards are replicated: a shard is then served by its group's leased leader,
     /// whatever the map says.
     pub replicated: bool,
+    /// Who may join the map's Raft group through this node (`None` for a single node).
+    pub join_policy: Option<super::join_token::JoinPolicy>,
+    /// The time seam (join token expiry).
+    pub clock: std::sync::Arc<dyn agora_actors::seams::Clock>,
 }
 
 /// The actor.
@@ -246,9 +250,16 @@ impl Actor for Gateway {
                 Ok(())
             }
             GatewayMsg::Join(bytes, reply) => {
-                let raft = args.raft.clone();
+                let (raft, policy) = (args.raft.clone(), args.join_policy.clone());
+                let now_ms = args.clock.now_ms();
                 tokio::spawn(async move {
-                    let answer = super::handoff::join_locally(raft.as_ref(), &bytes).await;
+                    let answer = super::handoff::join_locally(
+                        raft.as_ref(),
+                        policy.as_ref(),
+                        now_ms,
+                        &bytes,
+                    )
+                    .await;
                     let _ = reply.send(encode(&answer).unwrap_or_default());
                 });
                 Ok(())

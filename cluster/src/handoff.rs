@@ -617,17 +617,30 @@ pub struct JoinRequest {
     pub id: u64,
     /// Its cluster address.
     pub cluster_addr: String,
+    /// A join token minted for it (needed unless the admitting node's cluster file lists
+    /// it).
+    pub token: Option<String>,
 }
 
 /// Adds a node to the Raft group as a voter, if this node leads (gateway side).
-pub async fn join_locally(raft: Option<&Raft>, bytes: &[u8]) -> ProposeAnswer {
-    let Some(raft) = raft else {
+pub async fn join_locally(
+    raft: Option<&Raft>,
+    policy: Option<&super::join_token::JoinPolicy>,
+    now_ms: u64,
+    bytes: &[u8],
+) -> ProposeAnswer {
+    let (Some(raft), Some(policy)) = (raft, policy) else {
         return ProposeAnswer::Failed("no raft group on this node".into());
     };
     let req: JoinRequest = match decode(bytes) {
         Ok(r) => r,
         Err(e) => return ProposeAnswer::Failed(e.to_string()),
     };
+    if let Err(refused) = policy.admit(req.id, req.token.as_deref(), now_ms) {
+        tracing::warn!(node = req.id, addr = %req.cluster_addr, reason = %refused, "join refused");
+        metrics::counter!("agora_cluster_joins_refused_total").increment(1);
+        return ProposeAnswer::Rejected(refused.to_string());
+    }
     let node = openraft::BasicNode::new(req.cluster_addr.clone());
     if let Err(e) = raft.add_learner(req.id, node, true).await {
         return match e.forward_to_leader() {
@@ -663,10 +676,15 @@ pub struct MoveRequest {
 impl Handoff {
     /// Joins the Raft group through any connected peer (following the leader), retrying for a
     /// bounded time, then takes this node's share of the shards from the most loaded nodes.
-    pub async fn join_and_take_share(&self, cluster_addr: String) -> Result<usize, MoveError> {
+    pub async fn join_and_take_share(
+        &self,
+        cluster_addr: String,
+        token: Option<String>,
+    ) -> Result<usize, MoveError> {
         let bytes = encode(&JoinRequest {
             id: self.me,
             cluster_addr,
+            token,
         })
         .map_err(|e| MoveError::Failed(e.to_string()))?;
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -699,7 +717,11 @@ impl Handoff {
             match answer {
                 ProposeAnswer::Applied(_) => break,
                 ProposeAnswer::NotLeader(leader) => ask = leader,
-                ProposeAnswer::Rejected(e) | ProposeAnswer::Failed(e) => {
+                ProposeAnswer::Rejected(e) => {
+                    // Not admitted: retrying with the same request cannot help.
+                    return Err(MoveError::Refused(e));
+                }
+                ProposeAnswer::Failed(e) => {
                     tracing::debug!(error = %e, "join attempt failed");
                     ask = None;
                     tokio::time::sleep(Duration::from_millis(300)).await;

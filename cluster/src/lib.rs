@@ -9,6 +9,7 @@ pub mod envelope;
 pub mod gateway;
 pub mod group_transport;
 pub mod handoff;
+pub mod join_token;
 pub mod liveness;
 pub mod raft;
 pub mod router;

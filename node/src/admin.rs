@@ -54,6 +54,10 @@ pub struct AdminState {
     pub client: Arc<dyn agora_actors::client::EntityClient>,
     /// Set once the seeded admin account has been seen: a login can be served.
     pub admin_seen: AtomicBool,
+    /// Who may join the cluster (`None` for a single node).
+    pub join_policy: Option<agora_cluster::join_token::JoinPolicy>,
+    /// The time seam (join token expiry).
+    pub clock: Arc<dyn agora_actors::seams::Clock>,
 }
 
 /// The admin router.
@@ -65,6 +69,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/admin/dead-letters", get(dead_letters))
         .route("/admin/cluster/members/{id}/drain", post(drain))
         .route("/admin/shards/{shard}/move", post(move_shard))
+        .route("/admin/cluster/join-tokens", post(mint_join_token))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_token,
@@ -320,16 +325,22 @@ struct MoveRequest {
     to: u64,
 }
 
+/// Refuses a mutating route unless the cluster file enables them.
+fn require_mutations(s: &AdminState) -> Result<(), Problem> {
+    if s.mutations {
+        return Ok(());
+    }
+    Err(Problem::forbidden(
+        "mutating admin routes are disabled: set admin_mutations = true in the cluster file",
+    ))
+}
+
 async fn move_shard(
     State(s): State<Arc<AdminState>>,
     Path(shard): Path<u32>,
     body: Result<Json<MoveRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, Problem> {
-    if !s.mutations {
-        return Err(Problem::forbidden(
-            "mutating admin routes are disabled: set admin_mutations = true in the cluster file",
-        ));
-    }
+    require_mutations(&s)?;
     let Json(req) = body.map_err(Problem::from)?;
     match s.handoff.move_shard(shard, req.to).await {
         Ok(epoch) => Ok(Json(
@@ -345,15 +356,43 @@ async fn move_shard(
     }
 }
 
+/// A request for a join token.
+#[derive(Debug, serde::Deserialize)]
+struct JoinTokenRequest {
+    /// The id the new node will run under.
+    node_id: u64,
+}
+
+/// `POST /admin/cluster/join-tokens`: a token that admits node `node_id` to the cluster's
+/// Raft group (`agora node --join --join-token …`) for an hour.
+async fn mint_join_token(
+    State(s): State<Arc<AdminState>>,
+    body: Result<Json<JoinTokenRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, Problem> {
+    require_mutations(&s)?;
+    let Json(req) = body.map_err(Problem::from)?;
+    let Some(policy) = &s.join_policy else {
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "not-a-cluster",
+            "Not a cluster",
+            "a single node has no cluster to join".to_string(),
+        ));
+    };
+    let expires_at_ms = s.clock.now_ms() + agora_cluster::join_token::JOIN_TOKEN_TTL_MS;
+    tracing::info!(node = req.node_id, expires_at_ms, "join token minted");
+    Ok(Json(json!({
+        "node_id": req.node_id,
+        "token": policy.mint(req.node_id, expires_at_ms),
+        "expires_at_ms": expires_at_ms,
+    })))
+}
+
 async fn drain(
     State(s): State<Arc<AdminState>>,
     Path(id): Path<u64>,
 ) -> Result<Json<Value>, Problem> {
-    if !s.mutations {
-        return Err(Problem::forbidden(
-            "mutating admin routes are disabled: set admin_mutations = true in the cluster file",
-        ));
-    }
+    require_mutations(&s)?;
     if id != s.membership.me {
         let addr = s
             .membership

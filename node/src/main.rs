@@ -86,6 +86,11 @@ struct NodeArgs {
     /// of the shards.
     #[arg(long)]
     join: bool,
+    /// With `--join`: the join token an operator minted for this node id
+    /// (`POST /admin/cluster/join-tokens`), needed unless the running nodes' cluster files
+    /// list it.
+    #[arg(long, env = "AGORA_JOIN_TOKEN", hide_env_values = true)]
+    join_token: Option<String>,
 }
 
 #[derive(Parser)]
@@ -426,6 +431,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 jwt_secret: config.jwt_secret.clone(),
                 jwt_previous_secrets: config.jwt_previous_secrets.clone(),
                 replication_factor: config.replication_factor(),
+                join_token: args.join_token.clone(),
             };
             let node = node::start(settings, secrets, Some(spec), metrics).await?;
             banner(

@@ -32,6 +32,11 @@ pub const METRICS: &[(Kind, &str, &str)] = &[
     ),
     (
         Counter,
+        "agora_cluster_joins_refused_total",
+        "Nodes refused entry to the cluster (not in the cluster file, no valid join token).",
+    ),
+    (
+        Counter,
         "agora_cluster_refused_envelopes_total",
         "Envelopes refused by this node's gateway (wrong node, stale epoch, shard not here).",
     ),

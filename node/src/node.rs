@@ -168,6 +168,9 @@ pub struct ClusterSpec {
     pub jwt_previous_secrets: Vec<String>,
     /// On how many nodes each shard's data lives (1: no replication).
     pub replication_factor: usize,
+    /// With `join`: the token an operator minted for this node (needed unless the running
+    /// nodes' cluster files list it).
+    pub join_token: Option<String>,
 }
 
 /// A signing key, its id the first 8 bytes of its SHA-256 in hex (so rotating needs no
@@ -523,6 +526,13 @@ pub async fn start_with(
     } else {
         agora_cluster::liveness::Liveness::default()
     };
+    let join_policy = cluster
+        .as_ref()
+        .map(|c| agora_cluster::join_token::JoinPolicy {
+            members: membership.node_ids(),
+            cluster_name: membership.cluster_name.clone(),
+            secret: c.secret.clone(),
+        });
     let mut router = Router::new(
         me,
         region.clone(),
@@ -548,6 +558,8 @@ pub async fn start_with(
             writer: writer.clone(),
             handoff: handoff_cell.clone(),
             replicated: leadership.is_some(),
+            join_policy: join_policy.clone(),
+            clock: clock.clone(),
         },
     )
     .await?;
@@ -783,6 +795,8 @@ pub async fn start_with(
             replicated: leadership.is_some(),
         },
         raft,
+        join_policy,
+        clock: clock.clone(),
     });
     if cluster.is_some() {
         agora_cluster::handoff::follow_map(me, region.clone(), map.clone());
@@ -820,6 +834,7 @@ pub async fn start_with(
     );
     if joining {
         let handoff = admin_state.handoff.clone();
+        let join_token = cluster.as_ref().and_then(|c| c.join_token.clone());
         let addr = membership
             .nodes
             .iter()
@@ -827,7 +842,7 @@ pub async fn start_with(
             .map(|n| n.cluster_addr.to_string())
             .unwrap_or_default();
         tokio::spawn(async move {
-            match handoff.join_and_take_share(addr).await {
+            match handoff.join_and_take_share(addr, join_token).await {
                 Ok(taken) => tracing::info!(taken, "joined the cluster"),
                 Err(e) => tracing::error!(error = %e, "could not join the cluster"),
             }

@@ -183,6 +183,7 @@ pub async fn run_node(seed: u64, slot: NodeSlot, ids: Vec<u64>) -> turmoil::Resu
         jwt_secret: Some("sim-jwt-secret-5f0c9a2e71d84b36a9e0c4f1d2b7e853".into()),
         jwt_previous_secrets: Vec::new(),
         replication_factor: 1,
+        join_token: None,
     };
     let secrets = Secrets {
         admin_password: Some(ADMIN_PASSWORD.into()),

@@ -140,10 +140,25 @@ impl Cluster {
         }
     }
 
-    /// Starts one more node with `--join`: its cluster file is the first one plus its own
-    /// entry (the running nodes keep theirs). Returns once it prints its addresses.
-    pub fn join_node(&mut self) {
+    /// Starts one more node with `--join` and a join token minted for it by node 1's admin
+    /// endpoint: its cluster file is the first one plus its own entry (the running nodes keep
+    /// theirs). Returns once it prints its addresses.
+    pub async fn join_node(&mut self) {
         let id = self.nodes.len() as u64 + 1;
+        let ops = self.nodes[0].admin_port_client().with_token(ADMIN_TOKEN);
+        let minted = ops
+            .post(
+                "/admin/cluster/join-tokens",
+                &serde_json::json!({ "node_id": id }),
+            )
+            .await
+            .expect_status(200, "mint a join token");
+        self.start_joining(id, Some(minted.str_field("token")));
+    }
+
+    /// Starts node `id` with `--join` (and `token`, if any): its cluster file is the first
+    /// one plus its own entry.
+    pub fn start_joining(&mut self, id: u64, token: Option<String>) {
         let ports = free_ports(3);
         let mut toml = std::fs::read_to_string(&self.config).expect("read cluster file");
         let _ = write!(
@@ -156,12 +171,27 @@ impl Cluster {
         let opts = ServerOptions {
             cluster_node: Some((config, id)),
             join: true,
+            join_token: token,
             ..Default::default()
         };
         self.nodes.push(AgoraProcess::start_in(
             opts,
             self.dir.path().join(format!("node-{id}")),
         ));
+    }
+
+    /// The owner of each shard in the agreed map, as node 1 reports it.
+    pub async fn owners(&self) -> Vec<u64> {
+        let ops = self.nodes[0].admin_port_client().with_token(ADMIN_TOKEN);
+        let shards = ops
+            .get("/admin/cluster/shards")
+            .await
+            .expect_status(200, "shards");
+        let shards = shards.body["shards"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        shards.iter().filter_map(|s| s["owner"].as_u64()).collect()
     }
 
     /// Node `i`'s data dir (0-based), as the cluster file names it.

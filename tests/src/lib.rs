@@ -68,6 +68,8 @@ pub struct ServerOptions {
     pub cluster_node: Option<(PathBuf, u64)>,
     /// With `cluster_node`: pass `--join` (a node joining a running cluster).
     pub join: bool,
+    /// With `join`: the join token to present (`--join-token`).
+    pub join_token: Option<String>,
     /// `--reservation-ttl-ms`, server default when `None`.
     pub reservation_ttl_ms: Option<u64>,
     /// `--payment-timeout-ms`, server default when `None`.
@@ -287,6 +289,9 @@ impl AgoraProcess {
                 .arg(id.to_string());
             if self.opts.join {
                 cmd.arg("--join");
+            }
+            if let Some(token) = &self.opts.join_token {
+                cmd.arg("--join-token").arg(token);
             }
         } else {
             cmd.arg("dev")

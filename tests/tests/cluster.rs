@@ -446,7 +446,6 @@ async fn a_shard_moves_to_another_node_under_load_without_losing_or_repeating_an
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_stopped_with_sigterm_drains_its_shards_first_and_nothing_is_lost() {
-    use agora_tests::cluster::ADMIN_TOKEN;
     let mut cluster = Cluster::start(3, 50).await;
     let admin = cluster
         .client(0)
@@ -456,7 +455,6 @@ async fn a_node_stopped_with_sigterm_drains_its_shards_first_and_nothing_is_lost
         admin.stocked_product(1_000, 30).await,
         admin.stocked_product(1_500, 30).await,
     ];
-    let ops1 = cluster.nodes[0].admin_port_client().with_token(ADMIN_TOKEN);
     cluster.wait_for_raft_leader().await;
 
     let shoppers = agora_tests::cluster::Shoppers::start(
@@ -475,18 +473,8 @@ async fn a_node_stopped_with_sigterm_drains_its_shards_first_and_nothing_is_lost
     let acked = shoppers.finish().await;
     eprintln!("node 3 drained and exited in {drained_in:?}; {unavailable} checkout answers were 503 (retried), {} acknowledged", acked.len());
 
-    let shards = ops1
-        .get("/admin/cluster/shards")
-        .await
-        .expect_status(200, "shards");
-    let owners: Vec<u64> = shards.body["shards"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|s| s["owner"].as_u64())
-        .collect();
-    assert_eq!(owners.len(), 16, "{}", shards.text);
+    let owners = cluster.owners().await;
+    assert_eq!(owners.len(), 16, "{owners:?}");
     assert!(
         owners.iter().all(|o| *o != 3),
         "node 3 still owns shards: {owners:?}"
@@ -515,7 +503,7 @@ async fn a_fourth_node_joins_under_load_and_takes_its_share() {
     )
     .await;
     let started = Instant::now();
-    cluster.join_node();
+    cluster.join_node().await;
     let ops4 = cluster.nodes[3].admin_port_client().with_token(ADMIN_TOKEN);
     poll_until(
         "node 4 owns its share of the 16 shards",
@@ -682,4 +670,35 @@ async fn nodes_talk_over_tls_when_the_cluster_file_says_so() {
         !stderr.contains("tls.cert") && !stderr.contains("tls.ca"),
         "{stderr}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_outside_the_cluster_file_without_a_join_token_is_refused() {
+    use agora_tests::cluster::ADMIN_TOKEN;
+    let mut cluster = Cluster::start(3, 50).await;
+    cluster.wait_for_raft_leader().await;
+    // It holds the cluster secret (the same file plus its own entry), but no token.
+    cluster.start_joining(4, None);
+    poll_until("node 4 is told it may not join", POLL_TIMEOUT, || {
+        let tail = cluster.nodes[3].stderr_tail(20_000);
+        async move {
+            if tail.contains("could not join the cluster")
+                && tail.contains("presented no join token")
+            {
+                Ok(())
+            } else {
+                Err("no refusal logged yet".to_string())
+            }
+        }
+    })
+    .await;
+    let owners = cluster.owners().await;
+    assert_eq!(owners.len(), 16, "{owners:?}");
+    assert!(!owners.contains(&4), "node 4 was given shards: {owners:?}");
+    let mut refused = 0.0;
+    for i in 0..3 {
+        let ops = cluster.nodes[i].admin_port_client().with_token(ADMIN_TOKEN);
+        refused += counter(&ops, "agora_cluster_joins_refused_total").await;
+    }
+    assert!(refused >= 1.0, "no node counted the refused join");
 }

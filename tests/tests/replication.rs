@@ -7,19 +7,6 @@ use agora_tests::cluster::{Cluster, Shoppers, ADMIN_TOKEN};
 use agora_tests::{poll_until, ADMIN_EMAIL, ADMIN_PASSWORD, POLL_TIMEOUT};
 use std::time::Instant;
 
-/// The owners the agreed map names, as node 1 sees it.
-async fn owners(cluster: &Cluster) -> Vec<u64> {
-    let ops = cluster.nodes[0].admin_port_client().with_token(ADMIN_TOKEN);
-    let shards = ops.get("/admin/cluster/shards").await;
-    shards.body["shards"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|s| s["owner"].as_u64())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_node_fails_over_without_losing_an_acknowledged_order() {
     let mut cluster = Cluster::start_replicated(3, 50, 3).await;
@@ -36,7 +23,7 @@ async fn a_killed_node_fails_over_without_losing_an_acknowledged_order() {
     poll_until("node 3 serves some shards", POLL_TIMEOUT, || {
         let cluster = &cluster;
         async move {
-            let o = owners(cluster).await;
+            let o = cluster.owners().await;
             if o.len() == 16 && o.contains(&3) {
                 Ok(())
             } else {
@@ -107,7 +94,7 @@ async fn a_killed_node_fails_over_without_losing_an_acknowledged_order() {
     poll_until("the map names the new leaders", POLL_TIMEOUT, || {
         let cluster = &cluster;
         async move {
-            let after = owners(cluster).await;
+            let after = cluster.owners().await;
             if after.len() == 16 && !after.contains(&3) {
                 Ok(())
             } else {
@@ -175,7 +162,7 @@ async fn a_node_whose_disk_was_replaced_is_rebuilt_from_its_peers() {
 /// How many shards the map gives each node, by node id.
 async fn owned_per_node(cluster: &Cluster) -> std::collections::BTreeMap<u64, usize> {
     let mut per = std::collections::BTreeMap::new();
-    for owner in owners(cluster).await {
+    for owner in cluster.owners().await {
         *per.entry(owner).or_default() += 1;
     }
     per
