@@ -86,6 +86,8 @@ impl Groups {
             heartbeat_interval: config.heartbeat_ms,
             election_timeout_min: config.election_timeout_ms.0,
             election_timeout_max: config.election_timeout_ms.1,
+            // A snapshot is a whole shard: give each chunk time (the default is 200 ms).
+            install_snapshot_timeout: 5_000,
             ..Default::default()
         }
         .validate()

@@ -22,6 +22,8 @@ use std::time::Duration;
 const BACKOFF_FIRST: Duration = Duration::from_millis(50);
 /// Longest wait before retrying an unreachable peer.
 const BACKOFF_MAX: Duration = Duration::from_millis(500);
+/// Least time a peer has to answer an append or a snapshot chunk.
+const MIN_CALL_TTL: Duration = Duration::from_secs(2);
 
 /// A group's Raft request on the wire.
 #[derive(Debug, Serialize, Deserialize)]
@@ -149,7 +151,14 @@ impl GroupLink {
             reason,
         };
         let bytes = encode(rpc).map_err(|e| fail(e.to_string()))?;
-        let ttl = option.hard_ttl().max(Duration::from_millis(1));
+        // openraft gives an append the heartbeat interval (50 ms) to answer; a loaded node
+        // or a large entry takes longer, and a timed-out append is sent again from the
+        // start, which only adds load. Appends and snapshots get at least `MIN_CALL_TTL`.
+        let ttl = match rpc {
+            GroupRpc::Vote(..) => option.hard_ttl(),
+            _ => option.hard_ttl().max(MIN_CALL_TTL),
+        }
+        .max(Duration::from_millis(1));
         let answer = self.net.transport.call(self.target, bytes, ttl).await?;
         match decode::<GroupRpcReply>(&answer) {
             Ok(GroupRpcReply::Refused(reason)) => Err(fail(reason)),

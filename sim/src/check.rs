@@ -35,8 +35,10 @@ pub struct World {
     pub entities: usize,
 }
 
-/// Reads every node's disk (a snapshot of its page cache).
-pub fn read_world(disks: &[(u64, SimDisk)]) -> Result<World, String> {
+/// Reads every node's disk (a snapshot of its page cache). With `replicated` shards an
+/// entity lives on several disks: the copy with the highest seq is the world's, a replica
+/// may lag behind it, but two copies at the same seq must be the same state.
+pub fn read_world(disks: &[(u64, SimDisk)], replicated: bool) -> Result<World, String> {
     let mut w = World {
         orders: BTreeMap::new(),
         accounts: Default::default(),
@@ -46,6 +48,7 @@ pub fn read_world(disks: &[(u64, SimDisk)]) -> Result<World, String> {
         entities: 0,
     };
     let mut seen: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
+    let mut replicas: BTreeMap<String, (u64, EntityState)> = BTreeMap::new();
     let mut shard_nodes: BTreeMap<u32, std::collections::BTreeSet<u64>> = BTreeMap::new();
     for (node, disk) in disks {
         let store = Store::open_backend(disk.snapshot_backend())
@@ -59,7 +62,20 @@ pub fn read_world(disks: &[(u64, SimDisk)]) -> Result<World, String> {
                     .insert(*node);
                 let name = format!("{}/{}", entity.kind.name(), entity.id);
                 let here = (*node, record.seq, record.epoch);
-                if let Some(other) = seen.insert(name.clone(), here) {
+                if replicated {
+                    match replicas.get(&name) {
+                        Some((seq, state)) if *seq == record.seq && *state != record.state => {
+                            w.duplicates.push(format!(
+                                "{name}: replicas differ at seq {seq} (node {node})"
+                            ));
+                            return;
+                        }
+                        Some((seq, _)) if *seq >= record.seq => return,
+                        _ => {
+                            replicas.insert(name.clone(), (record.seq, record.state.clone()));
+                        }
+                    }
+                } else if let Some(other) = seen.insert(name.clone(), here) {
                     w.duplicates.push(format!(
                         "{name} on nodes {} (seq {}, epoch {}) and {} (seq {}, epoch {})",
                         other.0, other.1, other.2, here.0, here.1, here.2
@@ -94,7 +110,7 @@ pub fn read_world(disks: &[(u64, SimDisk)]) -> Result<World, String> {
             .map_err(|e| format!("node {node}'s disk does not read: {e}"))?;
     }
     for (shard, nodes) in shard_nodes {
-        if nodes.len() > 1 {
+        if nodes.len() > 1 && !replicated {
             w.duplicates
                 .push(format!("shard {shard} has entities on nodes {nodes:?}"));
         }

@@ -127,7 +127,12 @@ pub fn settings(id: u64) -> NodeSettings {
 }
 
 /// The host's software: start the node, serve its gateway, run until the store fails.
-pub async fn run_node(seed: u64, slot: NodeSlot, ids: Vec<u64>) -> turmoil::Result {
+pub async fn run_node(
+    seed: u64,
+    slot: NodeSlot,
+    ids: Vec<u64>,
+    replication_factor: usize,
+) -> turmoil::Result {
     let start = slot.starts.fetch_add(1, Ordering::Relaxed);
     let id = slot.id;
     let store = match Store::open_backend(slot.disk.backend()) {
@@ -182,7 +187,7 @@ pub async fn run_node(seed: u64, slot: NodeSlot, ids: Vec<u64>) -> turmoil::Resu
         tls: None,
         jwt_secret: Some("sim-jwt-secret-5f0c9a2e71d84b36a9e0c4f1d2b7e853".into()),
         jwt_previous_secrets: Vec::new(),
-        replication_factor: 1,
+        replication_factor,
         join_token: None,
     };
     let secrets = Secrets {

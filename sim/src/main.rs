@@ -101,6 +101,9 @@ struct SimArgs {
     /// Fault indices to leave out (set by the shrinker), comma-separated.
     #[arg(long, value_delimiter = ',')]
     skip_faults: Vec<usize>,
+    /// On how many nodes each shard's data lives (1: shards move by handoff).
+    #[arg(long, default_value_t = 1)]
+    replication_factor: usize,
 }
 
 impl SimArgs {
@@ -113,6 +116,7 @@ impl SimArgs {
             load_secs: self.duration,
             heal_secs: self.heal,
             skip_faults: self.skip_faults.iter().copied().collect(),
+            replication_factor: self.replication_factor,
         }
     }
 
@@ -128,6 +132,8 @@ impl SimArgs {
             self.heal.to_string(),
             "--shoppers".into(),
             self.shoppers.to_string(),
+            "--replication-factor".into(),
+            self.replication_factor.to_string(),
         ];
         if !self.skip_faults.is_empty() {
             a.push("--skip-faults".into());

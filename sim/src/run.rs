@@ -33,6 +33,8 @@ pub struct RunConfig {
     pub heal_secs: u64,
     /// Faults to leave out (indices into the plan; the shrinker sets them).
     pub skip_faults: BTreeSet<usize>,
+    /// On how many nodes each shard's data lives (1: shards move by handoff).
+    pub replication_factor: usize,
 }
 
 /// How a run ended.
@@ -208,6 +210,7 @@ pub fn run(config: RunConfig) -> RunReport {
     record_panics();
     agora_actors::buggify::enable(derive(config.seed, "buggify"));
     let seed = config.seed;
+    let replicated = config.replication_factor > 1;
     let ids: Vec<u64> = (1..=config.nodes).collect();
     let load_ms = config.load_secs * 1_000;
     let plan: Vec<Scheduled> = faults::plan(seed, config.profile, &ids, 3_000, load_ms)
@@ -229,8 +232,9 @@ pub fn run(config: RunConfig) -> RunReport {
     let slots: Vec<NodeSlot> = ids.iter().map(|id| NodeSlot::new(seed, *id)).collect();
     for slot in &slots {
         let (slot, ids) = (slot.clone(), ids.clone());
+        let factor = config.replication_factor;
         sim.host(node_host(slot.id), move || {
-            host::run_node(seed, slot.clone(), ids.clone())
+            host::run_node(seed, slot.clone(), ids.clone(), factor)
         });
     }
     let history: History = Rc::new(RefCell::new(Vec::new()));
@@ -269,8 +273,19 @@ pub fn run(config: RunConfig) -> RunReport {
     let mut healing = false;
     let mut next_probe = 0;
     let mut sim_error = None;
+    let progress = std::env::var("AGORA_SIM_PROGRESS").is_ok_and(|v| v == "1");
+    let mut next_progress = 0;
     loop {
         let now = h.now_ms();
+        if progress && now >= next_progress {
+            // Virtual seconds against wall time, for a run that crawls.
+            eprintln!(
+                "sim progress: {:.1} virtual s, fault {next} of {}",
+                now as f64 / 1e3,
+                plan.len()
+            );
+            next_progress = now + 1_000;
+        }
         while next < plan.len() && plan[next].at_ms <= now && !healing {
             let fault = plan[next].fault.clone();
             h.apply(&fault);
@@ -300,7 +315,7 @@ pub fn run(config: RunConfig) -> RunReport {
             }
             if now >= next_probe {
                 next_probe = now + 5_000;
-                if let Ok(w) = check::read_world(&h.disks()) {
+                if let Ok(w) = check::read_world(&h.disks(), replicated) {
                     if check::quiescent(&w) {
                         h.note("quiescent: every saga over".into());
                         break;
@@ -335,7 +350,7 @@ pub fn run(config: RunConfig) -> RunReport {
             detail: e,
         });
     }
-    let (orders, entities) = match check::read_world(&disks) {
+    let (orders, entities) = match check::read_world(&disks, replicated) {
         Ok(world) => {
             violations.extend(check::check(&world, &history));
             (check::order_statuses(&world), world.entities)
