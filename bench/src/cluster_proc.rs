@@ -161,6 +161,33 @@ impl ClusterProc {
         Ok(cluster)
     }
 
+    /// Starts three nodes as `opts` says, each shard on `replication_factor` of them.
+    pub fn start_three(
+        opts: &crate::node_proc::NodeOptions,
+        replication_factor: usize,
+    ) -> anyhow::Result<Self> {
+        Self::start(
+            &opts.bin,
+            &opts.tmp_root,
+            3,
+            &opts.admin_password,
+            opts.courier_leg_ms,
+            replication_factor,
+        )
+    }
+
+    /// Node 1's addresses and pid (requests go to its edge only).
+    pub fn first_endpoint(&self, admin_password: &str) -> anyhow::Result<crate::api::Endpoint> {
+        let first = self.nodes.first().context("the cluster has no node")?;
+        Ok(crate::api::Endpoint {
+            api_base: first.api_base.clone(),
+            admin_base: first.admin_base.clone(),
+            admin_password: admin_password.to_string(),
+            node_pid: Some(first.pid()),
+            peers: Vec::new(),
+        })
+    }
+
     /// Waits until node index `i` answers `/readyz` with 200.
     pub fn wait_ready(&self, i: usize) -> anyhow::Result<()> {
         let node = &self.nodes[i];

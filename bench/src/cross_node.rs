@@ -4,7 +4,7 @@
 //! remote, local, …), medians over rounds: the ratio answers "cross-node latency ≤ 2 ×
 //! local".
 
-use crate::api::{self, Endpoint};
+use crate::api;
 use crate::cli::CrossNodeArgs;
 use crate::cluster_proc::{ClusterProc, SHARDS};
 use crate::stats::Percentiles;
@@ -101,22 +101,8 @@ async fn open_loop(
 pub async fn run(a: CrossNodeArgs) -> anyhow::Result<()> {
     let opts = a.target.node_options()?;
     eprintln!("starting a local three-node cluster…");
-    let cluster = ClusterProc::start(
-        &opts.bin,
-        &opts.tmp_root,
-        3,
-        &opts.admin_password,
-        opts.courier_leg_ms,
-        1,
-    )?;
-    let first = cluster.nodes.first().context("the cluster has no node")?;
-    let ep = Endpoint {
-        api_base: first.api_base.clone(),
-        admin_base: first.admin_base.clone(),
-        admin_password: opts.admin_password.clone(),
-        node_pid: Some(first.pid()),
-        peers: Vec::new(),
-    };
+    let cluster = ClusterProc::start_three(&opts, 1)?;
+    let ep = cluster.first_endpoint(&opts.admin_password)?;
     // The first node seeds the admin in the background once the cluster is up.
     let client = api::client(64)?;
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -3,7 +3,7 @@
 //! answers 200 again through node 1 is measured; the node is restarted and waited for
 //! before the next kill.
 
-use crate::api::{self, Endpoint};
+use crate::api;
 use crate::cli::FailoverArgs;
 use crate::cluster_proc::ClusterProc;
 use anyhow::{bail, Context};
@@ -84,22 +84,8 @@ pub async fn run(a: FailoverArgs) -> anyhow::Result<()> {
         "starting a local three-node cluster, replication factor {}…",
         a.target.replication_factor
     );
-    let mut cluster = ClusterProc::start(
-        &opts.bin,
-        &opts.tmp_root,
-        3,
-        &opts.admin_password,
-        opts.courier_leg_ms,
-        a.target.replication_factor,
-    )?;
-    let first = cluster.nodes.first().context("the cluster has no node")?;
-    let ep = Endpoint {
-        api_base: first.api_base.clone(),
-        admin_base: first.admin_base.clone(),
-        admin_password: opts.admin_password.clone(),
-        node_pid: Some(first.pid()),
-        peers: Vec::new(),
-    };
+    let mut cluster = ClusterProc::start_three(&opts, a.target.replication_factor)?;
+    let ep = cluster.first_endpoint(&opts.admin_password)?;
     let world = api::setup(&ep, 16, a.products, 0).await?;
     let skus: Vec<String> = world.catalog.iter().map(|c| c.sku.clone()).collect();
     let mut times_ms = Vec::with_capacity(a.kills);

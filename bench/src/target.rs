@@ -95,14 +95,8 @@ impl TargetArgs {
     pub fn resolve(&self) -> anyhow::Result<Target> {
         if self.target == TargetKind::Cluster3 {
             let opts = self.node_options()?;
-            let cluster = crate::cluster_proc::ClusterProc::start(
-                &opts.bin,
-                &opts.tmp_root,
-                3,
-                &opts.admin_password,
-                opts.courier_leg_ms,
-                self.replication_factor,
-            )?;
+            let cluster =
+                crate::cluster_proc::ClusterProc::start_three(&opts, self.replication_factor)?;
             let first = cluster.nodes.first().context("the cluster has no node")?;
             eprintln!(
                 "started a local cluster of {} nodes (pids {:?}); load spreads over their edges",

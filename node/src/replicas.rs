@@ -244,11 +244,15 @@ pub struct ShardsReady {
 
 impl ShardsReady {
     /// Whether every group this node is a member of has a leader (requests are routed to
-    /// it).
+    /// it), and no replica here is still being rebuilt (until then this node cannot stand
+    /// in for a lost peer: taking another node down would stop those shards).
     pub fn all_led(&self) -> bool {
         let Some(groups) = &self.groups else {
             return true;
         };
+        if !groups.rebuilding().is_empty() {
+            return false;
+        }
         self.mine.iter().all(|&shard| {
             groups
                 .raft(shard)

@@ -346,7 +346,22 @@ pub async fn assert_acknowledged_units_sold_once(
     }
     let mut sold = 0;
     for sku in skus {
-        let inv = admin.inventory(sku).await;
+        // A checkout refused for another line releases its reservation by a compensating
+        // message, which may still be on its way (reservations otherwise expire after 15
+        // minutes, so a lost release is never masked here).
+        let inv = crate::poll_until(
+            &format!("{sku} has nothing reserved"),
+            crate::POLL_TIMEOUT,
+            || async {
+                let inv = admin.inventory(sku).await;
+                if inv.reserved == 0 {
+                    Ok(inv)
+                } else {
+                    Err(format!("{inv:?}"))
+                }
+            },
+        )
+        .await;
         assert_eq!(
             (inv.accounted(), inv.reserved),
             (stock, 0),
@@ -358,4 +373,23 @@ pub async fn assert_acknowledged_units_sold_once(
         sold, units,
         "every acknowledged unit sold once, nothing else"
     );
+}
+
+/// Waits (bounded) until every SKU of `skus` answers 200 through `reader`.
+pub async fn all_served(reader: &Client, skus: &[String]) {
+    for sku in skus {
+        crate::poll_until(&format!("{sku} is served"), crate::POLL_TIMEOUT, || {
+            let reader = reader.clone();
+            let sku = sku.clone();
+            async move {
+                let r = reader.get(&format!("/api/v1/products/{sku}")).await;
+                if r.status == 200 {
+                    Ok(())
+                } else {
+                    Err(r.text)
+                }
+            }
+        })
+        .await;
+    }
 }

@@ -788,12 +788,20 @@ impl Client {
         sku
     }
 
-    /// Admin: GET /api/v1/inventory/{sku} (asserting 200 and the on_hand invariant).
+    /// Admin: GET /api/v1/inventory/{sku} (asserting 200 and the on_hand invariant). A 503
+    /// (its shard changing hands: retryable by contract) is asked again, within a bound.
     pub async fn inventory(&self, sku: &str) -> Inventory {
-        let r = self
-            .get(&format!("/api/v1/inventory/{sku}"))
-            .await
-            .expect_status(200, &format!("inventory of {sku}"));
+        let path = format!("/api/v1/inventory/{sku}");
+        let r = poll_until(&format!("inventory of {sku}"), POLL_TIMEOUT, || async {
+            let r = self.get(&path).await;
+            if r.status == 503 {
+                Err(r.text)
+            } else {
+                Ok(r)
+            }
+        })
+        .await
+        .expect_status(200, &format!("inventory of {sku}"));
         let inv = Inventory::from_json(&r.body);
         assert_eq!(
             inv.on_hand,

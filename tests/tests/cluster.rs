@@ -159,21 +159,7 @@ async fn a_killed_node_fails_fast_and_recovers_everything_on_restart() {
 
     cluster.nodes[2].restart();
     cluster.wait_ready().await;
-    for sku in &skus {
-        poll_until(&format!("{sku} is served again"), POLL_TIMEOUT, || {
-            let reader = reader.clone();
-            let sku = sku.clone();
-            async move {
-                let r = reader.get(&format!("/api/v1/products/{sku}")).await;
-                if r.status == 200 {
-                    Ok(())
-                } else {
-                    Err(r.text)
-                }
-            }
-        })
-        .await;
-    }
+    agora_tests::cluster::all_served(&reader, &skus).await;
     let order = shopper.order(&order_id).await;
     assert_eq!(order["status"], "DELIVERED", "{order}");
     let inv = admin.inventory(&skus[0]).await;

@@ -66,21 +66,7 @@ async fn a_killed_node_fails_over_without_losing_an_acknowledged_order() {
     cluster.nodes[2].kill9();
     // Nobody restarts node 3: the other replicas serve its shards.
     let reader = cluster.client(0);
-    for sku in &skus {
-        poll_until(&format!("{sku} is served again"), POLL_TIMEOUT, || {
-            let reader = reader.clone();
-            let sku = sku.clone();
-            async move {
-                let r = reader.get(&format!("/api/v1/products/{sku}")).await;
-                if r.status == 200 {
-                    Ok(())
-                } else {
-                    Err(r.text)
-                }
-            }
-        })
-        .await;
-    }
+    agora_tests::cluster::all_served(&reader, &skus).await;
     let served_again = killed_at.elapsed();
     let unavailable = shoppers
         .unavailable
@@ -104,25 +90,6 @@ async fn a_killed_node_fails_over_without_losing_an_acknowledged_order() {
     })
     .await;
     agora_tests::cluster::assert_acknowledged_units_sold_once(&admin, &skus, 40, &acked).await;
-}
-
-/// Waits until every SKU answers 200 through `reader`.
-async fn all_served(reader: &agora_tests::Client, skus: &[String]) {
-    for sku in skus {
-        poll_until(&format!("{sku} is served"), POLL_TIMEOUT, || {
-            let reader = reader.clone();
-            let sku = sku.clone();
-            async move {
-                let r = reader.get(&format!("/api/v1/products/{sku}")).await;
-                if r.status == 200 {
-                    Ok(())
-                } else {
-                    Err(r.text)
-                }
-            }
-        })
-        .await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -150,7 +117,7 @@ async fn a_node_whose_disk_was_replaced_is_rebuilt_from_its_peers() {
     // holds was rebuilt from its peers.
     cluster.nodes[0].kill9();
     let reader = cluster.client(1);
-    all_served(&reader, &skus).await;
+    agora_tests::cluster::all_served(&reader, &skus).await;
     let admin = admin.rebased(&cluster.nodes[1].shop_url);
     let acked: Vec<_> = acked
         .into_iter()
