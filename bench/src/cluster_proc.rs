@@ -130,6 +130,7 @@ impl ClusterProc {
             notifications: Default::default(),
             connections: Default::default(),
             replication_factor: Some(replication_factor),
+            replica_timeout_ms: None,
         };
         let toml = toml::to_string(&config).context("cannot write the cluster file")?;
         let config = dir.path().join("cluster.toml");

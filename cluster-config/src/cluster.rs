@@ -112,6 +112,10 @@ pub struct ClusterConfig {
     /// of them holds it. Absent: 3 with three nodes or more, else 1.
     #[serde(default)]
     pub replication_factor: Option<usize>,
+    /// How long a node may be unreachable before its replicas are rebuilt on the other
+    /// nodes (when enough remain). Absent: 5 minutes.
+    #[serde(default)]
+    pub replica_timeout_ms: Option<u64>,
 }
 
 impl ClusterConfig {
@@ -202,6 +206,13 @@ impl ClusterConfig {
                 ));
             }
         }
+        if self.replica_timeout_ms.is_some_and(|t| t < 1_000) {
+            return Err(err(
+                "replica_timeout_ms",
+                "is below 1000 ms",
+                "use at least a few seconds, more than a restart takes (default 300000: 5 minutes)",
+            ));
+        }
         if self.jwt_secret.as_deref().is_some_and(|s| s.len() < 32) {
             return Err(err(
                 "jwt_secret",
@@ -286,6 +297,11 @@ impl ClusterConfig {
     pub fn replication_factor(&self) -> usize {
         self.replication_factor
             .unwrap_or(if self.nodes.len() >= 3 { 3 } else { 1 })
+    }
+
+    /// How long a node may be unreachable before its replicas are rebuilt elsewhere.
+    pub fn replica_timeout_ms(&self) -> u64 {
+        self.replica_timeout_ms.unwrap_or(300_000)
     }
 
     /// The settings node `id` runs with.
@@ -387,6 +403,10 @@ mod tests {
             e.to_string().contains("at most the number of [[nodes]]"),
             "{e}"
         );
+        let text = format!("replica_timeout_ms = 10\n{}", example());
+        let e = ClusterConfig::parse(&text, Path::new("/")).unwrap_err();
+        assert_eq!(e.field, "replica_timeout_ms");
+        assert_eq!(c.replica_timeout_ms(), 300_000);
         let text = format!("replication_factor = 1\n{}", example());
         let one = ClusterConfig::parse(&text, Path::new(".")).unwrap();
         assert_eq!(one.replication_factor(), 1);

@@ -214,6 +214,18 @@ impl Handoff {
         self.propose(&MapCommand::Move { shard, to: self.me }).await
     }
 
+    /// Agrees `replicas` as the placement replacing version `version` (see
+    /// `MapCommand::Place`).
+    pub async fn place(&self, version: u64, replicas: Vec<Vec<u64>>) -> Result<(), MoveError> {
+        self.propose(&MapCommand::Place { version, replicas }).await
+    }
+
+    /// Removes `node` from the cluster for good: placement leaves it out, its replicas are
+    /// rebuilt elsewhere and the map's group drops it.
+    pub async fn remove_node(&self, node: u64) -> Result<(), MoveError> {
+        self.propose(&MapCommand::RemoveNode { node }).await
+    }
+
     /// Whether the agreed map, as this node last adopted it, names this node as `shard`'s
     /// owner.
     pub fn owns(&self, shard: u32) -> bool {
@@ -727,6 +739,15 @@ impl Handoff {
                     tokio::time::sleep(Duration::from_millis(300)).await;
                 }
             }
+        }
+        if self.replicated {
+            // Replicas come to it through placement: the map's leader places some here and
+            // each group's leader adds this node as a learner, then as a voter.
+            tracing::info!(
+                node = self.me,
+                "joined the cluster; replicas follow placement"
+            );
+            return Ok(0);
         }
         // Wait for the agreed map to reach this node, then take a share.
         while self.owner_and_epoch(0)?.1 == 0 {

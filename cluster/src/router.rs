@@ -75,10 +75,11 @@ impl Router {
             .map_err(|_| AskError::Unavailable("shard map lock poisoned".into()))?;
         let shard = to.shard(map.owners.len() as u32);
         if let Some(raft) = self.leaders.as_ref().and_then(|g| g.raft(shard)) {
-            let leader = raft.metrics().borrow().current_leader;
-            let leader = leader
-                .ok_or_else(|| AskError::Unavailable(format!("shard {shard} has no leader now")))?;
-            return Ok((shard, leader, map.epoch));
+            // A replica that knows no leader (a new one, or during an election) falls back
+            // to the map: the owner's own guard decides whether it may answer.
+            if let Some(leader) = raft.metrics().borrow().current_leader {
+                return Ok((shard, leader, map.epoch));
+            }
         }
         let owner = map
             .owner(shard)

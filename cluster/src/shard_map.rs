@@ -1,9 +1,23 @@
 //! The shard map: for each shard, the node that owns it, under an epoch. The first map spreads
 //! shards over the cluster file's nodes (shard `s` to the `s mod n`-th node by id) under epoch
-//! 1; it is agreed through Raft (`cluster::raft`), and a move bumps the epoch. Handoff, which
-//! will issue moves, comes next.
+//! 1; it is agreed through Raft (`cluster::raft`), and a move bumps the epoch. With replicated
+//! shards the map also records where each shard's replicas should be (`ReplicaRecord`).
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
+
+/// Where replicated shards' replicas should be, as the shard-map group agreed it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReplicaRecord {
+    /// Bumped by every agreed placement; 0 until the first (replicas are then placed from the
+    /// cluster file).
+    pub version: u64,
+    /// Per shard, the nodes that should hold a replica, the preferred leader first (empty
+    /// while `version` is 0).
+    pub replicas: Vec<Vec<u64>>,
+    /// Nodes an operator removed for good: placement leaves them out.
+    pub removed: BTreeSet<u64>,
+}
 
 /// Who owns each shard, under which epoch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -12,6 +26,8 @@ pub struct ShardMap {
     pub epoch: u64,
     /// Owner node id per shard.
     pub owners: Vec<u64>,
+    /// Where replicas should be (replicated shards only).
+    pub replicas: ReplicaRecord,
 }
 
 impl ShardMap {
@@ -21,7 +37,11 @@ impl ShardMap {
         let owners = (0..shard_count as usize)
             .map(|s| node_ids[s % node_ids.len()])
             .collect();
-        Self { epoch: 1, owners }
+        Self {
+            epoch: 1,
+            owners,
+            replicas: ReplicaRecord::default(),
+        }
     }
 
     /// The owner of `shard`.

@@ -58,6 +58,16 @@ pub struct AdminState {
     pub join_policy: Option<agora_cluster::join_token::JoinPolicy>,
     /// The time seam (join token expiry).
     pub clock: Arc<dyn agora_actors::seams::Clock>,
+    /// This node's replicas (`None` unless shards are replicated).
+    pub replicas: Option<ReplicaView>,
+}
+
+/// What the admin endpoint shows of this node's replicas.
+pub struct ReplicaView {
+    /// The node's groups.
+    pub groups: agora_replication::Groups,
+    /// How far its replicas are from the placement.
+    pub progress: crate::replica_moves::SharedProgress,
 }
 
 /// The admin router.
@@ -70,6 +80,14 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/admin/cluster/members/{id}/drain", post(drain))
         .route("/admin/shards/{shard}/move", post(move_shard))
         .route("/admin/cluster/join-tokens", post(mint_join_token))
+        .route(
+            "/admin/cluster/replicas",
+            get(crate::admin_replicas::replicas),
+        )
+        .route(
+            "/admin/cluster/members/{id}/remove",
+            post(crate::admin_replicas::remove_member),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_token,
@@ -148,7 +166,7 @@ async fn metrics(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
 
-fn map_snapshot(s: &AdminState) -> Result<agora_cluster::shard_map::ShardMap, Problem> {
+pub(crate) fn map_snapshot(s: &AdminState) -> Result<agora_cluster::shard_map::ShardMap, Problem> {
     s.map
         .read()
         .map(|m| m.clone())
@@ -326,7 +344,7 @@ struct MoveRequest {
 }
 
 /// Refuses a mutating route unless the cluster file enables them.
-fn require_mutations(s: &AdminState) -> Result<(), Problem> {
+pub(crate) fn require_mutations(s: &AdminState) -> Result<(), Problem> {
     if s.mutations {
         return Ok(());
     }

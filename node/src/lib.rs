@@ -3,10 +3,13 @@
 //! gateway client and simulator, notification sinks) and the demo catalog seed.
 
 pub mod admin;
+pub mod admin_replicas;
 pub mod listener;
 pub mod metrics_catalog;
 pub mod node;
 pub mod payment_http;
+pub mod placement_balancer;
+pub mod replica_moves;
 pub mod replicas;
 pub mod seed;
 pub mod sinks;

@@ -48,6 +48,7 @@ fn new_config(
         notifications: Default::default(),
         connections: Default::default(),
         replication_factor: None,
+        replica_timeout_ms: None,
     })
 }
 

@@ -431,6 +431,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 jwt_secret: config.jwt_secret.clone(),
                 jwt_previous_secrets: config.jwt_previous_secrets.clone(),
                 replication_factor: config.replication_factor(),
+                replica_timeout_ms: config.replica_timeout_ms(),
                 join_token: args.join_token.clone(),
             };
             let node = node::start(settings, secrets, Some(spec), metrics).await?;

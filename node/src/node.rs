@@ -168,6 +168,8 @@ pub struct ClusterSpec {
     pub jwt_previous_secrets: Vec<String>,
     /// On how many nodes each shard's data lives (1: no replication).
     pub replication_factor: usize,
+    /// How long a node may be unreachable before its replicas are rebuilt elsewhere.
+    pub replica_timeout_ms: u64,
     /// With `join`: the token an operator minted for this node (needed unless the running
     /// nodes' cluster files list it).
     pub join_token: Option<String>,
@@ -390,11 +392,6 @@ pub async fn start_with(
         .map_or_else(|| Membership::single("agora-dev"), |c| c.membership.clone());
     let me = membership.me;
     let replication_factor = cluster.as_ref().map_or(1, |c| c.replication_factor);
-    anyhow::ensure!(
-        !(replication_factor > 1 && cluster.as_ref().is_some_and(|c| c.join)),
-        "--join is not supported with replicated shards yet (replication_factor {replication_factor}): \
-         list every node in the cluster file from the start, or set replication_factor = 1"
-    );
     let group_config = agora_replication::GroupConfig {
         cluster_name: membership.cluster_name.clone(),
         ..agora_replication::GroupConfig::default()
@@ -746,8 +743,8 @@ pub async fn start_with(
     );
     let shards_ready = crate::replicas::ShardsReady {
         groups: groups.clone().filter(|_| leadership.is_some()),
-        mine: crate::replicas::replicas_of(&placement, me),
     };
+    let replica_progress = crate::replica_moves::SharedProgress::default();
     let configured_token = secrets
         .admin_token
         .clone()
@@ -797,6 +794,13 @@ pub async fn start_with(
         raft,
         join_policy,
         clock: clock.clone(),
+        replicas: groups
+            .clone()
+            .filter(|_| leadership.is_some())
+            .map(|groups| crate::admin::ReplicaView {
+                groups,
+                progress: replica_progress.clone(),
+            }),
     });
     if cluster.is_some() {
         agora_cluster::handoff::follow_map(me, region.clone(), map.clone());
@@ -806,13 +810,28 @@ pub async fn start_with(
         (Some(leadership), Some(groups)) => {
             let replicas = crate::replicas::ReplicaStart {
                 me,
-                placement: placement.clone(),
+                file_placement: placement.clone(),
+                joining,
+                map: map.clone(),
                 new_store,
                 groups: groups.clone(),
                 serving: leadership.clone(),
             };
             let events = (writer.clone(), region.clone(), admin_state.handoff.clone());
-            crate::replicas::start(replicas, events);
+            crate::replicas::start(replicas, events, replica_progress.clone());
+            if let (Some(raft), Some(c)) = (&admin_state.raft, &cluster) {
+                crate::placement_balancer::PlacementBalancer {
+                    me,
+                    raft: raft.clone(),
+                    handoff: admin_state.handoff.clone(),
+                    directory: directory.clone(),
+                    shard_count: settings.shard_count,
+                    factor: replication_factor,
+                    file_placement: placement.clone(),
+                    replica_timeout: std::time::Duration::from_millis(c.replica_timeout_ms),
+                }
+                .spawn();
+            }
         }
         // Copies left by handoffs that a crash interrupted are kept or dropped by the map.
         _ if cluster.is_some() => admin_state.handoff.watch_stored_copies()?,

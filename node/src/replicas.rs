@@ -4,6 +4,7 @@
 //! routed here, and stops their entities when it stops leading.
 
 use agora_cluster::handoff::Handoff;
+use agora_cluster::shard_map::SharedShardMap;
 use agora_replication::placement::{place, Placement};
 use agora_replication::serving::Balancing;
 use agora_replication::{Groups, LeadershipEvents, Serving};
@@ -109,8 +110,13 @@ enum Start {
 pub struct ReplicaStart {
     /// This node.
     pub me: u64,
-    /// Where every shard's replicas are.
-    pub placement: Placement,
+    /// Where every shard's replicas are as the cluster file places them (used until the map
+    /// agrees a placement).
+    pub file_placement: Placement,
+    /// Whether this node joins a running cluster (`--join`): it holds nothing until placed.
+    pub joining: bool,
+    /// The agreed map and placement.
+    pub map: SharedShardMap,
     /// Whether this node's store was created at this start.
     pub new_store: bool,
     /// The node's groups.
@@ -127,10 +133,27 @@ pub fn replicas_of(placement: &Placement, me: u64) -> Vec<u32> {
         .collect()
 }
 
+/// The placement replicas follow now: the agreed one, else the cluster file's (nothing for
+/// a node that joined and was not placed yet).
+pub fn current_placement(r: &ReplicaStart) -> Placement {
+    let agreed = r.map.read().ok().map(|m| m.replicas.clone());
+    match agreed {
+        Some(a) if a.version > 0 => Placement {
+            replicas: a.replicas,
+        },
+        _ if r.joining => Placement::default(),
+        _ => r.file_placement.clone(),
+    }
+}
+
 /// Starts this node's member of every group it holds a replica of, in the background (a
-/// node with a new disk first asks its peers whether the groups already exist), and serves
-/// those it leads.
-pub fn start(replicas: ReplicaStart, events: (Writer, Region, Handoff)) {
+/// node with a new disk first asks its peers whether the groups already exist), serves
+/// those it leads, and then follows the agreed placement.
+pub fn start(
+    replicas: ReplicaStart,
+    events: (Writer, Region, Handoff),
+    progress: crate::replica_moves::SharedProgress,
+) {
     let (writer, region, handoff) = events;
     let events: Arc<dyn LeadershipEvents> = Arc::new(NodeLeadership {
         writer,
@@ -139,49 +162,41 @@ pub fn start(replicas: ReplicaStart, events: (Writer, Region, Handoff)) {
         serving: replicas.serving.clone(),
     });
     tokio::spawn(async move {
-        let mine = replicas_of(&replicas.placement, replicas.me);
+        let placement = current_placement(&replicas);
+        replicas.serving.set_placement(&placement.replicas);
+        let mine = replicas_of(&placement, replicas.me);
         let total = mine.len();
         for (k, shard) in mine.into_iter().enumerate() {
-            if let Err(e) = start_one(&replicas, shard, events.clone()).await {
+            let initial = placement.replicas.get(shard as usize).cloned();
+            let initial = initial.unwrap_or_default();
+            if let Err(e) = start_one(&replicas, shard, &initial, events.clone()).await {
                 tracing::error!(shard, error = %e, "could not start the shard's replica");
             }
             tracing::debug!(shard, started = k + 1, of = total, "shard replica started");
         }
-        let preferred = replicas
-            .placement
-            .replicas
-            .iter()
-            .enumerate()
-            .filter_map(|(s, r)| Some((s as u32, *r.first()?)))
-            .collect();
         replicas.serving.balance(Balancing {
             groups: replicas.groups.clone(),
-            preferred,
         });
         let rebuilding = replicas.groups.rebuilding().len();
         tracing::info!(
             node = replicas.me,
             replicas = total,
-            of = replicas.placement.replicas.len(),
+            of = placement.replicas.len(),
             rebuilding,
             "shard replicas started"
         );
+        crate::replica_moves::follow_placement(Arc::new(replicas), events, progress).await;
     });
 }
 
 async fn start_one(
     r: &ReplicaStart,
     shard: u32,
+    replicas: &[u64],
     events: Arc<dyn LeadershipEvents>,
 ) -> anyhow::Result<()> {
-    let replicas = r
-        .placement
-        .replicas
-        .get(shard as usize)
-        .cloned()
-        .unwrap_or_default();
     let start = if r.new_store {
-        decide(&r.groups, shard, r.me, &replicas).await
+        decide(&r.groups, shard, r.me, replicas).await
     } else {
         Start::AsIs
     };
@@ -193,9 +208,10 @@ async fn start_one(
         r.groups.mark_rebuilding(shard);
     }
     let raft = r.groups.start(shard).await?;
-    // Placement's first replica is the group's preferred leader: it starts the group.
+    // Placement's first replica is the group's preferred leader: it starts the group (a
+    // group that already has a log keeps it).
     if start == Start::AsIs && replicas.first() == Some(&r.me) {
-        r.groups.initialize_members(shard, &replicas).await?;
+        r.groups.initialize_members(shard, replicas).await?;
     }
     r.serving.watch(shard, raft, events);
     Ok(())
@@ -238,8 +254,6 @@ async fn decide(groups: &Groups, shard: u32, me: u64, replicas: &[u64]) -> Start
 pub struct ShardsReady {
     /// This node's groups (`None`: shards are not replicated, nothing to wait for).
     pub groups: Option<Groups>,
-    /// The shards this node holds a replica of.
-    pub mine: Vec<u32>,
 }
 
 impl ShardsReady {
@@ -253,7 +267,7 @@ impl ShardsReady {
         if !groups.rebuilding().is_empty() {
             return false;
         }
-        self.mine.iter().all(|&shard| {
+        groups.ids().into_iter().all(|shard| {
             groups
                 .raft(shard)
                 .is_some_and(|raft| raft.metrics().borrow().current_leader.is_some())

@@ -3,6 +3,7 @@
 
 use crate::codec::decode;
 use crate::log::GroupLog;
+use crate::membership::AppliedMembers;
 use crate::network::{encode_reply, GroupNetwork, GroupRpc, GroupRpcReply, GroupTransport};
 use crate::state::GroupState;
 use crate::types::{GroupId, NodeId, ShardRaft};
@@ -198,16 +199,21 @@ impl Groups {
     /// How far `peer`'s log of `group` goes: `Some(None)` for an empty log, `None` when the
     /// peer did not answer.
     pub async fn peer_log_index(&self, group: GroupId, peer: NodeId) -> Option<Option<u64>> {
-        let request = crate::codec::encode(&GroupRpc::Status(group)).ok()?;
+        match self.ask(peer, &GroupRpc::Status(group)).await? {
+            GroupRpcReply::Status(last) => Some(last),
+            _ => None,
+        }
+    }
+
+    /// Sends `rpc` to `peer` and decodes its answer (`None`: no answer).
+    async fn ask(&self, peer: NodeId, rpc: &GroupRpc) -> Option<GroupRpcReply> {
+        let request = crate::codec::encode(rpc).ok()?;
         let answer = self
             .transport
             .call(peer, request, STATUS_TIMEOUT)
             .await
             .ok()?;
-        match decode::<GroupRpcReply>(&answer).ok()? {
-            GroupRpcReply::Status(last) => Some(last),
-            _ => None,
-        }
+        decode::<GroupRpcReply>(&answer).ok()
     }
 
     /// Asks `peer` to call an election in `group` now (this node, its leader, stepped aside
@@ -287,8 +293,15 @@ impl Groups {
             | GroupRpc::Vote(g, _)
             | GroupRpc::InstallSnapshot(g, _)
             | GroupRpc::Status(g)
-            | GroupRpc::Elect(g) => *g,
+            | GroupRpc::Elect(g)
+            | GroupRpc::Members(g) => *g,
         };
+        if let GroupRpc::Members(_) = rpc {
+            return encode_reply(&match self.applied_members(group).await {
+                Ok(members) => GroupRpcReply::Members(members),
+                Err(e) => GroupRpcReply::Refused(e.to_string()),
+            });
+        }
         if let GroupRpc::Status(_) = rpc {
             return encode_reply(&match self.last_log_index(group).await {
                 Ok(last) => GroupRpcReply::Status(last),
@@ -333,12 +346,95 @@ impl Groups {
                 Ok(()) => GroupRpcReply::Elect,
                 Err(e) => GroupRpcReply::Refused(e.to_string()),
             },
-            GroupRpc::Status(_) => GroupRpcReply::Refused("answered above".into()),
+            GroupRpc::Status(_) | GroupRpc::Members(_) => {
+                GroupRpcReply::Refused("answered above".into())
+            }
         };
         if rebuilding {
             self.check_rebuilt(group, raft);
         }
         reply
+    }
+
+    /// The membership this node's replica of `group` has applied, from its disk: `None` if
+    /// it applied none.
+    pub async fn applied_members(
+        &self,
+        group: GroupId,
+    ) -> Result<Option<AppliedMembers>, GroupError> {
+        let store = self.store.clone();
+        let applied: Option<crate::state::AppliedState> = crate::log::run(&self.pool, move || {
+            crate::log::read_meta(&store, group, crate::keys::APPLIED)
+        })
+        .await?;
+        Ok(applied.map(|a| AppliedMembers {
+            log_id: *a.membership.log_id(),
+            nodes: a
+                .membership
+                .membership()
+                .nodes()
+                .map(|(id, _)| *id)
+                .collect(),
+        }))
+    }
+
+    /// The membership `peer` has applied for `group` (`None`: no answer, or it applied
+    /// none).
+    pub async fn peer_members(&self, group: GroupId, peer: NodeId) -> Option<AppliedMembers> {
+        match self.ask(peer, &GroupRpc::Members(group)).await? {
+            GroupRpcReply::Members(members) => members,
+            _ => None,
+        }
+    }
+
+    /// Stops this node's member of `group` and deletes its replica (log, vote, applied
+    /// state and the shard's rows) in one durable write: the group committed a membership
+    /// without this node.
+    pub async fn remove(&self, group: GroupId) -> Result<(), GroupError> {
+        let raft = match self.rafts.write() {
+            Ok(mut r) => r.remove(&group),
+            Err(_) => return Err(GroupError::Fatal("group table lock poisoned".into())),
+        };
+        if let Some(raft) = raft {
+            raft.shutdown()
+                .await
+                .map_err(|e| GroupError::Fatal(e.to_string()))?;
+        }
+        if let Ok(mut r) = self.rebuilding.lock() {
+            r.remove(&group);
+        }
+        let store = self.store.clone();
+        let outbox =
+            crate::log::run(&self.pool, move || Ok(store.export_shard(group)?.outbox)).await?;
+        let next = group
+            .checked_add(1)
+            .ok_or_else(|| GroupError::Fatal(format!("group {group} has no successor key")))?;
+        let (start, end) = agora_store::keys::shard_range(group);
+        let write = agora_store::RowWrite {
+            remove_ranges: vec![
+                (agora_store::RowTable::Entities, start, end),
+                (
+                    agora_store::RowTable::GroupLog,
+                    crate::keys::log_key(group, 0).to_vec(),
+                    Some(crate::keys::log_key(next, 0).to_vec()),
+                ),
+                (
+                    agora_store::RowTable::GroupMeta,
+                    group.to_be_bytes().to_vec(),
+                    Some(next.to_be_bytes().to_vec()),
+                ),
+            ],
+            rows: outbox
+                .into_iter()
+                .map(|(k, _)| agora_store::RowOp::remove(agora_store::RowTable::Outbox, k))
+                .collect(),
+        };
+        self.writer
+            .write_rows(write)
+            .await
+            .map_err(|e| GroupError::Storage(ReplicationError::Store(e)))?;
+        tracing::info!(group, "replica removed from this node");
+        Ok(())
     }
 
     /// Stops every group of this node.

@@ -17,12 +17,14 @@
 //! - `proposer`: a shard's changes become entries, one proposal in flight per group.
 //! - `serving`: which shards this node serves (leader with a lease), and the writer's way
 //!   into their groups.
+//! - `membership`: changing a group's replicas (learner, catch up, voter) and leaving one.
 //! - `placement`: which nodes hold each shard's replicas and where leaders should be.
 
 pub mod codec;
 pub mod groups;
 pub mod keys;
 pub mod log;
+pub mod membership;
 pub mod memory;
 pub mod network;
 pub mod placement;

@@ -38,6 +38,8 @@ pub enum GroupRpc {
     Status(GroupId),
     /// The leader stepped aside for the peer: call an election now.
     Elect(GroupId),
+    /// Which nodes the peer's applied (so committed) membership of the group names.
+    Members(GroupId),
 }
 
 /// A group's Raft answer on the wire.
@@ -57,6 +59,8 @@ pub enum GroupRpcReply {
     Elect,
     /// The peer could not take the request (no such group there, or it did not decode).
     Refused(String),
+    /// The answer to `Members`: the peer's applied membership (`None`: it applied none).
+    Members(Option<crate::membership::AppliedMembers>),
 }
 
 /// Why a call to a peer got no answer.

@@ -80,8 +80,10 @@ struct Inner {
     config: ServingConfig,
     origin: Instant,
     leads: RwLock<BTreeMap<GroupId, Arc<Lead>>>,
-    /// Where leaders should be, and the groups to ask (set once balancing starts).
+    /// The groups to ask (set once balancing starts).
     balancing: OnceLock<Balancing>,
+    /// Each group's replicas as placement wants them, its preferred leader first.
+    desired: RwLock<BTreeMap<GroupId, Vec<NodeId>>>,
     /// The last time this node stepped aside in each group, and in which term.
     handovers: Mutex<BTreeMap<GroupId, Handover>>,
     /// This node's member of each group it follows.
@@ -94,8 +96,6 @@ struct Inner {
 pub struct Balancing {
     /// The node's groups (to ask a follower to call an election).
     pub groups: crate::Groups,
-    /// Each group's preferred leader (placement's first replica).
-    pub preferred: BTreeMap<GroupId, NodeId>,
 }
 
 /// A step aside: in which term, and when.
@@ -138,6 +138,7 @@ impl Serving {
                 origin: Instant::now(),
                 leads: RwLock::new(BTreeMap::new()),
                 balancing: OnceLock::new(),
+                desired: RwLock::new(BTreeMap::new()),
                 handovers: Mutex::new(BTreeMap::new()),
                 rafts: RwLock::new(BTreeMap::new()),
                 events: OnceLock::new(),
@@ -242,21 +243,56 @@ impl Serving {
         })
     }
 
-    /// The preferred leader this leader should step aside for now, if any: another node,
-    /// holding every entry of the log, and no handover of the group was tried lately.
+    /// Sets where each group's replicas should be (`placement[shard]`, the preferred leader
+    /// first): a leader steps aside for the preferred one, and a leader left out steps aside
+    /// for any replica that stays.
+    pub fn set_placement(&self, placement: &[Vec<NodeId>]) {
+        if let Ok(mut desired) = self.inner.desired.write() {
+            *desired = placement
+                .iter()
+                .enumerate()
+                .map(|(shard, nodes)| (shard as GroupId, nodes.clone()))
+                .collect();
+        }
+    }
+
+    /// The replicas placement wants for `shard`, the preferred leader first.
+    pub fn desired(&self, shard: GroupId) -> Option<Vec<NodeId>> {
+        self.inner.desired.read().ok()?.get(&shard).cloned()
+    }
+
+    /// The replica this leader should step aside for now, if any: the preferred leader, or,
+    /// when this node is to leave the group, any replica that stays; always a voter holding
+    /// every entry of the log, and no handover of the group was tried lately.
     fn balance_target(
         &self,
         shard: GroupId,
         m: &RaftMetrics<NodeId, openraft::BasicNode>,
     ) -> Option<NodeId> {
-        let preferred = *self.inner.balancing.get()?.preferred.get(&shard)?;
-        if preferred == self.inner.me || !caught_up(m, preferred) {
-            return None;
-        }
+        self.inner.balancing.get()?;
+        let desired = self.desired(shard)?;
+        let me = self.inner.me;
+        let voters = crate::membership::voters(m);
+        let eligible = |n: &&NodeId| **n != me && voters.contains(n) && caught_up(m, **n);
+        let target = if desired.contains(&me) {
+            desired.first().filter(eligible).copied()
+        } else {
+            desired.iter().find(eligible).copied()
+        }?;
         let recent = self.inner.handovers.lock().ok()?.get(&shard).copied();
         recent
             .is_none_or(|h| h.at.elapsed() >= HANDOVER_EVERY)
-            .then_some(preferred)
+            .then_some(target)
+    }
+
+    /// Forgets this node's member of `shard` (the replica left the group).
+    pub async fn forget(&self, shard: GroupId) {
+        if let Ok(mut rafts) = self.inner.rafts.write() {
+            rafts.remove(&shard);
+        }
+        if let Some(events) = self.inner.events.get().cloned() {
+            self.stop_serving(shard, events.as_ref()).await;
+        }
     }
 
     /// Stops serving `shard` and asks `to` (a caught-up follower) to call an election now:

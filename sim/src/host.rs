@@ -188,6 +188,7 @@ pub async fn run_node(
         jwt_secret: Some("sim-jwt-secret-5f0c9a2e71d84b36a9e0c4f1d2b7e853".into()),
         jwt_previous_secrets: Vec::new(),
         replication_factor,
+        replica_timeout_ms: 300_000,
         join_token: None,
     };
     let secrets = Secrets {

@@ -54,22 +54,38 @@ impl Cluster {
     /// Like `start`, with TLS between the nodes (test certificates in `tests/fixtures/tls`)
     /// when `tls` is set.
     pub async fn start_with(n: usize, courier_leg_ms: u64, tls: bool) -> Cluster {
-        Self::start_configured(n, courier_leg_ms, tls, 1).await
+        Self::start_configured(n, courier_leg_ms, tls, 1, "").await
     }
 
     /// Like `start`, each shard's data on `factor` nodes.
     pub async fn start_replicated(n: usize, courier_leg_ms: u64, factor: usize) -> Cluster {
-        Self::start_configured(n, courier_leg_ms, false, factor).await
+        Self::start_configured(n, courier_leg_ms, false, factor, "").await
     }
 
-    async fn start_configured(n: usize, courier_leg_ms: u64, tls: bool, factor: usize) -> Cluster {
+    /// Like `start_replicated`, with `settings` (top-level lines of the cluster file) added.
+    pub async fn start_replicated_with(
+        n: usize,
+        courier_leg_ms: u64,
+        factor: usize,
+        settings: &str,
+    ) -> Cluster {
+        Self::start_configured(n, courier_leg_ms, false, factor, settings).await
+    }
+
+    async fn start_configured(
+        n: usize,
+        courier_leg_ms: u64,
+        tls: bool,
+        factor: usize,
+        settings: &str,
+    ) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("agora-cluster-")
             .tempdir()
             .expect("temp dir");
         let ports = free_ports(3 * n);
         let mut toml = format!(
-            "cluster_name = \"agora-test\"\nshard_count = 16\nsecret = \"{CLUSTER_SECRET}\"\njwt_secret = \"{JWT_SECRET}\"\nadmin_token = \"{ADMIN_TOKEN}\"\nadmin_mutations = true\nreplication_factor = {factor}\n\n[tuning]\ncourier_leg_ms = {courier_leg_ms}\n"
+            "cluster_name = \"agora-test\"\nshard_count = 16\nsecret = \"{CLUSTER_SECRET}\"\njwt_secret = \"{JWT_SECRET}\"\nadmin_token = \"{ADMIN_TOKEN}\"\nadmin_mutations = true\nreplication_factor = {factor}\n{settings}\n\n[tuning]\ncourier_leg_ms = {courier_leg_ms}\n"
         );
         if tls {
             let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/tls");

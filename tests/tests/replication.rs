@@ -4,21 +4,14 @@
 //! flight finishes.
 
 use agora_tests::cluster::{Cluster, Shoppers, ADMIN_TOKEN};
-use agora_tests::{poll_until, ADMIN_EMAIL, ADMIN_PASSWORD, POLL_TIMEOUT};
+use agora_tests::{poll_until, Client, ADMIN_EMAIL, ADMIN_PASSWORD, POLL_TIMEOUT};
 use std::time::Instant;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_node_fails_over_without_losing_an_acknowledged_order() {
-    let mut cluster = Cluster::start_replicated(3, 50, 3).await;
-    let admin = cluster
-        .client(0)
-        .login_as(ADMIN_EMAIL, ADMIN_PASSWORD)
-        .await;
     // Products on the shards of every node.
-    let mut skus = Vec::new();
-    for _ in 0..6 {
-        skus.push(admin.stocked_product(1_000, 40).await);
-    }
+    let (mut cluster, admin, skus) =
+        stocked(Cluster::start_replicated(3, 50, 3).await, 6, 40).await;
     cluster.wait_for_raft_leader().await;
     poll_until("node 3 serves some shards", POLL_TIMEOUT, || {
         let cluster = &cluster;
@@ -94,15 +87,8 @@ async fn a_killed_node_fails_over_without_losing_an_acknowledged_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_whose_disk_was_replaced_is_rebuilt_from_its_peers() {
-    let mut cluster = Cluster::start_replicated(3, 50, 3).await;
-    let admin = cluster
-        .client(0)
-        .login_as(ADMIN_EMAIL, ADMIN_PASSWORD)
-        .await;
-    let mut skus = Vec::new();
-    for _ in 0..6 {
-        skus.push(admin.stocked_product(1_000, 40).await);
-    }
+    let (mut cluster, admin, skus) =
+        stocked(Cluster::start_replicated(3, 50, 3).await, 6, 40).await;
     let shoppers =
         Shoppers::start((0..2).map(|i| cluster.client(i)).collect(), skus.clone(), 4).await;
     let acked = shoppers.finish().await;
@@ -115,15 +101,41 @@ async fn a_node_whose_disk_was_replaced_is_rebuilt_from_its_peers() {
     cluster.wait_ready().await;
     // Then node 1 dies: every shard's majority is now nodes 2 and 3, so whatever node 3
     // holds was rebuilt from its peers.
+    without_node_1(&mut cluster, &admin, &skus, 40, acked).await;
+}
+
+/// Kills node 1, then checks through node 2 that every product is served and every
+/// acknowledged order's units were sold once (`stock` units each at first).
+async fn without_node_1(
+    cluster: &mut Cluster,
+    admin: &Client,
+    skus: &[String],
+    stock: u64,
+    acked: Vec<(Client, String)>,
+) {
     cluster.nodes[0].kill9();
     let reader = cluster.client(1);
-    agora_tests::cluster::all_served(&reader, &skus).await;
+    agora_tests::cluster::all_served(&reader, skus).await;
     let admin = admin.rebased(&cluster.nodes[1].shop_url);
     let acked: Vec<_> = acked
         .into_iter()
         .map(|(c, id)| (c.rebased(&cluster.nodes[1].shop_url), id))
         .collect();
-    agora_tests::cluster::assert_acknowledged_units_sold_once(&admin, &skus, 40, &acked).await;
+    agora_tests::cluster::assert_acknowledged_units_sold_once(&admin, skus, stock, &acked).await;
+}
+
+/// `cluster`, its admin (logged in through node 1) and `products` products with `stock`
+/// units each (on the shards of every node).
+async fn stocked(cluster: Cluster, products: usize, stock: u64) -> (Cluster, Client, Vec<String>) {
+    let admin = cluster
+        .client(0)
+        .login_as(ADMIN_EMAIL, ADMIN_PASSWORD)
+        .await;
+    let mut skus = Vec::new();
+    for _ in 0..products {
+        skus.push(admin.stocked_product(1_000, stock).await);
+    }
+    (cluster, admin, skus)
 }
 
 /// How many shards the map gives each node, by node id.
@@ -137,15 +149,8 @@ async fn owned_per_node(cluster: &Cluster) -> std::collections::BTreeMap<u64, us
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_under_load_loses_nothing_and_ends_balanced() {
-    let mut cluster = Cluster::start_replicated(3, 50, 3).await;
-    let admin = cluster
-        .client(0)
-        .login_as(ADMIN_EMAIL, ADMIN_PASSWORD)
-        .await;
-    let mut skus = Vec::new();
-    for _ in 0..4 {
-        skus.push(admin.stocked_product(1_000, 60).await);
-    }
+    let (mut cluster, admin, skus) =
+        stocked(Cluster::start_replicated(3, 50, 3).await, 4, 60).await;
     let shoppers =
         Shoppers::start(vec![cluster.client(0), cluster.client(0)], skus.clone(), 40).await;
     for i in [2, 1] {
@@ -180,4 +185,142 @@ async fn a_rolling_restart_under_load_loses_nothing_and_ends_balanced() {
     })
     .await;
     agora_tests::cluster::assert_acknowledged_units_sold_once(&admin, &skus, 60, &acked).await;
+}
+
+/// What node `i`'s admin endpoint says of its replicas.
+async fn replicas_of(cluster: &Cluster, i: usize) -> serde_json::Value {
+    let ops = cluster.nodes[i].admin_port_client().with_token(ADMIN_TOKEN);
+    ops.get("/admin/cluster/replicas")
+        .await
+        .expect_status(200, "replicas")
+        .body
+}
+
+/// Whether node `i` holds every replica placement gives it, as a voter, and no other.
+async fn settled(cluster: &Cluster, i: usize) -> Result<serde_json::Value, String> {
+    let r = replicas_of(cluster, i).await;
+    let p = &r["progress"];
+    let (placed, settled, leaving) = (
+        p["placed"].as_u64(),
+        p["settled"].as_u64(),
+        p["leaving"].as_u64(),
+    );
+    let groups = r["groups"].as_array().map_or(0, Vec::len) as u64;
+    match (placed, settled, leaving) {
+        (Some(placed), Some(s), Some(0))
+            if s == placed && groups == placed && r["version"].as_u64() > Some(0) =>
+        {
+            Ok(r)
+        }
+        _ => Err(format!(
+            "node {}: version {} progress {p} groups {groups}",
+            i + 1,
+            r["version"]
+        )),
+    }
+}
+
+/// Whether nodes `held_by` (0-based) each hold all 16 shards' replicas as voters and no
+/// group they run counts node `gone`.
+async fn all_replicas_without(
+    cluster: &Cluster,
+    held_by: std::ops::Range<usize>,
+    gone: u64,
+) -> Result<(), String> {
+    for i in held_by {
+        let r = settled(cluster, i).await?;
+        let in_groups = r["groups"].as_array().into_iter().flatten().any(|g| {
+            let mut voters = g["voters"].as_array().into_iter().flatten();
+            voters.any(|v| v.as_u64() == Some(gone))
+        });
+        if in_groups || r["progress"]["placed"].as_u64() != Some(16) {
+            return Err(format!("node {}: {}", i + 1, r["progress"]));
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_node_takes_replicas_and_a_removed_node_hands_its_replicas_on() {
+    let (mut cluster, admin, skus) =
+        stocked(Cluster::start_replicated(3, 50, 3).await, 4, 60).await;
+    let shoppers =
+        Shoppers::start(vec![cluster.client(1), cluster.client(1)], skus.clone(), 30).await;
+
+    // Node 4 joins under load: placement gives it a quarter of the replicas (12 of 48),
+    // and each group's leader adds it as a learner, then as a voter.
+    cluster.join_node().await;
+    cluster.wait_ready().await;
+    poll_until("node 4 holds its replicas as a voter", POLL_TIMEOUT, || {
+        let cluster = &cluster;
+        async move {
+            let r = settled(cluster, 3).await?;
+            match r["progress"]["placed"].as_u64() {
+                Some(12) => Ok(()),
+                other => Err(format!("node 4 is placed {other:?} replicas")),
+            }
+        }
+    })
+    .await;
+
+    // Node 1 is removed for good, through node 2's admin endpoint: its replicas are
+    // rebuilt on the others and every group drops it.
+    let ops = cluster.nodes[1].admin_port_client().with_token(ADMIN_TOKEN);
+    ops.post("/admin/cluster/members/1/remove", &serde_json::json!({}))
+        .await
+        .expect_status(202, "remove node 1");
+    ops.post("/admin/cluster/members/9/remove", &serde_json::json!({}))
+        .await
+        .expect_status(404, "remove a node that is no member")
+        .assert_problem("no such member");
+    poll_until(
+        "nodes 2-4 hold every replica and no group counts node 1",
+        POLL_TIMEOUT,
+        || {
+            let cluster = &cluster;
+            async move {
+                all_replicas_without(cluster, 1..4, 1).await?;
+                // Node 1 itself dropped its replicas once the groups went on without it.
+                let left = replicas_of(cluster, 0).await;
+                match left["groups"].as_array().map(Vec::len) {
+                    Some(0) => Ok(()),
+                    n => Err(format!("node 1 still runs {n:?} groups")),
+                }
+            }
+        },
+    )
+    .await;
+    let acked = shoppers.finish().await;
+
+    // Nothing needs node 1 any more: with it gone, every product is served and every
+    // acknowledged order is there.
+    without_node_1(&mut cluster, &admin, &skus, 60, acked).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_gone_longer_than_the_replica_timeout_is_replaced() {
+    let (mut cluster, admin, skus) = stocked(
+        Cluster::start_replicated_with(4, 50, 3, "replica_timeout_ms = 2000").await,
+        4,
+        40,
+    )
+    .await;
+    let shoppers =
+        Shoppers::start(vec![cluster.client(0), cluster.client(1)], skus.clone(), 6).await;
+    let acked = shoppers.finish().await;
+
+    // Node 4 dies and stays dead: after the replica timeout its 12 replicas are rebuilt
+    // on nodes 1-3, which then hold all 16 shards each, and no group counts node 4.
+    cluster.nodes[3].kill9();
+    poll_until(
+        "nodes 1-3 hold every replica and no group counts node 4",
+        POLL_TIMEOUT,
+        || all_replicas_without(&cluster, 0..3, 4),
+    )
+    .await;
+    // Every shard now has three live replicas: one more loss is survived.
+    cluster.nodes[2].kill9();
+    let reader = cluster.client(0);
+    agora_tests::cluster::all_served(&reader, &skus).await;
+    agora_tests::cluster::assert_acknowledged_units_sold_once(&admin, &skus, 40, &acked).await;
 }

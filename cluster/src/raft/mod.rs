@@ -69,6 +69,28 @@ pub fn status(raft: &Raft) -> RaftStatus {
     }
 }
 
+/// Takes `node` out of the shard-map group (a node removed for good), through this
+/// node's member, which must lead.
+pub async fn remove_voter(raft: &Raft, node: NodeId) -> Result<(), String> {
+    let gone = [node].into_iter().collect();
+    raft.change_membership(openraft::ChangeMembers::RemoveVoters(gone), false)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// The voters of the shard-map group as this node's member knows them.
+pub fn voters(raft: &Raft) -> std::collections::BTreeSet<NodeId> {
+    let m = raft.metrics();
+    let voters = m
+        .borrow()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .collect();
+    voters
+}
+
 /// Starts this node's member of the shard-map group, and the tasks that bootstrap it,
 /// propose the first map and adopt applied maps into `map`. Returns without waiting for
 /// an election.
@@ -85,6 +107,10 @@ pub async fn start(
     let log = log_store::LogStore::open(db.clone(), pool.clone())?;
     let sm = state_machine::StateMachine::open(db, pool)?;
     let agreed = sm.subscribe();
+    // The stored map and placement hold from the first moment (replicas start from them).
+    if let Some(stored) = agreed.borrow().clone() {
+        install(&map, stored, shard_count, true);
+    }
     adopt(agreed.clone(), map, shard_count);
     let config = openraft::Config {
         cluster_name: membership.cluster_name.clone(),

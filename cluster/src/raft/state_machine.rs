@@ -4,7 +4,7 @@
 
 use super::storage::{self, decode, encode, read_meta, RaftStoreError, KEY_SNAPSHOT, KEY_STATE};
 use super::types::{Entry, MapCommand, MapOutcome, MapRecord, NodeId, TypeConfig};
-use crate::shard_map::ShardMap;
+use crate::shard_map::{ReplicaRecord, ShardMap};
 use agora_actors::seams::BlockingPool;
 use openraft::storage::RaftStateMachine;
 use openraft::{
@@ -26,6 +26,58 @@ pub struct MapState {
     pub membership: StoredMembership<NodeId, BasicNode>,
     /// The agreed shard map, once initialized.
     pub map: Option<MapRecord>,
+    /// Where replicated shards' replicas should be, and the nodes removed for good.
+    pub replicas: ReplicaRecord,
+}
+
+/// The state as nodes before replica placement stored it (read, then upgraded).
+#[derive(Deserialize)]
+struct MapStateV1 {
+    last_applied: Option<LogId<NodeId>>,
+    membership: StoredMembership<NodeId, BasicNode>,
+    map: Option<MapRecord>,
+}
+
+/// Decodes a stored or streamed state, upgrading one written before replica placement.
+fn decode_state(bytes: &[u8]) -> Result<MapState, RaftStoreError> {
+    decode::<MapState>(bytes).or_else(|e| match decode::<MapStateV1>(bytes) {
+        Ok(v1) => Ok(MapState {
+            last_applied: v1.last_applied,
+            membership: v1.membership,
+            map: v1.map,
+            replicas: ReplicaRecord::default(),
+        }),
+        Err(_) => Err(e),
+    })
+}
+
+/// Why a placement is refused, if it is: every shard needs distinct replicas, all of them
+/// voters of the group and none removed.
+fn placement_problem(state: &MapState, replicas: &[Vec<NodeId>]) -> Option<String> {
+    if let Some(m) = &state.map {
+        if m.owners.len() != replicas.len() {
+            return Some(format!(
+                "a placement of {} shards for a map of {}",
+                replicas.len(),
+                m.owners.len()
+            ));
+        }
+    }
+    let voters: std::collections::BTreeSet<NodeId> =
+        state.membership.membership().voter_ids().collect();
+    for (shard, nodes) in replicas.iter().enumerate() {
+        let distinct: std::collections::BTreeSet<&NodeId> = nodes.iter().collect();
+        if nodes.is_empty() || distinct.len() != nodes.len() {
+            return Some(format!("shard {shard} needs distinct replicas"));
+        }
+        if let Some(n) = nodes
+            .iter()
+            .find(|n| !voters.contains(n) || state.replicas.removed.contains(n))
+        {
+            return Some(format!("shard {shard}: node {n} is not a member"));
+        }
+    }
+    None
 }
 
 impl MapState {
@@ -78,7 +130,43 @@ impl MapState {
                 m.epoch += 1;
                 MapOutcome::Applied { epoch: m.epoch }
             }
+            MapCommand::Place { version, replicas } => self.place(*version, replicas),
+            MapCommand::RemoveNode { node } => {
+                let epoch = self.map.as_ref().map_or(0, |m| m.epoch);
+                if self.replicas.removed.insert(*node) {
+                    MapOutcome::Applied { epoch }
+                } else {
+                    MapOutcome::Unchanged { epoch }
+                }
+            }
         }
+    }
+
+    /// Agrees a new placement over version `version` (see `MapCommand::Place`).
+    fn place(&mut self, version: u64, replicas: &[Vec<NodeId>]) -> MapOutcome {
+        let epoch = self.map.as_ref().map_or(0, |m| m.epoch);
+        if version != self.replicas.version {
+            return MapOutcome::Rejected(format!(
+                "the placement moved on (version {} after {version})",
+                self.replicas.version
+            ));
+        }
+        if let Some(problem) = placement_problem(self, replicas) {
+            return MapOutcome::Rejected(problem);
+        }
+        if self.replicas.replicas == replicas {
+            return MapOutcome::Unchanged { epoch };
+        }
+        self.replicas.replicas = replicas.to_vec();
+        self.replicas.version += 1;
+        MapOutcome::Applied { epoch }
+    }
+
+    /// The map nodes follow: the agreed owners and placement.
+    fn published(&self) -> Option<ShardMap> {
+        let mut map = ShardMap::from(self.map.clone()?);
+        map.replicas = self.replicas.clone();
+        Some(map)
     }
 
     /// Applies one log entry.
@@ -123,8 +211,11 @@ impl StateMachine {
     /// Opens the state machine persisted in `db` (empty when there is none).
     pub fn open(db: Arc<Database>, pool: Arc<dyn BlockingPool>) -> Result<Self, RaftStoreError> {
         storage::create_tables(&db)?;
-        let state: MapState = read_meta(&db, KEY_STATE)?.unwrap_or_default();
-        let (published, _) = watch::channel(state.map.clone().map(ShardMap::from));
+        let state = match storage::read_raw(&db, KEY_STATE)? {
+            Some(bytes) => decode_state(&bytes)?,
+            None => MapState::default(),
+        };
+        let (published, _) = watch::channel(state.published());
         Ok(Self {
             db,
             pool,
@@ -157,7 +248,7 @@ impl StateMachine {
             storage::write_meta(&db, &values)
         })
         .await?;
-        let map = self.state.map.clone().map(ShardMap::from);
+        let map = self.state.published();
         self.published.send_if_modified(|old| {
             if *old == map {
                 false
@@ -258,7 +349,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let read_err = |e: RaftStoreError| -> StorageError<NodeId> {
             StorageIOError::read_snapshot(Some(meta.signature()), &e).into()
         };
-        let mut state: MapState = decode(&data).map_err(read_err)?;
+        let mut state = decode_state(&data).map_err(read_err)?;
         state.last_applied = meta.last_log_id;
         state.membership = meta.last_membership.clone();
         let stored = encode(&StoredSnapshot {
@@ -479,5 +570,82 @@ mod tests {
         let mut fresh = open(&fresh_path);
         assert_eq!(fresh.state(), &expected);
         assert!(fresh.get_current_snapshot().await.unwrap().is_some());
+    }
+
+    #[test]
+    fn a_placement_applies_over_its_version_only_and_names_members_only() {
+        let mut st = MapState {
+            membership: StoredMembership::new(Some(log_id(1)), members()),
+            ..MapState::default()
+        };
+        st.apply_command(&MapCommand::Initialize(spread()));
+        let good: Vec<Vec<NodeId>> = (0..6).map(|s| vec![1 + s % 3, 1 + (s + 1) % 3]).collect();
+        let place = |version, replicas: &Vec<Vec<NodeId>>| MapCommand::Place {
+            version,
+            replicas: replicas.clone(),
+        };
+        assert_eq!(
+            st.apply_command(&place(0, &good)),
+            MapOutcome::Applied { epoch: 1 }
+        );
+        assert_eq!(st.replicas.version, 1);
+        // A balancer that read version 0 lost the race: refused, nothing changes.
+        let other: Vec<Vec<NodeId>> = (0..6).map(|_| vec![2, 3]).collect();
+        assert!(matches!(
+            st.apply_command(&place(0, &other)),
+            MapOutcome::Rejected(_)
+        ));
+        assert_eq!(st.replicas.replicas, good);
+        // Wrong shard count, duplicates, strangers: refused.
+        for bad in [
+            vec![vec![1]; 5],
+            (0..6).map(|_| vec![1, 1]).collect(),
+            (0..6).map(|_| vec![1, 9]).collect(),
+            (0..6).map(|_| vec![]).collect(),
+        ] {
+            assert!(matches!(
+                st.apply_command(&place(1, &bad)),
+                MapOutcome::Rejected(_)
+            ));
+        }
+        // A removed node may no longer be placed.
+        let remove = MapCommand::RemoveNode { node: 3 };
+        assert_eq!(st.apply_command(&remove), MapOutcome::Applied { epoch: 1 });
+        assert_eq!(
+            st.apply_command(&remove),
+            MapOutcome::Unchanged { epoch: 1 }
+        );
+        assert!(matches!(
+            st.apply_command(&place(1, &other)),
+            MapOutcome::Rejected(_)
+        ));
+        let without_3: Vec<Vec<NodeId>> = (0..6).map(|_| vec![1, 2]).collect();
+        assert_eq!(
+            st.apply_command(&place(1, &without_3)),
+            MapOutcome::Applied { epoch: 1 }
+        );
+        let published = st.published().unwrap();
+        assert_eq!(published.replicas.replicas, without_3);
+        assert!(published.replicas.removed.contains(&3));
+    }
+
+    #[test]
+    fn a_state_stored_before_placement_is_upgraded() {
+        #[derive(Serialize)]
+        struct Old {
+            last_applied: Option<LogId<NodeId>>,
+            membership: StoredMembership<NodeId, BasicNode>,
+            map: Option<MapRecord>,
+        }
+        let old = Old {
+            last_applied: Some(log_id(7)),
+            membership: StoredMembership::new(Some(log_id(1)), members()),
+            map: Some(spread()),
+        };
+        let state = decode_state(&encode(&old).unwrap()).unwrap();
+        assert_eq!(state.last_applied, Some(log_id(7)));
+        assert_eq!(state.map, Some(spread()));
+        assert_eq!(state.replicas, ReplicaRecord::default());
+        assert!(decode_state(b"\x01garbage").is_err());
     }
 }

@@ -104,6 +104,13 @@ pub fn read_meta<T: DeserializeOwned>(
     }
 }
 
+/// Reads one metadata value as stored (still encoded).
+pub fn read_raw(db: &Database, key: &str) -> Result<Option<Vec<u8>>, RaftStoreError> {
+    let tx = db.begin_read()?;
+    let t = tx.open_table(RAFT_META)?;
+    Ok(t.get(key)?.map(|v| v.value().to_vec()))
+}
+
 /// Writes encoded metadata values in one durable transaction.
 pub fn write_meta(db: &Database, values: &[(&str, Vec<u8>)]) -> Result<(), RaftStoreError> {
     let mut tx = db.begin_write()?;

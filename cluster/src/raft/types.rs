@@ -1,6 +1,6 @@
 //! The Raft type configuration of the shard-map group, and the commands it agrees on.
 
-use crate::shard_map::ShardMap;
+use crate::shard_map::{ReplicaRecord, ShardMap};
 use openraft::BasicNode;
 use serde::{Deserialize, Serialize};
 use std::io::Cursor;
@@ -31,6 +31,7 @@ impl From<MapRecord> for ShardMap {
         Self {
             epoch: r.epoch,
             owners: r.owners,
+            replicas: ReplicaRecord::default(),
         }
     }
 }
@@ -64,6 +65,19 @@ pub enum MapCommand {
         shard: u32,
         /// The epoch the handoff began under.
         epoch: u64,
+    },
+    /// Sets where every shard's replicas should be, if the agreed placement is still
+    /// `version` (so two balancers never undo each other); refused otherwise.
+    Place {
+        /// The placement this one replaces.
+        version: u64,
+        /// Per shard, the nodes to hold a replica, the preferred leader first.
+        replicas: Vec<Vec<NodeId>>,
+    },
+    /// Removes a node for good: placement leaves it out from now on.
+    RemoveNode {
+        /// The node.
+        node: NodeId,
     },
 }
 

@@ -1,0 +1,177 @@
+//! Following the agreed placement on every node of a replicated cluster: a replica placed
+//! here starts as a blank member (its group's leader adds it as a learner and streams it the
+//! shard); a group this node leads is moved to the placed voters; a replica placed elsewhere
+//! leaves once a peer has applied a membership without it.
+
+use crate::replicas::{current_placement, ReplicaStart};
+use agora_replication::membership::{self, Step, CATCH_UP_TIMEOUT};
+use agora_replication::LeadershipEvents;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Semaphore;
+
+/// How often this node compares its replicas with the placement.
+const FOLLOW_EVERY: Duration = Duration::from_millis(500);
+/// Most membership changes this node leads at once (each streams a shard to a new replica).
+const CHANGES_AT_ONCE: usize = 4;
+
+/// How far this node's replicas are from the placement: reported in the log and on the
+/// admin endpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ReplicaProgress {
+    /// Shards placement gives this node.
+    pub placed: usize,
+    /// Of those, shards whose group counts this node as a voter.
+    pub settled: usize,
+    /// Replicas this node still runs although placement moved them elsewhere.
+    pub leaving: usize,
+}
+
+/// The replica progress of a node, shared with the admin endpoint.
+pub type SharedProgress = Arc<Mutex<ReplicaProgress>>;
+
+/// Work in flight, so each shard has at most one change or departure running.
+#[derive(Default)]
+struct Busy {
+    shards: Mutex<BTreeSet<u32>>,
+}
+
+impl Busy {
+    fn claim(&self, shard: u32) -> bool {
+        self.shards.lock().is_ok_and(|mut s| s.insert(shard))
+    }
+
+    fn release(&self, shard: u32) {
+        if let Ok(mut s) = self.shards.lock() {
+            s.remove(&shard);
+        }
+    }
+}
+
+/// Follows the agreed placement for as long as the node runs.
+pub async fn follow_placement(
+    r: Arc<ReplicaStart>,
+    events: Arc<dyn LeadershipEvents>,
+    progress: SharedProgress,
+) {
+    let busy = Arc::new(Busy::default());
+    let permits = Arc::new(Semaphore::new(CHANGES_AT_ONCE));
+    let mut last = ReplicaProgress::default();
+    loop {
+        let placement = current_placement(&r);
+        r.serving.set_placement(&placement.replicas);
+        let mut now = ReplicaProgress::default();
+        for (shard, desired) in placement.replicas.iter().enumerate() {
+            let shard = shard as u32;
+            let desired: BTreeSet<u64> = desired.iter().copied().collect();
+            follow_shard(&r, &events, &busy, &permits, shard, &desired, &mut now).await;
+        }
+        if now != last {
+            tracing::info!(
+                settled = now.settled,
+                of = now.placed,
+                leaving = now.leaving,
+                "replicas placed on this node"
+            );
+            if let Ok(mut p) = progress.lock() {
+                *p = now.clone();
+            }
+            last = now;
+        }
+        tokio::time::sleep(FOLLOW_EVERY).await;
+    }
+}
+
+/// Brings one shard's replica here toward `desired`, counting it in `now`.
+async fn follow_shard(
+    r: &Arc<ReplicaStart>,
+    events: &Arc<dyn LeadershipEvents>,
+    busy: &Arc<Busy>,
+    permits: &Arc<Semaphore>,
+    shard: u32,
+    desired: &BTreeSet<u64>,
+    now: &mut ReplicaProgress,
+) {
+    let wanted = desired.contains(&r.me);
+    let raft = r.groups.raft(shard);
+    now.placed += usize::from(wanted);
+    match (wanted, raft) {
+        (true, None) => match r.groups.start(shard).await {
+            Ok(raft) => {
+                tracing::info!(
+                    shard,
+                    "placed here: waiting for the group to add this replica"
+                );
+                r.serving.watch(shard, raft, events.clone());
+            }
+            Err(e) => tracing::error!(shard, error = %e, "could not start a placed replica"),
+        },
+        (true, Some(raft)) => {
+            let m = raft.metrics().borrow().clone();
+            now.settled += usize::from(membership::voters(&m).contains(&r.me));
+            let leads = m.current_leader == Some(r.me);
+            let pending = matches!(
+                membership::next_step(r.me, &m, desired),
+                Step::Change { .. }
+            );
+            if leads && pending && busy.claim(shard) {
+                tokio::spawn(change(
+                    r.clone(),
+                    busy.clone(),
+                    permits.clone(),
+                    shard,
+                    desired.clone(),
+                ));
+            }
+        }
+        (false, Some(_)) => {
+            now.leaving += 1;
+            if busy.claim(shard) {
+                tokio::spawn(leave(r.clone(), busy.clone(), shard, desired.clone()));
+            }
+        }
+        (false, None) => {}
+    }
+}
+
+/// Moves `shard`'s group (led here) to the voters `desired`.
+async fn change(
+    r: Arc<ReplicaStart>,
+    busy: Arc<Busy>,
+    permits: Arc<Semaphore>,
+    shard: u32,
+    desired: BTreeSet<u64>,
+) {
+    if let (Ok(_permit), Some(raft)) = (permits.acquire().await, r.groups.raft(shard)) {
+        match membership::change_voters(r.me, shard, &raft, &desired, CATCH_UP_TIMEOUT).await {
+            Ok(changed) => tracing::debug!(shard, changed, "group membership follows placement"),
+            Err(e) => tracing::warn!(shard, error = %e, "group membership change did not finish"),
+        }
+    }
+    busy.release(shard);
+}
+
+/// Drops this node's replica of `shard` once a replica that stays has applied a later
+/// membership without this node (so the group no longer counts on it).
+async fn leave(r: Arc<ReplicaStart>, busy: Arc<Busy>, shard: u32, desired: BTreeSet<u64>) {
+    let mine = r
+        .groups
+        .raft(shard)
+        .and_then(|raft| *raft.metrics().borrow().membership_config.log_id());
+    let mut left = false;
+    for peer in desired.iter().filter(|p| **p != r.me) {
+        if let Some(view) = r.groups.peer_members(shard, *peer).await {
+            left |= membership::left_group(r.me, mine, &view);
+        }
+    }
+    if left {
+        match r.groups.remove(shard).await {
+            Ok(()) => r.serving.forget(shard).await,
+            Err(e) => {
+                tracing::error!(shard, error = %e, "could not remove a replica placed elsewhere")
+            }
+        }
+    }
+    busy.release(shard);
+}

@@ -1,0 +1,233 @@
+//! Changing who holds a shard's replicas, with openraft's own membership changes: the
+//! group's leader adds each new replica as a learner, waits until it holds the log, then
+//! replaces the voters in one joint-consensus change. A replica left out leaves only once a
+//! peer has *applied* a membership without it (a committed change), so it never drops data
+//! the group may still count on.
+
+use crate::types::{GroupId, NodeId, ShardRaft};
+use openraft::{ChangeMembers, LogId, RaftMetrics};
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+/// How long a new replica may take to catch up before the change is tried again later.
+pub const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Why a membership change did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum MembershipError {
+    /// This node does not lead the group (any more).
+    #[error("node {me} does not lead group {group}")]
+    NotLeader {
+        /// This node.
+        me: NodeId,
+        /// The group.
+        group: GroupId,
+    },
+    /// A new replica did not catch up in time.
+    #[error("node {node} did not catch up with group {group} within {timeout_ms} ms")]
+    CatchUpTimeout {
+        /// The group.
+        group: GroupId,
+        /// The new replica.
+        node: NodeId,
+        /// How long it had.
+        timeout_ms: u64,
+    },
+    /// openraft refused or failed the change.
+    #[error("membership change of group {group}: {reason}")]
+    Raft {
+        /// The group.
+        group: GroupId,
+        /// What openraft said.
+        reason: String,
+    },
+}
+
+/// A membership a replica has applied: where it is in the log, and its nodes (voters and
+/// learners).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AppliedMembers {
+    /// The log id of the membership's entry.
+    pub log_id: Option<LogId<NodeId>>,
+    /// Its voters and learners.
+    pub nodes: BTreeSet<NodeId>,
+}
+
+/// Whether a peer's applied membership `peer` shows that node `me`, whose own latest
+/// membership entry is `mine`, has left the group: it is that entry or a later one,
+/// committed (applied), and without `me`. A lagging peer's older membership never counts.
+pub fn left_group(me: NodeId, mine: Option<LogId<NodeId>>, peer: &AppliedMembers) -> bool {
+    peer.log_id.is_some() && peer.log_id >= mine && !peer.nodes.contains(&me)
+}
+
+/// Every node of the member's latest membership (joint configurations included): its
+/// voters and learners.
+pub fn members(m: &RaftMetrics<NodeId, openraft::BasicNode>) -> BTreeSet<NodeId> {
+    m.membership_config
+        .membership()
+        .nodes()
+        .map(|(id, _)| *id)
+        .collect()
+}
+
+/// The voters of the member's latest membership (both halves of a joint configuration).
+pub fn voters(m: &RaftMetrics<NodeId, openraft::BasicNode>) -> BTreeSet<NodeId> {
+    m.membership_config.membership().voter_ids().collect()
+}
+
+/// What the leader `me` of a group with metrics `m` should do to reach `desired` voters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// The voters are already `desired`.
+    Settled,
+    /// This node is not to keep a replica: it hands the lead to one that is (serving's
+    /// balancing does that) and the next leader changes the membership.
+    HandOver,
+    /// Add these nodes as learners, wait for them, then make `desired` the voters.
+    Change {
+        /// Nodes to add as learners first.
+        learners: BTreeSet<NodeId>,
+    },
+}
+
+/// The next step toward `desired` for leader `me` (pure: unit-tested).
+pub fn next_step(
+    me: NodeId,
+    m: &RaftMetrics<NodeId, openraft::BasicNode>,
+    desired: &BTreeSet<NodeId>,
+) -> Step {
+    assert!(!desired.is_empty(), "a group keeps at least one replica");
+    let joint = m.membership_config.membership().get_joint_config().len() > 1;
+    if !joint && voters(m) == *desired {
+        return Step::Settled;
+    }
+    if !desired.contains(&me) {
+        return Step::HandOver;
+    }
+    let present = members(m);
+    Step::Change {
+        learners: desired.difference(&present).copied().collect(),
+    }
+}
+
+/// Moves `raft`'s group (led by `me`) to the voters `desired`: new nodes join as learners
+/// and catch up (at most `catch_up` each), then one joint change replaces the voters and
+/// drops the nodes left out. Returns whether anything changed.
+pub async fn change_voters(
+    me: NodeId,
+    group: GroupId,
+    raft: &ShardRaft,
+    desired: &BTreeSet<NodeId>,
+    catch_up: Duration,
+) -> Result<bool, MembershipError> {
+    let m = raft.metrics().borrow().clone();
+    if m.current_leader != Some(me) {
+        return Err(MembershipError::NotLeader { me, group });
+    }
+    let learners = match next_step(me, &m, desired) {
+        Step::Settled => return Ok(false),
+        Step::HandOver => return Err(MembershipError::NotLeader { me, group }),
+        Step::Change { learners } => learners,
+    };
+    let raft_err = |e: &dyn std::fmt::Display| MembershipError::Raft {
+        group,
+        reason: e.to_string(),
+    };
+    for node in learners {
+        let added = raft.add_learner(node, openraft::BasicNode::default(), true);
+        match tokio::time::timeout(catch_up, added).await {
+            Ok(Ok(_)) => tracing::info!(group, node, "new replica caught up"),
+            Ok(Err(e)) => return Err(raft_err(&e)),
+            Err(_) => {
+                return Err(MembershipError::CatchUpTimeout {
+                    group,
+                    node,
+                    timeout_ms: catch_up.as_millis() as u64,
+                })
+            }
+        }
+    }
+    raft.change_membership(ChangeMembers::ReplaceAllVoters(desired.clone()), false)
+        .await
+        .map_err(|e| raft_err(&e))?;
+    let now = voters(&raft.metrics().borrow().clone());
+    tracing::info!(group, voters = ?now, "group membership changed");
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::{BasicNode, LogId, Membership, StoredMembership};
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    fn metrics(
+        configs: Vec<BTreeSet<NodeId>>,
+        learners: &[NodeId],
+    ) -> RaftMetrics<NodeId, BasicNode> {
+        let mut nodes: BTreeMap<NodeId, BasicNode> = BTreeMap::new();
+        for id in configs.iter().flatten().chain(learners) {
+            nodes.insert(*id, BasicNode::default());
+        }
+        let membership = Membership::new(configs, nodes);
+        let mut m = RaftMetrics::new_initial(1);
+        m.membership_config = Arc::new(StoredMembership::new(Some(LogId::default()), membership));
+        m
+    }
+
+    fn set(ids: &[NodeId]) -> BTreeSet<NodeId> {
+        ids.iter().copied().collect()
+    }
+
+    #[test]
+    fn the_next_step_adds_learners_hands_over_or_rests() {
+        let m = metrics(vec![set(&[1, 2, 3])], &[]);
+        assert_eq!(next_step(1, &m, &set(&[1, 2, 3])), Step::Settled);
+        assert_eq!(
+            next_step(1, &m, &set(&[1, 2, 4])),
+            Step::Change {
+                learners: set(&[4])
+            }
+        );
+        // The leader itself is to go: it hands over first.
+        assert_eq!(next_step(3, &m, &set(&[1, 2, 4])), Step::HandOver);
+        // A learner already present is not added again.
+        let m = metrics(vec![set(&[1, 2, 3])], &[4]);
+        assert_eq!(
+            next_step(1, &m, &set(&[1, 2, 4])),
+            Step::Change { learners: set(&[]) }
+        );
+        // A joint configuration is never settled, even if its new half is the target.
+        let m = metrics(vec![set(&[1, 2, 3]), set(&[1, 2, 4])], &[]);
+        assert_eq!(
+            next_step(1, &m, &set(&[1, 2, 4])),
+            Step::Change { learners: set(&[]) }
+        );
+        // Shrinking needs no learner.
+        let m = metrics(vec![set(&[1, 2, 3, 4])], &[]);
+        assert_eq!(
+            next_step(1, &m, &set(&[1, 2, 4])),
+            Step::Change { learners: set(&[]) }
+        );
+    }
+
+    #[test]
+    fn only_a_later_membership_without_me_means_i_left() {
+        let id = |term, index| Some(LogId::new(openraft::CommittedLeaderId::new(term, 1), index));
+        let view = |log_id, nodes: &[NodeId]| AppliedMembers {
+            log_id,
+            nodes: set(nodes),
+        };
+        // The group moved on without node 4.
+        assert!(left_group(4, id(2, 10), &view(id(2, 12), &[1, 2, 5])));
+        // A lagging peer (a new learner still at an older membership) proves nothing.
+        assert!(!left_group(4, id(2, 10), &view(id(1, 3), &[1, 2, 3])));
+        // A later membership that still names node 4.
+        assert!(!left_group(4, id(2, 10), &view(id(3, 14), &[1, 2, 4])));
+        // The same entry as mine, applied by the peer: committed, and without node 4.
+        assert!(left_group(4, id(2, 10), &view(id(2, 10), &[1, 2])));
+        // A peer that applied no membership proves nothing.
+        assert!(!left_group(4, None, &view(None, &[])));
+    }
+}
