@@ -37,6 +37,9 @@ pub enum Cmd {
     /// Failover time on a self-started three-node cluster: kill -9 a node, time until every
     /// product answers again through a survivor, restart it, repeat.
     Failover(FailoverArgs),
+    /// Rebuild throughput on a self-started three-node cluster: node 3's data dir is
+    /// deleted, it starts empty, time until it is ready again, against the disk's ceiling.
+    Rebuild(RebuildArgs),
     /// A seconds-long run of every scenario, ceiling and the memory scenario, for CI:
     /// exits non-zero only on correctness failures.
     Smoke(SmokeArgs),
@@ -293,6 +296,21 @@ pub struct ReplicationArgs {
     /// Where the runs' redb files go (a fresh directory inside it per run).
     #[arg(long, default_value = ".")]
     pub dir: PathBuf,
+}
+
+/// `rebuild`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RebuildArgs {
+    /// Target options (the binary, the temp dir, the replication factor; always a
+    /// self-started three-node cluster).
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Products created before node 3's disk is lost (the data it rebuilds).
+    #[arg(long, default_value_t = 2_000)]
+    pub products: usize,
+    /// Where the JSON results go.
+    #[arg(long, default_value = "bench-results")]
+    pub out: PathBuf,
 }
 
 /// `failover`.

@@ -206,6 +206,11 @@ impl ClusterProc {
         Ok(())
     }
 
+    /// Node index `i`'s data dir.
+    pub fn data_dir(&self, i: usize) -> std::path::PathBuf {
+        self.dir.path().join(format!("node-{}", self.nodes[i].id))
+    }
+
     /// Kills node index `i` with SIGKILL and reaps it.
     pub fn kill(&mut self, i: usize) -> anyhow::Result<()> {
         let child = &mut self.nodes[i].child;

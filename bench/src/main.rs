@@ -19,6 +19,7 @@ mod load;
 mod memory;
 mod node_proc;
 mod proc_stats;
+mod rebuild;
 mod replication;
 mod report;
 mod rng;
@@ -68,6 +69,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Cmd::CrossNode(a) => on_runtime(cross_node::run(a)),
         Cmd::Replication(a) => on_runtime(replication::run(a)),
         Cmd::Failover(a) => on_runtime(failover::run(a)),
+        Cmd::Rebuild(a) => on_runtime(rebuild::run(a)),
         Cmd::Ceilings(a) => on_runtime(commands::ceilings(a)),
         Cmd::Memory(a) => commands::memory(a),
         Cmd::MemoryPhase(a) => on_runtime(commands::memory_phase(a)),

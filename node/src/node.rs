@@ -741,8 +741,10 @@ pub async fn start_with(
         &membership.node_ids(),
         replication_factor,
     );
+    let replicas_started = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let shards_ready = crate::replicas::ShardsReady {
         groups: groups.clone().filter(|_| leadership.is_some()),
+        started: replicas_started.clone(),
     };
     let replica_progress = crate::replica_moves::SharedProgress::default();
     let configured_token = secrets
@@ -816,6 +818,7 @@ pub async fn start_with(
                 new_store,
                 groups: groups.clone(),
                 serving: leadership.clone(),
+                started: replicas_started,
             };
             let events = (writer.clone(), region.clone(), admin_state.handoff.clone());
             crate::replicas::start(replicas, events, replica_progress.clone());

@@ -12,6 +12,7 @@ use agora_runtime::region::Region;
 use agora_runtime::ServeGuard;
 use agora_store::Writer;
 use async_trait::async_trait;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// The region's guard: a replicated shard is served only by its group's leased leader.
@@ -123,6 +124,8 @@ pub struct ReplicaStart {
     pub groups: Groups,
     /// What this node serves.
     pub serving: Serving,
+    /// Set once the replicas placed here at start are running (readiness waits for it).
+    pub started: Arc<AtomicBool>,
 }
 
 /// The shards `me` holds a replica of.
@@ -177,6 +180,7 @@ pub fn start(
         replicas.serving.balance(Balancing {
             groups: replicas.groups.clone(),
         });
+        replicas.started.store(true, Ordering::Release);
         let rebuilding = replicas.groups.rebuilding().len();
         tracing::info!(
             node = replicas.me,
@@ -254,17 +258,19 @@ async fn decide(groups: &Groups, shard: u32, me: u64, replicas: &[u64]) -> Start
 pub struct ShardsReady {
     /// This node's groups (`None`: shards are not replicated, nothing to wait for).
     pub groups: Option<Groups>,
+    /// Set once the replicas placed here at start are running.
+    pub started: Arc<AtomicBool>,
 }
 
 impl ShardsReady {
-    /// Whether every group this node is a member of has a leader (requests are routed to
-    /// it), and no replica here is still being rebuilt (until then this node cannot stand
+    /// Whether the replicas placed here at start run, every group this node is a member of
+    /// has a leader (requests are routed to it), and no replica here is still being rebuilt (until then this node cannot stand
     /// in for a lost peer: taking another node down would stop those shards).
     pub fn all_led(&self) -> bool {
         let Some(groups) = &self.groups else {
             return true;
         };
-        if !groups.rebuilding().is_empty() {
+        if !self.started.load(Ordering::Acquire) || !groups.rebuilding().is_empty() {
             return false;
         }
         groups.ids().into_iter().all(|shard| {
