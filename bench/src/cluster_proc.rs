@@ -177,6 +177,25 @@ impl ClusterProc {
         )
     }
 
+    /// Starts the replicated three-node cluster `target` describes, for the benchmark `what`
+    /// (refused without replication), and returns it with node 1's endpoint.
+    pub fn start_replicated(
+        target: &crate::target::TargetArgs,
+        what: &str,
+    ) -> anyhow::Result<(Self, crate::api::Endpoint)> {
+        if target.replication_factor < 2 {
+            bail!("{what} needs replicated shards: pass --replication-factor 3");
+        }
+        let opts = target.node_options()?;
+        eprintln!(
+            "starting a local three-node cluster, replication factor {}…",
+            target.replication_factor
+        );
+        let cluster = Self::start_three(&opts, target.replication_factor)?;
+        let ep = cluster.first_endpoint(&opts.admin_password)?;
+        Ok((cluster, ep))
+    }
+
     /// Node 1's addresses and pid (requests go to its edge only).
     pub fn first_endpoint(&self, admin_password: &str) -> anyhow::Result<crate::api::Endpoint> {
         let first = self.nodes.first().context("the cluster has no node")?;

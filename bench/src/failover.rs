@@ -76,16 +76,7 @@ async fn until_balanced(c: &reqwest::Client, admin_base: &str, token: &str) -> a
 
 /// Runs the kills and prints (and writes) the failover times.
 pub async fn run(a: FailoverArgs) -> anyhow::Result<()> {
-    if a.target.replication_factor < 2 {
-        bail!("failover needs replicated shards: pass --replication-factor 3");
-    }
-    let opts = a.target.node_options()?;
-    eprintln!(
-        "starting a local three-node cluster, replication factor {}…",
-        a.target.replication_factor
-    );
-    let mut cluster = ClusterProc::start_three(&opts, a.target.replication_factor)?;
-    let ep = cluster.first_endpoint(&opts.admin_password)?;
+    let (mut cluster, ep) = ClusterProc::start_replicated(&a.target, "failover")?;
     let world = api::setup(&ep, 16, a.products, 0).await?;
     let skus: Vec<String> = world.catalog.iter().map(|c| c.sku.clone()).collect();
     let mut times_ms = Vec::with_capacity(a.kills);

@@ -7,7 +7,7 @@
 use crate::api;
 use crate::cli::RebuildArgs;
 use crate::cluster_proc::ClusterProc;
-use anyhow::{bail, Context};
+use anyhow::Context;
 use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
@@ -36,16 +36,7 @@ fn sequential_write_mb_per_s(dir: &Path) -> anyhow::Result<f64> {
 
 /// Runs the rebuild and prints (and writes) its throughput.
 pub async fn run(a: RebuildArgs) -> anyhow::Result<()> {
-    if a.target.replication_factor < 2 {
-        bail!("rebuild needs replicated shards: pass --replication-factor 3");
-    }
-    let opts = a.target.node_options()?;
-    eprintln!(
-        "starting a local three-node cluster, replication factor {}…",
-        a.target.replication_factor
-    );
-    let mut cluster = ClusterProc::start_three(&opts, a.target.replication_factor)?;
-    let ep = cluster.first_endpoint(&opts.admin_password)?;
+    let (mut cluster, ep) = ClusterProc::start_replicated(&a.target, "rebuild")?;
     eprintln!("creating {} products…", a.products);
     api::setup(&ep, 16, a.products, 0).await?;
     let victim = 2;
