@@ -129,6 +129,7 @@ impl ClusterProc {
             },
             notifications: Default::default(),
             connections: Default::default(),
+            cluster_connections: Default::default(),
             replication_factor: Some(replication_factor),
         };
         let toml = toml::to_string(&config).context("cannot write the cluster file")?;

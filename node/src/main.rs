@@ -432,6 +432,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 jwt_previous_secrets: config.jwt_previous_secrets.clone(),
                 replication_factor: config.replication_factor(),
                 join_token: args.join_token.clone(),
+                cluster_connections: config.cluster_connections,
             };
             let node = node::start(settings, secrets, Some(spec), metrics).await?;
             banner(

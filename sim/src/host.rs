@@ -189,6 +189,7 @@ pub async fn run_node(
         jwt_previous_secrets: Vec::new(),
         replication_factor,
         join_token: None,
+        cluster_connections: Default::default(),
     };
     let secrets = Secrets {
         admin_password: Some(ADMIN_PASSWORD.into()),
