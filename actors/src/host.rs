@@ -103,9 +103,11 @@ impl EntityState {
         )?)
     }
 
-    /// Decodes from storage.
+    /// Decodes from storage, within `MAX_STATE_BYTES`: a bad length prefix is an error, never
+    /// an allocation without bound.
     pub fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
-        let (s, _) = bincode::serde::decode_from_slice(bytes, bincode::config::standard())?;
+        let limited = bincode::config::standard().with_limit::<MAX_STATE_BYTES>();
+        let (s, _) = bincode::serde::decode_from_slice(bytes, limited)?;
         Ok(s)
     }
 
@@ -114,6 +116,9 @@ impl EntityState {
         serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
     }
 }
+
+/// The most a decoded entity state may allocate (the store's record limit).
+pub const MAX_STATE_BYTES: usize = 64 * 1024 * 1024;
 
 thread_local! {
     /// Where a state is encoded after each command, before it is compared with the held one.
@@ -240,6 +245,16 @@ mod tests {
         let config = DomainConfig::default();
         let mut ctx = Ctx::new(1, &me, 1, &config);
         held.handle(cmd, &mut ctx)
+    }
+
+    #[test]
+    fn a_state_over_the_decode_limit_is_an_error() {
+        let mut cart = CartState::default();
+        cart.lines.insert("S".repeat(MAX_STATE_BYTES + 1), 1);
+        let bytes = EntityState::Cart(cart).encode().unwrap();
+        assert!(EntityState::decode(&bytes).is_err());
+        let small = EntityState::empty(EntityKind::Cart).encode().unwrap();
+        assert!(EntityState::decode(&small).is_ok());
     }
 
     #[test]

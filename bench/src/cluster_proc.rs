@@ -129,6 +129,7 @@ impl ClusterProc {
             },
             notifications: Default::default(),
             connections: Default::default(),
+            cluster_connections: Default::default(),
             replication_factor: Some(replication_factor),
             replica_timeout_ms: None,
         };

@@ -68,6 +68,91 @@ impl Default for Tuning {
     }
 }
 
+/// Bounds on a node's cluster port, so strangers cannot exhaust it before authenticating
+/// (the shared secret) and a peer's frame cannot make the node allocate without bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConnectionLimits {
+    /// Most connections accepted and not yet authenticated at once; more are closed at once.
+    pub max_unauthenticated: usize,
+    /// Most of those from one address; more are closed at once.
+    pub max_unauthenticated_per_address: usize,
+    /// A connection that has not authenticated this long after it was accepted (TLS and
+    /// the secret's challenge included) is closed (ms).
+    pub handshake_timeout_ms: u64,
+    /// Largest frame read before the peer authenticated (bytes); the handshake's frames
+    /// are a few hundred bytes.
+    pub max_handshake_frame_bytes: u64,
+    /// Largest frame read from an authenticated peer (bytes); the same on every node. The
+    /// largest messages are a replica's snapshot chunk (3 MiB) and a handoff's shard (the
+    /// whole shard, in one message).
+    pub max_frame_bytes: u64,
+}
+
+/// Smallest `max_handshake_frame_bytes` accepted: the handshake's frames must fit.
+pub const MIN_HANDSHAKE_FRAME_BYTES: u64 = 1024;
+/// Smallest `max_frame_bytes` accepted: a replica's snapshot chunk (3 MiB) must fit.
+pub const MIN_FRAME_BYTES: u64 = 4 * 1024 * 1024;
+
+impl Default for ClusterConnectionLimits {
+    fn default() -> Self {
+        Self {
+            // A cluster has a handful of peers, each with at most one or two handshakes
+            // under way; the rest is slack for reconnects.
+            max_unauthenticated: 64,
+            max_unauthenticated_per_address: 8,
+            // A handshake takes milliseconds; seconds leave room for a loaded peer.
+            handshake_timeout_ms: 5_000,
+            max_handshake_frame_bytes: 16 * 1024,
+            // ractor_cluster's own default, which every cluster ran with so far.
+            max_frame_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+impl ClusterConnectionLimits {
+    /// Checks every field; errors name `cluster_connections.<field>`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let field = |f: &str| format!("cluster_connections.{f}");
+        for (name, value) in [
+            ("max_unauthenticated", self.max_unauthenticated as u64),
+            (
+                "max_unauthenticated_per_address",
+                self.max_unauthenticated_per_address as u64,
+            ),
+            ("handshake_timeout_ms", self.handshake_timeout_ms),
+        ] {
+            if value == 0 {
+                return Err(err(field(name), "is 0", "give a value of at least 1"));
+            }
+        }
+        if self.max_unauthenticated_per_address > self.max_unauthenticated {
+            return Err(err(
+                field("max_unauthenticated_per_address"),
+                "is more than max_unauthenticated",
+                "give at most max_unauthenticated",
+            ));
+        }
+        if self.max_handshake_frame_bytes < MIN_HANDSHAKE_FRAME_BYTES {
+            return Err(err(
+                field("max_handshake_frame_bytes"),
+                format!("{} is too small", self.max_handshake_frame_bytes),
+                "give at least 1024 (the default is 16384)",
+            ));
+        }
+        if self.max_frame_bytes < MIN_FRAME_BYTES
+            || self.max_frame_bytes < self.max_handshake_frame_bytes
+        {
+            return Err(err(
+                field("max_frame_bytes"),
+                format!("{} is too small", self.max_frame_bytes),
+                "give at least 4194304 and max_handshake_frame_bytes (the default is 16777216)",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// A cluster file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -108,6 +193,9 @@ pub struct ClusterConfig {
     /// Bounds on every node's shop API connections.
     #[serde(default)]
     pub connections: crate::ConnectionLimits,
+    /// Bounds on every node's cluster port, before and after a peer authenticates.
+    #[serde(default)]
+    pub cluster_connections: ClusterConnectionLimits,
     /// On how many nodes each shard's data lives; a change is acknowledged once a majority
     /// of them holds it. Absent: 3 with three nodes or more, else 1.
     #[serde(default)]
@@ -269,6 +357,7 @@ impl ClusterConfig {
                 ));
             }
         }
+        self.cluster_connections.validate()?;
         self.settings_for_any()?;
         Ok(())
     }
@@ -460,5 +549,43 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("AGORA_WEBHOOK_SECRET"), "{e}");
+    }
+
+    #[test]
+    fn cluster_connection_limits_default_and_bad_values_name_the_field() {
+        let c = ClusterConfig::parse(&example(), Path::new(".")).unwrap();
+        assert_eq!(c.cluster_connections, ClusterConnectionLimits::default());
+        for (toml, field) in [
+            (
+                "max_unauthenticated = 0",
+                "cluster_connections.max_unauthenticated",
+            ),
+            (
+                "handshake_timeout_ms = 0",
+                "cluster_connections.handshake_timeout_ms",
+            ),
+            (
+                "max_unauthenticated_per_address = 65",
+                "cluster_connections.max_unauthenticated_per_address",
+            ),
+            (
+                "max_handshake_frame_bytes = 10",
+                "cluster_connections.max_handshake_frame_bytes",
+            ),
+            (
+                "max_frame_bytes = 65536",
+                "cluster_connections.max_frame_bytes",
+            ),
+        ] {
+            let text = format!("{}\n[cluster_connections]\n{toml}\n", example());
+            let e = ClusterConfig::parse(&text, Path::new(".")).unwrap_err();
+            assert_eq!(e.field, field, "{toml}: {e}");
+        }
+        let text = format!(
+            "{}\n[cluster_connections]\nhandshake_timeout_ms = 250\n",
+            example()
+        );
+        let c = ClusterConfig::parse(&text, Path::new(".")).unwrap();
+        assert_eq!(c.cluster_connections.handshake_timeout_ms, 250);
     }
 }

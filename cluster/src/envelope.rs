@@ -57,9 +57,11 @@ pub enum ReplyPayload {
 /// A reply on the wire.
 pub type WireReply = Result<ReplyPayload, AskError>;
 
-/// The largest cluster message decoded: a whole shard streamed by a handoff travels in one
-/// message today, so this is sized for the largest shard; a length prefix claiming more is
-/// refused before anything is allocated for it.
+/// The most one decoded cluster message may allocate. Messages arrive in frames of at most
+/// `cluster_connections.max_frame_bytes` (16 MiB by default; a handoff's whole shard travels
+/// in one), and decoding may allocate a few times a frame's bytes (containers of small
+/// items), hence the margin; a length prefix claiming more is refused before anything is
+/// allocated for it.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 
 fn config() -> bincode::config::Configuration {

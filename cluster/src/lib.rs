@@ -3,9 +3,11 @@
 //! of peers' gateways, the shard map (agreed through Raft), and the router that sends each
 //! request to the shard's owner.
 
+pub mod admission;
 pub mod catalog_sync;
 pub mod directory;
 pub mod envelope;
+pub mod frame_guard;
 pub mod gateway;
 pub mod group_transport;
 pub mod handoff;

@@ -47,6 +47,7 @@ fn new_config(
         rate_limits: Default::default(),
         notifications: Default::default(),
         connections: Default::default(),
+        cluster_connections: Default::default(),
         replication_factor: None,
         replica_timeout_ms: None,
     })

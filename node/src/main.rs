@@ -433,6 +433,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 replication_factor: config.replication_factor(),
                 replica_timeout_ms: config.replica_timeout_ms(),
                 join_token: args.join_token.clone(),
+                cluster_connections: config.cluster_connections,
             };
             let node = node::start(settings, secrets, Some(spec), metrics).await?;
             banner(

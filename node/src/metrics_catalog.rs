@@ -27,6 +27,21 @@ pub const METRICS: &[(Kind, &str, &str)] = &[
     ),
     (
         Counter,
+        "agora_cluster_connections_refused_total",
+        "Cluster-port connections closed at once: the unauthenticated ones, in total or from their address, were at their bound.",
+    ),
+    (
+        Counter,
+        "agora_cluster_frames_refused_total",
+        "Cluster connections closed for a frame over the limit (the handshake limit before authentication, the frame limit after).",
+    ),
+    (
+        Counter,
+        "agora_cluster_handshakes_timed_out_total",
+        "Cluster connections closed because they had not authenticated (TLS and the secret's challenge) within the handshake timeout.",
+    ),
+    (
+        Counter,
         "agora_cluster_dead_letters_total",
         "Cluster messages that could not be decoded or delivered and were dropped.",
     ),
@@ -254,6 +269,11 @@ pub const METRICS: &[(Kind, &str, &str)] = &[
         Gauge,
         "agora_active_entities",
         "Entities active on this node.",
+    ),
+    (
+        Gauge,
+        "agora_cluster_connections_unauthenticated",
+        "Cluster-port connections accepted and not yet authenticated.",
     ),
     (
         Gauge,

@@ -173,6 +173,8 @@ pub struct ClusterSpec {
     /// With `join`: the token an operator minted for this node (needed unless the running
     /// nodes' cluster files list it).
     pub join_token: Option<String>,
+    /// Bounds on the cluster port, from the cluster file.
+    pub cluster_connections: agora_cluster_config::cluster::ClusterConnectionLimits,
 }
 
 /// A signing key, its id the first 8 bytes of its SHA-256 in hex (so rotating needs no
@@ -568,7 +570,14 @@ pub async fn start_with(
             Some(files) => Some(agora_cluster::tls::load(files, &c.membership.cluster_name)?),
             None => None,
         };
-        transport::start(&c.membership, &c.secret, directory.clone(), tls).await?;
+        transport::start(
+            &c.membership,
+            &c.secret,
+            directory.clone(),
+            tls,
+            c.cluster_connections,
+        )
+        .await?;
     }
     if cluster.is_some() {
         agora_cluster::catalog_sync::start(directory.clone(), catalog.clone());

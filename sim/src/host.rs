@@ -190,6 +190,7 @@ pub async fn run_node(
         replication_factor,
         replica_timeout_ms: 300_000,
         join_token: None,
+        cluster_connections: Default::default(),
     };
     let secrets = Secrets {
         admin_password: Some(ADMIN_PASSWORD.into()),

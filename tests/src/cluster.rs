@@ -54,12 +54,12 @@ impl Cluster {
     /// Like `start`, with TLS between the nodes (test certificates in `tests/fixtures/tls`)
     /// when `tls` is set.
     pub async fn start_with(n: usize, courier_leg_ms: u64, tls: bool) -> Cluster {
-        Self::start_configured(n, courier_leg_ms, tls, 1, "").await
+        Self::start_configured(n, courier_leg_ms, tls, 1, ("", "")).await
     }
 
     /// Like `start`, each shard's data on `factor` nodes.
     pub async fn start_replicated(n: usize, courier_leg_ms: u64, factor: usize) -> Cluster {
-        Self::start_configured(n, courier_leg_ms, false, factor, "").await
+        Self::start_configured(n, courier_leg_ms, false, factor, ("", "")).await
     }
 
     /// Like `start_replicated`, with `settings` (top-level lines of the cluster file) added.
@@ -69,7 +69,13 @@ impl Cluster {
         factor: usize,
         settings: &str,
     ) -> Cluster {
-        Self::start_configured(n, courier_leg_ms, false, factor, settings).await
+        Self::start_configured(n, courier_leg_ms, false, factor, (settings, "")).await
+    }
+
+    /// Like `start`, with `tables` (TOML tables such as `[cluster_connections]`) added to
+    /// the cluster file.
+    pub async fn start_with_tables(n: usize, courier_leg_ms: u64, tables: &str) -> Cluster {
+        Self::start_configured(n, courier_leg_ms, false, 1, ("", tables)).await
     }
 
     async fn start_configured(
@@ -77,7 +83,7 @@ impl Cluster {
         courier_leg_ms: u64,
         tls: bool,
         factor: usize,
-        settings: &str,
+        (settings, tables): (&str, &str),
     ) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("agora-cluster-")
@@ -91,6 +97,7 @@ impl Cluster {
             let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/tls");
             let _ = write!(toml, "\n[tls]\ncert = \"{dir}/node.pem\"\nkey = \"{dir}/node.key\"\nca = \"{dir}/ca.pem\"\n");
         }
+        let _ = write!(toml, "\n{tables}\n");
         for i in 0..n {
             let _ = write!(
                 toml,
@@ -208,6 +215,30 @@ impl Cluster {
             .cloned()
             .unwrap_or_default();
         shards.iter().filter_map(|s| s["owner"].as_u64()).collect()
+    }
+
+    /// The admin stocks a product through node `stocked_on`, and a new shopper on node
+    /// `bought_on` (0-based) checks one out (201): the shopper and the order id.
+    pub async fn checkout_across(&self, stocked_on: usize, bought_on: usize) -> (Client, String) {
+        let admin = self
+            .client(stocked_on)
+            .login_as(ADMIN_EMAIL, ADMIN_PASSWORD)
+            .await;
+        let sku = admin.stocked_product(1_000, 5).await;
+        let (shopper, _) = self.client(bought_on).new_user().await;
+        shopper.add_to_cart(&sku, 1).await;
+        let order_id = shopper.place_order(crate::card(crate::CARD_OK)).await;
+        (shopper, order_id)
+    }
+
+    /// Node `i`'s cluster address (0-based), as the cluster file names it.
+    pub fn cluster_addr(&self, i: usize) -> std::net::SocketAddr {
+        let toml = std::fs::read_to_string(&self.config).expect("read cluster file");
+        toml.lines()
+            .filter_map(|l| l.strip_prefix("cluster_addr = "))
+            .nth(i)
+            .and_then(|a| a.trim_matches('"').parse().ok())
+            .expect("a cluster_addr per node")
     }
 
     /// Node `i`'s data dir (0-based), as the cluster file names it.

@@ -1144,6 +1144,16 @@ pub fn card(number: &str) -> Value {
     json!({"method": "card", "card_number": number})
 }
 
+/// Sum of one counter (every label set) in the Prometheus text of `c`'s `/metrics`.
+pub async fn counter(c: &Client, name: &str) -> f64 {
+    let r = c.get("/metrics").await;
+    r.text
+        .lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// `{method: "upi", vpa}`.
 pub fn upi(vpa: &str) -> Value {
     json!({"method": "upi", "vpa": vpa})

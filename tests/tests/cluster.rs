@@ -4,20 +4,10 @@
 
 use agora_tests::cluster::Cluster;
 use agora_tests::{
-    card, poll_until, wait_for_order, ADMIN_EMAIL, ADMIN_PASSWORD, CARD_OK, POLL_TIMEOUT,
+    card, counter, poll_until, wait_for_order, ADMIN_EMAIL, ADMIN_PASSWORD, CARD_OK, POLL_TIMEOUT,
 };
 use serde_json::json;
 use std::time::{Duration, Instant};
-
-/// Sum of one counter in a node's Prometheus text.
-async fn counter(c: &agora_tests::Client, name: &str) -> f64 {
-    let r = c.get("/metrics").await;
-    r.text
-        .lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_order_flow_runs_through_every_node_with_entities_on_all_three() {
@@ -636,15 +626,8 @@ async fn a_node_paused_through_a_move_cannot_get_the_old_owner_to_serve_or_write
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_talk_over_tls_when_the_cluster_file_says_so() {
     let cluster = Cluster::start_with(3, 50, true).await;
-    let admin = cluster
-        .client(0)
-        .login_as(ADMIN_EMAIL, ADMIN_PASSWORD)
-        .await;
-    let sku = admin.stocked_product(1_000, 5).await;
     // The saga crosses nodes, so it only finishes if the TLS sessions carry it.
-    let (shopper, _) = cluster.client(2).new_user().await;
-    shopper.add_to_cart(&sku, 1).await;
-    let order_id = shopper.place_order(card(CARD_OK)).await;
+    let (shopper, order_id) = cluster.checkout_across(0, 2).await;
     let follower = shopper.rebased(&cluster.nodes[1].shop_url);
     wait_for_order(&follower, &order_id, &["DELIVERED"]).await;
     let stderr: String = cluster
