@@ -7,6 +7,14 @@
 //! replaces its rating, title and body (the id, creation time and hidden flag stay). An admin
 //! can hide a review: a hidden review leaves the listing, the average and the histogram, but
 //! its author still reads it (`GetMine`) and editing it does not unhide it.
+//!
+//! The board is one record, rewritten on every change, so it is bounded: at most
+//! `MAX_REVIEWS_PER_PRODUCT` reviews (a new one beyond is refused with a conflict; edits
+//! still pass) and `MAX_WAITING_BUYERS_PER_PRODUCT` buyers who have not reviewed yet (a
+//! buyer who reviews is known by the review and leaves that list; a delivery beyond it is
+//! not remembered, and a review from an unknown customer is then refused with a conflict
+//! rather than a "not a buyer"). Worst case about 8.5 MiB (every review at the longest
+//! title and body in 4-byte characters), a few hundred KiB in practice.
 
 use crate::command::Reply;
 use crate::entity::{reply, Ctx, Outcome};
@@ -19,6 +27,11 @@ use std::collections::{BTreeMap, BTreeSet};
 pub const MIN_RATING: u8 = 1;
 /// Highest rating.
 pub const MAX_RATING: u8 = 5;
+
+/// Most reviews one product keeps.
+pub const MAX_REVIEWS_PER_PRODUCT: usize = 500;
+/// Most buyers of one product remembered before they review it.
+pub const MAX_WAITING_BUYERS_PER_PRODUCT: usize = 5_000;
 
 /// One customer's review.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -187,6 +200,30 @@ impl ReviewBoardState {
     }
 }
 
+/// Whether `author` may submit: an edit of their review, or a first review by a buyer while
+/// the board has room.
+fn may_submit(s: &ReviewBoardState, author: &str) -> Result<(), DomainError> {
+    if s.reviews.contains_key(author) {
+        return Ok(());
+    }
+    if !s.buyers.contains(author) {
+        if s.buyers.len() >= MAX_WAITING_BUYERS_PER_PRODUCT {
+            return Err(DomainError::Conflict(format!(
+                "this product's list of {MAX_WAITING_BUYERS_PER_PRODUCT} buyers waiting to review is full, so the purchase cannot be verified"
+            )));
+        }
+        return Err(DomainError::Forbidden(
+            "only a customer with a delivered order of this product may review it".into(),
+        ));
+    }
+    if s.reviews.len() >= MAX_REVIEWS_PER_PRODUCT {
+        return Err(DomainError::Conflict(format!(
+            "this product has reached its limit of {MAX_REVIEWS_PER_PRODUCT} reviews"
+        )));
+    }
+    Ok(())
+}
+
 fn view(ctx: &Ctx, review: &Review) -> Result<Outcome, DomainError> {
     reply(Reply::Review(ReviewView {
         sku: ctx.me.id.clone(),
@@ -201,8 +238,14 @@ pub fn handle(
     ctx: &mut Ctx,
 ) -> Result<Outcome, DomainError> {
     match cmd {
-        ReviewCommand::Delivered { customer, .. } => {
-            s.buyers.insert(customer);
+        ReviewCommand::Delivered { customer, order_id } => {
+            if s.reviews.contains_key(&customer) {
+                // Already known by the review.
+            } else if s.buyers.len() < MAX_WAITING_BUYERS_PER_PRODUCT {
+                s.buyers.insert(customer);
+            } else {
+                tracing::warn!(sku = %ctx.me.id, order_id, "review board full: buyer not remembered");
+            }
             reply(Reply::Ack)
         }
         ReviewCommand::Submit {
@@ -211,11 +254,7 @@ pub fn handle(
             input,
         } => {
             validate(&input)?;
-            if !s.buyers.contains(&author) {
-                return Err(DomainError::Forbidden(
-                    "only a customer with a delivered order of this product may review it".into(),
-                ));
-            }
+            may_submit(s, &author)?;
             let now = ctx.now_ms;
             let ReviewInput {
                 rating,
@@ -235,6 +274,7 @@ pub fn handle(
                     }
                 }
                 None => {
+                    s.buyers.remove(&author);
                     s.next_id += 1;
                     s.reviews.insert(
                         author.clone(),
@@ -538,5 +578,78 @@ mod tests {
         assert_eq!(s(3, 13).average(), 4.33);
         assert_eq!(s(8, 37).average(), 4.63);
         assert_eq!(s(1, 5).average(), 5.0);
+    }
+
+    #[test]
+    fn the_board_is_bounded_and_says_so_when_full() {
+        let me = EntityRef::new(EntityKind::ReviewBoard, "SKU-1");
+        let config = DomainConfig::default();
+        let mut ctx = Ctx::new(1, &me, 1, &config);
+        let mut s = ReviewBoardState::default();
+        let mut send = |s: &mut ReviewBoardState, cmd| handle(s, cmd, &mut ctx).map(|_| ());
+        let deliver = |who: String| ReviewCommand::Delivered {
+            customer: who,
+            order_id: "o".into(),
+        };
+        let review = |who: String| ReviewCommand::Submit {
+            author: who,
+            author_name: "n".into(),
+            input: input(5, "t"),
+        };
+        // Reviews up to the bound; each reviewer leaves the waiting buyers.
+        for i in 0..=MAX_REVIEWS_PER_PRODUCT {
+            send(&mut s, deliver(format!("r{i}"))).unwrap();
+        }
+        for i in 0..MAX_REVIEWS_PER_PRODUCT {
+            send(&mut s, review(format!("r{i}"))).unwrap();
+        }
+        assert_eq!(s.reviews.len(), MAX_REVIEWS_PER_PRODUCT);
+        assert_eq!(s.buyers.len(), 1);
+        let e = send(&mut s, review(format!("r{MAX_REVIEWS_PER_PRODUCT}"))).unwrap_err();
+        assert!(
+            matches!(&e, DomainError::Conflict(m) if m.contains("limit")),
+            "{e:?}"
+        );
+        assert_eq!(s.reviews.len(), MAX_REVIEWS_PER_PRODUCT);
+        send(&mut s, review("r0".into())).expect("an edit passes at the bound");
+        // A reviewer's later delivery takes no waiting place.
+        send(&mut s, deliver("r1".into())).unwrap();
+        assert_eq!(s.buyers.len(), 1);
+        // Waiting buyers up to the bound; a delivery beyond is not remembered, and a review
+        // from a customer the board does not know is then a conflict, not "not a buyer".
+        for i in 0..MAX_WAITING_BUYERS_PER_PRODUCT + 10 {
+            send(&mut s, deliver(format!("w{i}"))).unwrap();
+        }
+        assert_eq!(s.buyers.len(), MAX_WAITING_BUYERS_PER_PRODUCT);
+        let e = send(&mut s, review("stranger".into())).unwrap_err();
+        assert!(
+            matches!(&e, DomainError::Conflict(m) if m.contains("full")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn a_full_board_at_the_longest_texts_fits_one_cluster_frame() {
+        let wide = |n: usize| "\u{1F600}".repeat(n);
+        let mut s = ReviewBoardState::default();
+        for i in 0..MAX_REVIEWS_PER_PRODUCT {
+            let review = Review {
+                id: i as u64,
+                author_name: wide(crate::limits::MAX_NAME_LEN),
+                rating: 5,
+                title: wide(MAX_REVIEW_TITLE_LEN),
+                body: wide(MAX_REVIEW_BODY_LEN),
+                created_at_ms: u64::MAX,
+                updated_at_ms: u64::MAX,
+                hidden: false,
+            };
+            s.reviews.insert(format!("{i:036}"), review);
+        }
+        s.buyers = (0..MAX_WAITING_BUYERS_PER_PRODUCT)
+            .map(|i| format!("{i:036}"))
+            .collect();
+        let bytes = crate::host::EntityState::ReviewBoard(s).encode().unwrap();
+        // The cluster's default frame limit (`cluster_connections.max_frame_bytes`).
+        assert!(bytes.len() < 16 * 1024 * 1024, "{} bytes", bytes.len());
     }
 }
