@@ -25,8 +25,10 @@ pub struct ShardRow {
     /// The table.
     pub table: ShardTable,
     /// The row's key (of the group's shard).
+    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
     /// The new value, or `None` to remove the row.
+    #[serde(with = "serde_bytes")]
     pub value: Option<Vec<u8>>,
 }
 
@@ -70,3 +72,38 @@ pub type ShardRaft = openraft::Raft<ShardTypeConfig>;
 
 /// A log entry of a shard group.
 pub type Entry = openraft::Entry<ShardTypeConfig>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `ShardRow` as it was encoded before its key and value became byte strings.
+    #[derive(Serialize)]
+    struct Plain {
+        table: ShardTable,
+        key: Vec<u8>,
+        value: Option<Vec<u8>>,
+    }
+
+    #[test]
+    fn rows_as_byte_strings_are_the_same_bytes_in_bincode() {
+        let config = bincode::config::standard();
+        for value in [Some(vec![1u8; 200]), None] {
+            let row = ShardRow {
+                table: ShardTable::Outbox,
+                key: vec![0, 0, 0, 3, 255],
+                value: value.clone(),
+            };
+            let plain = Plain {
+                table: ShardTable::Outbox,
+                key: row.key.clone(),
+                value,
+            };
+            let new = bincode::serde::encode_to_vec(&row, config).unwrap();
+            assert_eq!(new, bincode::serde::encode_to_vec(&plain, config).unwrap());
+            let (back, _): (ShardRow, usize) =
+                bincode::serde::decode_from_slice(&new, config.with_limit::<4096>()).unwrap();
+            assert_eq!(back, row);
+        }
+    }
+}

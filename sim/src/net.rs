@@ -49,25 +49,46 @@ const ANSWER_OK: u8 = 0;
 const ANSWER_TIMEOUT: u8 = 1;
 const ANSWER_FAILED: u8 = 2;
 
+/// Most idle connections kept per peer.
+const IDLE_PER_PEER: usize = 8;
+/// Most connection attempts in flight to one peer.
+const CONNECTS_AT_ONCE: usize = 4;
+/// First pause after a failed connection attempt; it doubles up to `CONNECT_BACKOFF_MAX`.
+const CONNECT_BACKOFF_FIRST: Duration = Duration::from_millis(50);
+/// Longest pause after failed connection attempts.
+const CONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// What a node keeps about its connections to one peer. turmoil never frees the port of a
+/// connection attempt that fails or is abandoned, so attempts are bounded: a few at a time,
+/// and none for a while after one failed (calls wait, within their timeout); answered
+/// connections are kept for the next call.
+#[derive(Default)]
+struct PeerConnections {
+    idle: Vec<TcpStream>,
+    connecting: usize,
+    backoff: Option<Duration>,
+    retry_at: Option<tokio::time::Instant>,
+}
+
 /// One node's links to its peers.
 pub struct SimLinks {
     peers: Vec<u64>,
+    conns: std::collections::BTreeMap<u64, Arc<std::sync::Mutex<PeerConnections>>>,
 }
 
 impl SimLinks {
     /// Links from node `me` to every other node of `all`.
     pub fn new(me: u64, all: &[u64]) -> Self {
-        Self {
-            peers: all.iter().copied().filter(|id| *id != me).collect(),
-        }
+        let peers: Vec<u64> = all.iter().copied().filter(|id| *id != me).collect();
+        let conns = peers.iter().map(|p| (*p, Arc::default())).collect();
+        Self { peers, conns }
     }
 }
 
 impl PeerLinks for SimLinks {
     fn link(&self, id: u64) -> Option<Arc<dyn PeerLink>> {
-        self.peers
-            .contains(&id)
-            .then(|| Arc::new(SimLink { peer: id }) as Arc<dyn PeerLink>)
+        let conns = self.conns.get(&id)?.clone();
+        Some(Arc::new(SimLink { peer: id, conns }) as Arc<dyn PeerLink>)
     }
 
     fn peers(&self) -> Vec<u64> {
@@ -75,9 +96,99 @@ impl PeerLinks for SimLinks {
     }
 }
 
-/// A link to one peer: a connection per call (a reset or partition fails only that call).
+/// A link to one peer: one call at a time per connection (a connection that failed or
+/// timed out is dropped, so a reset or a partition fails only the calls on it).
 struct SimLink {
     peer: u64,
+    conns: Arc<std::sync::Mutex<PeerConnections>>,
+}
+
+/// How a call gets its connection.
+enum Connection {
+    Idle(TcpStream),
+    Connect,
+    /// Not before this time (after a failed attempt, or while enough are in flight).
+    Wait(tokio::time::Instant),
+}
+
+/// How long a call waits for a connection attempt to free up when enough are in flight.
+const CONNECT_SLOT_WAIT: Duration = Duration::from_millis(10);
+
+impl PeerConnections {
+    fn connection(&mut self) -> Connection {
+        if let Some(s) = self.idle.pop() {
+            return Connection::Idle(s);
+        }
+        let now = tokio::time::Instant::now();
+        if let Some(at) = self.retry_at.filter(|t| now < *t) {
+            return Connection::Wait(at);
+        }
+        if self.connecting >= CONNECTS_AT_ONCE {
+            return Connection::Wait(now + CONNECT_SLOT_WAIT);
+        }
+        self.connecting += 1;
+        Connection::Connect
+    }
+
+    fn connected(&mut self, ok: bool) {
+        self.connecting -= 1;
+        if ok {
+            self.backoff = None;
+            self.retry_at = None;
+        } else {
+            let pause = self.backoff.map_or(CONNECT_BACKOFF_FIRST, |b| b * 2);
+            let pause = pause.min(CONNECT_BACKOFF_MAX);
+            self.backoff = Some(pause);
+            self.retry_at = Some(tokio::time::Instant::now() + pause);
+        }
+    }
+
+    fn keep(&mut self, s: TcpStream) {
+        if self.idle.len() < IDLE_PER_PEER {
+            self.idle.push(s);
+        }
+    }
+}
+
+impl SimLink {
+    fn with<T>(&self, f: impl FnOnce(&mut PeerConnections) -> T) -> Option<T> {
+        self.conns.lock().ok().map(|mut c| f(&mut c))
+    }
+
+    /// A connection for one call: an idle one, or a new one (bounded, see
+    /// `PeerConnections`).
+    async fn open(&self) -> std::io::Result<TcpStream> {
+        // Waiting takes virtual time, as a real attempt would: a caller that retries at once
+        // on failure never spins at one instant.
+        let mut next = self.with(PeerConnections::connection);
+        while let Some(Connection::Wait(at)) = next {
+            tokio::time::sleep_until(at).await;
+            next = self.with(PeerConnections::connection);
+        }
+        match next {
+            Some(Connection::Idle(s)) => Ok(s),
+            Some(Connection::Connect) => {
+                // The attempt runs on its own, so a caller that gives up neither abandons it
+                // midway (turmoil would never free its port) nor loses the count; a
+                // connection nobody waits for any more is kept for the next call.
+                let (host, conns) = (node_host(self.peer), self.conns.clone());
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                tokio::spawn(async move {
+                    let result = TcpStream::connect((host.as_str(), GATEWAY_PORT)).await;
+                    if let Ok(mut c) = conns.lock() {
+                        c.connected(result.is_ok());
+                    }
+                    if let Err(Ok(s)) = tx.send(result) {
+                        if let Ok(mut c) = conns.lock() {
+                            c.keep(s);
+                        }
+                    }
+                });
+                rx.await.map_err(std::io::Error::other).and_then(|r| r)
+            }
+            _ => Err(std::io::Error::other("connection state lock poisoned")),
+        }
+    }
 }
 
 #[async_trait]
@@ -88,53 +199,63 @@ impl PeerLink for SimLink {
         bytes: Vec<u8>,
         timeout: Duration,
     ) -> Result<Vec<u8>, PeerCallError> {
-        let host = node_host(self.peer);
-        let exchange = async move {
-            let mut s = TcpStream::connect((host.as_str(), GATEWAY_PORT)).await?;
+        let exchange = async {
+            let mut s = self.open().await?;
             let mut head = Vec::with_capacity(8 + bytes.len());
             head.extend_from_slice(&(timeout.as_millis() as u64).to_be_bytes());
             head.extend_from_slice(&bytes);
             write_frame(&mut s, rpc.code(), &head).await?;
-            read_frame(&mut s).await
+            let answer = read_frame(&mut s).await?;
+            Ok::<_, std::io::Error>((s, answer))
         };
         match tokio::time::timeout(timeout, exchange).await {
             Err(_) => Err(PeerCallError::Timeout),
             Ok(Err(e)) => Err(PeerCallError::Failed(format!("node {}: {e}", self.peer))),
-            Ok(Ok((ANSWER_OK, body))) => Ok(body),
-            Ok(Ok((ANSWER_TIMEOUT, _))) => Err(PeerCallError::Timeout),
-            Ok(Ok((_, body))) => Err(PeerCallError::Failed(
-                String::from_utf8_lossy(&body).into_owned(),
-            )),
+            Ok(Ok((s, answer))) => {
+                self.with(|c| c.keep(s));
+                match answer {
+                    (ANSWER_OK, body) => Ok(body),
+                    (ANSWER_TIMEOUT, _) => Err(PeerCallError::Timeout),
+                    (_, body) => Err(PeerCallError::Failed(
+                        String::from_utf8_lossy(&body).into_owned(),
+                    )),
+                }
+            }
         }
     }
 }
 
-/// Serves this node's gateway to its peers on `GATEWAY_PORT`.
+/// Serves this node's gateway to its peers on `GATEWAY_PORT`: each connection carries one
+/// call after another.
 pub async fn serve_gateway(gateway: PeerGateway) -> std::io::Result<()> {
     let listener = TcpListener::bind(("0.0.0.0", GATEWAY_PORT)).await?;
     loop {
-        let (mut s, _) = listener.accept().await?;
-        let gateway = gateway.clone();
-        tokio::spawn(async move {
-            let Ok((code, body)) = read_frame(&mut s).await else {
-                return;
-            };
-            let (Some(rpc), true) = (GatewayRpc::from_code(code), body.len() >= 8) else {
-                let _ = write_frame(&mut s, ANSWER_FAILED, b"bad frame").await;
-                return;
-            };
-            let mut ms = [0u8; 8];
-            ms.copy_from_slice(&body[..8]);
-            let timeout = Duration::from_millis(u64::from_be_bytes(ms));
-            let answer = gateway.call(rpc, body[8..].to_vec(), timeout).await;
-            let _ = match answer {
-                Ok(bytes) => write_frame(&mut s, ANSWER_OK, &bytes).await,
-                Err(PeerCallError::Timeout) => write_frame(&mut s, ANSWER_TIMEOUT, &[]).await,
-                Err(PeerCallError::Failed(why)) => {
-                    write_frame(&mut s, ANSWER_FAILED, why.as_bytes()).await
-                }
-            };
-        });
+        let (s, _) = listener.accept().await?;
+        tokio::spawn(serve_connection(s, gateway.clone()));
+    }
+}
+
+/// Answers the calls of one connection until it closes or sends garbage.
+async fn serve_connection(mut s: TcpStream, gateway: PeerGateway) {
+    while let Ok((code, body)) = read_frame(&mut s).await {
+        let (Some(rpc), true) = (GatewayRpc::from_code(code), body.len() >= 8) else {
+            let _ = write_frame(&mut s, ANSWER_FAILED, b"bad frame").await;
+            return;
+        };
+        let mut ms = [0u8; 8];
+        ms.copy_from_slice(&body[..8]);
+        let timeout = Duration::from_millis(u64::from_be_bytes(ms));
+        let answer = gateway.call(rpc, body[8..].to_vec(), timeout).await;
+        let written = match answer {
+            Ok(bytes) => write_frame(&mut s, ANSWER_OK, &bytes).await,
+            Err(PeerCallError::Timeout) => write_frame(&mut s, ANSWER_TIMEOUT, &[]).await,
+            Err(PeerCallError::Failed(why)) => {
+                write_frame(&mut s, ANSWER_FAILED, why.as_bytes()).await
+            }
+        };
+        if written.is_err() {
+            return;
+        }
     }
 }
 
