@@ -956,6 +956,55 @@ fn message(id: &str, from: &EntityRef) -> agora_actors::OutboxMessage {
 }
 
 #[tokio::test]
+async fn rows_a_group_applied_are_never_overwritten_by_the_new_leaders_own_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let order = EntityRef::new(EntityKind::Order, "o-1");
+    let shard = order.shard(8);
+    // The leader (store A) emits three rows for the shard (sequence numbers 1..=3).
+    let a_store = Store::open(&dir.path().join("a.redb")).unwrap();
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let a_writer = Writer::start(a_store.clone(), tx, vec![]).unwrap();
+    let msgs: Vec<_> = (1..=3)
+        .map(|i| message(&format!("a#{i}"), &order))
+        .collect();
+    let (op, done) = write(
+        shard,
+        1,
+        &order,
+        EntityState::empty(EntityKind::Order),
+        msgs,
+    );
+    a_writer.submit(op).unwrap();
+    done.await.unwrap().unwrap();
+    // A follower (store B, fresh: its own sequence starts at 1) applies them as its group
+    // does, as rows; it then leads and emits rows of its own: every applied row survives.
+    let (b_store, b_writer) = store_and_writer(&dir.path().join("b.redb"));
+    let applied = a_store.export_shard(shard).unwrap().outbox;
+    let rows = applied
+        .into_iter()
+        .map(|(k, v)| agora_store::RowOp::put(agora_store::RowTable::Outbox, k, v))
+        .collect();
+    b_writer
+        .write_rows(agora_store::RowWrite::rows(rows))
+        .await
+        .unwrap();
+    let own: Vec<_> = (1..=3)
+        .map(|i| message(&format!("b#{i}"), &order))
+        .collect();
+    let (op, done) = write(shard, 1, &order, EntityState::empty(EntityKind::Order), own);
+    b_writer.submit(op).unwrap();
+    done.await.unwrap().unwrap();
+    let mut ids: Vec<String> = b_store
+        .outbox_rows()
+        .unwrap()
+        .into_iter()
+        .map(|(_, r)| r.message.id)
+        .collect();
+    ids.sort();
+    assert_eq!(ids, vec!["a#1", "a#2", "a#3", "b#1", "b#2", "b#3"]);
+}
+
+#[tokio::test]
 async fn rows_of_an_installed_shard_are_never_overwritten_by_the_new_owners_own_rows() {
     let dir = tempfile::tempdir().unwrap();
     let order = EntityRef::new(EntityKind::Order, "o-1");

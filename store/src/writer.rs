@@ -1261,6 +1261,19 @@ impl WriterThread {
                             r.wrote = true;
                         }
                         WriteOp::Rows { write, done } => {
+                            // Outbox rows a group applies carry the sequence numbers of the
+                            // node that led it: ours continue above them, so a row this node
+                            // writes once it leads never takes (and an ack never deletes)
+                            // another message's key.
+                            for row in write
+                                .rows
+                                .iter()
+                                .filter(|r| r.table == RowTable::Outbox && r.value.is_some())
+                            {
+                                if let Some((_, seq)) = super::keys::parse_outbox_key(&row.key) {
+                                    self.next_outbox = self.next_outbox.max(seq + 1);
+                                }
+                            }
                             let mut tables = RowTables {
                                 entities: &mut entities,
                                 outbox: &mut outbox,
