@@ -955,27 +955,31 @@ fn message(id: &str, from: &EntityRef) -> agora_actors::OutboxMessage {
     }
 }
 
+/// A store in `dir` whose `order` (of `shard`) emitted three rows, `a#1`..`a#3`.
+async fn store_with_three_rows(dir: &std::path::Path, order: &EntityRef, shard: u32) -> Store {
+    let (store, writer) = store_and_writer(&dir.join("a.redb"));
+    let msgs: Vec<_> = (1..=3).map(|i| message(&format!("a#{i}"), order)).collect();
+    let (op, done) = write(shard, 1, order, EntityState::empty(EntityKind::Order), msgs);
+    writer.submit(op).unwrap();
+    done.await.unwrap().unwrap();
+    store
+}
+
+/// The ids of every message in `store`'s outbox, sorted.
+fn outbox_ids(store: &Store) -> Vec<String> {
+    let rows = store.outbox_rows().unwrap().into_iter();
+    let mut ids: Vec<String> = rows.map(|(_, r)| r.message.id).collect();
+    ids.sort();
+    ids
+}
+
 #[tokio::test]
 async fn rows_a_group_applied_are_never_overwritten_by_the_new_leaders_own_rows() {
     let dir = tempfile::tempdir().unwrap();
     let order = EntityRef::new(EntityKind::Order, "o-1");
     let shard = order.shard(8);
     // The leader (store A) emits three rows for the shard (sequence numbers 1..=3).
-    let a_store = Store::open(&dir.path().join("a.redb")).unwrap();
-    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-    let a_writer = Writer::start(a_store.clone(), tx, vec![]).unwrap();
-    let msgs: Vec<_> = (1..=3)
-        .map(|i| message(&format!("a#{i}"), &order))
-        .collect();
-    let (op, done) = write(
-        shard,
-        1,
-        &order,
-        EntityState::empty(EntityKind::Order),
-        msgs,
-    );
-    a_writer.submit(op).unwrap();
-    done.await.unwrap().unwrap();
+    let a_store = store_with_three_rows(dir.path(), &order, shard).await;
     // A follower (store B, fresh: its own sequence starts at 1) applies them as its group
     // does, as rows; it then leads and emits rows of its own: every applied row survives.
     let (b_store, b_writer) = store_and_writer(&dir.path().join("b.redb"));
@@ -994,14 +998,10 @@ async fn rows_a_group_applied_are_never_overwritten_by_the_new_leaders_own_rows(
     let (op, done) = write(shard, 1, &order, EntityState::empty(EntityKind::Order), own);
     b_writer.submit(op).unwrap();
     done.await.unwrap().unwrap();
-    let mut ids: Vec<String> = b_store
-        .outbox_rows()
-        .unwrap()
-        .into_iter()
-        .map(|(_, r)| r.message.id)
-        .collect();
-    ids.sort();
-    assert_eq!(ids, vec!["a#1", "a#2", "a#3", "b#1", "b#2", "b#3"]);
+    assert_eq!(
+        outbox_ids(&b_store),
+        vec!["a#1", "a#2", "a#3", "b#1", "b#2", "b#3"]
+    );
 }
 
 #[tokio::test]
@@ -1010,21 +1010,7 @@ async fn rows_of_an_installed_shard_are_never_overwritten_by_the_new_owners_own_
     let order = EntityRef::new(EntityKind::Order, "o-1");
     let shard = order.shard(8);
     // Store A emits three pending rows for the shard (sequence numbers 1..=3).
-    let a_store = Store::open(&dir.path().join("a.redb")).unwrap();
-    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-    let a_writer = Writer::start(a_store.clone(), tx, vec![]).unwrap();
-    let msgs: Vec<_> = (1..=3)
-        .map(|i| message(&format!("a#{i}"), &order))
-        .collect();
-    let (op, done) = write(
-        shard,
-        1,
-        &order,
-        EntityState::empty(EntityKind::Order),
-        msgs,
-    );
-    a_writer.submit(op).unwrap();
-    done.await.unwrap().unwrap();
+    let a_store = store_with_three_rows(dir.path(), &order, shard).await;
     let moved = a_store.export_shard(shard).unwrap();
     assert_eq!(
         moved.outbox.len(),
@@ -1042,14 +1028,10 @@ async fn rows_of_an_installed_shard_are_never_overwritten_by_the_new_owners_own_
     let (op, done) = write(shard, 2, &other, EntityState::empty(EntityKind::Order), own);
     b_writer.submit(op).unwrap();
     done.await.unwrap().unwrap();
-    let mut ids: Vec<String> = b_store
-        .outbox_rows()
-        .unwrap()
-        .into_iter()
-        .map(|(_, r)| r.message.id)
-        .collect();
-    ids.sort();
-    assert_eq!(ids, vec!["a#1", "a#2", "a#3", "b#1", "b#2", "b#3"]);
+    assert_eq!(
+        outbox_ids(&b_store),
+        vec!["a#1", "a#2", "a#3", "b#1", "b#2", "b#3"]
+    );
 }
 
 #[tokio::test]
