@@ -43,17 +43,7 @@ async fn a_killed_node_fails_over_without_losing_an_acknowledged_order() {
         10,
     )
     .await;
-    poll_until("some checkouts are acknowledged", POLL_TIMEOUT, || {
-        let n = shoppers.acknowledged();
-        async move {
-            if n >= 3 {
-                Ok(())
-            } else {
-                Err(format!("{n} acknowledged"))
-            }
-        }
-    })
-    .await;
+    until_acknowledged(&shoppers, 3).await;
 
     let killed_at = Instant::now();
     cluster.nodes[2].kill9();
@@ -102,6 +92,21 @@ async fn a_node_whose_disk_was_replaced_is_rebuilt_from_its_peers() {
     // Then node 1 dies: every shard's majority is now nodes 2 and 3, so whatever node 3
     // holds was rebuilt from its peers.
     without_node_1(&mut cluster, &admin, &skus, 40, acked).await;
+}
+
+/// Waits until `shoppers` have `n` checkouts acknowledged.
+async fn until_acknowledged(shoppers: &Shoppers, n: usize) {
+    poll_until("some checkouts are acknowledged", POLL_TIMEOUT, || {
+        let acked = shoppers.acknowledged();
+        async move {
+            if acked >= n {
+                Ok(())
+            } else {
+                Err(format!("{acked} acknowledged"))
+            }
+        }
+    })
+    .await;
 }
 
 /// Kills node 1, then checks through node 2 that every product is served and every
@@ -320,6 +325,22 @@ async fn a_node_gone_longer_than_the_replica_timeout_is_replaced() {
     .await;
     // Every shard now has three live replicas: one more loss is survived.
     cluster.nodes[2].kill9();
+    let reader = cluster.client(0);
+    agora_tests::cluster::all_served(&reader, &skus).await;
+    agora_tests::cluster::assert_acknowledged_units_sold_once(&admin, &skus, 40, &acked).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_of_five_nodes_killed_at_once_lose_nothing() {
+    // Each shard on all five nodes: a majority of three survives any two losses.
+    let (mut cluster, admin, skus) =
+        stocked(Cluster::start_replicated(5, 50, 5).await, 4, 40).await;
+    let shoppers =
+        Shoppers::start(vec![cluster.client(0), cluster.client(1)], skus.clone(), 6).await;
+    until_acknowledged(&shoppers, 2).await;
+    cluster.nodes[3].kill9();
+    cluster.nodes[4].kill9();
+    let acked = shoppers.finish().await;
     let reader = cluster.client(0);
     agora_tests::cluster::all_served(&reader, &skus).await;
     agora_tests::cluster::assert_acknowledged_units_sold_once(&admin, &skus, 40, &acked).await;
