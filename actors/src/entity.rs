@@ -42,6 +42,9 @@ pub struct Ctx<'a> {
     outbox: Vec<OutboxMessage>,
 }
 
+/// `deliver_at_ms` of a message due as soon as its change is durable, whatever the clock.
+pub const DUE_AT_ONCE: u64 = 0;
+
 impl<'a> Ctx<'a> {
     /// A context for one command.
     pub fn new(now_ms: u64, me: &'a EntityRef, seq: u64, config: &'a DomainConfig) -> Self {
@@ -66,10 +69,17 @@ impl<'a> Ctx<'a> {
         });
     }
 
-    /// Sends `cmd` to `to` once this change is durable.
+    /// Sends `cmd` to `to` once this change is durable. The message is due at once on any
+    /// node's clock: stamped with this node's time, a relay on a node whose clock is behind
+    /// (a replicated shard's next leader) would hold it back by the skew, and a later
+    /// message (a cancel's release) could overtake it.
     pub fn send(&mut self, to: EntityRef, topic: &str, cmd: Command) {
-        let now = self.now_ms;
-        self.push(Destination::Entity(to), now, topic, Body::Command(cmd));
+        self.push(
+            Destination::Entity(to),
+            DUE_AT_ONCE,
+            topic,
+            Body::Command(cmd),
+        );
     }
 
     /// Sends `cmd` to this entity itself at `at_ms`: a durable timer.
@@ -78,10 +88,14 @@ impl<'a> Ctx<'a> {
         self.push(Destination::Entity(me), at_ms, topic, Body::Command(cmd));
     }
 
-    /// Calls an outside service once this change is durable.
+    /// Calls an outside service once this change is durable (due at once, as `send`).
     pub fn call(&mut self, topic: &str, call: ExternalCall) {
-        let now = self.now_ms;
-        self.push(Destination::External, now, topic, Body::External(call));
+        self.push(
+            Destination::External,
+            DUE_AT_ONCE,
+            topic,
+            Body::External(call),
+        );
     }
 
     /// The messages written so far.
@@ -107,4 +121,32 @@ pub enum Outcome {
 /// Shorthand for `Ok(Outcome::Reply(r))`.
 pub fn reply(r: Reply) -> Result<Outcome, crate::DomainError> {
     Ok(Outcome::Reply(r))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stock::StockCommand;
+    use crate::EntityKind;
+
+    #[test]
+    fn messages_sent_now_are_due_on_any_clock_and_timers_at_their_time() {
+        let cfg = DomainConfig::default();
+        let me = EntityRef::new(EntityKind::Order, "o-1");
+        let stock = EntityRef::new(EntityKind::StockItem, "SKU");
+        let now_ms = 1_767_225_652_535;
+        let mut ctx = Ctx::new(now_ms, &me, 1, &cfg);
+        ctx.send(stock, "ORDER_PLACED", Command::Stock(StockCommand::Get));
+        ctx.timer(
+            now_ms + 900_000,
+            "RESERVATION_EXPIRY",
+            Command::Stock(StockCommand::Get),
+        );
+        let out = ctx.take_outbox();
+        // A node whose clock is 22 s behind the sender's still finds the message due.
+        let behind_ms = now_ms - 22_000;
+        assert!(out[0].deliver_at_ms <= behind_ms);
+        assert_eq!(out[0].deliver_at_ms, DUE_AT_ONCE);
+        assert_eq!(out[1].deliver_at_ms, now_ms + 900_000);
+    }
 }

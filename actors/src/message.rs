@@ -83,7 +83,8 @@ pub struct OutboxMessage {
     pub from: EntityRef,
     /// Where it goes.
     pub to: Destination,
-    /// Not delivered before this time (ms since epoch); durable timers use it.
+    /// Not delivered before this time (ms since epoch); durable timers use it. Messages
+    /// sent now carry `DUE_AT_ONCE` (0), so no node's clock holds them back.
     pub deliver_at_ms: u64,
     /// The topic, for logs and metrics (ORDER_PLACED, STOCK_RESERVED, …).
     pub topic: String,
