@@ -378,16 +378,32 @@ fn notify(p: &Placement, ctx: &mut Ctx, kind: &str) {
     );
 }
 
+/// Whether an order in `status` holds (or is getting) stock reservations: before its
+/// payment settles; afterwards the holds were committed or released.
+fn holds_stock(status: OrderStatus) -> bool {
+    matches!(
+        status,
+        OrderStatus::Pending
+            | OrderStatus::StockReserved
+            | OrderStatus::AwaitingPayment
+            | OrderStatus::PaymentProcessing
+    )
+}
+
+/// Releases this order's hold on `sku`.
+fn release_line(sku: &str, ctx: &mut Ctx) {
+    let order_id = ctx.me.id.clone();
+    ctx.send(
+        stock(sku),
+        "STOCK_RELEASE",
+        Command::Stock(StockCommand::Release { order_id }),
+    );
+}
+
 fn release_all(p: &Placement, ctx: &mut Ctx) {
     let order_id = ctx.me.id.clone();
     for l in &p.lines {
-        ctx.send(
-            stock(&l.sku),
-            "STOCK_RELEASE",
-            Command::Stock(StockCommand::Release {
-                order_id: order_id.clone(),
-            }),
-        );
+        release_line(&l.sku, ctx);
         if cfg!(feature = "planted-double-release") {
             // The planted bug: compensation also puts the units back a second way.
             restock_line(l, &order_id, ctx);
@@ -738,10 +754,15 @@ pub fn handle(
                 return Ok(Outcome::Park);
             }
         }
+        OrderCommand::StockReserved { sku } if !holds_stock(status) => {
+            // A hold made after this order let go of its stock (its release overtook the
+            // reservation, or the reservation came after the commit): give it back.
+            release_line(&sku, ctx);
+        }
         OrderCommand::StockReserved { sku } | OrderCommand::StockRejected { sku, .. }
             if status != OrderStatus::Pending || s.stock_answers.contains_key(&sku) =>
         {
-            // A late or repeated answer: the release sent on ending covers any hold.
+            // A repeated answer while the hold is this order's: nothing changes.
         }
         OrderCommand::StockReserved { sku } => {
             s.stock_answers.insert(sku, true);
@@ -1214,5 +1235,43 @@ mod tests {
         .is_empty());
         assert!(step(&mut s, OrderCommand::RefundCompleted).is_empty());
         assert_eq!(s.status(), Some(OrderStatus::Refunded));
+    }
+
+    /// The SKUs `out` releases holds on.
+    fn releases(out: &[crate::OutboxMessage]) -> Vec<String> {
+        out.iter()
+            .filter(|m| {
+                matches!(
+                    m.body,
+                    Body::Command(Command::Stock(StockCommand::Release { .. }))
+                )
+            })
+            .filter_map(|m| match &m.to {
+                crate::Destination::Entity(e) => Some(e.id.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_hold_made_after_the_order_let_go_of_its_stock_is_released() {
+        // Cancelled while pending: its releases may overtake a reservation still on its way.
+        let mut s = OrderState::default();
+        run(&mut s, OrderCommand::Place(placement("swift", 99)));
+        assert_eq!(releases(&run(&mut s, OrderCommand::Cancel)), ["A", "B"]);
+        assert_eq!(s.status(), Some(OrderStatus::Cancelled));
+        let late = run(&mut s, OrderCommand::StockReserved { sku: "A".into() });
+        assert_eq!(releases(&late), ["A"]);
+        // Paid: the holds were committed, so a hold made now is a stray one too.
+        let mut s = shipped_to(&[]);
+        assert_eq!(s.status(), Some(OrderStatus::Confirmed));
+        let late = run(&mut s, OrderCommand::StockReserved { sku: "B".into() });
+        assert_eq!(releases(&late), ["B"]);
+        // While the order holds stock, a repeated answer releases nothing.
+        let mut s = OrderState::default();
+        run(&mut s, OrderCommand::Place(placement("swift", 99)));
+        run(&mut s, OrderCommand::StockReserved { sku: "A".into() });
+        let again = run(&mut s, OrderCommand::StockReserved { sku: "A".into() });
+        assert!(releases(&again).is_empty());
     }
 }
