@@ -104,8 +104,6 @@ pub async fn run(a: FailoverArgs) -> anyhow::Result<()> {
         "failover over {} kills: median {median:.0} ms, worst {worst:.0} ms (from kill -9 to every product served through a survivor)",
         times_ms.len()
     );
-    std::fs::create_dir_all(&a.out)?;
-    let path = a.out.join("failover.json");
     let json = serde_json::json!({
         "replication_factor": a.target.replication_factor,
         "kills": times_ms.len(),
@@ -114,7 +112,7 @@ pub async fn run(a: FailoverArgs) -> anyhow::Result<()> {
         "median_ms": median,
         "worst_ms": worst,
     });
-    std::fs::write(&path, serde_json::to_string_pretty(&json)?)?;
+    let path = crate::report::write_json(&a.out, "failover", &json)?;
     eprintln!("wrote {}", path.display());
     Ok(())
 }

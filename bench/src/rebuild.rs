@@ -58,8 +58,6 @@ pub async fn run(a: RebuildArgs) -> anyhow::Result<()> {
         bytes as f64 / 1e6,
         100.0 * rate / ceiling
     );
-    std::fs::create_dir_all(&a.out)?;
-    let path = a.out.join("rebuild.json");
     let json = serde_json::json!({
         "replication_factor": a.target.replication_factor,
         "products": a.products,
@@ -68,7 +66,7 @@ pub async fn run(a: RebuildArgs) -> anyhow::Result<()> {
         "mb_per_s": rate,
         "disk_sequential_write_mb_per_s": ceiling,
     });
-    std::fs::write(&path, serde_json::to_string_pretty(&json)?)?;
+    let path = crate::report::write_json(&a.out, "rebuild", &json)?;
     eprintln!("wrote {}", path.display());
     Ok(())
 }
