@@ -24,16 +24,26 @@ pub struct NodeEntry {
 }
 
 /// TLS between nodes: every node presents `cert` (with `key`) and trusts peers whose
-/// certificates chain to `ca` and name the cluster (`cluster_name` as a DNS name).
+/// certificates chain to `ca`. Node `id`'s certificate names it: `node-{id}.{cluster_name}`
+/// as a DNS name. `{id}` in `cert` and `key` stands for the node's id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsFiles {
-    /// PEM certificate chain of the nodes.
+    /// PEM certificate chain of the node (`{id}`: the node's id).
     pub cert: PathBuf,
-    /// PEM private key of `cert`.
+    /// PEM private key of `cert` (`{id}`: the node's id).
     pub key: PathBuf,
     /// PEM certificate of the authority that signed the nodes' certificates.
     pub ca: PathBuf,
+}
+
+impl TlsFiles {
+    /// Node `id`'s certificate and key files (`{id}` in either path replaced by `id`).
+    pub fn for_node(&self, id: u64) -> (PathBuf, PathBuf) {
+        let fill =
+            |p: &PathBuf| PathBuf::from(p.to_string_lossy().replace("{id}", &id.to_string()));
+        (fill(&self.cert), fill(&self.key))
+    }
 }
 
 /// Timings shared by every node (the defaults suit production).

@@ -5,15 +5,19 @@
 //! authenticated, more are closed at once; each must finish TLS and the secret's challenge
 //! within `handshake_timeout_ms`; and its read half is a `FrameGuard` (small frames before
 //! authentication, bounded ones after). A session is authenticated when ractor_cluster
-//! says so (`node_session_authenticated`), which it does only after the challenge passed.
+//! says so (`node_session_authenticated`), which it does only after the challenge passed,
+//! and when the node id it claims is proven: with TLS, the peer's certificate must name
+//! that node (`tls::names_node`); a session that claims another node is stopped.
 
 use crate::frame_guard::{FrameGuard, FrameLimits};
+use crate::identity::Identities;
 use agora_cluster_config::cluster::ClusterConnectionLimits;
 use ractor::ActorRef;
 use ractor_cluster::node::NodeServerSessionInformation;
 use ractor_cluster::{
     BoxRead, BoxWrite, ClusterBidiStream, NodeEventSubscription, NodeServerMessage,
 };
+use rustls::pki_types::CertificateDer;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -66,6 +70,8 @@ struct Handshake {
     admission: Arc<Admission>,
     authenticated: watch::Sender<bool>,
     slot: Mutex<Option<Slot>>,
+    /// The certificate the peer presented (TLS only).
+    peer_cert: Mutex<Option<CertificateDer<'static>>>,
 }
 
 impl Handshake {
@@ -74,6 +80,16 @@ impl Handshake {
         self.authenticated.send_replace(true);
         if let Ok(mut slot) = self.slot.lock() {
             slot.take();
+        }
+    }
+}
+
+impl Handshake {
+    /// Keeps the end-entity certificate of `chain` (what the peer presented) for the check
+    /// at authentication.
+    fn keep_peer_cert(&self, chain: Option<&[CertificateDer<'static>]>) {
+        if let (Some(cert), Ok(mut kept)) = (chain.and_then(|c| c.first()), self.peer_cert.lock()) {
+            *kept = Some(cert.clone());
         }
     }
 }
@@ -137,6 +153,7 @@ impl Admission {
             admission: self.clone(),
             authenticated: watch::channel(false).0,
             slot: Mutex::new(slot),
+            peer_cert: Mutex::new(None),
         });
         if let Ok(mut pending) = self.pending.lock() {
             pending.insert(label, Arc::downgrade(&handshake));
@@ -144,14 +161,11 @@ impl Admission {
         handshake
     }
 
-    /// ractor_cluster authenticated the session whose stream was labelled `label`.
-    fn authenticated(&self, label: &str) {
+    /// The handshake of the stream labelled `label`, while it is pending.
+    fn pending(&self, label: &str) -> Option<Arc<Handshake>> {
         // Upgraded outside the lock: dropping the last reference takes the lock again.
         let weak = self.pending.lock().ok().and_then(|p| p.get(label).cloned());
-        if let Some(handshake) = weak.and_then(|w| w.upgrade()) {
-            handshake.authenticated();
-            tracing::debug!(peer = label, "cluster session authenticated");
-        }
+        weak.and_then(|w| w.upgrade())
     }
 
     /// A stream for the node server: `read` guarded, both halves tied to `handshake`.
@@ -180,16 +194,63 @@ impl Admission {
     }
 }
 
-/// Tells the admission which sessions authenticated (subscribed to the node server).
-pub struct AuthWatcher(pub Arc<Admission>);
+/// Proves each session's node id when ractor_cluster authenticates it, then tells the
+/// admission (subscribed to the node server).
+pub struct AuthWatcher {
+    /// The connections still authenticating.
+    pub admission: Arc<Admission>,
+    /// Where proven identities go (the directory's).
+    pub identities: Arc<Identities>,
+    /// The cluster's name (session names and certificate names carry it).
+    pub cluster_name: String,
+    /// Whether sessions run over TLS (then a certificate must name the claimed node).
+    pub tls: bool,
+}
+
+impl AuthWatcher {
+    /// The node `ses` proved to be, or why it did not.
+    fn prove(
+        &self,
+        ses: &NodeServerSessionInformation,
+        handshake: &Handshake,
+    ) -> Result<u64, crate::identity::IdentityRefused> {
+        let name = ses
+            .peer_name
+            .as_ref()
+            .map(|n| n.name.as_str())
+            .unwrap_or("");
+        let cert = handshake.peer_cert.lock().ok().and_then(|c| c.clone());
+        crate::identity::prove(&self.cluster_name, name, self.tls, cert.as_ref())
+    }
+}
 
 impl NodeEventSubscription for AuthWatcher {
     fn node_session_opened(&self, _: NodeServerSessionInformation) {}
 
-    fn node_session_disconnected(&self, _: NodeServerSessionInformation) {}
+    fn node_session_disconnected(&self, ses: NodeServerSessionInformation) {
+        self.identities.forget(ses.node_id);
+    }
 
     fn node_session_authenticated(&self, ses: NodeServerSessionInformation) {
-        self.0.authenticated(&ses.peer_addr);
+        let Some(handshake) = self.admission.pending(&ses.peer_addr) else {
+            return;
+        };
+        match self.prove(&ses, &handshake) {
+            Ok(id) => {
+                self.identities.prove(ses.node_id, id);
+                handshake.authenticated();
+                tracing::debug!(
+                    peer = ses.peer_addr,
+                    node = id,
+                    "cluster session authenticated"
+                );
+            }
+            Err(why) => {
+                metrics::counter!("agora_cluster_identity_refused_total").increment(1);
+                tracing::warn!(peer = ses.peer_addr, reason = %why, "cluster session refused: its identity is not proven");
+                ses.actor.stop(Some(format!("identity not proven: {why}")));
+            }
+        }
     }
 }
 
@@ -277,6 +338,7 @@ async fn open(
         }
         Some(acceptor) => match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
             Ok(Ok(tls)) => {
+                handshake.keep_peer_cert(tls.get_ref().1.peer_certificates());
                 let (read, write) = tokio::io::split(tls);
                 admission.guarded(handshake, read, write, deadline)
             }
@@ -302,7 +364,8 @@ async fn open(
     }
 }
 
-/// Dials `addr` (over TLS to `server_name` when `tls` is set) and hands the connection to
+/// Dials `addr` (over TLS when `tls` is set, to the peer whose certificate carries the
+/// given name) and hands the connection to
 /// `server`, guarded like an accepted one (not counted against the bounds: this node chose
 /// the peer).
 pub async fn dial(
@@ -330,6 +393,7 @@ pub async fn dial(
             let tls = tokio::time::timeout_at(deadline, connector.connect(name, stream))
                 .await
                 .map_err(timed_out)??;
+            handshake.keep_peer_cert(tls.get_ref().1.peer_certificates());
             let (read, write) = tokio::io::split(tls);
             admission.guarded(handshake, read, write, deadline)
         }
@@ -402,9 +466,11 @@ mod tests {
         let handshake = a.register(peer, a.admit(ip(1)));
         let authenticated = handshake.authenticated.subscribe();
         assert!(a.admit(ip(2)).is_none(), "the one slot is taken");
-        a.authenticated("somebody else");
+        assert!(a.pending("somebody else").is_none());
         assert!(!*authenticated.borrow());
-        a.authenticated(&handshake.label);
+        a.pending(&handshake.label)
+            .expect("the handshake is pending")
+            .authenticated();
         assert!(*authenticated.borrow());
         assert!(
             a.admit(ip(2)).is_some(),

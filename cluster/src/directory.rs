@@ -147,7 +147,10 @@ impl PeerGateway {
 
 #[derive(Clone)]
 enum Lookup {
-    Groups { scope: String },
+    Groups {
+        scope: String,
+        identities: Arc<crate::identity::Identities>,
+    },
     Links(Arc<dyn PeerLinks>),
 }
 
@@ -160,7 +163,7 @@ pub struct Directory {
 impl std::fmt::Debug for Directory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.lookup {
-            Lookup::Groups { scope } => write!(f, "Directory(groups {scope})"),
+            Lookup::Groups { scope, .. } => write!(f, "Directory(groups {scope})"),
             Lookup::Links(_) => write!(f, "Directory(links)"),
         }
     }
@@ -172,6 +175,7 @@ impl Directory {
         Self {
             lookup: Lookup::Groups {
                 scope: format!("agora:{cluster_name}"),
+                identities: Arc::default(),
             },
         }
     }
@@ -186,8 +190,16 @@ impl Directory {
     /// The process-group scope (`None` over explicit links).
     pub fn scope(&self) -> Option<String> {
         match &self.lookup {
-            Lookup::Groups { scope } => Some(scope.clone()),
+            Lookup::Groups { scope, .. } => Some(scope.clone()),
             Lookup::Links(_) => None,
+        }
+    }
+
+    /// The proven identities of the sessions (the transport fills them; unused over links).
+    pub fn identities(&self) -> Arc<crate::identity::Identities> {
+        match &self.lookup {
+            Lookup::Groups { identities, .. } => identities.clone(),
+            Lookup::Links(_) => Arc::default(),
         }
     }
 
@@ -200,7 +212,7 @@ impl Directory {
     /// started included).
     pub fn connected_peers(&self) -> Vec<u64> {
         match &self.lookup {
-            Lookup::Groups { scope } => {
+            Lookup::Groups { scope, .. } => {
                 let mut ids: Vec<u64> = ractor::pg::which_scoped_groups(scope)
                     .iter()
                     .filter_map(|g| g.strip_prefix("gateway:")?.parse().ok())
@@ -213,13 +225,19 @@ impl Directory {
         }
     }
 
-    /// Node `id`'s gateway, if it is connected.
+    /// Node `id`'s gateway, if it is connected: a member of node `id`'s group that lives on
+    /// a session proven to be node `id` (a peer joining another node's group is ignored).
     pub fn gateway(&self, id: u64) -> Option<PeerGateway> {
         match &self.lookup {
-            Lookup::Groups { scope } => ractor::pg::get_scoped_members(scope, &Self::group(id))
-                .into_iter()
-                .find(|cell| !cell.get_id().is_local())
-                .map(|cell| PeerGateway::Actor(ActorRef::from(cell))),
+            Lookup::Groups { scope, identities } => {
+                ractor::pg::get_scoped_members(scope, &Self::group(id))
+                    .into_iter()
+                    .find(|cell| {
+                        let actor = cell.get_id();
+                        !actor.is_local() && identities.is(actor.node(), id)
+                    })
+                    .map(|cell| PeerGateway::Actor(ActorRef::from(cell)))
+            }
             Lookup::Links(links) => links.link(id).map(PeerGateway::Link),
         }
     }

@@ -11,6 +11,7 @@ pub mod frame_guard;
 pub mod gateway;
 pub mod group_transport;
 pub mod handoff;
+pub mod identity;
 pub mod join_token;
 pub mod liveness;
 pub mod raft;

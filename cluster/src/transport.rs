@@ -60,7 +60,7 @@ pub async fn start(
     let server = NodeServer::new(
         0,
         secret.to_string(),
-        format!("{}-node-{}", membership.cluster_name, me.id),
+        crate::identity::node_session_name(&membership.cluster_name, me.id),
         me.cluster_addr.ip().to_string(),
         Some(IncomingEncryptionMode::Tls(unused)),
         Some(ractor_cluster::node::NodeConnectionMode::Isolated),
@@ -75,7 +75,12 @@ pub async fn start(
     server
         .cast(NodeServerMessage::SubscribeToEvents {
             id: "agora-admission".into(),
-            subscription: Box::new(AuthWatcher(admission.clone())),
+            subscription: Box::new(AuthWatcher {
+                admission: admission.clone(),
+                identities: directory.identities(),
+                cluster_name: membership.cluster_name.clone(),
+                tls: tls.is_some(),
+            }),
         })
         .map_err(|e| TransportStartError::Spawn(e.to_string()))?;
     tokio::spawn(admission::serve(
@@ -124,7 +129,17 @@ async fn keep_dialling(
             {
                 continue;
             }
-            let tls = tls.as_ref().map(|t| (&t.connector, t.server_name.clone()));
+            let tls = match tls
+                .as_ref()
+                .map(|t| t.node_name(p.id).map(|n| (&t.connector, n)))
+            {
+                None => None,
+                Some(Ok(named)) => Some(named),
+                Some(Err(e)) => {
+                    tracing::warn!(peer = p.id, error = %e, "cannot name the peer for TLS");
+                    continue;
+                }
+            };
             match admission::dial(&server, &admission, p.cluster_addr, tls).await {
                 Ok(()) => {
                     last_dial.insert(p.id, tokio::time::Instant::now());

@@ -37,6 +37,11 @@ pub const METRICS: &[(Kind, &str, &str)] = &[
     ),
     (
         Counter,
+        "agora_cluster_identity_refused_total",
+        "Cluster sessions stopped at authentication: the node id they claimed was not proven (with TLS, their certificate names another node).",
+    ),
+    (
+        Counter,
         "agora_cluster_handshakes_timed_out_total",
         "Cluster connections closed because they had not authenticated (TLS and the secret's challenge) within the handshake timeout.",
     ),

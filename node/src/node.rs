@@ -567,7 +567,11 @@ pub async fn start_with(
     }
     if let (Some(c), PeerNetwork::Cluster) = (&cluster, &network) {
         let tls = match &c.tls {
-            Some(files) => Some(agora_cluster::tls::load(files, &c.membership.cluster_name)?),
+            Some(files) => Some(agora_cluster::tls::load(
+                files,
+                &c.membership.cluster_name,
+                c.membership.me,
+            )?),
             None => None,
         };
         transport::start(

@@ -34,7 +34,7 @@ impl Drop for Cluster {
 }
 
 /// Free loopback ports, found by binding port 0 (the listeners are closed before use).
-fn free_ports(n: usize) -> Vec<u16> {
+pub fn free_ports(n: usize) -> Vec<u16> {
     let listeners: Vec<TcpListener> = (0..n)
         .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
         .collect();
@@ -95,7 +95,7 @@ impl Cluster {
         );
         if tls {
             let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/tls");
-            let _ = write!(toml, "\n[tls]\ncert = \"{dir}/node.pem\"\nkey = \"{dir}/node.key\"\nca = \"{dir}/ca.pem\"\n");
+            let _ = write!(toml, "\n[tls]\ncert = \"{dir}/node-{{id}}.pem\"\nkey = \"{dir}/node-{{id}}.key\"\nca = \"{dir}/ca.pem\"\n");
         }
         let _ = write!(toml, "\n{tables}\n");
         for i in 0..n {
@@ -168,6 +168,18 @@ impl Cluster {
     /// theirs). Returns once it prints its addresses.
     pub async fn join_node(&mut self) {
         let id = self.nodes.len() as u64 + 1;
+        let token = self.mint_join_token(id).await;
+        self.start_joining(id, Some(token));
+    }
+
+    /// Starts node `id` with `--join` (and `token`, if any): its cluster file is the first
+    /// one plus its own entry.
+    pub fn start_joining(&mut self, id: u64, token: Option<String>) {
+        self.start_joining_edited(id, token, |toml| toml);
+    }
+
+    /// Mints a join token for node `id` through node 1's admin endpoint.
+    pub async fn mint_join_token(&self, id: u64) -> String {
         let ops = self.nodes[0].admin_port_client().with_token(ADMIN_TOKEN);
         let minted = ops
             .post(
@@ -176,14 +188,19 @@ impl Cluster {
             )
             .await
             .expect_status(200, "mint a join token");
-        self.start_joining(id, Some(minted.str_field("token")));
+        minted.str_field("token")
     }
 
-    /// Starts node `id` with `--join` (and `token`, if any): its cluster file is the first
-    /// one plus its own entry.
-    pub fn start_joining(&mut self, id: u64, token: Option<String>) {
+    /// Like `start_joining`, with the joining node's copy of the cluster file passed through
+    /// `edit` first (to give it, say, another node's certificate).
+    pub fn start_joining_edited(
+        &mut self,
+        id: u64,
+        token: Option<String>,
+        edit: impl FnOnce(String) -> String,
+    ) {
         let ports = free_ports(3);
-        let mut toml = std::fs::read_to_string(&self.config).expect("read cluster file");
+        let mut toml = edit(std::fs::read_to_string(&self.config).expect("read cluster file"));
         let _ = write!(
             toml,
             "\n[[nodes]]\nid = {id}\ncluster_addr = \"127.0.0.1:{}\"\nhttp_addr = \"127.0.0.1:{}\"\nadmin_addr = \"127.0.0.1:{}\"\ndata_dir = \"node-{id}/data\"\n",
