@@ -154,7 +154,8 @@ pub fn handle(
                     Command::Order(OrderCommand::StockReserved { sku: sku.clone() }),
                 );
             } else if quantity == 0
-                || (quantity > s.available && !cfg!(feature = "planted-oversell"))
+                || (quantity > s.available
+                    && !agora_seams::planted::is_planted(agora_seams::planted::Bug::Oversell))
             {
                 ctx.send(
                     order,

@@ -118,7 +118,7 @@ fn admit(args: &GatewayArgs, env: &Envelope) -> Result<u64, AskError> {
     }
     // The owner is authoritative: a sender routing under an older map still reached the right
     // node; a sender with a newer map than ours means ours is stale, so refuse.
-    if !cfg!(feature = "planted-stale-epoch")
+    if !agora_seams::planted::is_planted(agora_seams::planted::Bug::StaleEpochGateway)
         && (env.epoch > map.epoch || map.owner(env.shard) != Some(args.me))
     {
         metrics::counter!("agora_cluster_refused_envelopes_total").increment(1);

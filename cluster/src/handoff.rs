@@ -280,7 +280,7 @@ impl Handoff {
         }
         let started = Instant::now();
         tracing::info!(shard, to, epoch, "moving shard");
-        if !cfg!(feature = "planted-stale-epoch") {
+        if !agora_seams::planted::is_planted(agora_seams::planted::Bug::StaleEpochHandoff) {
             self.region
                 .freeze(shard)
                 .await

@@ -133,6 +133,12 @@ impl Round {
                     next = queue.try_recv().ok();
                 }
             }
+            if agora_seams::planted::is_planted(agora_seams::planted::Bug::AckBeforeMajority) {
+                // The planted bug: the change counts as durable before the group commits it.
+                for done in waiting.drain(..) {
+                    done(Ok(()));
+                }
+            }
             let outcome = if self.failed.load(Ordering::Acquire) {
                 Err(self.failure("an earlier proposal of this term failed".into()))
             } else {

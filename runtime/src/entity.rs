@@ -186,10 +186,11 @@ impl EntityHost {
         let progress = writer.progress();
         let fenced = self.args.fenced.clone();
         let ticket = ticket.max(after);
-        let done = {
-            let p = *progress.borrow();
-            p.committed >= ticket || p.failed
-        } || cfg!(feature = "planted-ack-before-durable");
+        let done =
+            {
+                let p = *progress.borrow();
+                p.committed >= ticket || p.failed
+            } || agora_seams::planted::is_planted(agora_seams::planted::Bug::AckBeforeDurable);
         let deliver = move |ok: bool| {
             let refused = writer.was_refused(ticket) || (after > 0 && writer.was_refused(after));
             let r = if !ok || refused || fenced.load(Ordering::Acquire) {
@@ -278,7 +279,7 @@ impl EntityHost {
     /// Whether `msg_id` took effect here already. `sender` is the ticket of the sender's
     /// change if it was not durable when the message was sent (0 otherwise).
     fn already_applied(&mut self, msg_id: &str, sender: u64) -> Result<bool, StoreError> {
-        if cfg!(feature = "planted-skip-dedup") {
+        if agora_seams::planted::is_planted(agora_seams::planted::Bug::SkipDedup) {
             return Ok(false);
         }
         let committed = self.args.rt.writer.progress().borrow().committed;

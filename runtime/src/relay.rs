@@ -114,7 +114,9 @@ pub fn start(
     };
     let now = relay.deps.clock.now_ms();
     for (key, rec) in rows {
-        if cfg!(feature = "planted-forget-timers") && rec.message.deliver_at_ms > now {
+        if agora_seams::planted::is_planted(agora_seams::planted::Bug::ForgetTimers)
+            && rec.message.deliver_at_ms > now
+        {
             continue;
         }
         relay.add(key, rec.message);

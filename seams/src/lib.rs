@@ -2,6 +2,7 @@
 //! crate of Agora sits above this one; production implementations are in `system`,
 //! simulated ones in `agora-sim`.
 
+pub mod planted;
 pub mod system;
 
 /// Wall-clock time in milliseconds since the Unix epoch.

@@ -1,5 +1,6 @@
 //! `agora-sim`: run, sweep, replay and shrink deterministic simulations of an Agora cluster.
 
+mod planted_suite;
 mod shims;
 
 use agora_sim::faults::Profile;
@@ -71,6 +72,19 @@ enum Cmd {
         #[arg(long, default_value = "sim-out")]
         out: PathBuf,
     },
+    /// Sweep every planted bug of a catalogue (`sim/planted.toml`): each must be found with
+    /// its expected invariant within its seed budget. Needs a build with `--features planted`.
+    Planted {
+        /// The catalogue.
+        #[arg(long, default_value = "sim/planted.toml")]
+        catalogue: PathBuf,
+        /// Children at once.
+        #[arg(long, default_value_t = 2)]
+        jobs: usize,
+        /// Only the bugs with these names (default: all).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+    },
     /// Remove faults and shoppers while the failure persists; prints the smallest replay.
     Shrink {
         #[command(flatten)]
@@ -104,6 +118,23 @@ struct SimArgs {
     /// On how many nodes each shard's data lives (1: shards move by handoff).
     #[arg(long, default_value_t = 1)]
     replication_factor: usize,
+    /// A bug to plant (`agora_seams::planted`; a build with `--features planted`).
+    #[arg(long, value_parser = parse_bug)]
+    planted: Option<agora_seams::planted::Bug>,
+}
+
+/// A planted bug by its name.
+fn parse_bug(name: &str) -> Result<agora_seams::planted::Bug, String> {
+    agora_seams::planted::Bug::from_name(name).ok_or_else(|| {
+        let names: Vec<_> = agora_seams::planted::Bug::ALL
+            .iter()
+            .map(|b| b.name())
+            .collect();
+        format!(
+            "no planted bug is called {name:?}; the bugs: {}",
+            names.join(", ")
+        )
+    })
 }
 
 impl SimArgs {
@@ -118,6 +149,17 @@ impl SimArgs {
             skip_faults: self.skip_faults.iter().copied().collect(),
             replication_factor: self.replication_factor,
         }
+    }
+
+    /// Plants the chosen bug in this process, if any.
+    fn plant(&self) -> anyhow::Result<()> {
+        if let Some(bug) = self.planted {
+            anyhow::ensure!(
+                agora_seams::planted::plant(bug),
+                "this agora-sim has no planted bugs: build it with --features planted"
+            );
+        }
+        Ok(())
     }
 
     fn to_args(&self) -> Vec<String> {
@@ -135,6 +177,10 @@ impl SimArgs {
             "--replication-factor".into(),
             self.replication_factor.to_string(),
         ];
+        if let Some(bug) = self.planted {
+            a.push("--planted".into());
+            a.push(bug.name().into());
+        }
         if !self.skip_faults.is_empty() {
             a.push("--skip-faults".into());
             a.push(
@@ -280,12 +326,8 @@ struct SweepOptions {
     first: bool,
 }
 
-fn sweep(
-    sim: &SimArgs,
-    seeds: (u64, u64),
-    opts: &SweepOptions,
-    out: &Path,
-) -> anyhow::Result<bool> {
+/// Runs seeds `seeds` (A..B) on `opts.jobs` children at once; their summaries by seed.
+fn run_seeds(sim: &SimArgs, seeds: (u64, u64), opts: &SweepOptions) -> Vec<Summary> {
     let SweepOptions { jobs, twice, first } = *opts;
     let stop = std::sync::atomic::AtomicBool::new(false);
     let started = shims::wall_secs();
@@ -341,6 +383,18 @@ fn sweep(
     eprintln!();
     let mut results = results.into_inner().unwrap_or_default();
     results.sort_by_key(|s| s.seed);
+    results
+}
+
+fn sweep(
+    sim: &SimArgs,
+    seeds: (u64, u64),
+    opts: &SweepOptions,
+    out: &Path,
+) -> anyhow::Result<bool> {
+    let started = shims::wall_secs();
+    let jobs = opts.jobs;
+    let results = run_seeds(sim, seeds, opts);
     let failing: Vec<&Summary> = results
         .iter()
         .filter(|s| !s.violations.is_empty())
@@ -454,6 +508,7 @@ fn main() -> anyhow::Result<()> {
                 }
                 return Ok(());
             }
+            sim.plant()?;
             shims::seed(seed);
             let started = shims::wall_secs();
             let report = run(sim.config(seed));
@@ -506,6 +561,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Replay { sim, seed, out } => {
+            sim.plant()?;
             shims::seed(seed);
             let report = run(sim.config(seed));
             let dir = out.join(format!("seed-{seed}"));
@@ -519,5 +575,15 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Shrink { sim, seed } => shrink(&sim, seed),
+        Cmd::Planted {
+            catalogue,
+            jobs,
+            only,
+        } => {
+            if !planted_suite::run(&catalogue, jobs, &only)? {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
     }
 }

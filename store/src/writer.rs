@@ -1074,8 +1074,9 @@ impl WriterThread {
                             }
                             let current = self.epoch_of(&epochs, w.shard)?;
                             let refusal = if w.epoch < current
-                                && !cfg!(feature = "planted-stale-epoch")
-                            {
+                                && !agora_seams::planted::is_planted(
+                                    agora_seams::planted::Bug::StaleEpochWriter,
+                                ) {
                                 metrics::counter!("agora_store_fenced_writes_total").increment(1);
                                 Some(StoreError::StaleEpoch {
                                     shard: w.shard,

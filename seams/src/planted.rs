@@ -1,0 +1,111 @@
+//! Bugs planted on purpose, to prove that the simulator's checkers can fail. Each one
+//! switches off one defence at the place that holds it. A build has them only with the
+//! `planted` feature (the simulator's, never production's), and then none is active until
+//! a process picks one with [`plant`] (`agora-sim --planted NAME`). Without the feature,
+//! [`is_planted`] is a constant `false` and the compiler drops the planted branches.
+
+/// One planted bug: the defence it switches off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(u8)]
+pub enum Bug {
+    /// An entity answers before its change is durable.
+    AckBeforeDurable = 1,
+    /// An entity applies a redelivered message again (no dedup).
+    SkipDedup,
+    /// The relay drops timers that are not yet due instead of keeping them.
+    ForgetTimers,
+    /// A gateway admits an envelope stamped with a stale shard-map epoch.
+    StaleEpochGateway,
+    /// The writer commits changes of a shard this node no longer owns.
+    StaleEpochWriter,
+    /// A handoff's old owner keeps serving the shard after it is frozen.
+    StaleEpochHandoff,
+    /// A stock item reserves more than it has.
+    Oversell,
+    /// Compensation puts an order's units back twice.
+    DoubleRelease,
+    /// A replicated shard's leader acknowledges a change before a majority holds it.
+    AckBeforeMajority,
+}
+
+impl Bug {
+    /// Every planted bug.
+    pub const ALL: [Bug; 9] = [
+        Bug::AckBeforeDurable,
+        Bug::SkipDedup,
+        Bug::ForgetTimers,
+        Bug::StaleEpochGateway,
+        Bug::StaleEpochWriter,
+        Bug::StaleEpochHandoff,
+        Bug::Oversell,
+        Bug::DoubleRelease,
+        Bug::AckBeforeMajority,
+    ];
+
+    /// The bug's name on the command line (`ack-before-durable`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Bug::AckBeforeDurable => "ack-before-durable",
+            Bug::SkipDedup => "skip-dedup",
+            Bug::ForgetTimers => "forget-timers",
+            Bug::StaleEpochGateway => "stale-epoch-gateway",
+            Bug::StaleEpochWriter => "stale-epoch-writer",
+            Bug::StaleEpochHandoff => "stale-epoch-handoff",
+            Bug::Oversell => "oversell",
+            Bug::DoubleRelease => "double-release",
+            Bug::AckBeforeMajority => "ack-before-majority",
+        }
+    }
+
+    /// The bug named `name`, if any.
+    pub fn from_name(name: &str) -> Option<Bug> {
+        Bug::ALL.into_iter().find(|b| b.name() == name)
+    }
+}
+
+#[cfg(feature = "planted")]
+static ACTIVE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Whether this build can plant bugs (built with the `planted` feature).
+pub const CAN_PLANT: bool = cfg!(feature = "planted");
+
+/// Activates `bug` for the rest of this process. Returns false (and changes nothing) in a
+/// build without the `planted` feature.
+pub fn plant(bug: Bug) -> bool {
+    #[cfg(feature = "planted")]
+    ACTIVE.store(bug as u8, std::sync::atomic::Ordering::SeqCst);
+    let _ = bug;
+    CAN_PLANT
+}
+
+/// Whether `bug` is planted in this process.
+#[inline]
+pub fn is_planted(bug: Bug) -> bool {
+    #[cfg(feature = "planted")]
+    {
+        ACTIVE.load(std::sync::atomic::Ordering::Relaxed) == bug as u8
+    }
+    #[cfg(not(feature = "planted"))]
+    {
+        let _ = bug;
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for bug in Bug::ALL {
+            assert_eq!(Bug::from_name(bug.name()), Some(bug));
+        }
+        assert_eq!(Bug::from_name("stale-epoch"), None);
+    }
+
+    #[test]
+    fn nothing_is_planted_until_a_process_plants_it() {
+        assert!(Bug::ALL.into_iter().all(|b| !is_planted(b)));
+    }
+}
