@@ -109,3 +109,146 @@ pub async fn migrate_to_4(store: &Store, cards: &dyn CardTokeniser) -> anyhow::R
     tracing::info!(rows, "record format 4: no card number remains in the store");
     Ok(rows)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agora_actors::host::EntityState;
+    use agora_actors::message::{Body, Destination, ExternalCall};
+    use agora_actors::money::Money;
+    use agora_actors::order::{Address, OrderLine, OrderState, Placement};
+    use agora_actors::payment::{check_report, ChargeReport, Method, PaymentState, PaymentStatus};
+    use agora_actors::{EntityKind, EntityRef, OutboxMessage};
+    use agora_store::record::{encode, EntityRecord, OutboxRecord};
+    use agora_store::{keys, ENTITIES, OUTBOX};
+
+    const NUMBER: &str = "4000000000009995";
+
+    fn legacy() -> Method {
+        Method::LegacyCardNumber {
+            number: NUMBER.into(),
+        }
+    }
+
+    fn record(state: EntityState) -> Vec<u8> {
+        let r = EntityRecord {
+            format: migrate::FROM_FORMAT,
+            seq: 3,
+            epoch: 1,
+            written_at_ms: 1_700_000_000_000,
+            state,
+        };
+        encode(&r).expect("encodes")
+    }
+
+    /// A format-3 store holding the card number in an order, its payment and a charge call.
+    fn format_3_store(dir: &std::path::Path) -> (Store, Vec<u8>, Vec<u8>) {
+        let store = Store::open(&dir.join("agora.redb")).expect("store");
+        let placement = Placement {
+            customer: "u-1".into(),
+            lines: vec![OrderLine {
+                sku: "SKU-1".into(),
+                quantity: 1,
+                unit_price_minor: 29_800,
+            }],
+            method: legacy(),
+            address: Address {
+                name: "Asha Rao".into(),
+                line1: "12 MG Road".into(),
+                city: "Bengaluru".into(),
+                postal_code: "560001".into(),
+                country: "IN".into(),
+            },
+            request_hash: "h".into(),
+            placed_at_ms: 1,
+            shipping: Default::default(),
+        };
+        let order = EntityState::Order(OrderState {
+            placement: Some(placement),
+            ..OrderState::default()
+        });
+        let payment = EntityState::Payment(PaymentState {
+            status: PaymentStatus::Processing,
+            method: Some(legacy()),
+            amount_minor: 29_800,
+            ..PaymentState::default()
+        });
+        let order_key = keys::entity_key(0, &EntityRef::new(EntityKind::Order, "o-1"));
+        let payment_key = keys::entity_key(0, &EntityRef::new(EntityKind::Payment, "o-1"));
+        let charge = OutboxRecord {
+            format: migrate::FROM_FORMAT,
+            epoch: 1,
+            message: OutboxMessage {
+                id: "payment:o-1#1.0".into(),
+                from: EntityRef::new(EntityKind::Payment, "o-1"),
+                to: Destination::External,
+                deliver_at_ms: 0,
+                topic: "CHARGE".into(),
+                body: Body::External(ExternalCall::Charge {
+                    key: "o-1:charge".into(),
+                    order_id: "o-1".into(),
+                    method: legacy(),
+                    amount: Money::shop(29_800),
+                }),
+            },
+        };
+        let tx = store.db().begin_write().expect("tx");
+        {
+            let mut t = tx.open_table(ENTITIES).expect("entities");
+            t.insert(order_key.as_slice(), record(order).as_slice())
+                .expect("order");
+            t.insert(payment_key.as_slice(), record(payment).as_slice())
+                .expect("payment");
+            let mut o = tx.open_table(OUTBOX).expect("outbox");
+            let row = encode(&charge).expect("encodes");
+            o.insert(b"outbox-key-1".as_slice(), row.as_slice())
+                .expect("charge");
+        }
+        tx.commit().expect("commit");
+        store
+            .put_meta_now(META_STORE_FORMAT, &migrate::FROM_FORMAT.to_be_bytes())
+            .expect("format 3");
+        (store, order_key, payment_key)
+    }
+
+    #[tokio::test]
+    async fn a_format_3_store_is_migrated_to_tokens_and_keeps_no_card_number() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (store, order_key, payment_key) = format_3_store(dir.path());
+        let vault = CardVault::new(agora_actors::card::TEST_CARD_KEY).expect("vault");
+        let expected = vault.tokenise(NUMBER).expect("a card");
+
+        assert!(!check_store_format(&store, &vault).await.expect("migrated"));
+        assert_eq!(
+            store.meta(META_STORE_FORMAT).expect("meta"),
+            Some(FORMAT_VERSION.to_be_bytes().to_vec())
+        );
+        let Some(EntityState::Order(o)) = store.entity(&order_key).expect("read").map(|r| r.state)
+        else {
+            panic!("the order decodes");
+        };
+        let method = o.placement.expect("placed").method;
+        assert_eq!(method, Method::Card(expected.clone()));
+        let Some(EntityState::Payment(p)) =
+            store.entity(&payment_key).expect("read").map(|r| r.state)
+        else {
+            panic!("the payment decodes");
+        };
+        assert_eq!(p.method, Some(Method::Card(expected.clone())));
+        // The migrated payment still takes its charge's success report.
+        let report = ChargeReport::of("o-1", &method, &Money::shop(29_800));
+        assert_eq!(check_report(&p, "o-1", &report), Ok(()));
+        let outbox = store.outbox_rows().expect("outbox");
+        let Body::External(ExternalCall::Charge { method, .. }) = &outbox[0].1.message.body else {
+            panic!("the charge decodes");
+        };
+        assert_eq!(method, &Method::Card(expected));
+        // No number remains, anywhere in the file; a second start changes nothing.
+        let left = migrate::legacy_cards(&store, log_rewrite()).expect("scan");
+        assert_eq!(left, migrate::LegacyCards::default());
+        assert!(!check_store_format(&store, &vault).await.expect("format 4"));
+        drop(store);
+        let bytes = std::fs::read(dir.path().join("agora.redb")).expect("read the file");
+        assert!(!bytes.windows(NUMBER.len()).any(|w| w == NUMBER.as_bytes()));
+    }
+}
