@@ -3,6 +3,7 @@
 //! duplicated callbacks. Every call carries an idempotency key; the gateway charges once
 //! per key.
 
+use crate::card::{CardRef, CardVault};
 use crate::command::Command;
 use crate::ids::{EntityKind, EntityRef};
 use crate::money::Money;
@@ -31,9 +32,37 @@ pub trait CallbackSink: Send + Sync + 'static {
     fn deliver(&self, to: EntityRef, msg_id: String, cmd: Command);
 }
 
-/// A payment gateway.
+/// Why a card number was not exchanged for a reference.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokeniseError {
+    /// The gateway refused the number (not a card number).
+    #[error("card refused: {0}")]
+    Refused(String),
+    /// The gateway could not be asked (the caller may try again).
+    #[error(transparent)]
+    Unavailable(#[from] ExternalError),
+}
+
+/// What exchanges card numbers for the gateway's references (a gateway, or its vault).
 #[async_trait]
-pub trait PaymentGateway: Send + Sync + 'static {
+pub trait CardTokeniser: Send + Sync + 'static {
+    /// The gateway's reference of card `number`: token, last four digits, fingerprint. The
+    /// same number gives the same reference every time, on every node.
+    async fn tokenise_card(&self, number: &str) -> Result<CardRef, TokeniseError>;
+}
+
+#[async_trait]
+impl CardTokeniser for CardVault {
+    async fn tokenise_card(&self, number: &str) -> Result<CardRef, TokeniseError> {
+        self.tokenise(number)
+            .map_err(|e| TokeniseError::Refused(e.to_string()))
+    }
+}
+
+/// A payment gateway. Cards are charged by token: the gateway decides by the number it holds
+/// behind the token.
+#[async_trait]
+pub trait PaymentGateway: CardTokeniser {
     /// Starts a charge; the result comes later as `PaymentCommand::ChargeResult`.
     async fn charge(
         &self,
@@ -78,15 +107,25 @@ impl Default for SimGatewayConfig {
     }
 }
 
-/// What the simulated gateway decides for a method.
-pub fn decide(method: &Method) -> Option<Result<(), String>> {
+/// What the simulated gateway decides for card `number` (the documented test cards).
+pub fn decide_card(number: &str) -> Option<Result<(), String>> {
+    match number {
+        "4000000000000002" => Some(Err("card_declined".into())),
+        "4000000000009995" => Some(Err("insufficient_funds".into())),
+        "4000000000000119" => None,
+        _ => Some(Ok(())),
+    }
+}
+
+/// What the simulated gateway decides for a method; a card by the number `cards` holds
+/// behind its token (a token it did not make, or a raw number, is refused).
+pub fn decide(method: &Method, cards: &CardVault) -> Option<Result<(), String>> {
     match method {
-        Method::Card { number } => match number.as_str() {
-            "4000000000000002" => Some(Err("card_declined".into())),
-            "4000000000009995" => Some(Err("insufficient_funds".into())),
-            "4000000000000119" => None,
-            _ => Some(Ok(())),
+        Method::Card(card) => match cards.number(&card.token) {
+            Some(number) => decide_card(&number),
+            None => Some(Err("invalid_card_token".into())),
         },
+        Method::LegacyCardNumber { .. } => Some(Err("card_not_tokenised".into())),
         Method::Upi { vpa } if vpa == "failure@upi" => Some(Err("upi_declined".into())),
         Method::Upi { .. } => Some(Ok(())),
         Method::Wallet => Some(Err("wallet_not_handled_by_gateway".into())),
@@ -98,21 +137,25 @@ pub struct SimulatedGateway {
     config: SimGatewayConfig,
     rng: Arc<dyn RandomSource>,
     callbacks: Arc<dyn CallbackSink>,
+    /// The card vault (its key survives restarts, so tokens do).
+    cards: Arc<CardVault>,
     /// The answer decided for each idempotency key (None: this call never gets one).
     answers: Mutex<BTreeMap<String, Option<Command>>>,
 }
 
 impl SimulatedGateway {
-    /// A gateway that answers through `callbacks`.
+    /// A gateway that answers through `callbacks` and tokenises cards with `cards`.
     pub fn new(
         config: SimGatewayConfig,
         rng: Arc<dyn RandomSource>,
         callbacks: Arc<dyn CallbackSink>,
+        cards: Arc<CardVault>,
     ) -> Self {
         Self {
             config,
             rng,
             callbacks,
+            cards,
             answers: Mutex::new(BTreeMap::new()),
         }
     }
@@ -163,6 +206,13 @@ impl SimulatedGateway {
 }
 
 #[async_trait]
+impl CardTokeniser for SimulatedGateway {
+    async fn tokenise_card(&self, number: &str) -> Result<CardRef, TokeniseError> {
+        self.cards.tokenise_card(number).await
+    }
+}
+
+#[async_trait]
 impl PaymentGateway for SimulatedGateway {
     async fn charge(
         &self,
@@ -173,7 +223,7 @@ impl PaymentGateway for SimulatedGateway {
     ) -> Result<(), ExternalError> {
         let event_id = format!("evt:{key}");
         let answer = self.answer_for(key, || {
-            decide(method).map(|result| {
+            decide(method, &self.cards).map(|result| {
                 Command::Payment(charge_answer(event_id, order_id, method, amount, result))
             })
         });
@@ -210,28 +260,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn test_cards_behave_as_documented() {
-        let card = |n: &str| Method::Card { number: n.into() };
-        assert_eq!(decide(&card("4242424242424242")), Some(Ok(())));
+    fn test_cards_behave_as_documented_through_their_tokens() {
+        let vault = CardVault::new(crate::card::TEST_CARD_KEY).unwrap();
+        let card = |n: &str| Method::Card(vault.tokenise(n).unwrap());
+        assert_eq!(decide(&card("4242424242424242"), &vault), Some(Ok(())));
         assert_eq!(
-            decide(&card("4000000000000002")),
+            decide(&card("4000000000000002"), &vault),
             Some(Err("card_declined".into()))
         );
         assert_eq!(
-            decide(&card("4000000000009995")),
+            decide(&card("4000000000009995"), &vault),
             Some(Err("insufficient_funds".into()))
         );
-        assert_eq!(decide(&card("4000000000000119")), None);
+        assert_eq!(decide(&card("4000000000000119"), &vault), None);
+        // A token of another vault, or a raw number, is never charged.
+        let stranger = CardVault::new(b"another-card-vault-key-0123456789abc").unwrap();
+        let foreign = Method::Card(stranger.tokenise("4242424242424242").unwrap());
         assert_eq!(
-            decide(&Method::Upi {
-                vpa: "success@upi".into()
-            }),
-            Some(Ok(()))
+            decide(&foreign, &vault),
+            Some(Err("invalid_card_token".into()))
         );
+        let raw = Method::LegacyCardNumber {
+            number: "4242424242424242".into(),
+        };
+        assert_eq!(decide(&raw, &vault), Some(Err("card_not_tokenised".into())));
+        let upi = |v: &str| Method::Upi { vpa: v.into() };
+        assert_eq!(decide(&upi("success@upi"), &vault), Some(Ok(())));
         assert_eq!(
-            decide(&Method::Upi {
-                vpa: "failure@upi".into()
-            }),
+            decide(&upi("failure@upi"), &vault),
             Some(Err("upi_declined".into()))
         );
     }

@@ -5,6 +5,7 @@
 
 pub mod account;
 pub mod buggify;
+pub mod card;
 pub mod cart;
 pub mod client;
 pub mod command;
@@ -12,9 +13,11 @@ pub mod courier;
 pub mod entity;
 pub mod error;
 pub mod gateway;
+pub mod hex;
 pub mod host;
 pub mod ids;
 pub mod inbox;
+pub mod legacy;
 pub mod limits;
 pub mod message;
 pub mod money;

@@ -9,6 +9,7 @@
 //! delivered order) are kept in a list; their sum never exceeds the amount charged.
 
 use crate::account::AccountCommand;
+use crate::card::CardRef;
 use crate::command::{Command, Reply};
 use crate::entity::{reply, Ctx, Outcome};
 use crate::error::DomainError;
@@ -19,11 +20,13 @@ use crate::order::OrderCommand;
 use crate::{EntityKind, EntityRef};
 use serde::{Deserialize, Serialize};
 
-/// How a shopper pays.
+/// How a shopper pays. A card is held by the gateway's reference, never by its number.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Method {
-    /// A card number (the simulated gateway decides by number).
-    Card {
+    /// Record format 3 only: a raw card number. Nothing makes it any more; it keeps its place
+    /// (bincode variant 0) so that format-3 records decode for the format-4 migration, which
+    /// replaces it with `Card`, and a gateway refuses to charge it.
+    LegacyCardNumber {
         /// The card number (digits only).
         number: String,
     },
@@ -34,6 +37,8 @@ pub enum Method {
     },
     /// The shopper's Agora wallet.
     Wallet,
+    /// A card, by the gateway's reference: token, last four digits and fingerprint.
+    Card(CardRef),
 }
 
 impl Method {
@@ -45,10 +50,23 @@ impl Method {
     /// The kind of method, as a gateway reports it.
     pub fn kind(&self) -> MethodKind {
         match self {
-            Method::Card { .. } => MethodKind::Card,
+            Method::Card(_) | Method::LegacyCardNumber { .. } => MethodKind::Card,
             Method::Upi { .. } => MethodKind::Upi,
             Method::Wallet => MethodKind::Wallet,
         }
+    }
+
+    /// Replaces a format-3 raw card number with the reference `tokenise` gives for it;
+    /// `Ok(true)` when it did. Any other method is left as it is.
+    pub fn tokenise_legacy<E>(
+        &mut self,
+        tokenise: &mut dyn FnMut(&str) -> Result<CardRef, E>,
+    ) -> Result<bool, E> {
+        if let Method::LegacyCardNumber { number } = self {
+            *self = Method::Card(tokenise(number)?);
+            return Ok(true);
+        }
+        Ok(false)
     }
 }
 
@@ -786,6 +804,7 @@ fn view(s: &PaymentState) -> PaymentView {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::card::test_card;
     use crate::entity::DomainConfig;
     use crate::message::{Body, Destination};
     use proptest::prelude::*;
@@ -805,9 +824,7 @@ mod tests {
             PaymentCommand::Authorize {
                 customer: "u".into(),
                 amount_minor,
-                method: Method::Card {
-                    number: "4242424242424242".into(),
-                },
+                method: Method::Card(test_card("4242424242424242").unwrap()),
             },
         );
         run(&mut s, success("e-ok", amount_minor));
@@ -820,9 +837,7 @@ mod tests {
         charge_answer(
             event_id.into(),
             "o1",
-            &Method::Card {
-                number: "4242424242424242".into(),
-            },
+            &Method::Card(test_card("4242424242424242").unwrap()),
             &Money::shop(amount_minor),
             Ok(()),
         )
@@ -880,13 +895,11 @@ mod tests {
             PaymentCommand::Authorize {
                 customer: "u".into(),
                 amount_minor: 29_800,
-                method: Method::Card {
-                    number: "4000000000000119".into(),
-                },
+                method: Method::Card(test_card("4000000000000119").unwrap()),
             },
         );
         let before = s.clone();
-        let card = |n: &str| Method::Card { number: n.into() };
+        let card = |n: &str| Method::Card(test_card(n).unwrap());
         let report = ChargeReport::of("o1", &card("4000000000000119"), &Money::shop(29_800));
         let wrong = [
             ChargeReport {
@@ -1079,7 +1092,7 @@ mod tests {
             run(&mut s, PaymentCommand::Authorize {
                 customer: "u".into(),
                 amount_minor: 1_000,
-                method: Method::Card { number: "4242424242424242".into() },
+                method: Method::Card(test_card("4242424242424242").unwrap()),
             });
             let mut first_result: Option<bool> = None;
             for e in events {

@@ -11,6 +11,7 @@
 //! `PROPTEST_CASES` overrides the number of cases (200 by default).
 
 use agora_actors::account::{AccountCommand, Role};
+use agora_actors::card::{test_card, CardVault, TEST_CARD_KEY};
 use agora_actors::entity::DomainConfig;
 use agora_actors::gateway;
 use agora_actors::host::{EntityState, HeldState};
@@ -54,7 +55,7 @@ const JUMPS_MS: [u64; 6] = [50, 500, 2_000, 10_000, 30_000, 70_000];
 
 /// The payment method with number `i` (mod 7): every simulated gateway outcome and the wallet.
 fn method(i: usize) -> Method {
-    let card = |n: &str| Method::Card { number: n.into() };
+    let card = |n: &str| Method::Card(test_card(n).expect("a test card"));
     let upi = |v: &str| Method::Upi { vpa: v.into() };
     match i % 7 {
         0 => card("4242424242424242"),
@@ -239,7 +240,8 @@ fn order_id(n: usize) -> String {
 /// A readable method.
 fn method_name(m: &Method) -> String {
     match m {
-        Method::Card { number } => format!("card {number}"),
+        Method::Card(c) => format!("card …{}", c.last4),
+        Method::LegacyCardNumber { .. } => "legacy card".into(),
         Method::Upi { vpa } => format!("upi {vpa}"),
         Method::Wallet => "wallet".into(),
     }
@@ -466,11 +468,12 @@ impl World {
                 );
                 self.check_amount(&order_id, &amount, &what)?;
                 let first = !self.gateway.contains_key(&key);
+                let vault = CardVault::new(TEST_CARD_KEY).expect("the test key");
                 let answer = self
                     .gateway
                     .entry(key.clone())
                     .or_insert_with(|| {
-                        gateway::decide(&method).map(|result| {
+                        gateway::decide(&method, &vault).map(|result| {
                             Command::Payment(payment::charge_answer(
                                 format!("evt:{key}"),
                                 &order_id,

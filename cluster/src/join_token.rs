@@ -7,6 +7,7 @@
 //! cluster secret, so every node checks it without shared state. It is useless to any other
 //! node id, and to its own node once that node is a member.
 
+use agora_actors::hex::{decode as unhex, encode as hex};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -64,20 +65,6 @@ fn signature(secret: &str, cluster: &str, node: u64, expires_at_ms: u64) -> Hmac
     mac.update(&node.to_be_bytes());
     mac.update(&expires_at_ms.to_be_bytes());
     mac
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 impl JoinPolicy {

@@ -260,14 +260,17 @@ pub struct CartDto {
     pub total: MoneyDto,
 }
 
-/// How to pay.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+/// How to pay. A card number is exchanged at once for the payment gateway's token: Agora
+/// keeps only the token, the last four digits and a fingerprint, never the number.
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "method", rename_all = "lowercase")]
 #[schema(examples(json!({"method": "card", "card_number": "4242424242424242"})))]
 pub enum PaymentRequest {
     /// By card.
     Card {
-        /// Card number, 12 to 19 digits (Luhn-valid).
+        /// Card number, 12 to 19 digits (Luhn-valid). It is sent to the payment gateway for
+        /// a token at checkout and never stored: orders and payments show its last four
+        /// digits.
         card_number: String,
     },
     /// By UPI.
@@ -277,6 +280,17 @@ pub enum PaymentRequest {
     },
     /// From the Agora wallet.
     Wallet,
+}
+
+/// Never shows a card number (requests may reach a log through their `Debug`).
+impl std::fmt::Debug for PaymentRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PaymentRequest::Card { .. } => f.write_str("Card { card_number: <redacted> }"),
+            PaymentRequest::Upi { vpa } => f.debug_struct("Upi").field("vpa", vpa).finish(),
+            PaymentRequest::Wallet => f.write_str("Wallet"),
+        }
+    }
 }
 
 /// A shipping address.

@@ -87,6 +87,8 @@ pub struct EdgeState {
     pub config: EdgeConfig,
     /// Rate limits (`None`: off).
     pub limiter: Option<limits::Limiter>,
+    /// The payment gateway's card tokenisation: checkout exchanges card numbers here.
+    pub cards: Arc<dyn agora_actors::gateway::CardTokeniser>,
 }
 
 /// The shop API router.

@@ -84,5 +84,9 @@ pub(crate) fn state_with_pool(
         rng: Arc::new(Nobody),
         config: EdgeConfig::default(),
         limiter: None,
+        cards: Arc::new(
+            agora_actors::card::CardVault::new(agora_actors::card::TEST_CARD_KEY)
+                .expect("the test key is long enough"),
+        ),
     })
 }

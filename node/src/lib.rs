@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod admin_replicas;
+pub mod cards;
 pub mod listener;
 pub mod metrics_catalog;
 pub mod node;

@@ -269,6 +269,7 @@ fn check_secrets(config: &ClusterConfig, secrets: &Secrets, insecure: bool) -> a
         ("AGORA_ADMIN_TOKEN", &secrets.admin_token),
         ("AGORA_WEBHOOK_SECRET", &secrets.webhook_secret),
         ("AGORA_GATEWAY_API_KEY", &secrets.gateway_api_key),
+        ("AGORA_GATEWAY_TOKEN_KEY", &secrets.gateway_token_key),
     ] {
         if let Some(v) = value {
             from_env.push((name, v.as_str()));
@@ -340,6 +341,9 @@ fn secrets() -> Secrets {
             .ok()
             .filter(|s| !s.is_empty()),
         gateway_api_key: std::env::var("AGORA_GATEWAY_API_KEY")
+            .ok()
+            .filter(|s| !s.is_empty()),
+        gateway_token_key: std::env::var("AGORA_GATEWAY_TOKEN_KEY")
             .ok()
             .filter(|s| !s.is_empty()),
     }
@@ -476,7 +480,17 @@ async fn gateway_sim(args: GatewaySimArgs) -> anyhow::Result<()> {
             .unwrap_or("(registered by the merchant)");
         println!("  merchant {}: webhooks to {url}", m.id);
     }
+    let card_key = match std::env::var("AGORA_GATEWAY_TOKEN_KEY") {
+        Ok(k) if !k.is_empty() => k.into_bytes(),
+        _ => {
+            tracing::warn!("AGORA_GATEWAY_TOKEN_KEY is not set: card tokens are sealed with a key made for this run and are not valid after a restart");
+            let mut k = vec![0u8; 32];
+            agora_actors::seams::RandomSource::fill(&agora_seams::system::OsRandom, &mut k);
+            k
+        }
+    };
     let config = agora_node::payment_http::GatewaySimConfig {
+        card_key,
         secret: secret.into_bytes(),
         merchants,
         min_delay_ms: args.min_delay_ms,

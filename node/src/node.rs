@@ -2,6 +2,7 @@
 //! shop API and the admin endpoint. A single `agora dev` node is a cluster of one.
 
 use crate::admin::{self, AdminState};
+use crate::cards::GatewayChoice;
 use crate::seed::{self, AdminSeed};
 use crate::sinks::ChannelSinks;
 use agora_actors::client::EntityClient;
@@ -24,6 +25,7 @@ use agora_runtime::region::{Region, RegionLimits};
 use agora_runtime::{relay, RuntimeContext};
 use agora_seams::system::{OsRandom, SystemClock, TokioBlocking};
 use agora_seams::BlockingPool;
+use agora_store::migrate::META_STORE_FORMAT;
 use agora_store::{Store, WriteOp, Writer};
 use anyhow::Context;
 use ractor::Actor;
@@ -45,8 +47,6 @@ const ADMIN_CONNECTIONS: agora_cluster_config::ConnectionLimits =
     };
 /// Metadata key set once the demo catalog was seeded.
 const META_DEMO_SEEDED: &str = "demo_seeded";
-/// Metadata key of the record format the data directory was written with.
-const META_STORE_FORMAT: &str = "store_format";
 /// Metadata key of the shard count the data directory was created with.
 const META_SHARD_COUNT: &str = "shard_count";
 
@@ -144,6 +144,10 @@ pub struct Secrets {
     /// `AGORA_GATEWAY_API_KEY`: the shop's API key at the HTTP payment gateway (needed with
     /// a payment gateway URL).
     pub gateway_api_key: Option<String>,
+    /// `AGORA_GATEWAY_TOKEN_KEY`: the in-process simulated gateway's card token key (at least
+    /// 32 bytes; otherwise derived from the cluster secret, or for a single node generated
+    /// once and kept in the store).
+    pub gateway_token_key: Option<String>,
 }
 
 /// How a node belongs to a cluster.
@@ -225,23 +229,6 @@ async fn jwt_keys(
     rng.fill(&mut s);
     writer.put_meta(META_JWT_SECRET, s.clone()).await?;
     Ok((jwt_key(s), previous))
-}
-
-/// Refuses a data directory written by another record format (there is no migration yet):
-/// a clear error instead of records that do not decode. `Ok(true)`: a new store, whose
-/// format is still to be recorded.
-fn check_store_format(store: &Store) -> anyhow::Result<bool> {
-    use agora_store::record::FORMAT_VERSION;
-    match store.meta(META_STORE_FORMAT)? {
-        Some(b) if b == FORMAT_VERSION.to_be_bytes() => Ok(false),
-        Some(b) => anyhow::bail!(
-            "this data directory was written with record format {b:?}; this build reads format {FORMAT_VERSION} and has no migration: start on a fresh --data-dir"
-        ),
-        None if store.counts()?.0 > 0 => anyhow::bail!(
-            "this data directory was written by an older build (record format 1); this build reads format {FORMAT_VERSION} and has no migration: start on a fresh --data-dir"
-        ),
-        None => Ok(true),
-    }
 }
 
 async fn check_shard_count(store: &Store, writer: &Writer, shard_count: u32) -> anyhow::Result<()> {
@@ -422,7 +409,31 @@ pub async fn start_with(
         agora_store::StorageExecutor::Thread => IndexMode::Background,
         agora_store::StorageExecutor::Inline { .. } => IndexMode::OnRead,
     };
-    let new_store = check_store_format(&store)?;
+    let webhook_url = Arc::new(std::sync::OnceLock::new());
+    let payment_gateway = match &settings.payment_gateway_url {
+        Some(url) => {
+            anyhow::ensure!(
+                secrets.webhook_secret.is_some(),
+                "a payment gateway URL needs AGORA_WEBHOOK_SECRET (the webhook signing secret)"
+            );
+            let Some(api_key) = secrets.gateway_api_key.as_deref() else {
+                anyhow::bail!("a payment gateway URL needs AGORA_GATEWAY_API_KEY");
+            };
+            GatewayChoice::Http(Arc::new(crate::payment_http::HttpGateway::new(
+                url,
+                api_key,
+                webhook_url.clone(),
+            )?))
+        }
+        None => GatewayChoice::Sim(crate::cards::sim_vault(
+            &store,
+            rng.as_ref(),
+            secrets.gateway_token_key.as_deref(),
+            cluster.as_ref().map(|c| c.secret.as_str()),
+        )?),
+    };
+    let new_store =
+        crate::cards::check_store_format(&store, payment_gateway.cards().as_ref()).await?;
     let catalog = Arc::new(CatalogProjection::load(&store, rng.next_u64(), index_mode)?);
     let (relay_tx, relay_rx) = tokio::sync::mpsc::unbounded_channel();
     let writer = Writer::start_on(store.clone(), relay_tx, vec![catalog.clone()], executor)?;
@@ -614,29 +625,16 @@ pub async fn start_with(
         legs: [Duration::from_millis(settings.courier_leg_ms); 4],
         ..SimCourierConfig::default()
     };
-    let webhook_url = Arc::new(std::sync::OnceLock::new());
-    let payments: Arc<dyn agora_actors::gateway::PaymentGateway> =
-        match &settings.payment_gateway_url {
-            Some(url) => {
-                anyhow::ensure!(
-                    secrets.webhook_secret.is_some(),
-                    "a payment gateway URL needs AGORA_WEBHOOK_SECRET (the webhook signing secret)"
-                );
-                let Some(api_key) = secrets.gateway_api_key.as_deref() else {
-                    anyhow::bail!("a payment gateway URL needs AGORA_GATEWAY_API_KEY");
-                };
-                Arc::new(crate::payment_http::HttpGateway::new(
-                    url,
-                    api_key,
-                    webhook_url.clone(),
-                )?)
-            }
-            None => Arc::new(SimulatedGateway::new(
-                gateway_cfg,
-                rng.clone(),
-                callbacks.clone(),
-            )),
-        };
+    let cards = payment_gateway.cards();
+    let payments: Arc<dyn agora_actors::gateway::PaymentGateway> = match payment_gateway {
+        GatewayChoice::Http(http) => http,
+        GatewayChoice::Sim(vault) => Arc::new(SimulatedGateway::new(
+            gateway_cfg,
+            rng.clone(),
+            callbacks.clone(),
+            vault,
+        )),
+    };
     let external = ExternalServices {
         gateway: payments,
         courier: Arc::new(SimulatedCourier::new(courier_cfg, rng.clone(), callbacks)),
@@ -710,6 +708,7 @@ pub async fn start_with(
         tracing::warn!(error = %e, "the search index is behind; the indexer will retry");
     }
     let edge = Arc::new(EdgeState {
+        cards,
         client: Arc::new(router.clone()),
         catalog: catalog.clone(),
         keys: JwtKeys::rotating(jwt_current, jwt_previous, settings.token_ttl_secs),

@@ -1,18 +1,21 @@
 //! The payment gateway as a separate HTTP service.
 //!
-//! - [`HttpGateway`]: the node's `PaymentGateway` over HTTP (`POST /v1/charges`,
-//!   `POST /v1/refunds`), authenticated with the merchant's API key
+//! - [`HttpGateway`]: the node's `PaymentGateway` over HTTP (`POST /v1/tokens` exchanges a
+//!   card number for a token, `POST /v1/charges` charges by token, `POST /v1/refunds`),
+//!   authenticated with the merchant's API key
 //!   (`Authorization: Bearer <key>`); results come back later as signed webhooks to the URL
 //!   the merchant registered (`PUT /v1/webhook_endpoint`, the shop's
 //!   `POST /api/v1/payments/webhook`), never to one named in a call.
 //! - [`serve_gateway_sim`]: `agora payment-gateway-sim`, a loopback gateway that decides like
-//!   the in-process simulated gateway (same test cards) and delivers each result as a webhook
+//!   the in-process simulated gateway (same test cards, opened from their tokens with the
+//!   simulator's own card key) and delivers each result as a webhook
 //!   signed with HMAC-SHA256, after a random delay, sometimes twice, sometimes with a late
 //!   `charge.pending` after the result (configurable percentages). Each merchant has its own
 //!   API key, webhook URL and ledger; amounts are bounded and sums checked, and a poisoned
 //!   ledger lock is recovered rather than left to fail every later call.
 
-use agora_actors::gateway::{decide, ExternalError, PaymentGateway};
+use agora_actors::card::{CardRef, CardVault};
+use agora_actors::gateway::{decide, CardTokeniser, ExternalError, PaymentGateway, TokeniseError};
 use agora_actors::limits::MAX_AMOUNT_MINOR;
 use agora_actors::money::{Money, SHOP_CURRENCY};
 use agora_actors::payment::Method;
@@ -49,6 +52,14 @@ pub struct ChargeBody {
     pub currency: String,
     /// How to pay.
     pub method: Method,
+}
+
+/// `POST /v1/tokens`: a card number to exchange for a token (answered with a `CardRef`).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenBody {
+    /// The card number (12 to 19 digits).
+    pub number: String,
 }
 
 /// `POST /v1/refunds`.
@@ -123,13 +134,7 @@ impl HttpGateway {
             .json(body)
             .send()
             .await
-            .map_err(|e| {
-                if e.is_timeout() {
-                    ExternalError::Timeout
-                } else {
-                    ExternalError::Unavailable(e.to_string())
-                }
-            })?;
+            .map_err(unavailable)?;
         Ok(resp.status())
     }
 
@@ -161,6 +166,42 @@ impl HttpGateway {
                 "gateway answered {status}"
             )))
         }
+    }
+}
+
+fn unavailable(e: reqwest::Error) -> ExternalError {
+    if e.is_timeout() {
+        ExternalError::Timeout
+    } else {
+        ExternalError::Unavailable(e.to_string())
+    }
+}
+
+#[async_trait]
+impl CardTokeniser for HttpGateway {
+    async fn tokenise_card(&self, number: &str) -> Result<CardRef, TokeniseError> {
+        let body = TokenBody {
+            number: number.to_string(),
+        };
+        let resp = self
+            .client
+            .post(format!("{}/v1/tokens", self.base))
+            .bearer_auth(&self.api_key)
+            .json(&body)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let status = resp.status();
+        if status == StatusCode::UNPROCESSABLE_ENTITY {
+            return Err(TokeniseError::Refused(
+                "the gateway refused the card".into(),
+            ));
+        }
+        if !status.is_success() {
+            let why = format!("gateway answered {status}");
+            return Err(ExternalError::Unavailable(why).into());
+        }
+        Ok(resp.json::<CardRef>().await.map_err(unavailable)?)
     }
 }
 
@@ -284,6 +325,9 @@ pub struct GatewaySimConfig {
     pub duplicate_percent: u32,
     /// Percentage of charges whose `charge.pending` event is sent after the result.
     pub reorder_percent: u32,
+    /// The key card tokens are sealed with (at least 32 bytes; keep it to keep tokens valid
+    /// across restarts).
+    pub card_key: Vec<u8>,
 }
 
 #[derive(Debug, Clone)]
@@ -327,6 +371,8 @@ struct Sim {
     rng: Arc<dyn RandomSource>,
     clock: Arc<dyn Clock>,
     client: reqwest::Client,
+    /// Card tokens: made by `POST /v1/tokens`, opened to decide a charge.
+    cards: CardVault,
 }
 
 type Shared = Arc<Sim>;
@@ -539,7 +585,7 @@ fn charge_events(
         reason,
     };
     let mut events = vec![sim.event(&b.key, "charge.pending", data(None))];
-    match decide(&b.method) {
+    match decide(&b.method, &sim.cards) {
         Some(Ok(())) => {
             let order = (merchant.to_string(), b.order_id.clone());
             let mut moved = ledger.orders.get(&order).copied().unwrap_or_default();
@@ -587,6 +633,19 @@ async fn charge(
         sim.dispatch(url, vec![last.clone()]);
     }
     pending(intent.id)
+}
+
+/// Exchanges a card number for a token, the last four digits and a fingerprint.
+async fn tokens(
+    State(sim): State<Shared>,
+    headers: HeaderMap,
+    Json(b): Json<TokenBody>,
+) -> Result<Json<CardRef>, Problem> {
+    sim.merchant(&headers)?;
+    sim.cards
+        .tokenise(&b.number)
+        .map(Json)
+        .map_err(|e| problem(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()))
 }
 
 async fn refund(
@@ -679,7 +738,9 @@ fn new_sim(
         !merchants.is_empty(),
         "the gateway needs at least one merchant"
     );
+    let cards = CardVault::new(&config.card_key)?;
     Ok(Arc::new(Sim {
+        cards,
         config,
         merchants,
         ledger: Mutex::new(ledger),
@@ -695,6 +756,7 @@ fn new_sim(
 fn router(sim: Shared) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/v1/tokens", post(tokens))
         .route("/v1/charges", post(charge))
         .route("/v1/refunds", post(refund))
         .route("/v1/webhook_endpoint", put(webhook_endpoint))
@@ -733,6 +795,7 @@ mod tests {
             max_delay_ms: 0,
             duplicate_percent: 0,
             reorder_percent: 0,
+            card_key: agora_actors::card::TEST_CARD_KEY.to_vec(),
         }
     }
 
@@ -785,8 +848,9 @@ mod tests {
     }
 
     fn charge_body(key: &str, order_id: &str, amount_minor: u64) -> serde_json::Value {
+        let card = agora_actors::card::test_card("4242424242424242").expect("a test card");
         serde_json::json!({"key": key, "order_id": order_id, "amount_minor": amount_minor,
-            "currency": "INR", "method": {"Card": {"number": "4242424242424242"}}})
+            "currency": "INR", "method": {"Card": card}})
     }
 
     async fn charge_as(base: &str, key: Option<&str>, body: serde_json::Value) -> StatusCode {

@@ -26,6 +26,7 @@ pub mod keys;
 pub mod log;
 pub mod membership;
 pub mod memory;
+pub mod migrate;
 pub mod network;
 pub mod placement;
 pub mod proposer;

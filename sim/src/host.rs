@@ -199,6 +199,7 @@ pub async fn run_node(
         admin_token: None,
         webhook_secret: None,
         gateway_api_key: None,
+        gateway_token_key: None,
     };
     let mut running = match start_with(settings(id), secrets, Some(cluster), None, env).await {
         Ok(r) => r,

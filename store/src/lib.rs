@@ -5,6 +5,7 @@
 
 pub mod cascade;
 pub mod keys;
+pub mod migrate;
 pub mod record;
 pub mod replicated;
 pub mod rows;
@@ -140,6 +141,14 @@ impl Store {
         let tx = self.db.begin_read()?;
         let t = tx.open_table(META)?;
         Ok(t.get(name)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Writes a metadata value in its own transaction: only at start, before the writer runs.
+    pub fn put_meta_now(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {
+        let tx = self.db.begin_write()?;
+        tx.open_table(META)?.insert(name, value)?;
+        tx.commit()?;
+        Ok(())
     }
 
     /// Every outbox row, in key order (for the relay at start).

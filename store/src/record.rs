@@ -10,8 +10,10 @@ use serde::{Deserialize, Serialize};
 /// `seq | shard`; accounts hold sign-in security (lockout, refresh token hashes) and a fuller
 /// profile; inboxes hold the contact, and notification calls carry the rendered message.
 /// Review boards are a new entity kind (command and state variant); orders carry the chosen shipping and their refunds,
-/// accounts their wallet top-ups.
-pub const FORMAT_VERSION: u16 = 3;
+/// accounts their wallet top-ups. 4: a card is held by the gateway's reference
+/// (`Method::Card`: token, last four digits, fingerprint), never by its number; format 3's
+/// raw numbers are replaced at start by the migration in `migrate`.
+pub const FORMAT_VERSION: u16 = 4;
 
 /// An entity's stored state.
 #[derive(Debug, Clone, Serialize, Deserialize)]

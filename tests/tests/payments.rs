@@ -260,6 +260,10 @@ impl GatewaySim {
             .args(args)
             .env("AGORA_WEBHOOK_SECRET", SECRET)
             .env(
+                "AGORA_GATEWAY_TOKEN_KEY",
+                "gateway-card-key-agora-tests-0123456789",
+            )
+            .env(
                 "AGORA_GATEWAY_MERCHANTS",
                 format!("agora={API_KEY},other={OTHER_KEY}"),
             )
@@ -388,9 +392,28 @@ async fn the_gateway_serves_only_its_merchants_and_a_cheap_charge_never_confirms
     let order_id = user.place_order(card(CARD_NEVER_ANSWERS)).await;
     wait_for_order(&user, &order_id, &["PAYMENT_PROCESSING"]).await;
 
+    // Cards are charged by token: the gateway makes one for its merchants only.
+    let tokens = format!("{}/v1/tokens", gw.url);
+    let body = json!({"number": CARD_OK});
+    let http = reqwest::Client::new();
+    let anonymous = http.post(&tokens).json(&body).send().await;
+    assert_eq!(anonymous.expect("gateway answers").status().as_u16(), 401);
+    let made = http.post(&tokens).bearer_auth(API_KEY).json(&body).send();
+    let card_ref: Value = made
+        .await
+        .expect("gateway answers")
+        .json()
+        .await
+        .expect("a card reference");
+    assert_eq!(
+        card_ref["last4"],
+        &CARD_OK[CARD_OK.len() - 4..],
+        "{card_ref}"
+    );
+    assert!(!card_ref.to_string().contains(CARD_OK), "{card_ref}");
     let cheap = |key: &str| {
         json!({"key": key, "order_id": order_id, "amount_minor": 1, "currency": "INR",
-            "method": {"Card": {"number": CARD_OK}}})
+            "method": {"Card": card_ref}})
     };
     // Without a key, or with a wrong one: 401. Naming a webhook URL: refused.
     assert_eq!(gateway_charge(&gw, None, &cheap("evil-1")).await, 401);
@@ -666,6 +689,56 @@ async fn the_wallet_is_topped_up_once_per_key_within_limits_and_pays_an_order() 
         assert_eq!(
             r.body["balance"]["amount_minor"], before,
             "{key}: credited once"
+        );
+    }
+}
+
+/// Whether `haystack` holds `needle` anywhere.
+fn holds(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Issue 17 item 11: checkout exchanges the card number for the gateway's token before any
+/// entity sees it. The test cards still decide through their tokens (paid, declined,
+/// insufficient funds, never answered), and afterwards no byte of `agora.redb` holds a number.
+#[tokio::test]
+async fn card_numbers_never_reach_the_store_and_the_test_cards_still_decide_through_tokens() {
+    let mut srv = node(vec![]);
+    let shop = srv.client();
+    let admin = srv.admin().await;
+    let (user, _) = shop.new_user().await;
+    let sku = admin.stocked_product(10_000, 8).await;
+    let numbers = [
+        "4242424242424242",
+        "4000000000000002",
+        "4000000000009995",
+        "4000000000000119",
+    ];
+    let mut orders = Vec::new();
+    for number in numbers {
+        user.add_to_cart(&sku, 1).await;
+        orders.push(user.place_order(card(number)).await);
+    }
+    wait_for_order(&user, &orders[0], &["DELIVERED"]).await;
+    for (order_id, reason) in [
+        (&orders[1], "card_declined"),
+        (&orders[2], "insufficient_funds"),
+    ] {
+        let o = wait_for_order(&user, order_id, &["CANCELLED"]).await;
+        let why = o["cancel_reason"].as_str().unwrap_or("");
+        assert!(why.contains(reason), "{o}");
+    }
+    wait_for_order(&user, &orders[3], &["PAYMENT_PROCESSING"]).await;
+    let paid = payments_of(&user, &orders[0]).await;
+    assert_eq!(paid["method"], "card", "{paid}");
+
+    assert!(srv.terminate().success());
+    let store = std::fs::read(srv.data_dir().join("agora.redb")).expect("read agora.redb");
+    assert!(holds(&store, b"tok_"), "the store holds the cards' tokens");
+    for number in numbers {
+        assert!(
+            !holds(&store, number.as_bytes()),
+            "card number {number} is in agora.redb"
         );
     }
 }

@@ -9,6 +9,7 @@ use crate::EdgeState;
 use agora_actors::account::{AccountCommand, Role};
 use agora_actors::cart::CartCommand;
 use agora_actors::client::{AskError, Pending};
+use agora_actors::gateway::TokeniseError;
 use agora_actors::ids::order_id_for_key;
 use agora_actors::order::{Address, OrderCommand, OrderLine, OrderView, Placement, Settlement};
 use agora_actors::payment::Method;
@@ -20,7 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use std::sync::Arc;
 
-fn validate_checkout(req: &CheckoutRequest) -> Result<Method, Problem> {
+fn validate_checkout(req: &CheckoutRequest) -> Result<(), Problem> {
     let a = &req.shipping_address;
     validate::name("shipping_address.name", &a.name)?;
     validate::name("shipping_address.line1", &a.line1)?;
@@ -58,19 +59,52 @@ fn validate_checkout(req: &CheckoutRequest) -> Result<Method, Problem> {
             ));
         }
     }
-    Ok(match &req.payment {
+    match &req.payment {
+        PaymentRequest::Card { card_number } => validate::card_number(card_number),
+        PaymentRequest::Upi { vpa } => validate::vpa(vpa),
+        PaymentRequest::Wallet => Ok(()),
+    }
+}
+
+/// The method a (valid) request pays by. A card number is exchanged here for the gateway's
+/// reference (token, last four digits, fingerprint): the number goes no further, so no
+/// entity, message, outbox row or log ever holds it.
+async fn payment_method(st: &EdgeState, payment: &PaymentRequest) -> Result<Method, Problem> {
+    Ok(match payment {
         PaymentRequest::Card { card_number } => {
-            validate::card_number(card_number)?;
-            Method::Card {
-                number: card_number.clone(),
-            }
+            let card = st
+                .cards
+                .tokenise_card(card_number)
+                .await
+                .map_err(|e| match e {
+                    TokeniseError::Refused(_) => {
+                        Problem::invalid("payment.card_number", "a card number the gateway accepts")
+                    }
+                    TokeniseError::Unavailable(e) => Problem::unavailable(format!(
+                        "the payment gateway did not take the card: {e}"
+                    )),
+                })?;
+            Method::Card(card)
         }
-        PaymentRequest::Upi { vpa } => {
-            validate::vpa(vpa)?;
-            Method::Upi { vpa: vpa.clone() }
-        }
+        PaymentRequest::Upi { vpa } => Method::Upi { vpa: vpa.clone() },
         PaymentRequest::Wallet => Method::Wallet,
     })
+}
+
+/// The hash that tells a retry from another request: of the body with a card named by its
+/// fingerprint, so the stored hash says nothing about the number.
+fn request_hash(req: &CheckoutRequest, method: &Method) -> Result<String, Problem> {
+    let mut hashed = req.clone();
+    if let (PaymentRequest::Card { card_number }, Method::Card(card)) =
+        (&mut hashed.payment, method)
+    {
+        card_number.clone_from(&card.fingerprint);
+    }
+    let body = serde_json::to_string(&hashed).map_err(|e| Problem::internal(e.to_string()))?;
+    Ok(format!(
+        "{:016x}",
+        xxhash_rust::xxh3::xxh3_64(body.as_bytes())
+    ))
 }
 
 fn order_ref(order_id: &str) -> EntityRef {
@@ -139,10 +173,10 @@ pub async fn checkout(
     ApiJson(req): ApiJson<CheckoutRequest>,
 ) -> ApiResult<Response> {
     let key = validate::idempotency_header(&headers)?;
-    let method = validate_checkout(&req)?;
+    validate_checkout(&req)?;
+    let method = payment_method(&st, &req.payment).await?;
+    let request_hash = request_hash(&req, &method)?;
     let order_id = order_id_for_key(&caller.user_id, key);
-    let body = serde_json::to_string(&req).map_err(|e| Problem::internal(e.to_string()))?;
-    let request_hash = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(body.as_bytes()));
 
     // A retry: answer as the first time.
     match order_cmd(&st, &order_id, OrderCommand::Get).await {
