@@ -26,8 +26,8 @@ pub enum GatewayMsg {
     /// An encoded Raft request of the shard-map group; answered with the encoded answer.
     #[rpc]
     Raft(Vec<u8>, RpcReplyPort<Vec<u8>>),
-    /// An encoded `(ShardData, epoch)` streamed by a shard's previous owner; answered with an
-    /// encoded `Result<(), String>` once it is durable here.
+    /// An encoded part of a shard, `(ShardData, epoch, index, count)`, streamed by its
+    /// previous owner; answered with an encoded `Result<(), String>` once it is durable here.
     #[rpc]
     InstallShard(Vec<u8>, RpcReplyPort<Vec<u8>>),
     /// An encoded `MapCommand` to propose to the shard-map group; answered with an encoded
@@ -234,7 +234,8 @@ impl Actor for Gateway {
                 let handoff = args.handoff.clone();
                 tokio::spawn(async move {
                     let answer = super::handoff::install(&writer, &bytes).await;
-                    if let (Ok((shard, epoch)), Some(handoff)) = (&answer, handoff.get()) {
+                    // The first part starts a copy here: settle it if the move never wins.
+                    if let (Ok((shard, epoch, true)), Some(handoff)) = (&answer, handoff.get()) {
                         handoff.watch_copy(*shard, *epoch);
                     }
                     let _ = reply.send(encode(&answer.map(|_| ())).unwrap_or_default());

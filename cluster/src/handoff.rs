@@ -24,6 +24,18 @@ use tokio::time::Instant;
 /// How long a move waits for the agreed map to show the new owner.
 const AGREEMENT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Most bytes of rows in one part of a streamed shard: well inside the smallest frame a
+/// cluster accepts, so a shard of any size moves.
+pub const HANDOFF_PART_BYTES: usize = 1024 * 1024;
+const _: () = assert!(
+    (HANDOFF_PART_BYTES as u64) * 2 <= agora_cluster_config::cluster::MIN_FRAME_BYTES,
+    "a handoff part must fit the smallest frame with room for its encoding"
+);
+
+/// One part of a streamed shard: its rows, the epoch of the new ownership, and its place
+/// in the stream (part `index` of `count`).
+type ShardPart = (ShardData, u64, u32, u32);
+
 /// Why a move did not happen.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum MoveError {
@@ -48,24 +60,37 @@ pub enum ProposeAnswer {
     Failed(String),
 }
 
-/// Stores a shard streamed to this node (gateway side); returns the shard and its epoch here.
-pub async fn install(writer: &Writer, bytes: &[u8]) -> Result<(u32, u64), String> {
-    let (data, epoch): (ShardData, u64) = decode(bytes).map_err(|e| e.to_string())?;
+/// Stores a part of a shard streamed to this node (gateway side); returns the shard, its
+/// epoch here, and whether it was the stream's first part.
+pub async fn install(writer: &Writer, bytes: &[u8]) -> Result<(u32, u64, bool), String> {
+    let (data, epoch, index, count): ShardPart = decode(bytes).map_err(|e| e.to_string())?;
+    if index >= count {
+        return Err(format!("part {index} of a stream of {count}"));
+    }
     let rows = data.rows();
     let shard = data.shard;
+    let first = index == 0;
     let (done, rx) = oneshot::channel();
     writer
         .submit(WriteOp::InstallShard {
             data: Box::new(data),
             epoch,
+            first,
             done,
         })
         .map_err(|e| e.to_string())?;
     rx.await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
-    tracing::info!(shard, epoch, rows, "installed a shard handed to this node");
-    Ok((shard, epoch))
+    tracing::info!(
+        shard,
+        epoch,
+        rows,
+        part = index + 1,
+        of = count,
+        "installed a part of a shard handed to this node"
+    );
+    Ok((shard, epoch, first))
 }
 
 /// Drops a shard an aborted handoff installed here (gateway side): never one the map gives
@@ -339,15 +364,34 @@ impl Handoff {
             .store()
             .export_shard(shard)
             .map_err(|e| MoveError::Failed(e.to_string()))?;
-        let rows = data.rows();
-        let bytes = encode(&(data, epoch + 1)).map_err(|e| MoveError::Failed(e.to_string()))?;
-        let reply = self
-            .call(to, GatewayRpc::InstallShard, bytes, Duration::from_secs(30))
-            .await?;
-        decode::<Result<(), String>>(&reply)
-            .map_err(|e| MoveError::Failed(e.to_string()))?
-            .map_err(MoveError::Failed)?;
-        tracing::info!(shard, to, rows, "shard streamed");
+        let (rows, shard_bytes) = (data.rows(), data.bytes());
+        let parts = data.into_parts(HANDOFF_PART_BYTES);
+        let count = u32::try_from(parts.len()).map_err(|e| MoveError::Failed(e.to_string()))?;
+        for (index, part) in (0..count).zip(parts) {
+            let sent: ShardPart = (part, epoch + 1, index, count);
+            let bytes = encode(&sent).map_err(|e| MoveError::Failed(e.to_string()))?;
+            let reply = self
+                .call(to, GatewayRpc::InstallShard, bytes, Duration::from_secs(30))
+                .await?;
+            decode::<Result<(), String>>(&reply)
+                .map_err(|e| MoveError::Failed(e.to_string()))?
+                .map_err(MoveError::Failed)?;
+            tracing::debug!(
+                shard,
+                to,
+                part = index + 1,
+                of = count,
+                "shard part streamed"
+            );
+        }
+        tracing::info!(
+            shard,
+            to,
+            rows,
+            shard_bytes,
+            parts = count,
+            "shard streamed"
+        );
         self.propose(&MapCommand::MoveAt { shard, to, epoch })
             .await?;
         let deadline = Instant::now() + AGREEMENT_TIMEOUT;

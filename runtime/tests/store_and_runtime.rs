@@ -73,23 +73,73 @@ fn store_and_writer(path: &std::path::Path) -> (Store, Writer) {
     (store, writer)
 }
 
-/// A fresh store at `path` (and its writer) that has installed `data` under `epoch`.
+/// Installs `part` of a shard under `epoch` (`first`: the stream's first part).
+async fn install_part(
+    writer: &Writer,
+    part: agora_store::ShardData,
+    epoch: u64,
+    first: bool,
+) -> Result<(), agora_store::StoreError> {
+    let (done, rx) = oneshot::channel();
+    writer
+        .submit(WriteOp::InstallShard {
+            data: Box::new(part),
+            epoch,
+            first,
+            done,
+        })
+        .unwrap();
+    rx.await.unwrap()
+}
+
+/// A fresh store at `path` (and its writer) that has installed `data` under `epoch`, in
+/// parts of at most 256 bytes (as a handoff streams it).
 async fn store_with_shard(
     path: &std::path::Path,
     data: &agora_store::ShardData,
     epoch: u64,
 ) -> (Store, Writer) {
     let (store, writer) = store_and_writer(path);
-    let (done, rx) = oneshot::channel();
-    writer
-        .submit(WriteOp::InstallShard {
-            data: Box::new(data.clone()),
-            epoch,
-            done,
-        })
-        .unwrap();
-    rx.await.unwrap().unwrap();
+    let parts = data.clone().into_parts(256);
+    assert!(
+        data.bytes() <= 256 || parts.len() > 1,
+        "a shard of {} bytes in one part",
+        data.bytes()
+    );
+    for (i, part) in parts.into_iter().enumerate() {
+        install_part(&writer, part, epoch, i == 0).await.unwrap();
+    }
     (store, writer)
+}
+
+#[tokio::test]
+async fn a_later_part_of_a_shard_installs_only_on_top_of_its_first_part() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, writer) = store_and_writer(&dir.path().join("a.redb"));
+    let shard = 3;
+    let cart = EntityRef::new(EntityKind::Cart, "u1");
+    let part = |n: u8| agora_store::ShardData {
+        shard,
+        dedup: vec![(
+            agora_store::keys::dedup_key(&entity_key(shard, &cart), &format!("m{n}")),
+            u64::from(n),
+        )],
+        ..Default::default()
+    };
+    // A part without its first part (a stream whose beginning never arrived) is refused.
+    let refused = install_part(&writer, part(1), 5, false).await;
+    assert!(
+        matches!(refused, Err(agora_store::StoreError::StaleEpoch { .. })),
+        "{refused:?}"
+    );
+    install_part(&writer, part(2), 5, true).await.unwrap();
+    install_part(&writer, part(3), 5, false).await.unwrap();
+    assert_eq!(store.export_shard(shard).unwrap().dedup.len(), 2);
+    // A new stream's first part replaces what the shard held.
+    install_part(&writer, part(4), 6, true).await.unwrap();
+    assert_eq!(store.export_shard(shard).unwrap().dedup, part(4).dedup);
+    // A late part of the older stream is refused.
+    assert!(install_part(&writer, part(5), 5, false).await.is_err());
 }
 
 fn stock_state(available: u64) -> EntityState {

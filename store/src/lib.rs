@@ -287,6 +287,65 @@ impl ShardData {
     pub fn rows(&self) -> usize {
         self.entities.len() + self.outbox.len() + self.dedup.len()
     }
+
+    /// Bytes of keys and values it holds.
+    pub fn bytes(&self) -> usize {
+        let rows = |r: &Rows| r.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+        let dedup: usize = self.dedup.iter().map(|(k, _)| k.len() + 8).sum();
+        rows(&self.entities) + rows(&self.outbox) + dedup
+    }
+
+    /// The shard split into parts of at most `max_bytes` of keys and values each (a row
+    /// larger than that travels alone), rows in their order; always at least one part, so
+    /// an empty shard is still installed.
+    pub fn into_parts(self, max_bytes: usize) -> Vec<ShardData> {
+        let mut parts = PartSplitter {
+            shard: self.shard,
+            max_bytes,
+            filled_bytes: 0,
+            parts: vec![ShardData {
+                shard: self.shard,
+                ..ShardData::default()
+            }],
+        };
+        for (k, v) in self.entities {
+            let n = k.len() + v.len();
+            parts.room_for(n).entities.push((k, v));
+        }
+        for (k, v) in self.outbox {
+            let n = k.len() + v.len();
+            parts.room_for(n).outbox.push((k, v));
+        }
+        for (k, at) in self.dedup {
+            let n = k.len() + 8;
+            parts.room_for(n).dedup.push((k, at));
+        }
+        parts.parts
+    }
+}
+
+/// Fills the parts of a shard in order (see `ShardData::into_parts`).
+struct PartSplitter {
+    shard: u32,
+    max_bytes: usize,
+    filled_bytes: usize,
+    parts: Vec<ShardData>,
+}
+
+impl PartSplitter {
+    /// The part a row of `n` bytes goes in: the last one, or a new one if it is full.
+    fn room_for(&mut self, n: usize) -> &mut ShardData {
+        if self.filled_bytes > 0 && self.filled_bytes + n > self.max_bytes {
+            self.parts.push(ShardData {
+                shard: self.shard,
+                ..ShardData::default()
+            });
+            self.filled_bytes = 0;
+        }
+        self.filled_bytes += n;
+        let last = self.parts.len() - 1;
+        &mut self.parts[last]
+    }
 }
 
 /// Raw key–value rows of one table.
@@ -428,6 +487,58 @@ impl Store {
 #[cfg(test)]
 mod shard_data_tests {
     use super::*;
+
+    fn sample(rows: u8) -> ShardData {
+        let row = |i: u8| (vec![i; 10], vec![i; 90]);
+        ShardData {
+            shard: 7,
+            entities: (0..rows).map(row).collect(),
+            outbox: (0..rows).map(|i| row(i + 100)).collect(),
+            dedup: (0..rows).map(|i| (vec![i; 12], u64::from(i))).collect(),
+        }
+    }
+
+    /// The parts, put back together in order.
+    fn joined(parts: &[ShardData]) -> ShardData {
+        let mut all = ShardData {
+            shard: parts[0].shard,
+            ..ShardData::default()
+        };
+        for p in parts {
+            assert_eq!(p.shard, all.shard);
+            all.entities.extend(p.entities.iter().cloned());
+            all.outbox.extend(p.outbox.iter().cloned());
+            all.dedup.extend(p.dedup.iter().cloned());
+        }
+        all
+    }
+
+    #[test]
+    fn a_shard_splits_into_bounded_parts_that_join_back_in_order() {
+        let data = sample(50);
+        let parts = data.clone().into_parts(1_000);
+        assert!(parts.len() >= data.bytes() / 1_000, "{} parts", parts.len());
+        for p in &parts {
+            assert!(p.bytes() <= 1_000, "a part of {} bytes", p.bytes());
+        }
+        assert_eq!(joined(&parts), data);
+        assert_eq!(
+            parts.iter().map(ShardData::rows).sum::<usize>(),
+            data.rows()
+        );
+    }
+
+    #[test]
+    fn an_empty_shard_is_one_part_and_a_large_row_travels_alone() {
+        let empty = ShardData {
+            shard: 3,
+            ..ShardData::default()
+        };
+        assert_eq!(empty.clone().into_parts(100), vec![empty]);
+        let parts = sample(3).into_parts(19);
+        assert!(parts.iter().all(|p| p.rows() == 1), "{parts:?}");
+        assert_eq!(joined(&parts), sample(3));
+    }
 
     /// `ShardData` as it was encoded before its rows became byte strings.
     #[derive(serde::Serialize)]

@@ -116,12 +116,15 @@ pub enum WriteOp {
         /// Answered once durable.
         done: oneshot::Sender<Result<(), StoreError>>,
     },
-    /// Install a shard streamed from its previous owner, to own it under `epoch`.
+    /// Install a part of a shard streamed from its previous owner, to own it under `epoch`:
+    /// the first part replaces whatever the shard held here, the others add to it.
     InstallShard {
-        /// The shard's rows.
+        /// The part's rows.
         data: Box<super::ShardData>,
         /// The epoch of the new ownership.
         epoch: u64,
+        /// Whether this is the stream's first part.
+        first: bool,
         /// Answered once durable.
         done: oneshot::Sender<Result<(), StoreError>>,
     },
@@ -1209,11 +1212,17 @@ impl WriterThread {
                             r.done.push(Done::Unit(done));
                             r.wrote = true;
                         }
-                        WriteOp::InstallShard { data, epoch, done } => {
+                        WriteOp::InstallShard {
+                            data,
+                            epoch,
+                            first,
+                            done,
+                        } => {
                             shards_rewritten = true;
                             let current = self.epoch_of(&epochs, data.shard)?;
-                            if epoch < current {
-                                // A late copy of a handoff that was aborted and discarded.
+                            if epoch < current || (!first && epoch != current) {
+                                // A late copy of a handoff that was aborted and discarded,
+                                // or a later part whose first part was not installed.
                                 r.refused.push((
                                     done,
                                     StoreError::StaleEpoch {
@@ -1225,9 +1234,11 @@ impl WriterThread {
                                 continue;
                             }
                             // Replace, never merge: rows left by an earlier, failed move of
-                            // this shard must not survive.
-                            clear_shard(&mut entities, data.shard)?;
-                            clear_shard_outbox(&mut outbox, data.shard)?;
+                            // this shard must not survive. Later parts add to the first.
+                            if first {
+                                clear_shard(&mut entities, data.shard)?;
+                                clear_shard_outbox(&mut outbox, data.shard)?;
+                            }
                             for (k, v) in &data.entities {
                                 entities.insert(k.as_slice(), v.as_slice())?;
                                 if let (Some((_, entity)), Ok(rec)) = (
