@@ -58,6 +58,12 @@ pub async fn replicas(State(s): State<Arc<AdminState>>) -> Result<Json<Value>, P
         "removed": map.replicas.removed,
         "progress": progress,
         "rebuilding": view.groups.rebuilding(),
+        "received": view
+            .groups
+            .received()
+            .into_iter()
+            .map(|(shard, r)| json!({ "shard": shard, "received": r }))
+            .collect::<Vec<_>>(),
         "groups": groups,
     })))
 }

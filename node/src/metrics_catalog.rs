@@ -37,6 +37,16 @@ pub const METRICS: &[(Kind, &str, &str)] = &[
     ),
     (
         Counter,
+        "agora_replication_snapshot_bytes_received_total",
+        "Bytes of replica snapshots received from peers (replicas built or rebuilt here).",
+    ),
+    (
+        Counter,
+        "agora_replication_rebuild_log_bytes_received_total",
+        "Bytes of rows in log entries received by replicas being rebuilt here.",
+    ),
+    (
+        Counter,
         "agora_cluster_identity_refused_total",
         "Cluster sessions stopped at authentication: the node id they claimed was not proven (with TLS, their certificate names another node).",
     ),

@@ -66,6 +66,8 @@ pub struct Groups {
     /// Groups whose replica here is being rebuilt, with the commit index its first leader
     /// announced (`None` until one spoke): they grant no votes until they hold it.
     rebuilding: Arc<Mutex<BTreeMap<GroupId, Option<u64>>>>,
+    /// What replicas here received from peers: snapshots and rebuilding log entries.
+    received: Arc<crate::rebuild_progress::RebuildProgress>,
 }
 
 /// How long a peer has to say how far its log of a group goes.
@@ -102,6 +104,7 @@ impl Groups {
             config: Arc::new(raft_config),
             rafts: Arc::new(RwLock::new(BTreeMap::new())),
             rebuilding: Arc::new(Mutex::new(BTreeMap::new())),
+            received: Arc::default(),
         })
     }
 
@@ -237,6 +240,52 @@ impl Groups {
         }
     }
 
+    /// What replicas here received from peers, by group (see `RebuildProgress`).
+    pub fn received(&self) -> Vec<(GroupId, crate::rebuild_progress::RebuildReceipt)> {
+        self.received.all()
+    }
+
+    /// Counts and logs a snapshot chunk of `group` arriving.
+    fn snapshot_chunk(&self, group: GroupId, offset: u64, chunk_bytes: usize, done: bool) {
+        let chunk_bytes = chunk_bytes as u64;
+        let receipt = self
+            .received
+            .snapshot_chunk(group, offset, chunk_bytes, done);
+        metrics::counter!("agora_replication_snapshot_bytes_received_total").increment(chunk_bytes);
+        tracing::info!(
+            shard = group,
+            snapshot_bytes = receipt.snapshot_bytes,
+            chunks = receipt.snapshot_chunks,
+            done,
+            "receiving a replica's snapshot"
+        );
+    }
+
+    /// Counts the rows of log entries a rebuilding replica of `group` received.
+    fn rebuilding_entries(
+        &self,
+        group: GroupId,
+        entries: &[openraft::Entry<crate::ShardTypeConfig>],
+    ) {
+        let rows_bytes: usize = entries
+            .iter()
+            .filter_map(|e| match &e.payload {
+                openraft::EntryPayload::Normal(entry) => Some(entry.size_bytes()),
+                _ => None,
+            })
+            .sum();
+        if rows_bytes > 0 {
+            let receipt = self.received.log_entries(group, rows_bytes as u64);
+            metrics::counter!("agora_replication_rebuild_log_bytes_received_total")
+                .increment(rows_bytes as u64);
+            tracing::debug!(
+                shard = group,
+                log_bytes = receipt.log_bytes,
+                "rebuilding from log entries"
+            );
+        }
+    }
+
     /// The groups whose replica here is still being rebuilt.
     pub fn rebuilding(&self) -> Vec<GroupId> {
         self.rebuilding
@@ -328,12 +377,14 @@ impl Groups {
             }
             GroupRpc::AppendEntries(_, r) => {
                 if rebuilding {
+                    self.rebuilding_entries(group, &r.entries);
                     self.rebuild_target(group, r.leader_commit.map(|l| l.index));
                 }
                 GroupRpcReply::AppendEntries(raft.append_entries(r).await)
             }
             GroupRpc::Vote(_, r) => GroupRpcReply::Vote(raft.vote(r).await),
             GroupRpc::InstallSnapshot(_, r) => {
+                self.snapshot_chunk(group, r.offset, r.data.len(), r.done);
                 if rebuilding {
                     self.rebuild_target(group, r.meta.last_log_id.map(|l| l.index));
                 }

@@ -30,6 +30,7 @@ pub mod migrate;
 pub mod network;
 pub mod placement;
 pub mod proposer;
+pub mod rebuild_progress;
 pub mod serving;
 pub mod state;
 pub mod types;

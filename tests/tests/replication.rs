@@ -89,6 +89,19 @@ async fn a_node_whose_disk_was_replaced_is_rebuilt_from_its_peers() {
     std::fs::remove_dir_all(&data).expect("delete node 3's data dir");
     cluster.nodes[2].restart();
     cluster.wait_ready().await;
+    // The rebuild is reported: node 3 says what it received from its peers, per shard.
+    let received = replicas_of(&cluster, 2).await["received"].clone();
+    let bytes: u64 = received
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|g| {
+            let r = &g["received"];
+            r["snapshot_bytes"].as_u64().unwrap_or(0) + r["log_bytes"].as_u64().unwrap_or(0)
+        })
+        .sum();
+    assert!(bytes > 0, "node 3 reports nothing received: {received}");
+    eprintln!("node 3 reports {bytes} bytes received while rebuilding");
     // Then node 1 dies: every shard's majority is now nodes 2 and 3, so whatever node 3
     // holds was rebuilt from its peers.
     without_node_1(&mut cluster, &admin, &skus, 40, acked).await;
