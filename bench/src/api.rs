@@ -111,6 +111,28 @@ pub async fn post(
     Ok((status, r.bytes().await?.to_vec()))
 }
 
+/// How long the setup asks again after a 503.
+const SETUP_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// POSTs like `post` (no idempotency key), asking again while the answer is 503: retryable
+/// by contract (a peer not connected yet just after a cluster starts, a shard changing
+/// hands), for at most `SETUP_RETRY_FOR`.
+async fn post_retrying_unavailable(
+    c: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+    body: String,
+) -> reqwest::Result<Answer> {
+    let deadline = tokio::time::Instant::now() + SETUP_RETRY_FOR;
+    loop {
+        let answer = post(c, url, token, body.clone(), None).await?;
+        if answer.0 != 503 || tokio::time::Instant::now() >= deadline {
+            return Ok(answer);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// GETs a URL, with an optional bearer token.
 pub async fn get(c: &reqwest::Client, url: &str, token: Option<&str>) -> reqwest::Result<Answer> {
     let mut rb = c.get(url);
@@ -163,12 +185,11 @@ async fn setup_catalog(
         let product = json!({"sku": sku, "name": format!("Bench {word} {i}"),
             "description": format!("A {word} for load tests"), "category": category,
             "price": {"amount_minor": 1000 + i as u64 * 100, "currency": "INR"}});
-        let (s, b) = post(
+        let (s, b) = post_retrying_unavailable(
             c,
             &format!("{api}/products"),
             Some(admin_token),
             product.to_string(),
-            None,
         )
         .await?;
         if s != 201 {
@@ -179,7 +200,7 @@ async fn setup_catalog(
         }
         let qty = json!({ "quantity": STOCK_PER_SKU }).to_string();
         let url = format!("{api}/inventory/{sku}/receive");
-        let (s, b) = post(c, &url, Some(admin_token), qty, None).await?;
+        let (s, b) = post_retrying_unavailable(c, &url, Some(admin_token), qty).await?;
         if s != 200 {
             bail!(
                 "receiving stock of {sku} answered {s}: {}",

@@ -108,6 +108,7 @@ impl ClusterProc {
             jwt_previous_secrets: Vec::new(),
             admin_token: Some(admin_token.clone()),
             admin_mutations: true,
+            fault_injection: false,
             nodes: (0..n)
                 .map(|i| NodeEntry {
                     id: i as u64 + 1,

@@ -214,6 +214,10 @@ pub struct ClusterConfig {
     /// nodes (when enough remain). Absent: 5 minutes.
     #[serde(default)]
     pub replica_timeout_ms: Option<u64>,
+    /// Lets the admin endpoint cut this node off from peers (`PUT /admin/faults/partition`)
+    /// for chaos tests. Never in production: an admin could take the node out of the cluster.
+    #[serde(default)]
+    pub fault_injection: bool,
 }
 
 impl ClusterConfig {

@@ -158,6 +158,8 @@ enum Lookup {
 #[derive(Clone)]
 pub struct Directory {
     lookup: Lookup,
+    /// Peers this node is cut off from (fault injection): their gateways are not found.
+    cut_off: Arc<std::sync::Mutex<std::collections::BTreeSet<u64>>>,
 }
 
 impl std::fmt::Debug for Directory {
@@ -177,6 +179,7 @@ impl Directory {
                 scope: format!("agora:{cluster_name}"),
                 identities: Arc::default(),
             },
+            cut_off: Arc::default(),
         }
     }
 
@@ -184,6 +187,7 @@ impl Directory {
     pub fn with_links(links: Arc<dyn PeerLinks>) -> Self {
         Self {
             lookup: Lookup::Links(links),
+            cut_off: Arc::default(),
         }
     }
 
@@ -193,6 +197,24 @@ impl Directory {
             Lookup::Groups { scope, .. } => Some(scope.clone()),
             Lookup::Links(_) => None,
         }
+    }
+
+    /// Cuts this node off from `peers` (fault injection; empty heals): it no longer finds
+    /// their gateways, so it neither calls them nor counts them as connected. A partition
+    /// cuts both sides.
+    pub fn cut_off(&self, peers: std::collections::BTreeSet<u64>) {
+        if let Ok(mut cut) = self.cut_off.lock() {
+            *cut = peers;
+        }
+    }
+
+    /// The peers this node is cut off from.
+    pub fn cut_off_peers(&self) -> std::collections::BTreeSet<u64> {
+        self.cut_off.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    fn is_cut_off(&self, id: u64) -> bool {
+        self.cut_off.lock().is_ok_and(|c| c.contains(&id))
     }
 
     /// The proven identities of the sessions (the transport fills them; unused over links).
@@ -221,13 +243,20 @@ impl Directory {
                 ids.sort_unstable();
                 ids
             }
-            Lookup::Links(links) => links.peers(),
+            Lookup::Links(links) => links
+                .peers()
+                .into_iter()
+                .filter(|id| !self.is_cut_off(*id))
+                .collect(),
         }
     }
 
     /// Node `id`'s gateway, if it is connected: a member of node `id`'s group that lives on
     /// a session proven to be node `id` (a peer joining another node's group is ignored).
     pub fn gateway(&self, id: u64) -> Option<PeerGateway> {
+        if self.is_cut_off(id) {
+            return None;
+        }
         match &self.lookup {
             Lookup::Groups { scope, identities } => {
                 ractor::pg::get_scoped_members(scope, &Self::group(id))

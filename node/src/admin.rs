@@ -34,6 +34,8 @@ pub struct AdminState {
     pub token: Option<String>,
     /// Whether mutating routes (drain, move) are enabled.
     pub mutations: bool,
+    /// Whether `PUT /admin/faults/partition` may cut this node off (chaos tests only).
+    pub fault_injection: bool,
     /// Who is in the cluster.
     pub membership: Membership,
     /// The shard map.
@@ -87,6 +89,10 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route(
             "/admin/cluster/members/{id}/remove",
             post(crate::admin_replicas::remove_member),
+        )
+        .route(
+            "/admin/faults/partition",
+            axum::routing::put(crate::admin_faults::partition),
         )
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

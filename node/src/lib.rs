@@ -3,6 +3,7 @@
 //! gateway client and simulator, notification sinks) and the demo catalog seed.
 
 pub mod admin;
+pub mod admin_faults;
 pub mod admin_replicas;
 pub mod cards;
 pub mod listener;

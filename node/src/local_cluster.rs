@@ -41,6 +41,7 @@ fn new_config(
         jwt_previous_secrets: Vec::new(),
         admin_token: None,
         admin_mutations: true,
+        fault_injection: false,
         nodes,
         tuning: Tuning::default(),
         tls: None,

@@ -430,6 +430,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 secret: config.secret.clone(),
                 admin_token: config.admin_token.clone(),
                 admin_mutations: config.admin_mutations,
+                fault_injection: config.fault_injection,
                 join: args.join,
                 tls: config.tls.clone(),
                 jwt_secret: config.jwt_secret.clone(),

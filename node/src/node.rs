@@ -161,6 +161,8 @@ pub struct ClusterSpec {
     pub admin_token: Option<String>,
     /// Whether mutating admin routes are enabled.
     pub admin_mutations: bool,
+    /// Whether the admin endpoint may cut this node off from peers (chaos tests only).
+    pub fault_injection: bool,
     /// Join a running cluster (this node is not in the first Raft group) and take a share of
     /// the shards.
     pub join: bool,
@@ -777,6 +779,7 @@ pub async fn start_with(
         admin_seen: std::sync::atomic::AtomicBool::new(false),
         token: configured_token.or_else(|| generated_admin_token.clone()),
         mutations: cluster.as_ref().is_some_and(|c| c.admin_mutations),
+        fault_injection: cluster.as_ref().is_some_and(|c| c.fault_injection),
         membership: membership.clone(),
         map: map.clone(),
         region: region.clone(),

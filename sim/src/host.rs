@@ -183,6 +183,7 @@ pub async fn run_node(
         secret: "sim-cluster-secret-0123456789abcdef".into(),
         admin_token: Some(ADMIN_TOKEN.into()),
         admin_mutations: true,
+        fault_injection: false,
         join: false,
         tls: None,
         jwt_secret: Some("sim-jwt-secret-5f0c9a2e71d84b36a9e0c4f1d2b7e853".into()),

@@ -358,3 +358,92 @@ async fn two_of_five_nodes_killed_at_once_lose_nothing() {
     agora_tests::cluster::all_served(&reader, &skus).await;
     agora_tests::cluster::assert_acknowledged_units_sold_once(&admin, &skus, 40, &acked).await;
 }
+
+/// Cuts node `i` (0-based) off from the nodes `peers` (empty: heals it), through its admin
+/// endpoint's fault injection.
+async fn cut_off(cluster: &Cluster, i: usize, peers: &[u64]) {
+    let ops = cluster.nodes[i].admin_port_client().with_token(ADMIN_TOKEN);
+    let r = ops
+        .send(
+            ops.req(reqwest::Method::PUT, "/admin/faults/partition")
+                .json(&serde_json::json!({ "cut_off": peers })),
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        200,
+        "cut node {} off from {peers:?}: {}",
+        i + 1,
+        r.text
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_minority_acknowledges_nothing_and_the_majority_serves_on() {
+    let cluster = Cluster::start_replicated_with(3, 50, 3, "fault_injection = true").await;
+    let (cluster, admin, skus) = stocked(cluster, 6, 10).await;
+    // Node 3 is cut off from nodes 1 and 2, its own side first: from then on no change it
+    // takes can reach a majority, whichever shards it led.
+    cut_off(&cluster, 2, &[1, 2]).await;
+    cut_off(&cluster, 0, &[3]).await;
+    cut_off(&cluster, 1, &[3]).await;
+    let through_3 = admin.rebased(&cluster.nodes[2].shop_url);
+    for sku in &skus {
+        let r = through_3
+            .post(
+                &format!("/api/v1/inventory/{sku}/receive"),
+                &serde_json::json!({ "quantity": 100 }),
+            )
+            .await;
+        assert_eq!(
+            r.status, 503,
+            "node 3, cut off, answered {} to a receipt of {sku}: {}",
+            r.status, r.text
+        );
+        assert!(
+            r.retry_after.is_some(),
+            "a 503 without Retry-After: {}",
+            r.text
+        );
+    }
+    // The majority serves every product and takes writes.
+    let through_1 = admin.rebased(&cluster.nodes[0].shop_url);
+    agora_tests::cluster::all_served(&cluster.client(0), &skus).await;
+    for sku in &skus {
+        let path = format!("/api/v1/inventory/{sku}/receive");
+        poll_until(
+            &format!("node 1 takes a receipt of {sku}"),
+            POLL_TIMEOUT,
+            || async {
+                let r = through_1
+                    .post(&path, &serde_json::json!({ "quantity": 1 }))
+                    .await;
+                match r.status {
+                    200 => Ok(()),
+                    503 => Err(r.text),
+                    other => panic!("receipt through node 1 answered {other}: {}", r.text),
+                }
+            },
+        )
+        .await;
+    }
+    // Healed, node 3 serves again, and holds what the majority took and nothing it refused.
+    for i in 0..3 {
+        cut_off(&cluster, i, &[]).await;
+    }
+    for sku in &skus {
+        poll_until(
+            &format!("node 3 shows {sku} as the majority left it"),
+            POLL_TIMEOUT,
+            || async {
+                let inv = through_3.inventory(sku).await;
+                if inv.available == 11 {
+                    Ok(())
+                } else {
+                    Err(format!("{inv:?}"))
+                }
+            },
+        )
+        .await;
+    }
+}
