@@ -253,11 +253,16 @@ impl Actor for Gateway {
             GatewayMsg::Join(bytes, reply) => {
                 let (raft, policy) = (args.raft.clone(), args.join_policy.clone());
                 let now_ms = args.clock.now_ms();
+                let removed = args
+                    .map
+                    .read()
+                    .map(|m| m.replicas.removed.clone())
+                    .unwrap_or_default();
                 tokio::spawn(async move {
                     let answer = super::handoff::join_locally(
                         raft.as_ref(),
                         policy.as_ref(),
-                        now_ms,
+                        (now_ms, &removed),
                         &bytes,
                     )
                     .await;

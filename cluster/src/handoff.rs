@@ -682,7 +682,7 @@ pub struct JoinRequest {
 pub async fn join_locally(
     raft: Option<&Raft>,
     policy: Option<&super::join_token::JoinPolicy>,
-    now_ms: u64,
+    (now_ms, removed): (u64, &std::collections::BTreeSet<u64>),
     bytes: &[u8],
 ) -> ProposeAnswer {
     let (Some(raft), Some(policy)) = (raft, policy) else {
@@ -692,7 +692,13 @@ pub async fn join_locally(
         Ok(r) => r,
         Err(e) => return ProposeAnswer::Failed(e.to_string()),
     };
-    if let Err(refused) = policy.admit(req.id, req.token.as_deref(), now_ms) {
+    // A removed id stays removed, even for a node its cluster file still lists.
+    let admitted = if removed.contains(&req.id) {
+        Err(super::join_token::JoinRefused::Removed(req.id))
+    } else {
+        policy.admit(req.id, req.token.as_deref(), now_ms)
+    };
+    if let Err(refused) = admitted {
         tracing::warn!(node = req.id, addr = %req.cluster_addr, reason = %refused, "join refused");
         metrics::counter!("agora_cluster_joins_refused_total").increment(1);
         return ProposeAnswer::Rejected(refused.to_string());

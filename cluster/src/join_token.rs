@@ -42,6 +42,12 @@ pub enum JoinRefused {
     /// The token was not signed with this cluster's secret.
     #[error("the join token was not minted by this cluster")]
     BadSignature,
+    /// The node id was removed from the cluster for good (its replicas were handed on).
+    #[error(
+        "node {0} was removed from the cluster for good: start the node under a new id, with a \
+         join token minted for that id"
+    )]
+    Removed(u64),
 }
 
 /// Who may join, as the admitting node sees it.

@@ -403,6 +403,18 @@ async fn mint_join_token(
             "a single node has no cluster to join".to_string(),
         ));
     };
+    let removed = s
+        .map
+        .read()
+        .is_ok_and(|m| m.replicas.removed.contains(&req.node_id));
+    if removed {
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "node-removed",
+            "Node removed",
+            agora_cluster::join_token::JoinRefused::Removed(req.node_id).to_string(),
+        ));
+    }
     let expires_at_ms = s.clock.now_ms() + agora_cluster::join_token::JOIN_TOKEN_TTL_MS;
     tracing::info!(node = req.node_id, expires_at_ms, "join token minted");
     Ok(Json(json!({

@@ -308,6 +308,20 @@ async fn a_joining_node_takes_replicas_and_a_removed_node_hands_its_replicas_on(
         },
     )
     .await;
+    // Node 1's id stays removed: no join token is minted for it.
+    let refused = ops
+        .post(
+            "/admin/cluster/join-tokens",
+            &serde_json::json!({ "node_id": 1 }),
+        )
+        .await
+        .expect_status(409, "mint a join token for a removed id");
+    refused.assert_problem("a join token for a removed id");
+    assert!(
+        refused.text.contains("removed from the cluster for good"),
+        "{}",
+        refused.text
+    );
     let acked = shoppers.finish().await;
 
     // Nothing needs node 1 any more: with it gone, every product is served and every
