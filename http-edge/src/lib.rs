@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod catalog;
+pub mod created;
 pub mod docs;
 pub mod dto;
 pub mod extract;

@@ -456,9 +456,16 @@ pub struct Resp {
     pub text: String,
     /// Value of the `retry-after` header, when present.
     pub retry_after: Option<String>,
+    /// Every header of the answer.
+    pub headers: reqwest::header::HeaderMap,
 }
 
 impl Resp {
+    /// The value of header `name`, when present and text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
     /// Panics (showing the body) unless the status is `code`; returns `self` for chaining.
     #[track_caller]
     pub fn expect_status(self, code: u16, ctx: &str) -> Self {
@@ -590,6 +597,7 @@ impl Client {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
+        let headers = resp.headers().clone();
         let bytes = resp.bytes().await?;
         let text = String::from_utf8_lossy(&bytes).into_owned();
         let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
@@ -599,6 +607,7 @@ impl Client {
             body,
             text,
             retry_after,
+            headers,
         })
     }
 
@@ -741,6 +750,11 @@ impl Client {
         let r = self.register(&email, USER_PASSWORD, "Test User").await;
         let r = r.expect_status(201, &format!("register {email}"));
         r.str_field("user_id");
+        assert_eq!(
+            r.header("location"),
+            Some("/api/v1/me"),
+            "a new account's Location"
+        );
         (self.login_as(&email, USER_PASSWORD).await, email)
     }
 
@@ -759,6 +773,11 @@ impl Client {
             )
             .await
             .expect_status(201, &format!("create product {sku}"));
+        assert_eq!(
+            r.header("location"),
+            Some(format!("/api/v1/products/{sku}").as_str()),
+            "a created product is named in Location"
+        );
         r.body
     }
 
@@ -951,6 +970,7 @@ pub fn parse_http_response(buf: &[u8], at_eof: bool) -> Option<Resp> {
         body,
         text,
         retry_after: None,
+        headers: reqwest::header::HeaderMap::new(),
     })
 }
 

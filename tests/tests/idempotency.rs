@@ -17,8 +17,23 @@ async fn retried_checkout_replays_the_first_response() {
     let first = user.checkout(Some(&key), &body).await;
     let first = first.expect_status(201, "first checkout");
     let order_id = first.str_field("order_id");
+    assert_eq!(
+        first.header("location"),
+        Some(format!("/api/v1/orders/{order_id}").as_str()),
+        "the new order is named in Location"
+    );
+    assert_eq!(
+        first.header("idempotent-replayed"),
+        None,
+        "a first answer is no replay"
+    );
 
     let again = user.checkout(Some(&key), &body).await;
+    assert_eq!(
+        again.header("idempotent-replayed"),
+        Some("true"),
+        "a retried key's answer says it is a replay"
+    );
     assert_eq!(
         again.status, first.status,
         "retry with the same key must answer the same status: {}",
@@ -145,6 +160,7 @@ async fn out_of_stock_answer_is_replayed_too() {
         "same key + same body must replay the out-of-stock answer: {}",
         again.text
     );
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
     let inv = admin.inventory(&sku).await;
     assert_eq!(
         (inv.available, inv.reserved, inv.sold),

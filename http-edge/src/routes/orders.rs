@@ -128,8 +128,14 @@ pub(crate) async fn order_cmd(
     }
 }
 
-/// Answers a checkout from the order's settlement (the same answer for every retry).
+/// Answers a checkout from the order's settlement (the same answer for every retry); a 201
+/// names the order in `Location`.
 fn checkout_response(v: &OrderView) -> Response {
+    let location = format!("/api/v1/orders/{}", v.order_id);
+    crate::created::with_location(settlement_response(v), &location)
+}
+
+fn settlement_response(v: &OrderView) -> Response {
     match &v.settlement {
         Some(Settlement::OutOfStock {
             sku,
@@ -164,7 +170,9 @@ fn checkout_response(v: &OrderView) -> Response {
 /// Checks out the caller's cart.
 #[utoipa::path(post, path = "/api/v1/orders", tag = "orders", request_body = CheckoutRequest, security(("bearer" = [])),
     params(("Idempotency-Key" = String, Header, description = "1..=128 visible ASCII characters; a retry with the same key returns the same answer")),
-    responses((status = 201, body = OrderCreated), (status = 400, description = "no Idempotency-Key"), (status = 409, description = "out of stock, or a product in the cart was archived"),
+    responses((status = 201, body = OrderCreated, description = "the order was placed (a retry with the same key answers as the first time, with Idempotent-Replayed: true)",
+               headers(("Location" = String, description = "the order: /api/v1/orders/{order_id}"), ("Idempotent-Replayed" = String, description = "true when this answer replays an earlier one"))),
+              (status = 400, description = "no Idempotency-Key"), (status = 409, description = "out of stock, or a product in the cart was archived"),
               (status = 422, description = "invalid input, empty cart, or key reused with another body")))]
 pub async fn checkout(
     State(st): State<Arc<EdgeState>>,
@@ -369,9 +377,9 @@ async fn replay(st: &EdgeState, order_id: &str, request_hash: &str) -> ApiResult
         },
     )
     .await?;
-    Ok(checkout_response(
+    Ok(crate::created::replayed(checkout_response(
         &await_settled(st, order_id, check).await?,
-    ))
+    )))
 }
 
 /// The order once the stock has answered, or after `settle_wait` the view `so_far`.

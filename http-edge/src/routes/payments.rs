@@ -359,7 +359,9 @@ pub async fn webhook_in(
 #[utoipa::path(post, path = "/api/v1/orders/{order_id}/refunds", tag = "payments", request_body = RefundRequest, security(("bearer" = [])),
     params(("order_id" = String, Path, description = "order id"),
            ("Idempotency-Key" = String, Header, description = "1..=128 visible ASCII characters; a retry with the same key returns the same refund")),
-    responses((status = 201, body = RefundDto), (status = 400, description = "no Idempotency-Key"), (status = 404, description = "no such order of the caller's"),
+    responses((status = 201, body = RefundDto, description = "the refund was asked for",
+               headers(("Location" = String, description = "where it is read: /api/v1/orders/{order_id}/payments"))),
+              (status = 400, description = "no Idempotency-Key"), (status = 404, description = "no such order of the caller's"),
               (status = 409, description = "not delivered, return window closed, or more than was paid"), (status = 422, description = "invalid line, or key reused with another body")))]
 pub async fn request_refund(
     State(st): State<Arc<EdgeState>>,
@@ -367,7 +369,7 @@ pub async fn request_refund(
     headers: HeaderMap,
     ApiPath(order_id): ApiPath<String>,
     ApiJson(req): ApiJson<RefundRequest>,
-) -> ApiResult<(StatusCode, Json<RefundDto>)> {
+) -> ApiResult<axum::response::Response> {
     let key = validate::idempotency_header(&headers)?;
     let lines = req.lines.clone().unwrap_or_default();
     if lines.len() > MAX_REFUND_LINES {
@@ -404,7 +406,11 @@ pub async fn request_refund(
         .iter()
         .find(|r| r.refund_id == refund_id)
         .ok_or_else(|| Problem::internal("the refund is missing from the order"))?;
-    Ok((StatusCode::CREATED, Json(RefundDto::new(&order_id, r))))
+    // Refunds are read in the order's payment history.
+    Ok(crate::created::with_location(
+        (StatusCode::CREATED, Json(RefundDto::new(&order_id, r))),
+        &format!("/api/v1/orders/{order_id}/payments"),
+    ))
 }
 
 /// The payment history of one of the caller's orders: the charge and the refunds.

@@ -253,13 +253,15 @@ fn check_attributes(attributes: &BTreeMap<String, String>) -> ApiResult<()> {
 
 /// Creates a product (admin).
 #[utoipa::path(post, path = "/api/v1/products", tag = "catalog", request_body = CreateProductRequest, security(("bearer" = [])),
-    responses((status = 201, body = ProductDto), (status = 403, description = "not an admin"), (status = 409, description = "SKU exists (archived products too)"),
+    responses((status = 201, body = ProductDto, description = "the product was created",
+               headers(("Location" = String, description = "the product: /api/v1/products/{sku}"))),
+              (status = 403, description = "not an admin"), (status = 409, description = "SKU exists (archived products too)"),
               (status = 422, description = "invalid field")))]
 pub async fn create(
     State(st): State<Arc<EdgeState>>,
     _admin: Admin,
     ApiJson(req): ApiJson<CreateProductRequest>,
-) -> ApiResult<(StatusCode, Json<ProductDto>)> {
+) -> ApiResult<axum::response::Response> {
     validate::sku(&req.sku)?;
     validate::name("name", &req.name)?;
     check_attributes(&req.attributes)?;
@@ -281,7 +283,10 @@ pub async fn create(
     )
     .await?;
     let available = available(st.client.as_ref(), &req.sku).await?;
-    Ok((StatusCode::CREATED, Json(dto(p, available, (0.0, 0)))))
+    Ok(crate::created::with_location(
+        (StatusCode::CREATED, Json(dto(p, available, (0.0, 0)))),
+        &format!("/api/v1/products/{}", req.sku),
+    ))
 }
 
 async fn product_command(

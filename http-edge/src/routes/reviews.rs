@@ -162,7 +162,8 @@ async fn save(
 /// hid it, stays hidden.
 #[utoipa::path(post, path = "/api/v1/products/{sku}/reviews", tag = "reviews", request_body = ReviewRequest,
     security(("bearer" = [])), params(("sku" = String, Path, description = "SKU")),
-    responses((status = 201, body = ReviewDto, description = "the review was created (a retry of that request answers 201 again)"),
+    responses((status = 201, body = ReviewDto, description = "the review was created (a retry of that request answers 201 again)",
+               headers(("Location" = String, description = "the caller's review: /api/v1/products/{sku}/reviews/mine"))),
               (status = 200, body = ReviewDto, description = "the caller's existing review was replaced"),
               (status = 401, description = "no valid bearer token"),
               (status = 403, description = "the caller has no delivered order of this product"),
@@ -173,8 +174,12 @@ pub async fn submit(
     caller: Caller,
     ApiPath(sku): ApiPath<String>,
     ApiJson(req): ApiJson<ReviewRequest>,
-) -> ApiResult<(StatusCode, Json<ReviewDto>)> {
-    save(&st, caller, &sku, req).await
+) -> ApiResult<axum::response::Response> {
+    let location = format!("/api/v1/products/{sku}/reviews/mine");
+    Ok(crate::created::with_location(
+        save(&st, caller, &sku, req).await?,
+        &location,
+    ))
 }
 
 /// Same as `POST /api/v1/products/{sku}/reviews`: creates or replaces the caller's review.

@@ -18,13 +18,15 @@ use std::sync::Arc;
 
 /// Creates a customer account.
 #[utoipa::path(post, path = "/api/v1/users", request_body = RegisterRequest, tag = "accounts",
-    responses((status = 201, body = UserCreated), (status = 409, description = "email taken (answered after the same password hash as a new account, so the time does not tell)"), (status = 422, description = "invalid input"),
+    responses((status = 201, body = UserCreated, description = "the account was created",
+               headers(("Location" = String, description = "the account, read once logged in: /api/v1/me"))),
+              (status = 409, description = "email taken (answered after the same password hash as a new account, so the time does not tell)"), (status = 422, description = "invalid input"),
         (status = 429, description = "too many registrations from this address; see Retry-After"),
         (status = 503, description = "too many password hashes at once; see Retry-After")))]
 pub async fn register(
     State(st): State<Arc<EdgeState>>,
     ApiJson(req): ApiJson<RegisterRequest>,
-) -> ApiResult<(StatusCode, Json<UserCreated>)> {
+) -> ApiResult<axum::response::Response> {
     let email = validate::email(&req.email)?;
     validate::password(&req.password)?;
     let name = validate::name("name", &req.name)?;
@@ -42,7 +44,11 @@ pub async fn register(
     st.client
         .ask(EntityRef::new(EntityKind::Account, user_id.clone()), cmd)
         .await?;
-    Ok((StatusCode::CREATED, Json(UserCreated { user_id })))
+    // The new account is read, once logged in, as the caller's own profile.
+    Ok(crate::created::with_location(
+        (StatusCode::CREATED, Json(UserCreated { user_id })),
+        "/api/v1/me",
+    ))
 }
 
 /// Exchanges credentials for an access token and a refresh token. Five failed logins in a
