@@ -9,6 +9,7 @@ pub mod cards;
 pub mod listener;
 pub mod metrics_catalog;
 pub mod node;
+pub mod outbound;
 pub mod payment_http;
 pub mod placement_balancer;
 pub mod replica_moves;

@@ -37,6 +37,11 @@ pub const METRICS: &[(Kind, &str, &str)] = &[
     ),
     (
         Counter,
+        "agora_outbound_failures_total",
+        "Outbound calls (notification webhooks, the payment gateway) that failed or were refused, by destination (scheme, host and port).",
+    ),
+    (
+        Counter,
         "agora_replication_snapshot_bytes_received_total",
         "Bytes of replica snapshots received from peers (replicas built or rebuilt here).",
     ),

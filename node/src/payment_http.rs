@@ -110,9 +110,7 @@ impl HttpGateway {
         api_key: &str,
         webhook_url: Arc<OnceLock<String>>,
     ) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .build()?;
+        let client = crate::outbound::client(Duration::from_secs(5))?;
         Ok(Self {
             base: base.trim_end_matches('/').to_string(),
             client,
@@ -134,7 +132,10 @@ impl HttpGateway {
             .json(body)
             .send()
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| {
+                crate::outbound::failed(&self.base, &e);
+                unavailable(e)
+            })?;
         Ok(resp.status())
     }
 
@@ -746,9 +747,7 @@ fn new_sim(
         ledger: Mutex::new(ledger),
         rng,
         clock,
-        client: reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .build()?,
+        client: crate::outbound::client(Duration::from_secs(5))?,
     }))
 }
 

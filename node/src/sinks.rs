@@ -255,7 +255,7 @@ pub struct WebhookSink {
 impl WebhookSink {
     /// A sink posting to `url`.
     pub fn new(url: &str) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder().timeout(SEND_TIMEOUT).build()?;
+        let client = crate::outbound::client(SEND_TIMEOUT)?;
         Ok(Self {
             url: url.to_string(),
             client,
@@ -287,15 +287,17 @@ impl NotificationSink for WebhookSink {
             .json(&body)
             .send()
             .await
-            .map_err(|e| ExternalError::Unavailable(format!("webhook: {e}")))?;
+            .map_err(|e| {
+                crate::outbound::failed(&self.url, &e);
+                ExternalError::Unavailable(format!("webhook: {e}"))
+            })?;
         if resp.status().is_success() {
             sent(n.channel.name());
             Ok(())
         } else {
-            Err(ExternalError::Unavailable(format!(
-                "webhook answered {}",
-                resp.status()
-            )))
+            let why = format!("webhook answered {}", resp.status());
+            crate::outbound::failed(&self.url, &why);
+            Err(ExternalError::Unavailable(why))
         }
     }
 }

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
@@ -131,6 +131,11 @@ struct Webhooks {
 
 impl Webhooks {
     async fn start() -> (Self, u16) {
+        Self::start_with(None).await
+    }
+
+    /// Like `start`, over TLS with `tls` when given.
+    async fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> (Self, u16) {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind webhook");
@@ -139,52 +144,64 @@ impl Webhooks {
         let h = hooks.clone();
         tokio::spawn(async move {
             while let Ok((conn, _)) = listener.accept().await {
-                let h = h.clone();
+                let (h, tls) = (h.clone(), tls.clone());
                 tokio::spawn(async move {
-                    let (r, mut w) = conn.into_split();
-                    let mut r = BufReader::new(r);
-                    loop {
-                        let mut request_line = String::new();
-                        if r.read_line(&mut request_line).await.unwrap_or(0) == 0 {
-                            return;
-                        }
-                        let path = request_line
-                            .split_whitespace()
-                            .nth(1)
-                            .unwrap_or("")
-                            .to_string();
-                        let (mut len, mut key) = (0usize, String::new());
-                        loop {
-                            let mut l = String::new();
-                            if r.read_line(&mut l).await.unwrap_or(0) == 0 {
-                                return;
+                    match tls {
+                        None => h.serve(conn).await,
+                        Some(acceptor) => {
+                            if let Ok(conn) = acceptor.accept(conn).await {
+                                h.serve(conn).await;
                             }
-                            if l == "\r\n" {
-                                break;
-                            }
-                            if let Some((k, v)) = l.split_once(':') {
-                                if k.eq_ignore_ascii_case("content-length") {
-                                    len = v.trim().parse().unwrap_or(0);
-                                } else if k.eq_ignore_ascii_case("idempotency-key") {
-                                    key = v.trim().to_string();
-                                }
-                            }
-                        }
-                        let mut body = vec![0u8; len.min(1 << 20)];
-                        if r.read_exact(&mut body).await.is_err() {
-                            return;
-                        }
-                        let json = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                        h.calls.lock().expect("calls").push((path, key, json));
-                        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
-                        if w.write_all(ok).await.is_err() {
-                            return;
                         }
                     }
                 });
             }
         });
         (hooks, port)
+    }
+
+    /// Records each request of one connection and answers 200.
+    async fn serve(&self, conn: impl AsyncRead + AsyncWrite + Unpin) {
+        let (r, mut w) = tokio::io::split(conn);
+        let mut r = BufReader::new(r);
+        loop {
+            let mut request_line = String::new();
+            if r.read_line(&mut request_line).await.unwrap_or(0) == 0 {
+                return;
+            }
+            let path = request_line
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or("")
+                .to_string();
+            let (mut len, mut key) = (0usize, String::new());
+            loop {
+                let mut l = String::new();
+                if r.read_line(&mut l).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                if l == "\r\n" {
+                    break;
+                }
+                if let Some((k, v)) = l.split_once(':') {
+                    if k.eq_ignore_ascii_case("content-length") {
+                        len = v.trim().parse().unwrap_or(0);
+                    } else if k.eq_ignore_ascii_case("idempotency-key") {
+                        key = v.trim().to_string();
+                    }
+                }
+            }
+            let mut body = vec![0u8; len.min(1 << 20)];
+            if r.read_exact(&mut body).await.is_err() {
+                return;
+            }
+            let json = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            self.calls.lock().expect("calls").push((path, key, json));
+            let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+            if w.write_all(ok).await.is_err() || w.flush().await.is_err() {
+                return;
+            }
+        }
     }
 
     fn calls(&self) -> Vec<(String, String, Value)> {
@@ -353,4 +370,105 @@ async fn an_email_is_accepted_once_after_a_crash_between_send_and_acknowledgemen
     // The message in flight at the crash was transmitted again, under the same Message-ID.
     let first = &mails[0].message_id;
     assert!(by_id[first.as_str()].len() >= 2, "{mails:#?}");
+}
+
+/// A TLS acceptor presenting the test certificate for localhost (signed by the test CA in
+/// `fixtures/tls`, which no system trusts).
+fn localhost_tls() -> tokio_rustls::TlsAcceptor {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/tls");
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(format!("{dir}/localhost.pem"))
+            .expect("localhost.pem")
+            .collect::<Result<_, _>>()
+            .expect("localhost certificate");
+    let key = PrivateKeyDer::from_pem_file(format!("{dir}/localhost.key")).expect("localhost.key");
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("TLS server config");
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+/// A new shopper who wants SMS only places an order on `server`: the shopper and the order.
+async fn sms_shopper_orders(server: &AgoraProcess) -> (Client, String) {
+    let admin = server.admin().await;
+    let sku = admin.stocked_product(12_000, 10).await;
+    let (shopper, _) = server.client().new_user().await;
+    patch_me(
+        &shopper,
+        json!({"phone": "+919876543210", "notification_channels": ["sms"]}),
+    )
+    .await;
+    shopper.add_to_cart(&sku, 1).await;
+    let order = shopper.place_order(card("4242424242424242")).await;
+    (shopper, order)
+}
+
+#[tokio::test]
+async fn an_https_webhook_with_a_private_ca_is_called_once_its_ca_is_trusted() {
+    let (hooks, port) = Webhooks::start_with(Some(localhost_tls())).await;
+    let mut options = ServerOptions::fast().args([
+        "--sms-webhook-url".to_string(),
+        format!("https://localhost:{port}/sms"),
+    ]);
+    let ca = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/tls/ca.pem");
+    options
+        .env
+        .push(("AGORA_EXTRA_CA_FILE".to_string(), ca.to_string()));
+    let server = AgoraProcess::start(options);
+    let (shopper, order) = sms_shopper_orders(&server).await;
+    wait_for_order(&shopper, &order, &["DELIVERED"]).await;
+    let calls = poll_until(
+        "every SMS reaches the HTTPS webhook",
+        POLL_TIMEOUT,
+        || async {
+            let c = hooks.calls();
+            if c.len() >= LIFECYCLE.len() {
+                Ok(c)
+            } else {
+                Err(format!("{} calls", c.len()))
+            }
+        },
+    )
+    .await;
+    let events: BTreeSet<&str> = calls
+        .iter()
+        .filter_map(|(_, _, b)| b["event"].as_str())
+        .collect();
+    assert_eq!(events, LIFECYCLE.into_iter().collect(), "{calls:?}");
+}
+
+#[tokio::test]
+async fn an_https_webhook_whose_ca_is_not_trusted_is_refused_and_counted() {
+    let (hooks, port) = Webhooks::start_with(Some(localhost_tls())).await;
+    let server = AgoraProcess::start(ServerOptions::fast().args([
+        "--sms-webhook-url".to_string(),
+        format!("https://localhost:{port}/sms"),
+    ]));
+    sms_shopper_orders(&server).await;
+    let ops = server.admin_port_client();
+    poll_until("the failed HTTPS call is counted", POLL_TIMEOUT, || async {
+        let failed = agora_tests::counter(&ops, "agora_outbound_failures_total").await;
+        if failed >= 1.0 {
+            Ok(())
+        } else {
+            Err(format!("{failed} failures counted"))
+        }
+    })
+    .await;
+    assert!(
+        hooks.calls().is_empty(),
+        "a call got through: {:?}",
+        hooks.calls()
+    );
+    let log = server.stderr_tail(50_000);
+    assert!(
+        log.contains("outbound call failed") && log.contains(&format!("https://localhost:{port}")),
+        "the failure is logged with its destination: {log}"
+    );
 }
