@@ -109,6 +109,7 @@ impl ClusterProc {
             admin_token: Some(admin_token.clone()),
             admin_mutations: true,
             fault_injection: false,
+            cors_allowed_origins: Vec::new(),
             nodes: (0..n)
                 .map(|i| NodeEntry {
                     id: i as u64 + 1,

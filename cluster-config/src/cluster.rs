@@ -218,6 +218,9 @@ pub struct ClusterConfig {
     /// for chaos tests. Never in production: an admin could take the node out of the cluster.
     #[serde(default)]
     pub fault_injection: bool,
+    /// Origins whose browser pages may call the shop API (CORS; none when empty).
+    #[serde(default)]
+    pub cors_allowed_origins: Vec<String>,
 }
 
 impl ClusterConfig {
@@ -424,11 +427,13 @@ impl ClusterConfig {
             rate_limits: self.rate_limits.clone(),
             notifications: self.notifications.clone(),
             connections: self.connections,
+            cors_allowed_origins: self.cors_allowed_origins.clone(),
             ..NodeSettings::default()
         };
         s.validate().map_err(|e| {
-            let outside_tuning =
-                e.field.starts_with("rate_limits.") || e.field.starts_with("notifications.");
+            let outside_tuning = e.field.starts_with("rate_limits.")
+                || e.field.starts_with("notifications.")
+                || e.field == "cors_allowed_origins";
             ConfigError {
                 field: if outside_tuning {
                     e.field.clone()

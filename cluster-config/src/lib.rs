@@ -75,6 +75,9 @@ pub struct NodeSettings {
     pub notifications: NotificationSettings,
     /// Bounds on the shop API's connections.
     pub connections: ConnectionLimits,
+    /// Origins (`https://shop.example`) whose browser pages may call the shop API (CORS);
+    /// empty: none, no cross-origin call is allowed.
+    pub cors_allowed_origins: Vec<String>,
 }
 
 /// Bounds on the shop API's connections, so slow or idle clients cannot exhaust the node's
@@ -266,8 +269,42 @@ impl Default for NodeSettings {
             notifications: NotificationSettings::default(),
             payment_gateway_url: None,
             connections: ConnectionLimits::default(),
+            cors_allowed_origins: Vec::new(),
         }
     }
+}
+
+/// Most origins a node allows cross-origin calls from.
+pub const MAX_CORS_ORIGINS: usize = 64;
+
+/// Checks that `origins` are origins a browser sends: `http(s)://host[:port]`, no path, no
+/// wildcard.
+pub fn validate_cors_origins(origins: &[String]) -> Result<(), ConfigError> {
+    if origins.len() > MAX_CORS_ORIGINS {
+        return Err(err(
+            "cors_allowed_origins",
+            format!("lists {} origins", origins.len()),
+            "list at most 64 origins of the storefronts that call the API",
+        ));
+    }
+    for o in origins {
+        let rest = o
+            .strip_prefix("https://")
+            .or_else(|| o.strip_prefix("http://"))
+            .unwrap_or("");
+        let ok = !rest.is_empty()
+            && o.len() <= 200
+            && !rest.contains(['/', '*', '?', '#'])
+            && !rest.contains(char::is_whitespace);
+        if !ok {
+            return Err(err(
+                "cors_allowed_origins",
+                format!("{o:?} is not an origin"),
+                "give each storefront's origin as scheme://host[:port], like https://shop.example (no path, no wildcard)",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The default cap on active entities per node (about 1.5 GiB of entity state at ≈ 15 KiB
@@ -403,6 +440,7 @@ impl NodeSettings {
         }
         self.rate_limits.validate()?;
         self.notifications.validate()?;
+        validate_cors_origins(&self.cors_allowed_origins)?;
         Ok(())
     }
 }
@@ -410,6 +448,27 @@ impl NodeSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cors_origins_are_origins_without_paths_or_wildcards() {
+        let ok = ["https://shop.example", "http://localhost:5173"].map(String::from);
+        assert!(validate_cors_origins(&ok).is_ok());
+        for bad in [
+            "*",
+            "https://*.example",
+            "https://shop.example/",
+            "shop.example",
+            "https://",
+        ] {
+            let e = validate_cors_origins(&[bad.to_string()]).unwrap_err();
+            assert_eq!(e.field, "cors_allowed_origins", "{bad}");
+        }
+        let s = NodeSettings {
+            cors_allowed_origins: vec!["https://a.example/x".into()],
+            ..NodeSettings::default()
+        };
+        assert_eq!(s.validate().unwrap_err().field, "cors_allowed_origins");
+    }
 
     #[test]
     fn defaults_are_valid() {

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod catalog;
+pub mod cors;
 pub mod created;
 pub mod docs;
 pub mod dto;
@@ -51,6 +52,8 @@ pub struct EdgeConfig {
     pub webhook_secret: Option<Vec<u8>>,
     /// How far a webhook's signed timestamp may be from the edge's clock, in seconds.
     pub webhook_tolerance_secs: u64,
+    /// Origins whose browser pages may call the API (CORS); none when empty.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for EdgeConfig {
@@ -62,6 +65,7 @@ impl Default for EdgeConfig {
             settle_wait: Duration::from_secs(5),
             webhook_secret: None,
             webhook_tolerance_secs: webhook::DEFAULT_TOLERANCE_SECS,
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -95,7 +99,7 @@ pub struct EdgeState {
 /// The shop API router.
 pub fn router(state: Arc<EdgeState>) -> Router {
     let limit = state.config.body_limit;
-    routes::routes()
+    let api = routes::routes()
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
@@ -106,6 +110,11 @@ pub fn router(state: Arc<EdgeState>) -> Router {
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             routes::panic_to_problem,
         ))
-        .layer(axum::middleware::from_fn(observe::record))
-        .with_state(state)
+        .layer(axum::middleware::from_fn(observe::record));
+    // Without allowed origins there is no CORS at all (an OPTIONS answers 405 as before).
+    let api = match state.config.cors_origins.is_empty() {
+        true => api,
+        false => api.layer(cors::layer(&state.config.cors_origins)),
+    };
+    api.with_state(state)
 }

@@ -51,6 +51,7 @@ fn new_config(
         cluster_connections: Default::default(),
         replication_factor: None,
         replica_timeout_ms: None,
+        cors_allowed_origins: Vec::new(),
     })
 }
 

@@ -170,6 +170,14 @@ struct DevArgs {
     /// Sender of notification emails.
     #[arg(long, env = "AGORA_EMAIL_FROM")]
     email_from: Option<String>,
+    /// Origins whose browser pages may call the shop API (CORS), like https://shop.example;
+    /// repeat the flag or separate with commas. None by default.
+    #[arg(
+        long = "cors-origin",
+        env = "AGORA_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
+    cors_origins: Vec<String>,
     /// Webhook for SMS notifications (HTTP POST, JSON).
     #[arg(long, env = "AGORA_SMS_WEBHOOK_URL")]
     sms_webhook_url: Option<String>,
@@ -240,6 +248,7 @@ fn settings(a: DevArgs) -> NodeSettings {
         message_retention_ms: a.message_retention_ms.unwrap_or(d.message_retention_ms),
         seed_demo_catalog: !a.no_demo,
         payment_gateway_url: a.payment_gateway_url,
+        cors_allowed_origins: a.cors_origins,
         ..d
     }
 }

@@ -736,6 +736,7 @@ pub async fn start_with(
                 .webhook_secret
                 .as_ref()
                 .map(|s| s.as_bytes().to_vec()),
+            cors_origins: settings.cors_allowed_origins.clone(),
             ..EdgeConfig::default()
         },
         limiter: settings
