@@ -218,6 +218,23 @@ mod tests {
     }
 
     #[test]
+    fn every_operation_id_is_unique() {
+        let doc = serde_json::to_value(document()).expect("the document serializes");
+        let mut seen = std::collections::BTreeMap::new();
+        let paths = doc["paths"].as_object().expect("paths");
+        for (path, ops) in paths {
+            for (method, op) in ops.as_object().expect("operations") {
+                if let Some(id) = op["operationId"].as_str() {
+                    if let Some(first) = seen.insert(id.to_string(), format!("{method} {path}")) {
+                        panic!("operationId {id} names {first} and {method} {path}");
+                    }
+                }
+            }
+        }
+        assert!(seen.len() > 30, "only {} operations", seen.len());
+    }
+
+    #[test]
     fn the_document_matches_its_snapshot() {
         insta::assert_json_snapshot!("openapi", document());
     }

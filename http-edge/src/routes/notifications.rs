@@ -11,7 +11,7 @@ use axum::Json;
 use std::sync::Arc;
 
 /// Lists the caller's notifications, newest first.
-#[utoipa::path(get, path = "/api/v1/notifications", tag = "notifications", security(("bearer" = [])), responses((status = 200, body = NotificationList)))]
+#[utoipa::path(get, path = "/api/v1/notifications", operation_id = "list_notifications", tag = "notifications", security(("bearer" = [])), responses((status = 200, body = NotificationList)))]
 pub async fn list(
     State(st): State<Arc<EdgeState>>,
     caller: Caller,

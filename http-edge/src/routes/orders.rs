@@ -423,7 +423,7 @@ pub(crate) async fn owned_order(
 }
 
 /// Reads one of the caller's orders.
-#[utoipa::path(get, path = "/api/v1/orders/{order_id}", tag = "orders", params(("order_id" = String, Path, description = "order id")), security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/orders/{order_id}", operation_id = "get_order", tag = "orders", params(("order_id" = String, Path, description = "order id")), security(("bearer" = [])),
     responses((status = 200, body = OrderDto), (status = 404, description = "no such order of the caller's")))]
 pub async fn get_one(
     State(st): State<Arc<EdgeState>>,
@@ -434,7 +434,7 @@ pub async fn get_one(
 }
 
 /// Lists the caller's orders, newest first (at most 50).
-#[utoipa::path(get, path = "/api/v1/orders", tag = "orders", security(("bearer" = [])), responses((status = 200, body = OrderList)))]
+#[utoipa::path(get, path = "/api/v1/orders", operation_id = "list_orders", tag = "orders", security(("bearer" = [])), responses((status = 200, body = OrderList)))]
 pub async fn list(State(st): State<Arc<EdgeState>>, caller: Caller) -> ApiResult<Json<OrderList>> {
     let account = EntityRef::new(EntityKind::Account, caller.user_id.clone());
     let ids = match st

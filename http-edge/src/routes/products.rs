@@ -189,7 +189,7 @@ pub fn listing_query(q: ProductQuery) -> ApiResult<(CatalogQuery, usize, usize)>
 
 /// Lists and searches products: full text with typo tolerance, filters, sort, pages and
 /// category facets.
-#[utoipa::path(get, path = "/api/v1/products", tag = "catalog",
+#[utoipa::path(get, path = "/api/v1/products", operation_id = "list_products", tag = "catalog",
     params(
         ("q" = Option<String>, Query, description = "words to find in the name, description, category, attributes or SKU (at most 200 characters; the first 16 words count); every word must match, exactly, as a prefix or with a typo (1 edit for words of 3 to 5 letters, 2 for longer ones)"),
         ("category" = Option<String>, Query, description = "only this category"),
@@ -231,7 +231,7 @@ pub async fn list(
 }
 
 /// Reads one product with its current availability (archived products are not found).
-#[utoipa::path(get, path = "/api/v1/products/{sku}", tag = "catalog", params(("sku" = String, Path, description = "SKU")),
+#[utoipa::path(get, path = "/api/v1/products/{sku}", operation_id = "get_product", tag = "catalog", params(("sku" = String, Path, description = "SKU")),
     responses((status = 200, body = ProductDto), (status = 404, description = "no such product, or archived")))]
 pub async fn get_one(
     State(st): State<Arc<EdgeState>>,

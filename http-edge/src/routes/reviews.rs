@@ -69,7 +69,7 @@ pub fn paging(q: &ReviewQuery) -> ApiResult<(usize, usize, usize)> {
 
 /// Lists a product's visible reviews, newest first, with the average rating, the count and
 /// the 1–5 histogram over all of them (hidden reviews count nowhere).
-#[utoipa::path(get, path = "/api/v1/products/{sku}/reviews", tag = "reviews",
+#[utoipa::path(get, path = "/api/v1/products/{sku}/reviews", operation_id = "list_reviews", tag = "reviews",
     params(("sku" = String, Path, description = "SKU"),
         ("page" = Option<usize>, Query, description = "page, from 1 (at most 10000)"),
         ("per_page" = Option<usize>, Query, description = "page size, 1..=100 (default 20)")),
