@@ -33,13 +33,30 @@ impl Drop for Cluster {
     }
 }
 
-/// Free loopback ports, found by binding port 0 (the listeners are closed before use).
+/// Free loopback ports for a cluster file, chosen below the kernel's ephemeral range (where
+/// outgoing connections take their local ports, so none can take one of these between this
+/// check and the node's bind), at random so parallel tests rarely pick the same, and each
+/// checked by binding it. Falls back to ports the kernel picks when there is no room below
+/// the ephemeral range.
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
-        .collect();
-    listeners
-        .iter()
+    let ephemeral_from: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768);
+    let (low, high) = (10_000u16, ephemeral_from);
+    let mut held: Vec<TcpListener> = Vec::with_capacity(n);
+    let mut tries = 0;
+    while held.len() < n && high > low + 1_000 && tries < 10_000 {
+        tries += 1;
+        let pick = low + (uuid::Uuid::new_v4().as_u128() % u128::from(high - low)) as u16;
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", pick)) {
+            held.push(l);
+        }
+    }
+    while held.len() < n {
+        held.push(TcpListener::bind("127.0.0.1:0").expect("bind a free port"));
+    }
+    held.iter()
         .map(|l| l.local_addr().expect("local addr").port())
         .collect()
 }
