@@ -84,6 +84,8 @@ pub(crate) fn state_with_pool(
         rng: Arc::new(Nobody),
         config: EdgeConfig::default(),
         limiter: None,
+        // Unreachable failure: this module is compiled for tests only, and TEST_CARD_KEY is a
+        // constant of the length CardVault::new requires (it refuses only short keys).
         cards: Arc::new(
             agora_actors::card::CardVault::new(agora_actors::card::TEST_CARD_KEY)
                 .expect("the test key is long enough"),
