@@ -36,11 +36,13 @@ pub enum GatewayRpc {
     DiscardShard,
     /// A Raft request of a shard's replication group.
     Group,
+    /// The shard-map group's read index, from its leader.
+    ReadIndex,
 }
 
 impl GatewayRpc {
     /// Every call, in wire order.
-    pub const ALL: [GatewayRpc; 9] = [
+    pub const ALL: [GatewayRpc; 10] = [
         GatewayRpc::Deliver,
         GatewayRpc::CatalogSince,
         GatewayRpc::Raft,
@@ -50,6 +52,7 @@ impl GatewayRpc {
         GatewayRpc::RequestMove,
         GatewayRpc::DiscardShard,
         GatewayRpc::Group,
+        GatewayRpc::ReadIndex,
     ];
 
     /// The gateway message carrying `bytes`, answered on `port`.
@@ -64,6 +67,7 @@ impl GatewayRpc {
             GatewayRpc::RequestMove => GatewayMsg::RequestMove(bytes, port),
             GatewayRpc::DiscardShard => GatewayMsg::DiscardShard(bytes, port),
             GatewayRpc::Group => GatewayMsg::Group(bytes, port),
+            GatewayRpc::ReadIndex => GatewayMsg::ReadIndex(bytes, port),
         }
     }
 

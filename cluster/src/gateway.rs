@@ -48,6 +48,10 @@ pub enum GatewayMsg {
     /// An encoded request of a shard's replication group; answered with the encoded answer.
     #[rpc]
     Group(Vec<u8>, RpcReplyPort<Vec<u8>>),
+    /// A request (empty) for the shard-map group's read index; answered with an encoded
+    /// `super::raft::catch_up::ReadIndexAnswer`.
+    #[rpc]
+    ReadIndex(Vec<u8>, RpcReplyPort<Vec<u8>>),
 }
 
 /// Start arguments and state.
@@ -274,6 +278,14 @@ impl Actor for Gateway {
                 let handoff = args.handoff.clone();
                 tokio::spawn(async move {
                     let answer = super::handoff::serve_move_request(handoff.get(), &bytes).await;
+                    let _ = reply.send(encode(&answer).unwrap_or_default());
+                });
+                Ok(())
+            }
+            GatewayMsg::ReadIndex(_, reply) => {
+                let raft = args.raft.clone();
+                tokio::spawn(async move {
+                    let answer = super::raft::catch_up::read_index_locally(raft.as_ref()).await;
                     let _ = reply.send(encode(&answer).unwrap_or_default());
                 });
                 Ok(())

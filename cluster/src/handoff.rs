@@ -303,6 +303,11 @@ impl Handoff {
         if self.directory.gateway(to).is_none() {
             return Err(MoveError::Refused(format!("node {to} is not connected")));
         }
+        // The map follower may not have started the shard yet (just after a start).
+        self.region
+            .host(shard, epoch)
+            .await
+            .map_err(|e| MoveError::Failed(e.to_string()))?;
         let started = Instant::now();
         tracing::info!(shard, to, epoch, "moving shard");
         if !agora_seams::planted::is_planted(agora_seams::planted::Bug::StaleEpochHandoff) {

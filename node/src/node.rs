@@ -233,6 +233,22 @@ async fn jwt_keys(
     Ok((jwt_key(s), previous))
 }
 
+/// Who decides whether this node may serve a shard: replicated shards, their group's
+/// leased leader; unreplicated shards in a cluster, a current map; a single node, nobody.
+fn serve_guard(
+    leadership: Option<&agora_replication::Serving>,
+    clustered: bool,
+    map_current: &tokio::sync::watch::Receiver<bool>,
+) -> Option<Arc<dyn agora_runtime::ServeGuard>> {
+    match leadership {
+        Some(l) => Some(Arc::new(crate::replicas::LeaderGuard(l.clone()))),
+        None if clustered => Some(Arc::new(agora_cluster::raft::catch_up::MapCurrent(
+            map_current.clone(),
+        ))),
+        None => None,
+    }
+}
+
 async fn check_shard_count(store: &Store, writer: &Writer, shard_count: u32) -> anyhow::Result<()> {
     match store.meta(META_SHARD_COUNT)? {
         Some(b) => {
@@ -457,6 +473,8 @@ pub async fn start_with(
         },
         ..DomainConfig::default()
     };
+    // Unreplicated shards in a cluster: served only once this node's map is current.
+    let (map_current_tx, map_current) = tokio::sync::watch::channel(false);
     let rt = RuntimeContext {
         writer: writer.clone(),
         store: store.clone(),
@@ -467,9 +485,7 @@ pub async fn start_with(
             settings.max_active_entities,
             settings.shard_count,
         ),
-        serve_guard: leadership.as_ref().map(|l| {
-            Arc::new(crate::replicas::LeaderGuard(l.clone())) as Arc<dyn agora_runtime::ServeGuard>
-        }),
+        serve_guard: serve_guard(leadership.as_ref(), cluster.is_some(), &map_current),
     };
     let joining = cluster.as_ref().is_some_and(|c| c.join);
     let map = if joining {
@@ -509,9 +525,9 @@ pub async fn start_with(
                 &c.membership,
                 store.db().clone(),
                 blocking.clone(),
-                settings.shard_count,
-                map.clone(),
+                (settings.shard_count, map.clone()),
                 directory.clone(),
+                map_current_tx,
             )
             .await
             .context("cannot start the shard-map raft member")?,
@@ -757,6 +773,9 @@ pub async fn start_with(
         replication_factor,
     );
     let replicas_started = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Unreplicated shards in a cluster are served once the map is current (`serve_guard`).
+    let map_gated = cluster.is_some() && leadership.is_none();
+    let map_is_current = map_current.clone();
     let shards_ready = crate::replicas::ShardsReady {
         groups: groups.clone().filter(|_| leadership.is_some()),
         started: replicas_started.clone(),
@@ -794,6 +813,7 @@ pub async fn start_with(
                 .count()
                 >= majority
                 && shards_ready.all_led()
+                && (!map_gated || *map_is_current.borrow())
         }),
         metrics,
         store: store.clone(),
@@ -852,8 +872,18 @@ pub async fn start_with(
                 .spawn();
             }
         }
-        // Copies left by handoffs that a crash interrupted are kept or dropped by the map.
-        _ if cluster.is_some() => admin_state.handoff.watch_stored_copies()?,
+        // Copies left by handoffs that a crash interrupted are kept or dropped by the map,
+        // once it is current (a stale one may still give this node a shard it handed off).
+        _ if cluster.is_some() => {
+            let (handoff, mut current) = (admin_state.handoff.clone(), map_current.clone());
+            tokio::spawn(async move {
+                if current.wait_for(|c| *c).await.is_ok() {
+                    if let Err(e) = handoff.watch_stored_copies() {
+                        tracing::error!(error = %e, "cannot list the shards stored here");
+                    }
+                }
+            });
+        }
         _ => {}
     }
     watch_stuck_sagas(

@@ -129,7 +129,9 @@ struct Relay {
     lanes: HashMap<String, Lane>,
     ready: VecDeque<String>,
     timers: BTreeMap<(u64, Vec<u8>), OutboxMessage>,
-    retries: BTreeMap<(u64, String), ()>,
+    /// Lanes waiting to retry, by when (monotonic: a wall clock stepped back must not hold
+    /// a retry back by the step).
+    retries: BTreeMap<(tokio::time::Instant, String), ()>,
     acks: Vec<Vec<u8>>,
     running: JoinSet<(String, Vec<Item>, Delivery)>,
     backlog: usize,
@@ -316,8 +318,9 @@ impl Relay {
                 hold: None,
             });
         }
+        let monotonic_now = tokio::time::Instant::now();
         while let Some(entry) = self.retries.first_entry() {
-            if entry.key().0 > now {
+            if entry.key().0 > monotonic_now {
                 break;
             }
             let ((_, name), ()) = entry.remove_entry();
@@ -441,7 +444,8 @@ impl Relay {
                 lane.busy = false;
                 lane.waiting_retry = true;
                 let backoff = (50u64 << attempts.min(10)).min(MAX_BACKOFF_MS);
-                self.retries.insert((now + backoff, name), ());
+                let at = tokio::time::Instant::now() + Duration::from_millis(backoff);
+                self.retries.insert((at, name), ());
                 return;
             }
         }
@@ -468,12 +472,23 @@ impl Relay {
 
     fn next_wake(&self) -> Duration {
         let now = self.deps.clock.now_ms();
-        let t = self.timers.keys().next().map(|(t, _)| *t);
-        let r = self.retries.keys().next().map(|(t, _)| *t);
-        match t.into_iter().chain(r).min() {
-            Some(at) => Duration::from_millis(at.saturating_sub(now).max(1)),
-            None => Duration::from_secs(3600),
-        }
+        let timer = self
+            .timers
+            .keys()
+            .next()
+            .map(|(t, _)| Duration::from_millis(t.saturating_sub(now)));
+        let retry = self
+            .retries
+            .keys()
+            .next()
+            .map(|(at, _)| at.saturating_duration_since(tokio::time::Instant::now()));
+        timer
+            .into_iter()
+            .chain(retry)
+            .min()
+            .map_or(Duration::from_secs(3600), |d| {
+                d.max(Duration::from_millis(1))
+            })
     }
 
     /// Takes one feed from the writer.

@@ -31,6 +31,8 @@ pub struct World {
     inbox_duplicates: Vec<String>,
     stock: BTreeMap<String, (u64, StockState)>,
     duplicates: Vec<String>,
+    /// Messages sent to be delivered at once (not timers) still in an outbox, by node.
+    undelivered: BTreeMap<u64, usize>,
     /// Entities read.
     pub entities: usize,
 }
@@ -45,6 +47,7 @@ pub fn read_world(disks: &[(u64, SimDisk)], replicated: bool) -> Result<World, S
         inbox_duplicates: Vec::new(),
         stock: BTreeMap::new(),
         duplicates: Vec::new(),
+        undelivered: BTreeMap::new(),
         entities: 0,
     };
     let mut seen: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
@@ -53,6 +56,16 @@ pub fn read_world(disks: &[(u64, SimDisk)], replicated: bool) -> Result<World, S
     for (node, disk) in disks {
         let store = Store::open_backend(disk.snapshot_backend())
             .map_err(|e| format!("node {node}'s disk does not open: {e}"))?;
+        let rows = store
+            .outbox_rows()
+            .map_err(|e| format!("node {node}'s outbox does not read: {e}"))?;
+        let at_once = rows
+            .iter()
+            .filter(|(_, r)| r.message.deliver_at_ms == agora_actors::entity::DUE_AT_ONCE)
+            .count();
+        if at_once > 0 {
+            w.undelivered.insert(*node, at_once);
+        }
         store
             .scan_entities(&EntityKind::ALL, |entity, record| {
                 w.entities += 1;
@@ -252,6 +265,14 @@ pub fn check(world: &World, history: &[Op]) -> Vec<Violation> {
             }
         }
     }
+    // Every message is delivered: a compensation still in an outbox (a restock, a refund)
+    // would show nowhere else once every order looks finished.
+    for (node, count) in &world.undelivered {
+        out.push(violation(
+            "messages-delivered",
+            format!("node {node} still holds {count} undelivered messages after healing"),
+        ));
+    }
     out.extend(linearizable_orders(world, history));
     // Units sold match the orders that were paid and kept their goods (one effect per
     // message: a repeated restock or release shows here).
@@ -294,6 +315,7 @@ pub fn quiescent(world: &World) -> bool {
         .values()
         .all(|(_, o)| o.status().is_some_and(|s| s.is_terminal()))
         && world.stock.values().all(|(_, s)| s.reserved == 0)
+        && world.undelivered.is_empty()
 }
 
 /// Per-entity linearizability of orders: the order's stored status history is its one
@@ -372,6 +394,7 @@ mod tests {
             inbox_duplicates: Vec::new(),
             stock: [("S".to_string(), (1, stock))].into_iter().collect(),
             duplicates: Vec::new(),
+            undelivered: BTreeMap::new(),
             entities: 2,
         }
     }
@@ -419,6 +442,18 @@ mod tests {
             invariants(&linearizable_orders(&w, &never)),
             ["linearizable"]
         );
+    }
+
+    /// Found by seed 3038: every order looked finished while a refunded order's restock still
+    /// waited in an outbox, and the run stopped early and blamed the stock.
+    #[test]
+    fn a_message_still_in_an_outbox_keeps_the_run_going_and_fails_at_the_end() {
+        let mut w = world_with(delivered_order(), StockState::default());
+        assert!(quiescent(&w));
+        assert!(check(&w, &[]).is_empty());
+        w.undelivered.insert(2, 1);
+        assert!(!quiescent(&w));
+        assert_eq!(invariants(&check(&w, &[])), ["messages-delivered"]);
     }
 
     #[test]

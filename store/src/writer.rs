@@ -287,7 +287,7 @@ struct Submit {
     pending_keys: HashMap<Vec<u8>, u64>,
     /// Size after the last pruning: the next one comes at twice that.
     pending_pruned_at: usize,
-    /// The ticket of the latest shard install or drop.
+    /// The ticket of the latest shard install or drop (or a group's snapshot).
     last_shard_op: u64,
 }
 
@@ -478,15 +478,18 @@ impl Writer {
             _ => Vec::new(),
         };
         match &op {
-            WriteOp::Entity(w) => {
-                s.pending_keys.insert(w.key.clone(), ticket);
-                if s.pending_keys.len() >= (2 * s.pending_pruned_at).max(MIN_PENDING_PRUNE) {
-                    let committed = self.progress.borrow().committed;
-                    s.pending_keys.retain(|_, t| *t > committed);
-                    s.pending_pruned_at = s.pending_keys.len();
+            WriteOp::Entity(w) => self.mark_pending(&mut s, w.key.clone(), ticket),
+            WriteOp::InstallShard { .. } | WriteOp::DropShard { .. } => s.last_shard_op = ticket,
+            // A group's applied entries (or snapshot) written as rows: an entity loaded before
+            // they land would miss a committed change, and its next change would overwrite it.
+            WriteOp::Rows { write, .. } if !write.remove_ranges.is_empty() => {
+                s.last_shard_op = ticket
+            }
+            WriteOp::Rows { write, .. } => {
+                for row in write.rows.iter().filter(|r| r.table == RowTable::Entities) {
+                    self.mark_pending(&mut s, row.key.clone(), ticket);
                 }
             }
-            WriteOp::InstallShard { .. } | WriteOp::DropShard { .. } => s.last_shard_op = ticket,
             _ => {}
         }
         // Counted before the writer thread can see the change, so its commit waits for them.
@@ -502,6 +505,17 @@ impl Writer {
             });
         }
         Ok(ticket)
+    }
+
+    /// Records that `key` changes with `ticket` (a load waits for it), forgetting keys whose
+    /// changes are durable whenever the record has doubled.
+    fn mark_pending(&self, s: &mut Submit, key: Vec<u8>, ticket: u64) {
+        s.pending_keys.insert(key, ticket);
+        if s.pending_keys.len() >= (2 * s.pending_pruned_at).max(MIN_PENDING_PRUNE) {
+            let committed = self.progress.borrow().committed;
+            s.pending_keys.retain(|_, t| *t > committed);
+            s.pending_pruned_at = s.pending_keys.len();
+        }
     }
 
     /// Sets how long a commit may wait for early deliveries in flight (`None`: not at all);

@@ -280,6 +280,26 @@ impl Cluster {
         self.dir.path().join(format!("node-{}/data", i + 1))
     }
 
+    /// A new stocked product whose `kind` entity (`product` or `stock`) is stored on node `i`
+    /// (0-based), and its shard: products are created until one lands there.
+    pub async fn product_stored_on(
+        &self,
+        admin: &Client,
+        i: usize,
+        kind: &str,
+        stock: u64,
+    ) -> (String, u64) {
+        let ops = self.nodes[i].admin_port_client().with_token(ADMIN_TOKEN);
+        for _ in 0..40 {
+            let sku = admin.stocked_product(1_000, stock).await;
+            let r = ops.get(&format!("/admin/entities/{kind}/{sku}")).await;
+            if r.status == 200 {
+                return (sku, r.body["shard"].as_u64().unwrap_or_default());
+            }
+        }
+        panic!("no {kind} of 40 new products landed on node {}", i + 1)
+    }
+
     /// A client of node `i`'s shop API (0-based).
     pub fn client(&self, i: usize) -> Client {
         self.nodes[i].client()

@@ -2,9 +2,10 @@
 //! the log, the vote and the state machine rest in the node's redb database. The node
 //! with the lowest id bootstraps the group; whoever leads proposes the first map if there
 //! is none; every node adopts each applied map into the `SharedShardMap` the router and the
-//! gateway read. Nothing waits for Raft at start: a node serves with the static spread
-//! (the same map, epoch 1) until the agreed one is applied.
+//! gateway read. A node whose shards are not replicated serves them only once its map is
+//! current (`catch_up`): a stored map may be stale after a crash.
 
+pub mod catch_up;
 pub mod log_store;
 pub mod network;
 pub mod state_machine;
@@ -92,15 +93,15 @@ pub fn voters(raft: &Raft) -> std::collections::BTreeSet<NodeId> {
 }
 
 /// Starts this node's member of the shard-map group, and the tasks that bootstrap it,
-/// propose the first map and adopt applied maps into `map`. Returns without waiting for
-/// an election.
+/// propose the first map, adopt applied maps into `map` and set `current` once this
+/// member's map is known to be current. Returns without waiting for an election.
 pub async fn start(
     membership: &Membership,
     db: Arc<redb::Database>,
     pool: Arc<dyn BlockingPool>,
-    shard_count: u32,
-    map: SharedShardMap,
+    (shard_count, map): (u32, SharedShardMap),
     directory: Directory,
+    current: watch::Sender<bool>,
 ) -> Result<Raft, RaftStartError> {
     let me = membership.me;
     let ids = membership.node_ids();
@@ -111,7 +112,7 @@ pub async fn start(
     if let Some(stored) = agreed.borrow().clone() {
         install(&map, stored, shard_count, true);
     }
-    adopt(agreed.clone(), map, shard_count);
+    adopt(agreed.clone(), map.clone(), shard_count);
     let config = openraft::Config {
         cluster_name: membership.cluster_name.clone(),
         heartbeat_interval: HEARTBEAT_MS,
@@ -125,12 +126,24 @@ pub async fn start(
     let raft = Raft::new(
         me,
         Arc::new(config),
-        network::Network::new(directory),
+        network::Network::new(directory.clone()),
         log,
         sm,
     )
     .await
     .map_err(|e| RaftStartError::Fatal(e.to_string()))?;
+    tokio::spawn(
+        catch_up::CatchUp {
+            raft: raft.clone(),
+            me,
+            directory,
+            agreed: agreed.clone(),
+            map: map.clone(),
+            shard_count,
+            current,
+        }
+        .run(),
+    );
 
     if ids.first() == Some(&me) {
         let members: BTreeMap<NodeId, BasicNode> = membership
