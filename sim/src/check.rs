@@ -33,6 +33,8 @@ pub struct World {
     duplicates: Vec<String>,
     /// Messages sent to be delivered at once (not timers) still in an outbox, by node.
     undelivered: BTreeMap<u64, usize>,
+    /// Shards whose replicas hold different rows (replicated shards only).
+    replica_differences: Vec<String>,
     /// Entities read.
     pub entities: usize,
 }
@@ -48,8 +50,10 @@ pub fn read_world(disks: &[(u64, SimDisk)], replicated: bool) -> Result<World, S
         stock: BTreeMap::new(),
         duplicates: Vec::new(),
         undelivered: BTreeMap::new(),
+        replica_differences: Vec::new(),
         entities: 0,
     };
+    let mut replica_rows = crate::replicas::ReplicaRows::default();
     let mut seen: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
     let mut replicas: BTreeMap<String, (u64, EntityState)> = BTreeMap::new();
     let mut shard_nodes: BTreeMap<u32, std::collections::BTreeSet<u64>> = BTreeMap::new();
@@ -66,6 +70,13 @@ pub fn read_world(disks: &[(u64, SimDisk)], replicated: bool) -> Result<World, S
         if at_once > 0 {
             w.undelivered.insert(*node, at_once);
         }
+        if replicated {
+            for (key, _) in rows {
+                if let Some((shard, _)) = agora_store::keys::parse_outbox_key(&key) {
+                    replica_rows.outbox(shard, *node, key);
+                }
+            }
+        }
         store
             .scan_entities(&EntityKind::ALL, |entity, record| {
                 w.entities += 1;
@@ -76,6 +87,8 @@ pub fn read_world(disks: &[(u64, SimDisk)], replicated: bool) -> Result<World, S
                 let name = format!("{}/{}", entity.kind.name(), entity.id);
                 let here = (*node, record.seq, record.epoch);
                 if replicated {
+                    let shard = entity.shard(crate::host::SHARDS);
+                    replica_rows.entity(shard, *node, name.clone(), record.seq);
                     match replicas.get(&name) {
                         Some((seq, state)) if *seq == record.seq && *state != record.state => {
                             w.duplicates.push(format!(
@@ -128,6 +141,7 @@ pub fn read_world(disks: &[(u64, SimDisk)], replicated: bool) -> Result<World, S
                 .push(format!("shard {shard} has entities on nodes {nodes:?}"));
         }
     }
+    w.replica_differences = replica_rows.differences();
     Ok(w)
 }
 
@@ -273,6 +287,10 @@ pub fn check(world: &World, history: &[Op]) -> Vec<Violation> {
             format!("node {node} still holds {count} undelivered messages after healing"),
         ));
     }
+    // Every replica of a shard holds the same rows once the cluster has healed.
+    for d in &world.replica_differences {
+        out.push(violation("replicas-identical", d.clone()));
+    }
     out.extend(linearizable_orders(world, history));
     // Units sold match the orders that were paid and kept their goods (one effect per
     // message: a repeated restock or release shows here).
@@ -316,6 +334,7 @@ pub fn quiescent(world: &World) -> bool {
         .all(|(_, o)| o.status().is_some_and(|s| s.is_terminal()))
         && world.stock.values().all(|(_, s)| s.reserved == 0)
         && world.undelivered.is_empty()
+        && world.replica_differences.is_empty()
 }
 
 /// Per-entity linearizability of orders: the order's stored status history is its one
@@ -395,6 +414,7 @@ mod tests {
             stock: [("S".to_string(), (1, stock))].into_iter().collect(),
             duplicates: Vec::new(),
             undelivered: BTreeMap::new(),
+            replica_differences: Vec::new(),
             entities: 2,
         }
     }

@@ -7,6 +7,7 @@ pub mod disk;
 pub mod faults;
 pub mod host;
 pub mod net;
+pub mod replicas;
 pub mod run;
 pub mod seed;
 pub mod workload;
