@@ -347,6 +347,9 @@ pub struct NodeEnv {
     pub serving: Serving,
     /// Where customer notifications go; `None`: a file in the data directory.
     pub sink: Option<Arc<dyn agora_actors::notify::NotificationSink>>,
+    /// Who is told of every replicated shard served here (the simulator's one-leader
+    /// checker); `None` in production.
+    pub served_log: Option<Arc<dyn agora_replication::ServedLog>>,
 }
 
 impl NodeEnv {
@@ -361,6 +364,7 @@ impl NodeEnv {
             network: PeerNetwork::Cluster,
             serving: Serving::Tcp,
             sink: None,
+            served_log: None,
         }
     }
 }
@@ -393,6 +397,7 @@ pub async fn start_with(
         network,
         serving,
         sink,
+        served_log,
     } = env;
     let membership = cluster
         .as_ref()
@@ -411,6 +416,9 @@ pub async fn start_with(
             agora_replication::ServingConfig::for_groups(&group_config),
         )
     });
+    if let (Some(leadership), Some(log)) = (&leadership, served_log) {
+        leadership.log_served(log);
+    }
 
     let store = match store {
         Some(store) => store,

@@ -34,6 +34,13 @@ pub trait LeadershipEvents: Send + Sync + 'static {
     async fn step_down(&self, shard: GroupId);
 }
 
+/// Told each time this node lets a shard's entities run (a `may_serve` that says yes), with
+/// the term it serves under: the simulator's one-leader checker reads it as the run goes.
+pub trait ServedLog: Send + Sync + 'static {
+    /// `node` served `shard` under `term` just now.
+    fn served(&self, node: NodeId, shard: GroupId, term: u64);
+}
+
 /// How serving behaves.
 #[derive(Debug, Clone)]
 pub struct ServingConfig {
@@ -90,6 +97,8 @@ struct Inner {
     rafts: RwLock<BTreeMap<GroupId, ShardRaft>>,
     /// What the node does on leading and stepping down.
     events: OnceLock<Arc<dyn LeadershipEvents>>,
+    /// Who is told of each shard served here (the simulator's checker).
+    served_log: OnceLock<Arc<dyn ServedLog>>,
 }
 
 /// Where leaders should be.
@@ -142,6 +151,7 @@ impl Serving {
                 handovers: Mutex::new(BTreeMap::new()),
                 rafts: RwLock::new(BTreeMap::new()),
                 events: OnceLock::new(),
+                served_log: OnceLock::new(),
             }),
         }
     }
@@ -154,12 +164,24 @@ impl Serving {
         self.inner.leads.read().ok()?.get(&shard).cloned()
     }
 
+    /// Tells `log` of every shard served here from now on.
+    pub fn log_served(&self, log: Arc<dyn ServedLog>) {
+        let _ = self.inner.served_log.set(log);
+    }
+
     /// Whether this node may answer for `shard` now: it serves it, its lease holds, and no
     /// proposal of this term failed.
     pub fn may_serve(&self, shard: GroupId) -> bool {
-        self.lead(shard).is_some_and(|l| {
-            !l.proposer.failed() && self.now_ms() < l.lease_until_ms.load(Ordering::Acquire)
-        })
+        let Some(lead) = self.lead(shard) else {
+            return false;
+        };
+        let leased = self.now_ms() < lead.lease_until_ms.load(Ordering::Acquire)
+            || agora_seams::planted::is_planted(agora_seams::planted::Bug::ServeWithoutLease);
+        let serves = leased && !lead.proposer.failed();
+        if let (true, Some(log)) = (serves, self.inner.served_log.get()) {
+            log.served(self.inner.me, shard, lead.term);
+        }
+        serves
     }
 
     /// The shards served here, ascending.

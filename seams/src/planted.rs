@@ -26,11 +26,13 @@ pub enum Bug {
     DoubleRelease,
     /// A replicated shard's leader acknowledges a change before a majority holds it.
     AckBeforeMajority,
+    /// A replicated shard's leader serves without a lease (a deposed leader answers).
+    ServeWithoutLease,
 }
 
 impl Bug {
     /// Every planted bug.
-    pub const ALL: [Bug; 9] = [
+    pub const ALL: [Bug; 10] = [
         Bug::AckBeforeDurable,
         Bug::SkipDedup,
         Bug::ForgetTimers,
@@ -40,6 +42,7 @@ impl Bug {
         Bug::Oversell,
         Bug::DoubleRelease,
         Bug::AckBeforeMajority,
+        Bug::ServeWithoutLease,
     ];
 
     /// The bug's name on the command line (`ack-before-durable`, ...).
@@ -54,6 +57,7 @@ impl Bug {
             Bug::Oversell => "oversell",
             Bug::DoubleRelease => "double-release",
             Bug::AckBeforeMajority => "ack-before-majority",
+            Bug::ServeWithoutLease => "serve-without-lease",
         }
     }
 

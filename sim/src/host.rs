@@ -69,17 +69,20 @@ pub struct NodeSlot {
     pub starts: Arc<AtomicU32>,
     /// Disk latency range in µs (disk faults widen it).
     pub disk_latency_us: Arc<Mutex<(u64, u64)>>,
+    /// Where it reports the shards it serves (shared by the run's nodes).
+    pub served: crate::served::ServedRecorder,
 }
 
 impl NodeSlot {
-    /// A fresh node `id` of run `seed`.
-    pub fn new(seed: u64, id: u64) -> Self {
+    /// A fresh node `id` of run `seed`, reporting what it serves to `served`.
+    pub fn new(seed: u64, id: u64, served: crate::served::ServedRecorder) -> Self {
         Self {
             id,
             disk: SimDisk::new(Stream::new(seed, &format!("disk-{id}"))),
             skew_ms: Arc::default(),
             starts: Arc::default(),
             disk_latency_us: Arc::new(Mutex::new(DISK_LATENCY_US)),
+            served,
         }
     }
 }
@@ -177,6 +180,7 @@ pub async fn run_node(
             }
         })),
         sink: Some(Arc::new(MemorySink::default())),
+        served_log: Some(slot.served.for_node()),
     };
     let cluster = ClusterSpec {
         membership: membership(id, &ids),

@@ -10,4 +10,5 @@ pub mod net;
 pub mod replicas;
 pub mod run;
 pub mod seed;
+pub mod served;
 pub mod workload;

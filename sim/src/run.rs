@@ -229,7 +229,11 @@ pub fn run(config: RunConfig) -> RunReport {
         .min_message_latency(Duration::from_micros(200))
         .max_message_latency(Duration::from_millis(5))
         .build();
-    let slots: Vec<NodeSlot> = ids.iter().map(|id| NodeSlot::new(seed, *id)).collect();
+    let served = crate::served::ServedRecorder::default();
+    let slots: Vec<NodeSlot> = ids
+        .iter()
+        .map(|id| NodeSlot::new(seed, *id, served.clone()))
+        .collect();
     for slot in &slots {
         let (slot, ids) = (slot.clone(), ids.clone());
         let factor = config.replication_factor;
@@ -348,6 +352,13 @@ pub fn run(config: RunConfig) -> RunReport {
         violations.push(Violation {
             invariant: "simulation",
             detail: e,
+        });
+    }
+    // At most one leader serves a shard at any moment, from the log kept during the run.
+    for detail in served.violations().0 {
+        violations.push(Violation {
+            invariant: "one-leader",
+            detail,
         });
     }
     let (orders, entities) = match check::read_world(&disks, replicated) {

@@ -1,0 +1,85 @@
+//! The one-leader checker, during the run: every time a node lets a replicated shard's
+//! entities run it says so, with the group term it serves under (`ServedLog`). Raft gives a
+//! term at most one leader, and leases keep a deposed leader from serving once a newer term
+//! could: so for each shard, the terms served must never go back, and one term must be
+//! served by one node. Events arrive in simulated-time order (the simulation is one thread).
+
+use agora_replication::{GroupId, NodeId, ServedLog};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+/// Most violations kept (the first ones tell the story).
+const MAX_KEPT: usize = 20;
+
+#[derive(Default)]
+struct Seen {
+    /// Per shard: the newest term served, and by whom.
+    newest: BTreeMap<GroupId, (u64, NodeId)>,
+    violations: Vec<String>,
+    events: u64,
+}
+
+/// What every node of a run reports it served.
+#[derive(Default, Clone)]
+pub struct ServedRecorder {
+    seen: Arc<Mutex<Seen>>,
+}
+
+impl ServedRecorder {
+    /// The log node `node` reports to.
+    pub fn for_node(&self) -> Arc<dyn ServedLog> {
+        Arc::new(self.clone())
+    }
+
+    /// The violations seen, and how many serve events were checked.
+    pub fn violations(&self) -> (Vec<String>, u64) {
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        (seen.violations.clone(), seen.events)
+    }
+}
+
+impl ServedLog for ServedRecorder {
+    fn served(&self, node: NodeId, shard: GroupId, term: u64) {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.events += 1;
+        let problem = match seen.newest.get(&shard).copied() {
+            Some((newest, by)) if term < newest => Some(format!(
+                "shard {shard}: node {node} served under term {term} after node {by} served under term {newest}"
+            )),
+            Some((newest, by)) if term == newest && node != by => Some(format!(
+                "shard {shard}: nodes {by} and {node} both served under term {term}"
+            )),
+            _ => None,
+        };
+        match problem {
+            Some(p) if seen.violations.len() < MAX_KEPT => seen.violations.push(p),
+            Some(_) => {}
+            None => {
+                seen.newest.insert(shard, (term, node));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_older_term_or_a_second_node_in_a_term_is_caught() {
+        let rec = ServedRecorder::default();
+        let log = rec.for_node();
+        log.served(1, 0, 3);
+        log.served(1, 0, 3);
+        log.served(2, 0, 4);
+        log.served(2, 1, 1);
+        assert!(rec.violations().0.is_empty());
+        log.served(1, 0, 3);
+        log.served(3, 0, 4);
+        let (found, events) = rec.violations();
+        assert_eq!(events, 6);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[0].contains("term 3 after node 2 served under term 4"));
+        assert!(found[1].contains("nodes 2 and 3 both served under term 4"));
+    }
+}
