@@ -142,13 +142,18 @@ impl NotificationSink for FileSink {
         m: &Outgoing,
     ) -> Result<(), ExternalError> {
         let (done, written) = tokio::sync::oneshot::channel();
+        let first_copy;
         {
             let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
             match keys.get_mut(key) {
                 Some(KeyState::Durable) => return Ok(()),
                 // Another copy is being written: its fsync answers this one too.
-                Some(KeyState::Writing(waiters)) => waiters.push(done),
+                Some(KeyState::Writing(waiters)) => {
+                    first_copy = false;
+                    waiters.push(done)
+                }
                 None => {
+                    first_copy = true;
                     let line = serde_json::json!({
                         "key": key, "user_id": user_id, "channel": n.channel.name(), "kind": n.kind,
                         "order_id": n.order_id, "at_ms": n.at_ms, "to": m.to, "subject": m.subject, "body": m.body,
@@ -166,6 +171,11 @@ impl NotificationSink for FileSink {
         written
             .await
             .unwrap_or_else(|_| Err("the notification file writer stopped".into()))
+            .map(|()| {
+                if first_copy {
+                    sent(n.channel.name());
+                }
+            })
             .map_err(ExternalError::Unavailable)
     }
 }
