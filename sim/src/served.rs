@@ -26,7 +26,8 @@ pub struct ServedRecorder {
 }
 
 impl ServedRecorder {
-    /// The log node `node` reports to.
+    /// The log a node reports to (one recorder for every node of the run; each event names
+    /// its node).
     pub fn for_node(&self) -> Arc<dyn ServedLog> {
         Arc::new(self.clone())
     }

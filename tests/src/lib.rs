@@ -1164,6 +1164,18 @@ pub fn card(number: &str) -> Value {
     json!({"method": "card", "card_number": number})
 }
 
+/// Waits (bounded by `POLL_TIMEOUT`) until counter `name` on `c`'s `/metrics` reaches
+/// `at_least`; `what` names the wait in a timeout's message.
+pub async fn wait_for_counter(c: &Client, name: &str, at_least: f64, what: &str) {
+    poll_until(what, POLL_TIMEOUT, || async move {
+        match counter(c, name).await {
+            n if n >= at_least => Ok(()),
+            n => Err(format!("{name} is {n}")),
+        }
+    })
+    .await;
+}
+
 /// Sum of one counter (every label set) in the Prometheus text of `c`'s `/metrics`.
 pub async fn counter(c: &Client, name: &str) -> f64 {
     let r = c.get("/metrics").await;

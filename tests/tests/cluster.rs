@@ -754,18 +754,11 @@ async fn a_node_restored_from_an_old_backup_never_serves_a_shard_that_moved_away
     let received = receive_one_by_one(&admin.rebased(&cluster.nodes[2].shop_url), &sku, 20).await;
     cluster.wait_ready().await;
     let ops3 = cluster.nodes[2].admin_port_client().with_token(ADMIN_TOKEN);
-    poll_until(
+    agora_tests::wait_for_counter(
+        &ops3,
+        "agora_orphan_shard_copies_dropped_total",
+        1.0,
         "the restored node drops its stale copy of the moved shard",
-        POLL_TIMEOUT,
-        || {
-            let ops3 = ops3.clone();
-            async move {
-                match counter(&ops3, "agora_orphan_shard_copies_dropped_total").await {
-                    n if n >= 1.0 => Ok(()),
-                    n => Err(format!("{n} copies dropped")),
-                }
-            }
-        },
     )
     .await;
     let after = admin.inventory(&sku).await;

@@ -259,16 +259,8 @@ async fn orders_paid_by_card_upi_and_wallet_are_delivered() {
 
     // The emails went to the default file sink, and the operator's counter says so.
     let ops = server.admin_port_client();
-    poll_until("emails written are counted", POLL_TIMEOUT, || {
-        let ops = ops.clone();
-        async move {
-            match counter(&ops, "agora_notifications_sent_total{channel=\"email\"}").await {
-                n if n >= 4.0 => Ok(()),
-                n => Err(format!("{n} emails counted")),
-            }
-        }
-    })
-    .await;
+    let emails = "agora_notifications_sent_total{channel=\"email\"}";
+    wait_for_counter(&ops, emails, 4.0, "emails written are counted").await;
 
     // Privacy: another user can neither see nor cancel my order.
     let r = other_user
