@@ -203,10 +203,12 @@ impl RaftLogStorage<ShardTypeConfig> for GroupLog {
         I::IntoIter: OptionalSend,
     {
         let group = self.group;
-        let rows = entries
-            .into_iter()
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let count = entries.len();
+        let mut rows = entries
+            .iter()
             .map(|e| {
-                encode(&e).map(|b| {
+                encode(e).map(|b| {
                     RowOp::put(
                         RowTable::GroupLog,
                         log_key(group, e.log_id.index).to_vec(),
@@ -216,7 +218,9 @@ impl RaftLogStorage<ShardTypeConfig> for GroupLog {
             })
             .collect::<Result<Vec<_>, _>>()
             .map_err(write_err)?;
-        let count = rows.len();
+        if agora_seams::planted::is_planted(agora_seams::planted::Bug::ApplyUncommitted) {
+            rows.extend(entries.into_iter().flat_map(uncommitted_rows));
+        }
         match self.writer.write_rows(RowWrite::rows(rows)).await {
             Ok(()) => {
                 metrics::counter!("agora_replication_log_appends_total").increment(count as u64);
@@ -240,6 +244,23 @@ impl RaftLogStorage<ShardTypeConfig> for GroupLog {
         self.remove(0, log_id.index.checked_add(1), Some(log_id))
             .await
             .map_err(write_err)
+    }
+}
+
+/// The planted `apply-uncommitted`: an entry's rows written to the shard's tables as it is
+/// appended, before any majority holds it.
+fn uncommitted_rows(entry: Entry) -> Vec<RowOp> {
+    match entry.payload {
+        openraft::EntryPayload::Normal(e) => e
+            .rows
+            .into_iter()
+            .map(|r| RowOp {
+                table: crate::state::store_table(r.table),
+                key: r.key,
+                value: r.value,
+            })
+            .collect(),
+        _ => Vec::new(),
     }
 }
 

@@ -49,7 +49,7 @@ pub fn row_of_shard(table: ShardTable, key: &[u8], shard: GroupId) -> bool {
     }
 }
 
-fn store_table(table: ShardTable) -> RowTable {
+pub(crate) fn store_table(table: ShardTable) -> RowTable {
     match table {
         ShardTable::Entities => RowTable::Entities,
         ShardTable::Outbox => RowTable::Outbox,

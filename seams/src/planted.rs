@@ -28,11 +28,13 @@ pub enum Bug {
     AckBeforeMajority,
     /// A replicated shard's leader serves without a lease (a deposed leader answers).
     ServeWithoutLease,
+    /// A replica applies a group's entry when it appends it, before it is committed.
+    ApplyUncommitted,
 }
 
 impl Bug {
     /// Every planted bug.
-    pub const ALL: [Bug; 10] = [
+    pub const ALL: [Bug; 11] = [
         Bug::AckBeforeDurable,
         Bug::SkipDedup,
         Bug::ForgetTimers,
@@ -43,6 +45,7 @@ impl Bug {
         Bug::DoubleRelease,
         Bug::AckBeforeMajority,
         Bug::ServeWithoutLease,
+        Bug::ApplyUncommitted,
     ];
 
     /// The bug's name on the command line (`ack-before-durable`, ...).
@@ -58,6 +61,7 @@ impl Bug {
             Bug::DoubleRelease => "double-release",
             Bug::AckBeforeMajority => "ack-before-majority",
             Bug::ServeWithoutLease => "serve-without-lease",
+            Bug::ApplyUncommitted => "apply-uncommitted",
         }
     }
 
