@@ -235,6 +235,9 @@ impl Groups {
     /// replaced): it grants no votes until it holds everything its first leader had
     /// committed, so it never helps elect a leader that lacks an acknowledged change.
     pub fn mark_rebuilding(&self, group: GroupId) {
+        if agora_seams::planted::is_planted(agora_seams::planted::Bug::RebuildFromLagging) {
+            return;
+        }
         if let Ok(mut r) = self.rebuilding.lock() {
             r.insert(group, None);
         }

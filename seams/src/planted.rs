@@ -30,11 +30,14 @@ pub enum Bug {
     ServeWithoutLease,
     /// A replica applies a group's entry when it appends it, before it is committed.
     ApplyUncommitted,
+    /// A replica on a replaced disk votes at once, before it holds what its group committed,
+    /// so a lagging replica can win an election with its vote.
+    RebuildFromLagging,
 }
 
 impl Bug {
     /// Every planted bug.
-    pub const ALL: [Bug; 11] = [
+    pub const ALL: [Bug; 12] = [
         Bug::AckBeforeDurable,
         Bug::SkipDedup,
         Bug::ForgetTimers,
@@ -46,6 +49,7 @@ impl Bug {
         Bug::AckBeforeMajority,
         Bug::ServeWithoutLease,
         Bug::ApplyUncommitted,
+        Bug::RebuildFromLagging,
     ];
 
     /// The bug's name on the command line (`ack-before-durable`, ...).
@@ -62,6 +66,7 @@ impl Bug {
             Bug::AckBeforeMajority => "ack-before-majority",
             Bug::ServeWithoutLease => "serve-without-lease",
             Bug::ApplyUncommitted => "apply-uncommitted",
+            Bug::RebuildFromLagging => "rebuild-from-lagging",
         }
     }
 

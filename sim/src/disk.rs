@@ -115,6 +115,16 @@ impl SimDisk {
         self.lock().frozen = true;
     }
 
+    /// Loses everything, written or not (the disk is replaced by an empty one; its host is
+    /// dead).
+    pub fn destroy(&self) {
+        let mut s = self.lock();
+        assert!(s.frozen, "a disk is replaced only while its host is dead");
+        s.current.clear();
+        s.durable.clear();
+        s.pending.clear();
+    }
+
     /// Applies what `death` keeps and takes changes again (the host is about to restart).
     pub fn recover(&self, death: Death) {
         let mut s = self.lock();

@@ -39,6 +39,10 @@ pub enum Fault {
     Kill(u64),
     /// Cut a node's power.
     PowerLoss(u64),
+    /// Kill a node and replace its disk with an empty one (a machine or disk lost; the
+    /// node comes back under its id and is rebuilt from its peers). Drawn at most once a
+    /// run, and only when every shard has three replicas or more.
+    Replace(u64),
     /// Start a dead node again.
     Restart(u64),
     /// Set a node's clock skew (ms, may be negative).
@@ -60,13 +64,14 @@ pub struct Scheduled {
     pub fault: Fault,
 }
 
-/// Draws the fault plan of `profile` for nodes `ids` over `[start_ms, end_ms)`.
+/// Draws the fault plan of `profile` for nodes `ids` over `[start_ms, end_ms)`, each shard
+/// on `replication_factor` of them.
 pub fn plan(
     seed: u64,
     profile: Profile,
     ids: &[u64],
-    start_ms: u64,
-    end_ms: u64,
+    (start_ms, end_ms): (u64, u64),
+    replication_factor: usize,
 ) -> Vec<Scheduled> {
     let mut rng = Stream::new(seed, "faults");
     let mut out = Vec::new();
@@ -85,6 +90,8 @@ pub fn plan(
         }
         p => vec![p],
     };
+    // One disk may be lost while a majority of every shard's replicas keeps its data.
+    let mut may_replace = replication_factor >= 3;
     let mut t = start_ms;
     while t < end_ms {
         t += rng.random_range(1_500..6_000);
@@ -141,7 +148,12 @@ pub fn plan(
                 }
             },
             Profile::Crash => {
-                let death = if rng.random_bool(0.5) {
+                // Drawn only when a disk may be lost, so other plans stay as they were.
+                let replace = may_replace && rng.random_bool(0.3);
+                may_replace &= !replace;
+                let death = if replace {
+                    Fault::Replace(node)
+                } else if rng.random_bool(0.5) {
                     Fault::Kill(node)
                 } else {
                     Fault::PowerLoss(node)
@@ -214,9 +226,22 @@ mod tests {
 
     #[test]
     fn the_plan_is_a_function_of_the_seed() {
-        let a = plan(9, Profile::Swarm, &[1, 2, 3], 5_000, 60_000);
-        assert_eq!(a, plan(9, Profile::Swarm, &[1, 2, 3], 5_000, 60_000));
-        assert_ne!(a, plan(10, Profile::Swarm, &[1, 2, 3], 5_000, 60_000));
-        assert!(plan(9, Profile::None, &[1, 2, 3], 5_000, 60_000).is_empty());
+        let a = plan(9, Profile::Swarm, &[1, 2, 3], (5_000, 60_000), 1);
+        assert_eq!(a, plan(9, Profile::Swarm, &[1, 2, 3], (5_000, 60_000), 1));
+        assert_ne!(a, plan(10, Profile::Swarm, &[1, 2, 3], (5_000, 60_000), 1));
+        assert!(plan(9, Profile::None, &[1, 2, 3], (5_000, 60_000), 1).is_empty());
+    }
+
+    #[test]
+    fn a_disk_is_lost_at_most_once_and_only_with_three_replicas() {
+        let replaced = |seed, factor| {
+            plan(seed, Profile::Crash, &[1, 2, 3], (5_000, 120_000), factor)
+                .iter()
+                .filter(|s| matches!(s.fault, Fault::Replace(_)))
+                .count()
+        };
+        assert!((0..200).all(|seed| replaced(seed, 1) == 0));
+        assert!((0..200).all(|seed| replaced(seed, 3) <= 1));
+        assert!((0..200).any(|seed| replaced(seed, 3) == 1));
     }
 }

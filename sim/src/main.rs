@@ -433,8 +433,8 @@ fn shrink(sim: &SimArgs, seed: u64) -> anyhow::Result<()> {
         seed,
         sim.profile,
         &(1..=sim.nodes).collect::<Vec<_>>(),
-        3_000,
-        sim.duration * 1_000,
+        (3_000, sim.duration * 1_000),
+        sim.replication_factor,
     )
     .len();
     let mut best = sim.clone();

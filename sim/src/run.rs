@@ -124,6 +124,13 @@ impl Harness<'_> {
             Fault::Latency(ms) => self.sim.set_max_message_latency(Duration::from_millis(ms)),
             Fault::Kill(id) => self.kill(id, Death::Kill),
             Fault::PowerLoss(id) => self.kill(id, Death::PowerLoss),
+            Fault::Replace(id) => {
+                self.kill(id, Death::Kill);
+                if let Some(slot) = self.slot(id) {
+                    slot.disk.destroy();
+                }
+                self.note(format!("disk of node {id} replaced by an empty one"));
+            }
             Fault::Restart(id) => self.restart(id),
             Fault::Skew(id, ms) => {
                 if let Some(s) = self.slot(id) {
@@ -147,7 +154,7 @@ impl Harness<'_> {
         }
         if !matches!(
             fault,
-            Fault::Kill(_) | Fault::PowerLoss(_) | Fault::Restart(_)
+            Fault::Kill(_) | Fault::PowerLoss(_) | Fault::Replace(_) | Fault::Restart(_)
         ) {
             self.note(format!("{fault:?}"));
         }
@@ -213,12 +220,18 @@ pub fn run(config: RunConfig) -> RunReport {
     let replicated = config.replication_factor > 1;
     let ids: Vec<u64> = (1..=config.nodes).collect();
     let load_ms = config.load_secs * 1_000;
-    let plan: Vec<Scheduled> = faults::plan(seed, config.profile, &ids, 3_000, load_ms)
-        .into_iter()
-        .enumerate()
-        .filter(|(i, _)| !config.skip_faults.contains(i))
-        .map(|(_, s)| s)
-        .collect();
+    let plan: Vec<Scheduled> = faults::plan(
+        seed,
+        config.profile,
+        &ids,
+        (3_000, load_ms),
+        config.replication_factor,
+    )
+    .into_iter()
+    .enumerate()
+    .filter(|(i, _)| !config.skip_faults.contains(i))
+    .map(|(_, s)| s)
+    .collect();
     let mut sim = turmoil::Builder::new()
         .simulation_duration(Duration::from_secs(
             config.load_secs + config.heal_secs + 120,
