@@ -42,6 +42,11 @@ pub const METRICS: &[(Kind, &str, &str)] = &[
     ),
     (
         Counter,
+        "agora_replication_removal_retries_total",
+        "Removals of delivered outbox rows proposed again after their group lost them while this node led the shard.",
+    ),
+    (
+        Counter,
         "agora_replication_snapshot_bytes_received_total",
         "Bytes of replica snapshots received from peers (replicas built or rebuilt here).",
     ),

@@ -473,6 +473,10 @@ impl ShardReplication for Serving {
         shard < self.inner.shard_count
     }
 
+    fn leads(&self, shard: u32) -> bool {
+        self.lead(shard).is_some()
+    }
+
     fn propose(&self, shard: u32, rows: Vec<RowOp>, done: ProposalDone) {
         match self.lead(shard) {
             Some(lead) => lead.proposer.submit(

@@ -6,7 +6,8 @@
 //! synced plus a random subset of pending writes, each possibly torn at sector size. Writes
 //! and syncs can fail with EIO or ENOSPC when the fault plan says so. A frozen disk ignores
 //! every change: the harness freezes it before a host dies, so the database's clean close on
-//! drop cannot write what a crash would not have written.
+//! drop cannot write what a crash would not have written. An armed crash point kills the host
+//! from inside: its operation and every later one fail until the harness restarts the host.
 
 use crate::seed::Stream;
 use rand::Rng;
@@ -41,6 +42,10 @@ struct DiskState {
     /// Writes since the last sync, in order.
     pending: Vec<Pending>,
     frozen: bool,
+    /// Disk operations (writes, length changes, syncs) left before the host dies, if armed.
+    crash_in_ops: Option<(u64, Death)>,
+    /// How the host died at an armed crash point (until it restarts): every operation fails.
+    crashed: Option<Death>,
     faults: DiskFaults,
     rng: Stream,
     syncs: u64,
@@ -55,7 +60,7 @@ pub struct SimDisk {
 }
 
 /// How a host died, for what its disk keeps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Death {
     /// The process was killed: the page cache survives.
     Kill,
@@ -90,6 +95,8 @@ impl SimDisk {
                 durable: Vec::new(),
                 pending: Vec::new(),
                 frozen: false,
+                crash_in_ops: None,
+                crashed: None,
                 faults: DiskFaults::default(),
                 rng,
                 syncs: 0,
@@ -108,6 +115,23 @@ impl SimDisk {
     /// Sets the failure rates.
     pub fn set_faults(&self, faults: DiskFaults) {
         self.lock().faults = faults;
+    }
+
+    /// Arms a crash point: the host dies by `death` at the `ops`-th disk operation from now
+    /// (a write, a length change or a sync), which does not happen: a crash inside a commit.
+    pub fn arm_crash(&self, ops: u64, death: Death) {
+        assert!(ops > 0, "a crash point is at least one operation away");
+        self.lock().crash_in_ops = Some((ops, death));
+    }
+
+    /// Drops an armed crash point that has not fired.
+    pub fn disarm(&self) {
+        self.lock().crash_in_ops = None;
+    }
+
+    /// How the host died at a crash point, if one fired since it last started.
+    pub fn crashed(&self) -> Option<Death> {
+        self.lock().crashed
     }
 
     /// Stops taking changes (the host is about to die).
@@ -156,6 +180,7 @@ impl SimDisk {
             s.durable = image;
         }
         s.frozen = false;
+        s.crashed = None;
     }
 
     /// A backend for redb on this disk.
@@ -192,6 +217,30 @@ pub struct SimBackend {
 }
 
 impl SimBackend {
+    /// Counts down an armed crash point: the operation that reaches it fails and every later
+    /// one too, until the harness kills and restarts the host.
+    fn crash_point(s: &mut DiskState) -> Result<(), std::io::Error> {
+        let dead = || {
+            io(
+                std::io::ErrorKind::Other,
+                "the host died (simulated crash point)",
+            )
+        };
+        if s.crashed.is_some() {
+            return Err(dead());
+        }
+        if let Some((left, death)) = s.crash_in_ops.as_mut() {
+            *left -= 1;
+            if *left == 0 {
+                s.crashed = Some(*death);
+                s.crash_in_ops = None;
+                s.frozen = true;
+                return Err(dead());
+            }
+        }
+        Ok(())
+    }
+
     fn fail(s: &mut DiskState, grows: bool) -> Option<std::io::Error> {
         let DiskFaults { eio, enospc } = s.faults;
         if eio > 0.0 && s.rng.random_bool(eio.min(1.0)) {
@@ -224,6 +273,7 @@ impl StorageBackend for SimBackend {
 
     fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
         let mut s = self.disk.lock();
+        Self::crash_point(&mut s)?;
         if s.frozen {
             return Ok(());
         }
@@ -239,6 +289,7 @@ impl StorageBackend for SimBackend {
 
     fn sync_data(&self) -> Result<(), std::io::Error> {
         let mut s = self.disk.lock();
+        Self::crash_point(&mut s)?;
         if s.frozen {
             return Ok(());
         }
@@ -255,6 +306,7 @@ impl StorageBackend for SimBackend {
 
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
         let mut s = self.disk.lock();
+        Self::crash_point(&mut s)?;
         if s.frozen {
             return Ok(());
         }
@@ -305,6 +357,34 @@ mod tests {
         assert!(out[..first_one].iter().all(|&x| x == 2));
         assert!(out[first_one..].iter().all(|&x| x == 1));
         assert_eq!(first_one % SECTOR, 0, "torn at a sector boundary");
+    }
+
+    #[test]
+    fn a_crash_point_fails_its_operation_and_every_later_one_until_the_restart() {
+        let d = disk();
+        let b = d.backend();
+        b.write(0, &[1; 1024]).unwrap();
+        b.sync_data().unwrap();
+        d.arm_crash(2, Death::PowerLoss);
+        b.write(0, &[2; 1024]).unwrap();
+        assert!(
+            b.sync_data().is_err(),
+            "the second operation is the crash point"
+        );
+        assert_eq!(d.crashed(), Some(Death::PowerLoss));
+        assert!(
+            b.write(0, &[3; 1024]).is_err(),
+            "a dead host writes nothing"
+        );
+        d.recover(Death::PowerLoss);
+        assert_eq!(d.crashed(), None);
+        let mut out = [0u8; 1024];
+        b.read(0, &mut out).unwrap();
+        assert!(
+            out.iter().all(|&x| x == 1 || x == 2),
+            "the unsynced write may be lost or torn, never more"
+        );
+        b.write(0, &[4; 1024]).unwrap();
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Faults drawn from the seed by profile, scheduled up front so a run's plan is an artifact
 //! that can be printed, replayed and shrunk.
 
+use crate::disk::Death;
 use crate::seed::Stream;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -43,6 +44,9 @@ pub enum Fault {
     /// node comes back under its id and is rebuilt from its peers). Drawn at most once a
     /// run, and only when every shard has three replicas or more.
     Replace(u64),
+    /// Kill a node, or cut its power, at its `n`-th disk operation from now (a write, a
+    /// length change or a sync): a crash inside a commit, which a kill between steps never is.
+    CrashPoint(u64, u64, Death),
     /// Start a dead node again.
     Restart(u64),
     /// Set a node's clock skew (ms, may be negative).
@@ -74,6 +78,9 @@ pub fn plan(
     replication_factor: usize,
 ) -> Vec<Scheduled> {
     let mut rng = Stream::new(seed, "faults");
+    // Whether a crash lands inside a commit is drawn from its own stream, so the rest of the
+    // plan is what it was before crash points existed.
+    let mut inside = Stream::new(seed, "crash-points");
     let mut out = Vec::new();
     if profile == Profile::None || ids.is_empty() {
         return out;
@@ -157,6 +164,16 @@ pub fn plan(
                     Fault::Kill(node)
                 } else {
                     Fault::PowerLoss(node)
+                };
+                let death = match death {
+                    Fault::Kill(_) | Fault::PowerLoss(_) if inside.random_bool(0.5) => {
+                        let how = match death {
+                            Fault::Kill(_) => Death::Kill,
+                            _ => Death::PowerLoss,
+                        };
+                        Fault::CrashPoint(node, inside.random_range(1..400), how)
+                    }
+                    other => other,
                 };
                 out.push(Scheduled {
                     at_ms: t,

@@ -93,6 +93,7 @@ impl Harness<'_> {
             return;
         }
         if let Some(slot) = self.slot(id) {
+            slot.disk.disarm();
             slot.disk.freeze();
         }
         self.sim.crash(node_host(id));
@@ -131,6 +132,11 @@ impl Harness<'_> {
                 }
                 self.note(format!("disk of node {id} replaced by an empty one"));
             }
+            Fault::CrashPoint(id, ops, death) => {
+                if let Some(slot) = self.slot(id).filter(|_| !self.down.contains_key(&id)) {
+                    slot.disk.arm_crash(ops, death);
+                }
+            }
             Fault::Restart(id) => self.restart(id),
             Fault::Skew(id, ms) => {
                 if let Some(s) = self.slot(id) {
@@ -161,11 +167,21 @@ impl Harness<'_> {
     }
 
     /// A node whose software stopped by itself (fail-stop after a disk error) is dead: its
-    /// disk keeps its page cache, and it restarts a moment later.
+    /// disk keeps its page cache, and it restarts a moment later. A node whose disk reached
+    /// an armed crash point dies as that crash point says.
     fn reap(&mut self, restarts: &mut Vec<(u64, u64)>) {
         for id in self.slots.iter().map(|s| s.id).collect::<Vec<_>>() {
-            if !self.down.contains_key(&id) && !self.sim.is_host_running(node_host(id)) {
-                self.kill(id, Death::Kill);
+            if self.down.contains_key(&id) {
+                continue;
+            }
+            let crashed = self.slot(id).and_then(|s| s.disk.crashed());
+            if crashed.is_some() || !self.sim.is_host_running(node_host(id)) {
+                if let Some(death) = crashed {
+                    self.note(format!("node {id} reached its crash point"));
+                    self.kill(id, death);
+                } else {
+                    self.kill(id, Death::Kill);
+                }
                 restarts.push((self.now_ms() + 2_000, id));
             }
         }
@@ -184,6 +200,7 @@ impl Harness<'_> {
         }
         self.sim.set_max_message_latency(Duration::from_millis(5));
         for s in &self.slots {
+            s.disk.disarm();
             s.skew_ms.store(0, Ordering::Relaxed);
             s.disk.set_faults(Default::default());
             *s.disk_latency_us.lock().unwrap_or_else(|p| p.into_inner()) = host::DISK_LATENCY_US;

@@ -26,6 +26,8 @@ pub type ProposalDone = Box<dyn FnOnce(bool) + Send>;
 pub trait ShardReplication: Send + Sync + 'static {
     /// Whether `shard`'s changes go through its group instead of the local tables.
     fn replicates(&self, shard: u32) -> bool;
+    /// Whether this node leads `shard`'s group now (serves the shard).
+    fn leads(&self, shard: u32) -> bool;
     /// Proposes `rows` (all of `shard`) to its group; `done` is called exactly once.
     fn propose(&self, shard: u32, rows: Vec<RowOp>, done: ProposalDone);
 }
@@ -151,6 +153,37 @@ pub(crate) fn split_outbox_keys(
     (replicated, local)
 }
 
+/// How long a failed removal of delivered outbox rows waits before it is proposed again.
+const REMOVAL_RETRY_MS: u64 = 500;
+
+/// Proposes the removal of delivered outbox rows of `shard` until its group commits it or
+/// this node no longer leads the shard. A removal that is lost while this node still leads
+/// would leave the rows in every replica for good, since this relay has forgotten them; once
+/// another node leads, it adopts the rows and delivers them again (deduplicated), then
+/// removes them itself.
+pub(crate) fn remove_delivered(group: Arc<dyn ShardReplication>, shard: u32, rows: Vec<RowOp>) {
+    assert!(
+        rows.iter()
+            .all(|r| r.table == RowTable::Outbox && r.value.is_none()),
+        "only removals of outbox rows are proposed again"
+    );
+    let (again, copy) = (group.clone(), rows.clone());
+    group.propose(
+        shard,
+        rows,
+        Box::new(move |committed| {
+            if committed || !again.leads(shard) {
+                return;
+            }
+            metrics::counter!("agora_replication_removal_retries_total").increment(1);
+            tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(REMOVAL_RETRY_MS)).await;
+                remove_delivered(again, shard, copy);
+            });
+        }),
+    );
+}
+
 /// The shard of a key of the entities table (its first four bytes).
 pub(crate) fn entity_key_shard(key: &[u8]) -> Option<u32> {
     Some(u32::from_be_bytes(key.get(..4)?.try_into().ok()?))
@@ -168,15 +201,51 @@ mod tests {
     #[derive(Default)]
     struct HeldGroup {
         proposals: Mutex<Vec<(u32, Vec<RowOp>, ProposalDone)>>,
+        proposed: tokio::sync::Notify,
+        deposed: AtomicBool,
     }
 
     impl ShardReplication for HeldGroup {
         fn replicates(&self, shard: u32) -> bool {
             shard == 3
         }
+        fn leads(&self, shard: u32) -> bool {
+            shard == 3 && !self.deposed.load(Ordering::Acquire)
+        }
         fn propose(&self, shard: u32, rows: Vec<RowOp>, done: ProposalDone) {
             self.proposals.lock().unwrap().push((shard, rows, done));
+            self.proposed.notify_one();
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lost_removal_of_delivered_rows_is_proposed_again_while_this_node_leads() {
+        let group = Arc::new(HeldGroup::default());
+        let key = crate::keys::outbox_key(3, 7).to_vec();
+        remove_delivered(
+            group.clone(),
+            3,
+            vec![RowOp::remove(RowTable::Outbox, key.clone())],
+        );
+        group.proposed.notified().await;
+        let (_, _, done) = group.take().remove(0);
+        done(false);
+        tokio::time::timeout(
+            std::time::Duration::from_millis(REMOVAL_RETRY_MS * 4),
+            group.proposed.notified(),
+        )
+        .await
+        .expect("a removal the group lost is proposed again");
+        let (shard, rows, done) = group.take().remove(0);
+        assert_eq!((shard, rows[0].key.clone()), (3, key));
+        // Deposed: the next leader adopts the rows, so this node stops trying.
+        group.deposed.store(true, Ordering::Release);
+        done(false);
+        tokio::time::sleep(std::time::Duration::from_millis(REMOVAL_RETRY_MS * 4)).await;
+        assert!(
+            group.take().is_empty(),
+            "a deposed leader proposes nothing more"
+        );
     }
 
     impl HeldGroup {

@@ -1017,8 +1017,7 @@ impl WriterThread {
         };
         let (replicated, local) = replicated::split_outbox_keys(keys, group.as_ref());
         for (shard, rows) in replicated {
-            // A lost removal only means a deduplicated redelivery after a failover.
-            group.propose(shard, rows, Box::new(|_| {}));
+            replicated::remove_delivered(group.clone(), shard, rows);
         }
         local
     }
