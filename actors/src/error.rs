@@ -33,6 +33,9 @@ pub enum DomainError {
     /// The command does not fit the entity's current state.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The entity is no longer at the version the caller read (an HTTP `If-Match`).
+    #[error("precondition failed: {0}")]
+    PreconditionFailed(String),
     /// The same idempotency key was used with a different request.
     #[error("idempotency key reused with a different request")]
     IdempotencyMismatch,

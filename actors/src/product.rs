@@ -104,6 +104,15 @@ pub enum ProductCommand {
     Get,
     /// Change some of its details (admin); refused once archived.
     Update(ProductPatch),
+    /// `Update`, only if the product is still at one of these versions (`ProductView::etag`,
+    /// an HTTP `If-Match`): refused with `PreconditionFailed` otherwise, so two admins editing
+    /// at once never silently overwrite each other.
+    UpdateIfMatch {
+        /// The change.
+        patch: ProductPatch,
+        /// The versions the editor read; any one will do.
+        etags: Vec<String>,
+    },
     /// Stop selling it (admin); archiving an archived product changes nothing.
     Archive,
 }
@@ -124,6 +133,15 @@ pub struct ProductView {
 }
 
 impl ProductView {
+    /// This version's entity tag (a quoted string, as HTTP's `ETag` carries it): it changes
+    /// whenever the details or the archived state do.
+    pub fn etag(&self) -> String {
+        let version = (&self.details, self.updated_at_ms, self.archived_at_ms);
+        // Serialising plain data (strings, numbers, a sorted map) cannot fail.
+        let bytes = serde_json::to_vec(&version).unwrap_or_default();
+        format!("\"{:016x}\"", xxhash_rust::xxh3::xxh3_64(&bytes))
+    }
+
     /// Whether the product was archived (no longer sold).
     pub fn is_archived(&self) -> bool {
         self.archived_at_ms.is_some()
@@ -218,6 +236,17 @@ pub fn handle(
             s.updated_at_ms = ctx.now_ms;
         }
         ProductCommand::Get => {}
+        ProductCommand::UpdateIfMatch { patch, etags } => {
+            let current = view(s, ctx).map(|v| v.etag());
+            if !current.as_ref().is_some_and(|tag| etags.contains(tag)) {
+                return Err(DomainError::PreconditionFailed(format!(
+                    "product {} changed since it was read (now {})",
+                    ctx.me.id,
+                    current.as_deref().unwrap_or("gone")
+                )));
+            }
+            return handle(s, ProductCommand::Update(patch), ctx);
+        }
         ProductCommand::Update(patch) => {
             let Some(current) = &s.details else {
                 return Err(DomainError::NotFound(format!("product {}", ctx.me.id)));
@@ -244,16 +273,21 @@ pub fn handle(
             }
         }
     }
-    match &s.details {
-        Some(d) => reply(Reply::Product(ProductView {
-            sku: ctx.me.id.clone(),
-            details: d.clone(),
-            created_at_ms: s.created_at_ms,
-            updated_at_ms: s.updated_at_ms,
-            archived_at_ms: s.archived_at_ms,
-        })),
+    match view(s, ctx) {
+        Some(v) => reply(Reply::Product(v)),
         None => Err(DomainError::NotFound(format!("product {}", ctx.me.id))),
     }
+}
+
+/// The product as the API shows it, once created.
+fn view(s: &ProductState, ctx: &Ctx) -> Option<ProductView> {
+    s.details.as_ref().map(|d| ProductView {
+        sku: ctx.me.id.clone(),
+        details: d.clone(),
+        created_at_ms: s.created_at_ms,
+        updated_at_ms: s.updated_at_ms,
+        archived_at_ms: s.archived_at_ms,
+    })
 }
 
 #[cfg(test)]
@@ -287,6 +321,50 @@ mod tests {
             price: Money::shop(1_000),
             attributes: BTreeMap::from([("color".to_string(), "red".to_string())]),
         }
+    }
+
+    #[test]
+    fn an_update_if_match_applies_only_to_the_version_the_editor_read() {
+        let mut s = ProductState::default();
+        let read = run(&mut s, ProductCommand::Create(details()), 10).unwrap();
+        let rename = |name: &str, etags: Vec<String>| ProductCommand::UpdateIfMatch {
+            patch: ProductPatch {
+                name: Some(name.into()),
+                ..ProductPatch::default()
+            },
+            etags,
+        };
+        // The first editor wins; its answer carries a new version.
+        let first = run(&mut s, rename("Kettle 2", vec![read.etag()]), 20).unwrap();
+        assert_ne!(first.etag(), read.etag());
+        assert_eq!(first.details.name, "Kettle 2");
+        // The second read the same version: refused, and nothing changes.
+        let second = run(&mut s, rename("Kettle 3", vec![read.etag()]), 30);
+        assert!(
+            matches!(second, Err(DomainError::PreconditionFailed(_))),
+            "{second:?}"
+        );
+        let now = run(&mut s, ProductCommand::Get, 40).unwrap();
+        assert_eq!(
+            (now.details.name.as_str(), now.etag()),
+            ("Kettle 2", first.etag())
+        );
+        // Any one of several tags matches; a product not yet created matches none.
+        let third = run(
+            &mut s,
+            rename("Kettle 4", vec![read.etag(), now.etag()]),
+            50,
+        );
+        assert_eq!(third.unwrap().details.name, "Kettle 4");
+        let missing = run(
+            &mut ProductState::default(),
+            rename("x", vec![read.etag()]),
+            60,
+        );
+        assert!(
+            matches!(missing, Err(DomainError::PreconditionFailed(_))),
+            "{missing:?}"
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! only if its origin is in the allowlist (none by default). Preflights are answered for the
 //! methods and headers the API uses, and the headers a storefront reads are exposed.
 
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, LOCATION, RETRY_AFTER};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, ETAG, IF_MATCH, LOCATION, RETRY_AFTER};
 use axum::http::{HeaderName, HeaderValue, Method};
 use std::time::Duration;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -29,9 +29,11 @@ pub fn layer(origins: &[String]) -> CorsLayer {
         .allow_headers([
             AUTHORIZATION,
             CONTENT_TYPE,
+            IF_MATCH,
             HeaderName::from_static("idempotency-key"),
         ])
         .expose_headers([
+            ETAG,
             LOCATION,
             RETRY_AFTER,
             HeaderName::from_static(crate::created::IDEMPOTENT_REPLAYED),

@@ -166,6 +166,12 @@ impl From<DomainError> for Problem {
             DomainError::Conflict(_) => {
                 Problem::new(StatusCode::CONFLICT, "conflict", "Conflict", detail)
             }
+            DomainError::PreconditionFailed(_) => Problem::new(
+                StatusCode::PRECONDITION_FAILED,
+                "precondition-failed",
+                "Precondition failed",
+                detail,
+            ),
             DomainError::IdempotencyMismatch => Problem::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "idempotency-key-reused",

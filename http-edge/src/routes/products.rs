@@ -16,7 +16,8 @@ use agora_actors::product::{ProductCommand, ProductDetails, ProductPatch, Produc
 use agora_actors::stock::StockCommand;
 use agora_actors::{Command, EntityKind, EntityRef, Reply};
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -232,14 +233,54 @@ pub async fn list(
 
 /// Reads one product with its current availability (archived products are not found).
 #[utoipa::path(get, path = "/api/v1/products/{sku}", operation_id = "get_product", tag = "catalog", params(("sku" = String, Path, description = "SKU")),
-    responses((status = 200, body = ProductDto), (status = 404, description = "no such product, or archived")))]
+    responses((status = 200, body = ProductDto, headers(("ETag" = String, description = "the product's version, for `If-Match` on an update"))),
+              (status = 404, description = "no such product, or archived")))]
 pub async fn get_one(
     State(st): State<Arc<EdgeState>>,
     ApiPath(sku): ApiPath<String>,
-) -> ApiResult<Json<ProductDto>> {
+) -> ApiResult<Response> {
     let p = fetch_active_product(st.client.as_ref(), &sku).await?;
     let available = available(st.client.as_ref(), &sku).await?;
-    Ok(Json(dto(p, available, st.catalog.rating(&sku))))
+    let etag = p.etag();
+    Ok(with_etag(
+        Json(dto(p, available, st.catalog.rating(&sku))),
+        &etag,
+    ))
+}
+
+/// `body` with the `ETag` of the version it shows.
+fn with_etag(body: impl IntoResponse, etag: &str) -> Response {
+    let mut resp = body.into_response();
+    if let Ok(v) = HeaderValue::from_str(etag) {
+        resp.headers_mut().insert(header::ETAG, v);
+    }
+    resp
+}
+
+/// The entity tags of an `If-Match` header: `None` when absent or `*` (any version will do).
+/// Weak tags never match (an update needs the strong comparison).
+fn if_match(headers: &HeaderMap) -> ApiResult<Option<Vec<String>>> {
+    let Some(value) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| Problem::bad_request("If-Match is not a list of entity tags"))?;
+    if value.trim() == "*" {
+        return Ok(None);
+    }
+    let tags: Vec<String> = value
+        .split(',')
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+        .take(16)
+        .collect();
+    if tags.is_empty() || tags.iter().any(|t| t.len() > 128) {
+        return Err(Problem::bad_request(
+            "If-Match is not a list of entity tags",
+        ));
+    }
+    Ok(Some(tags))
 }
 
 /// Checks attribute names and values (the domain checks them again).
@@ -308,17 +349,25 @@ async fn product_command(
 
 /// Changes a product's name, description, category, attributes or price (admin). Fields left
 /// out keep their value; `attributes` replaces them all. The same request again changes
-/// nothing, so a retry is safe.
+/// nothing, so a retry is safe. With `If-Match` (the `ETag` of a read), the change applies
+/// only if nobody changed the product since; the answer carries the new `ETag`.
 #[utoipa::path(patch, path = "/api/v1/products/{sku}", tag = "catalog", request_body = UpdateProductRequest, security(("bearer" = [])),
-    params(("sku" = String, Path, description = "SKU")),
-    responses((status = 200, body = ProductDto), (status = 403, description = "not an admin"), (status = 404, description = "no such product"),
-              (status = 409, description = "the product is archived"), (status = 422, description = "invalid field, unknown field, or no field to change")))]
+    params(("sku" = String, Path, description = "SKU"),
+           ("If-Match" = Option<String>, Header, description = "the `ETag` of the version read: the update applies only if the product is still at it (`*` or absent: any version)")),
+    responses((status = 200, body = ProductDto, headers(("ETag" = String, description = "the product's new version"))),
+              (status = 400, description = "If-Match is not a list of entity tags"),
+              (status = 403, description = "not an admin"), (status = 404, description = "no such product"),
+              (status = 409, description = "the product is archived"),
+              (status = 412, description = "`If-Match` names a version the product is no longer at: read it again, then retry"),
+              (status = 422, description = "invalid field, unknown field, or no field to change")))]
 pub async fn update(
     State(st): State<Arc<EdgeState>>,
     _admin: Admin,
     ApiPath(sku): ApiPath<String>,
+    headers: HeaderMap,
     ApiJson(req): ApiJson<UpdateProductRequest>,
-) -> ApiResult<Json<ProductDto>> {
+) -> ApiResult<Response> {
+    let expected = if_match(&headers)?;
     if validate::sku(&sku).is_err() {
         return Err(not_found(&sku));
     }
@@ -352,9 +401,17 @@ pub async fn update(
             "give at least one of name, description, category, attributes, price",
         ));
     }
-    let p = product_command(st.client.as_ref(), &sku, ProductCommand::Update(patch)).await?;
+    let cmd = match expected {
+        Some(etags) => ProductCommand::UpdateIfMatch { patch, etags },
+        None => ProductCommand::Update(patch),
+    };
+    let p = product_command(st.client.as_ref(), &sku, cmd).await?;
     let available = available(st.client.as_ref(), &sku).await?;
-    Ok(Json(dto(p, available, st.catalog.rating(&sku))))
+    let etag = p.etag();
+    Ok(with_etag(
+        Json(dto(p, available, st.catalog.rating(&sku))),
+        &etag,
+    ))
 }
 
 /// Archives a product (admin): it leaves listings and search and can no longer be added to
