@@ -103,6 +103,23 @@ pub struct ProfileView {
     pub wallet_minor: u64,
 }
 
+impl ProfileView {
+    /// The version of what a shopper edits (name, phone, addresses, channels; with email and
+    /// role), as a quoted `ETag`: the wallet's balance is not part of it, so a refund landing
+    /// between a read and an edit does not refuse the edit.
+    pub fn etag(&self) -> String {
+        let version = (
+            &self.email,
+            &self.name,
+            self.role,
+            &self.phone,
+            &self.addresses,
+            &self.channels,
+        );
+        crate::etag::of(&version)
+    }
+}
+
 /// The account state (no profile until registered).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountState {
@@ -179,6 +196,14 @@ pub enum AccountCommand {
     GetProfile,
     /// Change the profile.
     UpdateProfile(ProfilePatch),
+    /// `UpdateProfile`, only if the profile is still at one of these versions
+    /// (`ProfileView::etag`, an HTTP `If-Match`): refused with `PreconditionFailed` otherwise.
+    UpdateProfileIfMatch {
+        /// The change.
+        patch: ProfilePatch,
+        /// The versions the editor read; any one will do.
+        etags: Vec<String>,
+    },
     /// ORDER_PLACED: remember the order for listing.
     OrderPlaced {
         /// The order.
@@ -419,6 +444,19 @@ pub fn handle(
             return reply(Reply::Ack);
         }
         AccountCommand::GetProfile => return Ok(Outcome::Reply(profile_view(s, ctx)?)),
+        AccountCommand::UpdateProfileIfMatch { patch, etags } => {
+            let current = match profile_view(s, ctx) {
+                Ok(Reply::Profile(v)) => Some(v.etag()),
+                _ => None,
+            };
+            if !current.as_ref().is_some_and(|tag| etags.contains(tag)) {
+                return Err(DomainError::PreconditionFailed(format!(
+                    "the profile changed since it was read (now {})",
+                    current.as_deref().unwrap_or("gone")
+                )));
+            }
+            return handle(s, AccountCommand::UpdateProfile(patch), ctx);
+        }
         AccountCommand::UpdateProfile(patch) => {
             let p = s
                 .profile
@@ -746,6 +784,41 @@ mod login_and_profile_tests {
             ttl_ms: 1000,
         };
         assert!(run(&mut s, bad, 40, &cfg, &me).0.is_err());
+    }
+
+    #[test]
+    fn a_profile_edit_if_match_applies_only_to_the_version_read() {
+        let cfg = DomainConfig::default();
+        let me = EntityRef::new(EntityKind::Account, "u");
+        let mut s = registered(&cfg, &me);
+        let read = |s: &mut AccountState| match run(s, AccountCommand::GetProfile, 1, &cfg, &me).0 {
+            Ok(Outcome::Reply(Reply::Profile(v))) => v,
+            other => panic!("{other:?}"),
+        };
+        let rename = |name: &str, etags: Vec<String>| AccountCommand::UpdateProfileIfMatch {
+            patch: ProfilePatch {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            etags,
+        };
+        let before = read(&mut s);
+        assert!(
+            run(&mut s, rename("Asha", vec![before.etag()]), 2, &cfg, &me)
+                .0
+                .is_ok()
+        );
+        let after = read(&mut s);
+        assert_ne!(after.etag(), before.etag());
+        let stale = run(&mut s, rename("Ravi", vec![before.etag()]), 3, &cfg, &me).0;
+        assert!(
+            matches!(stale, Err(DomainError::PreconditionFailed(_))),
+            "{stale:?}"
+        );
+        assert_eq!(read(&mut s).name, "Asha", "a refused edit changes nothing");
+        // The wallet is not part of the version: a credit does not refuse an edit.
+        s.wallet_minor += 500;
+        assert_eq!(read(&mut s).etag(), after.etag());
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod command;
 pub mod courier;
 pub mod entity;
 pub mod error;
+pub mod etag;
 pub mod gateway;
 pub mod hex;
 pub mod host;

@@ -136,10 +136,7 @@ impl ProductView {
     /// This version's entity tag (a quoted string, as HTTP's `ETag` carries it): it changes
     /// whenever the details or the archived state do.
     pub fn etag(&self) -> String {
-        let version = (&self.details, self.updated_at_ms, self.archived_at_ms);
-        // Serialising plain data (strings, numbers, a sorted map) cannot fail.
-        let bytes = serde_json::to_vec(&version).unwrap_or_default();
-        format!("\"{:016x}\"", xxhash_rust::xxh3::xxh3_64(&bytes))
+        crate::etag::of(&(&self.details, self.updated_at_ms, self.archived_at_ms))
     }
 
     /// Whether the product was archived (no longer sold).

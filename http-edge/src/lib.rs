@@ -12,6 +12,7 @@ pub mod limits;
 pub mod lockout;
 pub mod observe;
 pub mod openapi;
+pub mod precondition;
 pub mod problem;
 pub mod routes;
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Accounts: lockout after failed logins per (email, client address) (and its end), refresh
 //! tokens (rotation, reuse,
-//! logout, expiry of access tokens) and the profile at `/me` with its validation.
+//! logout, expiry of access tokens) and the profile at `/me` with its validation and its
+//! versions (`If-Match`).
 
 use agora_tests::{poll_until, unique_email, AgoraProcess, Client, ServerOptions};
 use serde_json::{json, Value};
@@ -327,6 +328,36 @@ async fn the_profile_reads_and_changes_with_validation() {
         r.body["notification_channels"],
         json!(["email", "whatsapp"])
     );
+    // Two devices edit from the same read: the second, sent with If-Match, is refused.
+    let etag = r
+        .header("etag")
+        .expect("a read carries an ETag")
+        .to_string();
+    let edit_if = |tag: String, body: Value| {
+        let me = me.clone();
+        async move {
+            let rb = me
+                .req(reqwest::Method::PATCH, "/api/v1/me")
+                .header("If-Match", tag)
+                .json(&body);
+            me.send(rb).await
+        }
+    };
+    let first = edit_if(etag.clone(), json!({"name": "Asha Rao"}))
+        .await
+        .expect_status(200, "the first device");
+    assert_ne!(first.header("etag"), Some(etag.as_str()));
+    let second = edit_if(etag, json!({"name": "A. Rao"})).await;
+    assert_eq!(second.status, 412, "{}", second.text);
+    second.assert_problem("a stale If-Match");
+    let r = me
+        .get("/api/v1/me")
+        .await
+        .expect_status(200, "get after 412");
+    assert_eq!(r.body["name"], "Asha Rao", "the stale edit changed nothing");
+    patch(json!({"name": "Asha R"}))
+        .await
+        .expect_status(200, "without If-Match: any version");
     // The phone cannot go while WhatsApp needs it; it can once email alone is chosen.
     let r = patch(json!({"phone": null}))
         .await

@@ -3,6 +3,7 @@
 use super::validate;
 use crate::dto::{ProfileDto, ProfilePatchDto, SavedAddressDto};
 use crate::extract::{ApiJson, Caller};
+use crate::precondition::{if_match, with_etag};
 use crate::problem::{ApiResult, Problem};
 use crate::EdgeState;
 use agora_actors::account::{AccountCommand, ProfilePatch, ProfileView, SavedAddress};
@@ -10,6 +11,8 @@ use agora_actors::inbox::Channel;
 use agora_actors::limits::{valid_text, MAX_ADDRESS_LABEL_LEN, MAX_SAVED_ADDRESSES};
 use agora_actors::{Command, EntityKind, EntityRef, Reply};
 use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Response;
 use axum::Json;
 use std::sync::Arc;
 
@@ -37,7 +40,7 @@ fn dto(p: ProfileView) -> ProfileDto {
     }
 }
 
-async fn ask(st: &EdgeState, user_id: String, cmd: AccountCommand) -> ApiResult<Json<ProfileDto>> {
+async fn ask(st: &EdgeState, user_id: String, cmd: AccountCommand) -> ApiResult<Response> {
     match st
         .client
         .ask(
@@ -46,7 +49,10 @@ async fn ask(st: &EdgeState, user_id: String, cmd: AccountCommand) -> ApiResult<
         )
         .await?
     {
-        Reply::Profile(p) => Ok(Json(dto(p))),
+        Reply::Profile(p) => {
+            let etag = p.etag();
+            Ok(with_etag(Json(dto(p)), &etag))
+        }
         _ => Err(Problem::internal("unexpected reply to a profile command")),
     }
 }
@@ -121,23 +127,29 @@ fn channels(names: Vec<String>) -> Result<Vec<Channel>, Problem> {
 
 /// The caller's profile.
 #[utoipa::path(get, path = "/api/v1/me", tag = "accounts", security(("bearer" = [])),
-    responses((status = 200, body = ProfileDto), (status = 401, description = "no or bad token")))]
-pub async fn get_me(
-    State(st): State<Arc<EdgeState>>,
-    caller: Caller,
-) -> ApiResult<Json<ProfileDto>> {
+    responses((status = 200, body = ProfileDto, headers(("ETag" = String, description = "the profile's version, for `If-Match` on an edit"))),
+              (status = 401, description = "no or bad token")))]
+pub async fn get_me(State(st): State<Arc<EdgeState>>, caller: Caller) -> ApiResult<Response> {
     ask(&st, caller.user_id, AccountCommand::GetProfile).await
 }
 
 /// Changes the caller's profile (absent fields keep their value) and answers the new one.
+/// With `If-Match` (the `ETag` of a read), the change applies only if the profile is still
+/// at that version (another device may have edited it).
 #[utoipa::path(patch, path = "/api/v1/me", request_body = ProfilePatchDto, tag = "accounts", security(("bearer" = [])),
-    responses((status = 200, body = ProfileDto), (status = 401, description = "no or bad token"),
+    params(("If-Match" = Option<String>, Header, description = "the `ETag` of the version read: the edit applies only if the profile is still at it (`*` or absent: any version)")),
+    responses((status = 200, body = ProfileDto, headers(("ETag" = String, description = "the profile's new version"))),
+        (status = 400, description = "If-Match is not a list of entity tags"),
+        (status = 401, description = "no or bad token"),
+        (status = 412, description = "`If-Match` names a version the profile is no longer at: read it again, then retry"),
         (status = 422, description = "invalid field (named by `field`), e.g. sms without a phone")))]
 pub async fn patch_me(
     State(st): State<Arc<EdgeState>>,
     caller: Caller,
+    headers: HeaderMap,
     ApiJson(req): ApiJson<ProfilePatchDto>,
-) -> ApiResult<Json<ProfileDto>> {
+) -> ApiResult<Response> {
+    let expected = if_match(&headers)?;
     let name = req
         .name
         .as_deref()
@@ -167,7 +179,11 @@ pub async fn patch_me(
         addresses,
         channels: req.notification_channels.map(channels).transpose()?,
     };
-    ask(&st, caller.user_id, AccountCommand::UpdateProfile(patch)).await
+    let cmd = match expected {
+        Some(etags) => AccountCommand::UpdateProfileIfMatch { patch, etags },
+        None => AccountCommand::UpdateProfile(patch),
+    };
+    ask(&st, caller.user_id, cmd).await
 }
 
 #[cfg(test)]

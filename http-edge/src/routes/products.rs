@@ -16,8 +16,8 @@ use agora_actors::product::{ProductCommand, ProductDetails, ProductPatch, Produc
 use agora_actors::stock::StockCommand;
 use agora_actors::{Command, EntityKind, EntityRef, Reply};
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use axum::Json;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -242,45 +242,10 @@ pub async fn get_one(
     let p = fetch_active_product(st.client.as_ref(), &sku).await?;
     let available = available(st.client.as_ref(), &sku).await?;
     let etag = p.etag();
-    Ok(with_etag(
+    Ok(crate::precondition::with_etag(
         Json(dto(p, available, st.catalog.rating(&sku))),
         &etag,
     ))
-}
-
-/// `body` with the `ETag` of the version it shows.
-fn with_etag(body: impl IntoResponse, etag: &str) -> Response {
-    let mut resp = body.into_response();
-    if let Ok(v) = HeaderValue::from_str(etag) {
-        resp.headers_mut().insert(header::ETAG, v);
-    }
-    resp
-}
-
-/// The entity tags of an `If-Match` header: `None` when absent or `*` (any version will do).
-/// Weak tags never match (an update needs the strong comparison).
-fn if_match(headers: &HeaderMap) -> ApiResult<Option<Vec<String>>> {
-    let Some(value) = headers.get(header::IF_MATCH) else {
-        return Ok(None);
-    };
-    let value = value
-        .to_str()
-        .map_err(|_| Problem::bad_request("If-Match is not a list of entity tags"))?;
-    if value.trim() == "*" {
-        return Ok(None);
-    }
-    let tags: Vec<String> = value
-        .split(',')
-        .map(|t| t.trim().to_string())
-        .filter(|t| !t.is_empty())
-        .take(16)
-        .collect();
-    if tags.is_empty() || tags.iter().any(|t| t.len() > 128) {
-        return Err(Problem::bad_request(
-            "If-Match is not a list of entity tags",
-        ));
-    }
-    Ok(Some(tags))
 }
 
 /// Checks attribute names and values (the domain checks them again).
@@ -367,7 +332,7 @@ pub async fn update(
     headers: HeaderMap,
     ApiJson(req): ApiJson<UpdateProductRequest>,
 ) -> ApiResult<Response> {
-    let expected = if_match(&headers)?;
+    let expected = crate::precondition::if_match(&headers)?;
     if validate::sku(&sku).is_err() {
         return Err(not_found(&sku));
     }
@@ -408,7 +373,7 @@ pub async fn update(
     let p = product_command(st.client.as_ref(), &sku, cmd).await?;
     let available = available(st.client.as_ref(), &sku).await?;
     let etag = p.etag();
-    Ok(with_etag(
+    Ok(crate::precondition::with_etag(
         Json(dto(p, available, st.catalog.rating(&sku))),
         &etag,
     ))
