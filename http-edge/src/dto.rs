@@ -675,3 +675,22 @@ pub struct ReviewQuery {
     /// Page size, 1 to 100.
     pub per_page: Option<usize>,
 }
+
+/// An error, as every error answer carries it: `application/problem+json` (RFC 9457). Some
+/// problems add members of their own (`field` for invalid input; `sku`, `requested` and
+/// `available` when out of stock).
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({"type": "/problems/invalid-field", "title": "Invalid field", "status": 422, "detail": "phone: E.164: + and 8 to 15 digits", "field": "phone"})))]
+pub struct ProblemDto {
+    /// The kind of problem: `/problems/<slug>`, e.g. `/problems/invalid-field`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// A short summary of the kind.
+    pub title: String,
+    /// The HTTP status.
+    pub status: u16,
+    /// What went wrong in this case.
+    pub detail: String,
+    /// The field at fault, when the input was invalid.
+    pub field: Option<String>,
+}

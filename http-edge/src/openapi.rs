@@ -25,6 +25,66 @@ impl Modify for BearerAuth {
     }
 }
 
+/// Every error answer is a problem (`application/problem+json`): each operation's documented
+/// errors get the `ProblemDto` schema, and the errors any operation may answer are documented
+/// on all of them: a malformed request (400), a body too large or not JSON (413, 415, with a
+/// body), too many requests (429, when rate limits are on) and a shard not served right now
+/// (503, retry after `Retry-After`).
+struct ProblemResponses;
+
+impl Modify for ProblemResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{Content, Ref, RefOr, Response};
+        let problem = Content::new(Some(Ref::from_schema_name("ProblemDto")));
+        for item in openapi.paths.paths.values_mut() {
+            let ops = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for op in ops.into_iter().flatten() {
+                let mut common = vec![
+                    ("400", "malformed request: bad path, query or JSON"),
+                    ("429", "too many requests; retry after Retry-After seconds"),
+                    ("503", "not served right now (failover, overload); retry after Retry-After seconds"),
+                ];
+                if op.request_body.is_some() {
+                    common.push(("413", "body too large"));
+                    common.push(("415", "body is not application/json"));
+                }
+                let responses = &mut op.responses.responses;
+                for (code, description) in common {
+                    responses
+                        .entry(code.to_string())
+                        .or_insert_with(|| RefOr::T(Response::new(description)));
+                }
+                for (code, response) in responses.iter_mut() {
+                    let RefOr::T(r) = response else { continue };
+                    if r.description.is_empty() {
+                        // OpenAPI requires one; the status's reason phrase says enough.
+                        r.description = code
+                            .parse::<u16>()
+                            .ok()
+                            .and_then(|c| axum::http::StatusCode::from_u16(c).ok())
+                            .and_then(|c| c.canonical_reason())
+                            .unwrap_or("answer")
+                            .to_string();
+                    }
+                    let error = code.starts_with('4') || code.starts_with('5');
+                    if error && r.content.is_empty() {
+                        r.content.insert(
+                            "application/problem+json".into(),
+                            RefOr::T(problem.clone()),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The shop API's OpenAPI description.
 #[derive(OpenApi)]
 #[openapi(
@@ -42,7 +102,7 @@ impl Modify for BearerAuth {
         MoneyDto, RegisterRequest, UserCreated, LoginRequest, TokenResponse, RefreshRequest, SavedAddressDto, ProfileDto, ProfilePatchDto, ProductDto, ProductPage, FacetsDto, FacetCountDto, CreateProductRequest, UpdateProductRequest,
         QuantityRequest, StockDto, AddItemRequest, CartLineDto, CartDto, PaymentRequest, AddressDto, CheckoutRequest,
         OrderCreated, ShippingRequest, OrderShippingDto, OrderLineDto, StatusAt, OrderPaymentDto, OrderDto, OrderList, ShipmentDto, NotificationDto, NotificationList,
-        ReviewRequest, ReviewDto, ReviewPageDto,
+        ReviewRequest, ReviewDto, ReviewPageDto, ProblemDto,
     )),
     modifiers(&BearerAuth)
 )]
@@ -57,6 +117,7 @@ pub async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
 pub fn document() -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
     doc.merge(crate::routes::payments::PaymentsApi::openapi());
+    ProblemResponses.modify(&mut doc);
     doc
 }
 
@@ -187,6 +248,26 @@ mod tests {
                 served.contains(&("get".into(), p.to_string())),
                 "{p} is listed as undocumented but not served"
             );
+        }
+    }
+
+    #[test]
+    fn every_error_an_operation_documents_is_a_problem_and_503_is_documented_everywhere() {
+        let doc = document();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for (method, op) in item.as_object().expect("path item") {
+                let responses = op["responses"].as_object().expect("responses");
+                assert!(responses.contains_key("503"), "{method} {path}: no 503");
+                for (code, r) in responses {
+                    if code.starts_with('4') || code.starts_with('5') {
+                        assert_eq!(
+                            r["content"]["application/problem+json"]["schema"]["$ref"],
+                            "#/components/schemas/ProblemDto",
+                            "{method} {path} {code}"
+                        );
+                    }
+                }
+            }
         }
     }
 

@@ -41,6 +41,9 @@ enum Cmd {
     /// HTTP from the merchants of AGORA_GATEWAY_MERCHANTS (id=api_key,...), results as
     /// webhooks signed with AGORA_WEBHOOK_SECRET (HMAC-SHA256) to each merchant's own URL.
     PaymentGatewaySim(GatewaySimArgs),
+    /// Print the shop API's OpenAPI document (the one a node serves at /openapi.json), for
+    /// client generators and validators.
+    Openapi,
 }
 
 #[derive(Parser)]
@@ -395,6 +398,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     agora_node::metrics_catalog::register();
     match cli.command {
         Cmd::PaymentGatewaySim(args) => gateway_sim(args).await,
+        Cmd::Openapi => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&agora_http_edge::openapi::document())?
+            );
+            Ok(())
+        }
         Cmd::Dev(args) if args.nodes > 1 => {
             local_cluster::run(
                 args.nodes,
