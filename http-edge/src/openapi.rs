@@ -74,10 +74,8 @@ impl Modify for ProblemResponses {
                     }
                     let error = code.starts_with('4') || code.starts_with('5');
                     if error && r.content.is_empty() {
-                        r.content.insert(
-                            "application/problem+json".into(),
-                            RefOr::T(problem.clone()),
-                        );
+                        r.content
+                            .insert("application/problem+json".into(), RefOr::T(problem.clone()));
                     }
                 }
             }

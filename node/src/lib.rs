@@ -10,6 +10,7 @@ pub mod listener;
 pub mod metrics_catalog;
 pub mod node;
 pub mod outbound;
+pub mod payment_gateway_sim;
 pub mod payment_http;
 pub mod placement_balancer;
 pub mod replica_moves;

@@ -480,7 +480,7 @@ async fn gateway_sim(args: GatewaySimArgs) -> anyhow::Result<()> {
         "--min-delay-ms must be at most --max-delay-ms, which must be at most 60000"
     );
     let merchants = std::env::var("AGORA_GATEWAY_MERCHANTS").unwrap_or_default();
-    let mut merchants = agora_node::payment_http::parse_merchants(&merchants)?;
+    let mut merchants = agora_node::payment_gateway_sim::parse_merchants(&merchants)?;
     for entry in &args.webhook_url {
         let Some((id, url)) = entry.split_once('=') else {
             anyhow::bail!("--webhook-url takes MERCHANT_ID=URL, not {entry:?}");
@@ -509,7 +509,7 @@ async fn gateway_sim(args: GatewaySimArgs) -> anyhow::Result<()> {
             k
         }
     };
-    let config = agora_node::payment_http::GatewaySimConfig {
+    let config = agora_node::payment_gateway_sim::GatewaySimConfig {
         card_key,
         secret: secret.into_bytes(),
         merchants,
@@ -519,7 +519,7 @@ async fn gateway_sim(args: GatewaySimArgs) -> anyhow::Result<()> {
         reorder_percent: args.reorder_percent,
     };
     tokio::select! {
-        r = agora_node::payment_http::serve_gateway_sim(
+        r = agora_node::payment_gateway_sim::serve_gateway_sim(
             listener,
             config,
             std::sync::Arc::new(agora_seams::system::OsRandom),
