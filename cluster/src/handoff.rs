@@ -169,7 +169,7 @@ pub struct Handoff {
 }
 
 /// Why a move is refused for replicated shards.
-const REPLICATED_NO_MOVES: &str = "shards are replicated: their groups elect who serves them, so      shards are not moved; a stopping node (SIGTERM) hands its leaderships to other replicas";
+const REPLICATED_NO_MOVES: &str = "shards are replicated: their groups elect who serves them, so shards are not moved (a move on the admin endpoint transfers a shard's lead instead); a stopping node (SIGTERM) hands its leaderships to other replicas";
 
 impl Handoff {
     async fn call(

@@ -62,6 +62,9 @@ pub struct AdminState {
     pub clock: Arc<dyn agora_actors::seams::Clock>,
     /// This node's replicas (`None` unless shards are replicated).
     pub replicas: Option<ReplicaView>,
+    /// Which replicated shards this node serves, and their leadership transfers (`None`
+    /// unless shards are replicated).
+    pub leadership: Option<agora_replication::Serving>,
 }
 
 /// What the admin endpoint shows of this node's replicas.
@@ -366,6 +369,29 @@ async fn move_shard(
 ) -> Result<Json<Value>, Problem> {
     require_mutations(&s)?;
     let Json(req) = body.map_err(Problem::from)?;
+    if let Some(leadership) = &s.leadership {
+        // Replicated shards move their lead, not their data: a leader transfer.
+        return match leadership.transfer(shard, req.to).await {
+            Ok(()) => Ok(Json(json!({ "shard": shard, "leader": req.to }))),
+            Err(e) => {
+                let leader = match &e {
+                    agora_replication::TransferRefused::NotLeader { leader, .. } => *leader,
+                    _ => None,
+                };
+                let problem = Problem::new(
+                    StatusCode::CONFLICT,
+                    "transfer-refused",
+                    "Leadership transfer refused",
+                    e.to_string(),
+                );
+                // Where to ask instead, when this node knows the shard's leader.
+                Err(match leader {
+                    Some(l) => problem.with("leader", l),
+                    None => problem,
+                })
+            }
+        };
+    }
     match s.handoff.move_shard(shard, req.to).await {
         Ok(epoch) => Ok(Json(
             json!({ "shard": shard, "owner": req.to, "epoch": epoch }),

@@ -487,6 +487,7 @@ pub async fn start_with(
         raft,
         join_policy,
         clock: clock.clone(),
+        leadership: leadership.clone(),
         replicas: groups
             .clone()
             .filter(|_| leadership.is_some())

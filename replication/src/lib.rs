@@ -37,7 +37,7 @@ pub mod types;
 
 pub use groups::{GroupConfig, Groups};
 pub use proposer::{ProposeError, Proposer};
-pub use serving::{LeadershipEvents, ServedLog, Serving, ServingConfig};
+pub use serving::{LeadershipEvents, ServedLog, Serving, ServingConfig, TransferRefused};
 pub use types::{GroupId, NodeId, ShardEntry, ShardRaft, ShardTypeConfig};
 
 /// Errors of a group's storage.

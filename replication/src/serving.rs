@@ -351,6 +351,37 @@ impl Serving {
         }
     }
 
+    /// Hands the lead of `shard` to replica `to` (an operator's leadership transfer): this
+    /// node stops serving the shard, then asks `to` to call an election. No data moves.
+    pub async fn transfer(&self, shard: GroupId, to: NodeId) -> Result<(), TransferRefused> {
+        let raft = self
+            .inner
+            .rafts
+            .read()
+            .ok()
+            .and_then(|r| r.get(&shard).cloned());
+        let me = self.inner.me;
+        let not_leader = |leader| TransferRefused::NotLeader { me, shard, leader };
+        if self.inner.balancing.get().is_none() {
+            return Err(TransferRefused::Starting { shard });
+        }
+        let (Some(raft), Some(events)) = (raft, self.inner.events.get().cloned()) else {
+            return Err(not_leader(None));
+        };
+        let m = raft.metrics().borrow().clone();
+        if m.current_leader != Some(me) {
+            return Err(not_leader(m.current_leader));
+        }
+        if to == me {
+            return Err(TransferRefused::AlreadyLeads { shard, to });
+        }
+        if !caught_up(&m, to) {
+            return Err(TransferRefused::NotCaughtUp { shard, to });
+        }
+        self.step_aside(shard, &m, to, events.as_ref()).await;
+        Ok(())
+    }
+
     /// Hands every shard this node leads to a caught-up follower (a node about to stop),
     /// then waits, at most `wait`, until none is led here. Returns how many are still led.
     pub async fn step_aside_all(&self, wait: Duration) -> usize {
@@ -443,6 +474,43 @@ impl Serving {
             events.step_down(shard).await;
         }
     }
+}
+
+/// Why a leadership transfer was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransferRefused {
+    /// This node does not lead the shard (`leader`, if known, does: ask it).
+    #[error("node {me} does not lead shard {shard}{}", leader.map(|l| format!("; node {l} does: ask it")).unwrap_or_default())]
+    NotLeader {
+        /// This node.
+        me: NodeId,
+        /// The shard.
+        shard: GroupId,
+        /// Its leader, as this node knows it.
+        leader: Option<NodeId>,
+    },
+    /// The target leads the shard already.
+    #[error("node {to} leads shard {shard} already")]
+    AlreadyLeads {
+        /// The shard.
+        shard: GroupId,
+        /// The target.
+        to: NodeId,
+    },
+    /// This node's groups are still starting.
+    #[error("shard {shard}'s groups are still starting here: try again shortly")]
+    Starting {
+        /// The shard.
+        shard: GroupId,
+    },
+    /// The target is not a replica holding every entry of the shard's log.
+    #[error("node {to} is not a caught-up replica of shard {shard}")]
+    NotCaughtUp {
+        /// The shard.
+        shard: GroupId,
+        /// The target.
+        to: NodeId,
+    },
 }
 
 /// Whether the leader's metrics `m` say `peer` holds every entry of its log.

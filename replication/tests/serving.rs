@@ -5,7 +5,9 @@
 
 use agora_actors::{EntityKind, EntityRef};
 use agora_replication::memory::{MemoryLink, MemoryTransport};
-use agora_replication::{GroupConfig, Groups, LeadershipEvents, NodeId, Serving, ServingConfig};
+use agora_replication::{
+    GroupConfig, Groups, LeadershipEvents, NodeId, Serving, ServingConfig, TransferRefused,
+};
 use agora_seams::system::TokioBlocking;
 use agora_store::writer::EntityWrite;
 use agora_store::{RowWrite, Store, WriteOp, Writer, ENTITIES};
@@ -220,6 +222,61 @@ async fn only_a_leased_leader_serves_and_its_changes_need_a_majority() {
     assert_eq!(all[0].len(), 2);
     assert!(all.iter().all(|r| r == &all[0]), "replicas differ");
     assert!(!all[0].iter().any(|(_, v)| v == b"lost"));
+    for n in &nodes {
+        n.groups.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_hands_the_lead_to_a_caught_up_replica_and_only_that_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_net, nodes, mut events) = cluster(dir.path()).await;
+    for n in &nodes {
+        n.serving.balance(agora_replication::serving::Balancing {
+            groups: n.groups.clone(),
+        });
+    }
+    let (first, term) = next_lead(&mut events).await;
+    let leader = &nodes[(first - 1) as usize];
+    let to = nodes.iter().find(|n| n.id != first).unwrap();
+    // Only the leader hands its lead on, and not to itself.
+    let from_follower = to.serving.transfer(SHARD, first).await;
+    assert!(
+        matches!(from_follower, Err(TransferRefused::NotLeader { .. })),
+        "{from_follower:?}"
+    );
+    let to_itself = leader.serving.transfer(SHARD, first).await;
+    assert!(
+        matches!(to_itself, Err(TransferRefused::AlreadyLeads { .. })),
+        "{to_itself:?}"
+    );
+    // Once the target holds every entry, the lead moves there: the old leader stops at once,
+    // and the target serves under a newer term.
+    let fence = Arc::new(AtomicBool::new(false));
+    let ticket = leader.writer.submit(change("a", b"one", &fence)).unwrap();
+    assert!(leader.writer.durable(ticket).await);
+    let raft = leader.groups.raft(SHARD).unwrap();
+    raft.wait(Some(Duration::from_secs(10)))
+        .metrics(
+            |m| {
+                let matched = m
+                    .replication
+                    .as_ref()
+                    .and_then(|r| r.get(&to.id).copied().flatten());
+                matched.map(|l| l.index) == m.last_log_index
+            },
+            "the target holds the log",
+        )
+        .await
+        .unwrap();
+    leader.serving.transfer(SHARD, to.id).await.unwrap();
+    assert!(
+        !leader.serving.may_serve(SHARD),
+        "the old leader still serves"
+    );
+    let (second, next_term) = next_lead(&mut events).await;
+    assert_eq!(second, to.id);
+    assert!(next_term > term);
     for n in &nodes {
         n.groups.shutdown().await;
     }

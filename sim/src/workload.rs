@@ -451,14 +451,24 @@ pub async fn operator(
         tokio::time::sleep(Duration::from_millis(100)).await;
         let next = moves.borrow_mut().pop_front();
         if let Some((shard, to)) = next {
-            let _ = s
-                .send(
-                    Request::new("move", "POST", format!("/admin/shards/{shard}/move"))
-                        .port(ADMIN_PORT)
-                        .body(json!({ "to": to }))
-                        .quantity(u64::from(shard)),
-                )
-                .await;
+            let request = || {
+                Request::new("move", "POST", format!("/admin/shards/{shard}/move"))
+                    .port(ADMIN_PORT)
+                    .body(json!({ "to": to }))
+                    .quantity(u64::from(shard))
+            };
+            let (_, answer) = s.send(request()).await;
+            // With replicated shards a move is a leader transfer, made by the shard's leader:
+            // a refusal that names it is sent there once.
+            let leader = answer
+                .as_ref()
+                .filter(|a| a.status == 409)
+                .and_then(|a| a.body.get("leader"))
+                .and_then(Value::as_u64);
+            if let Some(i) = leader.and_then(|l| s.nodes.iter().position(|n| *n == l)) {
+                s.node = i;
+                let _ = s.send(request()).await;
+            }
         }
     }
     Ok(())
