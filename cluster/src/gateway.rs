@@ -66,6 +66,8 @@ pub struct GatewayArgs {
     pub catalog: std::sync::Arc<agora_catalog::CatalogProjection>,
     /// This node's member of the shard-map group (`None` for a single node).
     pub raft: Option<super::raft::Raft>,
+    /// Whether that member is rebuilding on a new disk (it grants no votes meanwhile).
+    pub map_rebuild: super::raft::rebuild::MapRebuild,
     /// This node's shard replication groups (`None` for a single node).
     pub groups: Option<agora_replication::Groups>,
     /// The store's writer (installs shards handed to this node).
@@ -215,9 +217,9 @@ impl Actor for Gateway {
             }
             GatewayMsg::Raft(bytes, reply) => {
                 // Raft may wait on storage: answer from a task, never block the gateway.
-                let raft = args.raft.clone();
+                let (raft, rebuild) = (args.raft.clone(), args.map_rebuild.clone());
                 tokio::spawn(async move {
-                    let answer = super::raft::network::serve(raft.as_ref(), &bytes).await;
+                    let answer = super::raft::network::serve(raft.as_ref(), &rebuild, &bytes).await;
                     let _ = reply.send(answer);
                 });
                 Ok(())

@@ -390,7 +390,7 @@ pub async fn start_with(
         handoff_cell,
     } = routing::start(
         &settings,
-        (cluster.as_ref(), &membership, joining),
+        (cluster.as_ref(), &membership, joining, new_store),
         rt,
         (&store, &writer, &catalog),
         (&network, blocking.clone(), clock.clone()),

@@ -225,31 +225,15 @@ async fn start_one(
 /// any peer with a leader's entry in its log means the group exists; a majority of replicas
 /// without one (this node included) means it is new. Until either is known, it asks again.
 async fn decide(groups: &Groups, shard: u32, me: u64, replicas: &[u64]) -> Start {
-    let majority = replicas.len() / 2 + 1;
-    let mut asked = 0u32;
-    loop {
-        let mut empty = 1;
-        for peer in replicas.iter().filter(|p| **p != me) {
-            match groups.peer_log_index(shard, *peer).await {
-                // Index 0 is the first membership, written by whoever initialised the group
-                // and not yet agreed: only a leader's entries mean the group already exists.
-                Some(Some(index)) if index > 0 => return Start::Rebuild,
-                Some(_) => empty += 1,
-                None => {}
-            }
-        }
-        if empty >= majority {
-            return Start::AsIs;
-        }
-        asked += 1;
-        if asked.is_multiple_of(25) {
-            tracing::info!(
-                shard,
-                asked,
-                "waiting for a majority of the shard's replicas to answer"
-            );
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    use agora_replication::group_exists::{find_out, Found};
+    let name = format!("shard {shard}");
+    match find_out(&name, me, replicas, |peer| {
+        groups.peer_log_index(shard, peer)
+    })
+    .await
+    {
+        Found::ExistingGroup => Start::Rebuild,
+        Found::NewGroup => Start::AsIs,
     }
 }
 

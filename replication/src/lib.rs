@@ -12,6 +12,7 @@
 //! - `state`: a group's state machine: applying an entry writes its rows to the shard's
 //!   tables in the same order on every replica.
 //! - `network`: RPCs between a group's members over a `GroupTransport`.
+//! - `group_exists`: whether a new disk's member joins a new group or rebuilds.
 //! - `groups`: the groups a node runs, and serving their peers' RPCs.
 //! - `memory`: a transport inside one process (tests, the replication benchmark).
 //! - `proposer`: a shard's changes become entries, one proposal in flight per group.
@@ -21,6 +22,7 @@
 //! - `placement`: which nodes hold each shard's replicas and where leaders should be.
 
 pub mod codec;
+pub mod group_exists;
 pub mod groups;
 pub mod keys;
 pub mod log;

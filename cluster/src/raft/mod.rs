@@ -1,6 +1,7 @@
 //! The shard map agreed through Raft (openraft): every node of the cluster file is a voter;
 //! the log, the vote and the state machine rest in the node's redb database. The node
-//! with the lowest id bootstraps the group; whoever leads proposes the first map if there
+//! with the lowest id bootstraps the group (a member on a new disk first learns whether the
+//! group exists and, if so, rebuilds before it votes: `rebuild`); whoever leads proposes the first map if there
 //! is none; every node adopts each applied map into the `SharedShardMap` the router and the
 //! gateway read. A node whose shards are not replicated serves them only once its map is
 //! current (`catch_up`): a stored map may be stale after a crash.
@@ -8,6 +9,7 @@
 pub mod catch_up;
 pub mod log_store;
 pub mod network;
+pub mod rebuild;
 pub mod state_machine;
 pub mod storage;
 pub mod types;
@@ -18,7 +20,6 @@ use crate::directory::Directory;
 use crate::shard_map::{ShardMap, SharedShardMap};
 use crate::Membership;
 use agora_actors::seams::BlockingPool;
-use openraft::error::{InitializeError, RaftError};
 use openraft::BasicNode;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -94,14 +95,15 @@ pub fn voters(raft: &Raft) -> std::collections::BTreeSet<NodeId> {
 
 /// Starts this node's member of the shard-map group, and the tasks that bootstrap it,
 /// propose the first map, adopt applied maps into `map` and set `current` once this
-/// member's map is known to be current. Returns without waiting for an election.
+/// member's map is known to be current. A member on a `new_store` rebuilds first (see
+/// `rebuild`; `rebuild_flag` tells the gateway). Returns without waiting for an election.
 pub async fn start(
     membership: &Membership,
     db: Arc<redb::Database>,
     pool: Arc<dyn BlockingPool>,
     (shard_count, map): (u32, SharedShardMap),
     directory: Directory,
-    current: watch::Sender<bool>,
+    (current, rebuild_flag, new_store): (watch::Sender<bool>, rebuild::MapRebuild, bool),
 ) -> Result<Raft, RaftStartError> {
     let me = membership.me;
     let ids = membership.node_ids();
@@ -132,11 +134,12 @@ pub async fn start(
     )
     .await
     .map_err(|e| RaftStartError::Fatal(e.to_string()))?;
+    let current_rx = current.subscribe();
     tokio::spawn(
         catch_up::CatchUp {
             raft: raft.clone(),
             me,
-            directory,
+            directory: directory.clone(),
             agreed: agreed.clone(),
             map: map.clone(),
             shard_count,
@@ -145,27 +148,20 @@ pub async fn start(
         .run(),
     );
 
-    if ids.first() == Some(&me) {
-        let members: BTreeMap<NodeId, BasicNode> = membership
-            .nodes
-            .iter()
-            .map(|n| (n.id, BasicNode::new(n.cluster_addr.to_string())))
-            .collect();
-        let raft = raft.clone();
-        tokio::spawn(async move {
-            // openraft logs a refused initialize as an error: ask first.
-            if raft.is_initialized().await.unwrap_or(false) {
-                return tracing::debug!("raft group already initialized");
-            }
-            match raft.initialize(members).await {
-                Ok(()) => tracing::info!(node = me, "raft group initialized"),
-                Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
-                    tracing::debug!("raft group already initialized")
-                }
-                Err(e) => tracing::warn!(error = %e, "could not initialize the raft group"),
-            }
-        });
+    let members: BTreeMap<NodeId, BasicNode> = membership
+        .nodes
+        .iter()
+        .map(|n| (n.id, BasicNode::new(n.cluster_addr.to_string())))
+        .collect();
+    rebuild::Guard {
+        raft: raft.clone(),
+        me,
+        members,
+        directory: directory.clone(),
+        rebuild: rebuild_flag,
+        current: current_rx,
     }
+    .start(new_store);
     propose_first_map(
         raft.clone(),
         me,

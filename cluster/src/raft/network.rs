@@ -3,6 +3,7 @@
 //! answers with an encoded `RaftRpcReply`. A peer without a session is `Unreachable`
 //! (openraft backs off and retries).
 
+use super::rebuild::MapRebuild;
 use super::types::{NodeId, Raft, TypeConfig};
 use crate::directory::Directory;
 use crate::directory::GatewayRpc;
@@ -32,6 +33,8 @@ pub enum RaftRpc {
     Vote(VoteRequest<NodeId>),
     /// A chunk of a snapshot.
     InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+    /// How far the peer's log goes (asked by a member on a new disk, see `rebuild`).
+    LastLogIndex,
 }
 
 /// A Raft answer on the wire.
@@ -47,6 +50,8 @@ pub enum RaftRpcReply {
     ),
     /// The peer could not take the request (no Raft there, or it did not decode).
     Refused(String),
+    /// The answer to `LastLogIndex`: the index of the last entry (`None`: an empty log).
+    LastLogIndex(Option<u64>),
 }
 
 /// Why a request did not get an answer.
@@ -83,8 +88,9 @@ fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, String> {
 }
 
 /// Serves one encoded request with the local Raft (the gateway's side); garbage gets a
-/// `Refused` answer, never a panic.
-pub async fn serve(raft: Option<&Raft>, bytes: &[u8]) -> Vec<u8> {
+/// `Refused` answer, never a panic, and so does a vote request while `rebuild` says this
+/// member has not caught up.
+pub async fn serve(raft: Option<&Raft>, rebuild: &MapRebuild, bytes: &[u8]) -> Vec<u8> {
     let reply = match (raft, decode::<RaftRpc>(bytes)) {
         (None, _) => RaftRpcReply::Refused("this node runs no raft".into()),
         (Some(_), Err(e)) => {
@@ -94,9 +100,15 @@ pub async fn serve(raft: Option<&Raft>, bytes: &[u8]) -> Vec<u8> {
         (Some(raft), Ok(RaftRpc::AppendEntries(rpc))) => {
             RaftRpcReply::AppendEntries(raft.append_entries(rpc).await)
         }
+        (Some(_), Ok(RaftRpc::Vote(_))) if rebuild.is_rebuilding() => {
+            RaftRpcReply::Refused("this member is rebuilding its map log: no votes yet".into())
+        }
         (Some(raft), Ok(RaftRpc::Vote(rpc))) => RaftRpcReply::Vote(raft.vote(rpc).await),
         (Some(raft), Ok(RaftRpc::InstallSnapshot(rpc))) => {
             RaftRpcReply::InstallSnapshot(raft.install_snapshot(rpc).await)
+        }
+        (Some(raft), Ok(RaftRpc::LastLogIndex)) => {
+            RaftRpcReply::LastLogIndex(raft.metrics().borrow().last_log_index)
         }
     };
     encode(&reply).unwrap_or_else(|e| {
@@ -260,7 +272,7 @@ mod tests {
             RaftRpc::AppendEntries(r) => assert_eq!(r.entries.len(), 1),
             other => panic!("decoded {other:?}"),
         }
-        let reply = serve(None, &encode(&rpc).unwrap()).await;
+        let reply = serve(None, &MapRebuild::default(), &encode(&rpc).unwrap()).await;
         assert!(matches!(
             decode::<RaftRpcReply>(&reply),
             Ok(RaftRpcReply::Refused(_))

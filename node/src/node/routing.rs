@@ -46,7 +46,7 @@ pub(super) struct Routing {
 /// Hosts this node's shards and connects it to its peers.
 pub(super) async fn start(
     settings: &NodeSettings,
-    (cluster, membership, joining): (Option<&ClusterSpec>, &Membership, bool),
+    (cluster, membership, joining, new_store): (Option<&ClusterSpec>, &Membership, bool, bool),
     rt: RuntimeContext,
     (store, writer, catalog): (&Store, &Writer, &Arc<CatalogProjection>),
     (network, blocking, clock): (&PeerNetwork, Arc<dyn BlockingPool>, Arc<dyn Clock>),
@@ -89,6 +89,7 @@ pub(super) async fn start(
     };
     // The shard map agreed through Raft replaces the static spread when it is applied;
     // nothing waits for it (a single node runs no Raft).
+    let map_rebuild = agora_cluster::raft::rebuild::MapRebuild::default();
     let raft = match &cluster {
         Some(c) => Some(
             agora_cluster::raft::start(
@@ -97,7 +98,7 @@ pub(super) async fn start(
                 blocking.clone(),
                 (settings.shard_count, map.clone()),
                 directory.clone(),
-                map_current_tx,
+                (map_current_tx, map_rebuild.clone(), new_store),
             )
             .await
             .context("cannot start the shard-map raft member")?,
@@ -152,6 +153,7 @@ pub(super) async fn start(
             map: map.clone(),
             catalog: catalog.clone(),
             raft: raft.clone(),
+            map_rebuild,
             groups: groups.clone(),
             writer: writer.clone(),
             handoff: handoff_cell.clone(),
