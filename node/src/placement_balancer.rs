@@ -3,6 +3,8 @@
 //! gone longer than `replica_timeout_ms` left out, as long as enough nodes remain), and
 //! proposes the result when it differs from the agreed placement. The groups' leaders then
 //! carry it out (`replica_moves`). Nodes removed for good also leave the map's group.
+//! Every node counts its peers' absences all the time, so a new leader of the map's group
+//! replaces a node gone too long without counting the timeout again from zero.
 
 use agora_cluster::directory::Directory;
 use agora_cluster::handoff::Handoff;
@@ -61,21 +63,25 @@ pub fn placement_nodes(
 }
 
 impl PlacementBalancer {
-    /// Runs the balancer for as long as the node runs (it acts only while this node leads
-    /// the map's group).
+    /// Runs the balancer for as long as the node runs: every node counts absences, and the
+    /// leader of the map's group acts on them.
     pub fn spawn(self) {
         tokio::spawn(async move {
             let mut gone_since: BTreeMap<u64, Instant> = BTreeMap::new();
             loop {
                 tokio::time::sleep(BALANCE_EVERY).await;
-                let m = self.raft.metrics().borrow().clone();
-                if m.current_leader != Some(self.me) {
-                    // A new leader counts absences afresh.
-                    gone_since.clear();
+                let Ok(map) = self.handoff.map.read().map(|m| m.clone()) else {
                     continue;
-                }
+                };
                 let voters = agora_cluster::raft::voters(&self.raft);
-                self.round(&voters, &mut gone_since).await;
+                let members: BTreeSet<u64> =
+                    voters.difference(&map.replicas.removed).copied().collect();
+                count_absences(&mut gone_since, &members, Instant::now(), |n| {
+                    n == self.me || self.directory.gateway(n).is_some()
+                });
+                if self.raft.metrics().borrow().current_leader == Some(self.me) {
+                    self.round(&map, (&voters, &members), &gone_since).await;
+                }
             }
         });
     }
@@ -83,21 +89,15 @@ impl PlacementBalancer {
     /// One look: propose a new placement if the members or their liveness call for one;
     /// once the agreed placement holds, drop removed nodes from the map's group (after the
     /// placement, so a removed node still learns it and hands its replicas on).
-    async fn round(&self, voters: &BTreeSet<u64>, gone_since: &mut BTreeMap<u64, Instant>) {
-        let Ok(map) = self.handoff.map.read().map(|m| m.clone()) else {
-            return;
-        };
+    async fn round(
+        &self,
+        map: &agora_cluster::shard_map::ShardMap,
+        (voters, members): (&BTreeSet<u64>, &BTreeSet<u64>),
+        gone_since: &BTreeMap<u64, Instant>,
+    ) {
         let removed = &map.replicas.removed;
-        let members: BTreeSet<u64> = voters.difference(removed).copied().collect();
         let now = Instant::now();
-        for n in &members {
-            if *n == self.me || self.directory.gateway(*n).is_some() {
-                gone_since.remove(n);
-            } else {
-                gone_since.entry(*n).or_insert(now);
-            }
-        }
-        let nodes = placement_nodes(&members, gone_since, self.replica_timeout, self.factor, now);
+        let nodes = placement_nodes(members, gone_since, self.replica_timeout, self.factor, now);
         let current = if map.replicas.version > 0 {
             Placement {
                 replicas: map.replicas.replicas.clone(),
@@ -130,6 +130,25 @@ impl PlacementBalancer {
                     tracing::warn!(node, error = %e, "could not drop a removed node from the map's group")
                 }
             }
+        }
+    }
+}
+
+/// Notes since when each of `members` has been unreachable (`connected` says who answers
+/// now): a member that answers is forgotten, one that does not keeps the first moment it
+/// was missed; nodes no longer members are dropped (pure: unit-tested).
+pub fn count_absences(
+    gone_since: &mut BTreeMap<u64, Instant>,
+    members: &BTreeSet<u64>,
+    now: Instant,
+    connected: impl Fn(u64) -> bool,
+) {
+    gone_since.retain(|n, _| members.contains(n));
+    for n in members {
+        if connected(*n) {
+            gone_since.remove(n);
+        } else {
+            gone_since.entry(*n).or_insert(now);
         }
     }
 }
@@ -171,6 +190,23 @@ mod tests {
             placement_nodes(&members, &gone, timeout, 3, later),
             vec![1, 2, 3, 4]
         );
+    }
+
+    #[test]
+    fn an_absence_counts_from_the_first_miss_until_the_node_answers() {
+        let t0 = Instant::now();
+        let members: BTreeSet<u64> = [1, 2, 3].into_iter().collect();
+        let mut gone = BTreeMap::new();
+        count_absences(&mut gone, &members, t0, |n| n != 3);
+        let later = t0 + Duration::from_secs(10);
+        count_absences(&mut gone, &members, later, |n| n != 3);
+        assert_eq!(gone.get(&3), Some(&t0), "still counted from the first miss");
+        count_absences(&mut gone, &members, later, |_| true);
+        assert!(gone.is_empty(), "a node that answers is no longer gone");
+        count_absences(&mut gone, &members, t0, |n| n != 2);
+        let fewer: BTreeSet<u64> = [1, 3].into_iter().collect();
+        count_absences(&mut gone, &fewer, later, |_| true);
+        assert!(gone.is_empty(), "a node no longer a member is dropped");
     }
 
     #[test]
