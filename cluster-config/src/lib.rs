@@ -147,7 +147,8 @@ impl Default for RateLimits {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NotificationSettings {
-    /// SMTP server for email, `smtp://host:port` (plain; a local relay).
+    /// SMTP server for email: `smtp://host:port` (STARTTLS when offered, `?tls=required`
+    /// to insist, `?tls=none` for a local relay) or `smtps://host:port`.
     pub smtp_url: Option<String>,
     /// Sender of the emails.
     pub email_from: String,
@@ -202,12 +203,16 @@ impl NotificationSettings {
     /// Checks every field.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if let Some(u) = &self.smtp_url {
-            let rest = u.strip_prefix("smtp://").unwrap_or("");
+            let rest = u
+                .strip_prefix("smtp://")
+                .or_else(|| u.strip_prefix("smtps://"))
+                .unwrap_or("");
             if rest.is_empty() || rest.len() > 200 || rest.contains(char::is_whitespace) {
                 return Err(err(
                     "notifications.smtp_url",
-                    format!("{u:?} is not an smtp:// URL"),
-                    "give smtp://host:port of a mail relay",
+                    format!("{u:?} is not an smtp:// or smtps:// URL"),
+                    "give smtp://host:port (STARTTLS when offered; add ?tls=required to insist) \
+                     or smtps://host:port (TLS from the first byte)",
                 ));
             }
         }

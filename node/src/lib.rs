@@ -17,3 +17,4 @@ pub mod replica_moves;
 pub mod replicas;
 pub mod seed;
 pub mod sinks;
+pub mod smtp;

@@ -167,7 +167,8 @@ struct DevArgs {
         value_delimiter = ','
     )]
     trusted_proxies: Vec<std::net::IpAddr>,
-    /// SMTP server for email notifications, smtp://host:port (default: the notifications file).
+    /// SMTP server for email notifications: smtp://host:port (STARTTLS when offered;
+    /// ?tls=required to insist) or smtps://host:port (default: the notifications file).
     #[arg(long, env = "AGORA_SMTP_URL")]
     smtp_url: Option<String>,
     /// Sender of notification emails.

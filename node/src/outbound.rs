@@ -1,5 +1,5 @@
 //! HTTP clients for the outside world (notification webhooks, the payment gateway and the
-//! gateway simulator's webhooks): HTTPS through rustls (the aws-lc-rs backend the cluster
+//! gateway simulator's webhooks; SMTP shares the extra CAs): HTTPS through rustls (the aws-lc-rs backend the cluster
 //! uses) trusting the system's roots, plus the CAs of `AGORA_EXTRA_CA_FILE` (PEM) for a
 //! provider with a private CA. A failed call is logged at WARN with its destination and
 //! counted, so an operator sees a provider that cannot be reached.
@@ -13,27 +13,27 @@ pub const EXTRA_CA_ENV: &str = "AGORA_EXTRA_CA_FILE";
 /// CAs of `AGORA_EXTRA_CA_FILE` (if set).
 pub fn client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
     let mut builder = reqwest::Client::builder().timeout(timeout);
-    if let Some(path) = std::env::var_os(EXTRA_CA_ENV).filter(|p| !p.is_empty()) {
-        let pem = std::fs::read(&path).map_err(|e| {
-            anyhow::anyhow!(
-                "{EXTRA_CA_ENV}: cannot read {}: {e}",
-                path.to_string_lossy()
-            )
-        })?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-            anyhow::anyhow!(
-                "{EXTRA_CA_ENV}: {} holds no PEM certificate: {e}",
-                path.to_string_lossy()
-            )
-        })?;
+    if let Some((path, pem)) = extra_ca_pem()? {
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| anyhow::anyhow!("{EXTRA_CA_ENV}: {path} holds no PEM certificate: {e}"))?;
         anyhow::ensure!(
             !certs.is_empty(),
-            "{EXTRA_CA_ENV}: {} holds no PEM certificate",
-            path.to_string_lossy()
+            "{EXTRA_CA_ENV}: {path} holds no PEM certificate"
         );
         builder = builder.tls_certs_merge(certs);
     }
     Ok(builder.build()?)
+}
+
+/// The file `AGORA_EXTRA_CA_FILE` names and its PEM bytes (`None`: not set).
+pub fn extra_ca_pem() -> anyhow::Result<Option<(String, Vec<u8>)>> {
+    let Some(path) = std::env::var_os(EXTRA_CA_ENV).filter(|p| !p.is_empty()) else {
+        return Ok(None);
+    };
+    let path = path.to_string_lossy().into_owned();
+    let pem = std::fs::read(&path)
+        .map_err(|e| anyhow::anyhow!("{EXTRA_CA_ENV}: cannot read {path}: {e}"))?;
+    Ok(Some((path, pem)))
 }
 
 /// Records a failed outbound call to `destination` (scheme, host and port only: a URL's

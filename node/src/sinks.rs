@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// How long one SMTP or webhook call may take before it is retried.
-const SEND_TIMEOUT: Duration = Duration::from_secs(15);
+pub(crate) const SEND_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The `Message-ID` of the email for notification `key`: the same for every resend.
 pub fn message_id(key: &str) -> String {
@@ -180,7 +180,7 @@ impl NotificationSink for FileSink {
     }
 }
 
-fn undeliverable(key: &str, channel: Channel) {
+pub(crate) fn undeliverable(key: &str, channel: Channel) {
     tracing::warn!(
         key,
         channel = channel.name(),
@@ -190,69 +190,8 @@ fn undeliverable(key: &str, channel: Channel) {
         .increment(1);
 }
 
-fn sent(channel: &'static str) {
+pub(crate) fn sent(channel: &'static str) {
     metrics::counter!("agora_notifications_sent_total", "channel" => channel).increment(1);
-}
-
-/// Email over SMTP (plain TCP, as to a local relay or mail submission agent).
-pub struct SmtpSink {
-    transport: lettre::AsyncSmtpTransport<lettre::Tokio1Executor>,
-    from: lettre::message::Mailbox,
-}
-
-impl SmtpSink {
-    /// A sink sending through the SMTP server at `url` (`smtp://host:port`) as `from`.
-    pub fn new(url: &str, from: &str) -> anyhow::Result<Self> {
-        let rest = url
-            .strip_prefix("smtp://")
-            .ok_or_else(|| anyhow::anyhow!("the SMTP URL must start with smtp://"))?;
-        let (host, port) = match rest.trim_end_matches('/').rsplit_once(':') {
-            Some((h, p)) => (h, p.parse::<u16>()?),
-            None => (rest.trim_end_matches('/'), 25),
-        };
-        let transport =
-            lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous(host)
-                .port(port)
-                .timeout(Some(SEND_TIMEOUT))
-                .build();
-        Ok(Self {
-            transport,
-            from: from.parse()?,
-        })
-    }
-}
-
-#[async_trait]
-impl NotificationSink for SmtpSink {
-    async fn send(
-        &self,
-        key: &str,
-        _user_id: &str,
-        n: &Notification,
-        m: &Outgoing,
-    ) -> Result<(), ExternalError> {
-        use lettre::AsyncTransport;
-        let to =
-            m.to.as_deref()
-                .and_then(|t| t.parse::<lettre::message::Mailbox>().ok());
-        let Some(to) = to else {
-            undeliverable(key, n.channel);
-            return Ok(());
-        };
-        let email = lettre::Message::builder()
-            .from(self.from.clone())
-            .to(to)
-            .subject(m.subject.clone())
-            .message_id(Some(message_id(key)))
-            .header(lettre::message::header::ContentType::TEXT_PLAIN)
-            .body(m.body.clone())
-            .map_err(|e| ExternalError::Unavailable(format!("cannot build the email: {e}")))?;
-        self.transport
-            .send(email)
-            .await
-            .map(|_| sent("email"))
-            .map_err(|e| ExternalError::Unavailable(format!("smtp: {e}")))
-    }
 }
 
 /// SMS or WhatsApp through an HTTP webhook: POST JSON, any 2xx is success, anything else is
@@ -330,7 +269,7 @@ impl ChannelSinks {
     ) -> anyhow::Result<Self> {
         let file: Arc<dyn NotificationSink> = Arc::new(FileSink::new(file));
         let email: Arc<dyn NotificationSink> = match &settings.smtp_url {
-            Some(url) => Arc::new(SmtpSink::new(url, &settings.email_from)?),
+            Some(url) => Arc::new(crate::smtp::SmtpSink::new(url, &settings.email_from)?),
             None => file.clone(),
         };
         let webhook = |url: &Option<String>| -> anyhow::Result<Arc<dyn NotificationSink>> {

@@ -19,16 +19,21 @@ struct Mail {
     to: String,
     message_id: String,
     subject: String,
+    /// Whether it came over TLS (after STARTTLS).
+    over_tls: bool,
 }
 
 /// A minimal SMTP server. With `hold_first`, the reply to the first message's final dot is
 /// withheld until `release` is notified (the message has arrived; the sender does not know).
+/// With `starttls`, it offers STARTTLS and takes no mail before the upgrade, as a provider
+/// does.
 #[derive(Clone, Default)]
 struct SmtpServer {
     mails: Arc<Mutex<Vec<Mail>>>,
     held: Arc<Notify>,
     release: Arc<Notify>,
     hold_first: bool,
+    starttls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 fn header(data: &str, name: &str) -> String {
@@ -40,12 +45,28 @@ fn header(data: &str, name: &str) -> String {
         .unwrap_or_default()
 }
 
+/// How a session over one stream ended.
+enum SessionEnd<S> {
+    /// The client quit or went away.
+    Closed,
+    /// The client asked for STARTTLS and was told to go ahead: the stream, to upgrade.
+    Upgrade(S),
+}
+
 impl SmtpServer {
     async fn start(hold_first: bool) -> (Self, u16) {
+        Self::start_with(hold_first, None).await
+    }
+
+    async fn start_with(
+        hold_first: bool,
+        starttls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> (Self, u16) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind smtp");
         let port = listener.local_addr().expect("addr").port();
         let server = SmtpServer {
             hold_first,
+            starttls,
             ..Default::default()
         };
         let s = server.clone();
@@ -58,18 +79,44 @@ impl SmtpServer {
     }
 
     async fn session(self, conn: tokio::net::TcpStream) {
-        let (r, mut w) = conn.into_split();
-        let mut r = BufReader::new(r);
-        let _ = w.write_all(b"220 test-smtp ready\r\n").await;
+        let mut conn = BufReader::new(conn);
+        let _ = conn.write_all(b"220 test-smtp ready\r\n").await;
+        let SessionEnd::Upgrade(conn) = self.serve(conn, false).await else {
+            return;
+        };
+        let Some(acceptor) = self.starttls.clone() else {
+            return;
+        };
+        if let Ok(tls) = acceptor.accept(conn.into_inner()).await {
+            self.serve(BufReader::new(tls), true).await;
+        }
+    }
+
+    /// Answers commands on `conn` (`over_tls`: after STARTTLS).
+    async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        mut conn: BufReader<S>,
+        over_tls: bool,
+    ) -> SessionEnd<BufReader<S>> {
+        let must_upgrade = self.starttls.is_some() && !over_tls;
         let mut line = String::new();
         loop {
             line.clear();
-            if r.read_line(&mut line).await.unwrap_or(0) == 0 {
-                return;
+            if conn.read_line(&mut line).await.unwrap_or(0) == 0 {
+                return SessionEnd::Closed;
             }
             let cmd = line.trim_end().to_ascii_uppercase();
-            let answer: &[u8] = if cmd.starts_with("EHLO") {
+            let answer: &[u8] = if cmd.starts_with("EHLO") && must_upgrade {
+                b"250-test-smtp\r\n250-STARTTLS\r\n250 8BITMIME\r\n"
+            } else if cmd.starts_with("EHLO") {
                 b"250-test-smtp\r\n250 8BITMIME\r\n"
+            } else if cmd.starts_with("STARTTLS") && must_upgrade {
+                if conn.write_all(b"220 go ahead\r\n").await.is_err() {
+                    return SessionEnd::Closed;
+                }
+                return SessionEnd::Upgrade(conn);
+            } else if must_upgrade && (cmd.starts_with("MAIL") || cmd.starts_with("DATA")) {
+                b"530 5.7.0 must issue a STARTTLS command first\r\n"
             } else if cmd.starts_with("HELO")
                 || cmd.starts_with("MAIL")
                 || cmd.starts_with("RCPT")
@@ -78,48 +125,58 @@ impl SmtpServer {
             {
                 b"250 ok\r\n"
             } else if cmd.starts_with("DATA") {
-                let _ = w.write_all(b"354 go ahead\r\n").await;
-                let mut data = String::new();
-                loop {
-                    let mut l = String::new();
-                    if r.read_line(&mut l).await.unwrap_or(0) == 0 {
-                        return;
-                    }
-                    if l == ".\r\n" {
-                        break;
-                    }
-                    data.push_str(&l);
-                }
-                let mail = Mail {
-                    to: header(&data, "To"),
-                    message_id: header(&data, "Message-ID"),
-                    subject: header(&data, "Subject"),
+                let _ = conn.write_all(b"354 go ahead\r\n").await;
+                let Some(data) = read_data(&mut conn).await else {
+                    return SessionEnd::Closed;
                 };
-                let first = {
-                    let mut mails = self.mails.lock().expect("mails");
-                    mails.push(mail);
-                    mails.len() == 1
-                };
-                if first && self.hold_first {
+                if self.took(&data, over_tls) && self.hold_first {
                     self.held.notify_one();
                     self.release.notified().await;
-                    return;
+                    return SessionEnd::Closed;
                 }
                 b"250 queued\r\n"
             } else if cmd.starts_with("QUIT") {
-                let _ = w.write_all(b"221 bye\r\n").await;
-                return;
+                let _ = conn.write_all(b"221 bye\r\n").await;
+                return SessionEnd::Closed;
             } else {
                 b"502 not implemented\r\n"
             };
-            if w.write_all(answer).await.is_err() {
-                return;
+            if conn.write_all(answer).await.is_err() {
+                return SessionEnd::Closed;
             }
         }
     }
 
+    /// Records a message's headers; whether it is the first one.
+    fn took(&self, data: &str, over_tls: bool) -> bool {
+        let mail = Mail {
+            to: header(data, "To"),
+            message_id: header(data, "Message-ID"),
+            subject: header(data, "Subject"),
+            over_tls,
+        };
+        let mut mails = self.mails.lock().expect("mails");
+        mails.push(mail);
+        mails.len() == 1
+    }
+
     fn mails(&self) -> Vec<Mail> {
         self.mails.lock().expect("mails").clone()
+    }
+}
+
+/// Reads a message up to its final dot (`None`: the client went away).
+async fn read_data<S: AsyncRead + AsyncWrite + Unpin>(conn: &mut BufReader<S>) -> Option<String> {
+    let mut data = String::new();
+    loop {
+        let mut l = String::new();
+        if conn.read_line(&mut l).await.unwrap_or(0) == 0 {
+            return None;
+        }
+        if l == ".\r\n" {
+            return Some(data);
+        }
+        data.push_str(&l);
     }
 }
 
@@ -451,24 +508,86 @@ async fn an_https_webhook_whose_ca_is_not_trusted_is_refused_and_counted() {
         format!("https://localhost:{port}/sms"),
     ]));
     sms_shopper_orders(&server).await;
-    let ops = server.admin_port_client();
-    poll_until("the failed HTTPS call is counted", POLL_TIMEOUT, || async {
-        let failed = agora_tests::counter(&ops, "agora_outbound_failures_total").await;
-        if failed >= 1.0 {
-            Ok(())
-        } else {
-            Err(format!("{failed} failures counted"))
-        }
-    })
-    .await;
+    failure_counted_and_logged(&server, &format!("https://localhost:{port}")).await;
     assert!(
         hooks.calls().is_empty(),
         "a call got through: {:?}",
         hooks.calls()
     );
+}
+
+/// Waits until `server` counts a failed outbound call, and checks it logged `destination`.
+async fn failure_counted_and_logged(server: &AgoraProcess, destination: &str) {
+    let ops = server.admin_port_client();
+    poll_until(
+        "the failed outbound call is counted",
+        POLL_TIMEOUT,
+        || async {
+            let failed = agora_tests::counter(&ops, "agora_outbound_failures_total").await;
+            if failed >= 1.0 {
+                Ok(())
+            } else {
+                Err(format!("{failed} failures counted"))
+            }
+        },
+    )
+    .await;
     let log = server.stderr_tail(50_000);
     assert!(
-        log.contains("outbound call failed") && log.contains(&format!("https://localhost:{port}")),
-        "the failure is logged with its destination: {log}"
+        log.contains("outbound call failed") && log.contains(destination),
+        "the failure is logged with its destination {destination}: {log}"
+    );
+}
+
+/// A shopper on email only orders on `server` and waits for delivery.
+async fn email_shopper_orders(server: &AgoraProcess) {
+    let admin = server.admin().await;
+    let sku = admin.stocked_product(12_000, 10).await;
+    let (shopper, _) = server.client().new_user().await;
+    patch_me(&shopper, json!({"notification_channels": ["email"]})).await;
+    shopper.add_to_cart(&sku, 1).await;
+    let order = shopper.place_order(card("4242424242424242")).await;
+    wait_for_order(&shopper, &order, &["DELIVERED"]).await;
+}
+
+#[tokio::test]
+async fn email_goes_over_starttls_to_a_server_with_a_private_ca_once_its_ca_is_trusted() {
+    let (smtp, port) = SmtpServer::start_with(false, Some(localhost_tls())).await;
+    let mut options = ServerOptions::fast().args([
+        "--smtp-url".to_string(),
+        format!("smtp://localhost:{port}?tls=required"),
+    ]);
+    let ca = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/tls/ca.pem");
+    options
+        .env
+        .push(("AGORA_EXTRA_CA_FILE".to_string(), ca.to_string()));
+    let server = AgoraProcess::start(options);
+    email_shopper_orders(&server).await;
+    let mails = poll_until("every email arrives", POLL_TIMEOUT, || async {
+        let m = smtp.mails();
+        if m.len() >= LIFECYCLE.len() {
+            Ok(m)
+        } else {
+            Err(format!("{} emails", m.len()))
+        }
+    })
+    .await;
+    // The server takes no mail before STARTTLS: every one came over TLS.
+    assert!(mails.iter().all(|m| m.over_tls), "{mails:#?}");
+}
+
+#[tokio::test]
+async fn email_to_a_server_whose_ca_is_not_trusted_is_refused_and_counted() {
+    let (smtp, port) = SmtpServer::start_with(false, Some(localhost_tls())).await;
+    let server = AgoraProcess::start(ServerOptions::fast().args([
+        "--smtp-url".to_string(),
+        format!("smtp://localhost:{port}?tls=required"),
+    ]));
+    email_shopper_orders(&server).await;
+    failure_counted_and_logged(&server, &format!("smtp://localhost:{port}")).await;
+    assert!(
+        smtp.mails().is_empty(),
+        "a mail got through: {:?}",
+        smtp.mails()
     );
 }
