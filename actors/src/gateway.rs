@@ -139,24 +139,138 @@ pub struct SimulatedGateway {
     callbacks: Arc<dyn CallbackSink>,
     /// The card vault (its key survives restarts, so tokens do).
     cards: Arc<CardVault>,
-    /// The answer decided for each idempotency key (None: this call never gets one).
-    answers: Mutex<BTreeMap<String, Option<Command>>>,
+    /// The answer decided for each idempotency key, and the effects taken on.
+    ledger: Arc<GatewayLedger>,
+}
+
+/// How a charge the gateway took on turned out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChargeOutcome {
+    /// The money was taken.
+    Succeeded,
+    /// Declined: no money moved.
+    Declined,
+    /// The gateway never answers (a test card that hangs): no money moved.
+    NeverAnswered,
+}
+
+/// What one idempotency key made the gateway do (the first call with it; repeats do
+/// nothing more, as with a real gateway).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GatewayEffect {
+    /// A charge of an order.
+    Charge {
+        /// Its idempotency key.
+        key: String,
+        /// The order charged.
+        order_id: String,
+        /// The amount asked, in minor units.
+        amount_minor: u64,
+        /// Whether money moved.
+        outcome: ChargeOutcome,
+    },
+    /// A refund of (part of) an order's charge.
+    Refund {
+        /// Its idempotency key.
+        key: String,
+        /// The order refunded.
+        order_id: String,
+        /// The amount returned, in minor units.
+        amount_minor: u64,
+    },
+    /// A refund refused because it would return more than the order's charge took (as a
+    /// real gateway refuses it): the shop asked for money it never took.
+    RefundAboveCharge {
+        /// Its idempotency key.
+        key: String,
+        /// The order.
+        order_id: String,
+        /// The amount asked, in minor units.
+        amount_minor: u64,
+        /// What the order's charge took, less what was already refunded.
+        refundable_minor: u64,
+    },
+}
+
+/// What `order_id`'s successful charge took, less what was refunded, in `effects`.
+pub fn refundable_minor(effects: &[GatewayEffect], order_id: &str) -> u64 {
+    let mut refundable = 0u64;
+    for e in effects {
+        match e {
+            GatewayEffect::Charge {
+                order_id: o,
+                amount_minor,
+                outcome: ChargeOutcome::Succeeded,
+                ..
+            } if o == order_id => refundable = refundable.saturating_add(*amount_minor),
+            GatewayEffect::Refund {
+                order_id: o,
+                amount_minor,
+                ..
+            } if o == order_id => refundable = refundable.saturating_sub(*amount_minor),
+            _ => {}
+        }
+    }
+    refundable
+}
+
+/// The simulated gateway's books: the answer decided for each idempotency key and every
+/// effect taken on. One ledger may serve every node's gateway (one provider behind a whole
+/// cluster) and outlive their restarts: the simulator keeps one per run and checks it.
+#[derive(Debug, Default)]
+pub struct GatewayLedger {
+    books: Mutex<LedgerBooks>,
+}
+
+#[derive(Debug, Default)]
+struct LedgerBooks {
+    answers: BTreeMap<String, Option<Command>>,
+    effects: Vec<GatewayEffect>,
+}
+
+impl GatewayLedger {
+    /// Every effect taken on, in order.
+    pub fn effects(&self) -> Vec<GatewayEffect> {
+        self.books
+            .lock()
+            .map(|b| b.effects.clone())
+            .unwrap_or_default()
+    }
+
+    /// The answer for `key`: on its first call `decide` (given the effects so far) gives
+    /// the answer and the effect, recorded; every repeat gets the same answer and has no
+    /// effect.
+    fn answer_for(
+        &self,
+        key: &str,
+        decide: impl FnOnce(&[GatewayEffect]) -> (Option<Command>, GatewayEffect),
+    ) -> Option<Command> {
+        let mut books = self.books.lock().ok()?;
+        if let Some(answer) = books.answers.get(key) {
+            return answer.clone();
+        }
+        let (answer, effect) = decide(&books.effects);
+        books.answers.insert(key.to_string(), answer.clone());
+        books.effects.push(effect);
+        answer
+    }
 }
 
 impl SimulatedGateway {
-    /// A gateway that answers through `callbacks` and tokenises cards with `cards`.
+    /// A gateway that answers through `callbacks`, tokenises cards with `cards` and keeps
+    /// its books in `ledger`.
     pub fn new(
         config: SimGatewayConfig,
         rng: Arc<dyn RandomSource>,
         callbacks: Arc<dyn CallbackSink>,
-        cards: Arc<CardVault>,
+        (cards, ledger): (Arc<CardVault>, Arc<GatewayLedger>),
     ) -> Self {
         Self {
             config,
             rng,
             callbacks,
             cards,
-            answers: Mutex::new(BTreeMap::new()),
+            ledger,
         }
     }
 
@@ -168,16 +282,6 @@ impl SimulatedGateway {
         let lo = self.config.min_latency.as_millis() as u64;
         let hi = self.config.max_latency.as_millis() as u64;
         Duration::from_millis(lo + self.rng.next_u64() % (hi.saturating_sub(lo) + 1))
-    }
-
-    /// The answer for `key`: decided by `decide` on the first call, the same on every repeat
-    /// (as a real gateway's idempotency keys behave).
-    fn answer_for(&self, key: &str, decide: impl FnOnce() -> Option<Command>) -> Option<Command> {
-        let mut answers = self.answers.lock().ok()?;
-        answers
-            .entry(key.to_string())
-            .or_insert_with(decide)
-            .clone()
     }
 
     fn answer_later(&self, key: &str, to: EntityRef, cmd: Command) {
@@ -222,10 +326,23 @@ impl PaymentGateway for SimulatedGateway {
         amount: &Money,
     ) -> Result<(), ExternalError> {
         let event_id = format!("evt:{key}");
-        let answer = self.answer_for(key, || {
-            decide(method, &self.cards).map(|result| {
+        let answer = self.ledger.answer_for(key, |_| {
+            let decided = decide(method, &self.cards);
+            let outcome = match &decided {
+                Some(Ok(())) => ChargeOutcome::Succeeded,
+                Some(Err(_)) => ChargeOutcome::Declined,
+                None => ChargeOutcome::NeverAnswered,
+            };
+            let effect = GatewayEffect::Charge {
+                key: key.to_string(),
+                order_id: order_id.to_string(),
+                amount_minor: amount.amount_minor,
+                outcome,
+            };
+            let answer = decided.map(|result| {
                 Command::Payment(charge_answer(event_id, order_id, method, amount, result))
-            })
+            });
+            (answer, effect)
         });
         if let Some(cmd) = answer {
             self.answer_later(key, EntityRef::new(EntityKind::Payment, order_id), cmd);
@@ -238,15 +355,33 @@ impl PaymentGateway for SimulatedGateway {
         key: &str,
         order_id: &str,
         refund_id: &str,
-        _amount: &Money,
+        amount: &Money,
     ) -> Result<(), ExternalError> {
         let event_id = format!("evt:{key}");
-        let answer = self.answer_for(key, || {
-            Some(Command::Payment(PaymentCommand::RefundResult {
+        let answer = self.ledger.answer_for(key, |effects| {
+            let refundable = refundable_minor(effects, order_id);
+            let (effect, result) = if amount.amount_minor > refundable {
+                let effect = GatewayEffect::RefundAboveCharge {
+                    key: key.to_string(),
+                    order_id: order_id.to_string(),
+                    amount_minor: amount.amount_minor,
+                    refundable_minor: refundable,
+                };
+                (effect, Err("amount_exceeds_charge".to_string()))
+            } else {
+                let effect = GatewayEffect::Refund {
+                    key: key.to_string(),
+                    order_id: order_id.to_string(),
+                    amount_minor: amount.amount_minor,
+                };
+                (effect, Ok(()))
+            };
+            let answer = Command::Payment(PaymentCommand::RefundResult {
                 event_id,
                 refund_id: refund_id.to_string(),
-                result: Ok(()),
-            }))
+                result,
+            });
+            (Some(answer), effect)
         });
         if let Some(cmd) = answer {
             self.answer_later(key, EntityRef::new(EntityKind::Payment, order_id), cmd);
@@ -258,6 +393,33 @@ impl PaymentGateway for SimulatedGateway {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_takes_effect_once_and_refunds_are_bounded_by_the_charge() {
+        let ledger = GatewayLedger::default();
+        let charge = |key: &str| GatewayEffect::Charge {
+            key: key.into(),
+            order_id: "o1".into(),
+            amount_minor: 1_000,
+            outcome: ChargeOutcome::Succeeded,
+        };
+        ledger.answer_for("pay:o1", |_| (None, charge("pay:o1")));
+        ledger.answer_for("pay:o1", |_| (None, charge("again")));
+        assert_eq!(
+            ledger.effects(),
+            vec![charge("pay:o1")],
+            "a repeat has no effect"
+        );
+        let refund = |amount_minor| GatewayEffect::Refund {
+            key: format!("r{amount_minor}"),
+            order_id: "o1".into(),
+            amount_minor,
+        };
+        assert_eq!(refundable_minor(&ledger.effects(), "o1"), 1_000);
+        ledger.answer_for("r600", |_| (None, refund(600)));
+        assert_eq!(refundable_minor(&ledger.effects(), "o1"), 400);
+        assert_eq!(refundable_minor(&ledger.effects(), "o2"), 0);
+    }
 
     #[test]
     fn test_cards_behave_as_documented_through_their_tokens() {

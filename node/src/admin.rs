@@ -73,6 +73,8 @@ pub struct ReplicaView {
     pub groups: agora_replication::Groups,
     /// How far its replicas are from the placement.
     pub progress: crate::replica_moves::SharedProgress,
+    /// Replicas per shard (the cluster file's `replication_factor`).
+    pub replication_factor: usize,
 }
 
 /// The admin router.
@@ -170,6 +172,14 @@ async fn metrics(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
         metrics::gauge!("agora_store_entity_rows").set(entity_rows as f64);
         metrics::gauge!("agora_store_outbox_rows").set(outbox as f64);
         metrics::gauge!("agora_store_dead_letters").set(dead as f64);
+    }
+    if let Some(view) = &s.replicas {
+        let health = crate::admin_replicas::group_health(view);
+        metrics::gauge!("agora_replication_groups_without_leader")
+            .set(health.without_leader as f64);
+        metrics::gauge!("agora_replication_groups_under_replicated")
+            .set(health.under_replicated as f64);
+        metrics::gauge!("agora_replication_groups_led").set(health.led as f64);
     }
     let body = s.metrics.as_ref().map(|m| m.render()).unwrap_or_default();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)

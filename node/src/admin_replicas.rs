@@ -5,7 +5,7 @@
 use crate::admin::{map_snapshot, require_mutations, AdminState};
 use agora_http_edge::problem::Problem;
 use agora_replication::membership;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
@@ -68,17 +68,89 @@ pub async fn replicas(State(s): State<Arc<AdminState>>) -> Result<Json<Value>, P
     })))
 }
 
+/// How this node's shard groups stand, for the metrics an operator alerts on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GroupHealth {
+    /// Groups this node is a member of whose member knows no leader.
+    pub without_leader: usize,
+    /// Groups this node leads with fewer voters than `replication_factor`.
+    pub under_replicated: usize,
+    /// Groups this node leads.
+    pub led: usize,
+}
+
+/// Reads each group's member's metrics on this node.
+pub fn group_health(view: &crate::admin::ReplicaView) -> GroupHealth {
+    let me = view.groups.me();
+    let mut health = GroupHealth::default();
+    for shard in view.groups.ids() {
+        let Some(raft) = view.groups.raft(shard) else {
+            continue;
+        };
+        let m = raft.metrics().borrow().clone();
+        match m.current_leader {
+            None => health.without_leader += 1,
+            Some(leader) if leader == me => {
+                health.led += 1;
+                if membership::voters(&m).len() < view.replication_factor {
+                    health.under_replicated += 1;
+                }
+            }
+            Some(_) => {}
+        }
+    }
+    health
+}
+
+/// Query of a removal.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct RemoveQuery {
+    /// Remove even if fewer nodes than the replication factor would remain (each shard then
+    /// keeps fewer replicas, and loses fault tolerance, until a node joins).
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// Refuses a removal that would leave fewer members than each shard has replicas, unless
+/// `force`d: the shards would keep fewer replicas, and a two-replica group stops at the
+/// next failure.
+fn check_enough_remain(
+    members: &[u64],
+    removed: &std::collections::BTreeSet<u64>,
+    (id, factor, force): (u64, usize, bool),
+) -> Result<(), Problem> {
+    let remaining = members
+        .iter()
+        .filter(|m| **m != id && !removed.contains(m))
+        .count();
+    if remaining >= factor || force {
+        return Ok(());
+    }
+    Err(Problem::new(
+        StatusCode::CONFLICT,
+        "too-few-members",
+        "Too few members would remain",
+        format!(
+            "removing node {id} leaves {remaining} members for {factor} replicas of each shard: \
+             join a node first (agora node --join), then remove this one; or add ?force=true to \
+             run with fewer replicas until one joins"
+        ),
+    ))
+}
+
 /// `POST /admin/cluster/members/{id}/remove`: removes node `id` for good. Placement leaves
 /// it out, each of its replicas is rebuilt on another node, and it leaves every group and
 /// the shard map's group. Answers 202 at once: `GET /admin/cluster/replicas` follows it.
+/// Refused (409) when fewer nodes than the replication factor would remain, unless forced.
 pub async fn remove_member(
     State(s): State<Arc<AdminState>>,
     Path(id): Path<u64>,
+    Query(query): Query<RemoveQuery>,
 ) -> Result<(StatusCode, Json<Value>), Problem> {
     require_mutations(&s)?;
-    if s.replicas.is_none() {
+    let Some(view) = &s.replicas else {
         return Err(not_replicated());
-    }
+    };
     let members: Vec<u64> = match &s.raft {
         Some(raft) => agora_cluster::raft::voters(raft).into_iter().collect(),
         None => Vec::new(),
@@ -99,6 +171,9 @@ pub async fn remove_member(
             format!("node {id} is the cluster's only member"),
         ));
     }
+    let removed = map_snapshot(&s)?.replicas.removed;
+    let factor = view.replication_factor;
+    check_enough_remain(&members, &removed, (id, factor, query.force))?;
     match s.handoff.remove_node(id).await {
         Ok(()) => {
             tracing::warn!(node = id, "node removed for good by an operator");
@@ -108,5 +183,22 @@ pub async fn remove_member(
             ))
         }
         Err(e) => Err(Problem::unavailable(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_removal_must_leave_a_member_for_every_replica_unless_forced() {
+        let none = std::collections::BTreeSet::new();
+        assert!(check_enough_remain(&[1, 2, 3, 4], &none, (4, 3, false)).is_ok());
+        let refused = check_enough_remain(&[1, 2, 3], &none, (3, 3, false));
+        assert!(refused.is_err_and(|p| p.status == StatusCode::CONFLICT));
+        assert!(check_enough_remain(&[1, 2, 3], &none, (3, 3, true)).is_ok());
+        // A node already being removed does not count as remaining.
+        let removing: std::collections::BTreeSet<u64> = [4].into_iter().collect();
+        assert!(check_enough_remain(&[1, 2, 3, 4], &removing, (3, 3, false)).is_err());
     }
 }

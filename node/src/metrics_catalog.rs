@@ -328,6 +328,21 @@ pub const METRICS: &[(Kind, &str, &str)] = &[
     (Gauge, "agora_store_dead_letters", "Dead letters stored."),
     (
         Gauge,
+        "agora_replication_groups_without_leader",
+        "Shard groups with a replica on this node whose member knows no leader (those shards answer 503).",
+    ),
+    (
+        Gauge,
+        "agora_replication_groups_under_replicated",
+        "Shard groups this node leads with fewer voters than the replication factor.",
+    ),
+    (
+        Gauge,
+        "agora_replication_groups_led",
+        "Shard groups this node leads.",
+    ),
+    (
+        Gauge,
         "agora_store_entity_rows",
         "Entity rows stored (records and applied-message marks).",
     ),
@@ -485,5 +500,41 @@ mod tests {
             .filter(|n| !unique.contains(n.as_str()))
             .collect();
         assert!(missing.is_empty(), "metrics without HELP text: {missing:?}");
+    }
+
+    /// The `agora_*` names an operator's file refers to, less a histogram's suffixes.
+    fn referenced(text: &str) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        for (i, _) in text.match_indices("agora_") {
+            let name: String = text[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            let base = ["_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .unwrap_or(&name);
+            out.insert(base.to_string());
+        }
+        out
+    }
+
+    #[test]
+    fn the_alert_rules_and_the_dashboard_use_only_metrics_the_node_exports() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+        let known: BTreeSet<&str> = METRICS.iter().map(|(_, n, _)| *n).collect();
+        for file in ["prometheus/alerts.yml", "grafana/agora.json"] {
+            let text = std::fs::read_to_string(root.join(file)).expect("the deploy file");
+            let used = referenced(&text);
+            assert!(used.len() >= 5, "{file} refers to only {used:?}");
+            let unknown: Vec<&String> = used
+                .iter()
+                .filter(|n| !known.contains(n.as_str()))
+                .collect();
+            assert!(
+                unknown.is_empty(),
+                "{file} refers to metrics the node does not export: {unknown:?}"
+            );
+        }
     }
 }

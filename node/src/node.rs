@@ -279,6 +279,10 @@ pub struct NodeEnv {
     /// Who is told of every replicated shard served here (the simulator's one-leader
     /// checker); `None` in production.
     pub served_log: Option<Arc<dyn agora_replication::ServedLog>>,
+    /// The simulated payment gateway's books, shared by every node of a simulated cluster
+    /// and kept across restarts (the simulator's effect ledger); `None`: a ledger of this
+    /// process's own.
+    pub gateway_ledger: Option<Arc<agora_actors::gateway::GatewayLedger>>,
 }
 
 impl NodeEnv {
@@ -294,6 +298,7 @@ impl NodeEnv {
             serving: Serving::Tcp,
             sink: None,
             served_log: None,
+            gateway_ledger: None,
         }
     }
 }
@@ -327,6 +332,7 @@ pub async fn start_with(
         serving,
         sink,
         served_log,
+        gateway_ledger,
     } = env;
     let membership = cluster
         .as_ref()
@@ -399,7 +405,13 @@ pub async fn start_with(
     .await?;
 
     let cards = payment_gateway.cards();
-    let external = services::outside_world(&settings, payment_gateway, rng.clone(), &router, sink)?;
+    let external = services::outside_world(
+        &settings,
+        (payment_gateway, gateway_ledger.unwrap_or_default()),
+        rng.clone(),
+        &router,
+        sink,
+    )?;
     relay::start(
         relay::RelayDeps {
             store: store.clone(),
@@ -494,6 +506,7 @@ pub async fn start_with(
             .map(|groups| crate::admin::ReplicaView {
                 groups,
                 progress: replica_progress.clone(),
+                replication_factor,
             }),
     });
     if cluster.is_some() {

@@ -113,6 +113,11 @@ impl Groups {
         self.rafts.read().ok()?.get(&group).cloned()
     }
 
+    /// This node.
+    pub fn me(&self) -> NodeId {
+        self.me
+    }
+
     /// The groups this node runs, ascending.
     pub fn ids(&self) -> Vec<GroupId> {
         self.rafts

@@ -25,6 +25,7 @@ fn violation(invariant: &'static str, detail: String) -> Violation {
 }
 
 /// Every entity on every disk: kind/id → (node, state).
+#[derive(Default)]
 pub struct World {
     orders: BTreeMap<String, (u64, OrderState)>,
     accounts: std::collections::BTreeSet<String>,
@@ -324,6 +325,13 @@ pub fn order_statuses(world: &World) -> BTreeMap<String, usize> {
         *m.entry(name.to_string()).or_insert(0) += 1;
     }
     m
+}
+
+impl World {
+    /// The order `id` as the world holds it.
+    pub fn order(&self, id: &str) -> Option<&OrderState> {
+        self.orders.get(id).map(|(_, o)| o)
+    }
 }
 
 /// Whether every saga is over and no stock is held (healing can stop early).

@@ -71,11 +71,21 @@ pub struct NodeSlot {
     pub disk_latency_us: Arc<Mutex<(u64, u64)>>,
     /// Where it reports the shards it serves (shared by the run's nodes).
     pub served: crate::served::ServedRecorder,
+    /// The payment gateway's books (one gateway behind every node, across restarts).
+    pub ledger: Arc<agora_actors::gateway::GatewayLedger>,
 }
 
 impl NodeSlot {
-    /// A fresh node `id` of run `seed`, reporting what it serves to `served`.
-    pub fn new(seed: u64, id: u64, served: crate::served::ServedRecorder) -> Self {
+    /// A fresh node `id` of run `seed`, reporting what it serves to `served` and charging
+    /// through the gateway whose books are `ledger`.
+    pub fn new(
+        seed: u64,
+        id: u64,
+        (served, ledger): (
+            crate::served::ServedRecorder,
+            Arc<agora_actors::gateway::GatewayLedger>,
+        ),
+    ) -> Self {
         Self {
             id,
             disk: SimDisk::new(Stream::new(seed, &format!("disk-{id}"))),
@@ -83,6 +93,7 @@ impl NodeSlot {
             starts: Arc::default(),
             disk_latency_us: Arc::new(Mutex::new(DISK_LATENCY_US)),
             served,
+            ledger,
         }
     }
 }
@@ -181,6 +192,7 @@ pub async fn run_node(
         })),
         sink: Some(Arc::new(MemorySink::default())),
         served_log: Some(slot.served.for_node()),
+        gateway_ledger: Some(slot.ledger.clone()),
     };
     let cluster = ClusterSpec {
         membership: membership(id, &ids),

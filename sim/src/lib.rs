@@ -4,6 +4,7 @@
 
 pub mod check;
 pub mod disk;
+pub mod effects;
 pub mod faults;
 pub mod host;
 pub mod net;

@@ -60,6 +60,8 @@ pub struct RunReport {
     pub sim_secs: f64,
     /// Entities on the disks at the end.
     pub entities: usize,
+    /// What the payment gateway was made to do, by kind (the effect ledger).
+    pub effects: BTreeMap<String, usize>,
 }
 
 /// 2026-01-01T00:00:00Z: the simulated epoch (never the real time).
@@ -260,9 +262,10 @@ pub fn run(config: RunConfig) -> RunReport {
         .max_message_latency(Duration::from_millis(5))
         .build();
     let served = crate::served::ServedRecorder::default();
+    let ledger = std::sync::Arc::new(agora_actors::gateway::GatewayLedger::default());
     let slots: Vec<NodeSlot> = ids
         .iter()
-        .map(|id| NodeSlot::new(seed, *id, served.clone()))
+        .map(|id| NodeSlot::new(seed, *id, (served.clone(), ledger.clone())))
         .collect();
     for slot in &slots {
         let (slot, ids) = (slot.clone(), ids.clone());
@@ -394,6 +397,8 @@ pub fn run(config: RunConfig) -> RunReport {
     let (orders, entities) = match check::read_world(&disks, replicated) {
         Ok(world) => {
             violations.extend(check::check(&world, &history));
+            let settled = check::quiescent(&world);
+            violations.extend(crate::effects::check(&world, &ledger.effects(), settled));
             (check::order_statuses(&world), world.entities)
         }
         Err(e) => {
@@ -427,5 +432,6 @@ pub fn run(config: RunConfig) -> RunReport {
         ops,
         sim_secs,
         entities,
+        effects: crate::effects::counts(&ledger.effects()),
     }
 }

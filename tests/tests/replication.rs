@@ -305,6 +305,12 @@ async fn a_joining_node_takes_replicas_and_a_removed_node_hands_its_replicas_on(
         .await
         .expect_status(404, "remove a node that is no member")
         .assert_problem("no such member");
+    // Three members remain for three replicas: removing another would leave each shard
+    // short of a replica, so it is refused unless forced.
+    ops.post("/admin/cluster/members/2/remove", &serde_json::json!({}))
+        .await
+        .expect_status(409, "remove a node the replicas need")
+        .assert_problem("too few members would remain");
     poll_until(
         "nodes 2-4 hold every replica and no group counts node 1",
         POLL_TIMEOUT,

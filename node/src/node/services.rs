@@ -17,7 +17,7 @@ use std::time::Duration;
 /// The services outside the shop, their callbacks routed to entities through `router`.
 pub(super) fn outside_world(
     settings: &NodeSettings,
-    payment_gateway: GatewayChoice,
+    (payment_gateway, gateway_ledger): (GatewayChoice, Arc<agora_actors::gateway::GatewayLedger>),
     rng: Arc<dyn RandomSource>,
     router: &Router,
     sink: Option<Arc<dyn agora_actors::notify::NotificationSink>>,
@@ -40,7 +40,7 @@ pub(super) fn outside_world(
             gateway_cfg,
             rng.clone(),
             callbacks.clone(),
-            vault,
+            (vault, gateway_ledger),
         )),
     };
     Ok(ExternalServices {
