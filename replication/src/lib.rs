@@ -9,6 +9,7 @@
 //! - `codec`: how group records are stored and sent (a format byte, then bincode with a
 //!   size limit).
 //! - `log`: a group's log and vote, written through the writer.
+//! - `log_cache`: the tail of a group's log kept in memory for the reads that follow an append.
 //! - `state`: a group's state machine: applying an entry writes its rows to the shard's
 //!   tables in the same order on every replica.
 //! - `network`: RPCs between a group's members over a `GroupTransport`.
@@ -26,6 +27,7 @@ pub mod group_exists;
 pub mod groups;
 pub mod keys;
 pub mod log;
+pub mod log_cache;
 pub mod membership;
 pub mod memory;
 pub mod migrate;

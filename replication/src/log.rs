@@ -5,6 +5,7 @@
 
 use crate::codec::{decode, encode};
 use crate::keys::{self, log_index, log_key, meta_key};
+use crate::log_cache::TailCache;
 use crate::types::{Entry, GroupId, NodeId, ShardTypeConfig};
 use crate::ReplicationError;
 use agora_actors::seams::BlockingPool;
@@ -24,6 +25,7 @@ pub struct GroupLog {
     store: Store,
     writer: Writer,
     pool: Arc<dyn BlockingPool>,
+    tail: TailCache,
 }
 
 fn read_err(e: ReplicationError) -> StorageError<NodeId> {
@@ -64,6 +66,7 @@ impl GroupLog {
             store,
             writer,
             pool,
+            tail: TailCache::default(),
         }
     }
 
@@ -115,6 +118,9 @@ impl RaftLogReader<ShardTypeConfig> for GroupLog {
             Bound::Excluded(i) => Some(*i),
             Bound::Unbounded => None,
         };
+        if let Some(entries) = end.and_then(|end| self.tail.get(start, end)) {
+            return Ok(entries);
+        }
         let store = self.store.clone();
         run(&self.pool, move || {
             let tx = store.db().begin_read()?;
@@ -218,12 +224,17 @@ impl RaftLogStorage<ShardTypeConfig> for GroupLog {
             })
             .collect::<Result<Vec<_>, _>>()
             .map_err(write_err)?;
+        let sizes: Vec<usize> = rows
+            .iter()
+            .map(|r| r.value.as_ref().map_or(0, Vec::len))
+            .collect();
         if agora_seams::planted::is_planted(agora_seams::planted::Bug::ApplyUncommitted) {
-            rows.extend(entries.into_iter().flat_map(uncommitted_rows));
+            rows.extend(entries.iter().cloned().flat_map(uncommitted_rows));
         }
         match self.writer.write_rows(RowWrite::rows(rows)).await {
             Ok(()) => {
                 metrics::counter!("agora_replication_log_appends_total").increment(count as u64);
+                self.tail.appended(entries.into_iter().zip(sizes));
                 callback.log_io_completed(Ok(()));
                 Ok(())
             }
@@ -235,12 +246,14 @@ impl RaftLogStorage<ShardTypeConfig> for GroupLog {
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        self.tail.truncate_from(log_id.index);
         self.remove(log_id.index, None, None)
             .await
             .map_err(write_err)
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        self.tail.purge_to(log_id.index);
         self.remove(0, log_id.index.checked_add(1), Some(log_id))
             .await
             .map_err(write_err)
