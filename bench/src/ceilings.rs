@@ -271,3 +271,41 @@ pub async fn ractor_call(duration: Duration) -> anyhow::Result<RactorCall> {
         latency: Percentiles::scaled(&h, 1000.0, "us"),
     })
 }
+
+/// Bytes of one record of the bulk-load ceiling (about a product with its stock item).
+const BULK_RECORD_BYTES: usize = 1024;
+/// Bytes committed per durable transaction of the bulk load (about a snapshot chunk).
+const BULK_TRANSACTION_BYTES: usize = 4 << 20;
+
+/// What redb itself can load: `total_bytes` of records under scattered keys, in durable
+/// transactions of `BULK_TRANSACTION_BYTES`, into a fresh file in `dir`. Answers the
+/// file's size over the time taken, in MB/s: the same measure as a rebuild's.
+pub fn redb_bulk_mb_per_s(dir: &Path, total_bytes: u64) -> anyhow::Result<f64> {
+    let path = dir.join("bulk.redb");
+    let db = fresh_db(dir, "bulk.redb")?;
+    let mut rng = Rng::new(7);
+    let per_tx = (BULK_TRANSACTION_BYTES / BULK_RECORD_BYTES) as u64;
+    let records = (total_bytes / BULK_RECORD_BYTES as u64).max(per_tx);
+    let value: Vec<u8> = (0..BULK_RECORD_BYTES)
+        .map(|_| rng.next_u64() as u8)
+        .collect();
+    let started = Instant::now();
+    let mut written = 0u64;
+    while written < records {
+        let mut tx = db.begin_write()?;
+        tx.set_durability(Durability::Immediate)?;
+        {
+            let mut t = tx.open_table(TABLE)?;
+            for _ in 0..per_tx.min(records - written) {
+                t.insert(rng.next_u64(), value.as_slice())?;
+                written += 1;
+            }
+        }
+        tx.commit()?;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    drop(db);
+    let bytes = std::fs::metadata(&path)?.len();
+    std::fs::remove_file(&path)?;
+    Ok(bytes as f64 / 1e6 / secs)
+}
