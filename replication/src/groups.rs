@@ -91,6 +91,10 @@ impl Groups {
             election_timeout_max: config.election_timeout_ms.1,
             // A snapshot is a whole shard: give each chunk time (the default is 200 ms).
             install_snapshot_timeout: 5_000,
+            // Building a snapshot only makes applied rows durable (see `state`), so build one
+            // every 1,000 entries: the log openraft keeps (up to 1,000 entries behind the
+            // snapshot) stays bounded; the default, 5,000, let each group keep up to 6,000.
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(1_000),
             ..Default::default()
         }
         .validate()

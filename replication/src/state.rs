@@ -7,6 +7,11 @@
 //! whatever is missing.
 //!
 //! A snapshot is the shard's export (the stream a handoff sends), with the applied state.
+//! The shard's rows already live in the store, so a snapshot is never kept: building one
+//! (openraft's cue to purge the log behind it) only makes the applied rows durable and
+//! records how far they go, and the shard is exported when a follower needs it, at the
+//! state machine's current applied state. Applying and exporting run on the same state
+//! machine task, so the exported rows are exactly those of the applied state sent with them.
 
 use crate::codec::{decode, encode};
 use crate::keys::{self, meta_key};
@@ -63,8 +68,12 @@ pub struct GroupState {
     writer: Writer,
     pool: Arc<dyn BlockingPool>,
     applied: AppliedState,
+    /// Snapshots built or exported so far (each gets its own id).
     snapshots_built: u64,
-    current: Option<(SnapshotMeta<NodeId, BasicNode>, Vec<u8>)>,
+    /// Whether openraft has built or installed a snapshot since this state machine opened.
+    /// Until then there is no snapshot to export: at start openraft asks for the current
+    /// one and, when its log was purged, builds one (cheap, see the builder).
+    has_snapshot: bool,
 }
 
 fn sm_err(e: ReplicationError) -> StorageError<NodeId> {
@@ -91,7 +100,7 @@ impl GroupState {
             pool,
             applied,
             snapshots_built: 0,
-            current: None,
+            has_snapshot: false,
         })
     }
 
@@ -139,46 +148,46 @@ impl GroupState {
     }
 }
 
-/// Builds a snapshot of a group's shard as it is on disk once the applied state is.
+/// Builds a snapshot's meta: the applied rows made durable, and how far they go. openraft
+/// keeps only the meta of a snapshot it builds (its data is dropped), so no data is made;
+/// `get_current_snapshot` exports the shard when a follower needs it.
 pub struct GroupSnapshotBuilder {
     group: GroupId,
-    store: Store,
     writer: Writer,
-    pool: Arc<dyn BlockingPool>,
     applied: AppliedState,
     seq: u64,
 }
 
+/// The meta of a snapshot of `group` at `applied`, the `seq`-th of this state machine.
+fn snapshot_meta(
+    group: GroupId,
+    applied: &AppliedState,
+    seq: u64,
+) -> SnapshotMeta<NodeId, BasicNode> {
+    SnapshotMeta {
+        last_log_id: applied.last_applied,
+        last_membership: applied.membership.clone(),
+        snapshot_id: format!(
+            "{}-{}-{}",
+            group,
+            applied.last_applied.map_or(0, |l| l.index),
+            seq
+        ),
+    }
+}
+
 impl RaftSnapshotBuilder<ShardTypeConfig> for GroupSnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<ShardTypeConfig>, StorageError<NodeId>> {
-        // Every applied entry submitted before this point is on disk once this write is.
+        // Every applied entry submitted before this point is on disk once this write is, so
+        // the log behind the snapshot may be purged.
         self.writer
             .write_rows(RowWrite::rows(Vec::new()))
             .await
             .map_err(|e| snapshot_err(e.into()))?;
-        let (group, store) = (self.group, self.store.clone());
-        let shard = run(&self.pool, move || Ok(store.export_shard(group)?))
-            .await
-            .map_err(snapshot_err)?;
-        let data = encode(&SnapshotData {
-            applied: self.applied.clone(),
-            shard,
-        })
-        .map_err(snapshot_err)?;
-        let meta = SnapshotMeta {
-            last_log_id: self.applied.last_applied,
-            last_membership: self.applied.membership.clone(),
-            snapshot_id: format!(
-                "{}-{}-{}",
-                self.group,
-                self.applied.last_applied.map_or(0, |l| l.index),
-                self.seq
-            ),
-        };
         metrics::counter!("agora_replication_snapshots_built_total").increment(1);
         Ok(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(data)),
+            meta: snapshot_meta(self.group, &self.applied, self.seq),
+            snapshot: Box::new(Cursor::new(Vec::new())),
         })
     }
 }
@@ -215,11 +224,10 @@ impl RaftStateMachine<ShardTypeConfig> for GroupState {
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         self.snapshots_built += 1;
+        self.has_snapshot = true;
         GroupSnapshotBuilder {
             group: self.group,
-            store: self.store.clone(),
             writer: self.writer.clone(),
-            pool: self.pool.clone(),
             applied: self.applied.clone(),
             seq: self.snapshots_built,
         }
@@ -252,13 +260,13 @@ impl RaftStateMachine<ShardTypeConfig> for GroupState {
             last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
         };
+        self.has_snapshot = true;
         let mut write = write;
         write.rows.push(self.applied_row().map_err(snapshot_err)?);
         self.writer
             .write_rows(write)
             .await
             .map_err(|e| snapshot_err(e.into()))?;
-        self.current = Some((meta.clone(), bytes));
         metrics::counter!("agora_replication_snapshots_installed_total").increment(1);
         Ok(())
     }
@@ -266,8 +274,29 @@ impl RaftStateMachine<ShardTypeConfig> for GroupState {
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<ShardTypeConfig>>, StorageError<NodeId>> {
-        Ok(self.current.clone().map(|(meta, data)| Snapshot {
-            meta,
+        if !self.has_snapshot || self.applied.last_applied.is_none() {
+            return Ok(None);
+        }
+        // The applied rows are handed to the writer without waiting: an empty write after
+        // them is durable only once they are, and nothing is applied meanwhile (this runs on
+        // the state machine's task), so the export is the applied state exactly.
+        self.writer
+            .write_rows(RowWrite::rows(Vec::new()))
+            .await
+            .map_err(|e| snapshot_err(e.into()))?;
+        let (group, store) = (self.group, self.store.clone());
+        let shard = run(&self.pool, move || Ok(store.export_shard(group)?))
+            .await
+            .map_err(snapshot_err)?;
+        assert_eq!(shard.shard, self.group, "a group exports its own shard");
+        let data = encode(&SnapshotData {
+            applied: self.applied.clone(),
+            shard,
+        })
+        .map_err(snapshot_err)?;
+        self.snapshots_built += 1;
+        Ok(Some(Snapshot {
+            meta: snapshot_meta(self.group, &self.applied, self.snapshots_built),
             snapshot: Box::new(Cursor::new(data)),
         }))
     }
