@@ -344,6 +344,7 @@ impl Serving {
             "stepping aside for another replica"
         );
         self.stop_serving(shard, events).await;
+        self.keep_out_of_elections(shard);
         let elected = balancing.groups.ask_to_elect(shard, to).await;
         metrics::counter!("agora_replication_handovers_total").increment(1);
         if !elected {
@@ -351,15 +352,35 @@ impl Serving {
         }
     }
 
-    /// Hands the lead of `shard` to replica `to` (an operator's leadership transfer): this
-    /// node stops serving the shard, then asks `to` to call an election. No data moves.
-    pub async fn transfer(&self, shard: GroupId, to: NodeId) -> Result<(), TransferRefused> {
-        let raft = self
-            .inner
+    /// This node's member of `shard`'s group, if it runs one.
+    fn raft_of(&self, shard: GroupId) -> Option<ShardRaft> {
+        self.inner
             .rafts
             .read()
             .ok()
-            .and_then(|r| r.get(&shard).cloned());
+            .and_then(|r| r.get(&shard).cloned())
+    }
+
+    /// After stepping aside this node calls no election of `shard` for a while (it still
+    /// votes): openraft 0.9 has no leader transfer, and the target's first election is
+    /// refused while the replicas' leases run, so the old leader's own timer would often win
+    /// the race that follows and take the lead back. The quiet lasts five leases.
+    fn keep_out_of_elections(&self, shard: GroupId) {
+        let Some(raft) = self.raft_of(shard) else {
+            return;
+        };
+        raft.runtime_config().elect(false);
+        let quiet = std::time::Duration::from_millis(self.inner.config.lease_ms.saturating_mul(5));
+        tokio::spawn(async move {
+            tokio::time::sleep(quiet).await;
+            raft.runtime_config().elect(true);
+        });
+    }
+
+    /// Hands the lead of `shard` to replica `to` (an operator's leadership transfer): this
+    /// node stops serving the shard, then asks `to` to call an election. No data moves.
+    pub async fn transfer(&self, shard: GroupId, to: NodeId) -> Result<(), TransferRefused> {
+        let raft = self.raft_of(shard);
         let me = self.inner.me;
         let not_leader = |leader| TransferRefused::NotLeader { me, shard, leader };
         if self.inner.balancing.get().is_none() {
