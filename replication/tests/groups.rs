@@ -226,9 +226,9 @@ async fn a_proposer_batches_concurrent_changes_and_a_follower_refuses() {
 }
 
 /// A follower cut off while its leader builds a snapshot and purges its log catches up and
-/// ends with the same rows. (This does not reproduce the failure the snapshot change fixed:
-/// openraft defers the purge while a follower still needs the entries; a replaced disk after
-/// a purge is the case that needs the exported snapshot.)
+/// ends with the same rows. (openraft defers the purge while a follower still needs the
+/// entries, so this passes without exported snapshots too; `serving.rs`'s replica replaced
+/// after the purge is the case that needs them.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_behind_a_purged_log_catches_up_from_a_snapshot() {
     let dir = tempfile::tempdir().unwrap();
