@@ -21,8 +21,8 @@ fn not_replicated() -> Problem {
 }
 
 /// `GET /admin/cluster/replicas`: the agreed placement (`null` while the cluster file's
-/// holds), this node's progress toward it, and each group this node runs as its member
-/// sees it.
+/// holds), this node's progress toward it, each group this node runs as its member sees it,
+/// and the shard map group's voters as this node knows them.
 pub async fn replicas(State(s): State<Arc<AdminState>>) -> Result<Json<Value>, Problem> {
     let Some(view) = &s.replicas else {
         return Err(not_replicated());
@@ -56,6 +56,7 @@ pub async fn replicas(State(s): State<Arc<AdminState>>) -> Result<Json<Value>, P
         "version": map.replicas.version,
         "placement": placement,
         "removed": map.replicas.removed,
+        "map_voters": s.raft.as_ref().map(agora_cluster::raft::voters),
         "progress": progress,
         "rebuilding": view.groups.rebuilding(),
         "received": view

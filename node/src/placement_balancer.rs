@@ -35,6 +35,8 @@ pub struct PlacementBalancer {
     pub file_placement: Placement,
     /// How long a node may be gone before its replicas are rebuilt elsewhere.
     pub replica_timeout: Duration,
+    /// Since when each removed node has been waited for to catch up with the map's group.
+    pub removed_waiting: std::sync::Mutex<BTreeMap<u64, Instant>>,
 }
 
 /// The nodes to place replicas on: the members, less those gone longer than the timeout
@@ -79,6 +81,9 @@ impl PlacementBalancer {
                 count_absences(&mut gone_since, &members, Instant::now(), |n| {
                     n == self.me || self.directory.gateway(n).is_some()
                 });
+                if map.replicas.removed.contains(&self.me) {
+                    agora_cluster::raft::stay_out_of_the_lead(&self.raft);
+                }
                 if self.raft.metrics().borrow().current_leader == Some(self.me) {
                     self.round(&map, (&voters, &members), &gone_since).await;
                 }
@@ -123,7 +128,11 @@ impl PlacementBalancer {
             }
             return;
         }
-        if let Some(node) = voters.intersection(removed).next() {
+        // The leader never takes itself out: openraft would keep it leading a group it is no
+        // longer in. A removed leader stays out of the lead instead (above), and the next
+        // leader takes it out.
+        let leaving = voters.intersection(removed).find(|n| **n != self.me);
+        if let Some(node) = leaving.filter(|n| self.may_leave_map_group(**n, now)) {
             match agora_cluster::raft::remove_voter(&self.raft, *node).await {
                 Ok(()) => tracing::info!(node, "removed node left the shard map's group"),
                 Err(e) => {
@@ -131,6 +140,34 @@ impl PlacementBalancer {
                 }
             }
         }
+    }
+}
+
+/// Longest a removed node that stays connected is waited for to hold the map's latest
+/// entries before it is taken out of the map's group anyway.
+const REMOVED_CATCH_UP: Duration = Duration::from_secs(60);
+
+impl PlacementBalancer {
+    /// Whether removed `node` may leave the map's group now: once it holds every entry this
+    /// leader applied (so the placement without it too: a node taken out first would never
+    /// learn it, and one of its replicas that leads a group would keep the group's old
+    /// membership for good), or once it is unreachable (it learns nothing either way; its
+    /// replicas ask their peers), or after `REMOVED_CATCH_UP`.
+    fn may_leave_map_group(&self, node: u64, now: Instant) -> bool {
+        let m = self.raft.metrics().borrow().clone();
+        let applied = m.last_applied.map(|l| l.index);
+        let matched = m
+            .replication
+            .as_ref()
+            .and_then(|r| r.get(&node).cloned().flatten())
+            .map(|l| l.index);
+        let caught_up = applied.is_some() && matched >= applied;
+        let waited = self
+            .removed_waiting
+            .lock()
+            .map(|mut w| now.saturating_duration_since(*w.entry(node).or_insert(now)))
+            .unwrap_or(REMOVED_CATCH_UP);
+        caught_up || self.directory.gateway(node).is_none() || waited >= REMOVED_CATCH_UP
     }
 }
 

@@ -110,6 +110,17 @@ async fn follow_shard(
         (true, Some(raft)) => {
             let m = raft.metrics().borrow().clone();
             now.settled += usize::from(membership::voters(&m).contains(&r.me));
+            // No leader heard of: the group may have gone on without this replica while this
+            // node's placement is stale (it was removed and left the map's group before it
+            // learned the placement, or was cut off meanwhile). Its peers say.
+            // (A blank replica waiting to be added has no membership yet: nothing to check.)
+            let has_membership = m.membership_config.log_id().is_some();
+            if m.current_leader.is_none() && has_membership && busy.claim(shard) {
+                let peers: BTreeSet<u64> =
+                    membership::members(&m).union(desired).copied().collect();
+                tokio::spawn(leave(r.clone(), busy.clone(), shard, peers));
+                return;
+            }
             let leads = m.current_leader == Some(r.me);
             let pending = matches!(
                 membership::next_step(r.me, &m, desired),
@@ -125,8 +136,11 @@ async fn follow_shard(
                 ));
             }
         }
-        (false, Some(_)) => {
+        (false, Some(raft)) => {
             now.leaving += 1;
+            // A replica on its way out calls no elections (it still votes): the replicas that
+            // stay lead, and one of them takes it out of the group.
+            raft.runtime_config().elect(false);
             if busy.claim(shard) {
                 tokio::spawn(leave(r.clone(), busy.clone(), shard, desired.clone()));
             }
@@ -152,15 +166,16 @@ async fn change(
     busy.release(shard);
 }
 
-/// Drops this node's replica of `shard` once a replica that stays has applied a later
-/// membership without this node (so the group no longer counts on it).
-async fn leave(r: Arc<ReplicaStart>, busy: Arc<Busy>, shard: u32, desired: BTreeSet<u64>) {
+/// Drops this node's replica of `shard` once one of `peers` has applied a membership at
+/// least as new as this replica's latest, without this node (so the group no longer counts
+/// on it).
+async fn leave(r: Arc<ReplicaStart>, busy: Arc<Busy>, shard: u32, peers: BTreeSet<u64>) {
     let mine = r
         .groups
         .raft(shard)
         .and_then(|raft| *raft.metrics().borrow().membership_config.log_id());
     let mut left = false;
-    for peer in desired.iter().filter(|p| **p != r.me) {
+    for peer in peers.iter().filter(|p| **p != r.me) {
         if let Some(view) = r.groups.peer_members(shard, *peer).await {
             left |= membership::left_group(r.me, mine, &view);
         }

@@ -169,6 +169,7 @@ pub fn start(
         replicas.serving.set_placement(&placement.replicas);
         let mine = replicas_of(&placement, replicas.me);
         let total = mine.len();
+        start_leftovers(&replicas, &placement, &mine, &events).await;
         for (k, shard) in mine.into_iter().enumerate() {
             let initial = placement.replicas.get(shard as usize).cloned();
             let initial = initial.unwrap_or_default();
@@ -191,6 +192,37 @@ pub fn start(
         );
         crate::replica_moves::follow_placement(Arc::new(replicas), events, progress).await;
     });
+}
+
+/// Starts the replicas on this disk that the placement no longer gives this node (it was
+/// down or cut off while they moved, or it was removed for good): following the placement
+/// then drops each once a peer has applied a membership without this node, or hands on its
+/// lead first. Left stopped, their rows would stay on the disk for good and the group would
+/// miss a voter it may still count on.
+async fn start_leftovers(
+    r: &ReplicaStart,
+    placement: &Placement,
+    mine: &[u32],
+    events: &Arc<dyn LeadershipEvents>,
+) {
+    let shard_count = u32::try_from(placement.replicas.len()).unwrap_or(u32::MAX);
+    for shard in (0..shard_count).filter(|s| !mine.contains(s)) {
+        match r.groups.last_log_index(shard).await {
+            Ok(None) => {}
+            Ok(Some(last)) => match r.groups.start(shard).await {
+                Ok(raft) => {
+                    tracing::info!(
+                        shard,
+                        last,
+                        "a replica placed elsewhere is still on this disk: started to leave its group"
+                    );
+                    r.serving.watch(shard, raft, events.clone());
+                }
+                Err(e) => tracing::error!(shard, error = %e, "could not start a leftover replica"),
+            },
+            Err(e) => tracing::error!(shard, error = %e, "could not read a group's log state"),
+        }
+    }
 }
 
 async fn start_one(

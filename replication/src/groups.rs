@@ -466,6 +466,13 @@ impl Groups {
         if let Ok(mut r) = self.rebuilding.lock() {
             r.remove(&group);
         }
+        // Entries the member applied before it stopped may still wait in the writer (applies
+        // are submitted, not awaited): let them land first, or an outbox row they add would
+        // miss the export below and outlive the replica (entities go by range, rows by key).
+        self.writer
+            .write_rows(agora_store::RowWrite::rows(Vec::new()))
+            .await
+            .map_err(|e| GroupError::Storage(ReplicationError::Store(e)))?;
         let store = self.store.clone();
         let outbox =
             crate::log::run(&self.pool, move || Ok(store.export_shard(group)?.outbox)).await?;

@@ -365,11 +365,22 @@ impl Serving {
     /// votes): openraft 0.9 has no leader transfer, and the target's first election is
     /// refused while the replicas' leases run, so the old leader's own timer would often win
     /// the race that follows and take the lead back. The quiet lasts five leases.
+    ///
+    /// A leader that placement leaves out of the group stays out of elections for good: in a
+    /// joint configuration the replica it chose may not win the first round, and a leaving
+    /// leader that took the lead back each time would hold the membership change off forever
+    /// (it still votes; the group's next leader completes the change and it leaves).
     fn keep_out_of_elections(&self, shard: GroupId) {
         let Some(raft) = self.raft_of(shard) else {
             return;
         };
         raft.runtime_config().elect(false);
+        let leaving = self
+            .desired(shard)
+            .is_some_and(|d| !d.contains(&self.inner.me));
+        if leaving {
+            return;
+        }
         let quiet = std::time::Duration::from_millis(self.inner.config.lease_ms.saturating_mul(5));
         tokio::spawn(async move {
             tokio::time::sleep(quiet).await;

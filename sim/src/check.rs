@@ -38,6 +38,8 @@ pub struct World {
     replica_differences: Vec<String>,
     /// Entities read.
     pub entities: usize,
+    /// Entity rows on each node's disk.
+    pub entities_by_node: BTreeMap<u64, usize>,
 }
 
 /// Reads every node's disk (a snapshot of its page cache). With `replicated` shards an
@@ -53,6 +55,7 @@ pub fn read_world(disks: &[(u64, SimDisk)], replicated: bool) -> Result<World, S
         undelivered: BTreeMap::new(),
         replica_differences: Vec::new(),
         entities: 0,
+        entities_by_node: BTreeMap::new(),
     };
     let mut replica_rows = crate::replicas::ReplicaRows::default();
     let mut seen: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
@@ -81,6 +84,7 @@ pub fn read_world(disks: &[(u64, SimDisk)], replicated: bool) -> Result<World, S
         store
             .scan_entities(&EntityKind::ALL, |entity, record| {
                 w.entities += 1;
+                *w.entities_by_node.entry(*node).or_default() += 1;
                 shard_nodes
                     .entry(entity.shard(crate::host::SHARDS))
                     .or_default()
@@ -424,6 +428,7 @@ mod tests {
             undelivered: BTreeMap::new(),
             replica_differences: Vec::new(),
             entities: 2,
+            entities_by_node: [(1, 2)].into_iter().collect(),
         }
     }
 

@@ -21,6 +21,9 @@ pub enum Profile {
     Clock,
     /// A random mix of all of the above.
     Swarm,
+    /// A node joins and a node is removed for good (replicated shards only), racing
+    /// partitions, kills and power losses.
+    Membership,
 }
 
 /// One fault.
@@ -57,6 +60,10 @@ pub enum Fault {
     DiskSlow(u64, u64, u64),
     /// Move a shard to a node (an operator's handoff, racing the workload).
     Move(u32, u64),
+    /// A new node joins: the operator mints its join token, then it starts with `--join`.
+    Join(u64),
+    /// The operator removes a node for good through the admin endpoint.
+    Remove(u64),
 }
 
 /// A fault and when it happens (virtual ms since the start).
@@ -85,6 +92,13 @@ pub fn plan(
     if profile == Profile::None || ids.is_empty() {
         return out;
     }
+    let membership = (profile == Profile::Membership && replication_factor >= 3)
+        .then(|| membership_changes(seed, ids, (start_ms, end_ms)));
+    // Before the joiner starts, faults land on the founders only.
+    let joined_at = |t: u64| match &membership {
+        Some((join, _)) if t >= join.at_ms => Some(ids.iter().max().map_or(1, |m| m + 1)),
+        _ => None,
+    };
     let kinds: Vec<Profile> = match profile {
         Profile::Swarm => {
             let all = [Profile::Net, Profile::Crash, Profile::Disk, Profile::Clock];
@@ -95,6 +109,7 @@ pub fn plan(
                 picked
             }
         }
+        Profile::Membership => vec![Profile::Net, Profile::Crash],
         p => vec![p],
     };
     // One disk may be lost while a majority of every shard's replicas keeps its data.
@@ -106,8 +121,10 @@ pub fn plan(
             break;
         }
         let kind = kinds[rng.random_range(0..kinds.len())];
-        let node = ids[rng.random_range(0..ids.len())];
-        let other = ids[rng.random_range(0..ids.len())];
+        let mut nodes = ids.to_vec();
+        nodes.extend(joined_at(t));
+        let node = nodes[rng.random_range(0..nodes.len())];
+        let other = nodes[rng.random_range(0..nodes.len())];
         let lasting = rng.random_range(800..5_000);
         let back = (t + lasting).min(end_ms);
         match kind {
@@ -155,8 +172,10 @@ pub fn plan(
                 }
             },
             Profile::Crash => {
-                // Drawn only when a disk may be lost, so other plans stay as they were.
-                let replace = may_replace && rng.random_bool(0.3);
+                // Drawn only when a disk may be lost, so other plans stay as they were. Not
+                // with a removal: a lost disk and a removed node together are a majority of
+                // some shard's replicas.
+                let replace = may_replace && membership.is_none() && rng.random_bool(0.3);
                 may_replace &= !replace;
                 let death = if replace {
                     Fault::Replace(node)
@@ -223,7 +242,7 @@ pub fn plan(
                     fault: Fault::Skew(node, 0),
                 });
             }
-            Profile::None | Profile::Swarm => {}
+            Profile::None | Profile::Swarm | Profile::Membership => {}
         }
         if profile != Profile::Disk && profile != Profile::Clock && rng.random_bool(0.3) {
             let shard = rng.random_range(0..crate::host::SHARDS);
@@ -233,8 +252,36 @@ pub fn plan(
             });
         }
     }
+    if let Some((join, remove)) = membership {
+        out.extend([join, remove]);
+    }
     out.sort_by_key(|s| s.at_ms);
     out
+}
+
+/// A node joins (the next id after `ids`) early in `[start_ms, end_ms)`, and a node (any,
+/// the joiner included) is removed a while later, drawn from their own stream.
+fn membership_changes(
+    seed: u64,
+    ids: &[u64],
+    (start_ms, end_ms): (u64, u64),
+) -> (Scheduled, Scheduled) {
+    let mut rng = Stream::new(seed, "membership");
+    let joiner = ids.iter().max().map_or(1, |m| m + 1);
+    let span = end_ms.saturating_sub(start_ms).max(2);
+    let join_at = start_ms + rng.random_range(0..span / 2);
+    let remove_at = (join_at + rng.random_range(2_000..20_000)).min(end_ms.saturating_sub(1));
+    let removed = rng.random_range(1..=joiner);
+    (
+        Scheduled {
+            at_ms: join_at,
+            fault: Fault::Join(joiner),
+        },
+        Scheduled {
+            at_ms: remove_at.max(join_at),
+            fault: Fault::Remove(removed),
+        },
+    )
 }
 
 #[cfg(test)]
@@ -247,6 +294,55 @@ mod tests {
         assert_eq!(a, plan(9, Profile::Swarm, &[1, 2, 3], (5_000, 60_000), 1));
         assert_ne!(a, plan(10, Profile::Swarm, &[1, 2, 3], (5_000, 60_000), 1));
         assert!(plan(9, Profile::None, &[1, 2, 3], (5_000, 60_000), 1).is_empty());
+    }
+
+    #[test]
+    fn a_membership_plan_joins_one_node_then_removes_one_and_faults_the_joiner_only_after() {
+        let ids = [1, 2, 3];
+        for seed in 0..100 {
+            let p = plan(seed, Profile::Membership, &ids, (3_000, 60_000), 3);
+            let joins: Vec<u64> = p
+                .iter()
+                .filter_map(|s| match s.fault {
+                    Fault::Join(4) => Some(s.at_ms),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(joins.len(), 1, "seed {seed}: {p:?}");
+            let join_at = joins[0];
+            let removes = p
+                .iter()
+                .filter(|s| matches!(s.fault, Fault::Remove(1..=4)))
+                .count();
+            assert_eq!(removes, 1, "seed {seed}");
+            for s in &p {
+                let touches_4 = match s.fault {
+                    Fault::Partition(a, b)
+                    | Fault::PartitionOneWay(a, b)
+                    | Fault::Repair(a, b)
+                    | Fault::Flaky(a, b, _) => a == 4 || b == 4,
+                    Fault::Kill(n)
+                    | Fault::PowerLoss(n)
+                    | Fault::Restart(n)
+                    | Fault::CrashPoint(n, ..)
+                    | Fault::Replace(n) => n == 4,
+                    _ => false,
+                };
+                assert!(
+                    !touches_4 || s.at_ms >= join_at,
+                    "seed {seed}: {s:?} before the join"
+                );
+                assert!(
+                    !matches!(s.fault, Fault::Replace(_)),
+                    "seed {seed}: no disk lost"
+                );
+            }
+        }
+        // Factor 1 has no replicas to hand on: nobody joins or leaves.
+        let f1 = plan(5, Profile::Membership, &ids, (3_000, 60_000), 1);
+        assert!(!f1
+            .iter()
+            .any(|s| matches!(s.fault, Fault::Join(_) | Fault::Remove(_))));
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! simulator's seams (clock, randomness, disk, storage executor, network, listeners).
 
 use crate::disk::SimDisk;
-use crate::net::{node_host, serve_gateway, serve_http, SimLinks, ADMIN_PORT, HTTP_PORT};
+use crate::net::{
+    node_host, serve_gateway, serve_http, KnownNodes, SimLinks, ADMIN_PORT, HTTP_PORT,
+};
 use crate::seed::{SeededRandom, Stream};
 use agora_actors::notify::MemorySink;
 use agora_actors::seams::BlockingPool;
@@ -73,27 +75,34 @@ pub struct NodeSlot {
     pub served: crate::served::ServedRecorder,
     /// The payment gateway's books (one gateway behind every node, across restarts).
     pub ledger: Arc<agora_actors::gateway::GatewayLedger>,
+    /// The nodes that exist so far (its links reach these).
+    pub known: KnownNodes,
+}
+
+/// What every node of a run shares: the log of who served what, the payment gateway's
+/// books and the nodes that exist so far.
+#[derive(Clone, Default)]
+pub struct RunShared {
+    /// Where nodes report the shards they serve.
+    pub served: crate::served::ServedRecorder,
+    /// The payment gateway's books.
+    pub ledger: Arc<agora_actors::gateway::GatewayLedger>,
+    /// The founders, then each node started to join.
+    pub known: KnownNodes,
 }
 
 impl NodeSlot {
-    /// A fresh node `id` of run `seed`, reporting what it serves to `served` and charging
-    /// through the gateway whose books are `ledger`.
-    pub fn new(
-        seed: u64,
-        id: u64,
-        (served, ledger): (
-            crate::served::ServedRecorder,
-            Arc<agora_actors::gateway::GatewayLedger>,
-        ),
-    ) -> Self {
+    /// A fresh node `id` of run `seed`, sharing `shared` with the run's other nodes.
+    pub fn new(seed: u64, id: u64, shared: &RunShared) -> Self {
         Self {
             id,
             disk: SimDisk::new(Stream::new(seed, &format!("disk-{id}"))),
             skew_ms: Arc::default(),
             starts: Arc::default(),
             disk_latency_us: Arc::new(Mutex::new(DISK_LATENCY_US)),
-            served,
-            ledger,
+            served: shared.served.clone(),
+            ledger: shared.ledger.clone(),
+            known: shared.known.clone(),
         }
     }
 }
@@ -141,14 +150,21 @@ pub fn settings(id: u64) -> NodeSettings {
 }
 
 /// The host's software: start the node, serve its gateway, run until the store fails.
+/// `founders` are the nodes of the first cluster file; a node outside them joins with
+/// `join_token` (its own file is the founders' plus its own entry).
 pub async fn run_node(
     seed: u64,
     slot: NodeSlot,
-    ids: Vec<u64>,
+    founders: Vec<u64>,
     replication_factor: usize,
+    join_token: Option<String>,
 ) -> turmoil::Result {
     let start = slot.starts.fetch_add(1, Ordering::Relaxed);
     let id = slot.id;
+    let mut file = founders;
+    if !file.contains(&id) {
+        file.push(id);
+    }
     let store = match Store::open_backend(slot.disk.backend()) {
         Ok(s) => s,
         Err(e) => {
@@ -180,7 +196,7 @@ pub async fn run_node(
         store: Some(store),
         executor: StorageExecutor::Inline { latency },
         blocking: Arc::new(InlineBlocking),
-        network: PeerNetwork::Links(Arc::new(SimLinks::new(id, &ids))),
+        network: PeerNetwork::Links(Arc::new(SimLinks::new(id, slot.known.clone()))),
         serving: Serving::Handover(Box::new(|shop, admin| {
             for (port, app) in [(HTTP_PORT, shop), (ADMIN_PORT, admin)] {
                 tokio::spawn(async move {
@@ -195,18 +211,18 @@ pub async fn run_node(
         gateway_ledger: Some(slot.ledger.clone()),
     };
     let cluster = ClusterSpec {
-        membership: membership(id, &ids),
+        membership: membership(id, &file),
         secret: "sim-cluster-secret-0123456789abcdef".into(),
         admin_token: Some(ADMIN_TOKEN.into()),
         admin_mutations: true,
         fault_injection: false,
-        join: false,
+        join: join_token.is_some(),
         tls: None,
         jwt_secret: Some("sim-jwt-secret-5f0c9a2e71d84b36a9e0c4f1d2b7e853".into()),
         jwt_previous_secrets: Vec::new(),
         replication_factor,
         replica_timeout_ms: 300_000,
-        join_token: None,
+        join_token,
         cluster_connections: Default::default(),
     };
     let secrets = Secrets {

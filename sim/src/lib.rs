@@ -7,6 +7,7 @@ pub mod disk;
 pub mod effects;
 pub mod faults;
 pub mod host;
+pub mod membership;
 pub mod net;
 pub mod replicas;
 pub mod run;

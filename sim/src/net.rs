@@ -70,29 +70,43 @@ struct PeerConnections {
     retry_at: Option<tokio::time::Instant>,
 }
 
+/// The nodes of a run that exist so far: the founders, then each node the harness started
+/// to join. Every node's links read it, so a joiner is reachable once it is started.
+pub type KnownNodes = Arc<std::sync::Mutex<std::collections::BTreeSet<u64>>>;
+
 /// One node's links to its peers.
 pub struct SimLinks {
-    peers: Vec<u64>,
-    conns: std::collections::BTreeMap<u64, Arc<std::sync::Mutex<PeerConnections>>>,
+    me: u64,
+    known: KnownNodes,
+    conns:
+        std::sync::Mutex<std::collections::BTreeMap<u64, Arc<std::sync::Mutex<PeerConnections>>>>,
 }
 
 impl SimLinks {
-    /// Links from node `me` to every other node of `all`.
-    pub fn new(me: u64, all: &[u64]) -> Self {
-        let peers: Vec<u64> = all.iter().copied().filter(|id| *id != me).collect();
-        let conns = peers.iter().map(|p| (*p, Arc::default())).collect();
-        Self { peers, conns }
+    /// Links from node `me` to every other node of `known`, now and as it grows.
+    pub fn new(me: u64, known: KnownNodes) -> Self {
+        Self {
+            me,
+            known,
+            conns: Default::default(),
+        }
     }
 }
 
 impl PeerLinks for SimLinks {
     fn link(&self, id: u64) -> Option<Arc<dyn PeerLink>> {
-        let conns = self.conns.get(&id)?.clone();
+        let known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        if id == self.me || !known.contains(&id) {
+            return None;
+        }
+        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        let conns = conns.entry(id).or_default().clone();
         Some(Arc::new(SimLink { peer: id, conns }) as Arc<dyn PeerLink>)
     }
 
     fn peers(&self) -> Vec<u64> {
-        self.peers.clone()
+        let known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        known.iter().copied().filter(|id| *id != self.me).collect()
     }
 }
 

@@ -8,7 +8,7 @@ use crate::faults::{self, Fault, Profile, Scheduled};
 use crate::host::{self, NodeSlot};
 use crate::net::node_host;
 use crate::seed::derive;
-use crate::workload::{self, History, LoadSwitch, Op};
+use crate::workload::{self, Chore, History, LoadSwitch, Op};
 use serde::Serialize;
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
@@ -72,7 +72,15 @@ struct Harness<'a> {
     slots: Vec<NodeSlot>,
     down: BTreeMap<u64, Death>,
     log: Vec<(u64, String)>,
-    moves: workload::MoveQueue,
+    chores: workload::ChoreQueue,
+    minted: workload::Minted,
+    /// Nodes whose hosts exist: the founders from the start, a joiner once started.
+    hosts: BTreeSet<u64>,
+    /// The first cluster file's nodes, the seed and the replication factor (to start a
+    /// joiner).
+    founders: Vec<u64>,
+    seed: u64,
+    replication_factor: usize,
 }
 
 impl Harness<'_> {
@@ -91,7 +99,7 @@ impl Harness<'_> {
     }
 
     fn kill(&mut self, id: u64, death: Death) {
-        if self.down.contains_key(&id) {
+        if self.down.contains_key(&id) || !self.hosts.contains(&id) {
             return;
         }
         if let Some(slot) = self.slot(id) {
@@ -114,7 +122,63 @@ impl Harness<'_> {
         self.note(format!("restart node {id}"));
     }
 
+    /// Starts each node whose join token the operator minted, joining with it.
+    fn start_joiners(&mut self) {
+        let minted: Vec<(u64, String)> = self.minted.borrow_mut().drain(..).collect();
+        for (id, token) in minted {
+            let Some(slot) = self.slot(id).cloned() else {
+                continue;
+            };
+            if !self.hosts.insert(id) {
+                continue;
+            }
+            slot.known
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id);
+            let (seed, founders, factor) =
+                (self.seed, self.founders.clone(), self.replication_factor);
+            self.sim.host(node_host(id), move || {
+                host::run_node(
+                    seed,
+                    slot.clone(),
+                    founders.clone(),
+                    factor,
+                    Some(token.clone()),
+                )
+            });
+            self.note(format!("node {id} starts and joins"));
+        }
+    }
+
+    /// The nodes that joined (started after the founders).
+    fn joined(&self) -> BTreeSet<u64> {
+        let founders: BTreeSet<u64> = self.founders.iter().copied().collect();
+        self.hosts.difference(&founders).copied().collect()
+    }
+
+    /// Whether a fault names a node whose host does not exist yet (a joiner not started).
+    fn names_a_missing_host(&self, fault: &Fault) -> bool {
+        let named: Vec<u64> = match *fault {
+            Fault::Partition(a, b)
+            | Fault::PartitionOneWay(a, b)
+            | Fault::Repair(a, b)
+            | Fault::Flaky(a, b, _) => vec![a, b],
+            Fault::Kill(n)
+            | Fault::PowerLoss(n)
+            | Fault::Replace(n)
+            | Fault::CrashPoint(n, ..)
+            | Fault::Restart(n) => vec![n],
+            _ => Vec::new(),
+        };
+        named.iter().any(|n| !self.hosts.contains(n))
+    }
+
     fn apply(&mut self, fault: &Fault) {
+        if self.names_a_missing_host(fault) {
+            self.note(format!("{fault:?} skipped: the node has not started"));
+            return;
+        }
         match *fault {
             Fault::Partition(a, b) => self.sim.partition(node_host(a), node_host(b)),
             Fault::PartitionOneWay(a, b) => self.sim.partition_oneway(node_host(a), node_host(b)),
@@ -153,7 +217,9 @@ impl Harness<'_> {
                     });
                 }
             }
-            Fault::Move(shard, to) => self.moves.borrow_mut().push_back((shard, to)),
+            Fault::Move(shard, to) => self.chores.borrow_mut().push_back(Chore::Move(shard, to)),
+            Fault::Join(id) => self.chores.borrow_mut().push_back(Chore::MintJoinToken(id)),
+            Fault::Remove(id) => self.chores.borrow_mut().push_back(Chore::Remove(id)),
             Fault::DiskSlow(id, lo, hi) => {
                 if let Some(s) = self.slot(id) {
                     *s.disk_latency_us.lock().unwrap_or_else(|p| p.into_inner()) = (lo, hi);
@@ -172,7 +238,7 @@ impl Harness<'_> {
     /// disk keeps its page cache, and it restarts a moment later. A node whose disk reached
     /// an armed crash point dies as that crash point says.
     fn reap(&mut self, restarts: &mut Vec<(u64, u64)>) {
-        for id in self.slots.iter().map(|s| s.id).collect::<Vec<_>>() {
+        for id in self.hosts.iter().copied().collect::<Vec<_>>() {
             if self.down.contains_key(&id) {
                 continue;
             }
@@ -190,7 +256,7 @@ impl Harness<'_> {
     }
 
     fn heal(&mut self) {
-        let ids: Vec<u64> = self.slots.iter().map(|s| s.id).collect();
+        let ids: Vec<u64> = self.hosts.iter().copied().collect();
         for a in &ids {
             for b in &ids {
                 if a < b {
@@ -213,8 +279,13 @@ impl Harness<'_> {
         self.note("healing: faults stop, dead nodes restart, no new orders".into());
     }
 
+    /// The disks of the nodes that exist (a joiner that never started has none).
     fn disks(&self) -> Vec<(u64, crate::disk::SimDisk)> {
-        self.slots.iter().map(|s| (s.id, s.disk.clone())).collect()
+        self.slots
+            .iter()
+            .filter(|s| self.hosts.contains(&s.id))
+            .map(|s| (s.id, s.disk.clone()))
+            .collect()
     }
 }
 
@@ -261,19 +332,32 @@ pub fn run(config: RunConfig) -> RunReport {
         .min_message_latency(Duration::from_micros(200))
         .max_message_latency(Duration::from_millis(5))
         .build();
-    let served = crate::served::ServedRecorder::default();
-    let ledger = std::sync::Arc::new(agora_actors::gateway::GatewayLedger::default());
+    let shared = host::RunShared::default();
+    shared
+        .known
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .extend(ids.iter().copied());
+    // A joiner's slot is made up front; its host starts when its join token is minted.
+    let joiners = plan.iter().filter_map(|s| match s.fault {
+        Fault::Join(id) => Some(id),
+        _ => None,
+    });
     let slots: Vec<NodeSlot> = ids
         .iter()
-        .map(|id| NodeSlot::new(seed, *id, (served.clone(), ledger.clone())))
+        .copied()
+        .chain(joiners)
+        .map(|id| NodeSlot::new(seed, id, &shared))
         .collect();
-    for slot in &slots {
+    for slot in slots.iter().filter(|s| ids.contains(&s.id)) {
         let (slot, ids) = (slot.clone(), ids.clone());
         let factor = config.replication_factor;
         sim.host(node_host(slot.id), move || {
-            host::run_node(seed, slot.clone(), ids.clone(), factor)
+            host::run_node(seed, slot.clone(), ids.clone(), factor, None)
         });
     }
+    let served = shared.served.clone();
+    let ledger = shared.ledger.clone();
     let history: History = Rc::new(RefCell::new(Vec::new()));
     let load: LoadSwitch = Rc::new(Cell::new(true));
     sim.client(
@@ -286,14 +370,15 @@ pub fn run(config: RunConfig) -> RunReport {
             workload::shopper(seed, i, ids.clone(), history.clone(), load.clone()),
         );
     }
-    let moves: workload::MoveQueue = Rc::default();
+    let chores: workload::ChoreQueue = Rc::default();
+    let minted: workload::Minted = Rc::default();
     sim.client(
         "operator",
         workload::operator(
             seed,
             ids.clone(),
             history.clone(),
-            moves.clone(),
+            (chores.clone(), minted.clone()),
             load.clone(),
         ),
     );
@@ -302,7 +387,12 @@ pub fn run(config: RunConfig) -> RunReport {
         slots,
         down: BTreeMap::new(),
         log: Vec::new(),
-        moves,
+        chores,
+        minted,
+        hosts: ids.iter().copied().collect(),
+        founders: ids.clone(),
+        seed,
+        replication_factor: config.replication_factor,
     };
     let mut next = 0;
     let mut restarts: Vec<(u64, u64)> = Vec::new();
@@ -328,6 +418,7 @@ pub fn run(config: RunConfig) -> RunReport {
             h.apply(&fault);
             next += 1;
         }
+        h.start_joiners();
         h.reap(&mut restarts);
         let due: Vec<u64> = restarts
             .iter()
@@ -353,7 +444,8 @@ pub fn run(config: RunConfig) -> RunReport {
             if now >= next_probe {
                 next_probe = now + 5_000;
                 if let Ok(w) = check::read_world(&h.disks(), replicated) {
-                    if check::quiescent(&w) {
+                    let settled = crate::membership::settled(&w, &history.borrow(), &h.joined());
+                    if check::quiescent(&w) && settled {
                         h.note("quiescent: every saga over".into());
                         break;
                     }
@@ -399,6 +491,7 @@ pub fn run(config: RunConfig) -> RunReport {
             violations.extend(check::check(&world, &history));
             let settled = check::quiescent(&world);
             violations.extend(crate::effects::check(&world, &ledger.effects(), settled));
+            violations.extend(crate::membership::check(&world, &history, &h.joined()));
             (check::order_statuses(&world), world.entities)
         }
         Err(e) => {

@@ -320,9 +320,16 @@ async fn a_joining_node_takes_replicas_and_a_removed_node_hands_its_replicas_on(
                 all_replicas_without(cluster, 1..4, 1).await?;
                 // Node 1 itself dropped its replicas once the groups went on without it.
                 let left = replicas_of(cluster, 0).await;
-                match left["groups"].as_array().map(Vec::len) {
-                    Some(0) => Ok(()),
-                    n => Err(format!("node 1 still runs {n:?} groups")),
+                if let n @ (None | Some(1..)) = left["groups"].as_array().map(Vec::len) {
+                    return Err(format!("node 1 still runs {n:?} groups"));
+                }
+                // And it left the shard map's group too, whichever node led it.
+                let map_voters = replicas_of(cluster, 1).await["map_voters"].clone();
+                match map_voters.as_array() {
+                    Some(v) if !v.is_empty() && !v.iter().any(|id| id.as_u64() == Some(1)) => {
+                        Ok(())
+                    }
+                    _ => Err(format!("the map's group still counts node 1: {map_voters}")),
                 }
             }
         },

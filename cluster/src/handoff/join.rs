@@ -25,6 +25,11 @@ pub async fn join_locally(
     let (Some(raft), Some(policy)) = (raft, policy) else {
         return ProposeAnswer::Failed("no raft group on this node".into());
     };
+    // A node out of the group (removed for good) admits no one, even while it still leads:
+    // the joiner asks another member.
+    if !crate::raft::is_voter_here(raft) {
+        return ProposeAnswer::Failed("this node is not a voter of the shard map's group".into());
+    }
     let req: JoinRequest = match decode(bytes) {
         Ok(r) => r,
         Err(e) => return ProposeAnswer::Failed(e.to_string()),

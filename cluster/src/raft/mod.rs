@@ -81,6 +81,26 @@ pub async fn remove_voter(raft: &Raft, node: NodeId) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
+/// Keeps this node's member of the shard-map group out of the lead for good (a node
+/// removed for good): it calls no elections and, if it leads, sends no heartbeats, so a
+/// member that stays takes over (and then takes this node out of the group).
+pub fn stay_out_of_the_lead(raft: &Raft) {
+    let config = raft.runtime_config();
+    config.elect(false);
+    config.heartbeat(false);
+}
+
+/// Whether this node's member counts itself a voter of the group (a leader that committed
+/// a membership without itself is not one, though it may lead for a while).
+pub fn is_voter_here(raft: &Raft) -> bool {
+    let m = raft.metrics();
+    let m = m.borrow();
+    m.membership_config
+        .membership()
+        .voter_ids()
+        .any(|v| v == m.id)
+}
+
 /// The voters of the shard-map group as this node's member knows them.
 pub fn voters(raft: &Raft) -> std::collections::BTreeSet<NodeId> {
     let m = raft.metrics();

@@ -29,6 +29,7 @@ pub(super) fn start_replicas(
             factor,
             file_placement: placement,
             replica_timeout: std::time::Duration::from_millis(replica_timeout_ms),
+            removed_waiting: Default::default(),
         }
         .spawn();
     }
