@@ -122,7 +122,7 @@ pub fn read_world(disks: &[(u64, SimDisk)], replicated: bool) -> Result<World, S
                     }
                     EntityState::Inbox(i) => {
                         let mut seen = std::collections::BTreeSet::new();
-                        for n in &i.items {
+                        for n in &i.items.newest {
                             if !seen.insert((format!("{:?}", n.channel), &n.kind, &n.order_id)) {
                                 w.inbox_duplicates.push(format!(
                                     "inbox {}: {} for {} twice on {:?}",
