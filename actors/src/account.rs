@@ -208,7 +208,7 @@ pub enum AccountCommand {
         etags: Vec<String>,
     },
     /// ORDER_PLACED: remember the order for listing (a repeat while it is among the newest
-    /// `HISTORY_PAGE_LEN` changes nothing).
+    /// `ORDER_PAGE_LEN` changes nothing).
     OrderPlaced {
         /// The order.
         order_id: String,

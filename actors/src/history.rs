@@ -1,11 +1,12 @@
 //! Histories without a fixed cap (a shopper's orders, their notifications) kept in bounded
-//! records. The owner (the Account, the Inbox) holds the newest entries (at most
-//! [`MAX_RECENT`], never fewer than [`HISTORY_PAGE_LEN`] once a page is sealed, so a repeat of
-//! one of the newest pages' worth is recognised) and a count of full pages sealed before
-//! them ([`Recent`]); each sealed page of [`HISTORY_PAGE_LEN`] entries is
+//! records. The owner (the Account, the Inbox) holds the newest entries (at most two pages'
+//! worth, never fewer than one page's once a page is sealed, so a repeat of one of the
+//! newest page's worth is recognised) and a count of full pages sealed before them
+//! ([`Recent`]); each sealed page (`Entry::PAGE_LEN` entries: `ORDER_PAGE_LEN`,
+//! `NOTIFICATION_PAGE_LEN`) is
 //! an entity of its own (`EntityKind::HistoryPage`, id `<list>:<owner>:<page>`), written once
 //! through the outbox and never changed after. Entries are numbered by position from 0
-//! (oldest): page `n` holds positions `n * HISTORY_PAGE_LEN ..` and the owner the rest, so a
+//! (oldest): page `n` holds positions `n * PAGE_LEN ..` and the owner the rest, so a
 //! position names the same entry before and after its page is sealed, and a reader walks
 //! newest first by position ([`spans`], [`read`]).
 //!
@@ -19,14 +20,11 @@ use crate::command::{Command, Reply};
 use crate::entity::{reply, Ctx, Outcome};
 use crate::error::{invalid, DomainError};
 use crate::inbox::{Channel, Notification};
-use crate::limits::HISTORY_PAGE_LEN;
+use crate::limits::{NOTIFICATION_PAGE_LEN, ORDER_PAGE_LEN};
 use crate::{EntityKind, EntityRef};
 use serde::de::DeserializeOwned;
 use serde::ser::SerializeStruct;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-/// The most entries an owner keeps itself: beyond, its oldest `HISTORY_PAGE_LEN` are sealed.
-pub const MAX_RECENT: usize = 2 * HISTORY_PAGE_LEN;
 
 /// Which history a page belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,6 +83,14 @@ pub enum PageEntries {
 }
 
 impl PageEntries {
+    /// How many entries a sealed page of this list holds.
+    pub fn page_len(&self) -> usize {
+        match self {
+            PageEntries::Orders(_) => String::PAGE_LEN,
+            PageEntries::Notifications(_) => Notification::PAGE_LEN,
+        }
+    }
+
     /// How many entries.
     pub fn len(&self) -> usize {
         match self {
@@ -103,6 +109,8 @@ impl PageEntries {
 pub trait Entry: Clone + PartialEq + Serialize + DeserializeOwned {
     /// The list these entries make.
     const LIST: HistoryList;
+    /// Entries in a sealed page; the owner keeps at most twice as many itself.
+    const PAGE_LEN: usize;
     /// The stored header that carries `Recent::sealed_pages`: an entry no real one equals.
     fn header(sealed_pages: u64) -> Self;
     /// The sealed page count if this entry is a header.
@@ -118,6 +126,7 @@ const HEADER_MARK: &str = "\u{0}sealed_pages";
 
 impl Entry for String {
     const LIST: HistoryList = HistoryList::Orders;
+    const PAGE_LEN: usize = ORDER_PAGE_LEN;
 
     fn header(sealed_pages: u64) -> Self {
         format!("{HEADER_MARK}:{sealed_pages}")
@@ -144,6 +153,7 @@ impl Entry for String {
 
 impl Entry for Notification {
     const LIST: HistoryList = HistoryList::Notifications;
+    const PAGE_LEN: usize = NOTIFICATION_PAGE_LEN;
 
     fn header(sealed_pages: u64) -> Self {
         Notification {
@@ -170,8 +180,8 @@ impl Entry for Notification {
     }
 }
 
-/// The newest entries of a history, at most `MAX_RECENT`, and how many full pages were
-/// sealed before them.
+/// The newest entries of a history, at most `2 * Entry::PAGE_LEN`, and how many full pages
+/// were sealed before them.
 ///
 /// Stored as the list it was before pages existed (format 4: the account's `orders`, the
 /// inbox's `items`), so records written before load unchanged: with pages sealed, the list
@@ -181,7 +191,7 @@ impl Entry for Notification {
 pub struct Recent<T> {
     /// Full pages sealed into `HistoryPage` entities (pages `0..sealed_pages`).
     pub sealed_pages: u64,
-    /// The newest entries, oldest first, at most `MAX_RECENT`.
+    /// The newest entries, oldest first, at most `2 * Entry::PAGE_LEN`.
     pub newest: Vec<T>,
 }
 
@@ -197,7 +207,7 @@ impl<T> Default for Recent<T> {
 impl<T: Entry> Recent<T> {
     /// The position of `newest[0]`: every entry before it is in a sealed page.
     pub fn first_recent(&self) -> u64 {
-        self.sealed_pages.saturating_mul(HISTORY_PAGE_LEN as u64)
+        self.sealed_pages.saturating_mul(T::PAGE_LEN as u64)
     }
 
     /// How many entries the history holds in all.
@@ -205,12 +215,15 @@ impl<T: Entry> Recent<T> {
         self.first_recent().saturating_add(self.newest.len() as u64)
     }
 
-    /// Appends `entry`; beyond `MAX_RECENT` entries, the oldest `HISTORY_PAGE_LEN` are sealed:
-    /// sent to their page entity (of `ctx.me`'s id) and dropped from here.
+    /// The most entries the owner keeps itself: two pages' worth.
+    pub const MAX_NEWEST: usize = 2 * T::PAGE_LEN;
+
+    /// Appends `entry`; beyond `MAX_NEWEST` entries, the oldest `PAGE_LEN` are sealed: sent
+    /// to their page entity (of `ctx.me`'s id) and dropped from here.
     pub fn append(&mut self, entry: T, ctx: &mut Ctx) {
         self.newest.push(entry);
-        while self.newest.len() > MAX_RECENT {
-            let page: Vec<T> = self.newest.drain(..HISTORY_PAGE_LEN).collect();
+        while self.newest.len() > Self::MAX_NEWEST {
+            let page: Vec<T> = self.newest.drain(..T::PAGE_LEN).collect();
             let to = page_ref(T::LIST, &ctx.me.id, self.sealed_pages);
             let seal = PageCommand::Seal(T::into_page(page));
             ctx.send(to, "HISTORY_PAGE_SEALED", Command::Page(seal));
@@ -276,7 +289,7 @@ pub struct PageState {
 /// Commands for a HistoryPage.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PageCommand {
-    /// HISTORY_PAGE_SEALED from the owner: the page's `HISTORY_PAGE_LEN` entries. Sealing
+    /// HISTORY_PAGE_SEALED from the owner: the page's `PAGE_LEN` entries. Sealing
     /// again with the same entries changes nothing.
     Seal(PageEntries),
     /// Read the entries; waits (`Outcome::Park`) until the page is sealed.
@@ -287,10 +300,10 @@ pub enum PageCommand {
 pub fn handle(s: &mut PageState, cmd: PageCommand, ctx: &mut Ctx) -> Result<Outcome, DomainError> {
     match cmd {
         PageCommand::Seal(entries) => {
-            if entries.len() != HISTORY_PAGE_LEN {
+            if entries.len() != entries.page_len() {
                 return Err(invalid(
                     "entries",
-                    format!("a sealed page holds {HISTORY_PAGE_LEN} entries"),
+                    format!("a sealed page holds {} entries", entries.page_len()),
                 ));
             }
             match &s.entries {
@@ -345,9 +358,15 @@ pub struct Window {
 
 /// The entries at positions before `before` (every position when `None`; a `before` past
 /// the end counts from the end), at most `limit` of them, of a history of `total` entries
-/// whose newest start at position `first_recent`.
-pub fn spans(total: u64, first_recent: u64, before: Option<u64>, limit: usize) -> Window {
-    let page_len = HISTORY_PAGE_LEN as u64;
+/// in pages of `page_len` whose newest start at position `first_recent`.
+pub fn spans(
+    total: u64,
+    first_recent: u64,
+    page_len: usize,
+    before: Option<u64>,
+    limit: usize,
+) -> Window {
+    let page_len = page_len.max(1) as u64;
     let end = before.map_or(total, |b| b.min(total));
     let start = end.saturating_sub(limit as u64);
     let mut spans = Vec::new();
@@ -365,7 +384,7 @@ pub fn spans(total: u64, first_recent: u64, before: Option<u64>, limit: usize) -
             let page = (pos - 1) / page_len;
             let page_start = page * page_len;
             let from = start.max(page_start);
-            // Both offsets are below `HISTORY_PAGE_LEN`, a `usize`.
+            // Both offsets are below `page_len`, a `usize`.
             spans.push(Span::Page {
                 page,
                 from: (from - page_start) as usize,
@@ -398,7 +417,13 @@ pub async fn read<T: Entry>(
     before: Option<u64>,
     limit: usize,
 ) -> Result<NewestFirst<T>, AskError> {
-    let window = spans(head.total(), head.first_recent(), before, limit);
+    let window = spans(
+        head.total(),
+        head.first_recent(),
+        T::PAGE_LEN,
+        before,
+        limit,
+    );
     let mut items = Vec::with_capacity(limit);
     for span in window.spans {
         match span {
@@ -418,14 +443,12 @@ pub async fn read<T: Entry>(
                     Reply::Page(p) => T::from_page(p),
                     _ => None,
                 };
-                let entries = entries
-                    .filter(|e| e.len() == HISTORY_PAGE_LEN)
-                    .ok_or_else(|| {
-                        AskError::Unavailable(format!(
-                            "history page {page} of {owner_id} is not a page of {}",
-                            T::LIST.name()
-                        ))
-                    })?;
+                let entries = entries.filter(|e| e.len() == T::PAGE_LEN).ok_or_else(|| {
+                    AskError::Unavailable(format!(
+                        "history page {page} of {owner_id} is not a page of {}",
+                        T::LIST.name()
+                    ))
+                })?;
                 items.extend(
                     entries
                         .get(from..to)

@@ -522,8 +522,8 @@ fn order_ids(items: &[Value]) -> Vec<String> {
         .collect()
 }
 
-/// A shopper's whole order history lists, however long: 250 orders (more than the account
-/// keeps itself, so older ones are sealed into page entities) come back exactly once each,
+/// A shopper's whole order history lists, however long: 250 orders (more than the 100 the
+/// account keeps itself, so older ones are sealed into page entities) come back exactly once each,
 /// newest first, walked by cursor at any page size, and so do their notifications. A bad
 /// cursor or limit is a problem, never a 5xx.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -564,22 +564,22 @@ async fn a_long_order_history_lists_every_order_once_by_cursor() {
         assert_eq!(listed.len(), ORDERS, "limit={limit}: every order, once");
         assert_eq!(listed, newest_first, "limit={limit}: newest first");
     }
-    // The account keeps the newest orders; the oldest hundred are a sealed page entity.
+    // The account keeps the newest 100 orders; the older ones are in sealed pages of 50.
     let me = user.get("/api/v1/me").await.expect_status(200, "me");
     let user_id = me.str_field("user_id");
     let ops = server.admin_port_client().with_token(OPS_TOKEN);
     let path = format!("/admin/entities/account/{user_id}");
     let account = ops.get(&path).await.expect_status(200, "the account");
     let orders = &account.body["state"]["Account"]["orders"];
-    assert_eq!(orders["sealed_pages"], 1, "{}", account.text);
+    assert_eq!(orders["sealed_pages"], 3, "{}", account.text);
     assert_eq!(
         orders["newest"].as_array().map(Vec::len),
-        Some(ORDERS - 100)
+        Some(ORDERS - 150)
     );
     let path = format!("/admin/entities/history_page/orders:{user_id}:0");
     let page = ops.get(&path).await.expect_status(200, "page 0");
     let sealed = &page.body["state"]["HistoryPage"]["entries"]["Orders"];
-    assert_eq!(sealed, &json!(placed[..100]), "{}", page.text);
+    assert_eq!(sealed, &json!(placed[..50]), "{}", page.text);
 
     let r = user
         .get("/api/v1/orders")

@@ -3,6 +3,7 @@ use crate::account::{self, AccountCommand, AccountState, Profile, Role};
 use crate::entity::DomainConfig;
 use crate::host::EntityState;
 use crate::inbox::{Contact, InboxCommand, InboxState};
+use crate::limits::{NOTIFICATION_PAGE_LEN, ORDER_PAGE_LEN};
 use crate::message::{Body, Destination, OutboxMessage};
 use crate::session::Security;
 use async_trait::async_trait;
@@ -10,7 +11,9 @@ use proptest::prelude::*;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-const P: usize = HISTORY_PAGE_LEN;
+const P: usize = ORDER_PAGE_LEN;
+/// The most order ids an account keeps itself.
+const MAX: usize = Recent::<String>::MAX_NEWEST;
 
 /// Page entities, as a fake cluster holds them.
 #[derive(Default)]
@@ -95,18 +98,19 @@ fn an_account_keeps_a_page_of_orders_and_seals_older_ones_in_order() {
             pages.deliver(&m).expect("sealed");
         }
     }
-    // The 201st order sealed the first 100; the account keeps the 150 newest.
-    assert_eq!((s.orders.sealed_pages, s.orders.newest.len()), (1, 150));
+    // The 101st, 151st and 201st orders each sealed the oldest 50; the account keeps 100.
+    assert_eq!((P, MAX), (50, 100));
+    assert_eq!((s.orders.sealed_pages, s.orders.newest.len()), (3, 100));
     assert_eq!(s.orders.total(), 250);
-    assert_eq!(s.orders.newest.first().map(String::as_str), Some("o100"));
+    assert_eq!(s.orders.newest.first().map(String::as_str), Some("o150"));
     let first = page_ref(HistoryList::Orders, "u1", 0);
     assert_eq!(first.id, "orders:u1:0");
     let held = pages.0.lock().unwrap().get(&first).cloned().unwrap();
-    let expected: Vec<String> = (0..100).map(|i| format!("o{i}")).collect();
+    let expected: Vec<String> = (0..P).map(|i| format!("o{i}")).collect();
     assert_eq!(held.entries, Some(PageEntries::Orders(expected)));
     // A repeat of any of the newest page's worth changes nothing and seals nothing.
     let before = s.clone();
-    for i in 150..250 {
+    for i in 250 - P..250 {
         assert!(place(&mut s, &me, &format!("o{i}")).is_empty());
     }
     assert_eq!(s, before);
@@ -134,7 +138,9 @@ fn an_inbox_seals_its_notifications_into_pages() {
             }
         }
     }
-    assert_eq!((s.items.sealed_pages, s.items.newest.len()), (1, 130));
+    // Pages of 25 sealed at the 51st, 76th, … notification: 8 pages, 30 kept.
+    assert_eq!(NOTIFICATION_PAGE_LEN, 25);
+    assert_eq!((s.items.sealed_pages, s.items.newest.len()), (8, 30));
     let all = walk(&pages, "u1", &s.items, 100);
     let order_ids: Vec<String> = all.into_iter().map(|n| n.order_id).collect();
     let expected: Vec<String> = (0..230).rev().map(|i| format!("o{i}")).collect();
@@ -178,24 +184,28 @@ fn a_page_is_sealed_once_and_read_only_when_sealed() {
 fn windows_split_positions_between_pages_and_the_newest() {
     let page = |page, from, to| Span::Page { page, from, to };
     // 250 entries: pages 0 and 1 sealed, 50 newest in the owner.
-    let w = spans(250, 200, None, 20);
+    let w = spans(250, 200, 100, None, 20);
     assert_eq!(w.spans, [Span::Recent { from: 30, to: 50 }]);
     assert_eq!(w.next_before, Some(230));
-    let w = spans(250, 200, Some(210), 100);
+    let w = spans(250, 200, 100, Some(210), 100);
     assert_eq!(
         w.spans,
         [Span::Recent { from: 0, to: 10 }, page(1, 10, 100)]
     );
     assert_eq!(w.next_before, Some(110));
-    let w = spans(250, 200, Some(150), 100);
+    let w = spans(250, 200, 100, Some(150), 100);
     assert_eq!(w.spans, [page(1, 0, 50), page(0, 50, 100)]);
-    let w = spans(250, 200, Some(30), 100);
+    let w = spans(250, 200, 100, Some(30), 100);
     assert_eq!((w.spans, w.next_before), (vec![page(0, 0, 30)], None));
     // A `before` past the end counts from the end; at 0 nothing is left.
-    assert_eq!(spans(250, 200, Some(u64::MAX), 5), spans(250, 200, None, 5));
-    assert_eq!(spans(250, 200, Some(0), 5).spans, []);
+    let end = spans(250, 200, 100, Some(u64::MAX), 5);
+    assert_eq!(end, spans(250, 200, 100, None, 5));
+    assert_eq!(spans(250, 200, 100, Some(0), 5).spans, []);
+    // Pages of 25: a window of 60 below the newest crosses three of them.
+    let w = spans(120, 100, 25, Some(100), 60);
+    assert_eq!(w.spans, [page(3, 0, 25), page(2, 0, 25), page(1, 15, 25)]);
     assert_eq!(
-        spans(0, 0, None, 5),
+        spans(0, 0, 100, None, 5),
         Window {
             spans: vec![],
             next_before: None
@@ -269,7 +279,7 @@ fn an_account_stored_before_pages_loads_with_its_orders_as_the_newest() {
             pages.deliver(&m).unwrap();
         }
     }
-    assert_eq!((s.orders.sealed_pages, s.orders.newest.len()), (1, 101));
+    assert_eq!((s.orders.sealed_pages, s.orders.newest.len()), (3, 51));
     let ids = walk(&pages, "u1", &s.orders, 7);
     let expected: Vec<String> = (0..=200).rev().map(|i| format!("o{i}")).collect();
     assert_eq!(ids, expected);
@@ -277,9 +287,8 @@ fn an_account_stored_before_pages_loads_with_its_orders_as_the_newest() {
     let back = EntityState::decode(&state.encode().unwrap()).unwrap();
     assert_eq!(back, state);
     let json = state.to_json();
-    assert_eq!(json["Account"]["orders"]["sealed_pages"], 1);
-    assert_eq!(json["Account"]["orders"]["newest"][0], "o100");
-    assert!(s.orders.newest.len() <= MAX_RECENT);
+    assert_eq!(json["Account"]["orders"]["sealed_pages"], 3);
+    assert_eq!(json["Account"]["orders"]["newest"][0], "o150");
 }
 
 #[test]
@@ -359,7 +368,7 @@ proptest! {
                 prop_assert!(pages.deliver(m).is_ok());
             }
         }
-        prop_assert!(s.orders.newest.len() <= MAX_RECENT);
+        prop_assert!(s.orders.newest.len() <= MAX);
         prop_assert_eq!(s.orders.total(), orders as u64);
         let ids = walk(&pages, "u1", &s.orders, limit);
         let expected: Vec<String> = (0..orders).rev().map(|i| format!("o{i}")).collect();
