@@ -1,9 +1,8 @@
 //! Histories without a fixed cap (a shopper's orders, their notifications) kept in bounded
-//! records. The owner (the Account, the Inbox) holds the newest entries (at most two pages'
-//! worth, never fewer than one page's once a page is sealed, so a repeat of one of the
-//! newest page's worth is recognised) and a count of full pages sealed before them
-//! ([`Recent`]); each sealed page (`Entry::PAGE_LEN` entries: `ORDER_PAGE_LEN`,
-//! `NOTIFICATION_PAGE_LEN`) is
+//! records. The owner (the Account, the Inbox) holds the newest entries and a count of the
+//! full pages sealed before them ([`Recent`]): at most two pages' worth, and never fewer than
+//! one page's once a page is sealed, so a repeat among the newest page's worth is recognised.
+//! Each sealed page (`Entry::PAGE_LEN` entries: `ORDER_PAGE_LEN`, `NOTIFICATION_PAGE_LEN`) is
 //! an entity of its own (`EntityKind::HistoryPage`, id `<list>:<owner>:<page>`), written once
 //! through the outbox and never changed after. Entries are numbered by position from 0
 //! (oldest): page `n` holds positions `n * PAGE_LEN ..` and the owner the rest, so a
@@ -424,7 +423,7 @@ pub async fn read<T: Entry>(
         before,
         limit,
     );
-    let mut items = Vec::with_capacity(limit);
+    let mut items = Vec::new();
     for span in window.spans {
         match span {
             Span::Recent { from, to } => {
