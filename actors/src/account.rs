@@ -1,11 +1,13 @@
 //! Account: a shopper or admin, keyed by user id (derived from the email). It holds the
-//! password hash, the role, the wallet balance and the list of the shopper's orders.
+//! password hash, the role, the wallet balance and the shopper's order history (the newest
+//! orders here, older ones in sealed pages: `history`).
 
 use crate::command::{Command, Reply};
 use crate::entity::{reply, Ctx, Outcome};
 use crate::error::{invalid, DomainError};
+use crate::history::Recent;
 use crate::inbox::{Channel, InboxCommand};
-use crate::limits::{MAX_ACCOUNT_ORDERS, MAX_SAVED_ADDRESSES};
+use crate::limits::MAX_SAVED_ADDRESSES;
 use crate::money::{add_minor, Money};
 use crate::payment::{charge_answer, Method, PaymentCommand};
 use crate::session::{valid_hash, RefreshToken, Refusal, Security};
@@ -127,8 +129,9 @@ pub struct AccountState {
     pub profile: Option<Profile>,
     /// Wallet balance in minor units.
     pub wallet_minor: u64,
-    /// The shopper's orders, oldest first.
-    pub orders: Vec<String>,
+    /// The shopper's order ids: the newest, oldest first, and the count of sealed pages of
+    /// older ones (stored as the plain list of ids it was before pages).
+    pub orders: Recent<String>,
     /// Failed logins, lockout and refresh tokens.
     pub security: Security,
     /// Recent wallet top-ups: id and amount (a repeated id is answered without a change).
@@ -204,12 +207,13 @@ pub enum AccountCommand {
         /// The versions the editor read; any one will do.
         etags: Vec<String>,
     },
-    /// ORDER_PLACED: remember the order for listing.
+    /// ORDER_PLACED: remember the order for listing (a repeat while it is among the newest
+    /// `ORDER_PAGE_LEN` changes nothing).
     OrderPlaced {
         /// The order.
         order_id: String,
     },
-    /// List the shopper's order ids.
+    /// List the shopper's newest order ids, oldest first (`OrderHistory` reaches the rest).
     ListOrders,
     /// Pay for an order from the wallet; the result goes back to `Payment(order_id)`.
     DebitWallet {
@@ -234,6 +238,8 @@ pub enum AccountCommand {
         /// Amount in minor units.
         amount_minor: u64,
     },
+    /// Read the order history's head: the newest ids and the count of sealed pages.
+    OrderHistory,
 }
 
 /// An account as the API shows it.
@@ -473,15 +479,13 @@ pub fn handle(
             return Ok(Outcome::Reply(profile_view(s, ctx)?));
         }
         AccountCommand::OrderPlaced { order_id } => {
-            if !s.orders.contains(&order_id) {
-                s.orders.push(order_id);
-                if s.orders.len() > MAX_ACCOUNT_ORDERS {
-                    s.orders.remove(0);
-                }
+            if !s.orders.newest.contains(&order_id) {
+                s.orders.append(order_id, ctx);
             }
             return reply(Reply::Ack);
         }
-        AccountCommand::ListOrders => return reply(Reply::OrderIds(s.orders.clone())),
+        AccountCommand::ListOrders => return reply(Reply::OrderIds(s.orders.newest.clone())),
+        AccountCommand::OrderHistory => return reply(Reply::OrderHistory(s.orders.clone())),
         AccountCommand::DebitWallet {
             order_id,
             amount_minor,

@@ -3,6 +3,7 @@
 
 use crate::account::{AccountCommand, AccountView, ProfileView, Role};
 use crate::cart::CartCommand;
+use crate::history::{PageCommand, PageEntries, Recent};
 use crate::inbox::{InboxCommand, Notification};
 use crate::order::{OrderCommand, OrderView};
 use crate::payment::{PaymentCommand, PaymentView};
@@ -34,6 +35,8 @@ pub enum Command {
     Inbox(InboxCommand),
     /// For a ReviewBoard.
     Review(ReviewCommand),
+    /// For a HistoryPage.
+    Page(PageCommand),
 }
 
 impl Command {
@@ -49,6 +52,7 @@ impl Command {
             Command::Shipment(_) => EntityKind::Shipment,
             Command::Inbox(_) => EntityKind::Inbox,
             Command::Review(_) => EntityKind::ReviewBoard,
+            Command::Page(_) => EntityKind::HistoryPage,
         }
     }
 
@@ -117,4 +121,10 @@ pub enum Reply {
     Review(ReviewView),
     /// A page of reviews with the rating figures.
     Reviews(ReviewPage),
+    /// A sealed history page's entries.
+    Page(PageEntries),
+    /// The newest order ids of an account and the count of its sealed pages.
+    OrderHistory(Recent<String>),
+    /// The newest notifications of an inbox and the count of its sealed pages.
+    NotificationHistory(Recent<Notification>),
 }

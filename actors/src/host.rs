@@ -7,6 +7,7 @@ use crate::cart::{self, CartState};
 use crate::command::Command;
 use crate::entity::{Ctx, Outcome};
 use crate::error::DomainError;
+use crate::history::{self, PageState};
 use crate::inbox::{self, InboxState};
 use crate::order::{self, OrderState};
 use crate::payment::{self, PaymentState};
@@ -38,6 +39,8 @@ pub enum EntityState {
     Inbox(InboxState),
     /// A ReviewBoard.
     ReviewBoard(ReviewBoardState),
+    /// A HistoryPage.
+    HistoryPage(PageState),
 }
 
 /// The result of running one command.
@@ -73,6 +76,7 @@ impl EntityState {
             EntityKind::Shipment => EntityState::Shipment(ShipmentState::default()),
             EntityKind::Inbox => EntityState::Inbox(InboxState::default()),
             EntityKind::ReviewBoard => EntityState::ReviewBoard(ReviewBoardState::default()),
+            EntityKind::HistoryPage => EntityState::HistoryPage(PageState::default()),
         }
     }
 
@@ -88,6 +92,7 @@ impl EntityState {
             (EntityState::Shipment(s), Command::Shipment(c)) => shipment::handle(s, c, ctx),
             (EntityState::Inbox(s), Command::Inbox(c)) => inbox::handle(s, c, ctx),
             (EntityState::ReviewBoard(s), Command::Review(c)) => review::handle(s, c, ctx),
+            (EntityState::HistoryPage(s), Command::Page(c)) => history::handle(s, c, ctx),
             (_, c) => Err(DomainError::WrongKind {
                 kind: ctx.me.kind.name().to_string(),
                 command: c.name(),

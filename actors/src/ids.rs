@@ -24,11 +24,14 @@ pub enum EntityKind {
     Inbox,
     /// The reviews of one product, keyed by SKU.
     ReviewBoard,
+    /// One sealed page of a shopper's history (orders, notifications), keyed by
+    /// `<list>:<user id>:<page>`; it lives on its owner's shard.
+    HistoryPage,
 }
 
 impl EntityKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [EntityKind; 9] = [
+    pub const ALL: [EntityKind; 10] = [
         EntityKind::Account,
         EntityKind::Product,
         EntityKind::StockItem,
@@ -38,6 +41,7 @@ impl EntityKind {
         EntityKind::Shipment,
         EntityKind::Inbox,
         EntityKind::ReviewBoard,
+        EntityKind::HistoryPage,
     ];
 
     /// A stable one-byte code used in storage keys.
@@ -52,6 +56,7 @@ impl EntityKind {
             EntityKind::Shipment => 7,
             EntityKind::Inbox => 8,
             EntityKind::ReviewBoard => 9,
+            EntityKind::HistoryPage => 10,
         }
     }
 
@@ -72,6 +77,7 @@ impl EntityKind {
             EntityKind::Shipment => "shipment",
             EntityKind::Inbox => "inbox",
             EntityKind::ReviewBoard => "review_board",
+            EntityKind::HistoryPage => "history_page",
         }
     }
 
@@ -100,9 +106,15 @@ impl EntityRef {
     }
 
     /// The shard that owns this entity: a fixed hash (xxh3 with a constant seed), never
-    /// `RandomState`, so every node and every run agrees.
+    /// `RandomState`, so every node and every run agrees. A history page lives on its
+    /// owner's shard (an optimisation: nothing relies on it).
     pub fn shard(&self, shard_count: u32) -> u32 {
         assert!(shard_count > 0, "shard_count must be positive");
+        if self.kind == EntityKind::HistoryPage {
+            if let Some(owner) = crate::history::page_owner(&self.id) {
+                return owner.shard(shard_count);
+            }
+        }
         let mut bytes = Vec::with_capacity(self.id.len() + 1);
         bytes.push(self.kind.code());
         bytes.extend_from_slice(self.id.as_bytes());
@@ -155,6 +167,23 @@ mod tests {
         assert!(a < 64);
         // Pinned value: changing the hash would silently move every entity.
         assert_eq!(EntityRef::new(EntityKind::Order, "x").shard(1), 0);
+    }
+
+    #[test]
+    fn a_history_page_lives_on_its_owners_shard() {
+        use crate::history::{page_ref, HistoryList};
+        for user in ["u-1", "6f1c0c3b-9d10-5c4e-9a51-2f1c0c3b9d10", "a:b"] {
+            for page in [0, 1, 77] {
+                let account = EntityRef::new(EntityKind::Account, user);
+                let orders = page_ref(HistoryList::Orders, user, page);
+                assert_eq!(orders.shard(64), account.shard(64), "{orders}");
+                let inbox = EntityRef::new(EntityKind::Inbox, user);
+                let notes = page_ref(HistoryList::Notifications, user, page);
+                assert_eq!(notes.shard(64), inbox.shard(64), "{notes}");
+            }
+        }
+        // An id that is not a page's is hashed as itself, in range.
+        assert!(EntityRef::new(EntityKind::HistoryPage, "nonsense").shard(64) < 64);
     }
 
     #[test]

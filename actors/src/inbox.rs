@@ -1,10 +1,11 @@
 //! Inbox: a shopper's notifications, keyed by user id. Each event becomes one notification
-//! per channel, recorded here and sent through the outbox to a `NotificationSink`.
+//! per channel, recorded here and sent through the outbox to a `NotificationSink`. The inbox
+//! keeps the newest notifications; older ones are sealed into pages (`history`).
 
 use crate::command::Reply;
 use crate::entity::{reply, Ctx, Outcome};
 use crate::error::DomainError;
-use crate::limits::MAX_INBOX_ITEMS;
+use crate::history::Recent;
 use crate::message::ExternalCall;
 use crate::notify::{render, Outgoing};
 use serde::{Deserialize, Serialize};
@@ -60,8 +61,9 @@ pub struct Contact {
 /// The inbox state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InboxState {
-    /// Newest last, at most `MAX_INBOX_ITEMS`.
-    pub items: Vec<Notification>,
+    /// The newest notifications, oldest first, and the count of sealed pages of older ones
+    /// (stored as the plain list it was before pages).
+    pub items: Recent<Notification>,
     /// Channels to use (email when empty).
     pub channels: Vec<Channel>,
     /// Where to reach the shopper (unknown until the account tells).
@@ -78,7 +80,7 @@ pub enum InboxCommand {
         /// The order.
         order_id: String,
     },
-    /// Read the inbox.
+    /// Read the newest notifications, oldest first (`History` reaches the rest).
     Get,
     /// The account's contact details and chosen channels changed.
     SetContact {
@@ -93,6 +95,8 @@ pub enum InboxCommand {
         /// Chosen channels.
         channels: Vec<Channel>,
     },
+    /// Read the history's head: the newest notifications and the count of sealed pages.
+    History,
 }
 
 /// Handles one command.
@@ -132,14 +136,11 @@ pub fn handle(
                         message,
                     },
                 );
-                s.items.push(n);
-            }
-            if s.items.len() > MAX_INBOX_ITEMS {
-                let excess = s.items.len() - MAX_INBOX_ITEMS;
-                s.items.drain(..excess);
+                s.items.append(n, ctx);
             }
         }
         InboxCommand::Get => {}
+        InboxCommand::History => return reply(Reply::NotificationHistory(s.items.clone())),
         InboxCommand::SetContact {
             version,
             name,
@@ -158,7 +159,7 @@ pub fn handle(
             }
         }
     }
-    reply(Reply::Inbox(s.items.clone()))
+    reply(Reply::Inbox(s.items.newest.clone()))
 }
 
 #[cfg(test)]
@@ -215,6 +216,6 @@ mod tests {
         assert!(sent[0].1.body.contains("Asha"));
         assert_eq!(sent[1].0, "u1:o1:ORDER_SHIPPED:sms");
         assert_eq!(sent[1].1.to.as_deref(), Some("+919876543210"));
-        assert_eq!(s.items.len(), 2);
+        assert_eq!(s.items.newest.len(), 2);
     }
 }

@@ -15,6 +15,7 @@ pub mod error;
 pub mod etag;
 pub mod gateway;
 pub mod hex;
+pub mod history;
 pub mod host;
 pub mod ids;
 pub mod inbox;

@@ -24,8 +24,6 @@ const _: () =
 pub const MAX_ATTRIBUTES: usize = 32;
 /// Longest attribute name (1..=64 of `a-z 0-9 _ -`).
 pub const MAX_ATTRIBUTE_KEY_LEN: usize = 64;
-/// Notifications kept per inbox (oldest dropped first).
-pub const MAX_INBOX_ITEMS: usize = 50;
 /// Most saved addresses on a profile.
 pub const MAX_SAVED_ADDRESSES: usize = 5;
 /// Longest saved-address label.
@@ -34,8 +32,13 @@ pub const MAX_ADDRESS_LABEL_LEN: usize = 40;
 pub const MAX_REVIEW_TITLE_LEN: usize = 120;
 /// Longest review text.
 pub const MAX_REVIEW_BODY_LEN: usize = 4000;
-/// Orders remembered per account for listing (oldest dropped first).
-pub const MAX_ACCOUNT_ORDERS: usize = 100;
+/// Order ids in one sealed page of a shopper's order history; the account keeps at most two
+/// pages' worth of the newest itself (100, as many as it kept before pages). Nothing is
+/// dropped: older ids live in page entities (`history`).
+pub const ORDER_PAGE_LEN: usize = 50;
+/// Notifications in one sealed page of an inbox's history; the inbox keeps at most two
+/// pages' worth of the newest itself (50, as many as it kept before pages).
+pub const NOTIFICATION_PAGE_LEN: usize = 25;
 
 /// Whether `sku` is a valid SKU: 1..=64 of `A-Z a-z 0-9 - _ .`.
 pub fn valid_sku(sku: &str) -> bool {

@@ -54,6 +54,26 @@ pub struct Review {
     pub hidden: bool,
 }
 
+impl Review {
+    /// Where the review stands in the listing (newest first: a higher key comes first).
+    pub fn key(&self) -> ReviewKey {
+        ReviewKey {
+            created_at_ms: self.created_at_ms,
+            id: self.id,
+        }
+    }
+}
+
+/// A review's place in the listing: by creation time, then id (both only ever grow for a
+/// new review, and an edit changes neither), so a walk by key sees each review once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ReviewKey {
+    /// First submission.
+    pub created_at_ms: u64,
+    /// Id within the board.
+    pub id: u64,
+}
+
 /// What a customer submits.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReviewInput {
@@ -156,6 +176,14 @@ pub enum ReviewCommand {
     },
     /// Read the figures only.
     Summary,
+    /// Read visible reviews listed after `after` (from the newest when `None`), newest first,
+    /// and the figures.
+    ListAfter {
+        /// The key of the last review already read.
+        after: Option<ReviewKey>,
+        /// Reviews to return.
+        limit: usize,
+    },
 }
 
 /// Checks a submission; the error names the field.
@@ -195,8 +223,25 @@ impl ReviewBoardState {
     /// The visible reviews, newest first (ties: higher id first).
     fn visible(&self) -> Vec<&Review> {
         let mut v: Vec<&Review> = self.reviews.values().filter(|r| !r.hidden).collect();
-        v.sort_by_key(|r| std::cmp::Reverse((r.created_at_ms, r.id)));
+        v.sort_by_key(|r| std::cmp::Reverse(r.key()));
         v
+    }
+
+    /// A page of the visible reviews, newest first, that skips `offset` of them and those
+    /// listed up to `after`, with the figures.
+    fn page(&self, after: Option<ReviewKey>, offset: usize, limit: usize) -> ReviewPage {
+        let items = self
+            .visible()
+            .into_iter()
+            .filter(|r| after.is_none_or(|a| r.key() < a))
+            .skip(offset)
+            .take(limit)
+            .cloned()
+            .collect();
+        ReviewPage {
+            summary: self.summary(),
+            items,
+        }
     }
 }
 
@@ -308,16 +353,8 @@ pub fn handle(
             Some(r) => view(ctx, r),
             None => Err(DomainError::NotFound("your review of this product".into())),
         },
-        ReviewCommand::List { offset, limit } => reply(Reply::Reviews(ReviewPage {
-            summary: s.summary(),
-            items: s
-                .visible()
-                .into_iter()
-                .skip(offset)
-                .take(limit)
-                .cloned()
-                .collect(),
-        })),
+        ReviewCommand::List { offset, limit } => reply(Reply::Reviews(s.page(None, offset, limit))),
+        ReviewCommand::ListAfter { after, limit } => reply(Reply::Reviews(s.page(after, 0, limit))),
         ReviewCommand::Summary => reply(Reply::Reviews(ReviewPage {
             summary: s.summary(),
             items: Vec::new(),
@@ -564,6 +601,23 @@ mod tests {
             "newest (created first here) first"
         );
         assert!(page(&mut s, 7, 3).items.is_empty());
+        // By key: each review once, newest first, even with a review added mid-walk.
+        let mut after = None;
+        let mut seen = Vec::new();
+        loop {
+            let cmd = ReviewCommand::ListAfter { after, limit: 3 };
+            let Reply::Reviews(p) = run(&mut s, 1, cmd).unwrap() else {
+                panic!("not a page");
+            };
+            let Some(last) = p.items.last() else { break };
+            after = Some(last.key());
+            seen.extend(p.items.iter().map(|r| r.id));
+            if seen.len() == 3 {
+                delivered(&mut s, "late");
+                submit(&mut s, "late", 1_000, input(3, "late")).unwrap();
+            }
+        }
+        assert_eq!(seen, [1, 2, 3, 4, 5, 6, 7]);
     }
 
     #[test]

@@ -456,10 +456,21 @@ impl From<OrderView> for OrderDto {
 
 /// A list of orders.
 #[derive(Debug, Serialize, ToSchema)]
-#[schema(examples(json!({"items": [{"order_id": "7b0e8c1e-7f7e-5c4e-9a51-2f1c0c3b9d10", "status": "DELIVERED", "lines": [{"sku": "HP-ANC-100", "quantity": 1, "unit_price_minor": 249900}], "total": {"amount_minor": 249900, "currency": "INR"}, "payment": {"status": "succeeded", "method": "card"}, "shipment_id": "shp-7b0e8c1e-7f7e-5c4e-9a51-2f1c0c3b9d10", "history": [{"status": "PENDING", "at": "2026-01-05T10:00:00.000Z"}, {"status": "CONFIRMED", "at": "2026-01-05T10:00:01.000Z"}, {"status": "SHIPPED", "at": "2026-01-05T12:00:00.000Z"}, {"status": "DELIVERED", "at": "2026-01-06T09:30:00.000Z"}], "cancel_reason": null}]})))]
+#[schema(examples(json!({"items": [{"order_id": "7b0e8c1e-7f7e-5c4e-9a51-2f1c0c3b9d10", "status": "DELIVERED", "lines": [{"sku": "HP-ANC-100", "quantity": 1, "unit_price_minor": 249900}], "total": {"amount_minor": 249900, "currency": "INR"}, "payment": {"status": "succeeded", "method": "card"}, "shipment_id": "shp-7b0e8c1e-7f7e-5c4e-9a51-2f1c0c3b9d10", "history": [{"status": "PENDING", "at": "2026-01-05T10:00:00.000Z"}, {"status": "CONFIRMED", "at": "2026-01-05T10:00:01.000Z"}, {"status": "SHIPPED", "at": "2026-01-05T12:00:00.000Z"}, {"status": "DELIVERED", "at": "2026-01-06T09:30:00.000Z"}], "cancel_reason": null}], "next_cursor": "016f00000000000000e6"})))]
 pub struct OrderList {
     /// Newest first.
     pub items: Vec<OrderDto>,
+    /// Pass as `cursor` for the next (older) page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Query of a list read by cursor, newest first.
+#[derive(Debug, Deserialize)]
+pub struct CursorQuery {
+    /// Page size, 1..=100 (default 20).
+    pub limit: Option<usize>,
+    /// The `next_cursor` of the previous page (absent for the newest page).
+    pub cursor: Option<String>,
 }
 
 /// A shipment.
@@ -519,10 +530,12 @@ pub struct NotificationDto {
 
 /// The caller's notifications.
 #[derive(Debug, Serialize, ToSchema)]
-#[schema(examples(json!({"items": [{"channel": "email", "kind": "ORDER_SHIPPED", "order_id": "7b0e8c1e-7f7e-5c4e-9a51-2f1c0c3b9d10", "at": "2026-01-05T12:00:00.000Z"}]})))]
+#[schema(examples(json!({"items": [{"channel": "email", "kind": "ORDER_SHIPPED", "order_id": "7b0e8c1e-7f7e-5c4e-9a51-2f1c0c3b9d10", "at": "2026-01-05T12:00:00.000Z"}], "next_cursor": null})))]
 pub struct NotificationList {
     /// Newest first.
     pub items: Vec<NotificationDto>,
+    /// Pass as `cursor` for the next (older) page; null on the last page.
+    pub next_cursor: Option<String>,
 }
 
 /// `POST /api/v1/auth/refresh` and `POST /api/v1/auth/logout`.
@@ -649,7 +662,7 @@ pub struct ReviewDto {
 
 /// `GET /api/v1/products/{sku}/reviews`: the figures over every visible review, and one page.
 #[derive(Debug, Serialize, ToSchema)]
-#[schema(examples(json!({"sku": "HP-ANC-100", "average": 4.5, "count": 2, "histogram": {"1": 0, "2": 0, "3": 0, "4": 1, "5": 1}, "items": [{"id": 3, "author_name": "Asha Rao", "rating": 5, "title": "Great sound", "body": "Comfortable for long flights.", "verified_purchase": true, "created_at": "2026-01-07T08:00:00.000Z", "updated_at": "2026-01-07T08:00:00.000Z"}], "page": 1, "per_page": 1})))]
+#[schema(examples(json!({"sku": "HP-ANC-100", "average": 4.5, "count": 2, "histogram": {"1": 0, "2": 0, "3": 0, "4": 1, "5": 1}, "items": [{"id": 3, "author_name": "Asha Rao", "rating": 5, "title": "Great sound", "body": "Comfortable for long flights.", "verified_purchase": true, "created_at": "2026-01-07T08:00:00.000Z", "updated_at": "2026-01-07T08:00:00.000Z"}], "next_cursor": "01720000019b979ce3000000000000000003"})))]
 pub struct ReviewPageDto {
     /// The SKU.
     pub sku: String,
@@ -661,15 +674,24 @@ pub struct ReviewPageDto {
     pub histogram: BTreeMap<String, u64>,
     /// This page, newest first.
     pub items: Vec<ReviewDto>,
-    /// Page number (from 1).
-    pub page: usize,
-    /// Page size.
-    pub per_page: usize,
+    /// Pass as `cursor` for the next (older) page; null on the last page.
+    pub next_cursor: Option<String>,
+    /// Page number (from 1), when asked by `page` and `per_page`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub page: Option<usize>,
+    /// Page size, when asked by `page` and `per_page`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_page: Option<usize>,
 }
 
-/// Query of `GET /api/v1/products/{sku}/reviews`.
-#[derive(Debug, Deserialize, ToSchema)]
+/// Query of `GET /api/v1/products/{sku}/reviews`: `limit` and `cursor`, or (older clients)
+/// `page` and `per_page`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct ReviewQuery {
+    /// Page size, 1 to 100 (default 20).
+    pub limit: Option<usize>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
     /// Page number, from 1.
     pub page: Option<usize>,
     /// Page size, 1 to 100.

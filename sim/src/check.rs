@@ -3,7 +3,9 @@
 
 use crate::disk::SimDisk;
 use crate::workload::{Op, Outcome};
+use agora_actors::history::{page_owner, PageEntries, PageState};
 use agora_actors::host::EntityState;
+use agora_actors::inbox::Notification;
 use agora_actors::order::{transition_allowed, OrderState};
 use agora_actors::stock::StockState;
 use agora_actors::EntityKind;
@@ -59,6 +61,8 @@ pub fn read_world(disks: &[(u64, SimDisk)], replicated: bool) -> Result<World, S
     };
     let mut replica_rows = crate::replicas::ReplicaRows::default();
     let mut seen: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
+    // Notifications by holding entity (inbox or page): the copy with the highest seq.
+    let mut notes: BTreeMap<String, (u64, String, Vec<Notification>)> = BTreeMap::new();
     let mut replicas: BTreeMap<String, (u64, EntityState)> = BTreeMap::new();
     let mut shard_nodes: BTreeMap<u32, std::collections::BTreeSet<u64>> = BTreeMap::new();
     for (node, disk) in disks {
@@ -124,18 +128,15 @@ pub fn read_world(disks: &[(u64, SimDisk)], replicated: bool) -> Result<World, S
                             w.accounts.insert(p.email);
                         }
                     }
-                    EntityState::Inbox(i) => {
-                        let mut seen = std::collections::BTreeSet::new();
-                        for n in &i.items {
-                            if !seen.insert((format!("{:?}", n.channel), &n.kind, &n.order_id)) {
-                                w.inbox_duplicates.push(format!(
-                                    "inbox {}: {} for {} twice on {:?}",
-                                    entity.id, n.kind, n.order_id, n.channel
-                                ));
+                    state => {
+                        if let Some((user, items)) = notifications_of(&entity, state) {
+                            let held = notes.entry(name).or_insert((0, user, Vec::new()));
+                            if held.0 <= record.seq {
+                                held.0 = record.seq;
+                                held.2 = items;
                             }
                         }
                     }
-                    _ => {}
                 }
             })
             .map_err(|e| format!("node {node}'s disk does not read: {e}"))?;
@@ -147,7 +148,39 @@ pub fn read_world(disks: &[(u64, SimDisk)], replicated: bool) -> Result<World, S
         }
     }
     w.replica_differences = replica_rows.differences();
+    w.inbox_duplicates = notification_duplicates(notes.into_values());
     Ok(w)
+}
+
+/// The user and notifications an inbox or a sealed page of notifications holds.
+fn notifications_of(
+    entity: &agora_actors::EntityRef,
+    state: EntityState,
+) -> Option<(String, Vec<Notification>)> {
+    match state {
+        EntityState::Inbox(i) => Some((entity.id.clone(), i.items.newest)),
+        EntityState::HistoryPage(PageState {
+            entries: Some(PageEntries::Notifications(items)),
+        }) => Some((page_owner(&entity.id)?.id, items)),
+        _ => None,
+    }
+}
+
+/// Each notification a user's inbox and pages hold twice (one event, one channel), named.
+fn notification_duplicates(
+    held: impl Iterator<Item = (u64, String, Vec<Notification>)>,
+) -> Vec<String> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    for (_, user, items) in held {
+        for n in items {
+            let what = format!("{} for {} on {:?}", n.kind, n.order_id, n.channel);
+            if !seen.insert((user.clone(), what.clone())) {
+                out.push(format!("inbox {user}: {what} twice"));
+            }
+        }
+    }
+    out
 }
 
 /// Runs every check; `healed` says whether the healing phase reached quiescence rules
@@ -401,6 +434,32 @@ fn linearizable_orders(world: &World, history: &[Op]) -> Vec<Violation> {
 mod tests {
     use super::*;
     use agora_actors::order::OrderStatus;
+
+    #[test]
+    fn a_notification_twice_across_an_inbox_and_its_pages_is_caught() {
+        use agora_actors::history::{page_ref, HistoryList};
+        use agora_actors::inbox::{Channel, InboxState};
+        let n = |order: &str| Notification {
+            channel: Channel::Email,
+            kind: "ORDER_PLACED".into(),
+            order_id: order.into(),
+            at_ms: 1,
+        };
+        let inbox = agora_actors::EntityRef::new(EntityKind::Inbox, "u1");
+        let mut state = InboxState::default();
+        state.items.newest = vec![n("o2"), n("o3")];
+        let page = page_ref(HistoryList::Notifications, "u1", 0);
+        let sealed = PageState {
+            entries: Some(PageEntries::Notifications(vec![n("o1"), n("o2")])),
+        };
+        let held = [
+            notifications_of(&inbox, EntityState::Inbox(state)),
+            notifications_of(&page, EntityState::HistoryPage(sealed)),
+        ];
+        let held = held.into_iter().flatten().map(|(u, items)| (1, u, items));
+        let found = notification_duplicates(held);
+        assert_eq!(found, ["inbox u1: ORDER_PLACED for o2 on Email twice"]);
+    }
 
     fn op(client: &str, kind: &'static str, t: (u64, u64), order: &str, status: &str) -> Op {
         Op {

@@ -99,18 +99,22 @@ pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, super::St
 #[cfg(test)]
 mod tests {
     use super::*;
+    use agora_actors::history::Recent;
     use agora_actors::host::HeldState;
     use agora_actors::inbox::{Channel, InboxState, Notification};
 
     #[test]
     fn a_record_around_a_held_encoding_is_the_record_encoded_whole() {
         let state = EntityState::Inbox(InboxState {
-            items: vec![Notification {
-                channel: Channel::Email,
-                kind: "ORDER_PLACED".into(),
-                order_id: "o-1".into(),
-                at_ms: 7,
-            }],
+            items: Recent {
+                sealed_pages: 0,
+                newest: vec![Notification {
+                    channel: Channel::Email,
+                    kind: "ORDER_PLACED".into(),
+                    order_id: "o-1".into(),
+                    at_ms: 7,
+                }],
+            },
             ..InboxState::default()
         });
         let held = HeldState::new(state.clone()).unwrap();

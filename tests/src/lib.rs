@@ -885,30 +885,44 @@ impl Client {
             .body
     }
 
-    /// GET /api/v1/orders (asserting 200); returns the `items` array.
-    pub async fn orders(&self) -> Vec<Value> {
-        let r = self
-            .get("/api/v1/orders")
-            .await
-            .expect_status(200, "list orders");
-        r.body
-            .get("items")
-            .and_then(Value::as_array)
-            .unwrap_or_else(|| panic!("GET /orders lacks items array: {}", r.text))
-            .clone()
+    /// Every item of the list at `path` (a path without a query), newest first, walked
+    /// `limit` at a time by following `next_cursor` (asserting 200 and a page of at most
+    /// `limit` items each time).
+    pub async fn walk(&self, path: &str, limit: usize) -> Vec<Value> {
+        let mut items = Vec::new();
+        let mut url = format!("{path}?limit={limit}");
+        loop {
+            let r = self
+                .get(&url)
+                .await
+                .expect_status(200, &format!("GET {url}"));
+            let page = r
+                .body
+                .get("items")
+                .and_then(Value::as_array)
+                .unwrap_or_else(|| panic!("GET {url} lacks an items array: {}", r.text));
+            assert!(
+                page.len() <= limit,
+                "GET {url}: {} items, more than limit={limit}",
+                page.len()
+            );
+            items.extend(page.iter().cloned());
+            match r.body.get("next_cursor") {
+                Some(Value::String(c)) => url = format!("{path}?limit={limit}&cursor={c}"),
+                Some(Value::Null) => return items,
+                other => panic!("GET {url}: next_cursor must be a string or null, got {other:?}"),
+            }
+        }
     }
 
-    /// GET /api/v1/notifications (asserting 200); returns the `items` array.
+    /// GET /api/v1/orders (asserting 200), every page; returns the items, newest first.
+    pub async fn orders(&self) -> Vec<Value> {
+        self.walk("/api/v1/orders", 100).await
+    }
+
+    /// GET /api/v1/notifications (asserting 200), every page; returns the items, newest first.
     pub async fn notifications(&self) -> Vec<Value> {
-        let r = self
-            .get("/api/v1/notifications")
-            .await
-            .expect_status(200, "list notifications");
-        r.body
-            .get("items")
-            .and_then(Value::as_array)
-            .unwrap_or_else(|| panic!("GET /notifications lacks items array: {}", r.text))
-            .clone()
+        self.walk("/api/v1/notifications", 100).await
     }
 }
 

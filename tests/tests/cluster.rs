@@ -1,12 +1,14 @@
 //! A three-node cluster of real `agora node` processes: the full order flow through each
 //! node's edge with entities spread over all three, catalog listings that include every
-//! node's products, and a killed node whose shards fail fast while the others keep working.
+//! node's products, a killed node whose shards fail fast while the others keep working, and
+//! a long order history listed alike from every node.
 
 use agora_tests::cluster::Cluster;
 use agora_tests::{
-    card, counter, poll_until, wait_for_order, ADMIN_EMAIL, ADMIN_PASSWORD, CARD_OK, POLL_TIMEOUT,
+    card, counter, poll_until, wait_for_order, wallet, ADMIN_EMAIL, ADMIN_PASSWORD, CARD_OK,
+    POLL_TIMEOUT,
 };
-use serde_json::json;
+use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -768,4 +770,50 @@ async fn a_node_restored_from_an_old_backup_never_serves_a_shard_that_moved_away
         "before {before:?}, after {after:?}, {received} acknowledged through node 3"
     );
     eprintln!("{received} of 20 writes through the restored node were acknowledged");
+}
+
+/// A shopper's order history longer than its account keeps (older orders sealed into page
+/// entities on the account's shard) lists the same from every node, each order once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_order_history_lists_the_same_from_every_node() {
+    const ORDERS: usize = 160;
+    let cluster = Cluster::start(3, 100).await;
+    let admin = cluster
+        .client(0)
+        .login_as(ADMIN_EMAIL, ADMIN_PASSWORD)
+        .await;
+    let sku = admin.stocked_product(100, ORDERS as u64).await;
+    let (shopper, _) = cluster.client(0).new_user().await;
+    let mut placed = std::collections::BTreeSet::new();
+    for _ in 0..ORDERS {
+        shopper.add_to_cart(&sku, 1).await;
+        placed.insert(shopper.place_order(wallet()).await);
+    }
+    let ids = |items: Vec<Value>| -> Vec<String> {
+        items
+            .iter()
+            .map(|o| o["order_id"].as_str().expect("order_id").to_string())
+            .collect()
+    };
+    let first = poll_until("every order listed", POLL_TIMEOUT, || async {
+        let listed = ids(shopper.walk("/api/v1/orders", 100).await);
+        if listed.len() >= ORDERS {
+            Ok(listed)
+        } else {
+            Err(format!("{} of {ORDERS} listed", listed.len()))
+        }
+    })
+    .await;
+    let distinct: std::collections::BTreeSet<String> = first.iter().cloned().collect();
+    assert_eq!(first.len(), ORDERS, "each order once");
+    assert_eq!(distinct, placed);
+    for node in &cluster.nodes {
+        let via = shopper.rebased(&node.shop_url);
+        let listed = ids(via.walk("/api/v1/orders", 30).await);
+        assert_eq!(
+            listed, first,
+            "node {} lists another history",
+            node.shop_url
+        );
+    }
 }

@@ -1,5 +1,6 @@
 //! End-to-end order flows: payment methods to DELIVERED, payment failures,
-//! reservation expiry, payment timeout, cancellation and refunds, privacy.
+//! reservation expiry, payment timeout, cancellation and refunds, privacy, and a history
+//! longer than any page.
 
 use std::time::{Duration, Instant};
 
@@ -512,4 +513,118 @@ async fn cancelling_before_and_after_payment() {
     };
 
     tokio::join!(refund, unpaid);
+}
+
+fn order_ids(items: &[Value]) -> Vec<String> {
+    items
+        .iter()
+        .map(|o| o["order_id"].as_str().expect("order_id").to_string())
+        .collect()
+}
+
+/// A shopper's whole order history lists, however long: 250 orders (more than the 100 the
+/// account keeps itself, so older ones are sealed into page entities) come back exactly once each,
+/// newest first, walked by cursor at any page size, and so do their notifications. A bad
+/// cursor or limit is a problem, never a 5xx.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_order_history_lists_every_order_once_by_cursor() {
+    const ORDERS: usize = 250;
+    const OPS_TOKEN: &str = "order-history-test-admin-token-0123";
+    let mut opts = ServerOptions::default();
+    opts.env
+        .push(("AGORA_ADMIN_TOKEN".into(), OPS_TOKEN.into()));
+    let server = AgoraProcess::start(opts);
+    let shop = server.client();
+    let admin = server.admin().await;
+    let (user, _) = shop.new_user().await;
+    let sku = admin.stocked_product(100, ORDERS as u64).await;
+    let mut placed = Vec::with_capacity(ORDERS);
+    for i in 0..ORDERS {
+        user.add_to_cart(&sku, 1).await;
+        let id = user.place_order(wallet()).await;
+        // The account learns of an order through the outbox: wait until it lists it first,
+        // so the history's order is the order of placement.
+        poll_until(
+            &format!("order #{i} listed first"),
+            POLL_TIMEOUT,
+            || async {
+                let r = user.get("/api/v1/orders?limit=1").await;
+                match r.body["items"][0]["order_id"].as_str() {
+                    Some(first) if first == id => Ok(()),
+                    _ => Err(format!("{} {}", r.status, r.text)),
+                }
+            },
+        )
+        .await;
+        placed.push(id);
+    }
+    let newest_first: Vec<String> = placed.iter().rev().cloned().collect();
+    for limit in [7, 100] {
+        let listed = order_ids(&user.walk("/api/v1/orders", limit).await);
+        assert_eq!(listed.len(), ORDERS, "limit={limit}: every order, once");
+        assert_eq!(listed, newest_first, "limit={limit}: newest first");
+    }
+    // The account keeps the newest 100 orders; the older ones are in sealed pages of 50.
+    let me = user.get("/api/v1/me").await.expect_status(200, "me");
+    let user_id = me.str_field("user_id");
+    let ops = server.admin_port_client().with_token(OPS_TOKEN);
+    let path = format!("/admin/entities/account/{user_id}");
+    let account = ops.get(&path).await.expect_status(200, "the account");
+    let orders = &account.body["state"]["Account"]["orders"];
+    assert_eq!(orders["sealed_pages"], 3, "{}", account.text);
+    assert_eq!(
+        orders["newest"].as_array().map(Vec::len),
+        Some(ORDERS - 150)
+    );
+    let path = format!("/admin/entities/history_page/orders:{user_id}:0");
+    let page = ops.get(&path).await.expect_status(200, "page 0");
+    let sealed = &page.body["state"]["HistoryPage"]["entries"]["Orders"];
+    assert_eq!(sealed, &json!(placed[..50]), "{}", page.text);
+
+    let r = user
+        .get("/api/v1/orders")
+        .await
+        .expect_status(200, "default page");
+    assert_eq!(r.body["items"].as_array().map(Vec::len), Some(20));
+    assert!(r.body["next_cursor"].is_string(), "{}", r.text);
+
+    // Every order's ORDER_PLACED notification, each notification once.
+    let notes = poll_until("every ORDER_PLACED notification", POLL_TIMEOUT, || async {
+        let notes = user.walk("/api/v1/notifications", 100).await;
+        let placed_notes = notes.iter().filter(|n| n["kind"] == "ORDER_PLACED").count();
+        if placed_notes == ORDERS {
+            Ok(notes)
+        } else {
+            Err(format!("{placed_notes} of {ORDERS} ORDER_PLACED"))
+        }
+    })
+    .await;
+    let keys: Vec<String> = notes
+        .iter()
+        .map(|n| format!("{}/{}/{}", n["order_id"], n["kind"], n["channel"]))
+        .collect();
+    let distinct: std::collections::BTreeSet<&String> = keys.iter().collect();
+    assert_eq!(distinct.len(), keys.len(), "a notification listed twice");
+
+    let notes_cursor = user
+        .get("/api/v1/notifications?limit=1")
+        .await
+        .expect_status(200, "one notification")
+        .body["next_cursor"]
+        .as_str()
+        .expect("more notifications")
+        .to_string();
+    for (query, status) in [
+        ("cursor=zz".to_string(), 400),
+        ("cursor=".to_string(), 400),
+        (format!("cursor={notes_cursor}"), 400),
+        ("cursor=016f".to_string(), 400),
+        ("limit=abc".to_string(), 400),
+        ("limit=0".to_string(), 422),
+        ("limit=101".to_string(), 422),
+    ] {
+        let r = user.get(&format!("/api/v1/orders?{query}")).await;
+        assert_eq!(r.status, status, "GET /api/v1/orders?{query}: {}", r.text);
+        r.assert_problem(&format!("GET /api/v1/orders?{query}"));
+    }
 }

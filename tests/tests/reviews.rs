@@ -224,6 +224,27 @@ async fn verified_buyers_review_once_and_the_listing_follows() {
         listing(&shop, &sku, "page=3&per_page=1").await["items"],
         json!([])
     );
+    // The same two by cursor, one at a time; page numbers and cursors do not mix, and a
+    // cursor this list did not give is a 400.
+    let path = reviews_path(&sku);
+    let walked: Vec<Value> = shop.walk(&path, 1).await;
+    let walked: Vec<&str> = walked.iter().filter_map(|i| i["title"].as_str()).collect();
+    assert_eq!(walked, ["Fine", "Replaced, now perfect"]);
+    let first = listing(&shop, &sku, "limit=1").await;
+    assert!(first.get("page").is_none(), "{first}");
+    let cursor = first["next_cursor"]
+        .as_str()
+        .expect("a next_cursor")
+        .to_string();
+    for query in [
+        format!("cursor={cursor}&page=2"),
+        "cursor=zz".to_string(),
+        "cursor=016f00000000000000e6".to_string(),
+    ] {
+        let r = shop.get(&format!("{path}?{query}")).await;
+        assert_eq!(r.status, 400, "{query}: {}", r.text);
+        r.assert_problem(&query);
+    }
 
     // The product, the search filter and the rating sort follow.
     wait_for_product_rating(&shop, &sku, 4.0, 2).await;

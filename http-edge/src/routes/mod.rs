@@ -5,6 +5,7 @@ pub mod inventory;
 pub mod me;
 pub mod notifications;
 pub mod orders;
+pub mod paging;
 pub mod payments;
 pub mod products;
 pub mod reviews;

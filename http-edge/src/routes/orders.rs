@@ -1,15 +1,19 @@
 //! Checkout, orders and shipments. A checkout's order id is derived from the caller and the
 //! `Idempotency-Key`, so a retry reaches the same Order entity and gets the same answer.
 
+use super::paging::{self, CursorList};
 use super::validate;
-use crate::dto::{CheckoutRequest, OrderCreated, OrderDto, OrderList, PaymentRequest, ShipmentDto};
-use crate::extract::{ApiJson, ApiPath, Caller};
+use crate::dto::{
+    CheckoutRequest, CursorQuery, OrderCreated, OrderDto, OrderList, PaymentRequest, ShipmentDto,
+};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, Caller};
 use crate::problem::{ApiResult, Problem};
 use crate::EdgeState;
 use agora_actors::account::{AccountCommand, Role};
 use agora_actors::cart::CartCommand;
 use agora_actors::client::{AskError, Pending};
 use agora_actors::gateway::TokeniseError;
+use agora_actors::history;
 use agora_actors::ids::order_id_for_key;
 use agora_actors::order::{Address, OrderCommand, OrderLine, OrderView, Placement, Settlement};
 use agora_actors::payment::Method;
@@ -433,25 +437,39 @@ pub async fn get_one(
     Ok(Json(owned_order(&st, &caller, &order_id).await?.into()))
 }
 
-/// Lists the caller's orders, newest first (at most 50).
-#[utoipa::path(get, path = "/api/v1/orders", operation_id = "list_orders", tag = "orders", security(("bearer" = [])), responses((status = 200, body = OrderList)))]
-pub async fn list(State(st): State<Arc<EdgeState>>, caller: Caller) -> ApiResult<Json<OrderList>> {
+/// Lists the caller's orders, newest first, `limit` at a time: the whole history, however
+/// long, by following `next_cursor`.
+#[utoipa::path(get, path = "/api/v1/orders", operation_id = "list_orders", tag = "orders", security(("bearer" = [])),
+    params(("limit" = Option<usize>, Query, minimum = 1, maximum = 100, description = "page size, 1..=100 (default 20)"),
+        ("cursor" = Option<String>, Query, description = "the next_cursor of the previous page (opaque); absent for the newest orders")),
+    responses((status = 200, body = OrderList), (status = 400, description = "malformed limit, or a cursor this list did not give"),
+              (status = 401, description = "no valid bearer token"), (status = 422, description = "limit out of 1..=100")))]
+pub async fn list(
+    State(st): State<Arc<EdgeState>>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<CursorQuery>,
+) -> ApiResult<Json<OrderList>> {
+    let (limit, before) = paging::by_position(CursorList::Orders, q.limit, q.cursor.as_deref())?;
     let account = EntityRef::new(EntityKind::Account, caller.user_id.clone());
-    let ids = match st
+    let head = match st
         .client
-        .ask(account, Command::Account(AccountCommand::ListOrders))
-        .await
+        .ask(account, Command::Account(AccountCommand::OrderHistory))
+        .await?
     {
-        Ok(Reply::OrderIds(ids)) => ids,
-        Ok(_) => return Err(Problem::internal("unexpected reply to ListOrders")),
-        Err(AskError::Domain(DomainError::NotFound(_))) => Vec::new(),
-        Err(e) => return Err(e.into()),
+        Reply::OrderHistory(head) => head,
+        _ => return Err(Problem::internal("unexpected reply to OrderHistory")),
     };
-    let mut items = Vec::new();
-    for id in ids.iter().rev().take(50) {
+    let page = history::read(st.client.as_ref(), &caller.user_id, &head, before, limit).await?;
+    let mut items = Vec::with_capacity(page.items.len());
+    for id in &page.items {
         items.push(owned_order(&st, &caller, id).await?.into());
     }
-    Ok(Json(OrderList { items }))
+    Ok(Json(OrderList {
+        items,
+        next_cursor: page
+            .next_before
+            .map(|b| paging::encode(CursorList::Orders, [b])),
+    }))
 }
 
 /// Cancels one of the caller's orders (refunded if it was paid).

@@ -8,11 +8,12 @@ use super::products::fetch_product;
 use crate::dto::{rfc3339, ReviewDto, ReviewPageDto, ReviewQuery, ReviewRequest};
 use crate::extract::{Admin, ApiJson, ApiPath, ApiQuery, Caller};
 use crate::problem::{ApiResult, Problem};
+use crate::routes::paging::{self, CursorList};
 use crate::routes::validate;
 use crate::EdgeState;
 use agora_actors::account::AccountCommand;
 use agora_actors::client::EntityClient;
-use agora_actors::review::{Review, ReviewCommand, ReviewInput};
+use agora_actors::review::{Review, ReviewCommand, ReviewInput, ReviewKey};
 use agora_actors::{Command, EntityKind, EntityRef, Reply};
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -54,56 +55,117 @@ async fn one_review(client: &dyn EntityClient, sku: &str, cmd: ReviewCommand) ->
     }
 }
 
-/// Checks the page parameters; (offset, page, per_page).
-pub fn paging(q: &ReviewQuery) -> ApiResult<(usize, usize, usize)> {
+/// How a listing was asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Paging {
+    /// By `limit` and `cursor`: the reviews after the key the cursor holds.
+    Cursor {
+        /// Page size.
+        limit: usize,
+        /// The last review already read.
+        after: Option<ReviewKey>,
+    },
+    /// By `page` and `per_page` (also when neither way is named).
+    Number {
+        /// Page number, from 1.
+        page: usize,
+        /// Page size.
+        per_page: usize,
+    },
+}
+
+/// Checks the page parameters: `limit` and `cursor`, or `page` and `per_page`, not both.
+pub fn paging(q: &ReviewQuery) -> ApiResult<Paging> {
+    let by_number = q.page.is_some() || q.per_page.is_some();
+    if q.limit.is_some() || q.cursor.is_some() {
+        if by_number {
+            return Err(Problem::bad_request(
+                "page the reviews by limit and cursor, or by page and per_page, not both",
+            ));
+        }
+        let after = match &q.cursor {
+            Some(c) => {
+                let [created_at_ms, id] = paging::decode(CursorList::Reviews, c)?;
+                Some(ReviewKey { created_at_ms, id })
+            }
+            None => None,
+        };
+        let limit = paging::limit(q.limit)?;
+        return Ok(Paging::Cursor { limit, after });
+    }
     let page = q.page.unwrap_or(1);
-    let per_page = q.per_page.unwrap_or(20);
+    let per_page = q.per_page.unwrap_or(paging::DEFAULT_LIMIT);
     if page == 0 || page > MAX_PAGE {
         return Err(Problem::invalid("page", format!("1..={MAX_PAGE}")));
     }
     if per_page == 0 || per_page > MAX_PER_PAGE {
         return Err(Problem::invalid("per_page", format!("1..={MAX_PER_PAGE}")));
     }
-    Ok(((page - 1) * per_page, page, per_page))
+    Ok(Paging::Number { page, per_page })
 }
 
 /// Lists a product's visible reviews, newest first, with the average rating, the count and
-/// the 1–5 histogram over all of them (hidden reviews count nowhere).
+/// the 1–5 histogram over all of them (hidden reviews count nowhere). Walk them with `limit`
+/// and `next_cursor`; `page` and `per_page` still work (not with `limit` or `cursor`).
 #[utoipa::path(get, path = "/api/v1/products/{sku}/reviews", operation_id = "list_reviews", tag = "reviews",
     params(("sku" = String, Path, description = "SKU"),
-        ("page" = Option<usize>, Query, description = "page, from 1 (at most 10000)"),
-        ("per_page" = Option<usize>, Query, description = "page size, 1..=100 (default 20)")),
-    responses((status = 200, body = ReviewPageDto), (status = 400, description = "malformed page or per_page"),
-              (status = 404, description = "no such product"), (status = 422, description = "page or per_page out of range")))]
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 100, description = "page size, 1..=100 (default 20)"),
+        ("cursor" = Option<String>, Query, description = "the next_cursor of the previous page (opaque)"),
+        ("page" = Option<usize>, Query, description = "page, from 1 (at most 10000); instead of cursor"),
+        ("per_page" = Option<usize>, Query, description = "page size, 1..=100 (default 20); instead of limit")),
+    responses((status = 200, body = ReviewPageDto), (status = 400, description = "malformed page, per_page or limit, a cursor this list did not give, or both ways of paging"),
+              (status = 404, description = "no such product"), (status = 422, description = "page, per_page or limit out of range")))]
 pub async fn list(
     State(st): State<Arc<EdgeState>>,
     ApiPath(sku): ApiPath<String>,
     ApiQuery(q): ApiQuery<ReviewQuery>,
 ) -> ApiResult<Json<ReviewPageDto>> {
     fetch_product(st.client.as_ref(), &sku).await?;
-    let (offset, page, per_page) = paging(&q)?;
-    let Reply::Reviews(p) = ask_board(
-        st.client.as_ref(),
-        &sku,
-        ReviewCommand::List {
-            offset,
-            limit: per_page,
-        },
-    )
-    .await?
-    else {
+    let how = paging(&q)?;
+    // One more than the page tells whether another page follows.
+    let (cmd, limit) = match how {
+        Paging::Cursor { limit, after } => (
+            ReviewCommand::ListAfter {
+                after,
+                limit: limit + 1,
+            },
+            limit,
+        ),
+        Paging::Number { page, per_page } => (
+            ReviewCommand::List {
+                offset: (page - 1) * per_page,
+                limit: per_page + 1,
+            },
+            per_page,
+        ),
+    };
+    let Reply::Reviews(mut p) = ask_board(st.client.as_ref(), &sku, cmd).await? else {
         return Err(Problem::internal("unexpected reply to ReviewBoard::List"));
+    };
+    let next_cursor = if p.items.len() > limit {
+        p.items.truncate(limit);
+        p.items.last().map(|r| {
+            let key = r.key();
+            paging::encode(CursorList::Reviews, [key.created_at_ms, key.id])
+        })
+    } else {
+        None
     };
     let histogram = (1..=5)
         .zip(p.summary.histogram)
         .map(|(stars, n)| (stars.to_string(), n))
         .collect();
+    let (page, per_page) = match how {
+        Paging::Number { page, per_page } => (Some(page), Some(per_page)),
+        Paging::Cursor { .. } => (None, None),
+    };
     Ok(Json(ReviewPageDto {
         sku,
         average: p.summary.average(),
         count: p.summary.count,
         histogram,
         items: p.items.into_iter().map(dto).collect(),
+        next_cursor,
         page,
         per_page,
     }))
@@ -275,16 +337,21 @@ mod tests {
     use super::*;
 
     fn q(page: Option<usize>, per_page: Option<usize>) -> ReviewQuery {
-        ReviewQuery { page, per_page }
+        ReviewQuery {
+            page,
+            per_page,
+            ..ReviewQuery::default()
+        }
     }
 
     #[test]
     fn paging_defaults_and_limits() {
-        assert_eq!(paging(&q(None, None)).unwrap(), (0, 1, 20));
-        assert_eq!(paging(&q(Some(3), Some(10))).unwrap(), (20, 3, 10));
+        let number = |page, per_page| Paging::Number { page, per_page };
+        assert_eq!(paging(&q(None, None)).unwrap(), number(1, 20));
+        assert_eq!(paging(&q(Some(3), Some(10))).unwrap(), number(3, 10));
         assert_eq!(
-            paging(&q(Some(MAX_PAGE), Some(MAX_PER_PAGE))).unwrap().1,
-            MAX_PAGE
+            paging(&q(Some(MAX_PAGE), Some(MAX_PER_PAGE))).unwrap(),
+            number(MAX_PAGE, MAX_PER_PAGE)
         );
         for (page, per_page, field) in [
             (Some(0), None, "page"),
@@ -296,5 +363,44 @@ mod tests {
             assert_eq!(p.status, StatusCode::UNPROCESSABLE_ENTITY);
             assert_eq!(p.extra["field"], field);
         }
+    }
+
+    #[test]
+    fn a_cursor_pages_by_key_and_does_not_mix_with_page_numbers() {
+        let cursor = paging::encode(CursorList::Reviews, [1_000, 7]);
+        let by_cursor = ReviewQuery {
+            cursor: Some(cursor.clone()),
+            ..ReviewQuery::default()
+        };
+        let after = Some(ReviewKey {
+            created_at_ms: 1_000,
+            id: 7,
+        });
+        assert_eq!(
+            paging(&by_cursor).unwrap(),
+            Paging::Cursor { limit: 20, after }
+        );
+        let both = ReviewQuery {
+            cursor: Some(cursor),
+            page: Some(2),
+            ..ReviewQuery::default()
+        };
+        assert_eq!(paging(&both).unwrap_err().status, StatusCode::BAD_REQUEST);
+        let orders_cursor = ReviewQuery {
+            cursor: Some(paging::encode(CursorList::Orders, [3])),
+            ..ReviewQuery::default()
+        };
+        assert_eq!(
+            paging(&orders_cursor).unwrap_err().status,
+            StatusCode::BAD_REQUEST
+        );
+        let too_many = ReviewQuery {
+            limit: Some(101),
+            ..ReviewQuery::default()
+        };
+        assert_eq!(
+            paging(&too_many).unwrap_err().status,
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
     }
 }
