@@ -3,6 +3,9 @@
 
 use super::*;
 
+/// Failed moves in a row a joining node tries before it gives up taking its share.
+const MOVE_ATTEMPTS: u32 = 5;
+
 /// A node asking to join: its id and cluster address.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JoinRequest {
@@ -151,6 +154,7 @@ impl Handoff {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let mut taken = 0;
+        let mut failures = 0;
         loop {
             let (shard, from, share) = {
                 let map = self
@@ -179,18 +183,18 @@ impl Handoff {
                 };
                 (shard, from, share)
             };
-            let bytes = encode(&MoveRequest { shard, to: self.me })
-                .map_err(|e| MoveError::Failed(e.to_string()))?;
-            let reply = self
-                .call(
-                    from,
-                    GatewayRpc::RequestMove,
-                    bytes,
-                    Duration::from_secs(60),
-                )
-                .await?;
-            decode::<Result<u64, MoveError>>(&reply)
-                .map_err(|e| MoveError::Failed(e.to_string()))??;
+            if let Err(e) = self.request_move(shard, from).await {
+                // A move that failed left the shard where it was (another move may have moved
+                // the map on meanwhile): plan again from the map, a few times.
+                failures += 1;
+                if failures > MOVE_ATTEMPTS {
+                    return Err(e);
+                }
+                tracing::warn!(shard, from, failures, error = %e, "taking a shard failed; planning again");
+                tokio::time::sleep(Duration::from_millis(200 * failures as u64)).await;
+                continue;
+            }
+            failures = 0;
             taken += 1;
             // Wait until this node's own map shows the move before choosing the next one.
             let deadline = Instant::now() + AGREEMENT_TIMEOUT;
@@ -201,5 +205,20 @@ impl Handoff {
         }
         tracing::info!(taken, "joined and took this node's share");
         Ok(taken)
+    }
+
+    /// Asks `from` to move `shard` here, and waits for its answer.
+    async fn request_move(&self, shard: u32, from: u64) -> Result<u64, MoveError> {
+        let bytes = encode(&MoveRequest { shard, to: self.me })
+            .map_err(|e| MoveError::Failed(e.to_string()))?;
+        let reply = self
+            .call(
+                from,
+                GatewayRpc::RequestMove,
+                bytes,
+                Duration::from_secs(60),
+            )
+            .await?;
+        decode::<Result<u64, MoveError>>(&reply).map_err(|e| MoveError::Failed(e.to_string()))?
     }
 }
