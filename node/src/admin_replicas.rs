@@ -3,6 +3,8 @@
 //! replicas are from the placement, and removing a node for good.
 
 use crate::admin::{map_snapshot, require_mutations, AdminState};
+use agora_cluster::handoff::MoveError;
+use agora_cluster::raft::types::TOO_FEW_MEMBERS;
 use agora_http_edge::problem::Problem;
 use agora_replication::membership;
 use axum::extract::{Path, Query, State};
@@ -127,16 +129,9 @@ fn check_enough_remain(
     if remaining >= factor || force {
         return Ok(());
     }
-    Err(Problem::new(
-        StatusCode::CONFLICT,
-        "too-few-members",
-        "Too few members would remain",
-        format!(
-            "removing node {id} leaves {remaining} members for {factor} replicas of each shard: \
-             join a node first (agora node --join), then remove this one; or add ?force=true to \
-             run with fewer replicas until one joins"
-        ),
-    ))
+    Err(too_few_members(format!(
+        "removing node {id} leaves {remaining} members for {factor} replicas of each shard"
+    )))
 }
 
 /// `POST /admin/cluster/members/{id}/remove`: removes node `id` for good. Placement leaves
@@ -175,7 +170,10 @@ pub async fn remove_member(
     let removed = map_snapshot(&s)?.replicas.removed;
     let factor = view.replication_factor;
     check_enough_remain(&members, &removed, (id, factor, query.force))?;
-    match s.handoff.remove_node(id).await {
+    // This node's map may lag the agreed one (a removal just accepted elsewhere): the map's
+    // group checks again where the removal is agreed.
+    let min_remaining = if query.force { 0 } else { factor };
+    match s.handoff.remove_node(id, min_remaining).await {
         Ok(()) => {
             tracing::warn!(node = id, "node removed for good by an operator");
             Ok((
@@ -183,8 +181,27 @@ pub async fn remove_member(
                 Json(json!({ "node": id, "status": "removing" })),
             ))
         }
+        Err(MoveError::Refused(why)) if why.starts_with(TOO_FEW_MEMBERS) => {
+            let detail = why
+                .trim_start_matches(TOO_FEW_MEMBERS)
+                .trim_start_matches(": ");
+            Err(too_few_members(detail.to_string()))
+        }
         Err(e) => Err(Problem::unavailable(e.to_string())),
     }
+}
+
+/// The 409 for a removal that would leave fewer members than replicas per shard.
+fn too_few_members(detail: String) -> Problem {
+    Problem::new(
+        StatusCode::CONFLICT,
+        "too-few-members",
+        "Too few members would remain",
+        format!(
+            "{detail}: join a node first (agora node --join), then remove this one; or add \
+             ?force=true to run with fewer replicas until one joins"
+        ),
+    )
 }
 
 #[cfg(test)]

@@ -170,9 +170,19 @@ impl Handoff {
     }
 
     /// Removes `node` from the cluster for good: placement leaves it out, its replicas are
-    /// rebuilt elsewhere and the map's group drops it.
-    pub async fn remove_node(&self, node: u64) -> Result<(), MoveError> {
-        self.propose(&MapCommand::RemoveNode { node }).await
+    /// rebuilt elsewhere and the map's group drops it. Unless `min_remaining` is 0, the map's
+    /// group refuses it when fewer members would remain.
+    pub async fn remove_node(&self, node: u64, min_remaining: usize) -> Result<(), MoveError> {
+        match min_remaining {
+            0 => self.propose(&MapCommand::RemoveNode { node }).await,
+            _ => {
+                let cmd = MapCommand::RemoveNodeKeeping {
+                    node,
+                    min_remaining,
+                };
+                self.propose(&cmd).await
+            }
+        }
     }
 
     /// Whether the agreed map, as this node last adopted it, names this node as `shard`'s

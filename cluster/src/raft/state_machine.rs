@@ -3,7 +3,7 @@
 //! whoever follows the map once durable.
 
 use super::storage::{self, decode, encode, read_meta, RaftStoreError, KEY_SNAPSHOT, KEY_STATE};
-use super::types::{Entry, MapCommand, MapOutcome, MapRecord, NodeId, TypeConfig};
+use super::types::{Entry, MapCommand, MapOutcome, MapRecord, NodeId, TypeConfig, TOO_FEW_MEMBERS};
 use crate::shard_map::{ReplicaRecord, ShardMap};
 use agora_actors::seams::BlockingPool;
 use openraft::storage::RaftStateMachine;
@@ -131,15 +131,38 @@ impl MapState {
                 MapOutcome::Applied { epoch: m.epoch }
             }
             MapCommand::Place { version, replicas } => self.place(*version, replicas),
-            MapCommand::RemoveNode { node } => {
-                let epoch = self.map.as_ref().map_or(0, |m| m.epoch);
-                if self.replicas.removed.insert(*node) {
-                    MapOutcome::Applied { epoch }
-                } else {
-                    MapOutcome::Unchanged { epoch }
-                }
-            }
+            MapCommand::RemoveNode { node } => self.remove_node(*node),
+            MapCommand::RemoveNodeKeeping {
+                node,
+                min_remaining,
+            } => match self.members_remaining_without(*node) {
+                _ if self.replicas.removed.contains(node) => self.remove_node(*node),
+                remaining if remaining < *min_remaining => MapOutcome::Rejected(format!(
+                    "{TOO_FEW_MEMBERS}: removing node {node} leaves {remaining} members for \
+                     {min_remaining} replicas of each shard"
+                )),
+                _ => self.remove_node(*node),
+            },
         }
+    }
+
+    /// Marks `node` removed for good.
+    fn remove_node(&mut self, node: NodeId) -> MapOutcome {
+        let epoch = self.map.as_ref().map_or(0, |m| m.epoch);
+        if self.replicas.removed.insert(node) {
+            MapOutcome::Applied { epoch }
+        } else {
+            MapOutcome::Unchanged { epoch }
+        }
+    }
+
+    /// How many voters of the map's group, not removed, remain once `node` is gone.
+    fn members_remaining_without(&self, node: NodeId) -> usize {
+        self.membership
+            .membership()
+            .voter_ids()
+            .filter(|id| *id != node && !self.replicas.removed.contains(id))
+            .count()
     }
 
     /// Agrees a new placement over version `version` (see `MapCommand::Place`).
@@ -570,6 +593,42 @@ mod tests {
         let mut fresh = open(&fresh_path);
         assert_eq!(fresh.state(), &expected);
         assert!(fresh.get_current_snapshot().await.unwrap().is_some());
+    }
+
+    #[test]
+    fn a_removal_that_would_leave_too_few_members_is_refused_where_it_is_agreed() {
+        let mut st = MapState {
+            membership: StoredMembership::new(Some(log_id(1)), members()),
+            ..MapState::default()
+        };
+        st.apply_command(&MapCommand::Initialize(spread()));
+        let keeping = |node, min_remaining| MapCommand::RemoveNodeKeeping {
+            node,
+            min_remaining,
+        };
+        // Three members, two must remain: the first removal passes, a second racing it
+        // (checked against a map that had not applied the first) is refused here.
+        assert_eq!(
+            st.apply_command(&keeping(3, 2)),
+            MapOutcome::Applied { epoch: 1 }
+        );
+        let refused = st.apply_command(&keeping(2, 2));
+        assert!(
+            matches!(&refused, MapOutcome::Rejected(why) if why.starts_with(TOO_FEW_MEMBERS)),
+            "{refused:?}"
+        );
+        assert!(!st.replicas.removed.contains(&2));
+        // Repeating an accepted removal changes nothing and is not refused.
+        assert_eq!(
+            st.apply_command(&keeping(3, 2)),
+            MapOutcome::Unchanged { epoch: 1 }
+        );
+        // Forced, it passes.
+        assert_eq!(
+            st.apply_command(&MapCommand::RemoveNode { node: 2 }),
+            MapOutcome::Applied { epoch: 1 }
+        );
+        assert_eq!(st.replicas.removed, [2, 3].into_iter().collect());
     }
 
     #[test]

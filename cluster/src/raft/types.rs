@@ -79,7 +79,19 @@ pub enum MapCommand {
         /// The node.
         node: NodeId,
     },
+    /// Removes a node for good (as `RemoveNode`) only if at least `min_remaining` members
+    /// that are not removed would remain; refused otherwise. Checked where the removal is
+    /// agreed, so two removals racing through different nodes cannot both pass.
+    RemoveNodeKeeping {
+        /// The node.
+        node: NodeId,
+        /// How many members must remain (the replication factor).
+        min_remaining: usize,
+    },
 }
+
+/// How a refused `RemoveNodeKeeping` begins: the admin endpoint answers 409 on it.
+pub const TOO_FEW_MEMBERS: &str = "too few members would remain";
 
 /// What applying one log entry did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
