@@ -161,14 +161,26 @@ impl PlacementBalancer {
             .as_ref()
             .and_then(|r| r.get(&node).cloned().flatten())
             .map(|l| l.index);
-        let caught_up = applied.is_some() && matched >= applied;
         let waited = self
             .removed_waiting
             .lock()
             .map(|mut w| now.saturating_duration_since(*w.entry(node).or_insert(now)))
             .unwrap_or(REMOVED_CATCH_UP);
-        caught_up || self.directory.gateway(node).is_none() || waited >= REMOVED_CATCH_UP
+        let reachable = self.directory.gateway(node).is_some();
+        removed_may_leave((applied, matched), reachable, waited)
     }
+}
+
+/// The rule of `may_leave_map_group` (pure: unit-tested): the removed node holds every
+/// entry the leader applied (`matched` ≥ `applied`), or it cannot be reached, or it has
+/// been waited for `REMOVED_CATCH_UP`.
+fn removed_may_leave(
+    (applied, matched): (Option<u64>, Option<u64>),
+    reachable: bool,
+    waited: Duration,
+) -> bool {
+    let caught_up = applied.is_some() && matched >= applied;
+    caught_up || !reachable || waited >= REMOVED_CATCH_UP
 }
 
 /// Notes since when each of `members` has been unreachable (`connected` says who answers
@@ -202,6 +214,33 @@ fn moved_replicas(from: &Placement, to: &Placement) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_removed_node_leaves_the_map_group_once_caught_up_unreachable_or_waited_for() {
+        let soon = Duration::from_secs(1);
+        // Connected and behind the leader's applied entry: kept a while, so it learns the
+        // placement without it.
+        assert!(!removed_may_leave((Some(10), Some(9)), true, soon));
+        assert!(!removed_may_leave((Some(10), None), true, soon));
+        // Nothing applied yet: nothing to be caught up with, so not "caught up".
+        assert!(!removed_may_leave((None, None), true, soon));
+        // Caught up: may leave.
+        assert!(removed_may_leave((Some(10), Some(10)), true, soon));
+        assert!(removed_may_leave((Some(10), Some(12)), true, soon));
+        // Unreachable: it learns nothing by waiting.
+        assert!(removed_may_leave((Some(10), Some(3)), false, soon));
+        // Waited long enough: taken out anyway.
+        assert!(removed_may_leave(
+            (Some(10), Some(3)),
+            true,
+            REMOVED_CATCH_UP
+        ));
+        assert!(!removed_may_leave(
+            (Some(10), Some(3)),
+            true,
+            REMOVED_CATCH_UP - Duration::from_millis(1)
+        ));
+    }
 
     #[test]
     fn nodes_gone_too_long_are_left_out_only_if_enough_remain() {

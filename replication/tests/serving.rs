@@ -353,33 +353,43 @@ async fn replace_disk(dir: &std::path::Path, net: &MemoryTransport, old: TestNod
     }
 }
 
+/// Writes `n` changes through `leader`'s writer and waits until each is acknowledged.
+async fn write_acknowledged(leader: &TestNode, n: usize) {
+    let fence = Arc::new(AtomicBool::new(false));
+    for i in 0..n {
+        let ticket = leader
+            .writer
+            .submit(change(&format!("c{i}"), b"v", &fence))
+            .unwrap();
+        assert!(leader.writer.durable(ticket).await && !leader.writer.was_refused(ticket));
+    }
+}
+
+/// Waits (up to 10 s) until `node` no longer rebuilds any replica.
+async fn wait_rebuilt(node: &TestNode) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !node.groups.rebuilding().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never rebuilt: {:?}",
+            node.groups.raft(SHARD).unwrap().metrics().borrow()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_whose_disk_was_replaced_is_rebuilt_before_it_votes() {
     let dir = tempfile::tempdir().unwrap();
     let (net, mut nodes, mut events) = cluster(dir.path()).await;
     let (leader, _) = next_lead(&mut events).await;
-    let fence = Arc::new(AtomicBool::new(false));
-    let writer = nodes[(leader - 1) as usize].writer.clone();
-    for i in 0..20 {
-        let ticket = writer
-            .submit(change(&format!("c{i}"), b"v", &fence))
-            .unwrap();
-        assert!(writer.durable(ticket).await && !writer.was_refused(ticket));
-    }
+    write_acknowledged(&nodes[(leader - 1) as usize], 20).await;
     // A follower's disk is replaced.
     let victim = nodes.iter().position(|n| n.id != leader).unwrap();
     let old = nodes.remove(victim);
     let replaced = replace_disk(dir.path(), &net, old).await;
     assert_eq!(replaced.groups.rebuilding(), vec![SHARD]);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !replaced.groups.rebuilding().is_empty() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never rebuilt: {:?}",
-            replaced.groups.raft(SHARD).unwrap().metrics().borrow()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_rebuilt(&replaced).await;
     let last = nodes[0]
         .groups
         .raft(SHARD)
@@ -408,14 +418,7 @@ async fn a_replica_replaced_after_the_log_was_purged_is_rebuilt_from_a_snapshot(
     let dir = tempfile::tempdir().unwrap();
     let (net, mut nodes, mut events) = cluster(dir.path()).await;
     let (leader, _) = next_lead(&mut events).await;
-    let fence = Arc::new(AtomicBool::new(false));
-    let writer = nodes[(leader - 1) as usize].writer.clone();
-    for i in 0..20 {
-        let ticket = writer
-            .submit(change(&format!("c{i}"), b"v", &fence))
-            .unwrap();
-        assert!(writer.durable(ticket).await && !writer.was_refused(ticket));
-    }
+    write_acknowledged(&nodes[(leader - 1) as usize], 20).await;
     let raft = nodes[(leader - 1) as usize].groups.raft(SHARD).unwrap();
     let applied = raft.metrics().borrow().last_applied.unwrap();
     raft.trigger().snapshot().await.unwrap();
@@ -434,15 +437,7 @@ async fn a_replica_replaced_after_the_log_was_purged_is_rebuilt_from_a_snapshot(
     let victim = nodes.iter().position(|n| n.id != leader).unwrap();
     let old = nodes.remove(victim);
     let replaced = replace_disk(dir.path(), &net, old).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !replaced.groups.rebuilding().is_empty() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never rebuilt: {:?}",
-            replaced.groups.raft(SHARD).unwrap().metrics().borrow()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_rebuilt(&replaced).await;
     let rebuilt = rows(&replaced, built.index).await;
     assert_eq!(
         rebuilt.len(),

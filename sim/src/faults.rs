@@ -252,41 +252,54 @@ pub fn plan(
             });
         }
     }
-    if let Some((join, remove)) = membership {
-        out.extend([join, remove]);
+    if let Some((join, removals)) = membership {
+        out.push(join);
+        out.extend(removals);
     }
     out.sort_by_key(|s| s.at_ms);
     out
 }
 
 /// A node joins (the next id after `ids`) early in `[start_ms, end_ms)`, and a node (any,
-/// the joiner included) is removed a while later, drawn from their own stream.
+/// the joiner included) is removed a while later; in half the runs a second node's removal
+/// follows within 1.5 s, which must be refused while fewer members than replicas would
+/// remain. Drawn from their own stream.
 fn membership_changes(
     seed: u64,
     ids: &[u64],
     (start_ms, end_ms): (u64, u64),
-) -> (Scheduled, Scheduled) {
+) -> (Scheduled, Vec<Scheduled>) {
     let mut rng = Stream::new(seed, "membership");
     let joiner = ids.iter().max().map_or(1, |m| m + 1);
     let span = end_ms.saturating_sub(start_ms).max(2);
     let join_at = start_ms + rng.random_range(0..span / 2);
     let remove_at = (join_at + rng.random_range(2_000..20_000)).min(end_ms.saturating_sub(1));
     let removed = rng.random_range(1..=joiner);
+    let mut removals = vec![Scheduled {
+        at_ms: remove_at.max(join_at),
+        fault: Fault::Remove(removed),
+    }];
+    if rng.random_bool(0.5) {
+        let other = (removed + rng.random_range(1..joiner) - 1) % joiner + 1;
+        assert_ne!(other, removed, "a second removal names another node");
+        removals.push(Scheduled {
+            at_ms: (remove_at + rng.random_range(0..1_500)).min(end_ms.saturating_sub(1)),
+            fault: Fault::Remove(other),
+        });
+    }
     (
         Scheduled {
             at_ms: join_at,
             fault: Fault::Join(joiner),
         },
-        Scheduled {
-            at_ms: remove_at.max(join_at),
-            fault: Fault::Remove(removed),
-        },
+        removals,
     )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
 
     #[test]
     fn the_plan_is_a_function_of_the_seed() {
@@ -299,6 +312,7 @@ mod tests {
     #[test]
     fn a_membership_plan_joins_one_node_then_removes_one_and_faults_the_joiner_only_after() {
         let ids = [1, 2, 3];
+        let mut seconds = 0;
         for seed in 0..100 {
             let p = plan(seed, Profile::Membership, &ids, (3_000, 60_000), 3);
             let joins: Vec<u64> = p
@@ -310,11 +324,24 @@ mod tests {
                 .collect();
             assert_eq!(joins.len(), 1, "seed {seed}: {p:?}");
             let join_at = joins[0];
-            let removes = p
+            let removes: BTreeSet<u64> = p
                 .iter()
-                .filter(|s| matches!(s.fault, Fault::Remove(1..=4)))
+                .filter_map(|s| match s.fault {
+                    Fault::Remove(n @ 1..=4) => Some(n),
+                    _ => None,
+                })
+                .collect();
+            let scheduled = p
+                .iter()
+                .filter(|s| matches!(s.fault, Fault::Remove(_)))
                 .count();
-            assert_eq!(removes, 1, "seed {seed}");
+            assert!((1..=2).contains(&removes.len()), "seed {seed}");
+            assert_eq!(
+                scheduled,
+                removes.len(),
+                "seed {seed}: two removals of one node"
+            );
+            seconds += usize::from(removes.len() == 2);
             for s in &p {
                 let touches_4 = match s.fault {
                     Fault::Partition(a, b)
@@ -338,6 +365,11 @@ mod tests {
                 );
             }
         }
+        // About half the runs race a second removal against the first.
+        assert!(
+            (30..=70).contains(&seconds),
+            "{seconds} of 100 with two removals"
+        );
         // Factor 1 has no replicas to hand on: nobody joins or leaves.
         let f1 = plan(5, Profile::Membership, &ids, (3_000, 60_000), 1);
         assert!(!f1

@@ -59,6 +59,21 @@ pub fn check(world: &World, history: &[Op], joined: &BTreeSet<u64>) -> Vec<Viola
     still_held.chain(still_voting).chain(never_placed).collect()
 }
 
+/// A violation if the cluster acknowledged (202) removals that leave fewer than `factor` of
+/// the `members` nodes that were ever members (founders and joiners): a removal racing
+/// another, answered by a node whose map lagged, must still be refused (409).
+pub fn check_enough_remain(history: &[Op], members: usize, factor: usize) -> Option<Violation> {
+    let removed = removed(history);
+    let remaining = members.saturating_sub(removed.len());
+    (remaining < factor).then(|| Violation {
+        invariant: "enough-members-remain",
+        detail: format!(
+            "removals of nodes {removed:?} were acknowledged: {remaining} of {members} members \
+             remain for {factor} replicas of each shard"
+        ),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,5 +123,22 @@ mod tests {
         refused.outcome = Outcome::Fail;
         history.push(refused);
         assert!(settled(&w, &history, &joined));
+    }
+
+    #[test]
+    fn acknowledged_removals_that_leave_fewer_members_than_replicas_are_named() {
+        // Four members (three founders and a joiner), three replicas: one removal may pass.
+        let mut history = vec![op("remove-node", 1)];
+        assert!(check_enough_remain(&history, 4, 3).is_none());
+        // A repeated acknowledgement of the same removal removes nobody else.
+        history.push(op("remove-node", 1));
+        assert!(check_enough_remain(&history, 4, 3).is_none());
+        let mut refused = op("remove-node", 2);
+        refused.outcome = Outcome::Fail;
+        history.push(refused);
+        assert!(check_enough_remain(&history, 4, 3).is_none());
+        history.push(op("remove-node", 3));
+        let v = check_enough_remain(&history, 4, 3).map(|v| v.invariant);
+        assert_eq!(v, Some("enough-members-remain"));
     }
 }

@@ -492,6 +492,11 @@ pub fn run(config: RunConfig) -> RunReport {
             let settled = check::quiescent(&world);
             violations.extend(crate::effects::check(&world, &ledger.effects(), settled));
             violations.extend(crate::membership::check(&world, &history, &h.joined()));
+            violations.extend(crate::membership::check_enough_remain(
+                &history,
+                h.founders.len() + h.joined().len(),
+                h.replication_factor,
+            ));
             (check::order_statuses(&world), world.entities)
         }
         Err(e) => {

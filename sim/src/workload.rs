@@ -472,7 +472,7 @@ pub async fn operator(
                 // Asked again after the next pause (a node down, a partition).
                 None => chores.borrow_mut().push_back(Chore::MintJoinToken(node)),
             },
-            Some(Chore::Remove(node)) => match s.send(remove_request(node)).await.0 {
+            Some(Chore::Remove(node)) => match send_removal(&mut s, node).await {
                 Outcome::Ok => removed.push(node),
                 Outcome::Unknown => chores.borrow_mut().push_back(Chore::Remove(node)),
                 Outcome::Fail => {}
@@ -570,14 +570,17 @@ async fn mint_join_token(s: &mut Session, node: u64) -> Option<String> {
     token
 }
 
-/// The request removing `node` for good (202; 409 while too few members would remain).
-fn remove_request(node: u64) -> Request<'static> {
-    Request::new(
+/// Asks a random node to remove `node` for good (202; 409 while too few members would
+/// remain): a removal racing another reaches a node whose map may not have the first yet.
+async fn send_removal(s: &mut Session, node: u64) -> Outcome {
+    s.node = s.rng.random_range(0..s.nodes.len());
+    let request = Request::new(
         "remove-node",
         "POST",
         format!("/admin/cluster/members/{node}/remove"),
     )
     .port(ADMIN_PORT)
     .body(json!({}))
-    .quantity(node)
+    .quantity(node);
+    s.send(request).await.0
 }
