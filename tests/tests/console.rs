@@ -2,7 +2,8 @@
 //! opens `/console` on a two-node cluster's admin port and the test reads the DOM it
 //! rendered: the shard grid shows every shard with its owner, and the entity inspector
 //! draws an order's saga as a timeline of its statuses in order. Without the token the
-//! page shows only the token form. A screenshot is taken too.
+//! page shows only the token form. A screenshot is taken too. With replicated shards the
+//! grid shows each shard's leader and replicas.
 
 use agora_tests::cluster::{Cluster, ADMIN_TOKEN};
 use agora_tests::{
@@ -84,6 +85,27 @@ fn list_with_id<'a>(html: &'a str, id: &str) -> Option<&'a str> {
     Some(&html[start..start + end])
 }
 
+/// `(shard, value of attr)` for every cell of the shard grid in `html`.
+fn grid(html: &str, attr: &str) -> Vec<(u64, u64)> {
+    attr_values(html, "data-shard")
+        .iter()
+        .zip(attr_values(html, attr))
+        .filter_map(|(s, v)| Some((s.parse().ok()?, v.parse().ok()?)))
+        .collect()
+}
+
+/// The DOM of `url` once its shard grid shows `expected` as `(shard, value of attr)`; an
+/// error naming both otherwise.
+async fn grid_shows(url: &str, attr: &str, expected: &[(u64, u64)]) -> Result<String, String> {
+    let html = dom(url).await?;
+    let shown = grid(&html, attr);
+    if shown == expected {
+        Ok(html)
+    } else {
+        Err(format!("{attr}: shown {shown:?}, expected {expected:?}"))
+    }
+}
+
 /// `(shard, owner)` for every shard, as the admin API says.
 async fn shard_owners(ops: &Client) -> Vec<(u64, u64)> {
     let r = ops.get("/admin/cluster/shards").await;
@@ -150,19 +172,7 @@ async fn the_console_shows_every_shard_with_its_owner_and_an_orders_saga_in_orde
         CONSOLE_TIMEOUT,
         || {
             let (url, owners) = (url.clone(), owners.clone());
-            async move {
-                let html = dom(&url).await?;
-                let shown: Vec<(u64, u64)> = attr_values(&html, "data-shard")
-                    .iter()
-                    .zip(attr_values(&html, "data-owner"))
-                    .filter_map(|(s, o)| Some((s.parse().ok()?, o.parse().ok()?)))
-                    .collect();
-                if shown == owners {
-                    Ok(())
-                } else {
-                    Err(format!("shown {shown:?}, the map has {owners:?}"))
-                }
-            }
+            async move { grid_shows(&url, "data-owner", &owners).await.map(drop) }
         },
     )
     .await;
@@ -234,4 +244,45 @@ fn attribute_values_come_out_in_document_order() {
     let html = r#"<ol id="timeline"><li data-status="A"></li><li data-status="B"></li></ol>"#;
     let list = list_with_id(html, "timeline").unwrap_or_default();
     assert_eq!(attr_values(list, "data-status"), ["A", "B"]);
+}
+
+/// `(shard, leader)` for every shard group, as node 1's admin API says.
+async fn group_leaders(ops: &Client) -> Vec<(u64, u64)> {
+    let r = ops.get("/admin/cluster/replicas").await;
+    let groups = r.body["groups"].as_array().cloned().unwrap_or_default();
+    let mut leaders: Vec<(u64, u64)> = groups
+        .iter()
+        .filter_map(|g| Some((g["shard"].as_u64()?, g["leader"].as_u64()?)))
+        .collect();
+    leaders.sort_unstable();
+    leaders
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_replicated_shards_the_grid_shows_each_shards_leader_and_replicas() {
+    chromium();
+    let cluster = Cluster::start_replicated(3, 100, 3).await;
+    let ops = cluster.nodes[0].admin_port_client().with_token(ADMIN_TOKEN);
+    let url = format!("{}/console#token={ADMIN_TOKEN}", cluster.nodes[0].admin_url);
+    let html = poll_until(
+        "the grid shows every group's leader",
+        CONSOLE_TIMEOUT,
+        || {
+            let (url, ops) = (url.clone(), ops.clone());
+            async move {
+                let leaders = group_leaders(&ops).await;
+                if leaders.len() != 16 {
+                    return Err(format!("groups with a leader: {leaders:?}"));
+                }
+                grid_shows(&url, "data-leader", &leaders).await
+            }
+        },
+    )
+    .await;
+    let replicas = attr_values(&html, "data-replicas");
+    assert_eq!(replicas.len(), 16, "{html}");
+    for holders in replicas {
+        assert_eq!(holders.split(',').count(), 3, "three replicas: {holders}");
+    }
+    assert!(html.contains("Replicated (placement version"), "{html}");
 }

@@ -155,17 +155,21 @@
       const extra = info.get(s.shard) || {};
       const leader = extra.group ? extra.group.leader : null;
       const moving = extra.rebuilding || (extra.group && extra.group.learners.length > 0);
+      // Where the replicas should be (agreed placement), else where they are (the voters).
+      const holders = extra.placed || (extra.group ? extra.group.voters : null);
       const cell = el('div', {
         class: 'shard ' + s.status + (moving ? ' moving' : ''),
         'data-shard': s.shard,
         'data-owner': s.owner,
         'data-status': s.status,
+        'data-leader': leader,
+        'data-replicas': holders ? holders.join(',') : null,
         title: 'shard ' + s.shard + ': ' + s.status,
       },
       el('span', { class: 'shard-id' }, '#' + s.shard),
       el('span', { class: 'shard-owner' }, 'owner node ' + s.owner),
-      leader !== null && leader !== undefined ? el('span', { class: 'shard-replicas' }, 'leader ' + leader) : null,
-      extra.placed ? el('span', { class: 'shard-replicas' }, 'replicas ' + extra.placed.join(', ')) : null,
+      leader !== null && leader !== undefined ? el('span', { class: 'shard-replicas' }, 'leader node ' + leader) : null,
+      holders ? el('span', { class: 'shard-replicas' }, 'replicas ' + holders.join(', ')) : null,
       extra.group && extra.group.learners.length ? el('span', { class: 'shard-replicas' }, 'joining ' + extra.group.learners.join(', ')) : null,
       extra.rebuilding ? rebuildProgress(extra.received) : null,
       s.entities === null || s.entities === undefined ? null : el('span', { class: 'shard-replicas' }, s.entities + ' active'));
