@@ -214,6 +214,10 @@ async fn the_console_shows_every_shard_with_its_owner_and_an_orders_saga_in_orde
         html.contains("<section id=\"operations\">"),
         "operations are offered"
     );
+    assert!(
+        html.contains("<button id=\"drain\" type=\"button\">"),
+        "drain is offered"
+    );
 
     screenshot(&url).await;
     eprintln!("the console test took {:?}", began.elapsed());
@@ -285,4 +289,9 @@ async fn with_replicated_shards_the_grid_shows_each_shards_leader_and_replicas()
         assert_eq!(holders.split(',').count(), 3, "three replicas: {holders}");
     }
     assert!(html.contains("Replicated (placement version"), "{html}");
+    // A replicated node is not drained (the endpoint refuses): no drain button.
+    assert!(
+        html.contains("<button id=\"drain\" type=\"button\" hidden"),
+        "{html}"
+    );
 }

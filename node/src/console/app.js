@@ -383,8 +383,15 @@
       ev.preventDefault();
       const shard = Number(byId('move-shard').value);
       const to = Number(byId('move-to').value);
-      operate('Move shard ' + shard + ' to node ' + to, '/admin/shards/' + shard + '/move', { to: to });
+      const what = session.settings.replicated ? 'Move the lead of shard ' : 'Move shard ';
+      operate(what + shard + ' to node ' + to, '/admin/shards/' + shard + '/move', { to: to });
     });
+    // Replicated shards move their lead, not their data; a replicated node is not drained
+    // (the endpoint answers 409: stop it with SIGTERM, or remove it).
+    if (session.settings.replicated) {
+      byId('move-button').textContent = 'Move lead';
+      byId('drain').hidden = true;
+    }
     byId('drain').addEventListener('click', () => {
       const me = session.settings.me;
       operate('Drain node ' + me + ' (its shards move to the other nodes)',
