@@ -218,6 +218,14 @@ async fn the_console_shows_every_shard_with_its_owner_and_an_orders_saga_in_orde
         html.contains("<button id=\"drain\" type=\"button\">"),
         "drain is offered"
     );
+    // The live charts are drawn from /metrics, each a line of at least one sample.
+    let charts = attr_values(&html, "data-chart");
+    assert_eq!(charts, ["throughput", "p99", "commit", "backlog"], "charts");
+    let lines = attr_values(&html, "points");
+    assert!(
+        lines.len() == 4 && lines.iter().all(|l| l.contains(',')),
+        "every chart has a line: {lines:?}"
+    );
 
     screenshot(&url).await;
     eprintln!("the console test took {:?}", began.elapsed());
