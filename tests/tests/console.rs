@@ -155,6 +155,12 @@ async fn the_console_shows_every_shard_with_its_owner_and_an_orders_saga_in_orde
     let owners = shard_owners(&ops).await;
     assert!(owners.iter().any(|(_, o)| *o == 2), "both nodes own shards");
 
+    // The console's own admin route needs the token like every other.
+    let anon = cluster.nodes[0].admin_port_client();
+    assert_eq!(anon.get("/admin/console/settings").await.status, 401);
+    let settings = ops.get("/admin/console/settings").await;
+    assert_eq!(settings.body["mutations"], true, "{}", settings.text);
+
     // Without the token, the page shows the token form and none of the cluster.
     let anonymous = dom(&format!("{node1}/console")).await;
     let anonymous = anonymous.unwrap_or_else(|e| panic!("{e}"));
