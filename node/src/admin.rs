@@ -1,6 +1,7 @@
 //! The operators' endpoint, on its own port. `/healthz`, `/readyz` and `/metrics` are open
-//! (for probes and scrapers); everything under `/admin` needs the admin bearer token, and
-//! mutating routes answer only when the cluster file enables them.
+//! (for probes and scrapers), and so are the operator console's static files (`/console`,
+//! whose page calls `/admin` with the token); everything under `/admin` needs the admin
+//! bearer token, and mutating routes answer only when the cluster file enables them.
 
 use agora_actors::{EntityKind, EntityRef};
 use agora_cluster::directory::Directory;
@@ -95,6 +96,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
             "/admin/cluster/members/{id}/remove",
             post(crate::admin_replicas::remove_member),
         )
+        .route("/admin/console/settings", get(crate::console::settings))
         .route(
             "/admin/faults/partition",
             axum::routing::put(crate::admin_faults::partition),
@@ -107,6 +109,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(crate::console::router())
         .merge(admin)
         .fallback(|| async { Problem::not_found("no such admin route") })
         .with_state(state)

@@ -1,11 +1,13 @@
 //! The `agora` binary's library: the assembly of a node from the store, the entity runtime,
-//! the cluster and the edge, the admin endpoint, the outside-world adapters (payment
-//! gateway client and simulator, notification sinks) and the demo catalog seed.
+//! the cluster and the edge, the admin endpoint and its operator console, the outside-world
+//! adapters (payment gateway client and simulator, notification sinks) and the demo catalog
+//! seed.
 
 pub mod admin;
 pub mod admin_faults;
 pub mod admin_replicas;
 pub mod cards;
+pub mod console;
 pub mod listener;
 pub mod metrics_catalog;
 pub mod node;
