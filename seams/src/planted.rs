@@ -33,11 +33,17 @@ pub enum Bug {
     /// A replica on a replaced disk votes at once, before it holds what its group committed,
     /// so a lagging replica can win an election with its vote.
     RebuildFromLagging,
+    /// A paid order that will not be delivered (returned, cancelled after confirmation) puts
+    /// its units back on the shelf twice.
+    DuplicateRestock,
+    /// A refund of a delivered order is bounded by the order's total, not by what is left
+    /// after earlier refunds.
+    SkipRefundBound,
 }
 
 impl Bug {
     /// Every planted bug.
-    pub const ALL: [Bug; 12] = [
+    pub const ALL: [Bug; 14] = [
         Bug::AckBeforeDurable,
         Bug::SkipDedup,
         Bug::ForgetTimers,
@@ -50,6 +56,8 @@ impl Bug {
         Bug::ServeWithoutLease,
         Bug::ApplyUncommitted,
         Bug::RebuildFromLagging,
+        Bug::DuplicateRestock,
+        Bug::SkipRefundBound,
     ];
 
     /// The bug's name on the command line (`ack-before-durable`, ...).
@@ -67,6 +75,8 @@ impl Bug {
             Bug::ServeWithoutLease => "serve-without-lease",
             Bug::ApplyUncommitted => "apply-uncommitted",
             Bug::RebuildFromLagging => "rebuild-from-lagging",
+            Bug::DuplicateRestock => "duplicate-restock",
+            Bug::SkipRefundBound => "skip-refund-bound",
         }
     }
 

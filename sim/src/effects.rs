@@ -5,7 +5,7 @@
 //! - no refund asked above what the order's charge took (the gateway refuses it, as a real
 //!   one does, and the ledger keeps the attempt);
 //! - once every saga is over, each order's money is settled: a delivered order keeps its
-//!   total, a cancelled, expired or refunded one keeps nothing.
+//!   total less the refunds it granted, a cancelled, expired or refunded one keeps nothing.
 
 use crate::check::{Violation, World};
 use agora_actors::gateway::{ChargeOutcome, GatewayEffect};
@@ -89,8 +89,13 @@ pub fn check(world: &World, effects: &[GatewayEffect], settled: bool) -> Vec<Vio
         };
         let charged: u64 = m.charges.iter().map(|(_, a)| a).sum();
         let kept = charged.saturating_sub(m.refunded_minor);
+        // A delivered order keeps its total less the refunds it granted (asked of the gateway
+        // once every saga is over).
+        let granted: u64 = order
+            .map(|o| o.refunds.iter().map(|r| r.amount_minor).sum())
+            .unwrap_or(0);
         let due = match status {
-            OrderStatus::Delivered => total.unwrap_or(0),
+            OrderStatus::Delivered => total.unwrap_or(0).saturating_sub(granted),
             _ => 0,
         };
         if settled && status.is_terminal() && kept != due {

@@ -79,6 +79,7 @@ struct Session {
     history: History,
 }
 
+#[derive(Clone)]
 struct Request<'a> {
     port: u16,
     kind: &'static str,
@@ -206,7 +207,7 @@ impl Session {
             quantity: r.quantity,
             status_seen: answer
                 .as_ref()
-                .filter(|a| (200..300).contains(&a.status))
+                .filter(|a| (200..300).contains(&a.status) && r.kind != REFUND)
                 .and_then(|a| a.body.get("status"))
                 .and_then(Value::as_str)
                 .map(str::to_string),
@@ -423,10 +424,57 @@ pub async fn shopper(
                     ))
                     .await;
             }
+            5 => refund_when_delivered(&mut s, &order_id, &key).await,
             _ => {}
         }
     }
     Ok(())
+}
+
+/// The kind of a shopper's refund request (its answer's `status` is the refund's, not the
+/// order's: the history checks leave it out).
+pub const REFUND: &str = "refund";
+
+/// Reads the order every few seconds (up to ten times) until it is delivered, then asks for
+/// a refund of one unit and then for everything left: the second must be bounded by what
+/// the first took (the effect ledger sees what the gateway was asked to pay back).
+async fn refund_when_delivered(s: &mut Session, order_id: &str, key: &str) {
+    for _ in 0..10 {
+        s.pause(2_000, 4_000).await;
+        let read = Request::new("read", "GET", format!("/api/v1/orders/{order_id}"));
+        let (outcome, answer) = s.send(read).await;
+        let Some(order) = answer.filter(|_| outcome == Outcome::Ok).map(|a| a.body) else {
+            continue;
+        };
+        match order.get("status").and_then(Value::as_str) {
+            Some("DELIVERED") => {}
+            // Not there yet, or no answer worth reading: ask again. A terminal order other
+            // than delivered is never refunded.
+            Some(
+                "CANCELLED" | "EXPIRED" | "PAYMENT_FAILED" | "REFUNDED" | "RETURNED"
+                | "REFUND_PENDING",
+            ) => return,
+            _ => continue,
+        }
+        let Some(sku) = order["lines"][0]["sku"].as_str().map(str::to_string) else {
+            return;
+        };
+        let path = format!("/api/v1/orders/{order_id}/refunds");
+        let one_unit = json!({"lines": [{"sku": sku, "quantity": 1}]});
+        for (n, body) in [(1, one_unit), (2, json!({}))] {
+            let request = Request::new(REFUND, "POST", path.clone())
+                .body(body)
+                .key(format!("{key}-refund-{n}"));
+            // An unknown answer is asked again under the same key (it takes effect once).
+            for _attempt in 0..3 {
+                if s.send(request.clone()).await.0 != Outcome::Unknown {
+                    break;
+                }
+                s.pause(300, 1_500).await;
+            }
+        }
+        return;
+    }
 }
 
 /// What the harness asks the operator to do.

@@ -50,7 +50,13 @@ pub(super) fn request_refund(
         )));
     }
     let asked = sum_minor(s.refunds.iter().map(|r| r.amount_minor));
-    let remaining = p.total_minor().saturating_sub(asked);
+    let remaining = if agora_seams::planted::is_planted(agora_seams::planted::Bug::SkipRefundBound)
+    {
+        // The planted bug: earlier refunds are not taken off what may be refunded.
+        p.total_minor()
+    } else {
+        p.total_minor().saturating_sub(asked)
+    };
     let amount_minor = if lines.is_empty() {
         remaining
     } else {

@@ -107,6 +107,10 @@ pub(super) fn refund_and_restock(s: &mut OrderState, p: &Placement, ctx: &mut Ct
         Command::Payment(PaymentCommand::Refund),
     );
     restock_all(p, ctx);
+    if agora_seams::planted::is_planted(agora_seams::planted::Bug::DuplicateRestock) {
+        // The planted bug: the goods go back on the shelf a second time.
+        restock_all(p, ctx);
+    }
 }
 
 /// Ends an order that still holds a reservation: release the stock, drop the payment.
