@@ -84,3 +84,6 @@ pub const UNDOCUMENTED_ROUTES: &[&str] = &[
     "/console/app.js",
     "/console/app.css",
 ];
+
+#[cfg(test)]
+mod tests;
