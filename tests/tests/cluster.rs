@@ -173,6 +173,14 @@ async fn the_admin_endpoint_needs_its_token_and_shows_members_shards_and_entitie
     r.assert_problem("admin without token");
     let wrong = anon.with_token("not-the-token-at-all");
     assert_eq!(wrong.get("/admin/cluster/members").await.status, 401);
+    // The admin API's contract is open: it holds no data.
+    let doc = anon.get("/admin/openapi.json").await;
+    assert_eq!(doc.status, 200, "{}", doc.text);
+    assert_eq!(
+        doc.body["paths"]["/admin/cluster/members"]["get"]["operationId"], "list_members",
+        "{}",
+        doc.text
+    );
 
     let ops = anon.with_token(ADMIN_TOKEN);
     // Every peer answers heartbeats: up (suspect only until the first heartbeat lands).
