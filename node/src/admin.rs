@@ -8,6 +8,7 @@ use agora_actors::{EntityKind, EntityRef};
 use agora_cluster::directory::Directory;
 use agora_cluster::shard_map::SharedShardMap;
 use agora_cluster::Membership;
+use agora_http_edge::dto::rfc3339;
 use agora_http_edge::problem::Problem;
 use agora_runtime::region::Region;
 use agora_store::keys::entity_key;
@@ -368,11 +369,14 @@ pub(crate) async fn entity(
         format: record.format,
         seq: record.seq,
         epoch: record.epoch,
-        written_at_ms: record.written_at_ms,
+        written_at: rfc3339(record.written_at_ms),
         state: redacted(record.state.to_json()),
         applied_messages: messages
             .into_iter()
-            .map(|(msg_id, at_ms)| AppliedMessageDto { msg_id, at_ms })
+            .map(|(msg_id, at_ms)| AppliedMessageDto {
+                msg_id,
+                at: rfc3339(at_ms),
+            })
             .collect(),
     }))
 }
@@ -427,7 +431,7 @@ pub(crate) async fn dead_letters(
     let items = letters
         .into_iter()
         .map(|d| DeadLetterDto {
-            at_ms: d.at_ms,
+            at: rfc3339(d.at_ms),
             reason: d.reason,
             from: d.message.from.to_string(),
             msg_id: d.message.id,
@@ -543,7 +547,7 @@ pub(crate) async fn mint_join_token(
     Ok(Json(JoinTokenDto {
         node_id: req.node_id,
         token: policy.mint(req.node_id, expires_at_ms),
-        expires_at_ms,
+        expires_at: rfc3339(expires_at_ms),
     }))
 }
 

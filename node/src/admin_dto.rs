@@ -93,15 +93,17 @@ pub struct EntityDto {
     /// digits).
     #[schema(value_type = Object)]
     pub state: serde_json::Value,
-    /// When it was last written (ms since the Unix epoch).
-    pub written_at_ms: u64,
+    /// When it was last written (RFC 3339, UTC, milliseconds).
+    #[schema(format = DateTime, example = "2026-12-06T07:00:00.000Z")]
+    pub written_at: String,
 }
 
 /// A message an entity applied.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AppliedMessageDto {
-    /// When (ms since the Unix epoch).
-    pub at_ms: u64,
+    /// When it was applied (RFC 3339, UTC, milliseconds).
+    #[schema(format = DateTime, example = "2026-12-06T07:00:00.000Z")]
+    pub at: String,
     /// The message's id.
     pub msg_id: String,
 }
@@ -116,8 +118,9 @@ pub struct DeadLettersDto {
 /// A message given up on.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DeadLetterDto {
-    /// When it was given up (ms since the Unix epoch).
-    pub at_ms: u64,
+    /// When it was given up (RFC 3339, UTC, milliseconds).
+    #[schema(format = DateTime, example = "2026-12-06T07:00:00.000Z")]
+    pub at: String,
     /// The entity that sent it (`kind:id`).
     pub from: String,
     /// The message's id.
@@ -175,8 +178,9 @@ pub struct JoinTokenRequest {
 /// A join token (`agora node --join --join-token …`).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct JoinTokenDto {
-    /// When it expires (ms since the Unix epoch).
-    pub expires_at_ms: u64,
+    /// When it expires (RFC 3339, UTC, milliseconds).
+    #[schema(format = DateTime, example = "2026-12-06T08:00:00.000Z")]
+    pub expires_at: String,
     /// The node it admits.
     pub node_id: u64,
     /// The token.

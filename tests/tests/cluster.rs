@@ -230,6 +230,11 @@ async fn the_admin_endpoint_needs_its_token_and_shows_members_shards_and_entitie
                     r.text
                 );
                 assert!(r.body["seq"].as_u64() >= Some(1), "{}", r.text);
+                // Times in RFC 3339 with milliseconds, as in the shop API.
+                let written = r.body["written_at"].as_str().unwrap_or_default();
+                let rfc3339 =
+                    written.len() == 24 && written.as_bytes()[10] == b'T' && written.ends_with('Z');
+                assert!(rfc3339, "{}", r.text);
             }
             421 => assert!(r.body["owner"].as_u64().is_some(), "{}", r.text),
             s => panic!("entity inspection answered {s}: {}", r.text),
