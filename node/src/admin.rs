@@ -111,7 +111,7 @@ pub fn open_routes() -> Router<Arc<AdminState>> {
 /// OpenAPI document with the bearer security scheme; a test checks it.
 pub fn protected_routes() -> Router<Arc<AdminState>> {
     Router::new()
-        .route("/admin/cluster/members", get(members))
+        .route("/admin/cluster/members", get(crate::admin_members::members))
         .route("/admin/cluster/shards", get(shards))
         .route("/admin/entities/{kind}/{id}", get(entity))
         .route("/admin/dead-letters", get(dead_letters))
@@ -226,44 +226,6 @@ pub(crate) fn map_snapshot(s: &AdminState) -> Result<agora_cluster::shard_map::S
         .read()
         .map(|m| m.clone())
         .map_err(|_| Problem::internal("shard map lock poisoned"))
-}
-
-/// `GET /admin/cluster/members`: who is in the cluster, and each member's status as this
-/// node sees it.
-#[utoipa::path(get, path = "/admin/cluster/members", operation_id = "list_members", tag = "cluster", security(("bearer" = [])),
-    responses((status = 200, body = MembersDto, description = "the members, by id"),
-              (status = 500, description = "the shard map could not be read")))]
-pub(crate) async fn members(State(s): State<Arc<AdminState>>) -> Result<Json<MembersDto>, Problem> {
-    let map = map_snapshot(&s)?;
-    let local_entities: usize = s.region.stats().await.iter().map(|(_, x)| x.active).sum();
-    let me = s.membership.me;
-    let mut members = Vec::new();
-    // The configured nodes, and any that joined later.
-    let mut ids = s.membership.node_ids();
-    ids.extend(s.directory.connected_peers());
-    ids.sort_unstable();
-    ids.dedup();
-    for id in ids {
-        let entry = s.membership.nodes.iter().find(|n| n.id == id);
-        let status = if id == me {
-            if s.draining.load(Ordering::Acquire) {
-                "leaving"
-            } else {
-                "up"
-            }
-        } else {
-            s.liveness.status(id).name()
-        };
-        members.push(MemberDto {
-            id,
-            cluster_addr: entry.map(|n| n.cluster_addr.to_string()),
-            http_addr: entry.map(|n| n.http_addr.to_string()),
-            status: status.to_string(),
-            shards: map.shards_of(id).len(),
-            entities: (id == me).then_some(local_entities),
-        });
-    }
-    Ok(Json(MembersDto { me, members }))
 }
 
 /// `GET /admin/cluster/shards`: the shard map as this node knows it.

@@ -5,8 +5,9 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-/// `GET /admin/cluster/members`: who is in the cluster, as this node sees it.
-#[derive(Debug, Serialize, ToSchema)]
+/// `GET /admin/cluster/members`: who is in the cluster, as this node sees it, and how each
+/// node that answered sees each member.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct MembersDto {
     /// This node's id.
     pub me: u64,
@@ -15,7 +16,7 @@ pub struct MembersDto {
 }
 
 /// One member of the cluster.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct MemberDto {
     /// Its cluster (peer) address, when the cluster file names it.
     pub cluster_addr: Option<String>,
@@ -25,6 +26,12 @@ pub struct MemberDto {
     pub http_addr: Option<String>,
     /// The node's id.
     pub id: u64,
+    /// Its reachability as each node sees it, by node id: this node's `status`, and each
+    /// peer's that answered (`?local=true` leaves the peers out). A peer missing here did not
+    /// answer within a second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = json!({"1": "up", "2": "up", "3": "down"}))]
+    pub seen_by: Option<std::collections::BTreeMap<u64, String>>,
     /// Shards the shard map gives it.
     pub shards: usize,
     /// `up`, `leaving` (this node, draining), or what this node's failure detector thinks of
