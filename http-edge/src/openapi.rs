@@ -34,49 +34,66 @@ struct ProblemResponses;
 
 impl Modify for ProblemResponses {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::{Content, Ref, RefOr, Response};
-        let problem = Content::new(Some(Ref::from_schema_name("ProblemDto")));
-        for item in openapi.paths.paths.values_mut() {
-            let ops = [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.patch,
+        add_problem_responses(openapi, |op| {
+            let mut common = vec![
+                ("400", "malformed request: bad path, query or JSON"),
+                ("429", "too many requests; retry after Retry-After seconds"),
+                (
+                    "503",
+                    "not served right now (failover, overload); retry after Retry-After seconds",
+                ),
             ];
-            for op in ops.into_iter().flatten() {
-                let mut common = vec![
-                    ("400", "malformed request: bad path, query or JSON"),
-                    ("429", "too many requests; retry after Retry-After seconds"),
-                    ("503", "not served right now (failover, overload); retry after Retry-After seconds"),
-                ];
-                if op.request_body.is_some() {
-                    common.push(("413", "body too large"));
-                    common.push(("415", "body is not application/json"));
+            if op.request_body.is_some() {
+                common.push(("413", "body too large"));
+                common.push(("415", "body is not application/json"));
+            }
+            common
+        });
+    }
+}
+
+/// Documents every operation's error answers as problems: adds the responses `common` gives
+/// for an operation (status, description) where the operation documents none, describes any
+/// response left without a description by its status's reason phrase, and gives every 4xx
+/// and 5xx without content the `ProblemDto` schema as `application/problem+json`.
+pub fn add_problem_responses(
+    openapi: &mut utoipa::openapi::OpenApi,
+    common: impl Fn(&utoipa::openapi::path::Operation) -> Vec<(&'static str, &'static str)>,
+) {
+    use utoipa::openapi::{Content, Ref, RefOr, Response};
+    let problem = Content::new(Some(Ref::from_schema_name("ProblemDto")));
+    for item in openapi.paths.paths.values_mut() {
+        let ops = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for op in ops.into_iter().flatten() {
+            let common = common(op);
+            let responses = &mut op.responses.responses;
+            for (code, description) in common {
+                responses
+                    .entry(code.to_string())
+                    .or_insert_with(|| RefOr::T(Response::new(description)));
+            }
+            for (code, response) in responses.iter_mut() {
+                let RefOr::T(r) = response else { continue };
+                if r.description.is_empty() {
+                    // OpenAPI requires one; the status's reason phrase says enough.
+                    r.description = code
+                        .parse::<u16>()
+                        .ok()
+                        .and_then(|c| axum::http::StatusCode::from_u16(c).ok())
+                        .and_then(|c| c.canonical_reason())
+                        .unwrap_or("answer")
+                        .to_string();
                 }
-                let responses = &mut op.responses.responses;
-                for (code, description) in common {
-                    responses
-                        .entry(code.to_string())
-                        .or_insert_with(|| RefOr::T(Response::new(description)));
-                }
-                for (code, response) in responses.iter_mut() {
-                    let RefOr::T(r) = response else { continue };
-                    if r.description.is_empty() {
-                        // OpenAPI requires one; the status's reason phrase says enough.
-                        r.description = code
-                            .parse::<u16>()
-                            .ok()
-                            .and_then(|c| axum::http::StatusCode::from_u16(c).ok())
-                            .and_then(|c| c.canonical_reason())
-                            .unwrap_or("answer")
-                            .to_string();
-                    }
-                    let error = code.starts_with('4') || code.starts_with('5');
-                    if error && r.content.is_empty() {
-                        r.content
-                            .insert("application/problem+json".into(), RefOr::T(problem.clone()));
-                    }
+                let error = code.starts_with('4') || code.starts_with('5');
+                if error && r.content.is_empty() {
+                    r.content
+                        .insert("application/problem+json".into(), RefOr::T(problem.clone()));
                 }
             }
         }

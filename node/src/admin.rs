@@ -3,10 +3,12 @@
 //! whose page calls `/admin` with the token); everything under `/admin` needs the admin
 //! bearer token, and mutating routes answer only when the cluster file enables them.
 
+use crate::admin_dto::*;
 use agora_actors::{EntityKind, EntityRef};
 use agora_cluster::directory::Directory;
 use agora_cluster::shard_map::SharedShardMap;
 use agora_cluster::Membership;
+use agora_http_edge::dto::rfc3339;
 use agora_http_edge::problem::Problem;
 use agora_runtime::region::Region;
 use agora_store::keys::entity_key;
@@ -17,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -78,10 +80,38 @@ pub struct ReplicaView {
     pub replication_factor: usize,
 }
 
-/// The admin router.
+/// The admin router: the open routes, and the protected ones behind the admin token.
 pub fn router(state: Arc<AdminState>) -> Router {
-    let admin = Router::new()
-        .route("/admin/cluster/members", get(members))
+    let protected = protected_routes().route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        require_token,
+    ));
+    open_routes()
+        .merge(protected)
+        .fallback(|| async { Problem::not_found("no such admin route") })
+        .with_state(state)
+}
+
+/// The routes open to all: probes, metrics, the admin OpenAPI document and the console's
+/// files. Each one is in the admin OpenAPI document (`crate::admin_openapi`) unless listed in
+/// `crate::admin_openapi::UNDOCUMENTED_ROUTES`; a test checks it.
+pub fn open_routes() -> Router<Arc<AdminState>> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route(
+            "/admin/openapi.json",
+            get(crate::admin_openapi::openapi_json),
+        )
+        .merge(crate::console::router())
+}
+
+/// The routes behind the admin bearer token, before it is required. Each one is in the admin
+/// OpenAPI document with the bearer security scheme; a test checks it.
+pub fn protected_routes() -> Router<Arc<AdminState>> {
+    Router::new()
+        .route("/admin/cluster/members", get(crate::admin_members::members))
         .route("/admin/cluster/shards", get(shards))
         .route("/admin/entities/{kind}/{id}", get(entity))
         .route("/admin/dead-letters", get(dead_letters))
@@ -101,18 +131,6 @@ pub fn router(state: Arc<AdminState>) -> Router {
             "/admin/faults/partition",
             axum::routing::put(crate::admin_faults::partition),
         )
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            require_token,
-        ));
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .merge(crate::console::router())
-        .merge(admin)
-        .fallback(|| async { Problem::not_found("no such admin route") })
-        .with_state(state)
 }
 
 /// Compares in time independent of where the strings differ.
@@ -135,7 +153,19 @@ async fn require_token(State(s): State<Arc<AdminState>>, req: Request, next: Nex
     }
 }
 
-async fn readyz(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
+/// `GET /healthz`: the process is up.
+#[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "probes",
+    responses((status = 200, description = "the process is up", body = String, content_type = "text/plain", example = "ok")))]
+pub(crate) async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// `GET /readyz`: whether this node serves (store recovered, not draining, map known, a
+/// majority reachable, the admin account seeded).
+#[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "probes",
+    responses((status = 200, description = "ready to serve", body = String, content_type = "text/plain", example = "ready"),
+              (status = 503, description = "not ready (starting, draining, or too few peers reachable)", body = String, content_type = "text/plain", example = "not ready")))]
+pub(crate) async fn readyz(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
     // Ready: store recovered and serving, not draining, the shard map known (a joining node
     // has epoch 0 until the agreed map arrives), and a majority of the cluster reachable.
     let map_known = s.map.read().is_ok_and(|m| m.epoch >= 1);
@@ -169,7 +199,10 @@ async fn admin_seeded(s: &AdminState) -> bool {
     seen
 }
 
-async fn metrics(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
+/// `GET /metrics`: the Prometheus text exposition.
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "probes",
+    responses((status = 200, description = "every metric, in Prometheus's text format 0.0.4", body = String, content_type = "text/plain; version=0.0.4")))]
+pub(crate) async fn metrics(State(s): State<Arc<AdminState>>) -> impl IntoResponse {
     metrics::gauge!("agora_region_requests_in_flight").set(s.region.in_flight() as f64);
     if let Ok((entity_rows, outbox, dead)) = s.store.counts() {
         metrics::gauge!("agora_store_entity_rows").set(entity_rows as f64);
@@ -195,40 +228,11 @@ pub(crate) fn map_snapshot(s: &AdminState) -> Result<agora_cluster::shard_map::S
         .map_err(|_| Problem::internal("shard map lock poisoned"))
 }
 
-async fn members(State(s): State<Arc<AdminState>>) -> Result<Json<Value>, Problem> {
-    let map = map_snapshot(&s)?;
-    let local_entities: usize = s.region.stats().await.iter().map(|(_, x)| x.active).sum();
-    let me = s.membership.me;
-    let mut members = Vec::new();
-    // The configured nodes, and any that joined later.
-    let mut ids = s.membership.node_ids();
-    ids.extend(s.directory.connected_peers());
-    ids.sort_unstable();
-    ids.dedup();
-    for id in ids {
-        let entry = s.membership.nodes.iter().find(|n| n.id == id);
-        let status = if id == me {
-            if s.draining.load(Ordering::Acquire) {
-                "leaving"
-            } else {
-                "up"
-            }
-        } else {
-            s.liveness.status(id).name()
-        };
-        members.push(json!({
-            "id": id,
-            "cluster_addr": entry.map(|n| n.cluster_addr.to_string()),
-            "http_addr": entry.map(|n| n.http_addr.to_string()),
-            "status": status,
-            "shards": map.shards_of(id).len(),
-            "entities": if id == me { Some(local_entities) } else { None },
-        }));
-    }
-    Ok(Json(json!({ "me": me, "members": members })))
-}
-
-async fn shards(State(s): State<Arc<AdminState>>) -> Result<Json<Value>, Problem> {
+/// `GET /admin/cluster/shards`: the shard map as this node knows it.
+#[utoipa::path(get, path = "/admin/cluster/shards", operation_id = "list_shards", tag = "cluster", security(("bearer" = [])),
+    responses((status = 200, body = ShardsDto, description = "every shard with its owner, and the shard map group"),
+              (status = 500, description = "the shard map could not be read")))]
+pub(crate) async fn shards(State(s): State<Arc<AdminState>>) -> Result<Json<ShardsDto>, Problem> {
     let map = map_snapshot(&s)?;
     let me = s.membership.me;
     let local: std::collections::HashMap<u32, usize> = s
@@ -238,29 +242,52 @@ async fn shards(State(s): State<Arc<AdminState>>) -> Result<Json<Value>, Problem
         .into_iter()
         .map(|(shard, x)| (shard, x.active))
         .collect();
-    let shards: Vec<Value> = map
+    let shards: Vec<ShardDto> = map
         .owners
         .iter()
         .enumerate()
         .map(|(shard, owner)| {
             let up = *owner == me || s.directory.gateway(*owner).is_some();
-            let entities = if *owner == me { local.get(&(shard as u32)).copied() } else { None };
-            json!({ "shard": shard, "owner": owner, "status": if up { "serving" } else { "unavailable" }, "entities": entities })
+            let entities = if *owner == me {
+                local.get(&(shard as u32)).copied()
+            } else {
+                None
+            };
+            let status = if up { "serving" } else { "unavailable" };
+            ShardDto {
+                shard,
+                owner: *owner,
+                status: status.to_string(),
+                entities,
+            }
         })
         .collect();
     let raft = s.raft.as_ref().map(|r| {
         let st = agora_cluster::raft::status(r);
-        json!({ "leader": st.leader, "term": st.term, "last_applied": st.last_applied })
+        RaftDto {
+            leader: st.leader,
+            term: st.term,
+            last_applied: st.last_applied,
+        }
     });
-    Ok(Json(
-        json!({ "epoch": map.epoch, "shards": shards, "raft": raft }),
-    ))
+    Ok(Json(ShardsDto {
+        epoch: map.epoch,
+        shards,
+        raft,
+    }))
 }
 
-async fn entity(
+/// `GET /admin/entities/{kind}/{id}`: one entity as stored on this node, its owner.
+#[utoipa::path(get, path = "/admin/entities/{kind}/{id}", operation_id = "get_entity", tag = "entities", security(("bearer" = [])),
+    params(("kind" = String, Path, description = "entity kind, e.g. `order`, `account`, `product`"), ("id" = String, Path, description = "entity id (1..=128 characters)")),
+    responses((status = 200, body = EntityDto, description = "the entity, credentials redacted"),
+              (status = 404, description = "no such kind, or the entity is not stored"),
+              (status = 421, description = "another node owns the entity's shard: the problem names it (`owner`, `owner_admin_addr`)"),
+              (status = 500, description = "the store could not be read")))]
+pub(crate) async fn entity(
     State(s): State<Arc<AdminState>>,
     Path((kind, id)): Path<(String, String)>,
-) -> Result<Json<Value>, Problem> {
+) -> Result<Json<EntityDto>, Problem> {
     let kind = EntityKind::from_name(&kind)
         .ok_or_else(|| Problem::not_found(format!("no entity kind {kind:?}")))?;
     if id.is_empty() || id.len() > 128 {
@@ -296,18 +323,24 @@ async fn entity(
         .store
         .applied_messages(&key, 50)
         .map_err(|e| Problem::internal(e.to_string()))?;
-    Ok(Json(json!({
-        "kind": kind.name(),
-        "id": entity.id,
-        "shard": shard,
-        "owner": owner,
-        "format": record.format,
-        "seq": record.seq,
-        "epoch": record.epoch,
-        "written_at_ms": record.written_at_ms,
-        "state": redacted(record.state.to_json()),
-        "applied_messages": messages.into_iter().map(|(id, at)| json!({"msg_id": id, "at_ms": at})).collect::<Vec<_>>(),
-    })))
+    Ok(Json(EntityDto {
+        kind: kind.name().to_string(),
+        id: entity.id.to_string(),
+        shard,
+        owner,
+        format: record.format,
+        seq: record.seq,
+        epoch: record.epoch,
+        written_at: rfc3339(record.written_at_ms),
+        state: redacted(record.state.to_json()),
+        applied_messages: messages
+            .into_iter()
+            .map(|(msg_id, at_ms)| AppliedMessageDto {
+                msg_id,
+                at: rfc3339(at_ms),
+            })
+            .collect(),
+    }))
 }
 
 /// Keys whose values an entity dump never shows: password hashes and refresh-token hashes
@@ -346,23 +379,28 @@ fn looks_like_card(s: &str) -> bool {
     (12..=19).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
 }
 
-async fn dead_letters(State(s): State<Arc<AdminState>>) -> Result<Json<Value>, Problem> {
+/// `GET /admin/dead-letters`: the newest 100 messages given up on, on this node.
+#[utoipa::path(get, path = "/admin/dead-letters", operation_id = "list_dead_letters", tag = "dead letters", security(("bearer" = [])),
+    responses((status = 200, body = DeadLettersDto, description = "this node's dead letters, newest 100"),
+              (status = 500, description = "the store could not be read")))]
+pub(crate) async fn dead_letters(
+    State(s): State<Arc<AdminState>>,
+) -> Result<Json<DeadLettersDto>, Problem> {
     let letters = s
         .store
         .dead_letters(100)
         .map_err(|e| Problem::internal(e.to_string()))?;
-    let items: Vec<Value> = letters
+    let items = letters
         .into_iter()
-        .map(|d| json!({ "at_ms": d.at_ms, "reason": d.reason, "msg_id": d.message.id, "topic": d.message.topic, "from": d.message.from.to_string() }))
+        .map(|d| DeadLetterDto {
+            at: rfc3339(d.at_ms),
+            reason: d.reason,
+            from: d.message.from.to_string(),
+            msg_id: d.message.id,
+            topic: d.message.topic,
+        })
         .collect();
-    Ok(Json(json!({ "items": items })))
-}
-
-/// `POST /admin/shards/{shard}/move` body.
-#[derive(serde::Deserialize)]
-struct MoveRequest {
-    /// The node to move the shard to.
-    to: u64,
+    Ok(Json(DeadLettersDto { items }))
 }
 
 /// Refuses a mutating route unless the cluster file enables them.
@@ -375,17 +413,29 @@ pub(crate) fn require_mutations(s: &AdminState) -> Result<(), Problem> {
     ))
 }
 
-async fn move_shard(
+/// `POST /admin/shards/{shard}/move`: moves a shard to another node (replicated shards: moves
+/// its lead, asked of the shard's leader), and answers once it is done.
+#[utoipa::path(post, path = "/admin/shards/{shard}/move", operation_id = "move_shard", tag = "shards", security(("bearer" = [])),
+    params(("shard" = u32, Path, description = "the shard")), request_body = MoveRequest,
+    responses((status = 200, body = MovedDto, description = "moved: the shard's new leader (replicated shards) or owner and the map's epoch"),
+              (status = 400, description = "malformed path or body"),
+              (status = 403, description = "mutating routes are disabled (admin_mutations), or no admin token is configured"),
+              (status = 409, description = "refused: the move or leadership transfer cannot be made (the problem may name the `leader` to ask)"),
+              (status = 503, description = "the move failed (a peer unreachable, no agreement); retry")))]
+pub(crate) async fn move_shard(
     State(s): State<Arc<AdminState>>,
     Path(shard): Path<u32>,
     body: Result<Json<MoveRequest>, axum::extract::rejection::JsonRejection>,
-) -> Result<Json<Value>, Problem> {
+) -> Result<Json<MovedDto>, Problem> {
     require_mutations(&s)?;
     let Json(req) = body.map_err(Problem::from)?;
     if let Some(leadership) = &s.leadership {
         // Replicated shards move their lead, not their data: a leader transfer.
         return match leadership.transfer(shard, req.to).await {
-            Ok(()) => Ok(Json(json!({ "shard": shard, "leader": req.to }))),
+            Ok(()) => Ok(Json(MovedDto::Leader(LeaderMovedDto {
+                shard,
+                leader: req.to,
+            }))),
             Err(e) => {
                 let leader = match &e {
                     agora_replication::TransferRefused::NotLeader { leader, .. } => *leader,
@@ -406,9 +456,11 @@ async fn move_shard(
         };
     }
     match s.handoff.move_shard(shard, req.to).await {
-        Ok(epoch) => Ok(Json(
-            json!({ "shard": shard, "owner": req.to, "epoch": epoch }),
-        )),
+        Ok(epoch) => Ok(Json(MovedDto::Owner(OwnerMovedDto {
+            shard,
+            owner: req.to,
+            epoch,
+        }))),
         Err(agora_cluster::handoff::MoveError::Refused(why)) => Err(Problem::new(
             StatusCode::CONFLICT,
             "move-refused",
@@ -419,19 +471,17 @@ async fn move_shard(
     }
 }
 
-/// A request for a join token.
-#[derive(Debug, serde::Deserialize)]
-struct JoinTokenRequest {
-    /// The id the new node will run under.
-    node_id: u64,
-}
-
 /// `POST /admin/cluster/join-tokens`: a token that admits node `node_id` to the cluster's
 /// Raft group (`agora node --join --join-token …`) for an hour.
-async fn mint_join_token(
+#[utoipa::path(post, path = "/admin/cluster/join-tokens", operation_id = "mint_join_token", tag = "cluster", security(("bearer" = [])),
+    request_body = JoinTokenRequest,
+    responses((status = 200, body = JoinTokenDto, description = "a token admitting the node for an hour"),
+              (status = 403, description = "mutating routes are disabled (admin_mutations), or no admin token is configured"),
+              (status = 409, description = "a single node (no cluster to join), or the node was removed for good")))]
+pub(crate) async fn mint_join_token(
     State(s): State<Arc<AdminState>>,
     body: Result<Json<JoinTokenRequest>, axum::extract::rejection::JsonRejection>,
-) -> Result<Json<Value>, Problem> {
+) -> Result<Json<JoinTokenDto>, Problem> {
     require_mutations(&s)?;
     let Json(req) = body.map_err(Problem::from)?;
     let Some(policy) = &s.join_policy else {
@@ -456,17 +506,27 @@ async fn mint_join_token(
     }
     let expires_at_ms = s.clock.now_ms() + agora_cluster::join_token::JOIN_TOKEN_TTL_MS;
     tracing::info!(node = req.node_id, expires_at_ms, "join token minted");
-    Ok(Json(json!({
-        "node_id": req.node_id,
-        "token": policy.mint(req.node_id, expires_at_ms),
-        "expires_at_ms": expires_at_ms,
-    })))
+    Ok(Json(JoinTokenDto {
+        node_id: req.node_id,
+        token: policy.mint(req.node_id, expires_at_ms),
+        expires_at: rfc3339(expires_at_ms),
+    }))
 }
 
-async fn drain(
+/// `POST /admin/cluster/members/{id}/drain`: moves every shard of this node away (asked of
+/// the node itself), and answers once it is done; the node is then not ready.
+#[utoipa::path(post, path = "/admin/cluster/members/{id}/drain", operation_id = "drain_member", tag = "cluster", security(("bearer" = [])),
+    params(("id" = u64, Path, description = "this node's id")),
+    responses((status = 200, body = DrainedDto, description = "drained: every shard moved away"),
+              (status = 400, description = "malformed node id"),
+              (status = 403, description = "mutating routes are disabled (admin_mutations), or no admin token is configured"),
+              (status = 409, description = "refused (e.g. replicated shards, or no node to move to)"),
+              (status = 421, description = "another node: drain it through its own admin endpoint (`admin_addr`)"),
+              (status = 503, description = "the drain failed part way; retry")))]
+pub(crate) async fn drain(
     State(s): State<Arc<AdminState>>,
     Path(id): Path<u64>,
-) -> Result<Json<Value>, Problem> {
+) -> Result<Json<DrainedDto>, Problem> {
     require_mutations(&s)?;
     if id != s.membership.me {
         let addr = s
@@ -484,9 +544,11 @@ async fn drain(
         .with("admin_addr", addr));
     }
     match s.handoff.drain(&s.draining).await {
-        Ok(moved) => Ok(Json(
-            json!({ "node": id, "moved_shards": moved, "status": "drained" }),
-        )),
+        Ok(moved) => Ok(Json(DrainedDto {
+            node: id,
+            moved_shards: moved,
+            status: "drained".to_string(),
+        })),
         Err(agora_cluster::handoff::MoveError::Refused(why)) => Err(Problem::new(
             StatusCode::CONFLICT,
             "drain-refused",
@@ -503,7 +565,7 @@ mod tests {
 
     #[test]
     fn entity_dumps_hide_credentials_and_card_numbers() {
-        let state = json!({"Account": {
+        let state = serde_json::json!({"Account": {
             "profile": {"email": "a@b.c", "password_hash": "$argon2id$v=19$secret"},
             "security": {"refresh_tokens": [{"hash": "ab12", "issued_at_ms": 1}], "rotated": ["cd34"]},
             "payments": [{"method": {"Card": {"number": "4242424242424242"}}, "amount_minor": 298}],

@@ -3,6 +3,7 @@
 //! replicas are from the placement, and removing a node for good.
 
 use crate::admin::{map_snapshot, require_mutations, AdminState};
+use crate::admin_dto::{GroupDto, ReceivedDto, RemovingDto, ReplicasDto};
 use agora_cluster::handoff::MoveError;
 use agora_cluster::raft::types::TOO_FEW_MEMBERS;
 use agora_http_edge::problem::Problem;
@@ -10,7 +11,6 @@ use agora_replication::membership;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use serde_json::{json, Value};
 use std::sync::Arc;
 
 fn not_replicated() -> Problem {
@@ -25,13 +25,17 @@ fn not_replicated() -> Problem {
 /// `GET /admin/cluster/replicas`: the agreed placement (`null` while the cluster file's
 /// holds), this node's progress toward it, each group this node runs as its member sees it,
 /// and the shard map group's voters as this node knows them.
-pub async fn replicas(State(s): State<Arc<AdminState>>) -> Result<Json<Value>, Problem> {
+#[utoipa::path(get, path = "/admin/cluster/replicas", operation_id = "get_replicas", tag = "replicas", security(("bearer" = [])),
+    responses((status = 200, body = ReplicasDto, description = "placement, progress and this node's groups"),
+              (status = 409, description = "shards are not replicated (replication_factor 1)"),
+              (status = 500, description = "the shard map could not be read")))]
+pub async fn replicas(State(s): State<Arc<AdminState>>) -> Result<Json<ReplicasDto>, Problem> {
     let Some(view) = &s.replicas else {
         return Err(not_replicated());
     };
     let map = map_snapshot(&s)?;
     let progress = view.progress.lock().map(|p| p.clone()).unwrap_or_default();
-    let groups: Vec<Value> = view
+    let groups: Vec<GroupDto> = view
         .groups
         .ids()
         .into_iter()
@@ -42,33 +46,33 @@ pub async fn replicas(State(s): State<Arc<AdminState>>) -> Result<Json<Value>, P
                 .difference(&voters)
                 .copied()
                 .collect();
-            Some(json!({
-                "shard": shard,
-                "leader": m.current_leader,
-                "term": m.current_term,
-                "voters": voters,
-                "learners": learners,
-                "applied": m.last_applied.map(|l| l.index),
-            }))
+            Some(GroupDto {
+                shard,
+                leader: m.current_leader,
+                term: m.current_term,
+                voters,
+                learners,
+                applied: m.last_applied.map(|l| l.index),
+            })
         })
         .collect();
-    let placement = (map.replicas.version > 0).then_some(&map.replicas.replicas);
-    Ok(Json(json!({
-        "me": s.membership.me,
-        "version": map.replicas.version,
-        "placement": placement,
-        "removed": map.replicas.removed,
-        "map_voters": s.raft.as_ref().map(agora_cluster::raft::voters),
-        "progress": progress,
-        "rebuilding": view.groups.rebuilding(),
-        "received": view
+    let version = map.replicas.version;
+    Ok(Json(ReplicasDto {
+        me: s.membership.me,
+        version,
+        placement: (version > 0).then_some(map.replicas.replicas),
+        removed: map.replicas.removed,
+        map_voters: s.raft.as_ref().map(agora_cluster::raft::voters),
+        progress,
+        rebuilding: view.groups.rebuilding(),
+        received: view
             .groups
             .received()
             .into_iter()
-            .map(|(shard, r)| json!({ "shard": shard, "received": r }))
-            .collect::<Vec<_>>(),
-        "groups": groups,
-    })))
+            .map(|(shard, received)| ReceivedDto { shard, received })
+            .collect(),
+        groups,
+    }))
 }
 
 /// How this node's shard groups stand, for the metrics an operator alerts on.
@@ -106,7 +110,8 @@ pub fn group_health(view: &crate::admin::ReplicaView) -> GroupHealth {
 }
 
 /// Query of a removal.
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RemoveQuery {
     /// Remove even if fewer nodes than the replication factor would remain (each shard then
     /// keeps fewer replicas, and loses fault tolerance, until a node joins).
@@ -138,11 +143,20 @@ fn check_enough_remain(
 /// it out, each of its replicas is rebuilt on another node, and it leaves every group and
 /// the shard map's group. Answers 202 at once: `GET /admin/cluster/replicas` follows it.
 /// Refused (409) when fewer nodes than the replication factor would remain, unless forced.
+#[utoipa::path(post, path = "/admin/cluster/members/{id}/remove", operation_id = "remove_member", tag = "replicas", security(("bearer" = [])),
+    params(("id" = u64, Path, description = "the node to remove"), RemoveQuery),
+    responses((status = 202, body = RemovingDto, description = "the removal was agreed; GET /admin/cluster/replicas follows it"),
+              (status = 400, description = "malformed node id or query"),
+              (status = 403, description = "mutating routes are disabled (admin_mutations), or no admin token is configured"),
+              (status = 404, description = "no such member"),
+              (status = 409, description = "shards are not replicated, the node is the last member, or too few members would remain (unless forced)"),
+              (status = 500, description = "the shard map could not be read"),
+              (status = 503, description = "the removal could not be agreed; retry")))]
 pub async fn remove_member(
     State(s): State<Arc<AdminState>>,
     Path(id): Path<u64>,
     Query(query): Query<RemoveQuery>,
-) -> Result<(StatusCode, Json<Value>), Problem> {
+) -> Result<(StatusCode, Json<RemovingDto>), Problem> {
     require_mutations(&s)?;
     let Some(view) = &s.replicas else {
         return Err(not_replicated());
@@ -178,7 +192,10 @@ pub async fn remove_member(
             tracing::warn!(node = id, "node removed for good by an operator");
             Ok((
                 StatusCode::ACCEPTED,
-                Json(json!({ "node": id, "status": "removing" })),
+                Json(RemovingDto {
+                    node: id,
+                    status: "removing".to_string(),
+                }),
             ))
         }
         Err(MoveError::Refused(why)) if why.starts_with(TOO_FEW_MEMBERS) => {

@@ -6,12 +6,12 @@
 //! only scripts and styles served from this port, and talks only to this port.
 
 use crate::admin::AdminState;
+use crate::admin_dto::ConsoleSettingsDto;
 use axum::extract::State;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::{json, Value};
 use std::sync::Arc;
 
 /// The page.
@@ -67,12 +67,14 @@ fn file(content_type: &'static str, body: &'static str) -> Response {
 /// `GET /admin/console/settings` (behind the admin token): what the console offers on this
 /// node: this node's id, whether mutating routes are enabled, and whether shards are
 /// replicated.
-pub async fn settings(State(s): State<Arc<AdminState>>) -> Json<Value> {
-    Json(json!({
-        "me": s.membership.me,
-        "mutations": s.mutations,
-        "replicated": s.replicas.is_some(),
-    }))
+#[utoipa::path(get, path = "/admin/console/settings", operation_id = "get_console_settings", tag = "console", security(("bearer" = [])),
+    responses((status = 200, body = ConsoleSettingsDto, description = "this node's id, and whether drain, move and remove are offered")))]
+pub async fn settings(State(s): State<Arc<AdminState>>) -> Json<ConsoleSettingsDto> {
+    Json(ConsoleSettingsDto {
+        me: s.membership.me,
+        mutations: s.mutations,
+        replicated: s.replicas.is_some(),
+    })
 }
 
 #[cfg(test)]

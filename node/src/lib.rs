@@ -4,7 +4,10 @@
 //! seed.
 
 pub mod admin;
+pub mod admin_dto;
 pub mod admin_faults;
+pub mod admin_members;
+pub mod admin_openapi;
 pub mod admin_replicas;
 pub mod cards;
 pub mod console;

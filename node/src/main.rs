@@ -41,9 +41,17 @@ enum Cmd {
     /// HTTP from the merchants of AGORA_GATEWAY_MERCHANTS (id=api_key,...), results as
     /// webhooks signed with AGORA_WEBHOOK_SECRET (HMAC-SHA256) to each merchant's own URL.
     PaymentGatewaySim(GatewaySimArgs),
-    /// Print the shop API's OpenAPI document (the one a node serves at /openapi.json), for
-    /// client generators and validators.
-    Openapi,
+    /// Print the shop API's OpenAPI document (the one a node serves at /openapi.json), or with
+    /// --admin the admin API's (served at /admin/openapi.json on the admin port), for client
+    /// generators and validators.
+    Openapi(OpenapiArgs),
+}
+
+#[derive(Parser)]
+struct OpenapiArgs {
+    /// Print the admin API's document instead of the shop API's.
+    #[arg(long)]
+    admin: bool,
 }
 
 #[derive(Parser)]
@@ -399,11 +407,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     agora_node::metrics_catalog::register();
     match cli.command {
         Cmd::PaymentGatewaySim(args) => gateway_sim(args).await,
-        Cmd::Openapi => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&agora_http_edge::openapi::document())?
-            );
+        Cmd::Openapi(args) => {
+            let doc = if args.admin {
+                agora_node::admin_openapi::document()
+            } else {
+                agora_http_edge::openapi::document()
+            };
+            println!("{}", serde_json::to_string_pretty(&doc)?);
             Ok(())
         }
         Cmd::Dev(args) if args.nodes > 1 => {

@@ -18,7 +18,7 @@ const CHANGES_AT_ONCE: usize = 4;
 
 /// How far this node's replicas are from the placement: reported in the log and on the
 /// admin endpoint.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct ReplicaProgress {
     /// Shards placement gives this node.
     pub placed: usize,

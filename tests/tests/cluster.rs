@@ -173,28 +173,52 @@ async fn the_admin_endpoint_needs_its_token_and_shows_members_shards_and_entitie
     r.assert_problem("admin without token");
     let wrong = anon.with_token("not-the-token-at-all");
     assert_eq!(wrong.get("/admin/cluster/members").await.status, 401);
+    // The admin API's contract is open: it holds no data.
+    let doc = anon.get("/admin/openapi.json").await;
+    assert_eq!(doc.status, 200, "{}", doc.text);
+    assert_eq!(
+        doc.body["paths"]["/admin/cluster/members"]["get"]["operationId"], "list_members",
+        "{}",
+        doc.text
+    );
 
     let ops = anon.with_token(ADMIN_TOKEN);
-    // Every peer answers heartbeats: up (suspect only until the first heartbeat lands).
-    let members = poll_until("every member is up", POLL_TIMEOUT, || {
-        let ops = ops.clone();
-        async move {
-            let r = ops.get("/admin/cluster/members").await;
-            let all_up = r.body["members"]
-                .as_array()
-                .is_some_and(|l| l.len() == 3 && l.iter().all(|m| m["status"] == "up"));
-            if all_up {
-                Ok(r)
-            } else {
-                Err(r.text)
+    // Every peer answers heartbeats: up (suspect only until the first heartbeat lands), as
+    // this node sees it and as each of the three does (`seen_by`, asked of every peer).
+    let members = poll_until(
+        "every member is up as every node sees it",
+        POLL_TIMEOUT,
+        || {
+            let ops = ops.clone();
+            async move {
+                let r = ops.get("/admin/cluster/members").await;
+                let seen_up_by_all = |m: &Value| {
+                    m["seen_by"].as_object().is_some_and(|by| {
+                        by.len() == 3 && ["1", "2", "3"].iter().all(|n| by[*n] == "up")
+                    })
+                };
+                let all_up = r.body["members"].as_array().is_some_and(|l| {
+                    l.len() == 3 && l.iter().all(|m| m["status"] == "up" && seen_up_by_all(m))
+                });
+                if all_up {
+                    Ok(r)
+                } else {
+                    Err(r.text)
+                }
             }
-        }
-    })
+        },
+    )
     .await;
     let list = members.body["members"]
         .as_array()
         .cloned()
         .unwrap_or_default();
+    let local = ops.get("/admin/cluster/members?local=true").await;
+    assert!(
+        local.body["members"][0].get("seen_by").is_none(),
+        "{}",
+        local.text
+    );
     let total_shards: u64 = list.iter().filter_map(|m| m["shards"].as_u64()).sum();
     assert_eq!(total_shards, 16, "{}", members.text);
 
@@ -222,6 +246,11 @@ async fn the_admin_endpoint_needs_its_token_and_shows_members_shards_and_entitie
                     r.text
                 );
                 assert!(r.body["seq"].as_u64() >= Some(1), "{}", r.text);
+                // Times in RFC 3339 with milliseconds, as in the shop API.
+                let written = r.body["written_at"].as_str().unwrap_or_default();
+                let rfc3339 =
+                    written.len() == 24 && written.as_bytes()[10] == b'T' && written.ends_with('Z');
+                assert!(rfc3339, "{}", r.text);
             }
             421 => assert!(r.body["owner"].as_u64().is_some(), "{}", r.text),
             s => panic!("entity inspection answered {s}: {}", r.text),

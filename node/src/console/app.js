@@ -42,8 +42,11 @@
     status.className = isError ? 'error' : '';
   }
 
-  function time(ms) {
-    return typeof ms === 'number' ? new Date(ms).toISOString() : '';
+  /** A timestamp for display: the admin API's RFC 3339 strings as they come, and the ms
+   *  since the epoch an entity's state holds (a saga's history) in the same form. */
+  function time(at) {
+    if (typeof at === 'string') return at;
+    return typeof at === 'number' ? new Date(at).toISOString() : '';
   }
 
   // ---- the token and the admin API ---------------------------------------------------
@@ -209,13 +212,13 @@
     }
     const e = r.body;
     const fields = [['kind', e.kind], ['id', e.id], ['shard', e.shard], ['owner', 'node ' + e.owner],
-      ['sequence', e.seq], ['epoch', e.epoch], ['written', time(e.written_at_ms)], ['format', e.format]];
+      ['sequence', e.seq], ['epoch', e.epoch], ['written', time(e.written_at)], ['format', e.format]];
     const record = el('dl', { class: 'record', id: 'entity-record' });
     fields.forEach(([name, value]) => record.append(el('dt', {}, name), el('dd', { 'data-field': name }, value)));
     const parts = [record];
     const order = e.state && e.state.Order;
     if (e.kind === 'order' && order) parts.push(timeline(order.history || []));
-    const messages = (e.applied_messages || []).map((m) => el('li', {}, time(m.at_ms) + '  ' + m.msg_id));
+    const messages = (e.applied_messages || []).map((m) => el('li', {}, time(m.at) + '  ' + m.msg_id));
     parts.push(el('h3', {}, 'Applied messages (latest ' + messages.length + ')'), el('ol', { id: 'applied' }, ...messages));
     parts.push(el('h3', {}, 'State'), el('pre', { id: 'entity-state' }, JSON.stringify(e.state, null, 2)));
     out.replaceChildren(...parts);
@@ -247,7 +250,7 @@
     const r = await api('/admin/dead-letters');
     if (r.status !== 200) return;
     const rows = (r.body.items || []).map((d) => el('tr', { 'data-msg': d.msg_id },
-      el('td', {}, time(d.at_ms)), el('td', {}, d.topic), el('td', {}, d.msg_id),
+      el('td', {}, time(d.at)), el('td', {}, d.topic), el('td', {}, d.msg_id),
       el('td', {}, d.from), el('td', {}, d.reason)));
     if (rows.length === 0) rows.push(el('tr', {}, el('td', { colspan: 5, class: 'note' }, 'none')));
     byId('dead-letters-body').replaceChildren(...rows);
