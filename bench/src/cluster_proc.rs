@@ -113,7 +113,7 @@ impl ClusterProc {
             nodes: (0..n)
                 .map(|i| NodeEntry {
                     id: i as u64 + 1,
-                    cluster_addr: node_addr(i, 0),
+                    cluster_addr: node_addr(i, 0).into(),
                     http_addr: node_addr(i, 1),
                     admin_addr: node_addr(i, 2),
                     data_dir: format!("node-{}", i + 1).into(),

@@ -41,6 +41,9 @@ pub struct AdminState {
     pub fault_injection: bool,
     /// Who is in the cluster.
     pub membership: Membership,
+    /// The nodes' cluster addresses as the cluster file writes them (host names kept);
+    /// empty on the simulator's network.
+    pub cluster_addrs: agora_cluster::transport::ClusterAddrs,
     /// The shard map.
     pub map: SharedShardMap,
     /// The local shards.
@@ -68,6 +71,22 @@ pub struct AdminState {
     /// Which replicated shards this node serves, and their leadership transfers (`None`
     /// unless shards are replicated).
     pub leadership: Option<agora_replication::Serving>,
+}
+
+impl AdminState {
+    /// Node `id`'s cluster address as the cluster file writes it (a host name stays a
+    /// name), else its membership entry's; `None` for a node the file does not list.
+    pub fn cluster_addr(&self, id: u64) -> Option<String> {
+        match self.cluster_addrs.get(&id) {
+            Some(a) => Some(a.to_string()),
+            None => self
+                .membership
+                .nodes
+                .iter()
+                .find(|n| n.id == id)
+                .map(|n| n.cluster_addr.to_string()),
+        }
+    }
 }
 
 /// What the admin endpoint shows of this node's replicas.

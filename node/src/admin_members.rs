@@ -79,7 +79,7 @@ async fn local_view(s: &AdminState) -> Result<MembersDto, Problem> {
         };
         members.push(MemberDto {
             id,
-            cluster_addr: entry.map(|n| n.cluster_addr.to_string()),
+            cluster_addr: s.cluster_addr(id),
             http_addr: entry.map(|n| n.http_addr.to_string()),
             seen_by: None,
             status: status.to_string(),

@@ -242,8 +242,9 @@ fn serve_guard(
 
 /// How a node reaches its peers.
 pub enum PeerNetwork {
-    /// ractor_cluster over TCP (or TLS), gateways found through process groups.
-    Cluster,
+    /// ractor_cluster over TCP (or TLS), gateways found through process groups; peers
+    /// dialled at their cluster file address (host names resolved at each attempt).
+    Cluster(agora_cluster::transport::ClusterAddrs),
     /// Explicit links (the simulator's network); the node does not dial or listen.
     Links(Arc<dyn agora_cluster::directory::PeerLinks>),
 }
@@ -294,7 +295,7 @@ impl NodeEnv {
             store: None,
             executor: agora_store::StorageExecutor::Thread,
             blocking: Arc::new(TokioBlocking),
-            network: PeerNetwork::Cluster,
+            network: PeerNetwork::Cluster(Default::default()),
             serving: Serving::Tcp,
             sink: None,
             served_log: None,
@@ -470,6 +471,10 @@ pub async fn start_with(
         mutations: cluster.as_ref().is_some_and(|c| c.admin_mutations),
         fault_injection: cluster.as_ref().is_some_and(|c| c.fault_injection),
         membership: membership.clone(),
+        cluster_addrs: match &network {
+            PeerNetwork::Cluster(addrs) => addrs.clone(),
+            PeerNetwork::Links(_) => Default::default(),
+        },
         map: map.clone(),
         region: region.clone(),
         directory: directory.clone(),

@@ -640,6 +640,32 @@ async fn nodes_talk_over_tls_when_the_cluster_file_says_so() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_named_by_host_name_are_dialled_by_resolving_it() {
+    // `localhost:port` for every cluster_addr: each node binds its port on 0.0.0.0 and
+    // dials its peers by resolving `localhost`.
+    let cluster = Cluster::start_with_cluster_host(3, 50, "localhost").await;
+    // The saga crosses nodes, so it only finishes if the sessions dialled by name carry it.
+    let (shopper, order_id) = cluster.checkout_across(0, 2).await;
+    let follower = shopper.rebased(&cluster.nodes[1].shop_url);
+    wait_for_order(&follower, &order_id, &["DELIVERED"]).await;
+    let ops = cluster.nodes[0]
+        .admin_port_client()
+        .with_token(agora_tests::cluster::ADMIN_TOKEN);
+    let members = ops.get("/admin/cluster/members?local=true").await.body;
+    let addrs: Vec<&str> = members["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["cluster_addr"].as_str())
+        .collect();
+    assert_eq!(addrs.len(), 3, "{members}");
+    assert!(
+        addrs.iter().all(|a| a.starts_with("localhost:")),
+        "{members}"
+    );
+}
+
 #[test]
 fn a_node_given_another_nodes_certificate_refuses_to_start() {
     use agora_tests::cluster::{ADMIN_TOKEN, CLUSTER_SECRET, JWT_SECRET};
