@@ -9,8 +9,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 /// One node of the cluster. As the cluster file writes it (`NodeEntry<ClusterAddr>`, a
-/// `ClusterNode`) its cluster address may be a host name; as a running node's membership
-/// holds it (`NodeEntry`), the address it binds or dials (see `ClusterNode::entry`).
+/// `ClusterNode`) its addresses may be host names; as a running node's membership holds it
+/// (`NodeEntry`), the addresses it binds or dials (see `ClusterNode::entry`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeEntry<A = SocketAddr> {
@@ -19,9 +19,9 @@ pub struct NodeEntry<A = SocketAddr> {
     /// Where other nodes reach this one (node-to-node traffic).
     pub cluster_addr: A,
     /// Where the shop API listens.
-    pub http_addr: SocketAddr,
+    pub http_addr: A,
     /// Where the admin endpoint listens.
-    pub admin_addr: SocketAddr,
+    pub admin_addr: A,
     /// This node's data directory (relative paths are relative to the config file).
     pub data_dir: PathBuf,
 }
@@ -40,7 +40,7 @@ pub struct TlsFiles {
     pub ca: PathBuf,
 }
 
-/// A `[[nodes]]` entry of the cluster file: its cluster address may be a DNS host name.
+/// A `[[nodes]]` entry of the cluster file: its addresses may be DNS host names.
 pub type ClusterNode = NodeEntry<ClusterAddr>;
 
 impl ClusterNode {
@@ -50,8 +50,8 @@ impl ClusterNode {
         NodeEntry {
             id: self.id,
             cluster_addr: self.cluster_addr.listen_addr(),
-            http_addr: self.http_addr,
-            admin_addr: self.admin_addr,
+            http_addr: self.http_addr.listen_addr(),
+            admin_addr: self.admin_addr.listen_addr(),
             data_dir: self.data_dir.clone(),
         }
     }
@@ -250,7 +250,7 @@ impl ClusterConfig {
             let field = e
                 .span()
                 .map_or_else(|| "(file)".into(), |s| field_at(text, s.start));
-            let fix = if field.ends_with(".cluster_addr") {
+            let fix = if field.starts_with("nodes[") && field.ends_with("_addr") {
                 ADDR_FIX
             } else {
                 "fix the TOML syntax or field names shown"
@@ -365,8 +365,8 @@ impl ClusterConfig {
             }
             for (name, a) in [
                 ("cluster_addr", n.cluster_addr.clone()),
-                ("http_addr", n.http_addr.into()),
-                ("admin_addr", n.admin_addr.into()),
+                ("http_addr", n.http_addr.clone()),
+                ("admin_addr", n.admin_addr.clone()),
             ] {
                 if a.port() == 0 {
                     return Err(err(
@@ -439,8 +439,8 @@ impl ClusterConfig {
         let n = self.node(id)?;
         let s = NodeSettings {
             data_dir: n.data_dir.clone(),
-            http_addr: n.http_addr,
-            admin_addr: n.admin_addr,
+            http_addr: n.http_addr.listen_addr(),
+            admin_addr: n.admin_addr.listen_addr(),
             shard_count: self.shard_count,
             passivate_after_ms: self.tuning.passivate_after_ms,
             max_active_entities: self.tuning.max_active_entities,
@@ -642,6 +642,33 @@ mod tests {
     }
 
     #[test]
+    fn the_kubernetes_template_parses_with_every_node_named_by_its_pod() {
+        let manifest = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/kubernetes/configmap.yaml"
+        ))
+        .unwrap();
+        let template: String = manifest
+            .lines()
+            .skip_while(|l| !l.starts_with("  cluster.toml.template: |"))
+            .skip(1)
+            .take_while(|l| l.is_empty() || l.starts_with("    "))
+            .map(|l| format!("{}\n", l.trim_start()))
+            .collect();
+        let c = ClusterConfig::parse(&template, Path::new("/")).unwrap();
+        assert_eq!(c.nodes.len(), 3);
+        for (i, n) in c.nodes.iter().enumerate() {
+            let pod = format!("agora-{i}.agora-headless");
+            for a in [&n.cluster_addr, &n.http_addr, &n.admin_addr] {
+                assert!(
+                    matches!(a, ClusterAddr::Host { name, .. } if *name == pod),
+                    "{a}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn a_bad_cluster_addr_is_refused_naming_the_field() {
         for (bad, says) in [
             ("agora-0", "has no port"),
@@ -674,9 +701,13 @@ mod tests {
     }
 
     #[test]
-    fn a_bad_http_addr_is_refused_naming_the_field() {
-        let e = example_with("127.0.0.1:8082", "agora-1:8082").unwrap_err();
+    fn an_http_addr_may_be_a_host_name_and_a_bad_one_is_refused_naming_the_field() {
+        let e = example_with("127.0.0.1:8082", "agora_1:8082").unwrap_err();
         assert_eq!(e.field, "nodes[1].http_addr", "{e}");
+        assert!(e.to_string().contains("write IP:port or host:port"), "{e}");
+        let named = example_with("127.0.0.1:8082", "agora-1.agora-headless:8082").unwrap();
+        let http = named.node_settings(2).unwrap().http_addr;
+        assert_eq!(http, "0.0.0.0:8082".parse::<SocketAddr>().unwrap());
     }
 
     #[test]

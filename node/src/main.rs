@@ -471,13 +471,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 cluster_connections: config.cluster_connections,
             };
             let mut env = node::NodeEnv::os();
-            env.network = node::PeerNetwork::Cluster(
-                config
-                    .nodes
-                    .iter()
-                    .map(|n| (n.id, n.cluster_addr.clone()))
-                    .collect(),
-            );
+            env.network = node::PeerNetwork::Cluster(config.nodes.clone());
             let node = node::start_with(settings, secrets, Some(spec), metrics, env).await?;
             banner(
                 &node,

@@ -243,8 +243,9 @@ fn serve_guard(
 /// How a node reaches its peers.
 pub enum PeerNetwork {
     /// ractor_cluster over TCP (or TLS), gateways found through process groups; peers
-    /// dialled at their cluster file address (host names resolved at each attempt).
-    Cluster(agora_cluster::transport::ClusterAddrs),
+    /// dialled at the cluster file's entries' `cluster_addr` (host names resolved at each
+    /// attempt).
+    Cluster(Vec<agora_cluster_config::cluster::ClusterNode>),
     /// Explicit links (the simulator's network); the node does not dial or listen.
     Links(Arc<dyn agora_cluster::directory::PeerLinks>),
 }
@@ -471,9 +472,9 @@ pub async fn start_with(
         mutations: cluster.as_ref().is_some_and(|c| c.admin_mutations),
         fault_injection: cluster.as_ref().is_some_and(|c| c.fault_injection),
         membership: membership.clone(),
-        cluster_addrs: match &network {
-            PeerNetwork::Cluster(addrs) => addrs.clone(),
-            PeerNetwork::Links(_) => Default::default(),
+        file_nodes: match &network {
+            PeerNetwork::Cluster(nodes) => nodes.clone(),
+            PeerNetwork::Links(_) => Vec::new(),
         },
         map: map.clone(),
         region: region.clone(),

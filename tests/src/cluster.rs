@@ -102,9 +102,9 @@ impl Cluster {
         Self::start_configured(n, courier_leg_ms, false, 1, ("", tables, "127.0.0.1")).await
     }
 
-    /// Like `start`, every node's `cluster_addr` written as `host:port` (a host name such
-    /// as `localhost`, resolved by the peers that dial it).
-    pub async fn start_with_cluster_host(n: usize, courier_leg_ms: u64, host: &str) -> Cluster {
+    /// Like `start`, every node's addresses written as `host:port` (a host name such as
+    /// `localhost`: the node binds the port on 0.0.0.0, peers resolve the name).
+    pub async fn start_with_host(n: usize, courier_leg_ms: u64, host: &str) -> Cluster {
         Self::start_configured(n, courier_leg_ms, false, 1, ("", "", host)).await
     }
 
@@ -113,7 +113,7 @@ impl Cluster {
         courier_leg_ms: u64,
         tls: bool,
         factor: usize,
-        (settings, tables, cluster_host): (&str, &str, &str),
+        (settings, tables, host): (&str, &str, &str),
     ) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("agora-cluster-")
@@ -131,7 +131,7 @@ impl Cluster {
         for i in 0..n {
             let _ = write!(
                 toml,
-                "\n[[nodes]]\nid = {}\ncluster_addr = \"{cluster_host}:{}\"\nhttp_addr = \"127.0.0.1:{}\"\nadmin_addr = \"127.0.0.1:{}\"\ndata_dir = \"node-{}/data\"\n",
+                "\n[[nodes]]\nid = {}\ncluster_addr = \"{host}:{}\"\nhttp_addr = \"{host}:{}\"\nadmin_addr = \"{host}:{}\"\ndata_dir = \"node-{}/data\"\n",
                 i + 1,
                 ports[3 * i],
                 ports[3 * i + 1],
