@@ -113,9 +113,9 @@ impl ClusterProc {
             nodes: (0..n)
                 .map(|i| NodeEntry {
                     id: i as u64 + 1,
-                    cluster_addr: node_addr(i, 0),
-                    http_addr: node_addr(i, 1),
-                    admin_addr: node_addr(i, 2),
+                    cluster_addr: node_addr(i, 0).into(),
+                    http_addr: node_addr(i, 1).into(),
+                    admin_addr: node_addr(i, 2).into(),
                     data_dir: format!("node-{}", i + 1).into(),
                 })
                 .collect(),

@@ -1,24 +1,27 @@
 //! The cluster file: the cluster's name, shard count, shared secret, admin token and its
 //! nodes. Example: `examples/three-nodes.toml`.
 
+use crate::addr::{ClusterAddr, ADDR_FIX};
 use crate::{err, ConfigError, NodeSettings, NotificationSettings, RateLimits};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-/// One node of the cluster.
+/// One node of the cluster. As the cluster file writes it (`NodeEntry<ClusterAddr>`, a
+/// `ClusterNode`) its addresses may be host names; as a running node's membership holds it
+/// (`NodeEntry`), the addresses it binds or dials (see `ClusterNode::entry`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct NodeEntry {
+pub struct NodeEntry<A = SocketAddr> {
     /// Stable node id (1 or more); never reused for another machine.
     pub id: u64,
     /// Where other nodes reach this one (node-to-node traffic).
-    pub cluster_addr: SocketAddr,
+    pub cluster_addr: A,
     /// Where the shop API listens.
-    pub http_addr: SocketAddr,
+    pub http_addr: A,
     /// Where the admin endpoint listens.
-    pub admin_addr: SocketAddr,
+    pub admin_addr: A,
     /// This node's data directory (relative paths are relative to the config file).
     pub data_dir: PathBuf,
 }
@@ -35,6 +38,23 @@ pub struct TlsFiles {
     pub key: PathBuf,
     /// PEM certificate of the authority that signed the nodes' certificates.
     pub ca: PathBuf,
+}
+
+/// A `[[nodes]]` entry of the cluster file: its addresses may be DNS host names.
+pub type ClusterNode = NodeEntry<ClusterAddr>;
+
+impl ClusterNode {
+    /// The entry a running node's membership holds: a host name's address is its port on
+    /// `0.0.0.0` (what the node itself binds; peers dial the name, see `agora_cluster`).
+    pub fn entry(&self) -> NodeEntry {
+        NodeEntry {
+            id: self.id,
+            cluster_addr: self.cluster_addr.listen_addr(),
+            http_addr: self.http_addr.listen_addr(),
+            admin_addr: self.admin_addr.listen_addr(),
+            data_dir: self.data_dir.clone(),
+        }
+    }
 }
 
 impl TlsFiles {
@@ -187,7 +207,7 @@ pub struct ClusterConfig {
     #[serde(default)]
     pub admin_mutations: bool,
     /// The nodes.
-    pub nodes: Vec<NodeEntry>,
+    pub nodes: Vec<ClusterNode>,
     /// Timings.
     #[serde(default)]
     pub tuning: Tuning,
@@ -227,11 +247,15 @@ impl ClusterConfig {
     /// Parses a cluster file's text; relative data dirs are resolved against `base_dir`.
     pub fn parse(text: &str, base_dir: &Path) -> Result<Self, ConfigError> {
         let mut c: ClusterConfig = toml::from_str(text).map_err(|e| {
-            err(
-                "(file)",
-                e.message().to_string(),
-                "fix the TOML syntax or field names shown",
-            )
+            let field = e
+                .span()
+                .map_or_else(|| "(file)".into(), |s| field_at(text, s.start));
+            let fix = if field.starts_with("nodes[") && field.ends_with("_addr") {
+                ADDR_FIX
+            } else {
+                "fix the TOML syntax or field names shown"
+            };
+            err(field, e.message().to_string(), fix)
         })?;
         for n in &mut c.nodes {
             if n.data_dir.is_relative() {
@@ -340,9 +364,9 @@ impl ClusterConfig {
                 ));
             }
             for (name, a) in [
-                ("cluster_addr", n.cluster_addr),
-                ("http_addr", n.http_addr),
-                ("admin_addr", n.admin_addr),
+                ("cluster_addr", n.cluster_addr.clone()),
+                ("http_addr", n.http_addr.clone()),
+                ("admin_addr", n.admin_addr.clone()),
             ] {
                 if a.port() == 0 {
                     return Err(err(
@@ -351,7 +375,7 @@ impl ClusterConfig {
                         "give a fixed port so other nodes and clients can find it",
                     ));
                 }
-                if !addrs.insert(a) {
+                if !addrs.insert(a.clone()) {
                     return Err(err(
                         format!("nodes[{i}].{name}"),
                         format!("{a} is used twice"),
@@ -387,7 +411,7 @@ impl ClusterConfig {
     }
 
     /// The entry of node `id`.
-    pub fn node(&self, id: u64) -> Result<&NodeEntry, ConfigError> {
+    pub fn node(&self, id: u64) -> Result<&ClusterNode, ConfigError> {
         self.nodes.iter().find(|n| n.id == id).ok_or_else(|| {
             err(
                 "--node-id",
@@ -415,8 +439,8 @@ impl ClusterConfig {
         let n = self.node(id)?;
         let s = NodeSettings {
             data_dir: n.data_dir.clone(),
-            http_addr: n.http_addr,
-            admin_addr: n.admin_addr,
+            http_addr: n.http_addr.listen_addr(),
+            admin_addr: n.admin_addr.listen_addr(),
             shard_count: self.shard_count,
             passivate_after_ms: self.tuning.passivate_after_ms,
             max_active_entities: self.tuning.max_active_entities,
@@ -444,6 +468,40 @@ impl ClusterConfig {
             }
         })?;
         Ok(s)
+    }
+}
+
+/// The field a TOML error at byte `at` of `text` is about, like `nodes[1].cluster_addr` or
+/// `tuning.passivate_after_ms` (`(file)` when it is not on a `key = value` line).
+fn field_at(text: &str, at: usize) -> String {
+    let before = text.get(..at).unwrap_or(text);
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = text
+        .get(line_start..)
+        .unwrap_or("")
+        .lines()
+        .next()
+        .unwrap_or("");
+    let Some((key, _)) = line.split_once('=') else {
+        return "(file)".into();
+    };
+    let key = key.trim();
+    let headers: Vec<&str> = before
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with('['))
+        .collect();
+    match headers.last() {
+        Some(&"[[nodes]]") => {
+            let i = headers
+                .iter()
+                .filter(|h| **h == "[[nodes]]")
+                .count()
+                .saturating_sub(1);
+            format!("nodes[{i}].{key}")
+        }
+        Some(h) if !h.starts_with("[[") => format!("{}.{key}", h.trim_matches(['[', ']'])),
+        _ => key.to_string(),
     }
 }
 
@@ -546,6 +604,110 @@ mod tests {
                 .field,
             "--node-id"
         );
+    }
+
+    /// The example file with its first `from` replaced by `to`, parsed.
+    fn example_with(from: &str, to: &str) -> Result<ClusterConfig, ConfigError> {
+        ClusterConfig::parse(&example().replacen(from, to, 1), Path::new("."))
+    }
+
+    #[test]
+    fn a_cluster_addr_may_be_a_dns_host_name() {
+        let c = example_with(
+            "127.0.0.1:7101",
+            "agora-0.agora-headless.shop.svc.cluster.local:7101",
+        )
+        .unwrap();
+        assert_eq!(
+            c.nodes[0].cluster_addr,
+            ClusterAddr::Host {
+                name: "agora-0.agora-headless.shop.svc.cluster.local".into(),
+                port: 7101
+            }
+        );
+        assert_eq!(
+            c.nodes[0].entry().cluster_addr,
+            "0.0.0.0:7101".parse::<SocketAddr>().unwrap(),
+            "a node binds its named address's port on every interface"
+        );
+        let ip: SocketAddr = "127.0.0.1:7102".parse().unwrap();
+        assert_eq!(c.nodes[1].cluster_addr, ClusterAddr::Ip(ip));
+        assert_eq!(c.nodes[1].entry().cluster_addr, ip);
+        assert_eq!(
+            c.nodes[0].cluster_addr.to_string(),
+            "agora-0.agora-headless.shop.svc.cluster.local:7101"
+        );
+        let v6 = ClusterAddr::parse("[fd00::5]:7100").unwrap();
+        assert_eq!(v6, ClusterAddr::Ip("[fd00::5]:7100".parse().unwrap()));
+    }
+
+    #[test]
+    fn the_kubernetes_template_parses_with_every_node_named_by_its_pod() {
+        let manifest = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/kubernetes/configmap.yaml"
+        ))
+        .unwrap();
+        let template: String = manifest
+            .lines()
+            .skip_while(|l| !l.starts_with("  cluster.toml.template: |"))
+            .skip(1)
+            .take_while(|l| l.is_empty() || l.starts_with("    "))
+            .map(|l| format!("{}\n", l.trim_start()))
+            .collect();
+        let c = ClusterConfig::parse(&template, Path::new("/")).unwrap();
+        assert_eq!(c.nodes.len(), 3);
+        for (i, n) in c.nodes.iter().enumerate() {
+            let pod = format!("agora-{i}.agora-headless");
+            for a in [&n.cluster_addr, &n.http_addr, &n.admin_addr] {
+                assert!(
+                    matches!(a, ClusterAddr::Host { name, .. } if *name == pod),
+                    "{a}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_bad_cluster_addr_is_refused_naming_the_field() {
+        for (bad, says) in [
+            ("agora-0", "has no port"),
+            ("agora-0:http", "not a number"),
+            ("agora-0:70000", "not a number"),
+            ("agora_0.headless:7100", "other than letters"),
+            ("-agora:7100", "starts or ends with -"),
+            ("agora..local:7100", "empty"),
+            (":7100", "no host"),
+            ("fd00::5:7100", "IPv6 needs brackets"),
+            ("300.1.2.3:7100", "last label is all digits"),
+        ] {
+            let e = example_with("127.0.0.1:7102", bad).unwrap_err();
+            assert_eq!(e.field, "nodes[1].cluster_addr", "{bad}: {e}");
+            assert!(e.problem.contains(says), "{bad}: {e}");
+            assert!(
+                e.to_string().contains("write IP:port or host:port"),
+                "{bad}: {e}"
+            );
+        }
+        let e = example_with("127.0.0.1:7102", "agora-0:0").unwrap_err();
+        assert_eq!(e.field, "nodes[1].cluster_addr");
+        assert!(e.problem.contains("port 0"), "{e}");
+        let twice = example()
+            .replacen("127.0.0.1:7102", "agora-0:7100", 1)
+            .replacen("127.0.0.1:7103", "AGORA-0:7100", 1);
+        let e = ClusterConfig::parse(&twice, Path::new(".")).unwrap_err();
+        assert_eq!(e.field, "nodes[2].cluster_addr");
+        assert!(e.problem.contains("used twice"), "{e}");
+    }
+
+    #[test]
+    fn an_http_addr_may_be_a_host_name_and_a_bad_one_is_refused_naming_the_field() {
+        let e = example_with("127.0.0.1:8082", "agora_1:8082").unwrap_err();
+        assert_eq!(e.field, "nodes[1].http_addr", "{e}");
+        assert!(e.to_string().contains("write IP:port or host:port"), "{e}");
+        let named = example_with("127.0.0.1:8082", "agora-1.agora-headless:8082").unwrap();
+        let http = named.node_settings(2).unwrap().http_addr;
+        assert_eq!(http, "0.0.0.0:8082".parse::<SocketAddr>().unwrap());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! (`agora dev`) and validation whose errors name the field and the fix. `cluster` holds the
 //! TOML file that describes a cluster.
 
+pub mod addr;
 pub mod cluster;
 pub mod secret_strength;
 

@@ -2,14 +2,18 @@
 //! shared secret (the "magic cookie"), fed by Agora's own listener on the node's cluster
 //! address (`admission`: bounds before authentication, frame limits, a handshake deadline),
 //! and a dialer that keeps a session open to every peer with a lower id (so each pair has
-//! one session), reconnecting with backoff when it drops.
+//! one session), reconnecting with backoff when it drops. A peer whose cluster address is a
+//! host name is resolved again at each attempt, so a peer that came back on another IP (a
+//! rescheduled pod) is found.
 
 use super::admission::{self, Admission, AuthWatcher};
 use super::directory::Directory;
 use super::Membership;
-use agora_cluster_config::cluster::{ClusterConnectionLimits, NodeEntry};
+use agora_cluster_config::addr::ClusterAddr;
+use agora_cluster_config::cluster::ClusterConnectionLimits;
 use ractor::{Actor, ActorRef};
 use ractor_cluster::{IncomingEncryptionMode, NodeServer, NodeServerMessage};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,11 +37,15 @@ pub enum TransportStartError {
     },
 }
 
+/// The cluster addresses of the nodes, by id, as the cluster file writes them (host names
+/// included); a node missing here is dialled at its membership entry's address.
+pub type ClusterAddrs = BTreeMap<u64, ClusterAddr>;
+
 /// Starts the node server, the cluster port's listener and the dialer (over TLS when `tls`
-/// is set), the listener bounded by `limits`.
+/// is set), the listener bounded by `limits`. Peers are dialled at their `addrs` entry.
 pub async fn start(
     membership: &Membership,
-    secret: &str,
+    (secret, addrs): (&str, &ClusterAddrs),
     directory: Directory,
     tls: Option<super::tls::Tls>,
     limits: ClusterConnectionLimits,
@@ -61,7 +69,10 @@ pub async fn start(
         0,
         secret.to_string(),
         crate::identity::node_session_name(&membership.cluster_name, me.id),
-        me.cluster_addr.ip().to_string(),
+        match addrs.get(&me.id) {
+            Some(ClusterAddr::Host { name, .. }) => name.clone(),
+            _ => me.cluster_addr.ip().to_string(),
+        },
         Some(IncomingEncryptionMode::Tls(unused)),
         Some(ractor_cluster::node::NodeConnectionMode::Isolated),
     )
@@ -93,7 +104,10 @@ pub async fn start(
         .nodes
         .iter()
         .filter(|n| n.id < me.id)
-        .cloned()
+        .map(|n| {
+            let addr = addrs.get(&n.id).cloned();
+            (n.id, addr.unwrap_or(ClusterAddr::Ip(n.cluster_addr)))
+        })
         .collect();
     tokio::spawn(keep_dialling(
         peers,
@@ -105,9 +119,10 @@ pub async fn start(
     Ok(server)
 }
 
-/// Keeps a session open to each of `peers`, dialling again with backoff when one drops.
+/// Keeps a session open to each of `peers` (id, address), dialling again with backoff when
+/// one drops.
 async fn keep_dialling(
-    peers: Vec<NodeEntry>,
+    peers: Vec<(u64, ClusterAddr)>,
     server: ActorRef<NodeServerMessage>,
     admission: Arc<Admission>,
     directory: Directory,
@@ -118,35 +133,36 @@ async fn keep_dialling(
     let mut last_dial: std::collections::HashMap<u64, tokio::time::Instant> = Default::default();
     loop {
         let mut all_connected = true;
-        for p in &peers {
-            if directory.gateway(p.id).is_some() {
+        for (id, addr) in &peers {
+            let id = *id;
+            if directory.gateway(id).is_some() {
                 continue;
             }
             all_connected = false;
             if last_dial
-                .get(&p.id)
+                .get(&id)
                 .is_some_and(|t| t.elapsed() < Duration::from_secs(3))
             {
                 continue;
             }
             let tls = match tls
                 .as_ref()
-                .map(|t| t.node_name(p.id).map(|n| (&t.connector, n)))
+                .map(|t| t.node_name(id).map(|n| (&t.connector, n)))
             {
                 None => None,
                 Some(Ok(named)) => Some(named),
                 Some(Err(e)) => {
-                    tracing::warn!(peer = p.id, error = %e, "cannot name the peer for TLS");
+                    tracing::warn!(peer = id, error = %e, "cannot name the peer for TLS");
                     continue;
                 }
             };
-            match admission::dial(&server, &admission, p.cluster_addr, tls).await {
-                Ok(()) => {
-                    last_dial.insert(p.id, tokio::time::Instant::now());
-                    tracing::info!(peer = p.id, addr = %p.cluster_addr, "dialled peer");
+            match dial_peer(&server, &admission, addr, tls).await {
+                Ok(ip) => {
+                    last_dial.insert(id, tokio::time::Instant::now());
+                    tracing::info!(peer = id, %addr, %ip, "dialled peer");
                 }
                 Err(e) => {
-                    tracing::debug!(peer = p.id, error = %e, "peer not reachable yet")
+                    tracing::debug!(peer = id, %addr, error = %e, "peer not reachable yet")
                 }
             }
         }
@@ -157,4 +173,40 @@ async fn keep_dialling(
         };
         tokio::time::sleep(backoff).await;
     }
+}
+
+/// Dials `addr`: an IP at once, a host name at each of the addresses it resolves to now
+/// (until one answers). Returns the IP that answered.
+async fn dial_peer(
+    server: &ActorRef<NodeServerMessage>,
+    admission: &Arc<Admission>,
+    addr: &ClusterAddr,
+    tls: Option<(
+        &tokio_rustls::TlsConnector,
+        rustls::pki_types::ServerName<'static>,
+    )>,
+) -> Result<SocketAddr, std::io::Error> {
+    let ips: Vec<SocketAddr> = match addr {
+        ClusterAddr::Ip(ip) => vec![*ip],
+        ClusterAddr::Host { name, port } => {
+            let lookup = tokio::net::lookup_host((name.as_str(), *port));
+            tokio::time::timeout(admission.handshake_timeout(), lookup)
+                .await
+                .map_err(|_| {
+                    std::io::Error::new(std::io::ErrorKind::TimedOut, "lookup timed out")
+                })??
+                .collect()
+        }
+    };
+    let mut last = std::io::Error::new(
+        std::io::ErrorKind::NotFound,
+        format!("{addr} resolves to no address"),
+    );
+    for ip in ips {
+        match admission::dial(server, admission, ip, tls.clone()).await {
+            Ok(()) => return Ok(ip),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }

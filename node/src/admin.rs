@@ -8,6 +8,7 @@ use agora_actors::{EntityKind, EntityRef};
 use agora_cluster::directory::Directory;
 use agora_cluster::shard_map::SharedShardMap;
 use agora_cluster::Membership;
+use agora_cluster_config::cluster::NodeEntry;
 use agora_http_edge::dto::rfc3339;
 use agora_http_edge::problem::Problem;
 use agora_runtime::region::Region;
@@ -41,6 +42,8 @@ pub struct AdminState {
     pub fault_injection: bool,
     /// Who is in the cluster.
     pub membership: Membership,
+    /// The cluster file's node entries, host names kept; empty on the simulator's network.
+    pub file_nodes: Vec<agora_cluster_config::cluster::ClusterNode>,
     /// The shard map.
     pub map: SharedShardMap,
     /// The local shards.
@@ -68,6 +71,26 @@ pub struct AdminState {
     /// Which replicated shards this node serves, and their leadership transfers (`None`
     /// unless shards are replicated).
     pub leadership: Option<agora_replication::Serving>,
+}
+
+impl AdminState {
+    /// Node `id`'s addresses as the cluster file writes them (a host name stays a name),
+    /// else as its membership entry holds them; `None` for a node the file does not list.
+    pub fn addrs(&self, id: u64) -> Option<NodeEntry<String>> {
+        fn text<A: ToString>(n: &NodeEntry<A>) -> NodeEntry<String> {
+            NodeEntry {
+                id: n.id,
+                cluster_addr: n.cluster_addr.to_string(),
+                http_addr: n.http_addr.to_string(),
+                admin_addr: n.admin_addr.to_string(),
+                data_dir: n.data_dir.clone(),
+            }
+        }
+        match self.file_nodes.iter().find(|n| n.id == id) {
+            Some(n) => Some(text(n)),
+            None => self.membership.nodes.iter().find(|n| n.id == id).map(text),
+        }
+    }
 }
 
 /// What the admin endpoint shows of this node's replicas.
@@ -298,12 +321,7 @@ pub(crate) async fn entity(
     let shard = entity.shard(map.owners.len() as u32);
     let owner = map.owner(shard).unwrap_or_default();
     if owner != s.membership.me {
-        let addr = s
-            .membership
-            .nodes
-            .iter()
-            .find(|n| n.id == owner)
-            .map(|n| n.admin_addr.to_string());
+        let addr = s.addrs(owner).map(|n| n.admin_addr);
         return Err(Problem::new(
             StatusCode::MISDIRECTED_REQUEST,
             "not-owner",
@@ -529,12 +547,7 @@ pub(crate) async fn drain(
 ) -> Result<Json<DrainedDto>, Problem> {
     require_mutations(&s)?;
     if id != s.membership.me {
-        let addr = s
-            .membership
-            .nodes
-            .iter()
-            .find(|n| n.id == id)
-            .map(|n| n.admin_addr.to_string());
+        let addr = s.addrs(id).map(|n| n.admin_addr);
         return Err(Problem::new(
             StatusCode::MISDIRECTED_REQUEST,
             "not-this-node",

@@ -67,7 +67,7 @@ async fn local_view(s: &AdminState) -> Result<MembersDto, Problem> {
     ids.sort_unstable();
     ids.dedup();
     for id in ids {
-        let entry = s.membership.nodes.iter().find(|n| n.id == id);
+        let entry = s.addrs(id);
         let status = if id == me {
             if s.draining.load(Ordering::Acquire) {
                 "leaving"
@@ -79,8 +79,8 @@ async fn local_view(s: &AdminState) -> Result<MembersDto, Problem> {
         };
         members.push(MemberDto {
             id,
-            cluster_addr: entry.map(|n| n.cluster_addr.to_string()),
-            http_addr: entry.map(|n| n.http_addr.to_string()),
+            cluster_addr: entry.as_ref().map(|n| n.cluster_addr.clone()),
+            http_addr: entry.map(|n| n.http_addr),
             seen_by: None,
             status: status.to_string(),
             shards: map.shards_of(id).len(),
@@ -103,12 +103,9 @@ async fn peer_views(s: &AdminState) -> Vec<MembersDto> {
         return Vec::new();
     };
     let mut asks = tokio::task::JoinSet::new();
-    for peer in s
-        .membership
-        .nodes
-        .iter()
-        .filter(|n| n.id != s.membership.me)
-    {
+    let me = s.membership.me;
+    let peers = s.membership.node_ids().into_iter().filter(|id| *id != me);
+    for peer in peers.filter_map(|id| s.addrs(id)) {
         let url = format!(
             "http://{}/admin/cluster/members?local=true",
             peer.admin_addr

@@ -26,9 +26,9 @@ fn new_config(
             let i = id as u16;
             NodeEntry {
                 id,
-                cluster_addr: with_port(http, 7100 + i),
-                http_addr: with_port(http, http.port() + i),
-                admin_addr: with_port(admin, admin.port() + i),
+                cluster_addr: with_port(http, 7100 + i).into(),
+                http_addr: with_port(http, http.port() + i).into(),
+                admin_addr: with_port(admin, admin.port() + i).into(),
                 data_dir: format!("node-{id}").into(),
             }
         })

@@ -455,7 +455,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 membership: Membership {
                     cluster_name: config.cluster_name.clone(),
                     me: args.node_id,
-                    nodes: config.nodes.clone(),
+                    nodes: config.nodes.iter().map(|n| n.entry()).collect(),
                 },
                 secret: config.secret.clone(),
                 admin_token: config.admin_token.clone(),
@@ -470,7 +470,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 join_token: args.join_token.clone(),
                 cluster_connections: config.cluster_connections,
             };
-            let node = node::start(settings, secrets, Some(spec), metrics).await?;
+            let mut env = node::NodeEnv::os();
+            env.network = node::PeerNetwork::Cluster(config.nodes.clone());
+            let node = node::start_with(settings, secrets, Some(spec), metrics, env).await?;
             banner(
                 &node,
                 &format!("node {} of cluster {}", args.node_id, config.cluster_name),

@@ -242,8 +242,10 @@ fn serve_guard(
 
 /// How a node reaches its peers.
 pub enum PeerNetwork {
-    /// ractor_cluster over TCP (or TLS), gateways found through process groups.
-    Cluster,
+    /// ractor_cluster over TCP (or TLS), gateways found through process groups; peers
+    /// dialled at the cluster file's entries' `cluster_addr` (host names resolved at each
+    /// attempt).
+    Cluster(Vec<agora_cluster_config::cluster::ClusterNode>),
     /// Explicit links (the simulator's network); the node does not dial or listen.
     Links(Arc<dyn agora_cluster::directory::PeerLinks>),
 }
@@ -294,7 +296,7 @@ impl NodeEnv {
             store: None,
             executor: agora_store::StorageExecutor::Thread,
             blocking: Arc::new(TokioBlocking),
-            network: PeerNetwork::Cluster,
+            network: PeerNetwork::Cluster(Default::default()),
             serving: Serving::Tcp,
             sink: None,
             served_log: None,
@@ -470,6 +472,10 @@ pub async fn start_with(
         mutations: cluster.as_ref().is_some_and(|c| c.admin_mutations),
         fault_injection: cluster.as_ref().is_some_and(|c| c.fault_injection),
         membership: membership.clone(),
+        file_nodes: match &network {
+            PeerNetwork::Cluster(nodes) => nodes.clone(),
+            PeerNetwork::Links(_) => Vec::new(),
+        },
         map: map.clone(),
         region: region.clone(),
         directory: directory.clone(),

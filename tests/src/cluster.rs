@@ -71,12 +71,12 @@ impl Cluster {
     /// Like `start`, with TLS between the nodes (test certificates in `tests/fixtures/tls`)
     /// when `tls` is set.
     pub async fn start_with(n: usize, courier_leg_ms: u64, tls: bool) -> Cluster {
-        Self::start_configured(n, courier_leg_ms, tls, 1, ("", "")).await
+        Self::start_configured(n, courier_leg_ms, tls, 1, ("", "", "127.0.0.1")).await
     }
 
     /// Like `start`, each shard's data on `factor` nodes.
     pub async fn start_replicated(n: usize, courier_leg_ms: u64, factor: usize) -> Cluster {
-        Self::start_configured(n, courier_leg_ms, false, factor, ("", "")).await
+        Self::start_configured(n, courier_leg_ms, false, factor, ("", "", "127.0.0.1")).await
     }
 
     /// Like `start_replicated`, with `settings` (top-level lines of the cluster file) added.
@@ -86,13 +86,26 @@ impl Cluster {
         factor: usize,
         settings: &str,
     ) -> Cluster {
-        Self::start_configured(n, courier_leg_ms, false, factor, (settings, "")).await
+        Self::start_configured(
+            n,
+            courier_leg_ms,
+            false,
+            factor,
+            (settings, "", "127.0.0.1"),
+        )
+        .await
     }
 
     /// Like `start`, with `tables` (TOML tables such as `[cluster_connections]`) added to
     /// the cluster file.
     pub async fn start_with_tables(n: usize, courier_leg_ms: u64, tables: &str) -> Cluster {
-        Self::start_configured(n, courier_leg_ms, false, 1, ("", tables)).await
+        Self::start_configured(n, courier_leg_ms, false, 1, ("", tables, "127.0.0.1")).await
+    }
+
+    /// Like `start`, every node's addresses written as `host:port` (a host name such as
+    /// `localhost`: the node binds the port on 0.0.0.0, peers resolve the name).
+    pub async fn start_with_host(n: usize, courier_leg_ms: u64, host: &str) -> Cluster {
+        Self::start_configured(n, courier_leg_ms, false, 1, ("", "", host)).await
     }
 
     async fn start_configured(
@@ -100,7 +113,7 @@ impl Cluster {
         courier_leg_ms: u64,
         tls: bool,
         factor: usize,
-        (settings, tables): (&str, &str),
+        (settings, tables, host): (&str, &str, &str),
     ) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("agora-cluster-")
@@ -118,7 +131,7 @@ impl Cluster {
         for i in 0..n {
             let _ = write!(
                 toml,
-                "\n[[nodes]]\nid = {}\ncluster_addr = \"127.0.0.1:{}\"\nhttp_addr = \"127.0.0.1:{}\"\nadmin_addr = \"127.0.0.1:{}\"\ndata_dir = \"node-{}/data\"\n",
+                "\n[[nodes]]\nid = {}\ncluster_addr = \"{host}:{}\"\nhttp_addr = \"{host}:{}\"\nadmin_addr = \"{host}:{}\"\ndata_dir = \"node-{}/data\"\n",
                 i + 1,
                 ports[3 * i],
                 ports[3 * i + 1],

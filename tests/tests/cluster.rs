@@ -640,6 +640,43 @@ async fn nodes_talk_over_tls_when_the_cluster_file_says_so() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_named_by_host_name_are_dialled_by_resolving_it() {
+    // `localhost:port` for every address: each node binds its ports on 0.0.0.0, dials its
+    // peers and asks their admin endpoints by resolving `localhost`.
+    let cluster = Cluster::start_with_host(3, 50, "localhost").await;
+    // The saga crosses nodes, so it only finishes if the sessions dialled by name carry it.
+    let (shopper, order_id) = cluster.checkout_across(0, 2).await;
+    let follower = shopper.rebased(&cluster.nodes[1].shop_url);
+    wait_for_order(&follower, &order_id, &["DELIVERED"]).await;
+    let ops = cluster.nodes[0]
+        .admin_port_client()
+        .with_token(agora_tests::cluster::ADMIN_TOKEN);
+    // Each member as every node sees it: the peers' views are asked at their admin_addr.
+    poll_until("every node's view, asked by name", POLL_TIMEOUT, || {
+        let ops = ops.clone();
+        async move {
+            let r = ops.get("/admin/cluster/members").await;
+            let named =
+                |m: &Value, key: &str| m[key].as_str().is_some_and(|a| a.starts_with("localhost:"));
+            let all = r.body["members"].as_array().is_some_and(|l| {
+                l.len() == 3
+                    && l.iter().all(|m| {
+                        named(m, "cluster_addr")
+                            && named(m, "http_addr")
+                            && m["seen_by"].as_object().is_some_and(|by| by.len() == 3)
+                    })
+            });
+            if all {
+                Ok(())
+            } else {
+                Err(r.text)
+            }
+        }
+    })
+    .await;
+}
+
 #[test]
 fn a_node_given_another_nodes_certificate_refuses_to_start() {
     use agora_tests::cluster::{ADMIN_TOKEN, CLUSTER_SECRET, JWT_SECRET};

@@ -84,7 +84,7 @@ pub(super) async fn start(
     .await?;
     let map = Arc::new(RwLock::new(map));
     let directory = match &network {
-        PeerNetwork::Cluster => Directory::new(&membership.cluster_name),
+        PeerNetwork::Cluster(_) => Directory::new(&membership.cluster_name),
         PeerNetwork::Links(links) => Directory::with_links(links.clone()),
     };
     // The shard map agreed through Raft replaces the static spread when it is applied;
@@ -166,7 +166,11 @@ pub(super) async fn start(
     if let Some(scope) = directory.scope() {
         ractor::pg::join_scoped(scope, Directory::group(me), vec![gateway.get_cell()]);
     }
-    if let (Some(c), PeerNetwork::Cluster) = (&cluster, &network) {
+    if let (Some(c), PeerNetwork::Cluster(nodes)) = (&cluster, &network) {
+        let addrs = nodes
+            .iter()
+            .map(|n| (n.id, n.cluster_addr.clone()))
+            .collect();
         let tls = match &c.tls {
             Some(files) => Some(agora_cluster::tls::load(
                 files,
@@ -177,7 +181,7 @@ pub(super) async fn start(
         };
         transport::start(
             &c.membership,
-            &c.secret,
+            (&c.secret, &addrs),
             directory.clone(),
             tls,
             c.cluster_connections,

@@ -52,12 +52,7 @@ pub(super) fn settle_stored_copies(admin: &AdminState, mut current: watch::Recei
 pub(super) fn join(admin: &AdminState, membership: &Membership, join_token: Option<String>) {
     let handoff = admin.handoff.clone();
     let me = membership.me;
-    let addr = membership
-        .nodes
-        .iter()
-        .find(|n| n.id == me)
-        .map(|n| n.cluster_addr.to_string())
-        .unwrap_or_default();
+    let addr = admin.addrs(me).map(|n| n.cluster_addr).unwrap_or_default();
     tokio::spawn(async move {
         match handoff.join_and_take_share(addr, join_token).await {
             Ok(taken) => tracing::info!(taken, "joined the cluster"),
