@@ -642,33 +642,6 @@ mod tests {
     }
 
     #[test]
-    fn the_kubernetes_template_parses_with_every_node_named_by_its_pod() {
-        let manifest = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../deploy/kubernetes/configmap.yaml"
-        ))
-        .unwrap();
-        let template: String = manifest
-            .lines()
-            .skip_while(|l| !l.starts_with("  cluster.toml.template: |"))
-            .skip(1)
-            .take_while(|l| l.is_empty() || l.starts_with("    "))
-            .map(|l| format!("{}\n", l.trim_start()))
-            .collect();
-        let c = ClusterConfig::parse(&template, Path::new("/")).unwrap();
-        assert_eq!(c.nodes.len(), 3);
-        for (i, n) in c.nodes.iter().enumerate() {
-            let pod = format!("agora-{i}.agora-headless");
-            for a in [&n.cluster_addr, &n.http_addr, &n.admin_addr] {
-                assert!(
-                    matches!(a, ClusterAddr::Host { name, .. } if *name == pod),
-                    "{a}"
-                );
-            }
-        }
-    }
-
-    #[test]
     fn a_bad_cluster_addr_is_refused_naming_the_field() {
         for (bad, says) in [
             ("agora-0", "has no port"),

@@ -45,6 +45,20 @@ enum Cmd {
     /// --admin the admin API's (served at /admin/openapi.json on the admin port), for client
     /// generators and validators.
     Openapi(OpenapiArgs),
+    /// Mint a join token for node `--node-id` from the cluster file's secret, offline: what
+    /// `POST /admin/cluster/join-tokens` answers, for automation that already holds the
+    /// cluster file (a Kubernetes pod joining on scale-up). Valid for an hour.
+    JoinToken(JoinTokenArgs),
+}
+
+#[derive(Parser)]
+struct JoinTokenArgs {
+    /// The cluster file whose name and secret sign the token.
+    #[arg(long, env = "AGORA_CONFIG")]
+    config: PathBuf,
+    /// The node the token admits.
+    #[arg(long)]
+    node_id: u64,
 }
 
 #[derive(Parser)]
@@ -413,9 +427,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 agora_http_edge::openapi::document()
             };
-            println!("{}", serde_json::to_string_pretty(&doc)?);
-            Ok(())
+            print_stdout(&serde_json::to_string_pretty(&doc)?)
         }
+        Cmd::JoinToken(args) => print_stdout(&join_token(&args)?),
         Cmd::Dev(args) if args.nodes > 1 => {
             local_cluster::run(
                 args.nodes,
@@ -540,6 +554,35 @@ async fn gateway_sim(args: GatewaySimArgs) -> anyhow::Result<()> {
         ) => r,
         _ = wait_for_signal() => Ok(()),
     }
+}
+
+/// Writes `text` and a newline to stdout; a reader that closed the pipe early (`| head`)
+/// is not an error.
+fn print_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+/// A join token for `args.node_id`, signed with the cluster file's secret, valid for an hour
+/// from now (wall clock: the nodes that check it read theirs).
+fn join_token(args: &JoinTokenArgs) -> anyhow::Result<String> {
+    let config = ClusterConfig::load(&args.config)?;
+    let policy = agora_cluster::join_token::JoinPolicy {
+        members: Vec::new(),
+        cluster_name: config.cluster_name.clone(),
+        secret: config.secret.clone(),
+    };
+    let now_ms = u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis(),
+    )?;
+    let expires_at_ms = now_ms + agora_cluster::join_token::JOIN_TOKEN_TTL_MS;
+    Ok(policy.mint(args.node_id, expires_at_ms))
 }
 
 fn main() -> anyhow::Result<()> {

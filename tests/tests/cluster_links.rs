@@ -134,3 +134,32 @@ async fn a_node_outside_the_cluster_file_without_a_join_token_is_refused() {
     }
     assert!(refused >= 1.0, "no node counted the refused join");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_token_minted_offline_from_the_cluster_file_admits_the_node() {
+    // What a Kubernetes pod does on scale-up: it holds the cluster file, so it mints its own
+    // token (`agora join-token`) instead of asking an admin endpoint.
+    let mut cluster = Cluster::start(3, 50).await;
+    cluster.wait_for_raft_leader().await;
+    let minted = std::process::Command::new(agora_tests::agora_bin())
+        .args(["join-token", "--node-id", "4", "--config"])
+        .arg(&cluster.config)
+        .output()
+        .expect("run agora join-token");
+    assert!(minted.status.success(), "{minted:?}");
+    let token = String::from_utf8(minted.stdout).expect("utf-8");
+    assert!(token.starts_with("agj1.4."), "{token}");
+    cluster.start_joining(4, Some(token.trim().to_string()));
+    poll_until("node 4 owns shards", POLL_TIMEOUT, || {
+        let cluster = &cluster;
+        async move {
+            let owners = cluster.owners().await;
+            if owners.contains(&4) {
+                Ok(())
+            } else {
+                Err(format!("owners {owners:?}"))
+            }
+        }
+    })
+    .await;
+}
