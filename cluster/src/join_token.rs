@@ -1,11 +1,14 @@
 //! Who may join the cluster's Raft group. A node is admitted when it is in the cluster file
-//! of the node that admits it, or when it presents a join token an operator minted for its
-//! id through the admin endpoint (`POST /admin/cluster/join-tokens`, mutations enabled).
-//! Holding the cluster secret is not enough: the secret lets a process connect, not join.
+//! of the node that admits it, or when it presents a join token minted for its id: by an
+//! operator through the admin endpoint (`POST /admin/cluster/join-tokens`, mutations
+//! enabled), or offline from the cluster file (`agora join-token`, what a Kubernetes pod
+//! does on scale-up). A process that merely connects with the secret does not join.
 //!
 //! A token names the node id, the cluster and an expiry, and is signed (HMAC-SHA256) with the
 //! cluster secret, so every node checks it without shared state. It is useless to any other
-//! node id, and to its own node once that node is a member.
+//! node id, and to its own node once that node is a member. Whoever holds the cluster secret
+//! can mint one: the token keeps out a node started by mistake (a copied file, a wrong id, a
+//! removed id), not someone who holds the secret, who could connect as any node anyway.
 
 use agora_actors::hex::{decode as unhex, encode as hex};
 use hmac::{Hmac, Mac};
