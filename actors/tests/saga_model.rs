@@ -1001,7 +1001,9 @@ impl World {
                     ));
                 }
             }
-            if pay.status == PaymentStatus::Refunded && o.payment_status != "refunded" {
+            if pay.status == PaymentStatus::Refunded
+                && o.payment_status != agora_actors::order::OrderPaymentStatus::Refunded
+            {
                 return Err(format!(
                     "{id}: payment refunded but the order shows payment {}",
                     o.payment_status
@@ -1262,7 +1264,10 @@ fn cancel_before_the_payment_started_abandons_it() {
     };
     let world = directed(spec, |w| {
         w.settle(|m| m.topic == "PAYMENT_PROCESSING")?;
-        assert_eq!(w.order(0).payment_status, "none");
+        assert_eq!(
+            w.order(0).payment_status,
+            agora_actors::order::OrderPaymentStatus::None
+        );
         let me = EntityRef::new(EntityKind::Order, order_id(0));
         assert!(w.edge(
             &me,

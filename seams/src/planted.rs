@@ -39,11 +39,14 @@ pub enum Bug {
     /// A refund of a delivered order is bounded by the order's total, not by what is left
     /// after earlier refunds.
     SkipRefundBound,
+    /// A checkout retried under its idempotency key with another body is answered as the
+    /// first one instead of refused.
+    SkipRequestHash,
 }
 
 impl Bug {
     /// Every planted bug.
-    pub const ALL: [Bug; 14] = [
+    pub const ALL: [Bug; 15] = [
         Bug::AckBeforeDurable,
         Bug::SkipDedup,
         Bug::ForgetTimers,
@@ -58,6 +61,7 @@ impl Bug {
         Bug::RebuildFromLagging,
         Bug::DuplicateRestock,
         Bug::SkipRefundBound,
+        Bug::SkipRequestHash,
     ];
 
     /// The bug's name on the command line (`ack-before-durable`, ...).
@@ -77,6 +81,7 @@ impl Bug {
             Bug::RebuildFromLagging => "rebuild-from-lagging",
             Bug::DuplicateRestock => "duplicate-restock",
             Bug::SkipRefundBound => "skip-refund-bound",
+            Bug::SkipRequestHash => "skip-request-hash",
         }
     }
 

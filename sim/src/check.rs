@@ -211,14 +211,8 @@ pub fn check(world: &World, history: &[Op]) -> Vec<Violation> {
             ));
         }
     }
-    // Acknowledged means durable; one key, one order.
-    let mut by_key: BTreeMap<&str, std::collections::BTreeSet<&str>> = BTreeMap::new();
+    // Acknowledged means durable.
     for op in history.iter().filter(|o| o.kind == "checkout") {
-        if let (Some(key), Some(id)) = (op.key.as_deref(), op.order_id.as_deref()) {
-            if op.outcome != Outcome::Unknown {
-                by_key.entry(key).or_default().insert(id);
-            }
-        }
         if op.outcome == Outcome::Ok {
             match op.order_id.as_deref() {
                 Some(id) if world.orders.contains_key(id) => {}
@@ -239,14 +233,7 @@ pub fn check(world: &World, history: &[Op]) -> Vec<Violation> {
             }
         }
     }
-    for (key, ids) in &by_key {
-        if ids.len() > 1 {
-            out.push(violation(
-                "one-order-per-key",
-                format!("key {key} answered with orders {ids:?}"),
-            ));
-        }
-    }
+    out.extend(retried_keys(history));
     // Stock: never negative (u64), conserved, and matching what the admin received.
     let mut received: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
     for op in history.iter().filter(|o| o.kind == "receive") {
@@ -350,6 +337,55 @@ pub fn check(world: &World, history: &[Op]) -> Vec<Violation> {
                 format!("{sku}: sold {} but delivered orders hold {want}", s.sold),
             ));
         }
+    }
+    out
+}
+
+/// What a retried idempotency key answered: once a checkout under a key was answered 2xx,
+/// a later 2xx under it (the same body sent again) replays that answer (same order,
+/// `Idempotent-Replayed: true`): anything else took effect twice (`retry-replays`). The
+/// same key with another body is refused (`reused-key-refused`).
+fn retried_keys(history: &[Op]) -> Vec<Violation> {
+    let mut out = Vec::new();
+    let mut answered: BTreeMap<&str, &Op> = BTreeMap::new();
+    let mut by_end: Vec<&Op> = history
+        .iter()
+        .filter(|o| o.kind == "checkout" && o.outcome == Outcome::Ok && o.key.is_some())
+        .collect();
+    by_end.sort_by_key(|o| o.end_ms);
+    for op in by_end {
+        let Some(key) = op.key.as_deref() else {
+            continue;
+        };
+        match answered.get(key) {
+            Some(first) if op.invoke_ms > first.end_ms => {
+                if !op.replayed || op.order_id != first.order_id {
+                    out.push(violation(
+                        "retry-replays",
+                        format!(
+                            "key {key}: {:?} answered at {} ms, then at {} ms {:?} (replayed: {})",
+                            first.order_id, first.end_ms, op.end_ms, op.order_id, op.replayed
+                        ),
+                    ));
+                }
+            }
+            Some(_) => {}
+            None => {
+                answered.insert(key, op);
+            }
+        }
+    }
+    for op in history
+        .iter()
+        .filter(|o| o.kind == crate::workload::CHECKOUT_REUSED_KEY && o.outcome == Outcome::Ok)
+    {
+        out.push(violation(
+            "reused-key-refused",
+            format!(
+                "{}: key {:?} sent with another body answered {} at {} ms",
+                op.client, op.key, op.status, op.end_ms
+            ),
+        ));
     }
     out
 }
@@ -461,6 +497,35 @@ mod tests {
         assert_eq!(found, ["inbox u1: ORDER_PLACED for o2 on Email twice"]);
     }
 
+    #[test]
+    fn a_retried_key_must_replay_its_answer_and_another_body_must_be_refused() {
+        let keyed = |t: (u64, u64), order: &str, replayed: bool| Op {
+            key: Some("k".into()),
+            replayed,
+            ..op("a", "checkout", t, order, "AWAITING_PAYMENT")
+        };
+        let names = |h: &[Op]| -> Vec<&'static str> {
+            retried_keys(h).into_iter().map(|v| v.invariant).collect()
+        };
+        let first = keyed((0, 10), "o1", false);
+        assert!(names(&[first.clone(), keyed((20, 30), "o1", true)]).is_empty());
+        // Sent while the first was in flight (after a lost answer): either may be first.
+        assert!(names(&[first.clone(), keyed((5, 30), "o1", false)]).is_empty());
+        assert_eq!(
+            names(&[first.clone(), keyed((20, 30), "o1", false)]),
+            ["retry-replays"]
+        );
+        assert_eq!(
+            names(&[first.clone(), keyed((20, 30), "o2", true)]),
+            ["retry-replays"]
+        );
+        let reused = Op {
+            kind: crate::workload::CHECKOUT_REUSED_KEY,
+            ..keyed((40, 50), "o1", true)
+        };
+        assert_eq!(names(&[first, reused]), ["reused-key-refused"]);
+    }
+
     fn op(client: &str, kind: &'static str, t: (u64, u64), order: &str, status: &str) -> Op {
         Op {
             client: client.into(),
@@ -474,6 +539,7 @@ mod tests {
             sku: None,
             quantity: 0,
             status_seen: Some(status.into()),
+            replayed: false,
         }
     }
 

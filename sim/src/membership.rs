@@ -91,6 +91,7 @@ mod tests {
             sku: None,
             quantity,
             status_seen: None,
+            replayed: false,
         }
     }
 

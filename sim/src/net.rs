@@ -308,6 +308,8 @@ pub struct Answer {
     pub status: u16,
     /// Parsed body.
     pub body: serde_json::Value,
+    /// Whether it says it replays an earlier answer (`Idempotent-Replayed: true`).
+    pub replayed: bool,
 }
 
 /// Sends one request to port `port` of node `node` over a fresh connection.
@@ -355,6 +357,10 @@ pub async fn http(
         .await
         .map_err(|e| format!("send: {e}"))?;
     let status = resp.status().as_u16();
+    let replayed = resp
+        .headers()
+        .get("idempotent-replayed")
+        .is_some_and(|v| v.as_bytes() == b"true");
     let bytes = resp
         .into_body()
         .collect()
@@ -364,5 +370,6 @@ pub async fn http(
     Ok(Answer {
         status,
         body: serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+        replayed,
     })
 }

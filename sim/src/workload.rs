@@ -57,6 +57,8 @@ pub struct Op {
     pub quantity: u64,
     /// The order status the answer showed (checkout, cancel and order reads).
     pub status_seen: Option<String>,
+    /// The answer said it replays an earlier one (`Idempotent-Replayed: true`).
+    pub replayed: bool,
 }
 
 /// The shared record of every operation, in completion order.
@@ -211,6 +213,7 @@ impl Session {
                 .and_then(|a| a.body.get("status"))
                 .and_then(Value::as_str)
                 .map(str::to_string),
+            replayed: answer.as_ref().is_some_and(|a| a.replayed),
         });
         (outcome, answer)
     }
@@ -425,10 +428,32 @@ pub async fn shopper(
                     .await;
             }
             5 => refund_when_delivered(&mut s, &order_id, &key).await,
+            6 => retry_answered_checkout(&mut s, &body, &key).await,
             _ => {}
         }
     }
     Ok(())
+}
+
+/// The kind of a checkout sent again under an answered key with another body (a client
+/// bug): it must be refused.
+pub const CHECKOUT_REUSED_KEY: &str = "checkout-reused-key";
+
+/// A shopper whose client lost the 201 sends the same checkout again under its key (it must
+/// be answered as a replay of the same order), then, like a buggy client, another body
+/// under the same key (it must be refused, and change nothing).
+async fn retry_answered_checkout(s: &mut Session, body: &Value, key: &str) {
+    s.pause(0, 1_000).await;
+    let again = Request::new("checkout", "POST", "/api/v1/orders".into())
+        .body(body.clone())
+        .key(key.to_string());
+    let _ = s.send(again).await;
+    let mut other = body.clone();
+    other["shipping_address"]["name"] = json!("Someone Else");
+    let reused = Request::new(CHECKOUT_REUSED_KEY, "POST", "/api/v1/orders".into())
+        .body(other)
+        .key(key.to_string());
+    let _ = s.send(reused).await;
 }
 
 /// The kind of a shopper's refund request (its answer's `status` is the refund's, not the
@@ -566,6 +591,7 @@ async fn wait_out_of_map_group(s: &mut Session, node: u64) {
                 sku: None,
                 quantity: node,
                 status_seen: None,
+                replayed: false,
             });
             return;
         }

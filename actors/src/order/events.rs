@@ -5,7 +5,7 @@ use super::steps::{
     delivered, end_unpaid, holds_stock, notify, payment, refund_and_restock, release_line,
     stock_settled, to_each_stock_item,
 };
-use super::{OrderState, OrderStatus, Placement};
+use super::{OrderPaymentStatus, OrderState, OrderStatus, Placement};
 use crate::command::Command;
 use crate::entity::Ctx;
 use crate::error::DomainError;
@@ -51,8 +51,8 @@ pub(super) fn payment_started(s: &mut OrderState, status: OrderStatus, ctx: &Ctx
     if status == OrderStatus::AwaitingPayment {
         s.set(OrderStatus::PaymentProcessing, ctx.now_ms);
     }
-    if s.payment_status == "none" {
-        s.payment_status = "processing".into();
+    if s.payment_status == OrderPaymentStatus::None {
+        s.payment_status = OrderPaymentStatus::Processing;
     }
 }
 
@@ -64,7 +64,7 @@ pub(super) fn payment_succeeded(
     status: OrderStatus,
     ctx: &mut Ctx,
 ) {
-    s.payment_status = "succeeded".into();
+    s.payment_status = OrderPaymentStatus::Succeeded;
     if matches!(
         status,
         OrderStatus::AwaitingPayment | OrderStatus::PaymentProcessing
@@ -87,7 +87,7 @@ pub(super) fn payment_succeeded(
         notify(p, ctx, "ORDER_CONFIRMED");
     } else if matches!(status, OrderStatus::Cancelled | OrderStatus::Expired) {
         // Paid after the order ended: give the money back.
-        s.payment_status = "refunding".into();
+        s.payment_status = OrderPaymentStatus::Refunding;
         ctx.send(
             payment(ctx),
             "REFUND_REQUESTED",
@@ -121,7 +121,7 @@ pub(super) fn refund_completed(
     status: OrderStatus,
     ctx: &mut Ctx,
 ) {
-    s.payment_status = "refunded".into();
+    s.payment_status = OrderPaymentStatus::Refunded;
     if matches!(status, OrderStatus::RefundPending | OrderStatus::Returned) {
         s.set(OrderStatus::Refunded, ctx.now_ms);
     }

@@ -13,10 +13,13 @@
 //! into stock by the admin); the amounts refunded never exceed what was paid.
 
 mod events;
+mod payment_status;
 mod refunds;
 mod steps;
 #[cfg(test)]
 mod tests;
+
+pub use payment_status::OrderPaymentStatus;
 
 use crate::entity::{Ctx, Outcome};
 use crate::error::DomainError;
@@ -239,7 +242,7 @@ pub struct OrderState {
     /// How the checkout was answered.
     pub settlement: Option<Settlement>,
     /// Payment status as last reported.
-    pub payment_status: String,
+    pub payment_status: OrderPaymentStatus,
     /// Why it was cancelled.
     pub cancel_reason: Option<String>,
     /// Refunds asked through the API (after delivery), oldest first.
@@ -379,7 +382,9 @@ pub fn handle(
     match cmd {
         OrderCommand::Place(_) => unreachable!("handled above"),
         OrderCommand::CheckRequest { request_hash } => {
-            if p.request_hash != request_hash {
+            if p.request_hash != request_hash
+                && !agora_seams::planted::is_planted(agora_seams::planted::Bug::SkipRequestHash)
+            {
                 return Err(DomainError::IdempotencyMismatch);
             }
         }
@@ -395,7 +400,7 @@ pub fn handle(
         OrderCommand::PaymentStarted => events::payment_started(s, status, ctx),
         OrderCommand::PaymentSucceeded => events::payment_succeeded(s, &p, status, ctx),
         OrderCommand::PaymentFailed { reason } => {
-            s.payment_status = "failed".into();
+            s.payment_status = OrderPaymentStatus::Failed;
             let reason = format!("payment_failed: {reason}");
             events::payment_ended_unpaid(s, &p, status, &reason, ctx);
         }

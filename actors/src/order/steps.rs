@@ -1,7 +1,10 @@
 //! The order saga's steps: the messages an order sends to stock, payment, shipment, cart,
 //! account, inbox and review boards, and the transitions that send them.
 
-use super::{OrderCommand, OrderLine, OrderState, OrderStatus, OrderView, Placement, Settlement};
+use super::{
+    OrderCommand, OrderLine, OrderPaymentStatus, OrderState, OrderStatus, OrderView, Placement,
+    Settlement,
+};
 use crate::account::AccountCommand;
 use crate::cart::CartCommand;
 use crate::command::{Command, Reply};
@@ -100,7 +103,7 @@ pub(super) fn restock_line(l: &OrderLine, order_id: &str, ctx: &mut Ctx) {
 /// Compensates a paid order that will not be delivered: the whole payment goes back and the
 /// goods return to the shelf.
 pub(super) fn refund_and_restock(s: &mut OrderState, p: &Placement, ctx: &mut Ctx) {
-    s.payment_status = "refunding".into();
+    s.payment_status = OrderPaymentStatus::Refunding;
     ctx.send(
         payment(ctx),
         "REFUND_REQUESTED",
@@ -183,7 +186,7 @@ pub(super) fn view(s: &OrderState, ctx: &Ctx) -> Result<Outcome, DomainError> {
         lines: p.lines.clone(),
         total_minor: p.total_minor(),
         payment_method: p.method.name().to_string(),
-        payment_status: s.payment_status.clone(),
+        payment_status: s.payment_status.to_string(),
         shipment_id: confirmed.then(|| shipment_id_for_order(&ctx.me.id)),
         history: s
             .history
@@ -227,7 +230,7 @@ pub(super) fn place(s: &mut OrderState, p: Placement, ctx: &mut Ctx) -> Result<(
     );
     notify(&p, ctx, "ORDER_PLACED");
     s.history.push((OrderStatus::Pending, ctx.now_ms));
-    s.payment_status = "none".into();
+    s.payment_status = OrderPaymentStatus::None;
     s.placement = Some(p);
     Ok(())
 }
