@@ -172,10 +172,12 @@ pub fn plan(
                 }
             },
             Profile::Crash => {
-                // Drawn only when a disk may be lost, so other plans stay as they were. Not
-                // with a removal: a lost disk and a removed node together are a majority of
-                // some shard's replicas.
-                let replace = may_replace && membership.is_none() && rng.random_bool(0.3);
+                // Drawn only when a disk may be lost, so other plans stay as they were. In a
+                // membership run it races the join and the removals: a removed node hands its
+                // replicas on from the others that hold them, so one lost disk is still a
+                // minority of every shard's replicas.
+                let chance = if membership.is_some() { 0.1 } else { 0.3 };
+                let replace = may_replace && rng.random_bool(chance);
                 may_replace &= !replace;
                 let death = if replace {
                     Fault::Replace(node)
@@ -313,6 +315,7 @@ mod tests {
     fn a_membership_plan_joins_one_node_then_removes_one_and_faults_the_joiner_only_after() {
         let ids = [1, 2, 3];
         let mut seconds = 0;
+        let mut replaced = 0;
         for seed in 0..100 {
             let p = plan(seed, Profile::Membership, &ids, (3_000, 60_000), 3);
             let joins: Vec<u64> = p
@@ -359,12 +362,14 @@ mod tests {
                     !touches_4 || s.at_ms >= join_at,
                     "seed {seed}: {s:?} before the join"
                 );
-                assert!(
-                    !matches!(s.fault, Fault::Replace(_)),
-                    "seed {seed}: no disk lost"
-                );
+                replaced += usize::from(matches!(s.fault, Fault::Replace(_)));
             }
         }
+        // Some runs lose a disk while nodes join and leave.
+        assert!(
+            (10..=70).contains(&replaced),
+            "{replaced} disks lost in 100 runs"
+        );
         // About half the runs race a second removal against the first.
         assert!(
             (30..=70).contains(&seconds),
