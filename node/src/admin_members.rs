@@ -93,6 +93,15 @@ async fn local_view(s: &AdminState) -> Result<MembersDto, Problem> {
 /// Each peer's own view (`GET /admin/cluster/members?local=true` on its admin endpoint, with
 /// this node's admin token), for the peers of the cluster file that answer in time.
 async fn peer_views(s: &AdminState) -> Vec<MembersDto> {
+    ask_peers(s, "/admin/cluster/members?local=true").await
+}
+
+/// `GET path` on each peer's admin endpoint (the peers of the cluster file, with this node's
+/// admin token), all at once: the answers that came in time and parsed.
+pub(crate) async fn ask_peers<T>(s: &AdminState, path: &str) -> Vec<T>
+where
+    T: serde::de::DeserializeOwned + Send + 'static,
+{
     let Some(token) = s.token.clone() else {
         return Vec::new();
     };
@@ -106,14 +115,11 @@ async fn peer_views(s: &AdminState) -> Vec<MembersDto> {
     let me = s.membership.me;
     let peers = s.membership.node_ids().into_iter().filter(|id| *id != me);
     for peer in peers.filter_map(|id| s.addrs(id)) {
-        let url = format!(
-            "http://{}/admin/cluster/members?local=true",
-            peer.admin_addr
-        );
+        let url = format!("http://{}{path}", peer.admin_addr);
         let ask = client.get(url).bearer_auth(&token).send();
         asks.spawn(async move {
             let answer = ask.await.ok()?.error_for_status().ok()?;
-            answer.json::<MembersDto>().await.ok()
+            answer.json::<T>().await.ok()
         });
     }
     let mut views = Vec::new();
