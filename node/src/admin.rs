@@ -142,7 +142,14 @@ pub fn protected_routes() -> Router<Arc<AdminState>> {
         .route("/admin/cluster/members", get(crate::admin_members::members))
         .route("/admin/cluster/shards", get(shards))
         .route("/admin/entities/{kind}/{id}", get(entity))
-        .route("/admin/dead-letters", get(dead_letters))
+        .route(
+            "/admin/dead-letters",
+            get(crate::admin_dead_letters::dead_letters),
+        )
+        .route(
+            "/admin/dead-letters/{id}",
+            axum::routing::delete(crate::admin_dead_letters::discard),
+        )
         .route("/admin/cluster/members/{id}/drain", post(drain))
         .route("/admin/shards/{shard}/move", post(move_shard))
         .route("/admin/cluster/join-tokens", post(mint_join_token))
@@ -408,30 +415,6 @@ fn redact_in(v: &mut Value) {
 /// Whether `s` is a card number (12 to 19 digits).
 fn looks_like_card(s: &str) -> bool {
     (12..=19).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
-}
-
-/// `GET /admin/dead-letters`: the newest 100 messages given up on, on this node.
-#[utoipa::path(get, path = "/admin/dead-letters", operation_id = "list_dead_letters", tag = "dead letters", security(("bearer" = [])),
-    responses((status = 200, body = DeadLettersDto, description = "this node's dead letters, newest 100"),
-              (status = 500, description = "the store could not be read")))]
-pub(crate) async fn dead_letters(
-    State(s): State<Arc<AdminState>>,
-) -> Result<Json<DeadLettersDto>, Problem> {
-    let letters = s
-        .store
-        .dead_letters(100)
-        .map_err(|e| Problem::internal(e.to_string()))?;
-    let items = letters
-        .into_iter()
-        .map(|d| DeadLetterDto {
-            at: rfc3339(d.at_ms),
-            reason: d.reason,
-            from: d.message.from.to_string(),
-            msg_id: d.message.id,
-            topic: d.message.topic,
-        })
-        .collect();
-    Ok(Json(DeadLettersDto { items }))
 }
 
 /// Refuses a mutating route unless the cluster file enables them.

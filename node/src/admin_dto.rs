@@ -130,6 +130,8 @@ pub struct DeadLetterDto {
     pub at: String,
     /// The entity that sent it (`kind:id`).
     pub from: String,
+    /// Its id on this node: `DELETE /admin/dead-letters/{id}` discards it.
+    pub id: u64,
     /// The message's id.
     pub msg_id: String,
     /// Why it was given up.

@@ -3,7 +3,10 @@
 //! `agora openapi --admin`.
 
 use crate::admin_dto::*;
-use crate::{admin, admin_faults, admin_members, admin_operations, admin_replicas, console};
+use crate::{
+    admin, admin_dead_letters, admin_faults, admin_members, admin_operations, admin_replicas,
+    console,
+};
 use agora_http_edge::dto::ProblemDto;
 use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -52,7 +55,8 @@ impl Modify for AdminToken {
     ),
     paths(
         admin::healthz, admin::readyz, admin::metrics,
-        admin_members::members, admin::shards, admin::entity, admin::dead_letters,
+        admin_members::members, admin::shards, admin::entity,
+        admin_dead_letters::dead_letters, admin_dead_letters::discard,
         admin::drain, admin::move_shard, admin::mint_join_token,
         admin_replicas::replicas, admin_replicas::remove_member,
         console::settings, admin_faults::partition,

@@ -4,6 +4,7 @@
 //! seed.
 
 pub mod admin;
+pub mod admin_dead_letters;
 pub mod admin_dto;
 pub mod admin_faults;
 pub mod admin_members;

@@ -1,5 +1,7 @@
 //! Drain, move and remove as asynchronous admin operations, on real processes: the request
 //! answers 202 with the operation, and `GET /admin/operations/{id}` follows it to its end.
+//! Errors known at once (a shard not owned, an unknown operation or dead letter) are still
+//! answered at once.
 
 use agora_tests::cluster::{Cluster, ADMIN_TOKEN};
 use agora_tests::operations::{accepted, finished};
@@ -17,6 +19,10 @@ async fn a_drain_is_accepted_at_once_and_its_operation_counts_every_shard_moved(
     let unknown = ops3.get("/admin/operations/no-such-operation").await;
     assert_eq!(unknown.status, 404, "{}", unknown.text);
     unknown.assert_problem("an unknown operation");
+    // A dead letter this node does not keep cannot be discarded.
+    let no_letter = ops3.delete("/admin/dead-letters/999999").await;
+    assert_eq!(no_letter.status, 404, "{}", no_letter.text);
+    no_letter.assert_problem("an unknown dead letter");
     let not_its = cluster.owners().await.iter().position(|o| *o != 3);
     let shard = not_its.expect("a shard another node owns");
     let refused = ops3

@@ -251,11 +251,26 @@
   async function loadDeadLetters() {
     const r = await api('/admin/dead-letters');
     if (r.status !== 200) return;
-    const rows = (r.body.items || []).map((d) => el('tr', { 'data-msg': d.msg_id },
+    const rows = (r.body.items || []).map((d) => el('tr', { 'data-msg': d.msg_id, 'data-dead-letter': d.id },
       el('td', {}, time(d.at)), el('td', {}, d.topic), el('td', {}, d.msg_id),
-      el('td', {}, d.from), el('td', {}, d.reason)));
-    if (rows.length === 0) rows.push(el('tr', {}, el('td', { colspan: 5, class: 'note' }, 'none')));
+      el('td', {}, d.from), el('td', {}, d.reason), discardCell(d)));
+    if (rows.length === 0) rows.push(el('tr', {}, el('td', { colspan: 6, class: 'note' }, 'none')));
     byId('dead-letters-body').replaceChildren(...rows);
+  }
+
+  /** A Discard button for dead letter `d`, when mutations are enabled. */
+  function discardCell(d) {
+    const cell = el('td', {});
+    if (!(session.settings && session.settings.mutations)) return cell;
+    const button = el('button', { type: 'button', class: 'danger' }, 'Discard');
+    button.addEventListener('click', async () => {
+      if (!window.confirm('Discard dead letter ' + d.msg_id + ' (' + d.topic + ') for good?')) return;
+      const r = await api('/admin/dead-letters/' + encodeURIComponent(d.id), { method: 'DELETE' });
+      if (r.status !== 204) logOp('discard ' + d.msg_id + ': ' + problemText(r), true);
+      loadDeadLetters();
+    });
+    cell.append(button);
+    return cell;
   }
 
   // ---- live charts -------------------------------------------------------------------
