@@ -4,6 +4,7 @@
 //! bearer token, and mutating routes answer only when the cluster file enables them.
 
 use crate::admin_dto::*;
+use crate::admin_operations::{launch, Target};
 use agora_actors::{EntityKind, EntityRef};
 use agora_cluster::directory::Directory;
 use agora_cluster::shard_map::SharedShardMap;
@@ -71,6 +72,8 @@ pub struct AdminState {
     /// Which replicated shards this node serves, and their leadership transfers (`None`
     /// unless shards are replicated).
     pub leadership: Option<agora_replication::Serving>,
+    /// The drains, moves and removals this node accepted (in memory only).
+    pub operations: Arc<crate::admin_operations::Operations>,
 }
 
 impl AdminState {
@@ -101,6 +104,8 @@ pub struct ReplicaView {
     pub progress: crate::replica_moves::SharedProgress,
     /// Replicas per shard (the cluster file's `replication_factor`).
     pub replication_factor: usize,
+    /// The cluster file's placement, which holds until one is agreed (empty on a joiner).
+    pub file_placement: Vec<Vec<u64>>,
 }
 
 /// The admin router: the open routes, and the protected ones behind the admin token.
@@ -137,7 +142,14 @@ pub fn protected_routes() -> Router<Arc<AdminState>> {
         .route("/admin/cluster/members", get(crate::admin_members::members))
         .route("/admin/cluster/shards", get(shards))
         .route("/admin/entities/{kind}/{id}", get(entity))
-        .route("/admin/dead-letters", get(dead_letters))
+        .route(
+            "/admin/dead-letters",
+            get(crate::admin_dead_letters::dead_letters),
+        )
+        .route(
+            "/admin/dead-letters/{id}",
+            axum::routing::delete(crate::admin_dead_letters::discard),
+        )
         .route("/admin/cluster/members/{id}/drain", post(drain))
         .route("/admin/shards/{shard}/move", post(move_shard))
         .route("/admin/cluster/join-tokens", post(mint_join_token))
@@ -148,6 +160,14 @@ pub fn protected_routes() -> Router<Arc<AdminState>> {
         .route(
             "/admin/cluster/members/{id}/remove",
             post(crate::admin_replicas::remove_member),
+        )
+        .route(
+            "/admin/operations",
+            get(crate::admin_operations::list_operations),
+        )
+        .route(
+            "/admin/operations/{id}",
+            get(crate::admin_operations::get_operation),
         )
         .route("/admin/console/settings", get(crate::console::settings))
         .route(
@@ -397,30 +417,6 @@ fn looks_like_card(s: &str) -> bool {
     (12..=19).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
 }
 
-/// `GET /admin/dead-letters`: the newest 100 messages given up on, on this node.
-#[utoipa::path(get, path = "/admin/dead-letters", operation_id = "list_dead_letters", tag = "dead letters", security(("bearer" = [])),
-    responses((status = 200, body = DeadLettersDto, description = "this node's dead letters, newest 100"),
-              (status = 500, description = "the store could not be read")))]
-pub(crate) async fn dead_letters(
-    State(s): State<Arc<AdminState>>,
-) -> Result<Json<DeadLettersDto>, Problem> {
-    let letters = s
-        .store
-        .dead_letters(100)
-        .map_err(|e| Problem::internal(e.to_string()))?;
-    let items = letters
-        .into_iter()
-        .map(|d| DeadLetterDto {
-            at: rfc3339(d.at_ms),
-            reason: d.reason,
-            from: d.message.from.to_string(),
-            msg_id: d.message.id,
-            topic: d.message.topic,
-        })
-        .collect();
-    Ok(Json(DeadLettersDto { items }))
-}
-
 /// Refuses a mutating route unless the cluster file enables them.
 pub(crate) fn require_mutations(s: &AdminState) -> Result<(), Problem> {
     if s.mutations {
@@ -432,60 +428,95 @@ pub(crate) fn require_mutations(s: &AdminState) -> Result<(), Problem> {
 }
 
 /// `POST /admin/shards/{shard}/move`: moves a shard to another node (replicated shards: moves
-/// its lead, asked of the shard's leader), and answers once it is done.
+/// its lead, asked of the shard's leader). A move that can be made answers 202 at once with
+/// the operation (`Location: /admin/operations/{id}`), which follows it to its end.
 #[utoipa::path(post, path = "/admin/shards/{shard}/move", operation_id = "move_shard", tag = "shards", security(("bearer" = [])),
     params(("shard" = u32, Path, description = "the shard")), request_body = MoveRequest,
-    responses((status = 200, body = MovedDto, description = "moved: the shard's new leader (replicated shards) or owner and the map's epoch"),
+    responses((status = 202, body = OperationDto, description = "accepted: the move runs; its result is the shard's new leader (replicated shards) or owner and the map's epoch",
+                 headers(("Location" = String, description = "the operation: `/admin/operations/{id}`"))),
               (status = 400, description = "malformed path or body"),
               (status = 403, description = "mutating routes are disabled (admin_mutations), or no admin token is configured"),
               (status = 409, description = "refused: the move or leadership transfer cannot be made (the problem may name the `leader` to ask)"),
-              (status = 503, description = "the move failed (a peer unreachable, no agreement); retry")))]
+              (status = 429, description = "too many operations are running on this node")))]
 pub(crate) async fn move_shard(
     State(s): State<Arc<AdminState>>,
     Path(shard): Path<u32>,
     body: Result<Json<MoveRequest>, axum::extract::rejection::JsonRejection>,
-) -> Result<Json<MovedDto>, Problem> {
+) -> Result<Response, Problem> {
     require_mutations(&s)?;
     let Json(req) = body.map_err(Problem::from)?;
-    if let Some(leadership) = &s.leadership {
+    let to = req.to;
+    let what = (
+        OperationKind::Move,
+        Target {
+            node: None,
+            shard: Some(shard),
+            to: Some(to),
+        },
+    );
+    let one_shard = (1, ProgressUnit::Shards);
+    if let Some(leadership) = s.leadership.clone() {
         // Replicated shards move their lead, not their data: a leader transfer.
-        return match leadership.transfer(shard, req.to).await {
-            Ok(()) => Ok(Json(MovedDto::Leader(LeaderMovedDto {
-                shard,
-                leader: req.to,
-            }))),
-            Err(e) => {
-                let leader = match &e {
-                    agora_replication::TransferRefused::NotLeader { leader, .. } => *leader,
-                    _ => None,
-                };
-                let problem = Problem::new(
-                    StatusCode::CONFLICT,
-                    "transfer-refused",
-                    "Leadership transfer refused",
-                    e.to_string(),
-                );
-                // Where to ask instead, when this node knows the shard's leader.
-                Err(match leader {
-                    Some(l) => problem.with("leader", l),
-                    None => problem,
-                })
-            }
-        };
+        leadership
+            .check_transfer(shard, to)
+            .map_err(transfer_refused)?;
+        return launch(&s.operations, what, one_shard, move |_| async move {
+            leadership
+                .transfer(shard, to)
+                .await
+                .map_err(transfer_refused)?;
+            let moved = LeaderMovedDto { shard, leader: to };
+            Ok(OperationResult::Moved(MovedDto::Leader(moved)))
+        });
     }
-    match s.handoff.move_shard(shard, req.to).await {
-        Ok(epoch) => Ok(Json(MovedDto::Owner(OwnerMovedDto {
+    s.handoff
+        .check_move(shard, to)
+        .map_err(|e| move_problem(e, "move-refused", "Move refused"))?;
+    let handoff = s.handoff.clone();
+    launch(&s.operations, what, one_shard, move |_| async move {
+        let epoch = handoff
+            .move_shard(shard, to)
+            .await
+            .map_err(|e| move_problem(e, "move-refused", "Move refused"))?;
+        let moved = OwnerMovedDto {
             shard,
-            owner: req.to,
+            owner: to,
             epoch,
-        }))),
-        Err(agora_cluster::handoff::MoveError::Refused(why)) => Err(Problem::new(
-            StatusCode::CONFLICT,
-            "move-refused",
-            "Move refused",
-            why,
-        )),
-        Err(e) => Err(Problem::unavailable(e.to_string())),
+        };
+        Ok(OperationResult::Moved(MovedDto::Owner(moved)))
+    })
+}
+
+/// The 409 for a refused leadership transfer, naming the shard's leader when this node
+/// knows it (where to ask instead).
+fn transfer_refused(e: agora_replication::TransferRefused) -> Problem {
+    let leader = match &e {
+        agora_replication::TransferRefused::NotLeader { leader, .. } => *leader,
+        _ => None,
+    };
+    let problem = Problem::new(
+        StatusCode::CONFLICT,
+        "transfer-refused",
+        "Leadership transfer refused",
+        e.to_string(),
+    );
+    match leader {
+        Some(l) => problem.with("leader", l),
+        None => problem,
+    }
+}
+
+/// A failed move or drain as a problem: 409 when refused, else 503 (retry).
+fn move_problem(
+    e: agora_cluster::handoff::MoveError,
+    slug: &'static str,
+    title: &'static str,
+) -> Problem {
+    match e {
+        agora_cluster::handoff::MoveError::Refused(why) => {
+            Problem::new(StatusCode::CONFLICT, slug, title, why)
+        }
+        e => Problem::unavailable(e.to_string()),
     }
 }
 
@@ -532,19 +563,22 @@ pub(crate) async fn mint_join_token(
 }
 
 /// `POST /admin/cluster/members/{id}/drain`: moves every shard of this node away (asked of
-/// the node itself), and answers once it is done; the node is then not ready.
+/// the node itself); the node is then not ready. A drain that can start answers 202 at once
+/// with the operation (`Location: /admin/operations/{id}`); asked again while it runs, the
+/// same operation.
 #[utoipa::path(post, path = "/admin/cluster/members/{id}/drain", operation_id = "drain_member", tag = "cluster", security(("bearer" = [])),
     params(("id" = u64, Path, description = "this node's id")),
-    responses((status = 200, body = DrainedDto, description = "drained: every shard moved away"),
+    responses((status = 202, body = OperationDto, description = "accepted: the drain runs (or was running already); its progress counts the shards moved away",
+                 headers(("Location" = String, description = "the operation: `/admin/operations/{id}`"))),
               (status = 400, description = "malformed node id"),
               (status = 403, description = "mutating routes are disabled (admin_mutations), or no admin token is configured"),
               (status = 409, description = "refused (e.g. replicated shards, or no node to move to)"),
               (status = 421, description = "another node: drain it through its own admin endpoint (`admin_addr`)"),
-              (status = 503, description = "the drain failed part way; retry")))]
+              (status = 429, description = "too many operations are running on this node")))]
 pub(crate) async fn drain(
     State(s): State<Arc<AdminState>>,
     Path(id): Path<u64>,
-) -> Result<Json<DrainedDto>, Problem> {
+) -> Result<Response, Problem> {
     require_mutations(&s)?;
     if id != s.membership.me {
         let addr = s.addrs(id).map(|n| n.admin_addr);
@@ -556,20 +590,35 @@ pub(crate) async fn drain(
         )
         .with("admin_addr", addr));
     }
-    match s.handoff.drain(&s.draining).await {
-        Ok(moved) => Ok(Json(DrainedDto {
-            node: id,
-            moved_shards: moved,
-            status: "drained".to_string(),
-        })),
-        Err(agora_cluster::handoff::MoveError::Refused(why)) => Err(Problem::new(
-            StatusCode::CONFLICT,
-            "drain-refused",
-            "Drain refused",
-            why,
-        )),
-        Err(e) => Err(Problem::unavailable(e.to_string())),
-    }
+    let refused = |e| move_problem(e, "drain-refused", "Drain refused");
+    let total = s.handoff.check_drain().map_err(refused)?;
+    let what = (
+        OperationKind::Drain,
+        Target {
+            node: Some(id),
+            shard: None,
+            to: None,
+        },
+    );
+    let state = s.clone();
+    launch(
+        &s.operations,
+        what,
+        (total, ProgressUnit::Shards),
+        move |op| async move {
+            let report = move |moved, of| op.progress(moved, of);
+            let moved = state
+                .handoff
+                .drain_reporting(&state.draining, &report)
+                .await
+                .map_err(refused)?;
+            Ok(OperationResult::Drained(DrainedDto {
+                node: id,
+                moved_shards: moved,
+                status: "drained".to_string(),
+            }))
+        },
+    )
 }
 
 #[cfg(test)]

@@ -130,6 +130,8 @@ pub struct DeadLetterDto {
     pub at: String,
     /// The entity that sent it (`kind:id`).
     pub from: String,
+    /// Its id on this node: `DELETE /admin/dead-letters/{id}` discards it.
+    pub id: u64,
     /// The message's id.
     pub msg_id: String,
     /// Why it was given up.
@@ -146,7 +148,7 @@ pub struct MoveRequest {
 }
 
 /// `POST /admin/shards/{shard}/move`: the shard's new leader (replicated shards) or owner.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum MovedDto {
     /// Replicated shards: the lead was transferred.
@@ -156,7 +158,7 @@ pub enum MovedDto {
 }
 
 /// A shard whose lead was transferred.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct LeaderMovedDto {
     /// The shard's new leader.
     pub leader: u64,
@@ -165,7 +167,7 @@ pub struct LeaderMovedDto {
 }
 
 /// A shard that moved to a new owner.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct OwnerMovedDto {
     /// The shard map's epoch with the move.
     pub epoch: u64,
@@ -195,7 +197,7 @@ pub struct JoinTokenDto {
 }
 
 /// `POST /admin/cluster/members/{id}/drain`: the node was drained.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct DrainedDto {
     /// Shards moved away.
     pub moved_shards: usize,
@@ -207,7 +209,7 @@ pub struct DrainedDto {
 }
 
 /// `POST /admin/cluster/members/{id}/remove`: the removal was accepted.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct RemovingDto {
     /// The node being removed.
     pub node: u64,
@@ -283,4 +285,112 @@ pub struct ReceivedDto {
     pub received: agora_replication::rebuild_progress::RebuildReceipt,
     /// The shard.
     pub shard: u32,
+}
+
+/// What kind of long operation an operation is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OperationKind {
+    /// `POST /admin/cluster/members/{id}/drain`: every shard of a node moves away.
+    Drain,
+    /// `POST /admin/shards/{shard}/move`: a shard (or its lead) moves.
+    Move,
+    /// `POST /admin/cluster/members/{id}/remove`: a node's replicas are rebuilt elsewhere.
+    Remove,
+}
+
+/// Where an operation stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OperationState {
+    /// Still running.
+    Running,
+    /// Done: `result` says what it did.
+    Succeeded,
+    /// Given up: `problem` says why.
+    Failed,
+}
+
+/// What an operation's progress counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ProgressUnit {
+    /// Shards moved (a drain, a move).
+    Shards,
+    /// Replicas of the removed node rebuilt elsewhere (a removal).
+    Replicas,
+}
+
+/// How far an operation is: `done` of `total` `unit`s.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ProgressDto {
+    /// Units done.
+    pub done: usize,
+    /// Units in all.
+    pub total: usize,
+    /// What is counted.
+    pub unit: ProgressUnit,
+}
+
+/// What a succeeded operation did: what its request answered before operations (200).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum OperationResult {
+    /// A drain: the shards moved away.
+    Drained(DrainedDto),
+    /// A move: the shard's new leader or owner.
+    Moved(MovedDto),
+    /// A removal: the node's replicas were rebuilt elsewhere.
+    Removed(RemovingDto),
+}
+
+/// Why an operation failed (the problem its request would have answered).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct OperationProblemDto {
+    /// What went wrong in this case.
+    pub detail: String,
+    /// The HTTP status the request would have answered.
+    pub status: u16,
+    /// A short summary of the kind.
+    pub title: String,
+    /// The kind of problem: `/problems/<slug>`.
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+/// A long admin operation (drain, move, remove), on the node that accepted it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct OperationDto {
+    /// When it ended (RFC 3339, UTC, milliseconds); `null` while it runs.
+    #[schema(format = DateTime, example = "2026-12-06T07:00:05.000Z")]
+    pub finished_at: Option<String>,
+    /// Its id (opaque): `GET /admin/operations/{id}`.
+    #[schema(example = "2-19aa0f3c2e8-1")]
+    pub id: String,
+    /// What it does.
+    pub kind: OperationKind,
+    /// The node drained or removed.
+    pub node: Option<u64>,
+    /// Why it failed (`state` `failed`).
+    pub problem: Option<OperationProblemDto>,
+    /// How far it is.
+    pub progress: ProgressDto,
+    /// What it did (`state` `succeeded`).
+    pub result: Option<OperationResult>,
+    /// The shard moved.
+    pub shard: Option<u32>,
+    /// When it started (RFC 3339, UTC, milliseconds).
+    #[schema(format = DateTime, example = "2026-12-06T07:00:00.000Z")]
+    pub started_at: String,
+    /// Where it stands.
+    pub state: OperationState,
+    /// Where the shard (or its lead) moves.
+    pub to: Option<u64>,
+}
+
+/// `GET /admin/operations`: this node's operations, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OperationsDto {
+    /// The running operations and the newest finished ones.
+    pub items: Vec<OperationDto>,
 }

@@ -93,7 +93,19 @@ async fn local_view(s: &AdminState) -> Result<MembersDto, Problem> {
 /// Each peer's own view (`GET /admin/cluster/members?local=true` on its admin endpoint, with
 /// this node's admin token), for the peers of the cluster file that answer in time.
 async fn peer_views(s: &AdminState) -> Vec<MembersDto> {
-    let Some(token) = s.token.clone() else {
+    ask_peers(s, "/admin/cluster/members?local=true").await
+}
+
+/// `GET path` on each peer's admin endpoint (the peers of the cluster file, with this node's
+/// admin token), all at once: the answers that came in time and parsed. None on the
+/// simulator's network.
+pub(crate) async fn ask_peers<T>(s: &AdminState, path: &str) -> Vec<T>
+where
+    T: serde::de::DeserializeOwned + Send + 'static,
+{
+    // The simulator's nodes (no cluster file entries) have no admin endpoint on a real
+    // network: nothing is asked there.
+    let Some(token) = s.token.clone().filter(|_| !s.file_nodes.is_empty()) else {
         return Vec::new();
     };
     let Ok(client) = reqwest::Client::builder()
@@ -106,14 +118,11 @@ async fn peer_views(s: &AdminState) -> Vec<MembersDto> {
     let me = s.membership.me;
     let peers = s.membership.node_ids().into_iter().filter(|id| *id != me);
     for peer in peers.filter_map(|id| s.addrs(id)) {
-        let url = format!(
-            "http://{}/admin/cluster/members?local=true",
-            peer.admin_addr
-        );
+        let url = format!("http://{}{path}", peer.admin_addr);
         let ask = client.get(url).bearer_auth(&token).send();
         asks.spawn(async move {
             let answer = ask.await.ok()?.error_for_status().ok()?;
-            answer.json::<MembersDto>().await.ok()
+            answer.json::<T>().await.ok()
         });
     }
     let mut views = Vec::new();

@@ -3,7 +3,10 @@
 //! `agora openapi --admin`.
 
 use crate::admin_dto::*;
-use crate::{admin, admin_faults, admin_members, admin_replicas, console};
+use crate::{
+    admin, admin_dead_letters, admin_faults, admin_members, admin_operations, admin_replicas,
+    console,
+};
 use agora_http_edge::dto::ProblemDto;
 use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -45,14 +48,19 @@ impl Modify for AdminToken {
         description = "The operators' endpoint, on the admin port. /healthz, /readyz, /metrics and \
             this document are open; every other /admin route needs the admin bearer token, and \
             mutating routes answer only with admin_mutations = true in the cluster file. Every \
-            error is application/problem+json (RFC 9457)."
+            error is application/problem+json (RFC 9457). Drain, move and remove answer 202 \
+            with an operation (Location: /admin/operations/{id}) that GET \
+            /admin/operations/{id} follows to its end; operations live in the memory of the \
+            node that accepted them and do not survive its restart."
     ),
     paths(
         admin::healthz, admin::readyz, admin::metrics,
-        admin_members::members, admin::shards, admin::entity, admin::dead_letters,
+        admin_members::members, admin::shards, admin::entity,
+        admin_dead_letters::dead_letters, admin_dead_letters::discard,
         admin::drain, admin::move_shard, admin::mint_join_token,
         admin_replicas::replicas, admin_replicas::remove_member,
         console::settings, admin_faults::partition,
+        admin_operations::list_operations, admin_operations::get_operation,
     ),
     components(schemas(
         MembersDto, MemberDto, ShardsDto, RaftDto, ShardDto, EntityDto, AppliedMessageDto,
@@ -60,6 +68,8 @@ impl Modify for AdminToken {
         JoinTokenRequest, JoinTokenDto, DrainedDto, RemovingDto, ConsoleSettingsDto,
         PartitionDto, ReplicasDto, GroupDto, ReceivedDto, ProblemDto,
         crate::replica_moves::ReplicaProgress, admin_faults::Partition,
+        OperationDto, OperationsDto, OperationKind, OperationState, ProgressDto, ProgressUnit,
+        OperationResult, OperationProblemDto,
     )),
     modifiers(&AdminToken)
 )]

@@ -3,7 +3,7 @@
 //! replicas are from the placement, and removing a node for good.
 
 use crate::admin::{map_snapshot, require_mutations, AdminState};
-use crate::admin_dto::{GroupDto, ReceivedDto, RemovingDto, ReplicasDto};
+use crate::admin_dto::{GroupDto, OperationDto, ReceivedDto, ReplicasDto};
 use agora_cluster::handoff::MoveError;
 use agora_cluster::raft::types::TOO_FEW_MEMBERS;
 use agora_http_edge::problem::Problem;
@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use std::sync::Arc;
 
-fn not_replicated() -> Problem {
+pub(crate) fn not_replicated() -> Problem {
     Problem::new(
         StatusCode::CONFLICT,
         "not-replicated",
@@ -141,22 +141,25 @@ fn check_enough_remain(
 
 /// `POST /admin/cluster/members/{id}/remove`: removes node `id` for good. Placement leaves
 /// it out, each of its replicas is rebuilt on another node, and it leaves every group and
-/// the shard map's group. Answers 202 at once: `GET /admin/cluster/replicas` follows it.
+/// the shard map's group. Answers 202 once the removal is agreed, with the operation
+/// (`Location: /admin/operations/{id}`) that counts its replicas rebuilt elsewhere.
 /// Refused (409) when fewer nodes than the replication factor would remain, unless forced.
 #[utoipa::path(post, path = "/admin/cluster/members/{id}/remove", operation_id = "remove_member", tag = "replicas", security(("bearer" = [])),
     params(("id" = u64, Path, description = "the node to remove"), RemoveQuery),
-    responses((status = 202, body = RemovingDto, description = "the removal was agreed; GET /admin/cluster/replicas follows it"),
+    responses((status = 202, body = OperationDto, description = "the removal was agreed; the operation counts the node's replicas rebuilt elsewhere (GET /admin/cluster/replicas shows each group)",
+                 headers(("Location" = String, description = "the operation: `/admin/operations/{id}`"))),
               (status = 400, description = "malformed node id or query"),
               (status = 403, description = "mutating routes are disabled (admin_mutations), or no admin token is configured"),
               (status = 404, description = "no such member"),
               (status = 409, description = "shards are not replicated, the node is the last member, or too few members would remain (unless forced)"),
+              (status = 429, description = "too many operations are running on this node"),
               (status = 500, description = "the shard map could not be read"),
               (status = 503, description = "the removal could not be agreed; retry")))]
 pub async fn remove_member(
     State(s): State<Arc<AdminState>>,
     Path(id): Path<u64>,
     Query(query): Query<RemoveQuery>,
-) -> Result<(StatusCode, Json<RemovingDto>), Problem> {
+) -> Result<axum::response::Response, Problem> {
     require_mutations(&s)?;
     let Some(view) = &s.replicas else {
         return Err(not_replicated());
@@ -187,16 +190,11 @@ pub async fn remove_member(
     // This node's map may lag the agreed one (a removal just accepted elsewhere): the map's
     // group checks again where the removal is agreed.
     let min_remaining = if query.force { 0 } else { factor };
+    let placed_on_it = crate::admin_removal::shards_placed_on(&s, view, id)?;
     match s.handoff.remove_node(id, min_remaining).await {
         Ok(()) => {
             tracing::warn!(node = id, "node removed for good by an operator");
-            Ok((
-                StatusCode::ACCEPTED,
-                Json(RemovingDto {
-                    node: id,
-                    status: "removing".to_string(),
-                }),
-            ))
+            crate::admin_removal::follow(s.clone(), id, placed_on_it)
         }
         Err(MoveError::Refused(why)) if why.starts_with(TOO_FEW_MEMBERS) => {
             let detail = why

@@ -4,10 +4,13 @@
 //! seed.
 
 pub mod admin;
+pub mod admin_dead_letters;
 pub mod admin_dto;
 pub mod admin_faults;
 pub mod admin_members;
 pub mod admin_openapi;
+pub mod admin_operations;
+pub mod admin_removal;
 pub mod admin_replicas;
 pub mod cards;
 pub mod console;

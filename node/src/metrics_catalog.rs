@@ -92,6 +92,11 @@ pub const METRICS: &[(Kind, &str, &str)] = &[
     ),
     (
         Counter,
+        "agora_dead_letters_discarded_total",
+        "Dead letters an operator discarded (DELETE /admin/dead-letters/{id}).",
+    ),
+    (
+        Counter,
         "agora_dedup_disk_reads_skipped_total",
         "Early deliveries deduplicated from memory without a disk read.",
     ),

@@ -513,7 +513,13 @@ pub async fn start_with(
                 groups,
                 progress: replica_progress.clone(),
                 replication_factor,
+                file_placement: if joining {
+                    Vec::new()
+                } else {
+                    placement.replicas.clone()
+                },
             }),
+        operations: Arc::new(crate::admin_operations::Operations::new(me, clock.clone())),
     });
     if cluster.is_some() {
         agora_cluster::handoff::follow_map(me, region.clone(), map.clone());

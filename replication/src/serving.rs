@@ -25,6 +25,9 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 use tokio::time::Instant;
 
+/// A shard group's metrics as its member here sees them.
+type GroupMetrics = RaftMetrics<NodeId, openraft::BasicNode>;
+
 /// What the node does when it starts or stops serving a shard.
 #[async_trait]
 pub trait LeadershipEvents: Send + Sync + 'static {
@@ -391,6 +394,23 @@ impl Serving {
     /// Hands the lead of `shard` to replica `to` (an operator's leadership transfer): this
     /// node stops serving the shard, then asks `to` to call an election. No data moves.
     pub async fn transfer(&self, shard: GroupId, to: NodeId) -> Result<(), TransferRefused> {
+        let (m, events) = self.transferable(shard, to)?;
+        self.step_aside(shard, &m, to, events.as_ref()).await;
+        Ok(())
+    }
+
+    /// Refuses at once a leadership transfer that cannot be made (`transfer`'s checks).
+    pub fn check_transfer(&self, shard: GroupId, to: NodeId) -> Result<(), TransferRefused> {
+        self.transferable(shard, to).map(|_| ())
+    }
+
+    /// The shard's group metrics and the leadership events, when this node may hand the
+    /// shard's lead to `to`.
+    fn transferable(
+        &self,
+        shard: GroupId,
+        to: NodeId,
+    ) -> Result<(GroupMetrics, Arc<dyn LeadershipEvents>), TransferRefused> {
         let raft = self.raft_of(shard);
         let me = self.inner.me;
         let not_leader = |leader| TransferRefused::NotLeader { me, shard, leader };
@@ -410,8 +430,7 @@ impl Serving {
         if !caught_up(&m, to) {
             return Err(TransferRefused::NotCaughtUp { shard, to });
         }
-        self.step_aside(shard, &m, to, events.as_ref()).await;
-        Ok(())
+        Ok((m, events))
     }
 
     /// Hands every shard this node leads to a caught-up follower (a node about to stop),

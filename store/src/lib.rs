@@ -205,16 +205,24 @@ impl Store {
         ))
     }
 
-    /// The latest dead letters, newest first.
-    pub fn dead_letters(&self, limit: usize) -> Result<Vec<record::DeadLetter>, StoreError> {
+    /// The latest dead letters, newest first, each with its sequence number (its id).
+    pub fn dead_letters(&self, limit: usize) -> Result<Vec<(u64, record::DeadLetter)>, StoreError> {
         let tx = self.db.begin_read()?;
         let t = tx.open_table(DEAD_LETTERS)?;
         let mut out = Vec::new();
         for row in t.iter()?.rev().take(limit) {
-            let (_, v) = row?;
-            out.push(record::decode(v.value())?);
+            let (k, v) = row?;
+            out.push((k.value(), record::decode(v.value())?));
         }
         Ok(out)
+    }
+
+    /// Dead letter `seq`, if it is kept.
+    pub fn dead_letter(&self, seq: u64) -> Result<Option<record::DeadLetter>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(DEAD_LETTERS)?;
+        let found = t.get(seq)?;
+        found.map(|v| record::decode(v.value())).transpose()
     }
 }
 

@@ -110,6 +110,13 @@ pub enum WriteOp {
         /// would otherwise be its size).
         letter: Box<DeadLetter>,
     },
+    /// Forget dead letter `seq` (an operator discarded it); nothing if it is not kept.
+    DiscardDeadLetter {
+        /// Its sequence number.
+        seq: u64,
+        /// Answered once durable.
+        done: oneshot::Sender<Result<(), StoreError>>,
+    },
     /// Write a metadata value.
     PutMeta {
         /// Name.
@@ -565,6 +572,13 @@ impl Writer {
             value,
             done,
         })?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Forgets dead letter `seq` durably (nothing if it is not kept).
+    pub async fn discard_dead_letter(&self, seq: u64) -> Result<(), StoreError> {
+        let (done, rx) = oneshot::channel();
+        self.submit(WriteOp::DiscardDeadLetter { seq, done })?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 

@@ -390,11 +390,15 @@ async fn a_shard_moves_to_another_node_under_load_without_losing_or_repeating_an
     )
     .await;
     let started = Instant::now();
-    let r = ops1
-        .post(&format!("/admin/shards/{shard}/move"), &json!({"to": 2}))
-        .await
-        .expect_status(200, "move");
-    assert_eq!(r.body["epoch"], 2, "{}", r.text);
+    let moved = agora_tests::operations::run_operation(
+        &ops1,
+        &format!("/admin/shards/{shard}/move"),
+        &json!({"to": 2}),
+        "move",
+    )
+    .await;
+    assert_eq!(moved["result"]["epoch"], 2, "{moved}");
+    assert_eq!(moved["progress"]["done"], 1, "{moved}");
     let (moved_in, unavailable) = (
         started.elapsed(),
         shoppers
@@ -584,8 +588,13 @@ async fn a_node_paused_through_a_move_cannot_get_the_old_owner_to_serve_or_write
     let moved = ops1
         .post(&format!("/admin/shards/{shard}/move"), &json!({"to": 2}))
         .await;
+    let id = agora_tests::operations::accepted(&moved, "move", "move while node 3 sleeps");
+    let moved = agora_tests::operations::finished(&ops1, &id).await;
     signal(pid3, "CONT");
-    moved.expect_status(200, "move while node 3 sleeps");
+    assert_eq!(
+        moved["state"], "succeeded",
+        "move while node 3 sleeps: {moved}"
+    );
 
     // Node 3 routes stock writes with its stale map; whatever it answers, the old owner never
     // serves or stores them: each write lands exactly once, on the new owner.
@@ -680,9 +689,13 @@ async fn a_node_restored_from_an_old_backup_never_serves_a_shard_that_moved_away
 
     // The shard moves to node 2; then node 3's disk goes back to the backup.
     let ops3 = cluster.nodes[2].admin_port_client().with_token(ADMIN_TOKEN);
-    ops3.post(&format!("/admin/shards/{shard}/move"), &json!({"to": 2}))
-        .await
-        .expect_status(200, "move the shard from node 3 to node 2");
+    agora_tests::operations::run_operation(
+        &ops3,
+        &format!("/admin/shards/{shard}/move"),
+        &json!({"to": 2}),
+        "move",
+    )
+    .await;
     let before = admin.inventory(&sku).await;
     cluster.nodes[2].kill9();
     std::fs::remove_dir_all(&data).expect("remove node 3's data");

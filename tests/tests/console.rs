@@ -1,7 +1,8 @@
 //! The operator console in a real browser: headless Chromium (Debian's `chromium` package)
 //! opens `/console` on a two-node cluster's admin port and the test reads the DOM it
 //! rendered: the shard grid shows every shard with its owner, and the entity inspector
-//! draws an order's saga as a timeline of its statuses in order. Without the token the
+//! draws an order's saga as a timeline of its statuses in order, and the recent operations
+//! list a move with its progress. Without the token the
 //! page shows only the token form. A screenshot is taken too. With replicated shards the
 //! grid shows each shard's leader and replicas.
 //!
@@ -10,10 +11,12 @@
 //! `cargo test -p agora-tests --test console -- --ignored`, where a missing browser fails.
 
 use agora_tests::cluster::{Cluster, ADMIN_TOKEN};
+use agora_tests::operations::run_operation;
 use agora_tests::{
     card, history_statuses, poll_until, wait_for_order, Client, ADMIN_EMAIL, ADMIN_PASSWORD,
     CARD_OK,
 };
+use serde_json::json;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -237,6 +240,31 @@ async fn the_console_shows_every_shard_with_its_owner_and_an_orders_saga_in_orde
         lines.len() == 4 && lines.iter().all(|l| l.contains(',')),
         "every chart has a line: {lines:?}"
     );
+
+    // A move through the admin API: the console lists the operation, its progress and
+    // how it ended.
+    let shard = shard_owners(&ops).await.into_iter().find(|(_, o)| *o == 1);
+    let (shard, _) = shard.expect("node 1 owns a shard");
+    let path = format!("/admin/shards/{shard}/move");
+    let moved = run_operation(&ops, &path, &json!({"to": 2}), "move").await;
+    let id = moved["id"].as_str().unwrap_or_default().to_string();
+    let url = format!("{node1}/console#token={ADMIN_TOKEN}");
+    poll_until("the console lists the move", CONSOLE_TIMEOUT, || {
+        let (url, id) = (url.clone(), id.clone());
+        async move {
+            let html = dom(&url).await?;
+            let row = html
+                .find(&format!("data-operation=\"{id}\""))
+                .map(|at| &html[at..])
+                .and_then(|row| row.find("</tr>").map(|end| &row[..end]))
+                .ok_or("no row for the move")?;
+            let shown = row.contains("data-state=\"succeeded\"")
+                && row.contains("1 of 1 shards")
+                && row.contains("<progress");
+            shown.then_some(()).ok_or(format!("the move's row: {row}"))
+        }
+    })
+    .await;
 
     screenshot(&url).await;
     eprintln!("the console test took {:?}", began.elapsed());

@@ -33,7 +33,12 @@ async fn a_killed_node_fails_over_without_losing_an_acknowledged_order() {
         .post("/admin/shards/0/move", &serde_json::json!({"to": 2}))
         .await;
     match moved.status {
-        200 => assert_eq!(moved.body["leader"], 2, "{}", moved.text),
+        202 => {
+            let id = agora_tests::operations::accepted(&moved, "move", "a transfer");
+            let op = agora_tests::operations::finished(&ops, &id).await;
+            assert_eq!(op["state"], "succeeded", "{op}");
+            assert_eq!(op["result"]["leader"], 2, "{op}");
+        }
         409 => {
             moved.assert_problem("a transfer refused");
             assert_eq!(
@@ -298,9 +303,10 @@ async fn a_joining_node_takes_replicas_and_a_removed_node_hands_its_replicas_on(
     // Node 1 is removed for good, through node 2's admin endpoint: its replicas are
     // rebuilt on the others and every group drops it.
     let ops = cluster.nodes[1].admin_port_client().with_token(ADMIN_TOKEN);
-    ops.post("/admin/cluster/members/1/remove", &serde_json::json!({}))
-        .await
-        .expect_status(202, "remove node 1");
+    let removal = ops
+        .post("/admin/cluster/members/1/remove", &serde_json::json!({}))
+        .await;
+    let removal = agora_tests::operations::accepted(&removal, "remove", "remove node 1");
     ops.post("/admin/cluster/members/9/remove", &serde_json::json!({}))
         .await
         .expect_status(404, "remove a node that is no member")
@@ -335,6 +341,15 @@ async fn a_joining_node_takes_replicas_and_a_removed_node_hands_its_replicas_on(
         },
     )
     .await;
+    // The removal's operation counted node 1's replicas (a quarter of 48) rebuilt elsewhere.
+    let removal = agora_tests::operations::finished(&ops, &removal).await;
+    assert_eq!(removal["state"], "succeeded", "{removal}");
+    let progress = &removal["progress"];
+    assert_eq!(
+        (&progress["done"], &progress["total"], &progress["unit"]),
+        (&12.into(), &12.into(), &"replicas".into()),
+        "{removal}"
+    );
     // Node 1's id stays removed: no join token is minted for it.
     let refused = ops
         .post(

@@ -14,7 +14,10 @@ impl Handoff {
             .map_err(|e| MoveError::Failed(format!("the move task failed: {e}")))?
     }
 
-    pub(super) async fn move_shard_to_end(&self, shard: u32, to: u64) -> Result<u64, MoveError> {
+    /// Refuses at once a move that cannot be made: replicated shards, an unknown shard, one
+    /// already on `to` or owned by another node, a single node, or `to` not connected.
+    /// Returns the shard's epoch.
+    pub fn check_move(&self, shard: u32, to: u64) -> Result<u64, MoveError> {
         if self.replicated {
             return Err(MoveError::Refused(REPLICATED_NO_MOVES.into()));
         }
@@ -41,6 +44,11 @@ impl Handoff {
         if self.directory.gateway(to).is_none() {
             return Err(MoveError::Refused(format!("node {to} is not connected")));
         }
+        Ok(epoch)
+    }
+
+    pub(super) async fn move_shard_to_end(&self, shard: u32, to: u64) -> Result<u64, MoveError> {
+        let epoch = self.check_move(shard, to)?;
         // The map follower may not have started the shard yet (just after a start).
         self.region
             .host(shard, epoch)

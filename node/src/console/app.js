@@ -7,6 +7,8 @@
   const CLUSTER_EVERY_MS = 5000;
   const DEAD_LETTERS_EVERY_MS = 10000;
   const METRICS_EVERY_MS = 2000;
+  const OPERATIONS_EVERY_MS = 3000;
+  const OPERATION_POLL_MS = 500;
   const CHART_POINTS = 60;
   const TERMINAL = ['DELIVERED', 'CANCELLED', 'EXPIRED', 'REFUNDED'];
   const FAILED = ['PAYMENT_FAILED', 'CANCELLED', 'EXPIRED', 'RETURNED', 'REFUND_PENDING', 'REFUNDED'];
@@ -249,11 +251,26 @@
   async function loadDeadLetters() {
     const r = await api('/admin/dead-letters');
     if (r.status !== 200) return;
-    const rows = (r.body.items || []).map((d) => el('tr', { 'data-msg': d.msg_id },
+    const rows = (r.body.items || []).map((d) => el('tr', { 'data-msg': d.msg_id, 'data-dead-letter': d.id },
       el('td', {}, time(d.at)), el('td', {}, d.topic), el('td', {}, d.msg_id),
-      el('td', {}, d.from), el('td', {}, d.reason)));
-    if (rows.length === 0) rows.push(el('tr', {}, el('td', { colspan: 5, class: 'note' }, 'none')));
+      el('td', {}, d.from), el('td', {}, d.reason), discardCell(d)));
+    if (rows.length === 0) rows.push(el('tr', {}, el('td', { colspan: 6, class: 'note' }, 'none')));
     byId('dead-letters-body').replaceChildren(...rows);
+  }
+
+  /** A Discard button for dead letter `d`, when mutations are enabled. */
+  function discardCell(d) {
+    const cell = el('td', {});
+    if (!(session.settings && session.settings.mutations)) return cell;
+    const button = el('button', { type: 'button', class: 'danger' }, 'Discard');
+    button.addEventListener('click', async () => {
+      if (!window.confirm('Discard dead letter ' + d.msg_id + ' (' + d.topic + ') for good?')) return;
+      const r = await api('/admin/dead-letters/' + encodeURIComponent(d.id), { method: 'DELETE' });
+      if (r.status !== 204) logOp('discard ' + d.msg_id + ': ' + problemText(r), true);
+      loadDeadLetters();
+    });
+    cell.append(button);
+    return cell;
   }
 
   // ---- live charts -------------------------------------------------------------------
@@ -360,14 +377,72 @@
     return entry;
   }
 
+  /** What an operation acts on, in words. */
+  function opTarget(op) {
+    if (op.kind === 'move') return 'shard ' + op.shard + ' to node ' + op.to;
+    return 'node ' + op.node;
+  }
+
+  /** A progress bar and "k of N shards" for an operation. */
+  function opProgress(op) {
+    const p = op.progress || { done: 0, total: 0, unit: '' };
+    const bar = el('progress', { max: Math.max(p.total, 1), value: p.total > 0 ? p.done : (op.state === 'running' ? 0 : 1) });
+    return el('span', { class: 'op-progress' }, bar, ' ', p.done + ' of ' + p.total + ' ' + p.unit);
+  }
+
+  /** How an operation ended: its result, or why it failed. */
+  function opOutcome(op) {
+    if (op.state === 'failed' && op.problem) return op.problem.title + ': ' + op.problem.detail;
+    if (op.state === 'succeeded' && op.result) return JSON.stringify(op.result);
+    return '';
+  }
+
+  function opRow(op) {
+    return el('tr', { 'data-operation': op.id, 'data-kind': op.kind, 'data-state': op.state },
+      el('td', {}, op.kind), el('td', {}, opTarget(op)),
+      el('td', { class: 'op-' + op.state }, op.state),
+      el('td', {}, opProgress(op)), el('td', {}, time(op.started_at)),
+      el('td', {}, opOutcome(op)));
+  }
+
+  async function loadOperations() {
+    const r = await api('/admin/operations');
+    if (r.status !== 200) return;
+    const rows = (r.body.items || []).map(opRow);
+    if (rows.length === 0) rows.push(el('tr', {}, el('td', { colspan: 6, class: 'note' }, 'none')));
+    byId('operations-body').replaceChildren(...rows);
+  }
+
+  /** Shows operation `op` in the log `entry`, and follows it until it ends. */
+  function follow(what, op, entry) {
+    entry.replaceChildren(new Date().toLocaleTimeString() + ' ' + what + ': ' + op.state + ' ', opProgress(op),
+      op.state === 'running' ? '' : ' ' + opOutcome(op));
+    entry.className = op.state === 'failed' ? 'error' : '';
+    entry.setAttribute('data-operation', op.id);
+    loadOperations();
+    if (op.state !== 'running') {
+      loadCluster();
+      return;
+    }
+    setTimeout(async () => {
+      const r = await api('/admin/operations/' + encodeURIComponent(op.id));
+      if (r.status === 200) follow(what, r.body, entry);
+      else entry.textContent = what + ': ' + problemText(r);
+    }, OPERATION_POLL_MS);
+  }
+
   async function operate(what, path, body) {
     if (!window.confirm(what + '?')) return;
-    const entry = logOp(what + ': in progress…', false);
+    const entry = logOp(what + ': asking…', false);
     const r = await api(path, {
       method: 'POST',
       headers: { 'Content-Type': 'application/json' },
       body: body === undefined ? undefined : JSON.stringify(body),
     });
+    if (r.status === 202 && r.body && r.body.id) {
+      follow(what, r.body, entry);
+      return;
+    }
     const ok = r.status >= 200 && r.status < 300;
     entry.textContent = new Date().toLocaleTimeString() + ' ' + what + ': ' +
       (ok ? 'HTTP ' + r.status + ' ' + JSON.stringify(r.body) : problemText(r));
@@ -423,6 +498,7 @@
     if (session.settings.mutations) wireOperations();
     every(CLUSTER_EVERY_MS, loadCluster);
     every(DEAD_LETTERS_EVERY_MS, loadDeadLetters);
+    every(OPERATIONS_EVERY_MS, loadOperations);
     every(METRICS_EVERY_MS, pollMetrics);
     if (wanted.kind && wanted.id) {
       byId('inspect-kind').value = wanted.kind;

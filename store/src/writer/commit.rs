@@ -120,6 +120,10 @@ impl WriterThread {
             }
             WriteOp::ForgetMarks { keys, before_ms } => self.forget_marks(b, r, keys, before_ms)?,
             WriteOp::DeadLetter { key, letter } => self.dead_letter(b, r, key, &letter)?,
+            WriteOp::DiscardDeadLetter { seq, done } => {
+                r.wrote |= b.dead.remove(seq)?.is_some();
+                r.done.push(Done::Unit(done));
+            }
             WriteOp::PutMeta { name, value, done } => {
                 b.meta.insert(name.as_str(), value.as_slice())?;
                 r.done.push(Done::Unit(done));
@@ -419,6 +423,7 @@ fn failed(
             WriteOp::Entity(w) => pending.extend(w.done.map(Done::Unit)),
             WriteOp::Rows { done, .. } => pending.extend(done.map(Done::Unit)),
             WriteOp::PutMeta { done, .. }
+            | WriteOp::DiscardDeadLetter { done, .. }
             | WriteOp::InstallShard { done, .. }
             | WriteOp::DropShard { done, .. } => pending.push(Done::Unit(done)),
             WriteOp::Load { reply, .. } => pending.push(Done::Load(reply, Err(StoreError::Closed))),
