@@ -39,11 +39,14 @@ pub enum Bug {
     /// A refund of a delivered order is bounded by the order's total, not by what is left
     /// after earlier refunds.
     SkipRefundBound,
+    /// The store retries a failed sync and trusts the retry (fsyncgate: the writes the failed
+    /// sync dropped are acknowledged and never become durable).
+    TrustFailedFsync,
 }
 
 impl Bug {
     /// Every planted bug.
-    pub const ALL: [Bug; 14] = [
+    pub const ALL: [Bug; 15] = [
         Bug::AckBeforeDurable,
         Bug::SkipDedup,
         Bug::ForgetTimers,
@@ -58,6 +61,7 @@ impl Bug {
         Bug::RebuildFromLagging,
         Bug::DuplicateRestock,
         Bug::SkipRefundBound,
+        Bug::TrustFailedFsync,
     ];
 
     /// The bug's name on the command line (`ack-before-durable`, ...).
@@ -77,6 +81,7 @@ impl Bug {
             Bug::RebuildFromLagging => "rebuild-from-lagging",
             Bug::DuplicateRestock => "duplicate-restock",
             Bug::SkipRefundBound => "skip-refund-bound",
+            Bug::TrustFailedFsync => "trust-failed-fsync",
         }
     }
 
