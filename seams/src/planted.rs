@@ -42,11 +42,14 @@ pub enum Bug {
     /// A checkout retried under its idempotency key with another body is answered as the
     /// first one instead of refused.
     SkipRequestHash,
+    /// The store retries a failed sync and trusts the retry (fsyncgate: the writes the failed
+    /// sync dropped are acknowledged and never become durable).
+    TrustFailedFsync,
 }
 
 impl Bug {
     /// Every planted bug.
-    pub const ALL: [Bug; 15] = [
+    pub const ALL: [Bug; 16] = [
         Bug::AckBeforeDurable,
         Bug::SkipDedup,
         Bug::ForgetTimers,
@@ -62,6 +65,7 @@ impl Bug {
         Bug::DuplicateRestock,
         Bug::SkipRefundBound,
         Bug::SkipRequestHash,
+        Bug::TrustFailedFsync,
     ];
 
     /// The bug's name on the command line (`ack-before-durable`, ...).
@@ -82,6 +86,7 @@ impl Bug {
             Bug::DuplicateRestock => "duplicate-restock",
             Bug::SkipRefundBound => "skip-refund-bound",
             Bug::SkipRequestHash => "skip-request-hash",
+            Bug::TrustFailedFsync => "trust-failed-fsync",
         }
     }
 

@@ -15,7 +15,8 @@ pub enum Profile {
     Net,
     /// Node kills and power losses, with restarts.
     Crash,
-    /// Disk errors (EIO, ENOSPC) and slow disks.
+    /// Disk errors (EIO, ENOSPC; a failed sync may drop its writes for good: fsyncgate),
+    /// full disks, read errors and slow disks.
     Disk,
     /// Clock skew and jumps.
     Clock,
@@ -56,6 +57,14 @@ pub enum Fault {
     Skew(u64, i64),
     /// Make a node's disk fail: per-mille chances of EIO and ENOSPC.
     DiskErrors(u64, u32, u32),
+    /// Make a node's syncs fail with EIO (per-mille chance each, a writeback error), and
+    /// every failed sync of its disk drop its pending writes for good (fsyncgate: they stay
+    /// in the page cache and never become durable); 0 ends it.
+    SyncDrops(u64, u32),
+    /// Fill a node's disk (every write that grows the file fails with ENOSPC), or free it.
+    DiskFull(u64, bool),
+    /// Make a node's disk fail reads: per-mille chance of EIO per read.
+    ReadErrors(u64, u32),
     /// Make a node's disk slow: commit latency range in µs.
     DiskSlow(u64, u64, u64),
     /// Move a shard to a node (an operator's handoff, racing the workload).
@@ -88,6 +97,9 @@ pub fn plan(
     // Whether a crash lands inside a commit is drawn from its own stream, so the rest of the
     // plan is what it was before crash points existed.
     let mut inside = Stream::new(seed, "crash-points");
+    // Likewise the disk modes beyond error rates and latency (fsyncgate, full disks, read
+    // errors).
+    let mut modes = Stream::new(seed, "disk-modes");
     let mut out = Vec::new();
     if profile == Profile::None || ids.is_empty() {
         return out;
@@ -206,6 +218,7 @@ pub fn plan(
                 });
             }
             Profile::Disk => {
+                out.extend(disk_modes(&mut modes, node, (t, back)));
                 if rng.random_bool(0.5) {
                     let eio = rng.random_range(1..30);
                     let enospc = rng.random_range(0..20);
@@ -259,6 +272,38 @@ pub fn plan(
         out.extend(removals);
     }
     out.sort_by_key(|s| s.at_ms);
+    out
+}
+
+/// Failed syncs that drop their writes (fsyncgate; a third of disk faults), a full disk (a
+/// quarter) and read errors (a quarter) on `node` over `[from_ms, to_ms)`, drawn from their
+/// own stream.
+fn disk_modes(modes: &mut Stream, node: u64, (from_ms, to_ms): (u64, u64)) -> Vec<Scheduled> {
+    let mut out = Vec::new();
+    let mut during = |on: Fault, off: Fault| {
+        out.push(Scheduled {
+            at_ms: from_ms,
+            fault: on,
+        });
+        out.push(Scheduled {
+            at_ms: to_ms,
+            fault: off,
+        });
+    };
+    if modes.random_bool(0.33) {
+        let per_mille = modes.random_range(20..300);
+        during(Fault::SyncDrops(node, per_mille), Fault::SyncDrops(node, 0));
+    }
+    if modes.random_bool(0.25) {
+        during(Fault::DiskFull(node, true), Fault::DiskFull(node, false));
+    }
+    if modes.random_bool(0.25) {
+        let per_mille = modes.random_range(1..20);
+        during(
+            Fault::ReadErrors(node, per_mille),
+            Fault::ReadErrors(node, 0),
+        );
+    }
     out
 }
 
@@ -380,6 +425,41 @@ mod tests {
         assert!(!f1
             .iter()
             .any(|s| matches!(s.fault, Fault::Join(_) | Fault::Remove(_))));
+    }
+
+    #[test]
+    fn disk_plans_draw_fsyncgate_full_disks_and_read_errors_and_end_each() {
+        let (mut drops, mut full, mut reads) = (0, 0, 0);
+        for seed in 0..100 {
+            let p = plan(seed, Profile::Disk, &[1, 2, 3], (3_000, 60_000), 1);
+            for s in &p {
+                match s.fault {
+                    Fault::SyncDrops(n, r) if r > 0 => {
+                        drops += 1;
+                        assert!(p
+                            .iter()
+                            .any(|e| e.fault == Fault::SyncDrops(n, 0) && e.at_ms >= s.at_ms));
+                    }
+                    Fault::DiskFull(n, true) => {
+                        full += 1;
+                        assert!(p
+                            .iter()
+                            .any(|e| e.fault == Fault::DiskFull(n, false) && e.at_ms >= s.at_ms));
+                    }
+                    Fault::ReadErrors(n, r) if r > 0 => {
+                        reads += 1;
+                        assert!(p
+                            .iter()
+                            .any(|e| e.fault == Fault::ReadErrors(n, 0) && e.at_ms >= s.at_ms));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        assert!(
+            drops > 50 && full > 50 && reads > 50,
+            "{drops} {full} {reads}"
+        );
     }
 
     #[test]

@@ -115,8 +115,14 @@ impl Harness<'_> {
         let Some(death) = self.down.remove(&id) else {
             return;
         };
+        let dropped = self.slot(id).is_some_and(|s| s.disk.holds_dropped());
         if let Some(slot) = self.slot(id) {
             slot.disk.recover(death);
+        }
+        if dropped {
+            self.note(format!(
+                "node {id}'s page cache loses what failed syncs dropped"
+            ));
         }
         self.sim.bounce(node_host(id));
         self.note(format!("restart node {id}"));
@@ -209,13 +215,17 @@ impl Harness<'_> {
                     s.skew_ms.store(ms, Ordering::Relaxed);
                 }
             }
-            Fault::DiskErrors(id, eio, enospc) => {
-                if let Some(s) = self.slot(id) {
-                    s.disk.set_faults(crate::disk::DiskFaults {
-                        eio: f64::from(eio) / 1000.0,
-                        enospc: f64::from(enospc) / 1000.0,
-                    });
-                }
+            Fault::DiskErrors(id, eio, enospc) => self.disk_faults(id, |f| {
+                f.eio = f64::from(eio) / 1000.0;
+                f.enospc = f64::from(enospc) / 1000.0;
+            }),
+            Fault::SyncDrops(id, per_mille) => self.disk_faults(id, |f| {
+                f.sync_drops = per_mille > 0;
+                f.sync_eio = f64::from(per_mille) / 1000.0;
+            }),
+            Fault::DiskFull(id, on) => self.disk_faults(id, |f| f.full = on),
+            Fault::ReadErrors(id, per_mille) => {
+                self.disk_faults(id, |f| f.read_eio = f64::from(per_mille) / 1000.0)
             }
             Fault::Move(shard, to) => self.chores.borrow_mut().push_back(Chore::Move(shard, to)),
             Fault::Join(id) => self.chores.borrow_mut().push_back(Chore::MintJoinToken(id)),
@@ -231,6 +241,13 @@ impl Harness<'_> {
             Fault::Kill(_) | Fault::PowerLoss(_) | Fault::Replace(_) | Fault::Restart(_)
         ) {
             self.note(format!("{fault:?}"));
+        }
+    }
+
+    /// Changes the failure rates and modes of node `id`'s disk.
+    fn disk_faults(&self, id: u64, change: impl FnOnce(&mut crate::disk::DiskFaults)) {
+        if let Some(s) = self.slot(id) {
+            s.disk.update_faults(change);
         }
     }
 
@@ -461,6 +478,8 @@ pub fn run(config: RunConfig) -> RunReport {
     let disks = h.disks();
     for (_, d) in &disks {
         d.freeze();
+        // What a restart would read: the writes failed syncs dropped are not on the platter.
+        d.evict_dropped();
     }
     let history = history.borrow().clone();
     let mut violations: Vec<Violation> = PANICS

@@ -3,6 +3,7 @@
 //! written by one group-commit writer (see `writer`). A change is acknowledged only after
 //! the transaction that holds it is committed with `Durability::Immediate`.
 
+pub mod backend;
 pub mod cascade;
 pub mod keys;
 pub mod migrate;
@@ -95,18 +96,29 @@ pub struct Store {
 
 impl Store {
     /// Opens (or creates) the database at `path` and its tables.
+    /// After a failed sync the file takes nothing more (see `backend`).
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        // What `Builder::create(path)` does, with the guard around the file.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| StoreError::Redb(format!("cannot open {}: {e}", path.display())))?;
+        let file = redb::backends::FileBackend::new(file)?;
         let db = redb::Database::builder()
             .set_cache_size(256 * 1024 * 1024)
-            .create(path)?;
+            .create_with_backend(backend::FailStopBackend::new(file))?;
         Self::with_tables(db)
     }
 
-    /// Opens (or creates) the database on `backend` (the simulator's disk) and its tables.
+    /// Opens (or creates) the database on `backend` (the simulator's disk) and its tables;
+    /// after a failed sync the backend takes nothing more (see `backend`).
     pub fn open_backend(backend: impl redb::StorageBackend) -> Result<Self, StoreError> {
         let db = redb::Database::builder()
             .set_cache_size(16 * 1024 * 1024)
-            .create_with_backend(backend)?;
+            .create_with_backend(backend::FailStopBackend::new(backend))?;
         Self::with_tables(db)
     }
 
