@@ -4,6 +4,7 @@
 //! leaves once a peer has applied a membership without it.
 
 use crate::replicas::{current_placement, ReplicaStart};
+use agora_replication::election_holds::ElectionHold;
 use agora_replication::membership::{self, Step, CATCH_UP_TIMEOUT};
 use agora_replication::LeadershipEvents;
 use std::collections::BTreeSet;
@@ -108,6 +109,8 @@ async fn follow_shard(
             Err(e) => tracing::error!(shard, error = %e, "could not start a placed replica"),
         },
         (true, Some(raft)) => {
+            // Placed here (again): a replica once on its way out calls elections again.
+            r.groups.hold_elections(shard, ElectionHold::Leaving, false);
             let m = raft.metrics().borrow().clone();
             now.settled += usize::from(membership::voters(&m).contains(&r.me));
             // No leader heard of: the group may have gone on without this replica while this
@@ -136,11 +139,11 @@ async fn follow_shard(
                 ));
             }
         }
-        (false, Some(raft)) => {
+        (false, Some(_)) => {
             now.leaving += 1;
             // A replica on its way out calls no elections (it still votes): the replicas that
             // stay lead, and one of them takes it out of the group.
-            raft.runtime_config().elect(false);
+            r.groups.hold_elections(shard, ElectionHold::Leaving, true);
             if busy.claim(shard) {
                 tokio::spawn(leave(r.clone(), busy.clone(), shard, desired.clone()));
             }

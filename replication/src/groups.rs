@@ -2,6 +2,7 @@
 //! store), finding one, and serving the Raft requests its peers send to any of them.
 
 use crate::codec::decode;
+use crate::election_holds::ElectionHold;
 use crate::log::GroupLog;
 use crate::membership::AppliedMembers;
 use crate::network::{encode_reply, GroupNetwork, GroupRpc, GroupRpcReply, GroupTransport};
@@ -68,6 +69,8 @@ pub struct Groups {
     rebuilding: Arc<Mutex<BTreeMap<GroupId, Option<u64>>>>,
     /// What replicas here received from peers: snapshots and rebuilding log entries.
     received: Arc<crate::rebuild_progress::RebuildProgress>,
+    /// Why replicas here call no elections.
+    holds: crate::election_holds::ElectionHolds,
 }
 
 /// How long a peer has to say how far its log of a group goes.
@@ -108,6 +111,7 @@ impl Groups {
             config: Arc::new(raft_config),
             rafts: Arc::new(RwLock::new(BTreeMap::new())),
             rebuilding: Arc::new(Mutex::new(BTreeMap::new())),
+            holds: Default::default(),
             received: Arc::default(),
         })
     }
@@ -136,9 +140,19 @@ impl Groups {
     pub async fn start(&self, group: GroupId) -> Result<ShardRaft, GroupError> {
         let raft = self.start_member(group).await?;
         if self.is_rebuilding(group) {
-            raft.runtime_config().elect(false);
+            self.holds.set(group, &raft, ElectionHold::Rebuilding, true);
+        } else {
+            self.holds.apply(group, &raft);
         }
         Ok(raft)
+    }
+
+    /// Puts `hold` on or off this node's replica of `group` (if it runs one): it calls
+    /// elections only when nothing holds it (`ElectionHolds`).
+    pub fn hold_elections(&self, group: GroupId, hold: ElectionHold, on: bool) {
+        if let Some(raft) = self.raft(group) {
+            self.holds.set(group, &raft, hold, on);
+        }
     }
 
     async fn start_member(&self, group: GroupId) -> Result<ShardRaft, GroupError> {
@@ -328,7 +342,7 @@ impl Groups {
         if let Some(Some(target)) = r.get(&group).copied() {
             if applied.is_some_and(|a| a >= target) {
                 r.remove(&group);
-                raft.runtime_config().elect(true);
+                self.holds.set(group, raft, ElectionHold::Rebuilding, false);
                 tracing::info!(
                     group,
                     target,
@@ -466,6 +480,7 @@ impl Groups {
         if let Ok(mut r) = self.rebuilding.lock() {
             r.remove(&group);
         }
+        self.holds.forget(group);
         // Entries the member applied before it stopped may still wait in the writer (applies
         // are submitted, not awaited): let them land first, or an outbox row they add would
         // miss the export below and outlive the replica (entities go by range, rows by key).

@@ -23,6 +23,7 @@
 //! - `placement`: which nodes hold each shard's replicas and where leaders should be.
 
 pub mod codec;
+pub mod election_holds;
 pub mod group_exists;
 pub mod groups;
 pub mod keys;

@@ -13,6 +13,7 @@
 //! `Serving` is also the writer's `ShardReplication`: a change of a served shard goes to
 //! that term's proposer; a change of a shard not served here is refused at once.
 
+use crate::election_holds::ElectionHold;
 use crate::proposer::Proposer;
 use crate::types::{GroupId, NodeId, ShardRaft, ShardRow, ShardTable};
 use agora_store::replicated::{ProposalDone, ShardReplication};
@@ -347,7 +348,7 @@ impl Serving {
             "stepping aside for another replica"
         );
         self.stop_serving(shard, events).await;
-        self.keep_out_of_elections(shard);
+        self.keep_out_of_elections(shard, &balancing.groups);
         let elected = balancing.groups.ask_to_elect(shard, to).await;
         metrics::counter!("agora_replication_handovers_total").increment(1);
         if !elected {
@@ -373,21 +374,21 @@ impl Serving {
     /// joint configuration the replica it chose may not win the first round, and a leaving
     /// leader that took the lead back each time would hold the membership change off forever
     /// (it still votes; the group's next leader completes the change and it leaves).
-    fn keep_out_of_elections(&self, shard: GroupId) {
-        let Some(raft) = self.raft_of(shard) else {
-            return;
-        };
-        raft.runtime_config().elect(false);
+    fn keep_out_of_elections(&self, shard: GroupId, groups: &crate::Groups) {
         let leaving = self
             .desired(shard)
             .is_some_and(|d| !d.contains(&self.inner.me));
         if leaving {
+            // Until placement keeps it after all (the node's replica moves end the hold).
+            groups.hold_elections(shard, ElectionHold::Leaving, true);
             return;
         }
+        groups.hold_elections(shard, ElectionHold::SteppedAside, true);
         let quiet = std::time::Duration::from_millis(self.inner.config.lease_ms.saturating_mul(5));
+        let groups = groups.clone();
         tokio::spawn(async move {
             tokio::time::sleep(quiet).await;
-            raft.runtime_config().elect(true);
+            groups.hold_elections(shard, ElectionHold::SteppedAside, false);
         });
     }
 
