@@ -296,6 +296,11 @@ pub const METRICS: &[(Kind, &str, &str)] = &[
         "Applied-message marks forgotten after the retention time.",
     ),
     (
+        Counter,
+        "agora_store_sync_failures_total",
+        "Syncs (fsync) of the store's file that failed; the store then fails every later sync and write (fail-stop).",
+    ),
+    (
         Gauge,
         "agora_active_entities",
         "Entities active on this node.",
