@@ -152,12 +152,32 @@ pub struct ReportArgs {
     /// Memory scenario options (`--entities 0` skips it).
     #[command(flatten)]
     pub memory: MemoryKnobs,
+    /// The replicated cluster's figures (all three at 0 skip them).
+    #[command(flatten)]
+    pub cluster: ClusterKnobs,
     /// Target options (self-started nodes only).
     #[command(flatten)]
     pub target: TargetArgs,
     /// Output dir.
     #[arg(long, default_value = "bench-results")]
     pub out: PathBuf,
+}
+
+/// The cluster part of `report`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClusterKnobs {
+    /// Rounds of a fresh three-node cluster at factor 1 and at factor 3 (0: none).
+    #[arg(long, default_value_t = 3)]
+    pub cluster_rounds: usize,
+    /// Failover kills at factor 3 (0: none).
+    #[arg(long, default_value_t = 10)]
+    pub kills: usize,
+    /// Products whose reads say that every shard serves again after a kill.
+    #[arg(long, default_value_t = 128)]
+    pub failover_products: usize,
+    /// Products created before the rebuilt node's disk is lost (0: no rebuild).
+    #[arg(long, default_value_t = 20_000)]
+    pub rebuild_products: usize,
 }
 
 /// `ceilings`.

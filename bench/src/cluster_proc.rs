@@ -211,6 +211,17 @@ impl ClusterProc {
         })
     }
 
+    /// Node 1's addresses and pid, with nodes 2 and 3 as peers (load spreads over the three
+    /// edges; CPU and counters are summed over the three nodes).
+    pub fn spread_endpoint(&self, admin_password: &str) -> anyhow::Result<crate::api::Endpoint> {
+        let mut ep = self.first_endpoint(admin_password)?;
+        ep.peers = self.nodes[1..]
+            .iter()
+            .map(|n| (n.api_base.clone(), n.admin_base.clone(), n.pid()))
+            .collect();
+        Ok(ep)
+    }
+
     /// Waits until node index `i` answers `/readyz` with 200.
     pub fn wait_ready(&self, i: usize) -> anyhow::Result<()> {
         let node = &self.nodes[i];

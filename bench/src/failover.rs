@@ -74,22 +74,42 @@ async fn until_balanced(c: &reqwest::Client, admin_base: &str, token: &str) -> a
     }
 }
 
-/// Runs the kills and prints (and writes) the failover times.
-pub async fn run(a: FailoverArgs) -> anyhow::Result<()> {
-    let (mut cluster, ep) = ClusterProc::start_replicated(&a.target, "failover")?;
-    let world = api::setup(&ep, 16, a.products, 0).await?;
+/// Failover times over a run of kills.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FailoverResult {
+    /// The shards' replication factor.
+    pub replication_factor: usize,
+    /// Products whose reads say that every shard serves.
+    pub products: usize,
+    /// Kill -9 to every product served through a survivor, per kill, ms.
+    pub failover_ms: Vec<f64>,
+    /// Their median, ms.
+    pub median_ms: f64,
+    /// The longest, ms.
+    pub worst_ms: f64,
+}
+
+/// Starts a replicated three-node cluster and times `kills` failovers: each kill -9s node
+/// 2 or 3 of a balanced cluster, waits until every product answers through node 1, then
+/// restarts the node.
+pub async fn measure(
+    target: &crate::target::TargetArgs,
+    kills: usize,
+    products: usize,
+) -> anyhow::Result<FailoverResult> {
+    let (mut cluster, ep) = ClusterProc::start_replicated(target, "failover")?;
+    let world = api::setup(&ep, 16, products, 0).await?;
     let skus: Vec<String> = world.catalog.iter().map(|c| c.sku.clone()).collect();
-    let mut times_ms = Vec::with_capacity(a.kills);
-    for k in 0..a.kills {
+    let mut times_ms = Vec::with_capacity(kills);
+    for k in 0..kills {
         let victim = 1 + k % 2;
         until_balanced(&world.client, &ep.admin_base, &cluster.admin_token).await?;
         cluster.kill(victim)?;
         let took = until_all_served(&world.client, &world.api, &skus).await?;
         let ms = took.as_secs_f64() * 1e3;
         eprintln!(
-            "kill {} of {}: node {} — every product served again after {ms:.0} ms",
+            "kill {} of {kills}: node {} — every product served again after {ms:.0} ms",
             k + 1,
-            a.kills,
             victim + 1
         );
         times_ms.push(ms);
@@ -98,21 +118,25 @@ pub async fn run(a: FailoverArgs) -> anyhow::Result<()> {
     }
     let mut sorted = times_ms.clone();
     sorted.sort_by(f64::total_cmp);
-    let median = sorted.get(sorted.len() / 2).copied().unwrap_or(0.0);
-    let worst = sorted.last().copied().unwrap_or(0.0);
+    Ok(FailoverResult {
+        replication_factor: target.replication_factor,
+        products: skus.len(),
+        median_ms: sorted.get(sorted.len() / 2).copied().unwrap_or(0.0),
+        worst_ms: sorted.last().copied().unwrap_or(0.0),
+        failover_ms: times_ms,
+    })
+}
+
+/// Runs the kills and prints (and writes) the failover times.
+pub async fn run(a: FailoverArgs) -> anyhow::Result<()> {
+    let r = measure(&a.target, a.kills, a.products).await?;
     println!(
-        "failover over {} kills: median {median:.0} ms, worst {worst:.0} ms (from kill -9 to every product served through a survivor)",
-        times_ms.len()
+        "failover over {} kills: median {:.0} ms, worst {:.0} ms (from kill -9 to every product served through a survivor)",
+        r.failover_ms.len(),
+        r.median_ms,
+        r.worst_ms
     );
-    let json = serde_json::json!({
-        "replication_factor": a.target.replication_factor,
-        "kills": times_ms.len(),
-        "products": skus.len(),
-        "failover_ms": times_ms,
-        "median_ms": median,
-        "worst_ms": worst,
-    });
-    let path = crate::report::write_json(&a.out, "failover", &json)?;
+    let path = crate::report::write_json(&a.out, "failover", &r)?;
     eprintln!("wrote {}", path.display());
     Ok(())
 }

@@ -11,6 +11,7 @@ mod ceilings;
 mod chart;
 mod cli;
 mod cluster_proc;
+mod cluster_suite;
 mod commands;
 mod cross_node;
 mod failover;

@@ -36,16 +36,40 @@ fn sequential_write_mb_per_s(dir: &Path) -> anyhow::Result<f64> {
     Ok(CEILING_BYTES as f64 / 1e6 / secs)
 }
 
-/// Runs the rebuild and prints (and writes) its throughput.
-pub async fn run(a: RebuildArgs) -> anyhow::Result<()> {
-    let (mut cluster, ep) = ClusterProc::start_replicated(&a.target, "rebuild")?;
-    eprintln!("creating {} products…", a.products);
-    api::setup(&ep, 16, a.products, 0).await?;
+/// A rebuild's throughput against the disk's and redb's ceilings.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RebuildResult {
+    /// The shards' replication factor.
+    pub replication_factor: usize,
+    /// Products created before the disk was lost.
+    pub products: usize,
+    /// Size of the rebuilt store, bytes.
+    pub rebuilt_store_bytes: u64,
+    /// From the empty node's start until it reported ready, s.
+    pub seconds_to_ready: f64,
+    /// Rebuilt bytes per second, MB/s.
+    pub mb_per_s: f64,
+    /// The disk's sequential-write ceiling, MB/s.
+    pub disk_sequential_write_mb_per_s: f64,
+    /// redb loading the same bytes into a fresh file, MB/s.
+    pub redb_bulk_load_mb_per_s: f64,
+}
+
+/// Starts a replicated three-node cluster with `products` products, deletes node 3's data
+/// dir and times its rebuild from its peers.
+pub async fn measure(
+    target: &crate::target::TargetArgs,
+    products: usize,
+) -> anyhow::Result<RebuildResult> {
+    let (mut cluster, ep) = ClusterProc::start_replicated(target, "rebuild")?;
+    eprintln!("creating {products} products…");
+    api::setup(&ep, 16, products, 0).await?;
     let victim = 2;
     cluster.kill(victim)?;
     let data = cluster.data_dir(victim);
     std::fs::remove_dir_all(&data).with_context(|| format!("cannot delete {}", data.display()))?;
-    let ceiling = sequential_write_mb_per_s(data.parent().context("the data dir has no parent")?)?;
+    let scratch = data.parent().context("the data dir has no parent")?;
+    let ceiling = sequential_write_mb_per_s(scratch)?;
     let started = Instant::now();
     cluster.restart(victim)?;
     cluster.wait_ready(victim)?;
@@ -53,26 +77,33 @@ pub async fn run(a: RebuildArgs) -> anyhow::Result<()> {
     let bytes = std::fs::metadata(data.join("agora.redb"))
         .context("the rebuilt store is missing")?
         .len();
-    let rate = bytes as f64 / 1e6 / secs;
-    let scratch = data.parent().context("the data dir has no parent")?;
     let redb_ceiling = crate::ceilings::redb_bulk_mb_per_s(scratch, bytes)?;
+    Ok(RebuildResult {
+        replication_factor: target.replication_factor,
+        products,
+        rebuilt_store_bytes: bytes,
+        seconds_to_ready: secs,
+        mb_per_s: bytes as f64 / 1e6 / secs,
+        disk_sequential_write_mb_per_s: ceiling,
+        redb_bulk_load_mb_per_s: redb_ceiling,
+    })
+}
+
+/// Runs the rebuild and prints (and writes) its throughput.
+pub async fn run(a: RebuildArgs) -> anyhow::Result<()> {
+    let r = measure(&a.target, a.products).await?;
     println!(
-        "rebuild of node 3 ({} products): {:.1} MB in {secs:.2} s = {rate:.1} MB/s; disk sequential-write ceiling {ceiling:.0} MB/s ({:.1} %); redb loading the same bytes {redb_ceiling:.0} MB/s ({:.1} %)",
-        a.products,
-        bytes as f64 / 1e6,
-        100.0 * rate / ceiling,
-        100.0 * rate / redb_ceiling
+        "rebuild of node 3 ({} products): {:.1} MB in {:.2} s = {:.1} MB/s; disk sequential-write ceiling {:.0} MB/s ({:.1} %); redb loading the same bytes {:.0} MB/s ({:.1} %)",
+        r.products,
+        r.rebuilt_store_bytes as f64 / 1e6,
+        r.seconds_to_ready,
+        r.mb_per_s,
+        r.disk_sequential_write_mb_per_s,
+        100.0 * r.mb_per_s / r.disk_sequential_write_mb_per_s,
+        r.redb_bulk_load_mb_per_s,
+        100.0 * r.mb_per_s / r.redb_bulk_load_mb_per_s
     );
-    let json = serde_json::json!({
-        "replication_factor": a.target.replication_factor,
-        "products": a.products,
-        "rebuilt_store_bytes": bytes,
-        "seconds_to_ready": secs,
-        "mb_per_s": rate,
-        "disk_sequential_write_mb_per_s": ceiling,
-        "redb_bulk_load_mb_per_s": redb_ceiling,
-    });
-    let path = crate::report::write_json(&a.out, "rebuild", &json)?;
+    let path = crate::report::write_json(&a.out, "rebuild", &r)?;
     eprintln!("wrote {}", path.display());
     Ok(())
 }

@@ -127,6 +127,8 @@ pub struct Report {
     pub machine: Machine,
     /// Per-round results.
     pub rounds: Vec<Round>,
+    /// The replicated cluster's figures (None when skipped).
+    pub cluster: Option<crate::cluster_suite::ClusterReport>,
     /// The memory scenario.
     pub memory: Option<MemoryResult>,
     /// Correctness problems found (empty: none).
@@ -136,7 +138,7 @@ pub struct Report {
 }
 
 /// The load spec of a report variant.
-fn spec(a: &ReportArgs, label: &str, scenario: Scenario, rate: Option<f64>) -> LoadSpec {
+pub(crate) fn spec(a: &ReportArgs, label: &str, scenario: Scenario, rate: Option<f64>) -> LoadSpec {
     LoadSpec {
         label: label.into(),
         scenario,
@@ -402,6 +404,24 @@ fn ratios(
     }
 }
 
+/// Correctness problems of one load run: non-2xx answers and acknowledged orders missing.
+pub(crate) fn load_problems(l: &LoadResult) -> Vec<String> {
+    let mut out = Vec::new();
+    if l.non_2xx_anywhere() > 0 {
+        out.push(format!(
+            "{}: non-2xx {:?} (outside the window {:?})",
+            l.label, l.summary.non_2xx, l.summary.non_2xx_outside_window
+        ));
+    }
+    if let Some(v) = l.verification.as_ref().filter(|v| !v.all_present()) {
+        out.push(format!(
+            "{}: {} acknowledged orders missing, unreadable {:?}",
+            l.label, v.missing, v.unreadable
+        ));
+    }
+    out
+}
+
 /// Correctness problems of a round, and its cart races (the known Agora anomaly).
 fn problems_of(r: &Round) -> (Vec<String>, Vec<String>) {
     let (mut out, mut warnings) = (Vec::new(), Vec::new());
@@ -412,25 +432,12 @@ fn problems_of(r: &Round) -> (Vec<String>, Vec<String>) {
         &r.product,
         &r.bare_axum,
     ] {
-        if l.non_2xx_anywhere() > 0 {
-            out.push(format!(
-                "{}: non-2xx {:?} (outside the window {:?})",
-                l.label, l.summary.non_2xx, l.summary.non_2xx_outside_window
-            ));
-        }
+        out.extend(load_problems(l));
         if l.summary.cart_races > 0 {
             warnings.push(format!(
                 "{}: cart race: {} checkouts answered 422 empty-cart right after a 200 add-to-cart",
                 l.label, l.summary.cart_races
             ));
-        }
-        if let Some(v) = &l.verification {
-            if !v.all_present() {
-                out.push(format!(
-                    "{}: {} acknowledged orders missing, unreadable {:?}",
-                    l.label, v.missing, v.unreadable
-                ));
-            }
         }
     }
     if !r.node_survived {
@@ -455,6 +462,11 @@ pub async fn run(a: &ReportArgs) -> anyhow::Result<Report> {
                 .with_context(|| format!("round {n}"))?,
         );
     }
+    let cluster = if a.cluster.cluster_rounds + a.cluster.kills + a.cluster.rebuild_products > 0 {
+        Some(crate::cluster_suite::run(a, &node_opts).await?)
+    } else {
+        None
+    };
     let memory = if a.memory.entities > 0 {
         let opts = MemoryOptions {
             entities: a.memory.entities,
@@ -472,6 +484,7 @@ pub async fn run(a: &ReportArgs) -> anyhow::Result<Report> {
         problems.extend(p);
         warnings.extend(w);
     }
+    problems.extend(cluster.iter().flat_map(crate::cluster_suite::problems));
     if a.strict {
         problems.append(&mut warnings);
     }
@@ -487,6 +500,7 @@ pub async fn run(a: &ReportArgs) -> anyhow::Result<Report> {
         command: std::env::args().collect::<Vec<_>>().join(" "),
         machine: report::machine(&a.target.tmp_root()),
         rounds,
+        cluster,
         memory,
         problems,
         warnings,

@@ -6,7 +6,7 @@ use crate::suite::{cpu_per_read, Report, Round, Spread};
 use std::fmt::Write;
 
 /// A "median (min–max)" cell.
-fn cell(s: Option<Spread>, p: usize) -> String {
+pub(crate) fn cell(s: Option<Spread>, p: usize) -> String {
     match s {
         Some(s) if s.n > 1 => format!("{:.p$} ({:.p$}–{:.p$})", s.median, s.min, s.max),
         Some(s) => format!("{:.p$}", s.median),
@@ -15,7 +15,7 @@ fn cell(s: Option<Spread>, p: usize) -> String {
 }
 
 /// "met" / "missed" for a median against a bound.
-fn verdict(s: Option<Spread>, ok: impl Fn(f64) -> bool) -> &'static str {
+pub(crate) fn verdict(s: Option<Spread>, ok: impl Fn(f64) -> bool) -> &'static str {
     match s {
         Some(s) if ok(s.median) => "**met**",
         Some(_) => "**missed**",
@@ -297,6 +297,9 @@ pub fn markdown(r: &Report) -> String {
             m.scale.peak_active,
             m.scale.end_rss as f64 / 1048576.0
         );
+    }
+    if let Some(c) = &r.cluster {
+        t.push_str(&crate::cluster_suite::markdown(c, rs));
     }
     t
 }

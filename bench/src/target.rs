@@ -97,23 +97,13 @@ impl TargetArgs {
             let opts = self.node_options()?;
             let cluster =
                 crate::cluster_proc::ClusterProc::start_three(&opts, self.replication_factor)?;
-            let first = cluster.nodes.first().context("the cluster has no node")?;
             eprintln!(
                 "started a local cluster of {} nodes (pids {:?}); load spreads over their edges",
                 cluster.nodes.len(),
                 cluster.nodes.iter().map(|n| n.pid()).collect::<Vec<_>>()
             );
             return Ok(Target {
-                endpoint: Endpoint {
-                    api_base: first.api_base.clone(),
-                    admin_base: first.admin_base.clone(),
-                    admin_password: opts.admin_password,
-                    node_pid: Some(first.pid()),
-                    peers: cluster.nodes[1..]
-                        .iter()
-                        .map(|n| (n.api_base.clone(), n.admin_base.clone(), n.pid()))
-                        .collect(),
-                },
+                endpoint: cluster.spread_endpoint(&opts.admin_password)?,
                 node: None,
                 cluster: Some(cluster),
             });
