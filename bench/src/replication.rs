@@ -171,7 +171,14 @@ async fn raft_run(args: &ReplicationArgs, replicas: usize) -> anyhow::Result<Spi
             .into_iter()
             .enumerate()
             .map(|(g, raft)| {
-                Proposer::start(g as u32, raft, 4096, std::time::Duration::from_secs(5))
+                let term = raft.metrics().borrow().current_term;
+                Proposer::start(
+                    g as u32,
+                    raft,
+                    term,
+                    4096,
+                    std::time::Duration::from_secs(5),
+                )
             })
             .collect(),
     );

@@ -3,10 +3,17 @@
 //! the next entry, so a busy shard pays one Raft round (one replicated append and one
 //! fsync on each replica) for many changes, as the writer's group commit does on one node.
 //!
-//! A proposer serves one leadership term. Once a proposal fails (this node lost its lead, or
-//! the round took longer than the commit timeout, so its outcome is unknown) the proposer
-//! refuses everything after it: a later change must never commit without an earlier one it
-//! was built on. The node then stops serving the shard and starts again with a fresh
+//! A proposer serves one leadership term. Once a proposal fails (this node lost its lead,
+//! the round took longer than the commit timeout so its outcome is unknown, or openraft
+//! appended the entry under another term than the proposer's) the proposer refuses
+//! everything after it: a later change must never commit without an earlier one it was
+//! built on.
+//!
+//! Pipelining (several entries of a group in flight, handed to openraft in order) was built
+//! and measured (2026-12-06, interleaved, three local nodes on one 2-vCPU machine, factor
+//! 3): with four in flight, 252 against 269 checkouts/s and 3.9 against 3.4 ms of node CPU
+//! per order. Smaller entries cost more rounds, and on shared cores CPU per order is the
+//! limit; so one entry is in flight, and the next gathers what arrives meanwhile. The node then stops serving the shard and starts again with a fresh
 //! proposer once everything in its log is applied.
 
 use crate::types::{GroupId, NodeId, ShardEntry, ShardRaft, ShardRow};
@@ -52,11 +59,12 @@ pub struct Proposer {
 }
 
 impl Proposer {
-    /// Starts proposing to `raft` (this node's member of `group`), at most `max_rows` rows
-    /// per entry, each round given at most `commit_timeout`.
+    /// Starts proposing to `raft` (this node's member of `group`, leading in `term`), at
+    /// most `max_rows` rows per entry, each round given at most `commit_timeout`.
     pub fn start(
         group: GroupId,
         raft: ShardRaft,
+        term: u64,
         max_rows: usize,
         commit_timeout: Duration,
     ) -> Self {
@@ -67,6 +75,7 @@ impl Proposer {
         let round = Round {
             group,
             raft,
+            term,
             max_rows,
             commit_timeout,
             failed: failed.clone(),
@@ -115,6 +124,7 @@ impl Proposer {
 struct Round {
     group: GroupId,
     raft: ShardRaft,
+    term: u64,
     max_rows: usize,
     commit_timeout: Duration,
     failed: Arc<AtomicBool>,
@@ -166,7 +176,13 @@ impl Round {
         let started = tokio::time::Instant::now();
         let written = tokio::time::timeout(self.commit_timeout, self.raft.client_write(entry));
         let outcome = match written.await {
-            Ok(Ok(_)) => Ok(()),
+            Ok(Ok(written)) if written.log_id.leader_id.term == self.term => Ok(()),
+            // Committed, but appended under another leadership than the one whose state the
+            // change was built on: its outcome counts as unknown and this term ends here.
+            Ok(Ok(written)) => Err(self.failure(format!(
+                "appended in term {} by a proposer of term {}",
+                written.log_id.leader_id.term, self.term
+            ))),
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
                 Err(ProposeError::NotLeader {
                     group: self.group,

@@ -492,6 +492,7 @@ impl Serving {
             proposer: Proposer::start(
                 shard,
                 raft.clone(),
+                m.current_term,
                 config.max_rows_per_entry,
                 Duration::from_millis(config.commit_timeout_ms),
             ),

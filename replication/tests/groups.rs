@@ -185,7 +185,8 @@ async fn a_proposer_batches_concurrent_changes_and_a_follower_refuses() {
     let leader = leader_among(&nodes, None).await;
     let leader_id = leader.metrics().borrow().id;
     let before = leader.metrics().borrow().last_log_index.unwrap_or(0);
-    let proposer = Proposer::start(GROUP, leader.clone(), 4096, Duration::from_secs(5));
+    let term = leader.metrics().borrow().current_term;
+    let proposer = Proposer::start(GROUP, leader.clone(), term, 4096, Duration::from_secs(5));
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..200 {
         let p = proposer.clone();
@@ -208,6 +209,7 @@ async fn a_proposer_batches_concurrent_changes_and_a_follower_refuses() {
     let refused = Proposer::start(
         GROUP,
         follower.groups.raft(GROUP).unwrap(),
+        term,
         16,
         Duration::from_secs(5),
     )
@@ -220,6 +222,41 @@ async fn a_proposer_batches_concurrent_changes_and_a_follower_refuses() {
             leader: Some(leader_id)
         })
     );
+    for n in &nodes {
+        n.groups.shutdown().await;
+    }
+}
+
+/// A proposer answers only for its own term: an entry that openraft appended under another
+/// leadership than the proposer's (here: a proposer told a term the leader never had)
+/// counts as failed, and everything the proposer is given after it is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proposer_refuses_an_entry_appended_under_another_term() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_net, nodes) = cluster(dir.path(), 3).await;
+    let leader = leader_among(&nodes, None).await;
+    let term = leader.metrics().borrow().current_term;
+    let timeout = Duration::from_secs(5);
+    // The right term: concurrent changes all commit, each answered.
+    let proposer = Proposer::start(GROUP, leader.clone(), term, 4096, timeout);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..50 {
+        let p = proposer.clone();
+        tasks.spawn(async move { p.propose(entry(i).rows).await });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap().unwrap();
+    }
+    // A stale proposer (another term): its first entry is answered as failed.
+    let stale = Proposer::start(GROUP, leader.clone(), term + 1, 4096, timeout);
+    let first = stale.propose(entry(100).rows).await;
+    assert!(
+        matches!(&first, Err(ProposeError::Failed { reason, .. }) if reason.contains("term")),
+        "an entry of another term counted as committed: {first:?}"
+    );
+    assert!(stale.failed());
+    let next = stale.propose(entry(101).rows).await;
+    assert!(matches!(next, Err(ProposeError::Failed { .. })), "{next:?}");
     for n in &nodes {
         n.groups.shutdown().await;
     }
