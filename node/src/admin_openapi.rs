@@ -57,6 +57,7 @@ impl Modify for AdminToken {
         admin::healthz, admin::readyz, admin::metrics,
         admin_members::members, admin::shards, admin::entity,
         admin_dead_letters::dead_letters, admin_dead_letters::discard,
+        admin_dead_letters::replay,
         admin::drain, admin::move_shard, admin::mint_join_token,
         admin_replicas::replicas, admin_replicas::remove_member,
         console::settings, admin_faults::partition,
