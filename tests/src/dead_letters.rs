@@ -51,7 +51,10 @@ pub async fn write_dead_letters(data_dir: &Path, reason: &str, messages: Vec<Out
             .submit(WriteOp::DeadLetter { key, letter })
             .expect("submit a dead letter");
     }
-    assert!(writer.durable(last).await, "the dead letters were not stored");
+    assert!(
+        writer.durable(last).await,
+        "the dead letters were not stored"
+    );
     drop(writer);
     drop(store);
     // The writer's thread lets the file go once it sees its queue closed.

@@ -55,7 +55,9 @@ async fn balance(user: &Client) -> u64 {
         .get("/api/v1/me/wallet")
         .await
         .expect_status(200, "wallet");
-    w.body["balance"]["amount_minor"].as_u64().unwrap_or_default()
+    w.body["balance"]["amount_minor"]
+        .as_u64()
+        .unwrap_or_default()
 }
 
 /// The replay counter of one outcome on node 1.
@@ -68,8 +70,8 @@ async fn replayed(ops1: &Client, outcome: &str) -> f64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_replayed_dead_letter_takes_effect_once_when_its_cause_is_gone_and_is_kept_while_refused(
-) {
+async fn a_replayed_dead_letter_takes_effect_once_when_its_cause_is_gone_and_is_kept_while_refused()
+{
     let mut cluster = Cluster::start(2, 50).await;
     let ops1 = cluster.nodes[0].admin_port_client().with_token(ADMIN_TOKEN);
     let email = email_owned_by_node_2(&ops1).await;
@@ -159,7 +161,10 @@ async fn a_replay_without_mutations_is_forbidden() {
     r.assert_problem("a replay without mutations");
     let detail: &Value = &r.body["detail"];
     assert!(
-        detail.as_str().unwrap_or_default().contains("admin_mutations"),
+        detail
+            .as_str()
+            .unwrap_or_default()
+            .contains("admin_mutations"),
         "{}",
         r.text
     );
