@@ -131,6 +131,15 @@ async fn a_replayed_dead_letter_takes_effect_once_when_its_cause_is_gone_and_is_
     assert_eq!(still.status, 409, "{}", still.text);
     assert_eq!(listed(&ops1).await, [(b, "replay-b#1.0".to_string())]);
 
+    // Audited: a WARN naming the message.
+    let log = cluster.nodes[0].stderr_tail(200_000);
+    let audited = log.lines().any(|l| {
+        l.contains("WARN")
+            && l.contains("dead letter replayed by an operator")
+            && l.contains("replay-a#1.0")
+    });
+    assert!(audited, "no audit line for the replay in: {log}");
+
     // Counted by outcome.
     poll_until("replays counted", POLL_TIMEOUT, || async {
         let counts = (
