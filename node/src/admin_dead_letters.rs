@@ -11,6 +11,7 @@ use agora_runtime::external::ExternalServices;
 use agora_runtime::relay::{redeliver, Redelivery};
 use agora_runtime::Deliver;
 use agora_store::record::DeadLetter;
+use agora_store::StoreError;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -158,12 +159,7 @@ pub async fn replay(
             Redelivery::Unreachable(format!("no answer within {REPLAY_TIMEOUT:?}"))
         });
     let removed = match &redelivery {
-        Redelivery::Accepted => s
-            .handoff
-            .writer
-            .discard_dead_letter(id)
-            .await
-            .map_err(|e| e.to_string()),
+        Redelivery::Accepted => s.handoff.writer.discard_dead_letter(id).await,
         _ => Ok(()),
     };
     let (outcome, answer) = replay_answer(id, &letter, redelivery, removed);
@@ -197,7 +193,7 @@ fn replay_answer(
     id: u64,
     letter: &DeadLetter,
     redelivery: Redelivery,
-    removed: Result<(), String>,
+    removed: Result<(), StoreError>,
 ) -> (ReplayOutcome, Result<StatusCode, Problem>) {
     let msg_id = letter.message.id.clone();
     match (redelivery, removed) {
@@ -289,7 +285,7 @@ mod tests {
         let p = answer.err().map(|p| (p.status, p.retry_after));
         assert_eq!(p, Some((StatusCode::SERVICE_UNAVAILABLE, Some(1))));
 
-        let stuck = Err("the store is read-only".to_string());
+        let stuck = Err(StoreError::Redb("the store is read-only".into()));
         let (outcome, answer) = replay_answer(7, &letter(), Redelivery::Accepted, stuck);
         assert_eq!(outcome, ReplayOutcome::Unavailable);
         let Err(p) = answer else {
