@@ -74,6 +74,8 @@ pub struct AdminState {
     pub leadership: Option<agora_replication::Serving>,
     /// The drains, moves and removals this node accepted (in memory only).
     pub operations: Arc<crate::admin_operations::Operations>,
+    /// Delivers a dead letter's message again (`POST /admin/dead-letters/{id}/replay`).
+    pub replayer: crate::admin_dead_letters::Replayer,
 }
 
 impl AdminState {
@@ -149,6 +151,10 @@ pub fn protected_routes() -> Router<Arc<AdminState>> {
         .route(
             "/admin/dead-letters/{id}",
             axum::routing::delete(crate::admin_dead_letters::discard),
+        )
+        .route(
+            "/admin/dead-letters/{id}/replay",
+            post(crate::admin_dead_letters::replay),
         )
         .route("/admin/cluster/members/{id}/drain", post(drain))
         .route("/admin/shards/{shard}/move", post(move_shard))

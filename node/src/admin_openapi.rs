@@ -51,12 +51,14 @@ impl Modify for AdminToken {
             error is application/problem+json (RFC 9457). Drain, move and remove answer 202 \
             with an operation (Location: /admin/operations/{id}) that GET \
             /admin/operations/{id} follows to its end; operations live in the memory of the \
-            node that accepted them and do not survive its restart."
+            node that accepted them and do not survive its restart. A dead letter's replay is \
+            one delivery, answered once its receiver has answered (within 15 s)."
     ),
     paths(
         admin::healthz, admin::readyz, admin::metrics,
         admin_members::members, admin::shards, admin::entity,
         admin_dead_letters::dead_letters, admin_dead_letters::discard,
+        admin_dead_letters::replay,
         admin::drain, admin::move_shard, admin::mint_join_token,
         admin_replicas::replicas, admin_replicas::remove_member,
         console::settings, admin_faults::partition,

@@ -97,6 +97,11 @@ pub const METRICS: &[(Kind, &str, &str)] = &[
     ),
     (
         Counter,
+        "agora_dead_letters_replayed_total",
+        "Dead letters an operator replayed (POST /admin/dead-letters/{id}/replay), by outcome: delivered (and removed), refused (kept), unavailable (kept).",
+    ),
+    (
+        Counter,
         "agora_dedup_disk_reads_skipped_total",
         "Early deliveries deduplicated from memory without a disk read.",
     ),
@@ -443,6 +448,10 @@ pub fn register() {
             Gauge => metrics::describe_gauge!(*name, *help),
             Histogram => metrics::describe_histogram!(*name, *help),
         }
+    }
+    for outcome in crate::admin_dead_letters::ReplayOutcome::ALL {
+        metrics::counter!("agora_dead_letters_replayed_total", "outcome" => outcome.label())
+            .absolute(0);
     }
     let profile = if cfg!(debug_assertions) {
         "debug"

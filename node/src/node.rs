@@ -419,7 +419,7 @@ pub async fn start_with(
             store: store.clone(),
             writer: writer.clone(),
             region: Arc::new(router.clone()),
-            external,
+            external: external.clone(),
             clock: clock.clone(),
             stored_rows_at_start: leadership.is_none(),
         },
@@ -520,6 +520,10 @@ pub async fn start_with(
                 },
             }),
         operations: Arc::new(crate::admin_operations::Operations::new(me, clock.clone())),
+        replayer: crate::admin_dead_letters::Replayer {
+            region: Arc::new(router.clone()),
+            external,
+        },
     });
     if cluster.is_some() {
         agora_cluster::handoff::follow_map(me, region.clone(), map.clone());

@@ -209,6 +209,53 @@ async fn deliver(
     }
 }
 
+/// How one more delivery of a dead letter's message ended (see [`redeliver`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Redelivery {
+    /// The receiver took the message, or had taken it already (it dedupes by message id).
+    Accepted,
+    /// The receiver refused the message, for this reason: it would be dead-lettered again.
+    Refused(String),
+    /// The receiver could not be reached (no owner or leader, a timeout, an outside service
+    /// down): the relay would retry; the caller may try again later.
+    Unreachable(String),
+}
+
+impl Redelivery {
+    /// What one delivery attempt of a single message came to.
+    fn of(delivery: Delivery) -> Self {
+        match delivery {
+            Ok(results) => match results.into_iter().next() {
+                Some(Ok(())) => Redelivery::Accepted,
+                Some(Err(reason)) => Redelivery::Refused(reason),
+                None => Redelivery::Unreachable("the receiver gave no answer".into()),
+            },
+            Err(reason) => Redelivery::Unreachable(reason),
+        }
+    }
+}
+
+/// Delivers `msg` (a dead letter's message) once more, through the path the relay delivers
+/// by: an entity wherever it lives (another node, a replicated shard's leader) by `region`,
+/// an outside call by `external`. Nothing is stored here: the caller removes the dead letter
+/// once this answers [`Redelivery::Accepted`]. The message keeps its id, so a receiver that
+/// had taken it already answers without taking it twice.
+pub async fn redeliver(
+    region: Arc<dyn Deliver>,
+    external: ExternalServices,
+    writer: &Writer,
+    msg: OutboxMessage,
+) -> Redelivery {
+    let item = Item {
+        key: None,
+        msg,
+        attempts: 0,
+        after: 0,
+        hold: None,
+    };
+    Redelivery::of(deliver(region, external, &[item], vec![None], writer).await)
+}
+
 impl Relay {
     fn add(&mut self, key: Vec<u8>, msg: OutboxMessage) {
         self.backlog += 1;
@@ -544,5 +591,28 @@ impl Relay {
                 self.joined(done);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_redelivery_is_accepted_refused_or_unreachable_as_the_relay_would_count_it() {
+        assert_eq!(Redelivery::of(Ok(vec![Ok(())])), Redelivery::Accepted);
+        assert_eq!(
+            Redelivery::of(Ok(vec![Err("not found: account u1".into())])),
+            Redelivery::Refused("not found: account u1".into())
+        );
+        // A transient failure of the attempt (the relay retries it) is not a refusal.
+        assert_eq!(
+            Redelivery::of(Err("no leader for shard 3".into())),
+            Redelivery::Unreachable("no leader for shard 3".into())
+        );
+        assert!(matches!(
+            Redelivery::of(Ok(Vec::new())),
+            Redelivery::Unreachable(_)
+        ));
     }
 }

@@ -7,6 +7,7 @@
 //! - `AGORA_KEEP_TMP=1`: keep the temp dirs (data, stdout/stderr logs) after the test.
 
 pub mod cluster;
+pub mod dead_letters;
 pub mod operations;
 
 use std::collections::BTreeMap;

@@ -4,17 +4,19 @@
 //! draws an order's saga as a timeline of its statuses in order, and the recent operations
 //! list a move with its progress. Without the token the
 //! page shows only the token form. A screenshot is taken too. With replicated shards the
-//! grid shows each shard's leader and replicas.
+//! grid shows each shard's leader and replicas. A dead letter's row offers Replay and
+//! Discard only when the node enables mutations.
 //!
 //! The browser tests are `#[ignore]`d so that the README's test command works on a fresh
 //! machine without a browser; CI installs Chromium and runs them with
 //! `cargo test -p agora-tests --test console -- --ignored`, where a missing browser fails.
 
 use agora_tests::cluster::{Cluster, ADMIN_TOKEN};
+use agora_tests::dead_letters::{top_up_message, write_dead_letters};
 use agora_tests::operations::run_operation;
 use agora_tests::{
-    card, history_statuses, poll_until, wait_for_order, Client, ADMIN_EMAIL, ADMIN_PASSWORD,
-    CARD_OK,
+    card, history_statuses, poll_until, wait_for_order, AgoraProcess, Client, ServerOptions,
+    ADMIN_EMAIL, ADMIN_PASSWORD, CARD_OK,
 };
 use serde_json::json;
 use std::path::Path;
@@ -342,4 +344,94 @@ async fn with_replicated_shards_the_grid_shows_each_shards_leader_and_replicas()
         html.contains("<button id=\"drain\" type=\"button\" hidden"),
         "{html}"
     );
+}
+
+/// The cells of the row of dead letter `id` in the console's DOM, if it is drawn.
+fn dead_letter_row(html: &str, id: u64) -> Option<&str> {
+    let at = html.find(&format!("data-dead-letter=\"{id}\""))?;
+    let row = &html[at..];
+    row.find("</tr>").map(|end| &row[..end])
+}
+
+/// Node `ops`'s only dead letter's id.
+async fn only_dead_letter(ops: &Client) -> u64 {
+    let r = ops.get("/admin/dead-letters").await;
+    let items = r.body["items"].as_array().cloned().unwrap_or_default();
+    assert_eq!(items.len(), 1, "{}", r.text);
+    items[0]["id"].as_u64().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs headless Chromium (apt-get install chromium): .ci/run runs it with --ignored"]
+async fn the_dead_letters_view_offers_replay_and_discard_only_with_mutations() {
+    chromium();
+    let email = agora_tests::unique_email();
+    let message = || vec![top_up_message("console-replay#1.0", &email, 700)];
+
+    // A node with mutations enabled (the test clusters enable them).
+    let mut cluster = Cluster::start(1, 100).await;
+    cluster.nodes[0].kill9();
+    let data_dir = cluster.nodes[0].data_dir().to_path_buf();
+    write_dead_letters(&data_dir, "account not found", message()).await;
+    cluster.nodes[0].restart();
+    cluster.wait_ready().await;
+    let ops = cluster.nodes[0].admin_port_client().with_token(ADMIN_TOKEN);
+    let id = only_dead_letter(&ops).await;
+    let url = format!("{}/console#token={ADMIN_TOKEN}", cluster.nodes[0].admin_url);
+    poll_until(
+        "the dead letter with Replay and Discard",
+        CONSOLE_TIMEOUT,
+        || {
+            let url = url.clone();
+            async move {
+                let html = dom(&url).await?;
+                let row = dead_letter_row(&html, id).ok_or("no row for the dead letter")?;
+                let offered = row.contains(&format!("data-replay=\"{id}\""))
+                    && row.contains(&format!("data-discard=\"{id}\""))
+                    && row.contains(">Replay</button>");
+                offered.then_some(()).ok_or(format!("the row: {row}"))
+            }
+        },
+    )
+    .await;
+
+    // A node without mutations lists it with neither button.
+    let opts = ServerOptions {
+        env: vec![("AGORA_ADMIN_TOKEN".into(), ADMIN_TOKEN.into())],
+        ..Default::default()
+    };
+    let mut dev = AgoraProcess::start(opts);
+    dev.kill9();
+    write_dead_letters(dev.data_dir(), "account not found", message()).await;
+    dev.restart();
+    let ops = dev.admin_port_client().with_token(ADMIN_TOKEN);
+    poll_until(
+        "the dev node lists its dead letters",
+        CONSOLE_TIMEOUT,
+        || {
+            let ops = ops.clone();
+            async move {
+                match ops
+                    .try_send(ops.req(reqwest::Method::GET, "/admin/dead-letters"))
+                    .await
+                {
+                    Ok(r) if r.status == 200 => Ok(()),
+                    other => Err(format!("{:?}", other.map(|r| r.status))),
+                }
+            }
+        },
+    )
+    .await;
+    let id = only_dead_letter(&ops).await;
+    let url = format!("{}/console#token={ADMIN_TOKEN}", dev.admin_url);
+    poll_until("the dead letter without buttons", CONSOLE_TIMEOUT, || {
+        let url = url.clone();
+        async move {
+            let html = dom(&url).await?;
+            let row = dead_letter_row(&html, id).ok_or("no row for the dead letter")?;
+            let bare = !row.contains("data-replay") && !row.contains("<button");
+            bare.then_some(()).ok_or(format!("the row: {row}"))
+        }
+    })
+    .await;
 }

@@ -253,24 +253,38 @@
     if (r.status !== 200) return;
     const rows = (r.body.items || []).map((d) => el('tr', { 'data-msg': d.msg_id, 'data-dead-letter': d.id },
       el('td', {}, time(d.at)), el('td', {}, d.topic), el('td', {}, d.msg_id),
-      el('td', {}, d.from), el('td', {}, d.reason), discardCell(d)));
+      el('td', {}, d.from), el('td', {}, d.reason), deadLetterActions(d)));
     if (rows.length === 0) rows.push(el('tr', {}, el('td', { colspan: 6, class: 'note' }, 'none')));
     byId('dead-letters-body').replaceChildren(...rows);
   }
 
-  /** A Discard button for dead letter `d`, when mutations are enabled. */
-  function discardCell(d) {
+  /** Replay and Discard buttons for dead letter `d`, when mutations are enabled. */
+  function deadLetterActions(d) {
     const cell = el('td', {});
     if (!(session.settings && session.settings.mutations)) return cell;
-    const button = el('button', { type: 'button', class: 'danger' }, 'Discard');
-    button.addEventListener('click', async () => {
+    const replay = el('button', { type: 'button', 'data-replay': d.id }, 'Replay');
+    replay.addEventListener('click', () => replayDeadLetter(d));
+    const discard = el('button', { type: 'button', class: 'danger', 'data-discard': d.id }, 'Discard');
+    discard.addEventListener('click', async () => {
       if (!window.confirm('Discard dead letter ' + d.msg_id + ' (' + d.topic + ') for good?')) return;
       const r = await api('/admin/dead-letters/' + encodeURIComponent(d.id), { method: 'DELETE' });
       if (r.status !== 204) logOp('discard ' + d.msg_id + ': ' + problemText(r), true);
       loadDeadLetters();
     });
-    cell.append(button);
+    cell.append(replay, ' ', discard);
     return cell;
+  }
+
+  /** Delivers dead letter `d`'s message to its receiver again (after a confirmation); the
+   *  node removes it once the receiver takes it, and keeps it if refused or unreachable. */
+  async function replayDeadLetter(d) {
+    const what = 'replay ' + d.msg_id + ' (' + d.topic + ')';
+    if (!window.confirm('Replay dead letter ' + d.msg_id + ' (' + d.topic + ') to its receiver? '
+      + 'A message that took effect already is not taken twice.')) return;
+    const r = await api('/admin/dead-letters/' + encodeURIComponent(d.id) + '/replay', { method: 'POST' });
+    if (r.status === 204) logOp(what + ': delivered', false);
+    else logOp(what + ': kept, ' + problemText(r), true);
+    loadDeadLetters();
   }
 
   // ---- live charts -------------------------------------------------------------------
