@@ -38,6 +38,15 @@ pub struct TlsFiles {
     pub key: PathBuf,
     /// PEM certificate of the authority that signed the nodes' certificates.
     pub ca: PathBuf,
+    /// How often the three files are read again (ms): a renewed certificate is used for
+    /// new connections from the next check on, without a restart.
+    #[serde(default = "default_tls_reload_check_ms")]
+    pub reload_check_ms: u64,
+}
+
+/// Thirty seconds: a renewed Kubernetes Secret reaches the pod within about a minute.
+fn default_tls_reload_check_ms() -> u64 {
+    30_000
 }
 
 /// A `[[nodes]]` entry of the cluster file: its addresses may be DNS host names.
@@ -342,6 +351,13 @@ impl ClusterConfig {
                 "use at least a few seconds, more than a restart takes (default 300000: 5 minutes)",
             ));
         }
+        if self.tls.as_ref().is_some_and(|t| t.reload_check_ms < 1_000) {
+            return Err(err(
+                "tls.reload_check_ms",
+                "is below 1000 ms",
+                "check for renewed certificates every few seconds at most often (default 30000)",
+            ));
+        }
         if self.jwt_secret.as_deref().is_some_and(|s| s.len() < 32) {
             return Err(err(
                 "jwt_secret",
@@ -544,6 +560,24 @@ mod tests {
             "/examples/three-nodes.toml"
         ))
         .unwrap()
+    }
+
+    #[test]
+    fn tls_files_are_checked_again_every_30_s_and_a_busy_loop_is_refused() {
+        let tls = |extra: &str| {
+            let text = example().replacen(
+                "[tuning]",
+                &format!(
+                    "[tls]\ncert = \"n.pem\"\nkey = \"n.key\"\nca = \"ca.pem\"\n{extra}\n[tuning]"
+                ),
+                1,
+            );
+            ClusterConfig::parse(&text, Path::new("/"))
+        };
+        let c = tls("").unwrap();
+        assert_eq!(c.tls.map(|t| t.reload_check_ms), Some(30_000));
+        let e = tls("reload_check_ms = 10").unwrap_err();
+        assert_eq!(e.field, "tls.reload_check_ms", "{e}");
     }
 
     #[test]

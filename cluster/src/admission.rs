@@ -293,7 +293,7 @@ pub async fn serve(
     listener: TcpListener,
     server: ActorRef<NodeServerMessage>,
     admission: Arc<Admission>,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<super::tls::Tls>,
 ) {
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -317,7 +317,7 @@ pub async fn serve(
             handshake,
             server.clone(),
             admission.clone(),
-            tls.clone(),
+            tls.as_ref().map(super::tls::Tls::acceptor),
         ));
     }
 }
@@ -373,7 +373,7 @@ pub async fn dial(
     admission: &Arc<Admission>,
     addr: SocketAddr,
     tls: Option<(
-        &tokio_rustls::TlsConnector,
+        tokio_rustls::TlsConnector,
         rustls::pki_types::ServerName<'static>,
     )>,
 ) -> Result<(), std::io::Error> {

@@ -98,8 +98,11 @@ pub async fn start(
         listener,
         server.clone(),
         admission.clone(),
-        tls.as_ref().map(|t| t.acceptor.clone()),
+        tls.clone(),
     ));
+    if let Some(tls) = &tls {
+        tokio::spawn(tls.clone().keep_reloading());
+    }
     let peers: Vec<_> = membership
         .nodes
         .iter()
@@ -147,7 +150,7 @@ async fn keep_dialling(
             }
             let tls = match tls
                 .as_ref()
-                .map(|t| t.node_name(id).map(|n| (&t.connector, n)))
+                .map(|t| t.node_name(id).map(|n| (t.connector(), n)))
             {
                 None => None,
                 Some(Ok(named)) => Some(named),
@@ -182,7 +185,7 @@ async fn dial_peer(
     admission: &Arc<Admission>,
     addr: &ClusterAddr,
     tls: Option<(
-        &tokio_rustls::TlsConnector,
+        tokio_rustls::TlsConnector,
         rustls::pki_types::ServerName<'static>,
     )>,
 ) -> Result<SocketAddr, std::io::Error> {

@@ -32,6 +32,11 @@ pub const METRICS: &[(Kind, &str, &str)] = &[
     ),
     (
         Counter,
+        "agora_tls_reloads_total",
+        "Checks that found the node's TLS files changed, by outcome: reloaded (new connections use them) or refused (unusable; the certificate in use stays).",
+    ),
+    (
+        Counter,
         "agora_cluster_frames_refused_total",
         "Cluster connections closed for a frame over the limit (the handshake limit before authentication, the frame limit after).",
     ),
@@ -452,6 +457,9 @@ pub fn register() {
     for outcome in crate::admin_dead_letters::ReplayOutcome::ALL {
         metrics::counter!("agora_dead_letters_replayed_total", "outcome" => outcome.label())
             .absolute(0);
+    }
+    for outcome in agora_cluster::tls::ReloadOutcome::ALL {
+        metrics::counter!("agora_tls_reloads_total", "outcome" => outcome.label()).absolute(0);
     }
     let profile = if cfg!(debug_assertions) {
         "debug"

@@ -163,3 +163,67 @@ async fn a_join_token_minted_offline_from_the_cluster_file_admits_the_node() {
     })
     .await;
 }
+
+/// A renewed certificate is picked up without a restart: the nodes read their TLS files
+/// again every `reload_check_ms`; a usable renewal (here the CA file becoming a bundle of
+/// the old and a new authority, the first step of a CA rotation) is used for new sessions,
+/// an unusable one (another node's certificate) is refused and the one in use stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewed_tls_files_are_used_without_a_restart_and_bad_ones_refused() {
+    use agora_tests::cluster::ADMIN_TOKEN;
+    let files = tempfile::tempdir().expect("temp dir");
+    let fixtures = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/tls"));
+    for name in [
+        "node-1.pem",
+        "node-1.key",
+        "node-2.pem",
+        "node-2.key",
+        "ca.pem",
+    ] {
+        std::fs::copy(fixtures.join(name), files.path().join(name)).expect("copy a fixture");
+    }
+    let d = files.path().display();
+    let tables = format!(
+        "[tls]\ncert = \"{d}/node-{{id}}.pem\"\nkey = \"{d}/node-{{id}}.key\"\nca = \"{d}/ca.pem\"\nreload_check_ms = 1000\n"
+    );
+    let mut cluster = Cluster::start_with_tables(2, 50, &tables).await;
+    let metrics = cluster.nodes[0].admin_port_client().with_token(ADMIN_TOKEN);
+    let reloads = |outcome: &'static str| {
+        let metrics = metrics.clone();
+        async move {
+            let name = format!("agora_tls_reloads_total{{outcome=\"{outcome}\"}}");
+            agora_tests::counter(&metrics, &name).await
+        }
+    };
+    assert_eq!(reloads("reloaded").await, 0.0);
+    let mut bundle = std::fs::read(fixtures.join("ca.pem")).expect("fixture");
+    bundle.extend(std::fs::read(fixtures.join("other-ca.pem")).expect("fixture"));
+    std::fs::write(files.path().join("ca.pem"), &bundle).expect("write the CA bundle");
+    let counted = |outcome: &'static str| {
+        poll_until(outcome, POLL_TIMEOUT, move || async move {
+            match reloads(outcome).await {
+                n if n >= 1.0 => Ok(()),
+                n => Err(format!("{outcome} {n}")),
+            }
+        })
+    };
+    counted("reloaded").await;
+    // A new session (node 2 restarted) is made with the reloaded setting on both sides.
+    cluster.nodes[1].restart();
+    cluster.wait_ready().await;
+    let (shopper, order_id) = cluster.checkout_across(0, 1).await;
+    wait_for_order(&shopper, &order_id, &["DELIVERED"]).await;
+    // Node 2's certificate where node 1's belongs: refused, the one in use stays.
+    std::fs::copy(fixtures.join("node-2.pem"), files.path().join("node-1.pem")).expect("copy");
+    counted("refused").await;
+    cluster.nodes[1].restart();
+    cluster.wait_ready().await;
+    let (shopper, order_id) = cluster.checkout_across(1, 0).await;
+    wait_for_order(&shopper, &order_id, &["DELIVERED"]).await;
+    assert!(
+        cluster.nodes[0]
+            .stderr_tail(50_000)
+            .contains("TLS files changed but cannot be used"),
+        "the refusal was not logged"
+    );
+}
