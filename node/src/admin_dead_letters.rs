@@ -5,6 +5,7 @@
 
 use crate::admin::{require_mutations, AdminState};
 use crate::admin_dto::{DeadLetterDto, DeadLettersDto};
+use agora_actors::message::Destination;
 use agora_http_edge::dto::rfc3339;
 use agora_http_edge::problem::Problem;
 use agora_runtime::external::ExternalServices;
@@ -77,6 +78,10 @@ pub async fn dead_letters(
             at: rfc3339(d.at_ms),
             reason: d.reason,
             from: d.message.from.to_string(),
+            to: match &d.message.to {
+                Destination::Entity(e) => e.to_string(),
+                Destination::External => "outside".to_string(),
+            },
             id,
             msg_id: d.message.id,
             topic: d.message.topic,

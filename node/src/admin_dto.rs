@@ -130,6 +130,9 @@ pub struct DeadLetterDto {
     pub at: String,
     /// The entity that sent it (`kind:id`).
     pub from: String,
+    /// Where it was going: an entity (`kind:id`), or `outside` for a call to a service
+    /// outside Agora (the payment gateway, a courier, a notification sink).
+    pub to: String,
     /// Its id on this node: `DELETE /admin/dead-letters/{id}` discards it.
     pub id: u64,
     /// The message's id.

@@ -121,6 +121,11 @@ async fn replay_scenario(cluster: &mut Cluster, email: &str) {
     assert_eq!(before.len(), 3, "{before:?}");
     let (b, a_copy, a) = (before[0].0, before[1].0, before[2].0);
     assert_eq!(before[2].1, "replay-a#1.0", "{before:?}");
+    // Each names its receiver, the account the top-up was for.
+    let user = agora_actors::ids::user_id_for_email(email);
+    let to = agora_actors::EntityRef::new(agora_actors::EntityKind::Account, user).to_string();
+    let r = ops1.get("/admin/dead-letters").await;
+    assert_eq!(r.body["items"][2]["to"], to.as_str(), "{}", r.text);
 
     // The account does not exist yet: refused again, answered with the receiver's reason,
     // and kept.

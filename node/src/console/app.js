@@ -253,7 +253,7 @@
     if (r.status !== 200) return;
     const rows = (r.body.items || []).map((d) => el('tr', { 'data-msg': d.msg_id, 'data-dead-letter': d.id },
       el('td', {}, time(d.at)), el('td', {}, d.topic), el('td', {}, d.msg_id),
-      el('td', {}, d.from), el('td', {}, d.reason), deadLetterActions(d)));
+      el('td', {}, d.from), el('td', {}, d.to), el('td', {}, d.reason), deadLetterActions(d)));
     if (rows.length === 0) rows.push(el('tr', {}, el('td', { colspan: 6, class: 'note' }, 'none')));
     byId('dead-letters-body').replaceChildren(...rows);
   }
