@@ -265,6 +265,9 @@ impl Harness<'_> {
                     self.note(format!("node {id} reached its crash point"));
                     self.kill(id, death);
                 } else {
+                    self.note(format!(
+                        "node {id} stopped itself (fail-stop after a store error)"
+                    ));
                     self.kill(id, Death::Kill);
                 }
                 restarts.push((self.now_ms() + 2_000, id));
