@@ -311,6 +311,7 @@ pub const PAUSE_MAX_MS: u64 = 9_000;
 pub fn env_plan(seed: u64, ids: &[u64], (start_ms, end_ms): (u64, u64)) -> Vec<Scheduled> {
     let mut rng = Stream::new(seed, "env-faults");
     let mut out = Vec::new();
+    let mut paused_until_ms = std::collections::BTreeMap::new();
     if ids.is_empty() {
         return out;
     }
@@ -345,6 +346,12 @@ pub fn env_plan(seed: u64, ids: &[u64], (start_ms, end_ms): (u64, u64)) -> Vec<S
             2 | 3 => {
                 let pause_ms = rng.random_range(PAUSE_MIN_MS..=PAUSE_MAX_MS);
                 let until_ms = (t + pause_ms).min(end_ms);
+                // A node still paused is not paused again (its resume would cut the new
+                // pause short).
+                if paused_until_ms.get(&node).is_some_and(|u| *u >= t) {
+                    continue;
+                }
+                paused_until_ms.insert(node, until_ms);
                 during(
                     Fault::Pause(node, until_ms - t),
                     Fault::Resume(node),
@@ -605,6 +612,13 @@ mod tests {
                     }
                     Fault::Pause(n, ms) => {
                         paused += 1;
+                        assert!(
+                            !p.iter()
+                                .any(|o| matches!(o.fault, Fault::Pause(m, _) if m == n)
+                                    && o.at_ms > s.at_ms
+                                    && o.at_ms <= s.at_ms + ms),
+                            "seed {seed}: node {n} paused again while paused"
+                        );
                         let resumes = Scheduled {
                             at_ms: s.at_ms + ms,
                             fault: Fault::Resume(n),
