@@ -246,17 +246,24 @@ impl Serving {
         let mut metrics = raft.metrics();
         let every = Duration::from_millis(self.inner.config.check_every_ms);
         // The first look may be at metrics published long ago.
-        let mut snapshot = Snapshot::SeenBefore;
+        let mut published = false;
         loop {
+            // Published since the last look: woken by the change, or published while the
+            // wait timed out (`changed` marks what it returns for as seen).
+            let snapshot = if published || metrics.has_changed().unwrap_or(false) {
+                Snapshot::New
+            } else {
+                Snapshot::SeenBefore
+            };
             let m = metrics.borrow_and_update().clone();
             self.observe(shard, &raft, (&m, snapshot), events.as_ref())
                 .await;
-            snapshot = tokio::select! {
+            published = tokio::select! {
                 changed = metrics.changed() => match changed {
-                    Ok(()) => Snapshot::New,
+                    Ok(()) => true,
                     Err(_) => break,
                 },
-                _ = tokio::time::sleep(every) => Snapshot::SeenBefore,
+                _ = tokio::time::sleep(every) => false,
             };
         }
         self.stop_serving(shard, events.as_ref()).await;

@@ -471,3 +471,41 @@ pub async fn http(
         replayed,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::seed::Stream;
+
+    #[test]
+    fn only_calls_that_production_resends_are_sent_twice_and_only_while_asked() {
+        let d = Duplication::new(Stream::new(3, "duplicates-1"));
+        // Off: nothing is drawn, nothing is sent twice.
+        assert!(d.second_copy_after(GatewayRpc::Raft, b"x").is_none());
+        d.per_mille.store(1_000, Ordering::Relaxed);
+        for rpc in [
+            GatewayRpc::Raft,
+            GatewayRpc::Group,
+            GatewayRpc::CatalogSince,
+            GatewayRpc::ReadIndex,
+        ] {
+            let after = d.second_copy_after(rpc, b"x");
+            assert!(
+                after.is_some_and(|a| a <= Duration::from_millis(DUPLICATE_DELAY_MAX_MS)),
+                "{rpc:?}: {after:?}"
+            );
+        }
+        // Calls no layer resends, and a delivery that is not a readable envelope.
+        for rpc in [
+            GatewayRpc::Join,
+            GatewayRpc::Propose,
+            GatewayRpc::InstallShard,
+            GatewayRpc::RequestMove,
+            GatewayRpc::DiscardShard,
+            GatewayRpc::Deliver,
+        ] {
+            assert!(d.second_copy_after(rpc, b"x").is_none(), "{rpc:?}");
+        }
+        assert_eq!(d.sent_twice.load(Ordering::Relaxed), 4);
+    }
+}
