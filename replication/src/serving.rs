@@ -29,6 +29,35 @@ use tokio::time::Instant;
 /// A shard group's metrics as its member here sees them.
 type GroupMetrics = RaftMetrics<NodeId, openraft::BasicNode>;
 
+/// Whether a look at a group's metrics is at a snapshot published since the last look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Snapshot {
+    /// Published since the last look: its `millis_since_quorum_ack` was measured about now.
+    New,
+    /// Seen before (the group's core published nothing since: it may be stalled, waiting on
+    /// its disk): how long ago a majority acknowledged is unknown now.
+    SeenBefore,
+}
+
+/// Until when (ms since `Serving`'s origin, `now_ms` now) a majority's acknowledgement
+/// `since_ack_ms` ago lets this node serve, for a lease of `lease_ms`. Only a snapshot
+/// published just now counts: `millis_since_quorum_ack` was measured when it was published,
+/// so a snapshot seen again would make an old acknowledgement look recent (a leader whose
+/// core stalled on a slow disk while the others elected a new leader would serve again).
+fn lease_until_ms(
+    now_ms: u64,
+    lease_ms: u64,
+    since_ack_ms: Option<u64>,
+    snapshot: Snapshot,
+) -> Option<u64> {
+    match (since_ack_ms, snapshot) {
+        (Some(since_ack_ms), Snapshot::New) => {
+            Some((now_ms + lease_ms).saturating_sub(since_ack_ms))
+        }
+        _ => None,
+    }
+}
+
 /// What the node does when it starts or stops serving a shard.
 #[async_trait]
 pub trait LeadershipEvents: Send + Sync + 'static {
@@ -216,29 +245,43 @@ impl Serving {
     async fn follow(&self, shard: GroupId, raft: ShardRaft, events: Arc<dyn LeadershipEvents>) {
         let mut metrics = raft.metrics();
         let every = Duration::from_millis(self.inner.config.check_every_ms);
+        // The first look may be at metrics published long ago.
+        let mut published = false;
         loop {
+            // Published since the last look: woken by the change, or published while the
+            // wait timed out (`changed` marks what it returns for as seen).
+            let snapshot = if published || metrics.has_changed().unwrap_or(false) {
+                Snapshot::New
+            } else {
+                Snapshot::SeenBefore
+            };
             let m = metrics.borrow_and_update().clone();
-            self.observe(shard, &raft, &m, events.as_ref()).await;
-            tokio::select! {
-                changed = metrics.changed() => if changed.is_err() { break },
-                _ = tokio::time::sleep(every) => {}
-            }
+            self.observe(shard, &raft, (&m, snapshot), events.as_ref())
+                .await;
+            published = tokio::select! {
+                changed = metrics.changed() => match changed {
+                    Ok(()) => true,
+                    Err(_) => break,
+                },
+                _ = tokio::time::sleep(every) => false,
+            };
         }
         self.stop_serving(shard, events.as_ref()).await;
     }
 
-    /// Acts on one look at the group's metrics.
+    /// Acts on one look at the group's metrics (`snapshot` says whether they were published
+    /// since the last look).
     async fn observe(
         &self,
         shard: GroupId,
         raft: &ShardRaft,
-        m: &RaftMetrics<NodeId, openraft::BasicNode>,
+        (m, snapshot): (&GroupMetrics, Snapshot),
         events: &dyn LeadershipEvents,
     ) {
         let leading = m.state == ServerState::Leader && m.current_leader == Some(self.inner.me);
         match self.lead(shard) {
             Some(lead) if leading && lead.term == m.current_term && !lead.proposer.failed() => {
-                self.extend_lease(&lead, m);
+                self.extend_lease(&lead, m, snapshot);
                 if let Some(to) = self.balance_target(shard, m) {
                     self.step_aside(shard, m, to, events).await;
                 }
@@ -247,7 +290,7 @@ impl Serving {
             None if ready_to_serve(self.inner.me, m)
                 && !self.stepped_aside(shard, m.current_term) =>
             {
-                self.start_serving(shard, raft, m);
+                self.start_serving(shard, raft, m, snapshot);
                 events.lead(shard, m.current_term).await;
             }
             None => {}
@@ -473,9 +516,10 @@ impl Serving {
         still
     }
 
-    fn extend_lease(&self, lead: &Lead, m: &RaftMetrics<NodeId, openraft::BasicNode>) {
-        if let Some(since_ack_ms) = m.millis_since_quorum_ack {
-            let until = (self.now_ms() + self.inner.config.lease_ms).saturating_sub(since_ack_ms);
+    fn extend_lease(&self, lead: &Lead, m: &GroupMetrics, snapshot: Snapshot) {
+        let lease_ms = self.inner.config.lease_ms;
+        let ack = m.millis_since_quorum_ack;
+        if let Some(until) = lease_until_ms(self.now_ms(), lease_ms, ack, snapshot) {
             lead.lease_until_ms.fetch_max(until, Ordering::AcqRel);
         }
     }
@@ -484,7 +528,8 @@ impl Serving {
         &self,
         shard: GroupId,
         raft: &ShardRaft,
-        m: &RaftMetrics<NodeId, openraft::BasicNode>,
+        m: &GroupMetrics,
+        snapshot: Snapshot,
     ) {
         let config = &self.inner.config;
         let lead = Arc::new(Lead {
@@ -498,7 +543,7 @@ impl Serving {
             ),
             lease_until_ms: AtomicU64::new(0),
         });
-        self.extend_lease(&lead, m);
+        self.extend_lease(&lead, m, snapshot);
         if let Ok(mut leads) = self.inner.leads.write() {
             let fresh = leads.insert(shard, lead).is_none();
             assert!(fresh, "shard {shard} started serving twice");
@@ -606,5 +651,32 @@ impl ShardReplication for Serving {
             ),
             None => done(false),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_snapshot_published_since_the_last_look_extends_the_lease() {
+        // Published just now: a majority acknowledged 40 ms ago, the lease runs 200 ms.
+        assert_eq!(
+            lease_until_ms(1_000, 200, Some(40), Snapshot::New),
+            Some(1_160)
+        );
+        // The same snapshot seen again 2 s later (the core stalled on its disk and published
+        // nothing): its "40 ms ago" is 2 s old, so it extends nothing.
+        assert_eq!(
+            lease_until_ms(3_000, 200, Some(40), Snapshot::SeenBefore),
+            None
+        );
+        // No acknowledgement from a majority yet.
+        assert_eq!(lease_until_ms(1_000, 200, None, Snapshot::New), None);
+        // An acknowledgement older than the lease gives one that already ended.
+        assert_eq!(
+            lease_until_ms(1_000, 200, Some(300), Snapshot::New),
+            Some(900)
+        );
     }
 }

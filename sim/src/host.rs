@@ -3,7 +3,7 @@
 
 use crate::disk::SimDisk;
 use crate::net::{
-    node_host, serve_gateway, serve_http, KnownNodes, SimLinks, ADMIN_PORT, HTTP_PORT,
+    node_host, serve_gateway, serve_http, Duplication, KnownNodes, SimLinks, ADMIN_PORT, HTTP_PORT,
 };
 use crate::seed::{SeededRandom, Stream};
 use agora_actors::notify::MemorySink;
@@ -16,7 +16,7 @@ use agora_node::node::{start_with, ClusterSpec, NodeEnv, PeerNetwork, Secrets, S
 use agora_store::{StorageExecutor, Store};
 use rand::Rng;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -49,6 +49,12 @@ impl Clock for SimClock {
     }
 }
 
+/// How long a process paused until `until_ms` (virtual ms; 0: not paused) still sleeps.
+fn pause_left(until_ms: u64) -> Duration {
+    let now_ms = turmoil::sim_elapsed().map_or(0, |d| d.as_millis() as u64);
+    Duration::from_millis(until_ms.saturating_sub(now_ms))
+}
+
 /// Runs blocking work inline: the simulation has one thread and virtual time.
 struct InlineBlocking;
 
@@ -77,6 +83,13 @@ pub struct NodeSlot {
     pub ledger: Arc<agora_actors::gateway::GatewayLedger>,
     /// The nodes that exist so far (its links reach these).
     pub known: KnownNodes,
+    /// How much slower than a healthy one its host is (1: not slowed; the `SlowNode` fault).
+    pub slow_factor: Arc<AtomicU32>,
+    /// Until when (virtual ms) its process is paused (0: not paused): its disk's commits
+    /// wait until then.
+    pub paused_until_ms: Arc<AtomicU64>,
+    /// Which of its calls its transport sends twice (the `Duplicates` fault).
+    pub duplication: Duplication,
 }
 
 /// What every node of a run shares: the log of who served what, the payment gateway's
@@ -103,6 +116,9 @@ impl NodeSlot {
             served: shared.served.clone(),
             ledger: shared.ledger.clone(),
             known: shared.known.clone(),
+            slow_factor: Arc::new(AtomicU32::new(1)),
+            paused_until_ms: Arc::default(),
+            duplication: Duplication::new(Stream::new(seed, &format!("duplicates-{id}"))),
         }
     }
 }
@@ -177,13 +193,15 @@ pub async fn run_node(
         &format!("disk-latency-{id}-{start}"),
     )));
     let range = slot.disk_latency_us.clone();
+    let (slow, paused_until_ms) = (slot.slow_factor.clone(), slot.paused_until_ms.clone());
     let latency = Arc::new(move || {
         let (lo, hi) = *range.lock().unwrap_or_else(|p| p.into_inner());
         let us = latency_rng
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .random_range(lo..=hi.max(lo));
-        Duration::from_micros(us)
+        let slowed = Duration::from_micros(us) * slow.load(Ordering::Relaxed).max(1);
+        slowed + pause_left(paused_until_ms.load(Ordering::Relaxed))
     });
     let env = NodeEnv {
         clock: Arc::new(SimClock {
@@ -196,7 +214,11 @@ pub async fn run_node(
         store: Some(store),
         executor: StorageExecutor::Inline { latency },
         blocking: Arc::new(InlineBlocking),
-        network: PeerNetwork::Links(Arc::new(SimLinks::new(id, slot.known.clone()))),
+        network: PeerNetwork::Links(Arc::new(SimLinks::new(
+            id,
+            slot.known.clone(),
+            slot.duplication.clone(),
+        ))),
         serving: Serving::Handover(Box::new(|shop, admin| {
             for (port, app) in [(HTTP_PORT, shop), (ADMIN_PORT, admin)] {
                 tokio::spawn(async move {

@@ -469,6 +469,19 @@ fn shrink(sim: &SimArgs, seed: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Log lines stamped with the simulation's virtual time (ms since the run's start), the
+/// time of the trace and of the history.
+struct VirtualTime;
+
+impl tracing_subscriber::fmt::time::FormatTime for VirtualTime {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        match turmoil::sim_elapsed() {
+            Some(t) => write!(w, "{:>9.3}ms", t.as_secs_f64() * 1e3),
+            None => write!(w, "      -  ms"),
+        }
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("AGORA_SIM_LOG")
@@ -476,6 +489,7 @@ fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_timer(VirtualTime)
         .init();
     match cli.cmd {
         Cmd::Run {

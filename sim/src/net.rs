@@ -7,6 +7,8 @@
 
 use agora_cluster::directory::{GatewayRpc, PeerCallError, PeerGateway, PeerLink, PeerLinks};
 use async_trait::async_trait;
+use rand::Rng;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -74,21 +76,88 @@ struct PeerConnections {
 /// to join. Every node's links read it, so a joiner is reachable once it is started.
 pub type KnownNodes = Arc<std::sync::Mutex<std::collections::BTreeSet<u64>>>;
 
+/// Whether a node's transport sends some calls twice (the `Duplicates` fault), and the
+/// stream that picks which.
+#[derive(Clone)]
+pub struct Duplication {
+    /// Per-mille of the calls that may be resent which are sent twice (0: none).
+    pub per_mille: Arc<AtomicU32>,
+    /// Which calls, and how late each second copy goes.
+    pub rng: Arc<std::sync::Mutex<crate::seed::Stream>>,
+    /// Calls sent twice so far.
+    pub sent_twice: Arc<AtomicU64>,
+}
+
+/// Longest a second copy of a call trails the first (ms): a resend after a reconnection.
+const DUPLICATE_DELAY_MAX_MS: u64 = 400;
+
+impl Duplication {
+    /// No duplicates yet, drawing from `rng` once some are asked for.
+    pub fn new(rng: crate::seed::Stream) -> Self {
+        Self {
+            per_mille: Arc::default(),
+            rng: Arc::new(std::sync::Mutex::new(rng)),
+            sent_twice: Arc::default(),
+        }
+    }
+
+    /// How long after the first a second copy of a call of kind `rpc` carrying `bytes` goes,
+    /// if it does. Only calls the protocols above already resend may be sent twice (see
+    /// `may_resend`); while the fault is off nothing is drawn.
+    fn second_copy_after(&self, rpc: GatewayRpc, bytes: &[u8]) -> Option<Duration> {
+        let per_mille = self.per_mille.load(Ordering::Relaxed);
+        if per_mille == 0 || !may_resend(rpc, bytes) {
+            return None;
+        }
+        let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
+        let twice = rng.random_range(0..1_000u32) < per_mille;
+        if twice {
+            self.sent_twice.fetch_add(1, Ordering::Relaxed);
+        }
+        twice.then(|| Duration::from_millis(rng.random_range(0..=DUPLICATE_DELAY_MAX_MS)))
+    }
+}
+
+/// Whether a call may reach its peer twice in production: Raft's (openraft resends), the
+/// catalog's polls and read indexes (reads), and relayed messages (delivered at least once,
+/// deduplicated by their ids). A shopper's request the edge forwards (an envelope without a
+/// message id) is sent once: TCP never duplicates it, and no layer resends it.
+fn may_resend(rpc: GatewayRpc, bytes: &[u8]) -> bool {
+    use agora_cluster::envelope::{decode, Envelope, Payload};
+    match rpc {
+        GatewayRpc::Raft | GatewayRpc::Group | GatewayRpc::CatalogSince | GatewayRpc::ReadIndex => {
+            true
+        }
+        GatewayRpc::Deliver => matches!(
+            decode::<Envelope>(bytes).map(|e| e.payload),
+            Ok(Payload::Batch(_)
+                | Payload::Request {
+                    msg_id: Some(_),
+                    ..
+                })
+        ),
+        _ => false,
+    }
+}
+
 /// One node's links to its peers.
 pub struct SimLinks {
     me: u64,
     known: KnownNodes,
     conns:
         std::sync::Mutex<std::collections::BTreeMap<u64, Arc<std::sync::Mutex<PeerConnections>>>>,
+    duplication: Duplication,
 }
 
 impl SimLinks {
-    /// Links from node `me` to every other node of `known`, now and as it grows.
-    pub fn new(me: u64, known: KnownNodes) -> Self {
+    /// Links from node `me` to every other node of `known`, now and as it grows, sending
+    /// calls twice as `duplication` says.
+    pub fn new(me: u64, known: KnownNodes, duplication: Duplication) -> Self {
         Self {
             me,
             known,
             conns: Default::default(),
+            duplication,
         }
     }
 }
@@ -101,7 +170,12 @@ impl PeerLinks for SimLinks {
         }
         let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
         let conns = conns.entry(id).or_default().clone();
-        Some(Arc::new(SimLink { peer: id, conns }) as Arc<dyn PeerLink>)
+        let duplication = self.duplication.clone();
+        Some(Arc::new(SimLink {
+            peer: id,
+            conns,
+            duplication,
+        }) as Arc<dyn PeerLink>)
     }
 
     fn peers(&self) -> Vec<u64> {
@@ -112,9 +186,11 @@ impl PeerLinks for SimLinks {
 
 /// A link to one peer: one call at a time per connection (a connection that failed or
 /// timed out is dropped, so a reset or a partition fails only the calls on it).
+#[derive(Clone)]
 struct SimLink {
     peer: u64,
     conns: Arc<std::sync::Mutex<PeerConnections>>,
+    duplication: Duplication,
 }
 
 /// How a call gets its connection.
@@ -203,6 +279,31 @@ impl SimLink {
             _ => Err(std::io::Error::other("connection state lock poisoned")),
         }
     }
+
+    /// Sends one call's frame and reads its answer on a connection of this link.
+    async fn exchange(
+        &self,
+        rpc: GatewayRpc,
+        frame: &[u8],
+    ) -> std::io::Result<(TcpStream, (u8, Vec<u8>))> {
+        let mut s = self.open().await?;
+        write_frame(&mut s, rpc.code(), frame).await?;
+        let answer = read_frame(&mut s).await?;
+        Ok((s, answer))
+    }
+
+    /// Sends the call's frame a second time `after` the first, on a connection of its own,
+    /// as a transport that lost its connection and resent what it had not seen answered
+    /// would; the answer is dropped (the caller has the first one, or gave up).
+    fn send_second_copy(&self, rpc: GatewayRpc, frame: Vec<u8>, after: Duration, within: Duration) {
+        let link = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            if let Ok(Ok((s, _))) = tokio::time::timeout(within, link.exchange(rpc, &frame)).await {
+                link.with(|c| c.keep(s));
+            }
+        });
+    }
 }
 
 #[async_trait]
@@ -213,16 +314,13 @@ impl PeerLink for SimLink {
         bytes: Vec<u8>,
         timeout: Duration,
     ) -> Result<Vec<u8>, PeerCallError> {
-        let exchange = async {
-            let mut s = self.open().await?;
-            let mut head = Vec::with_capacity(8 + bytes.len());
-            head.extend_from_slice(&(timeout.as_millis() as u64).to_be_bytes());
-            head.extend_from_slice(&bytes);
-            write_frame(&mut s, rpc.code(), &head).await?;
-            let answer = read_frame(&mut s).await?;
-            Ok::<_, std::io::Error>((s, answer))
-        };
-        match tokio::time::timeout(timeout, exchange).await {
+        let mut frame = Vec::with_capacity(8 + bytes.len());
+        frame.extend_from_slice(&(timeout.as_millis() as u64).to_be_bytes());
+        frame.extend_from_slice(&bytes);
+        if let Some(after) = self.duplication.second_copy_after(rpc, &bytes) {
+            self.send_second_copy(rpc, frame.clone(), after, timeout);
+        }
+        match tokio::time::timeout(timeout, self.exchange(rpc, &frame)).await {
             Err(_) => Err(PeerCallError::Timeout),
             Ok(Err(e)) => Err(PeerCallError::Failed(format!("node {}: {e}", self.peer))),
             Ok(Ok((s, answer))) => {
@@ -372,4 +470,42 @@ pub async fn http(
         body: serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
         replayed,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::seed::Stream;
+
+    #[test]
+    fn only_calls_that_production_resends_are_sent_twice_and_only_while_asked() {
+        let d = Duplication::new(Stream::new(3, "duplicates-1"));
+        // Off: nothing is drawn, nothing is sent twice.
+        assert!(d.second_copy_after(GatewayRpc::Raft, b"x").is_none());
+        d.per_mille.store(1_000, Ordering::Relaxed);
+        for rpc in [
+            GatewayRpc::Raft,
+            GatewayRpc::Group,
+            GatewayRpc::CatalogSince,
+            GatewayRpc::ReadIndex,
+        ] {
+            let after = d.second_copy_after(rpc, b"x");
+            assert!(
+                after.is_some_and(|a| a <= Duration::from_millis(DUPLICATE_DELAY_MAX_MS)),
+                "{rpc:?}: {after:?}"
+            );
+        }
+        // Calls no layer resends, and a delivery that is not a readable envelope.
+        for rpc in [
+            GatewayRpc::Join,
+            GatewayRpc::Propose,
+            GatewayRpc::InstallShard,
+            GatewayRpc::RequestMove,
+            GatewayRpc::DiscardShard,
+            GatewayRpc::Deliver,
+        ] {
+            assert!(d.second_copy_after(rpc, b"x").is_none(), "{rpc:?}");
+        }
+        assert_eq!(d.sent_twice.load(Ordering::Relaxed), 4);
+    }
 }

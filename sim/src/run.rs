@@ -66,6 +66,31 @@ pub struct RunReport {
 
 /// 2026-01-01T00:00:00Z: the simulated epoch (never the real time).
 const EPOCH_SECS: u64 = 1_767_225_600;
+/// A healthy link's shortest message latency.
+const MIN_LATENCY: Duration = Duration::from_micros(200);
+/// A healthy link's longest message latency.
+const MAX_LATENCY: Duration = Duration::from_millis(5);
+
+/// The environment's faults in force that shape links (`Profile::Env`): what each link's
+/// turmoil state must be follows from them, so a partition's repair does not release a
+/// paused node, nor a resume repair a partition.
+#[derive(Debug, Default)]
+struct LinkFaults {
+    /// Node pairs (smaller id first) cut both ways.
+    cut: BTreeSet<(u64, u64)>,
+    /// Paused nodes: their links hold what is sent either way.
+    paused: BTreeSet<u64>,
+    /// Nodes every client is cut off from.
+    clients_cut: BTreeSet<u64>,
+    /// Slowed nodes and by how much.
+    slow: BTreeMap<u64, u32>,
+}
+
+impl LinkFaults {
+    fn is_cut(&self, a: u64, b: u64) -> bool {
+        self.cut.contains(&(a.min(b), a.max(b)))
+    }
+}
 
 struct Harness<'a> {
     sim: turmoil::Sim<'a>,
@@ -81,6 +106,10 @@ struct Harness<'a> {
     founders: Vec<u64>,
     seed: u64,
     replication_factor: usize,
+    /// The clients' hosts (shoppers, the admin, the operator).
+    clients: Vec<String>,
+    /// The environment's faults in force on links.
+    links: LinkFaults,
 }
 
 impl Harness<'_> {
@@ -174,7 +203,11 @@ impl Harness<'_> {
             | Fault::PowerLoss(n)
             | Fault::Replace(n)
             | Fault::CrashPoint(n, ..)
-            | Fault::Restart(n) => vec![n],
+            | Fault::Restart(n)
+            | Fault::SlowNode(n, _)
+            | Fault::Pause(n, _)
+            | Fault::Resume(n)
+            | Fault::ClientCut(n, _) => vec![n],
             _ => Vec::new(),
         };
         named.iter().any(|n| !self.hosts.contains(n))
@@ -186,9 +219,19 @@ impl Harness<'_> {
             return;
         }
         match *fault {
-            Fault::Partition(a, b) => self.sim.partition(node_host(a), node_host(b)),
+            Fault::Partition(a, b) => {
+                self.sim.partition(node_host(a), node_host(b));
+                self.links.cut.insert((a.min(b), a.max(b)));
+            }
             Fault::PartitionOneWay(a, b) => self.sim.partition_oneway(node_host(a), node_host(b)),
-            Fault::Repair(a, b) => self.sim.repair(node_host(a), node_host(b)),
+            Fault::Repair(a, b) => {
+                self.sim.repair(node_host(a), node_host(b));
+                self.links.cut.remove(&(a.min(b), a.max(b)));
+                // A paused end still holds what is sent on the link.
+                if self.links.paused.contains(&a) || self.links.paused.contains(&b) {
+                    self.sim.hold(node_host(a), node_host(b));
+                }
+            }
             Fault::Flaky(a, b, per_mille) => self.sim.set_link_fail_rate(
                 node_host(a),
                 node_host(b),
@@ -235,12 +278,149 @@ impl Harness<'_> {
                     *s.disk_latency_us.lock().unwrap_or_else(|p| p.into_inner()) = (lo, hi);
                 }
             }
+            Fault::SlowNode(id, factor) => self.slow(id, factor),
+            Fault::Pause(id, ms) => self.pause(id, ms),
+            Fault::Resume(id) => self.resume(id),
+            Fault::Duplicates(id, per_mille) => {
+                if let Some(s) = self.slot(id) {
+                    s.duplication.per_mille.store(per_mille, Ordering::Relaxed);
+                }
+            }
+            Fault::ClientCut(id, cut) => self.cut_clients(id, cut),
         }
         if !matches!(
             fault,
             Fault::Kill(_) | Fault::PowerLoss(_) | Fault::Replace(_) | Fault::Restart(_)
         ) {
             self.note(format!("{fault:?}"));
+        }
+    }
+
+    /// The other hosts node `id` has links to: the other nodes that exist, and the clients.
+    fn neighbours(&self, id: u64) -> (Vec<u64>, Vec<String>) {
+        let nodes = self.hosts.iter().copied().filter(|n| *n != id).collect();
+        (nodes, self.clients.clone())
+    }
+
+    /// Slows node `id`'s links and disk by `factor` (1: back to healthy). A link between two
+    /// slowed nodes takes the larger factor.
+    fn slow(&mut self, id: u64, factor: u32) {
+        if factor > 1 {
+            self.links.slow.insert(id, factor);
+        } else {
+            self.links.slow.remove(&id);
+        }
+        if let Some(s) = self.slot(id) {
+            s.slow_factor.store(factor.max(1), Ordering::Relaxed);
+        }
+        let (nodes, clients) = self.neighbours(id);
+        let factor_of = |n: &u64| self.links.slow.get(n).copied().unwrap_or(1);
+        let by_node: Vec<(String, u32)> = nodes
+            .iter()
+            .map(|n| (node_host(*n), factor.max(factor_of(n))))
+            .chain(clients.into_iter().map(|c| (c, factor)))
+            .collect();
+        for (other, f) in by_node {
+            let f = f.max(1);
+            self.sim
+                .set_link_latency(node_host(id), other.as_str(), MIN_LATENCY * f);
+            self.sim
+                .set_link_max_message_latency(node_host(id), other.as_str(), MAX_LATENCY * f);
+        }
+    }
+
+    /// Pauses node `id`'s process for `ms`: each of its links that is not cut holds what is
+    /// sent on it either way, and its disk's commits wait until the pause ends.
+    fn pause(&mut self, id: u64, ms: u64) {
+        if !self.links.paused.insert(id) {
+            return;
+        }
+        let until_ms = self.now_ms() + ms;
+        if let Some(s) = self.slot(id) {
+            s.paused_until_ms.store(until_ms, Ordering::Relaxed);
+        }
+        let (nodes, clients) = self.neighbours(id);
+        for n in nodes {
+            if !self.links.is_cut(id, n) && !self.links.paused.contains(&n) {
+                self.sim.hold(node_host(id), node_host(n));
+            }
+        }
+        if !self.links.clients_cut.contains(&id) {
+            for c in clients {
+                self.sim.hold(node_host(id), c.as_str());
+            }
+        }
+    }
+
+    /// Ends node `id`'s pause: what its links held is delivered, except on links still cut
+    /// or held by a paused peer.
+    fn resume(&mut self, id: u64) {
+        if !self.links.paused.remove(&id) {
+            return;
+        }
+        if let Some(s) = self.slot(id) {
+            s.paused_until_ms.store(0, Ordering::Relaxed);
+        }
+        let (nodes, clients) = self.neighbours(id);
+        for n in nodes {
+            if !self.links.is_cut(id, n) && !self.links.paused.contains(&n) {
+                self.sim.release(node_host(id), node_host(n));
+            }
+        }
+        if !self.links.clients_cut.contains(&id) {
+            for c in clients {
+                self.sim.release(node_host(id), c.as_str());
+            }
+        }
+    }
+
+    /// Cuts every client off from node `id` (`cut`), or reconnects them (held again while
+    /// the node is paused).
+    fn cut_clients(&mut self, id: u64, cut: bool) {
+        let changed = if cut {
+            self.links.clients_cut.insert(id)
+        } else {
+            self.links.clients_cut.remove(&id)
+        };
+        if !changed {
+            return;
+        }
+        for c in self.clients.clone() {
+            if cut {
+                self.sim.partition(node_host(id), c.as_str());
+            } else {
+                self.sim.repair(node_host(id), c.as_str());
+                if self.links.paused.contains(&id) {
+                    self.sim.hold(node_host(id), c.as_str());
+                }
+            }
+        }
+    }
+
+    /// Ends the environment's faults: pauses, clients cut off, slow nodes, duplicates.
+    fn heal_environment(&mut self) {
+        for id in self.links.paused.clone() {
+            self.resume(id);
+        }
+        for id in self.links.clients_cut.clone() {
+            self.cut_clients(id, false);
+        }
+        for id in self.links.slow.keys().copied().collect::<Vec<_>>() {
+            self.slow(id, 1);
+        }
+        let mut sent_twice = Vec::new();
+        for s in &self.slots {
+            s.duplication.per_mille.store(0, Ordering::Relaxed);
+            let calls = s.duplication.sent_twice.load(Ordering::Relaxed);
+            if calls > 0 {
+                sent_twice.push(format!(
+                    "node {}'s transport sent {calls} calls twice",
+                    s.id
+                ));
+            }
+        }
+        for what in sent_twice {
+            self.note(what);
         }
     }
 
@@ -276,6 +456,8 @@ impl Harness<'_> {
     }
 
     fn heal(&mut self) {
+        // First, so that repairing the links below finds no paused node's held messages.
+        self.heal_environment();
         let ids: Vec<u64> = self.hosts.iter().copied().collect();
         for a in &ids {
             for b in &ids {
@@ -349,8 +531,8 @@ pub fn run(config: RunConfig) -> RunReport {
         .tick_duration(Duration::from_millis(1))
         .epoch(UNIX_EPOCH + Duration::from_secs(EPOCH_SECS))
         .rng_seed(derive(seed, "network"))
-        .min_message_latency(Duration::from_micros(200))
-        .max_message_latency(Duration::from_millis(5))
+        .min_message_latency(MIN_LATENCY)
+        .max_message_latency(MAX_LATENCY)
         .build();
     let shared = host::RunShared::default();
     shared
@@ -390,6 +572,9 @@ pub fn run(config: RunConfig) -> RunReport {
             workload::shopper(seed, i, ids.clone(), history.clone(), load.clone()),
         );
     }
+    let mut clients: Vec<String> = vec!["admin".into()];
+    clients.extend((0..config.shoppers).map(|i| format!("shopper-{i}")));
+    clients.push("operator".into());
     let chores: workload::ChoreQueue = Rc::default();
     let minted: workload::Minted = Rc::default();
     sim.client(
@@ -413,6 +598,8 @@ pub fn run(config: RunConfig) -> RunReport {
         founders: ids.clone(),
         seed,
         replication_factor: config.replication_factor,
+        clients,
+        links: LinkFaults::default(),
     };
     let mut next = 0;
     let mut restarts: Vec<(u64, u64)> = Vec::new();

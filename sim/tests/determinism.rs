@@ -15,18 +15,27 @@ const SEEDS: [u64; 8] = [1, 2, 3, 4, 5, 6, 89, 195];
 /// then dropped map entries another member had committed.
 const REPLICATED_SEEDS: [u64; 2] = [34, 43];
 
+/// An environment-faults seed (factor 3) that found a real bug: a paused leader whose group
+/// core stalled served its shard again under its old term (the lease counted from a stale
+/// metrics snapshot).
+const ENV_SEED: u64 = 18;
+
 fn run(seed: u64) -> serde_json::Value {
     run_with(seed, 1)
 }
 
 fn run_with(seed: u64, replication_factor: u32) -> serde_json::Value {
+    run_profile(seed, "swarm", replication_factor)
+}
+
+fn run_profile(seed: u64, profile: &str, replication_factor: u32) -> serde_json::Value {
     let out = Command::new(env!("CARGO_BIN_EXE_agora-sim"))
         .args([
             "run",
             "--seed",
             &seed.to_string(),
             "--profile",
-            "swarm",
+            profile,
             "--replication-factor",
             &replication_factor.to_string(),
             "--json",
@@ -106,4 +115,26 @@ fn replicated_regression_seeds_pass() {
             "factor-3 seed {seed} did little: {summary}"
         );
     }
+}
+
+#[test]
+fn an_env_seed_passes_and_replays_bit_for_bit() {
+    let (first, second) = std::thread::scope(|s| {
+        let a = s.spawn(|| run_profile(ENV_SEED, "env", 3));
+        let b = s.spawn(|| run_profile(ENV_SEED, "env", 3));
+        (a.join().expect("runner"), b.join().expect("runner"))
+    });
+    let violations = first["violations"].as_array().map_or(0, Vec::len);
+    assert_eq!(
+        violations, 0,
+        "env seed {ENV_SEED} broke a promise: {first}"
+    );
+    assert!(
+        first["ops"].as_u64().unwrap_or(0) > 50,
+        "env seed {ENV_SEED} did little: {first}"
+    );
+    assert_eq!(
+        first["trace_hash"], second["trace_hash"],
+        "env seed {ENV_SEED} replayed differently"
+    );
 }
