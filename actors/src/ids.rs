@@ -27,11 +27,14 @@ pub enum EntityKind {
     /// One sealed page of a shopper's history (orders, notifications), keyed by
     /// `<list>:<user id>:<page>`; it lives on its owner's shard.
     HistoryPage,
+    /// One customer's review of one product (and whether they bought it), keyed by
+    /// `<sku>:<user id>`.
+    ReviewSlot,
 }
 
 impl EntityKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [EntityKind; 10] = [
+    pub const ALL: [EntityKind; 11] = [
         EntityKind::Account,
         EntityKind::Product,
         EntityKind::StockItem,
@@ -42,6 +45,7 @@ impl EntityKind {
         EntityKind::Inbox,
         EntityKind::ReviewBoard,
         EntityKind::HistoryPage,
+        EntityKind::ReviewSlot,
     ];
 
     /// A stable one-byte code used in storage keys.
@@ -57,6 +61,7 @@ impl EntityKind {
             EntityKind::Inbox => 8,
             EntityKind::ReviewBoard => 9,
             EntityKind::HistoryPage => 10,
+            EntityKind::ReviewSlot => 11,
         }
     }
 
@@ -78,6 +83,7 @@ impl EntityKind {
             EntityKind::Inbox => "inbox",
             EntityKind::ReviewBoard => "review_board",
             EntityKind::HistoryPage => "history_page",
+            EntityKind::ReviewSlot => "review_slot",
         }
     }
 
