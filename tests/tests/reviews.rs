@@ -1,9 +1,10 @@
 //! Product reviews: only a customer with a delivered order may review (verified purchase,
-//! learnt by the product's review board from the order through the outbox); one review per
+//! learnt by the customer's review slot from the order through the outbox); one review per
 //! customer and product, edited by a second POST or a PUT; the listing's average, count and
-//! histogram; the product listing, search filter and sort following the average; an admin
-//! hiding a review; bad input, unknown products and missing rights; and the figures kept
-//! across a SIGKILL.
+//! histogram; more reviews than a page walked by cursor, each write read back at once; the
+//! product listing, search filter and sort following the average; an admin hiding a
+//! review; bad input, unknown products and missing rights; and the figures kept across a
+//! SIGKILL.
 
 use agora_tests::*;
 
@@ -446,4 +447,71 @@ async fn bad_reviews_unknown_products_and_missing_tokens_are_refused() {
         .await;
     assert_eq!(r.status, 400, "malformed review id: {}", r.text);
     r.assert_problem("malformed review id");
+}
+
+/// More reviews than one page, walked by cursor: each visible review once, newest first; a
+/// hidden one left out (its page comes back short while the cursor still leads on); and each
+/// write read back at once by the listing and its figures (read your writes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_reviews_walk_by_cursor_and_each_write_reads_back_at_once() {
+    let server = AgoraProcess::start(ServerOptions::fast());
+    let admin = server.admin().await;
+    let shop = server.client();
+    let sku = product_in(&admin, &category()).await;
+    let n = 7u64;
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let buyer = buyer_of(&server, &sku).await;
+        let body = json!({"rating": i % 5 + 1, "title": format!("review {i}")});
+        let r = post_review(&buyer, &sku, &body).await;
+        let r = r.expect_status(201, "a review");
+        let id = r.body["id"].as_u64().expect("a review id");
+        // Read your writes: no polling, the first page and the count include it already.
+        let page = listing(&shop, &sku, "limit=1").await;
+        assert_eq!(page["items"][0]["id"], id, "{page}");
+        assert_eq!(page["count"], i + 1, "{page}");
+        ids.push(id);
+    }
+    assert_eq!(
+        ids,
+        (1..=n).collect::<Vec<u64>>(),
+        "ids in order of submission"
+    );
+
+    admin
+        .post(&format!("{}/4/hide", reviews_path(&sku)), &json!({}))
+        .await
+        .expect_status(200, "hide review 4");
+    assert_eq!(listing(&shop, &sku, "").await["count"], n - 1);
+
+    let mut seen = Vec::new();
+    let mut sizes = Vec::new();
+    let mut query = "limit=2".to_string();
+    loop {
+        let page = listing(&shop, &sku, &query).await;
+        let items = page["items"].as_array().cloned().unwrap_or_default();
+        sizes.push(items.len());
+        seen.extend(items.iter().filter_map(|r| r["id"].as_u64()));
+        match page["next_cursor"].as_str() {
+            Some(c) => query = format!("limit=2&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(
+        seen,
+        [7, 6, 5, 3, 2, 1],
+        "newest first, each once, 4 hidden"
+    );
+    assert_eq!(
+        sizes,
+        [2, 1, 2, 1],
+        "the page holding the hidden review is short"
+    );
+    // Page numbers count the same windows.
+    let third = listing(&shop, &sku, "page=3&per_page=2").await;
+    let third: Vec<u64> = third["items"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|r| r["id"].as_u64()).collect())
+        .unwrap_or_default();
+    assert_eq!(third, [3, 2]);
 }
