@@ -717,6 +717,26 @@ mod tests {
                     }),
             "{facts:?}"
         );
+
+        // A board stored before review slots (reviews inside) gives its figures too.
+        let mut old = agora_actors::review::LegacyBoardState::default();
+        for (author, rating, hidden) in [("a", 4u8, false), ("b", 1, true), ("c", 5, false)] {
+            let review = agora_actors::review::Review {
+                id: old.next_id + 1,
+                author_name: "n".into(),
+                rating,
+                title: "t".into(),
+                body: String::new(),
+                created_at_ms: 1,
+                updated_at_ms: 1,
+                hidden,
+            };
+            old.next_id += 1;
+            old.reviews.insert(author.into(), review);
+        }
+        let old_ref = EntityRef::new(EntityKind::ReviewBoard, "RV-1");
+        p.committed(&old_ref, &EntityState::LegacyReviewBoard(old));
+        assert_eq!(p.rating("RV-1"), (4.5, 2));
     }
 
     #[test]
