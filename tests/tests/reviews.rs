@@ -515,3 +515,93 @@ async fn many_reviews_walk_by_cursor_and_each_write_reads_back_at_once() {
         .unwrap_or_default();
     assert_eq!(third, [3, 2]);
 }
+
+/// A customer who bought one `sku` and saw it DELIVERED, with their email.
+async fn buyer_with_email(server: &AgoraProcess, sku: &str) -> (Client, String) {
+    let (user, email) = server.client().new_user().await;
+    user.add_to_cart(sku, 1).await;
+    let order_id = user.place_order(card(CARD_OK)).await;
+    wait_for_order(&user, &order_id, &["DELIVERED"]).await;
+    (user, email)
+}
+
+/// The ids, titles and hidden flags of a listing, and its figures.
+fn shown(page: &Value) -> Value {
+    let items: Vec<Value> = page["items"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|r| json!([r["id"], r["title"], r["rating"]]))
+                .collect()
+        })
+        .unwrap_or_default();
+    json!({"items": items, "count": page["count"], "average": page["average"],
+        "histogram": page["histogram"]})
+}
+
+/// Reviews written by a build before review slots (every review inside the product's board)
+/// read the same after an upgrade, and their authors, a buyer who had not reviewed yet and
+/// an admin carry on. Needs `AGORA_OLD_BIN`, an `agora` binary built before review slots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs AGORA_OLD_BIN: an agora binary built before review slots"]
+async fn reviews_written_before_slots_read_the_same_after_an_upgrade() {
+    let old_bin = std::env::var_os("AGORA_OLD_BIN").expect("AGORA_OLD_BIN");
+    let opts = ServerOptions {
+        bin: Some(old_bin.into()),
+        ..ServerOptions::fast()
+    };
+    let mut server = AgoraProcess::start(opts);
+    let admin = server.admin().await;
+    let sku = product_in(&admin, &category()).await;
+    let mut authors = Vec::new();
+    for i in 0..3u64 {
+        let (buyer, email) = buyer_with_email(&server, &sku).await;
+        let body = json!({"rating": i + 3, "title": format!("old {i}")});
+        post_review(&buyer, &sku, &body)
+            .await
+            .expect_status(201, "a review by the old build");
+        authors.push(email);
+    }
+    let (_, waiting) = buyer_with_email(&server, &sku).await;
+    admin
+        .post(&format!("{}/2/hide", reviews_path(&sku)), &json!({}))
+        .await
+        .expect_status(200, "hide review 2 in the old build");
+    let before = shown(&listing(&server.client(), &sku, "").await);
+    assert_eq!(before["count"], 2, "{before}");
+
+    server.upgrade_to(None);
+    let shop = server.client();
+    let after = shown(&listing(&shop, &sku, "").await);
+    assert_eq!(
+        after, before,
+        "the same listing and figures after the upgrade"
+    );
+    let walked = listing(&shop, &sku, "limit=1").await;
+    assert_eq!(walked["items"][0]["id"], 3, "{walked}");
+
+    // An old author edits their review: same id; the waiting buyer reviews: the next id.
+    let first = shop.login_as(&authors[0], USER_PASSWORD).await;
+    let r = first
+        .post(
+            &reviews_path(&sku),
+            &json!({"rating": 1, "title": "edited"}),
+        )
+        .await
+        .expect_status(200, "an old review edited");
+    assert_eq!(r.body["id"], 1, "{}", r.text);
+    let late = shop.login_as(&waiting, USER_PASSWORD).await;
+    let r = post_review(&late, &sku, &json!({"rating": 5, "title": "late"}))
+        .await
+        .expect_status(201, "a waiting buyer's review");
+    assert_eq!(r.body["id"], 4, "{}", r.text);
+    // The admin shows review 2 again: every review counts.
+    let admin = server.admin().await;
+    admin
+        .post(&format!("{}/2/unhide", reviews_path(&sku)), &json!({}))
+        .await
+        .expect_status(200, "unhide an old review");
+    let page = listing(&shop, &sku, "").await;
+    assert_eq!(page["count"], 4, "{page}");
+    assert_eq!(page["histogram"], histogram([1, 0, 0, 1, 2]), "{page}");
+}
