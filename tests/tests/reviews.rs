@@ -3,8 +3,8 @@
 //! customer and product, edited by a second POST or a PUT; the listing's average, count and
 //! histogram; more reviews than a page walked by cursor, each write read back at once; the
 //! product listing, search filter and sort following the average; an admin hiding a
-//! review; bad input, unknown products and missing rights; and the figures kept across a
-//! SIGKILL.
+//! review; bad input, unknown products and missing rights; the figures kept across a
+//! SIGKILL; and (with `AGORA_OLD_BIN`) reviews written before review slots after an upgrade.
 
 use agora_tests::*;
 
