@@ -8,7 +8,8 @@ use crate::inbox::{InboxCommand, Notification};
 use crate::order::{OrderCommand, OrderView};
 use crate::payment::{PaymentCommand, PaymentView};
 use crate::product::{ProductCommand, ProductView};
-use crate::review::{ReviewCommand, ReviewPage, ReviewView};
+use crate::review::{ReviewCommand, ReviewHead, ReviewView};
+use crate::review_slot::ReviewSlotCommand;
 use crate::shipment::{ShipmentCommand, ShipmentView};
 use crate::stock::{StockCommand, StockView};
 use crate::EntityKind;
@@ -37,6 +38,8 @@ pub enum Command {
     Review(ReviewCommand),
     /// For a HistoryPage.
     Page(PageCommand),
+    /// For a ReviewSlot.
+    ReviewSlot(ReviewSlotCommand),
 }
 
 impl Command {
@@ -53,6 +56,7 @@ impl Command {
             Command::Inbox(_) => EntityKind::Inbox,
             Command::Review(_) => EntityKind::ReviewBoard,
             Command::Page(_) => EntityKind::HistoryPage,
+            Command::ReviewSlot(_) => EntityKind::ReviewSlot,
         }
     }
 
@@ -119,8 +123,8 @@ pub enum Reply {
     Profile(ProfileView),
     /// One review.
     Review(ReviewView),
-    /// A page of reviews with the rating figures.
-    Reviews(ReviewPage),
+    /// A review board's figures and the newest entries of its index.
+    ReviewHead(ReviewHead),
     /// A sealed history page's entries.
     Page(PageEntries),
     /// The newest order ids of an account and the count of its sealed pages.

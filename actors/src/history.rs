@@ -1,4 +1,5 @@
-//! Histories without a fixed cap (a shopper's orders, their notifications) kept in bounded
+//! Histories without a fixed cap (a shopper's orders, their notifications, a product's
+//! review index) kept in bounded
 //! records. The owner (the Account, the Inbox) holds the newest entries and a count of the
 //! full pages sealed before them ([`Recent`]): at most two pages' worth, and never fewer than
 //! one page's once a page is sealed, so a repeat among the newest page's worth is recognised.
@@ -20,6 +21,7 @@ use crate::entity::{reply, Ctx, Outcome};
 use crate::error::{invalid, DomainError};
 use crate::inbox::{Channel, Notification};
 use crate::limits::{NOTIFICATION_PAGE_LEN, ORDER_PAGE_LEN};
+use crate::review::ReviewEntry;
 use crate::{EntityKind, EntityRef};
 use serde::de::DeserializeOwned;
 use serde::ser::SerializeStruct;
@@ -32,25 +34,34 @@ pub enum HistoryList {
     Orders,
     /// A shopper's notifications, kept by their Inbox.
     Notifications,
+    /// A product's review index, kept by its ReviewBoard.
+    Reviews,
 }
 
 impl HistoryList {
     /// Every list.
-    pub const ALL: [HistoryList; 2] = [HistoryList::Orders, HistoryList::Notifications];
+    pub const ALL: [HistoryList; 3] = [
+        HistoryList::Orders,
+        HistoryList::Notifications,
+        HistoryList::Reviews,
+    ];
 
     /// The name used in page ids.
     pub fn name(self) -> &'static str {
         match self {
             HistoryList::Orders => "orders",
             HistoryList::Notifications => "notifications",
+            HistoryList::Reviews => "reviews",
         }
     }
 
-    /// The kind of entity that keeps this list's newest entries (keyed by user id).
+    /// The kind of entity that keeps this list's newest entries (keyed by user id, or by
+    /// SKU for reviews).
     pub fn owner_kind(self) -> EntityKind {
         match self {
             HistoryList::Orders => EntityKind::Account,
             HistoryList::Notifications => EntityKind::Inbox,
+            HistoryList::Reviews => EntityKind::ReviewBoard,
         }
     }
 }
@@ -79,6 +90,8 @@ pub enum PageEntries {
     Orders(Vec<String>),
     /// Notifications, oldest first.
     Notifications(Vec<Notification>),
+    /// Review index entries, oldest first.
+    Reviews(Vec<ReviewEntry>),
 }
 
 impl PageEntries {
@@ -87,6 +100,7 @@ impl PageEntries {
         match self {
             PageEntries::Orders(_) => String::PAGE_LEN,
             PageEntries::Notifications(_) => Notification::PAGE_LEN,
+            PageEntries::Reviews(_) => ReviewEntry::PAGE_LEN,
         }
     }
 
@@ -95,6 +109,7 @@ impl PageEntries {
         match self {
             PageEntries::Orders(v) => v.len(),
             PageEntries::Notifications(v) => v.len(),
+            PageEntries::Reviews(v) => v.len(),
         }
     }
 
@@ -145,7 +160,7 @@ impl Entry for String {
     fn from_page(page: PageEntries) -> Option<Vec<Self>> {
         match page {
             PageEntries::Orders(v) => Some(v),
-            PageEntries::Notifications(_) => None,
+            _ => None,
         }
     }
 }
@@ -174,7 +189,7 @@ impl Entry for Notification {
     fn from_page(page: PageEntries) -> Option<Vec<Self>> {
         match page {
             PageEntries::Notifications(v) => Some(v),
-            PageEntries::Orders(_) => None,
+            _ => None,
         }
     }
 }

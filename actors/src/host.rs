@@ -12,7 +12,8 @@ use crate::inbox::{self, InboxState};
 use crate::order::{self, OrderState};
 use crate::payment::{self, PaymentState};
 use crate::product::{self, ProductState};
-use crate::review::{self, ReviewBoardState};
+use crate::review::{self, LegacyBoardState, ReviewBoardState};
+use crate::review_slot::{self, ReviewSlotState};
 use crate::shipment::{self, ShipmentState};
 use crate::stock::{self, StockState};
 use crate::EntityKind;
@@ -37,10 +38,15 @@ pub enum EntityState {
     Shipment(ShipmentState),
     /// An Inbox.
     Inbox(InboxState),
-    /// A ReviewBoard.
-    ReviewBoard(ReviewBoardState),
+    /// A ReviewBoard as stored before review slots (every review inside); its first
+    /// command migrates it to `ReviewBoard` (`review::migrate`).
+    LegacyReviewBoard(LegacyBoardState),
     /// A HistoryPage.
     HistoryPage(PageState),
+    /// A ReviewBoard.
+    ReviewBoard(ReviewBoardState),
+    /// A ReviewSlot.
+    ReviewSlot(ReviewSlotState),
 }
 
 /// The result of running one command.
@@ -77,11 +83,16 @@ impl EntityState {
             EntityKind::Inbox => EntityState::Inbox(InboxState::default()),
             EntityKind::ReviewBoard => EntityState::ReviewBoard(ReviewBoardState::default()),
             EntityKind::HistoryPage => EntityState::HistoryPage(PageState::default()),
+            EntityKind::ReviewSlot => EntityState::ReviewSlot(ReviewSlotState::default()),
         }
     }
 
     /// Runs `cmd` in place. On error the state may be half changed: `HeldState` undoes it.
     fn handle_in_place(&mut self, cmd: Command, ctx: &mut Ctx) -> Result<Outcome, DomainError> {
+        if let (EntityState::LegacyReviewBoard(old), Command::Review(_)) = (&mut *self, &cmd) {
+            let migrated = review::migrate(std::mem::take(old), ctx);
+            *self = EntityState::ReviewBoard(migrated);
+        }
         match (self, cmd) {
             (EntityState::Account(s), Command::Account(c)) => account::handle(s, c, ctx),
             (EntityState::Product(s), Command::Product(c)) => product::handle(s, c, ctx),
@@ -93,6 +104,7 @@ impl EntityState {
             (EntityState::Inbox(s), Command::Inbox(c)) => inbox::handle(s, c, ctx),
             (EntityState::ReviewBoard(s), Command::Review(c)) => review::handle(s, c, ctx),
             (EntityState::HistoryPage(s), Command::Page(c)) => history::handle(s, c, ctx),
+            (EntityState::ReviewSlot(s), Command::ReviewSlot(c)) => review_slot::handle(s, c, ctx),
             (_, c) => Err(DomainError::WrongKind {
                 kind: ctx.me.kind.name().to_string(),
                 command: c.name(),

@@ -27,11 +27,14 @@ pub enum EntityKind {
     /// One sealed page of a shopper's history (orders, notifications), keyed by
     /// `<list>:<user id>:<page>`; it lives on its owner's shard.
     HistoryPage,
+    /// One customer's review of one product (and whether they bought it), keyed by
+    /// `<sku>:<user id>`.
+    ReviewSlot,
 }
 
 impl EntityKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [EntityKind; 10] = [
+    pub const ALL: [EntityKind; 11] = [
         EntityKind::Account,
         EntityKind::Product,
         EntityKind::StockItem,
@@ -42,6 +45,7 @@ impl EntityKind {
         EntityKind::Inbox,
         EntityKind::ReviewBoard,
         EntityKind::HistoryPage,
+        EntityKind::ReviewSlot,
     ];
 
     /// A stable one-byte code used in storage keys.
@@ -57,6 +61,7 @@ impl EntityKind {
             EntityKind::Inbox => 8,
             EntityKind::ReviewBoard => 9,
             EntityKind::HistoryPage => 10,
+            EntityKind::ReviewSlot => 11,
         }
     }
 
@@ -78,6 +83,7 @@ impl EntityKind {
             EntityKind::Inbox => "inbox",
             EntityKind::ReviewBoard => "review_board",
             EntityKind::HistoryPage => "history_page",
+            EntityKind::ReviewSlot => "review_slot",
         }
     }
 
@@ -107,12 +113,18 @@ impl EntityRef {
 
     /// The shard that owns this entity: a fixed hash (xxh3 with a constant seed), never
     /// `RandomState`, so every node and every run agrees. A history page lives on its
-    /// owner's shard (an optimisation: nothing relies on it).
+    /// owner's shard, and a review slot on its product's review board's, so their messages
+    /// and the listing's reads stay on one node (an optimisation: nothing relies on it).
     pub fn shard(&self, shard_count: u32) -> u32 {
         assert!(shard_count > 0, "shard_count must be positive");
         if self.kind == EntityKind::HistoryPage {
             if let Some(owner) = crate::history::page_owner(&self.id) {
                 return owner.shard(shard_count);
+            }
+        }
+        if self.kind == EntityKind::ReviewSlot {
+            if let Some((sku, _)) = crate::review_slot::slot_parts(&self.id) {
+                return EntityRef::new(EntityKind::ReviewBoard, sku).shard(shard_count);
             }
         }
         let mut bytes = Vec::with_capacity(self.id.len() + 1);
@@ -184,6 +196,20 @@ mod tests {
         }
         // An id that is not a page's is hashed as itself, in range.
         assert!(EntityRef::new(EntityKind::HistoryPage, "nonsense").shard(64) < 64);
+    }
+
+    #[test]
+    fn a_review_slot_and_its_boards_pages_live_on_the_boards_shard() {
+        use crate::history::{page_ref, HistoryList};
+        use crate::review_slot::slot_ref;
+        for sku in ["SKU-1", "HP-ANC-100", "x"] {
+            let board = EntityRef::new(EntityKind::ReviewBoard, sku).shard(64);
+            for user in ["u-1", "6f1c0c3b-9d10-5c4e-9a51-2f1c0c3b9d10"] {
+                assert_eq!(slot_ref(sku, user).shard(64), board);
+            }
+            assert_eq!(page_ref(HistoryList::Reviews, sku, 3).shard(64), board);
+        }
+        assert!(EntityRef::new(EntityKind::ReviewSlot, "nonsense").shard(64) < 64);
     }
 
     #[test]

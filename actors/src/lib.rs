@@ -28,6 +28,7 @@ pub mod order;
 pub mod payment;
 pub mod product;
 pub mod review;
+pub mod review_slot;
 pub mod seams;
 pub mod session;
 pub mod shipment;

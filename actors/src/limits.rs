@@ -40,6 +40,11 @@ pub const ORDER_PAGE_LEN: usize = 50;
 /// pages' worth of the newest itself (50, as many as it kept before pages).
 pub const NOTIFICATION_PAGE_LEN: usize = 25;
 
+/// Entries of a product's review index in one sealed page; the board keeps at most two
+/// pages' worth of the newest itself. Nothing is dropped: older entries live in page
+/// entities (`history`), the reviews themselves in their slots (`review_slot`).
+pub const REVIEW_PAGE_LEN: usize = 100;
+
 /// Whether `sku` is a valid SKU: 1..=64 of `A-Z a-z 0-9 - _ .`.
 pub fn valid_sku(sku: &str) -> bool {
     !sku.is_empty()

@@ -1,25 +1,40 @@
-//! ReviewBoard: the reviews of one product, keyed by SKU.
+//! ReviewBoard: the figures and the listing index of one product's reviews, keyed by SKU.
 //!
-//! Verified purchase is message-driven: when an order reaches DELIVERED, the Order sends
-//! `Delivered` to the board of each SKU it contains (through the outbox, so at least once, and
-//! deduplicated by message id like every message). The board remembers the buyer, and only a
-//! remembered buyer may review. A customer has at most one review per SKU; submitting again
-//! replaces its rating, title and body (the id, creation time and hidden flag stay). An admin
-//! can hide a review: a hidden review leaves the listing, the average and the histogram, but
-//! its author still reads it (`GetMine`) and editing it does not unhide it.
+//! Each review lives in its own record, the customer's `ReviewSlot` (`review_slot`, id
+//! `<sku>:<customer>`), which also holds "this customer bought it": the Order sends
+//! `Delivered` to the slot, and the slot checks the verified purchase when its customer
+//! submits. The board holds only bounded figures, kept by messages from the slots (through
+//! the outbox, at least once, deduplicated by message id):
 //!
-//! The board is one record, rewritten on every change, so it is bounded: at most
-//! `MAX_REVIEWS_PER_PRODUCT` reviews (a new one beyond is refused with a conflict; edits
-//! still pass) and `MAX_WAITING_BUYERS_PER_PRODUCT` buyers who have not reviewed yet (a
-//! buyer who reviews is known by the review and leaves that list; a delivery beyond it is
-//! not remembered, and a review from an unknown customer is then refused with a conflict
-//! rather than a "not a buyer"). Worst case about 8.5 MiB (every review at the longest
-//! title and body in 4-byte characters), a few hundred KiB in practice.
+//! * the rating histogram of the visible reviews (count, sum and average follow from it);
+//! * the listing index, one [`ReviewEntry`] per review in order of first submission. A
+//!   review's id is its position in the index plus one, assigned when the slot's `Index`
+//!   message arrives. The board keeps the newest entries and seals older ones into
+//!   `HistoryPage` entities exactly as order and notification histories do
+//!   (`history::Recent`, `HistoryList::Reviews`), so the listing walks newest first by
+//!   position with no cap.
+//!
+//! A slot has at most one message to the board in flight (`Index` for a first review,
+//! `Recount` for a change of rating or visibility) and the board acknowledges each one to
+//! the slot (`Counted`); a change made meanwhile is sent with the acknowledgement. So the
+//! board's histogram never sees a removal before its addition, and a write is settled (the
+//! board counts the review as it stands) once the slot has nothing in flight: the edge
+//! waits for that before answering a write (read your writes).
+//!
+//! A board stored before slots existed (every review inside, [`LegacyBoardState`]) is
+//! migrated by its first command: its reviews become index entries (ids unchanged: they
+//! were already 1..=n in order of first submission) and their figures the histogram, and
+//! each review and each waiting buyer is sent to its slot (`Import`). Until every slot has
+//! acknowledged its import, the board's reads (`Ready`, `Head`) wait, so nothing reads or
+//! writes a slot whose review is still on its way.
 
-use crate::command::Reply;
+use crate::client::{AskError, EntityClient};
+use crate::command::{Command, Reply};
 use crate::entity::{reply, Ctx, Outcome};
 use crate::error::{invalid, DomainError};
-use crate::limits::{valid_text, MAX_REVIEW_BODY_LEN, MAX_REVIEW_TITLE_LEN};
+use crate::history::{self, Entry, HistoryList, PageEntries, Recent};
+use crate::limits::{valid_text, MAX_REVIEW_BODY_LEN, MAX_REVIEW_TITLE_LEN, REVIEW_PAGE_LEN};
+use crate::review_slot::{slot_ref, ReviewSlotCommand};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -28,15 +43,11 @@ pub const MIN_RATING: u8 = 1;
 /// Highest rating.
 pub const MAX_RATING: u8 = 5;
 
-/// Most reviews one product keeps.
-pub const MAX_REVIEWS_PER_PRODUCT: usize = 500;
-/// Most buyers of one product remembered before they review it.
-pub const MAX_WAITING_BUYERS_PER_PRODUCT: usize = 5_000;
-
 /// One customer's review.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Review {
-    /// Id within the board, from 1, in order of first submission.
+    /// Id within the product's reviews, from 1, in order of first submission (0 until the
+    /// board has indexed it).
     pub id: u64,
     /// The author's display name when last submitted.
     pub author_name: String,
@@ -55,23 +66,10 @@ pub struct Review {
 }
 
 impl Review {
-    /// Where the review stands in the listing (newest first: a higher key comes first).
-    pub fn key(&self) -> ReviewKey {
-        ReviewKey {
-            created_at_ms: self.created_at_ms,
-            id: self.id,
-        }
+    /// The rating the board counts for this review: none while hidden.
+    pub fn vote(&self) -> Option<u8> {
+        (!self.hidden).then_some(self.rating)
     }
-}
-
-/// A review's place in the listing: by creation time, then id (both only ever grow for a
-/// new review, and an edit changes neither), so a walk by key sees each review once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct ReviewKey {
-    /// First submission.
-    pub created_at_ms: u64,
-    /// Id within the board.
-    pub id: u64,
 }
 
 /// What a customer submits.
@@ -83,107 +81,6 @@ pub struct ReviewInput {
     pub title: String,
     /// 0..=`MAX_REVIEW_BODY_LEN` characters.
     pub body: String,
-}
-
-/// The board's state.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReviewBoardState {
-    /// Customers with a delivered order containing the SKU (user ids).
-    pub buyers: BTreeSet<String>,
-    /// Reviews by author user id.
-    pub reviews: BTreeMap<String, Review>,
-    /// The id the next new review gets.
-    pub next_id: u64,
-}
-
-/// Rating figures over the visible (not hidden) reviews.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RatingSummary {
-    /// Visible reviews.
-    pub count: u64,
-    /// Sum of their ratings.
-    pub sum: u64,
-    /// Visible reviews per rating, index 0 for 1 star … index 4 for 5 stars.
-    pub histogram: [u64; 5],
-}
-
-impl RatingSummary {
-    /// The average rating rounded to two decimals, 0 without reviews.
-    pub fn average(&self) -> f64 {
-        if self.count == 0 {
-            return 0.0;
-        }
-        let hundredths = (self.sum * 100 + self.count / 2) / self.count;
-        hundredths as f64 / 100.0
-    }
-}
-
-/// A review as read back: the review, visible or not, and whose it is.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReviewView {
-    /// The SKU.
-    pub sku: String,
-    /// The review.
-    pub review: Review,
-}
-
-/// One page of visible reviews with the figures over all of them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReviewPage {
-    /// Figures over every visible review.
-    pub summary: RatingSummary,
-    /// The page, newest first (ties: higher id first).
-    pub items: Vec<Review>,
-}
-
-/// Commands for a ReviewBoard.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ReviewCommand {
-    /// ORDER_DELIVERED from an Order containing this SKU: `customer` may review.
-    Delivered {
-        /// The customer's user id.
-        customer: String,
-        /// The order, for logs.
-        order_id: String,
-    },
-    /// Create or replace the author's review.
-    Submit {
-        /// The author's user id.
-        author: String,
-        /// The author's display name.
-        author_name: String,
-        /// What they wrote.
-        input: ReviewInput,
-    },
-    /// Hide or show a review again (admin).
-    SetHidden {
-        /// The review's id.
-        review_id: u64,
-        /// Hidden or not.
-        hidden: bool,
-    },
-    /// Read the author's own review, hidden or not.
-    GetMine {
-        /// The author's user id.
-        author: String,
-    },
-    /// Read a page of visible reviews and the figures.
-    List {
-        /// Reviews to skip.
-        offset: usize,
-        /// Reviews to return.
-        limit: usize,
-    },
-    /// Read the figures only.
-    Summary,
-    /// Read visible reviews listed after `after` (from the newest when `None`), newest first,
-    /// and the figures.
-    ListAfter {
-        /// The key of the last review already read.
-        after: Option<ReviewKey>,
-        /// Reviews to return.
-        limit: usize,
-    },
 }
 
 /// Checks a submission; the error names the field.
@@ -206,74 +103,274 @@ pub fn validate(input: &ReviewInput) -> Result<(), DomainError> {
     Ok(())
 }
 
+/// Rating figures over the visible (not hidden) reviews.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RatingSummary {
+    /// Visible reviews.
+    pub count: u64,
+    /// Sum of their ratings.
+    pub sum: u64,
+    /// Visible reviews per rating, index 0 for 1 star … index 4 for 5 stars.
+    pub histogram: [u64; 5],
+}
+
+impl RatingSummary {
+    /// The figures of a histogram of visible reviews per rating.
+    pub fn from_histogram(histogram: [u64; 5]) -> Self {
+        let count = histogram.iter().sum();
+        let sum = (1u64..).zip(histogram).map(|(stars, n)| stars * n).sum();
+        Self {
+            count,
+            sum,
+            histogram,
+        }
+    }
+
+    /// The average rating rounded to two decimals, 0 without reviews.
+    pub fn average(&self) -> f64 {
+        if self.count == 0 {
+            return 0.0;
+        }
+        let hundredths = (self.sum * 100 + self.count / 2) / self.count;
+        hundredths as f64 / 100.0
+    }
+}
+
+/// A review as read back: the review, visible or not, and whose it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReviewView {
+    /// The SKU.
+    pub sku: String,
+    /// The review.
+    pub review: Review,
+}
+
+/// One review's place in a board's listing index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReviewEntry {
+    /// The review's id: its position in the index plus one.
+    pub id: u64,
+    /// The author's user id (the slot is `<sku>:<author>`).
+    pub author: String,
+    /// First submission.
+    pub created_at_ms: u64,
+}
+
+/// Starts a header entry: user ids never hold a NUL character.
+const HEADER_MARK: &str = "\u{0}sealed_pages";
+
+impl Entry for ReviewEntry {
+    const LIST: HistoryList = HistoryList::Reviews;
+    const PAGE_LEN: usize = REVIEW_PAGE_LEN;
+
+    fn header(sealed_pages: u64) -> Self {
+        ReviewEntry {
+            id: sealed_pages,
+            author: HEADER_MARK.to_string(),
+            created_at_ms: 0,
+        }
+    }
+
+    fn header_pages(&self) -> Option<u64> {
+        (self.author == HEADER_MARK).then_some(self.id)
+    }
+
+    fn into_page(entries: Vec<Self>) -> PageEntries {
+        PageEntries::Reviews(entries)
+    }
+
+    fn from_page(page: PageEntries) -> Option<Vec<Self>> {
+        match page {
+            PageEntries::Reviews(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+/// The board's state: bounded whatever the number of reviews.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReviewBoardState {
+    /// Visible reviews per rating, index 0 for 1 star … index 4 for 5 stars.
+    pub histogram: [u64; 5],
+    /// The listing index: the newest entries and the count of sealed pages.
+    pub index: Recent<ReviewEntry>,
+    /// Slots sent an `Import` by the migration that have not acknowledged it yet.
+    pub importing: u64,
+}
+
+/// What the listing reads from a board: the figures and the index's newest entries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReviewHead {
+    /// Figures over every visible review.
+    pub summary: RatingSummary,
+    /// The index's newest entries and sealed page count.
+    pub index: Recent<ReviewEntry>,
+}
+
+/// Commands for a ReviewBoard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReviewCommand {
+    /// ORDER_DELIVERED as Orders sent it before slots existed (still in outboxes): passed on
+    /// to the customer's slot.
+    Delivered {
+        /// The customer's user id.
+        customer: String,
+        /// The order, for logs.
+        order_id: String,
+    },
+    /// REVIEW_CREATED from a slot: index its first review and count its rating.
+    Index {
+        /// The author's user id.
+        author: String,
+        /// The review's first submission.
+        created_at_ms: u64,
+        /// The rating to count (none if hidden meanwhile).
+        rating: Option<u8>,
+    },
+    /// REVIEW_RECOUNTED from a slot: it now counts `to` instead of `from`.
+    Recount {
+        /// The author's user id.
+        author: String,
+        /// The rating counted so far (none: not counted).
+        from: Option<u8>,
+        /// The rating to count now (none: not counted).
+        to: Option<u8>,
+    },
+    /// REVIEW_IMPORTED from a slot: the migration's `Import` arrived.
+    Imported,
+    /// Answers once no migrated review is on its way to its slot.
+    Ready,
+    /// Read the figures and the index's newest entries (waits as `Ready` does).
+    Head,
+}
+
+/// A board as stored before slots: every review and waiting buyer inside.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LegacyBoardState {
+    /// Customers with a delivered order who had not reviewed yet (user ids).
+    pub buyers: BTreeSet<String>,
+    /// Reviews by author user id.
+    pub reviews: BTreeMap<String, Review>,
+    /// The id the last new review got.
+    pub next_id: u64,
+}
+
+impl LegacyBoardState {
+    /// The figures over the visible reviews.
+    pub fn summary(&self) -> RatingSummary {
+        let mut histogram = [0u64; 5];
+        for r in self.reviews.values() {
+            if let Some(n) = r.vote().and_then(|v| histogram.get_mut(bucket_index(v))) {
+                *n += 1;
+            }
+        }
+        RatingSummary::from_histogram(histogram)
+    }
+}
+
+/// The histogram index of a rating (1 → 0 … 5 → 4; out of range → 5, no bucket).
+fn bucket_index(rating: u8) -> usize {
+    match rating {
+        MIN_RATING..=MAX_RATING => usize::from(rating - 1),
+        _ => 5,
+    }
+}
+
+/// Turns a board stored before slots into the current form: its reviews become index
+/// entries in order of id (their ids unchanged), and each review and waiting buyer is sent
+/// to its slot; the board waits for every slot's acknowledgement (`importing`).
+pub fn migrate(old: LegacyBoardState, ctx: &mut Ctx) -> ReviewBoardState {
+    let sku = ctx.me.id.clone();
+    let mut s = ReviewBoardState::default();
+    let mut reviews: Vec<(String, Review)> = old.reviews.into_iter().collect();
+    reviews.sort_by_key(|(_, r)| r.id);
+    for (author, mut review) in reviews {
+        let id = s.index.total() + 1;
+        if review.id != id {
+            tracing::warn!(sku, old = review.id, new = id, "migrated review renumbered");
+        }
+        review.id = id;
+        if let Some(n) = review
+            .vote()
+            .and_then(|v| s.histogram.get_mut(bucket_index(v)))
+        {
+            *n += 1;
+        }
+        let entry = ReviewEntry {
+            id,
+            author: author.clone(),
+            created_at_ms: review.created_at_ms,
+        };
+        s.index.append(entry, ctx);
+        let import = ReviewSlotCommand::Import {
+            review: Some(review),
+        };
+        ctx.send(
+            slot_ref(&sku, &author),
+            "REVIEW_MIGRATED",
+            Command::ReviewSlot(import),
+        );
+        s.importing += 1;
+    }
+    for buyer in old.buyers {
+        let import = ReviewSlotCommand::Import { review: None };
+        ctx.send(
+            slot_ref(&sku, &buyer),
+            "REVIEW_MIGRATED",
+            Command::ReviewSlot(import),
+        );
+        s.importing += 1;
+    }
+    s.assert_invariants();
+    s
+}
+
 impl ReviewBoardState {
     /// The figures over the visible reviews.
     pub fn summary(&self) -> RatingSummary {
-        let mut s = RatingSummary::default();
-        for r in self.reviews.values().filter(|r| !r.hidden) {
-            s.count += 1;
-            s.sum += u64::from(r.rating);
-            if let Some(slot) = s.histogram.get_mut(usize::from(r.rating.saturating_sub(1))) {
-                *slot += 1;
-            }
-        }
-        s
+        RatingSummary::from_histogram(self.histogram)
     }
 
-    /// The visible reviews, newest first (ties: higher id first).
-    fn visible(&self) -> Vec<&Review> {
-        let mut v: Vec<&Review> = self.reviews.values().filter(|r| !r.hidden).collect();
-        v.sort_by_key(|r| std::cmp::Reverse(r.key()));
-        v
+    /// Checks the board's invariants; panics (in every build) if one is broken: the index
+    /// keeps at most its bound, its newest entries have the ids of their positions, and no
+    /// more reviews are counted than indexed.
+    pub fn assert_invariants(&self) {
+        assert!(
+            self.index.newest.len() <= Recent::<ReviewEntry>::MAX_NEWEST,
+            "review index over its bound"
+        );
+        let first = self.index.first_recent();
+        for (pos, entry) in (first..).zip(&self.index.newest) {
+            assert_eq!(entry.id, pos + 1, "review id is not its position");
+        }
+        assert!(
+            self.summary().count <= self.index.total(),
+            "more reviews counted than indexed"
+        );
     }
 
-    /// A page of the visible reviews, newest first, that skips `offset` of them and those
-    /// listed up to `after`, with the figures.
-    fn page(&self, after: Option<ReviewKey>, offset: usize, limit: usize) -> ReviewPage {
-        let items = self
-            .visible()
-            .into_iter()
-            .filter(|r| after.is_none_or(|a| r.key() < a))
-            .skip(offset)
-            .take(limit)
-            .cloned()
-            .collect();
-        ReviewPage {
-            summary: self.summary(),
-            items,
-        }
+    /// Counts `rating` once more (`add`) or once less.
+    fn count(&mut self, rating: Option<u8>, add: bool) -> Result<(), DomainError> {
+        let Some(rating) = rating else { return Ok(()) };
+        let Some(n) = self.histogram.get_mut(bucket_index(rating)) else {
+            return Err(invalid("rating", "an integer from 1 to 5"));
+        };
+        *n = if add {
+            n.saturating_add(1)
+        } else {
+            n.checked_sub(1).ok_or_else(|| {
+                DomainError::Conflict(format!("no counted review of {rating} stars to remove"))
+            })?
+        };
+        Ok(())
     }
 }
 
-/// Whether `author` may submit: an edit of their review, or a first review by a buyer while
-/// the board has room.
-fn may_submit(s: &ReviewBoardState, author: &str) -> Result<(), DomainError> {
-    if s.reviews.contains_key(author) {
-        return Ok(());
-    }
-    if !s.buyers.contains(author) {
-        if s.buyers.len() >= MAX_WAITING_BUYERS_PER_PRODUCT {
-            return Err(DomainError::Conflict(format!(
-                "this product's list of {MAX_WAITING_BUYERS_PER_PRODUCT} buyers waiting to review is full, so the purchase cannot be verified"
-            )));
-        }
-        return Err(DomainError::Forbidden(
-            "only a customer with a delivered order of this product may review it".into(),
-        ));
-    }
-    if s.reviews.len() >= MAX_REVIEWS_PER_PRODUCT {
-        return Err(DomainError::Conflict(format!(
-            "this product has reached its limit of {MAX_REVIEWS_PER_PRODUCT} reviews"
-        )));
-    }
-    Ok(())
-}
-
-fn view(ctx: &Ctx, review: &Review) -> Result<Outcome, DomainError> {
-    reply(Reply::Review(ReviewView {
-        sku: ctx.me.id.clone(),
-        review: review.clone(),
-    }))
+/// Acknowledges a slot's message (`id`: the id its first review got).
+fn counted(author: &str, id: Option<u64>, ctx: &mut Ctx) {
+    let slot = slot_ref(&ctx.me.id, author);
+    let ack = ReviewSlotCommand::Counted { id };
+    ctx.send(slot, "REVIEW_COUNTED", Command::ReviewSlot(ack));
 }
 
 /// Handles one command.
@@ -282,428 +379,125 @@ pub fn handle(
     cmd: ReviewCommand,
     ctx: &mut Ctx,
 ) -> Result<Outcome, DomainError> {
-    match cmd {
+    let out = match cmd {
         ReviewCommand::Delivered { customer, order_id } => {
-            if s.reviews.contains_key(&customer) {
-                // Already known by the review.
-            } else if s.buyers.len() < MAX_WAITING_BUYERS_PER_PRODUCT {
-                s.buyers.insert(customer);
-            } else {
-                tracing::warn!(sku = %ctx.me.id, order_id, "review board full: buyer not remembered");
-            }
+            let slot = slot_ref(&ctx.me.id, &customer);
+            let delivered = ReviewSlotCommand::Delivered { order_id };
+            ctx.send(slot, "ORDER_DELIVERED", Command::ReviewSlot(delivered));
             reply(Reply::Ack)
         }
-        ReviewCommand::Submit {
+        ReviewCommand::Index {
             author,
-            author_name,
-            input,
+            created_at_ms,
+            rating,
         } => {
-            validate(&input)?;
-            may_submit(s, &author)?;
-            let now = ctx.now_ms;
-            let ReviewInput {
-                rating,
-                title,
-                body,
-            } = input;
-            match s.reviews.get_mut(&author) {
-                Some(r) => {
-                    if (r.rating, &r.title, &r.body, &r.author_name)
-                        != (rating, &title, &body, &author_name)
-                    {
-                        r.rating = rating;
-                        r.title = title;
-                        r.body = body;
-                        r.author_name = author_name;
-                        r.updated_at_ms = now;
-                    }
-                }
-                None => {
-                    s.buyers.remove(&author);
-                    s.next_id += 1;
-                    s.reviews.insert(
-                        author.clone(),
-                        Review {
-                            id: s.next_id,
-                            author_name,
-                            rating,
-                            title,
-                            body,
-                            created_at_ms: now,
-                            updated_at_ms: now,
-                            hidden: false,
-                        },
-                    );
-                }
-            }
-            match s.reviews.get(&author) {
-                Some(r) => view(ctx, r),
-                None => Err(DomainError::NotFound("review".into())),
-            }
-        }
-        ReviewCommand::SetHidden { review_id, hidden } => {
-            let Some(r) = s.reviews.values_mut().find(|r| r.id == review_id) else {
-                return Err(DomainError::NotFound(format!("review {review_id}")));
+            s.count(rating, true)?;
+            let id = s.index.total() + 1;
+            let entry = ReviewEntry {
+                id,
+                author: author.clone(),
+                created_at_ms,
             };
-            r.hidden = hidden;
-            let r = r.clone();
-            view(ctx, &r)
+            s.index.append(entry, ctx);
+            counted(&author, Some(id), ctx);
+            reply(Reply::Ack)
         }
-        ReviewCommand::GetMine { author } => match s.reviews.get(&author) {
-            Some(r) => view(ctx, r),
-            None => Err(DomainError::NotFound("your review of this product".into())),
-        },
-        ReviewCommand::List { offset, limit } => reply(Reply::Reviews(s.page(None, offset, limit))),
-        ReviewCommand::ListAfter { after, limit } => reply(Reply::Reviews(s.page(after, 0, limit))),
-        ReviewCommand::Summary => reply(Reply::Reviews(ReviewPage {
+        ReviewCommand::Recount { author, from, to } => {
+            s.count(from, false)?;
+            s.count(to, true)?;
+            counted(&author, None, ctx);
+            reply(Reply::Ack)
+        }
+        ReviewCommand::Imported => {
+            s.importing = s.importing.saturating_sub(1);
+            reply(Reply::Ack)
+        }
+        ReviewCommand::Ready if s.importing > 0 => Ok(Outcome::Park),
+        ReviewCommand::Ready => reply(Reply::Ack),
+        ReviewCommand::Head if s.importing > 0 => Ok(Outcome::Park),
+        ReviewCommand::Head => reply(Reply::ReviewHead(ReviewHead {
             summary: s.summary(),
-            items: Vec::new(),
+            index: s.index.clone(),
         })),
+    };
+    s.assert_invariants();
+    out
+}
+
+/// A page of a product's listing: the visible reviews among the index entries read, newest
+/// first, and where the next page starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReviewListing {
+    /// The visible reviews, newest first (fewer than asked when some are hidden).
+    pub items: Vec<Review>,
+    /// The `before` of the next page (a position in the index); `None` at the oldest.
+    pub next_before: Option<u64>,
+}
+
+/// Reads the `limit` index entries before position `before` (from the newest when `None`)
+/// of `sku`'s board whose head is `head`, and each entry's review from its slot; hidden
+/// reviews are left out, so a page may come back short while `next_before` still moves on
+/// by `limit` entries.
+pub async fn list(
+    client: &dyn EntityClient,
+    sku: &str,
+    head: &Recent<ReviewEntry>,
+    before: Option<u64>,
+    limit: usize,
+) -> Result<ReviewListing, AskError> {
+    let window = history::read(client, sku, head, before, limit).await?;
+    let mut items = Vec::with_capacity(window.items.len());
+    for entry in window.items {
+        if let Some(review) = review_of(client, sku, &entry).await? {
+            if !review.hidden {
+                items.push(review);
+            }
+        }
     }
+    Ok(ReviewListing {
+        items,
+        next_before: window.next_before,
+    })
+}
+
+/// The review an index entry names, hidden or not; `None` if its slot holds no review of
+/// that id.
+pub async fn review_of(
+    client: &dyn EntityClient,
+    sku: &str,
+    entry: &ReviewEntry,
+) -> Result<Option<Review>, AskError> {
+    let slot = slot_ref(sku, &entry.author);
+    match client
+        .ask(slot, Command::ReviewSlot(ReviewSlotCommand::Get))
+        .await
+    {
+        // A slot whose id is still on its way (0) has only this entry's review.
+        Ok(Reply::Review(ReviewView { mut review, .. }))
+            if review.id == entry.id || review.id == 0 =>
+        {
+            review.id = entry.id;
+            Ok(Some(review))
+        }
+        Ok(_) | Err(AskError::Domain(DomainError::NotFound(_))) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The index entry of review `id` of `sku`'s board whose head is `head`, if any.
+pub async fn entry_of(
+    client: &dyn EntityClient,
+    sku: &str,
+    head: &Recent<ReviewEntry>,
+    id: u64,
+) -> Result<Option<ReviewEntry>, AskError> {
+    if id == 0 || id > head.total() {
+        return Ok(None);
+    }
+    // Review `id` is at position `id - 1`.
+    let window = history::read(client, sku, head, Some(id), 1).await?;
+    Ok(window.items.into_iter().find(|e| e.id == id))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::entity::DomainConfig;
-    use crate::{EntityKind, EntityRef};
-
-    fn run(s: &mut ReviewBoardState, now: u64, cmd: ReviewCommand) -> Result<Reply, DomainError> {
-        let me = EntityRef::new(EntityKind::ReviewBoard, "SKU-1");
-        let config = DomainConfig::default();
-        let mut ctx = Ctx::new(now, &me, 1, &config);
-        let mut work = s.clone();
-        let out = handle(&mut work, cmd, &mut ctx)?;
-        assert!(ctx.outbox().is_empty(), "a board sends nothing");
-        *s = work;
-        match out {
-            Outcome::Reply(r) => Ok(r),
-            Outcome::Park => panic!("a board never parks"),
-        }
-    }
-
-    fn input(rating: u8, title: &str) -> ReviewInput {
-        ReviewInput {
-            rating,
-            title: title.into(),
-            body: "body".into(),
-        }
-    }
-
-    fn delivered(s: &mut ReviewBoardState, who: &str) {
-        run(
-            s,
-            1,
-            ReviewCommand::Delivered {
-                customer: who.into(),
-                order_id: format!("o-{who}"),
-            },
-        )
-        .unwrap();
-    }
-
-    fn submit(
-        s: &mut ReviewBoardState,
-        who: &str,
-        now: u64,
-        i: ReviewInput,
-    ) -> Result<Review, DomainError> {
-        match run(
-            s,
-            now,
-            ReviewCommand::Submit {
-                author: who.into(),
-                author_name: format!("name of {who}"),
-                input: i,
-            },
-        )? {
-            Reply::Review(v) => Ok(v.review),
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-
-    fn page(s: &mut ReviewBoardState, offset: usize, limit: usize) -> ReviewPage {
-        match run(s, 1, ReviewCommand::List { offset, limit }).unwrap() {
-            Reply::Reviews(p) => p,
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-
-    #[test]
-    fn only_a_buyer_with_a_delivery_may_review() {
-        let mut s = ReviewBoardState::default();
-        let err = submit(&mut s, "u1", 5, input(5, "great")).unwrap_err();
-        assert!(matches!(err, DomainError::Forbidden(_)), "{err:?}");
-        assert_eq!(s, ReviewBoardState::default(), "a refusal changes nothing");
-        delivered(&mut s, "u1");
-        // The same delivery again (another order of the same SKU) changes nothing more.
-        delivered(&mut s, "u1");
-        assert_eq!(s.buyers.len(), 1);
-        let r = submit(&mut s, "u1", 5, input(5, "great")).unwrap();
-        assert_eq!(
-            (r.id, r.rating, r.created_at_ms, r.hidden),
-            (1, 5, 5, false)
-        );
-        // Another customer still may not.
-        assert!(matches!(
-            submit(&mut s, "u2", 6, input(1, "bad")),
-            Err(DomainError::Forbidden(_))
-        ));
-    }
-
-    #[test]
-    fn bad_input_is_refused_before_anything_else() {
-        let mut s = ReviewBoardState::default();
-        delivered(&mut s, "u1");
-        let before = s.clone();
-        let field = |e: DomainError| match e {
-            DomainError::Invalid { field, .. } => field,
-            other => panic!("{other:?}"),
-        };
-        for rating in [0, 6, 255] {
-            let e = submit(&mut s, "u1", 2, input(rating, "t")).unwrap_err();
-            assert_eq!(field(e), "rating");
-        }
-        for title in ["", "   ", &"t".repeat(MAX_REVIEW_TITLE_LEN + 1), "a\u{0}b"] {
-            let e = submit(&mut s, "u1", 2, input(3, title)).unwrap_err();
-            assert_eq!(field(e), "title", "{title:?}");
-        }
-        let long = ReviewInput {
-            body: "b".repeat(MAX_REVIEW_BODY_LEN + 1),
-            ..input(3, "t")
-        };
-        assert_eq!(field(submit(&mut s, "u1", 2, long).unwrap_err()), "body");
-        // A non-buyer with bad input learns about the input first (422 before 403).
-        assert_eq!(
-            field(submit(&mut s, "u9", 2, input(9, "t")).unwrap_err()),
-            "rating"
-        );
-        assert_eq!(s, before);
-        // The limits themselves are accepted.
-        let max = ReviewInput {
-            rating: 1,
-            title: "t".repeat(MAX_REVIEW_TITLE_LEN),
-            body: "b".repeat(MAX_REVIEW_BODY_LEN),
-        };
-        assert!(submit(&mut s, "u1", 2, max).is_ok());
-    }
-
-    #[test]
-    fn a_second_submission_edits_the_one_review() {
-        let mut s = ReviewBoardState::default();
-        delivered(&mut s, "u1");
-        submit(&mut s, "u1", 10, input(2, "meh")).unwrap();
-        let r = submit(&mut s, "u1", 20, input(4, "better now")).unwrap();
-        assert_eq!((r.id, r.rating, r.title.as_str()), (1, 4, "better now"));
-        assert_eq!((r.created_at_ms, r.updated_at_ms), (10, 20));
-        assert_eq!(s.reviews.len(), 1);
-        // The same text again is no change at all (a retried request).
-        let again = s.clone();
-        submit(&mut s, "u1", 30, input(4, "better now")).unwrap();
-        assert_eq!(s, again);
-        let p = page(&mut s, 0, 10);
-        assert_eq!((p.summary.count, p.summary.sum), (1, 4));
-        assert_eq!(p.summary.histogram, [0, 0, 0, 1, 0]);
-    }
-
-    #[test]
-    fn hidden_reviews_leave_the_figures_but_not_their_author() {
-        let mut s = ReviewBoardState::default();
-        for (i, who) in ["a", "b", "c"].iter().enumerate() {
-            delivered(&mut s, who);
-            submit(&mut s, who, 10 + i as u64, input(5 - i as u8 * 2, who)).unwrap();
-        }
-        // Ratings 5, 3, 1.
-        let p = page(&mut s, 0, 10);
-        assert_eq!(p.summary.histogram, [1, 0, 1, 0, 1]);
-        assert_eq!(p.summary.average(), 3.0);
-        let titles: Vec<_> = p.items.iter().map(|r| r.title.as_str()).collect();
-        assert_eq!(titles, ["c", "b", "a"], "newest first");
-
-        let hidden = run(
-            &mut s,
-            50,
-            ReviewCommand::SetHidden {
-                review_id: 3,
-                hidden: true,
-            },
-        )
-        .unwrap();
-        assert!(matches!(hidden, Reply::Review(ref v) if v.review.hidden && v.review.title == "c"));
-        let p = page(&mut s, 0, 10);
-        assert_eq!((p.summary.count, p.summary.average()), (2, 4.0));
-        assert_eq!(p.summary.histogram, [0, 0, 1, 0, 1]);
-        assert_eq!(p.items.len(), 2);
-        // The author still sees it, and editing it keeps it hidden.
-        let mine = run(&mut s, 51, ReviewCommand::GetMine { author: "c".into() }).unwrap();
-        assert!(matches!(mine, Reply::Review(ref v) if v.review.hidden));
-        assert!(submit(&mut s, "c", 52, input(2, "edited")).unwrap().hidden);
-        assert_eq!(page(&mut s, 0, 10).summary.count, 2);
-        // Shown again, it counts again.
-        run(
-            &mut s,
-            53,
-            ReviewCommand::SetHidden {
-                review_id: 3,
-                hidden: false,
-            },
-        )
-        .unwrap();
-        let p = page(&mut s, 0, 10);
-        assert_eq!(p.summary.histogram, [0, 1, 1, 0, 1]);
-        assert_eq!(p.summary.average(), 3.33);
-        // Unknown ids and reviews are not found.
-        assert!(matches!(
-            run(
-                &mut s,
-                54,
-                ReviewCommand::SetHidden {
-                    review_id: 99,
-                    hidden: true
-                }
-            ),
-            Err(DomainError::NotFound(_))
-        ));
-        assert!(matches!(
-            run(
-                &mut s,
-                54,
-                ReviewCommand::GetMine {
-                    author: "zz".into()
-                }
-            ),
-            Err(DomainError::NotFound(_))
-        ));
-    }
-
-    #[test]
-    fn pages_split_the_visible_reviews() {
-        let mut s = ReviewBoardState::default();
-        for i in 0..7u64 {
-            let who = format!("u{i}");
-            delivered(&mut s, &who);
-            submit(&mut s, &who, 100 - i, input(4, &who)).unwrap();
-        }
-        let first = page(&mut s, 0, 3);
-        let rest = page(&mut s, 3, 10);
-        assert_eq!(first.items.len(), 3);
-        assert_eq!(rest.items.len(), 4);
-        assert_eq!(first.summary.count, 7);
-        let ids: Vec<u64> = first
-            .items
-            .iter()
-            .chain(&rest.items)
-            .map(|r| r.id)
-            .collect();
-        assert_eq!(
-            ids,
-            [1, 2, 3, 4, 5, 6, 7],
-            "newest (created first here) first"
-        );
-        assert!(page(&mut s, 7, 3).items.is_empty());
-        // By key: each review once, newest first, even with a review added mid-walk.
-        let mut after = None;
-        let mut seen = Vec::new();
-        loop {
-            let cmd = ReviewCommand::ListAfter { after, limit: 3 };
-            let Reply::Reviews(p) = run(&mut s, 1, cmd).unwrap() else {
-                panic!("not a page");
-            };
-            let Some(last) = p.items.last() else { break };
-            after = Some(last.key());
-            seen.extend(p.items.iter().map(|r| r.id));
-            if seen.len() == 3 {
-                delivered(&mut s, "late");
-                submit(&mut s, "late", 1_000, input(3, "late")).unwrap();
-            }
-        }
-        assert_eq!(seen, [1, 2, 3, 4, 5, 6, 7]);
-    }
-
-    #[test]
-    fn average_rounds_to_hundredths() {
-        let s = |count, sum| RatingSummary {
-            count,
-            sum,
-            histogram: [0; 5],
-        };
-        assert_eq!(s(0, 0).average(), 0.0);
-        assert_eq!(s(3, 14).average(), 4.67);
-        assert_eq!(s(3, 13).average(), 4.33);
-        assert_eq!(s(8, 37).average(), 4.63);
-        assert_eq!(s(1, 5).average(), 5.0);
-    }
-
-    #[test]
-    fn the_board_is_bounded_and_says_so_when_full() {
-        let me = EntityRef::new(EntityKind::ReviewBoard, "SKU-1");
-        let config = DomainConfig::default();
-        let mut ctx = Ctx::new(1, &me, 1, &config);
-        let mut s = ReviewBoardState::default();
-        let mut send = |s: &mut ReviewBoardState, cmd| handle(s, cmd, &mut ctx).map(|_| ());
-        let deliver = |who: String| ReviewCommand::Delivered {
-            customer: who,
-            order_id: "o".into(),
-        };
-        let review = |who: String| ReviewCommand::Submit {
-            author: who,
-            author_name: "n".into(),
-            input: input(5, "t"),
-        };
-        // Reviews up to the bound; each reviewer leaves the waiting buyers.
-        for i in 0..=MAX_REVIEWS_PER_PRODUCT {
-            send(&mut s, deliver(format!("r{i}"))).unwrap();
-        }
-        for i in 0..MAX_REVIEWS_PER_PRODUCT {
-            send(&mut s, review(format!("r{i}"))).unwrap();
-        }
-        assert_eq!(s.reviews.len(), MAX_REVIEWS_PER_PRODUCT);
-        assert_eq!(s.buyers.len(), 1);
-        let e = send(&mut s, review(format!("r{MAX_REVIEWS_PER_PRODUCT}"))).unwrap_err();
-        assert!(
-            matches!(&e, DomainError::Conflict(m) if m.contains("limit")),
-            "{e:?}"
-        );
-        assert_eq!(s.reviews.len(), MAX_REVIEWS_PER_PRODUCT);
-        send(&mut s, review("r0".into())).expect("an edit passes at the bound");
-        // A reviewer's later delivery takes no waiting place.
-        send(&mut s, deliver("r1".into())).unwrap();
-        assert_eq!(s.buyers.len(), 1);
-        // Waiting buyers up to the bound; a delivery beyond is not remembered, and a review
-        // from a customer the board does not know is then a conflict, not "not a buyer".
-        for i in 0..MAX_WAITING_BUYERS_PER_PRODUCT + 10 {
-            send(&mut s, deliver(format!("w{i}"))).unwrap();
-        }
-        assert_eq!(s.buyers.len(), MAX_WAITING_BUYERS_PER_PRODUCT);
-        let e = send(&mut s, review("stranger".into())).unwrap_err();
-        assert!(
-            matches!(&e, DomainError::Conflict(m) if m.contains("full")),
-            "{e:?}"
-        );
-    }
-
-    #[test]
-    fn a_full_board_at_the_longest_texts_fits_one_cluster_frame() {
-        let wide = |n: usize| "\u{1F600}".repeat(n);
-        let mut s = ReviewBoardState::default();
-        for i in 0..MAX_REVIEWS_PER_PRODUCT {
-            let review = Review {
-                id: i as u64,
-                author_name: wide(crate::limits::MAX_NAME_LEN),
-                rating: 5,
-                title: wide(MAX_REVIEW_TITLE_LEN),
-                body: wide(MAX_REVIEW_BODY_LEN),
-                created_at_ms: u64::MAX,
-                updated_at_ms: u64::MAX,
-                hidden: false,
-            };
-            s.reviews.insert(format!("{i:036}"), review);
-        }
-        s.buyers = (0..MAX_WAITING_BUYERS_PER_PRODUCT)
-            .map(|i| format!("{i:036}"))
-            .collect();
-        let bytes = crate::host::EntityState::ReviewBoard(s).encode().unwrap();
-        // The cluster's default frame limit (`cluster_connections.max_frame_bytes`).
-        assert!(bytes.len() < 16 * 1024 * 1024, "{} bytes", bytes.len());
-    }
-}
+mod tests;

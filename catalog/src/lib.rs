@@ -42,6 +42,14 @@ pub enum Fact {
 }
 
 impl Fact {
+    /// The rating fact of a board's figures.
+    fn rating(summary: agora_actors::review::RatingSummary) -> Self {
+        Fact::Rating {
+            average: summary.average(),
+            count: summary.count,
+        }
+    }
+
     /// Which of a SKU's facts this is (one of each is kept per SKU).
     fn slot(&self) -> u8 {
         match self {
@@ -379,13 +387,8 @@ impl CatalogProjection {
         let fact = match state {
             EntityState::Product(p) => Fact::Product(p.clone()),
             EntityState::Stock(s) => Fact::Stock(s.available),
-            EntityState::ReviewBoard(b) => {
-                let summary = b.summary();
-                Fact::Rating {
-                    average: summary.average(),
-                    count: summary.count,
-                }
-            }
+            EntityState::ReviewBoard(b) => Fact::rating(b.summary()),
+            EntityState::LegacyReviewBoard(b) => Fact::rating(b.summary()),
             _ => return,
         };
         let dirty = {
@@ -666,7 +669,7 @@ mod tests {
 
     #[test]
     fn committed_review_boards_set_the_rating_filter_and_sort() {
-        use agora_actors::review::{Review, ReviewBoardState};
+        use agora_actors::review::ReviewBoardState;
         let p = CatalogProjection::empty(1, IndexMode::OnRead).unwrap();
         for (sku, name) in [("RV-1", "Tea Pot"), ("RV-2", "Tea Cup")] {
             p.committed(
@@ -674,22 +677,11 @@ mod tests {
                 &EntityState::Product(product(name, "kitchen", 100, 1)),
             );
         }
-        let mut board = ReviewBoardState::default();
-        for (i, rating) in [5u8, 4, 2].into_iter().enumerate() {
-            board.reviews.insert(
-                format!("u{i}"),
-                Review {
-                    id: i as u64 + 1,
-                    author_name: "n".into(),
-                    rating,
-                    title: "t".into(),
-                    body: String::new(),
-                    created_at_ms: 1,
-                    updated_at_ms: 1,
-                    hidden: false,
-                },
-            );
-        }
+        // Ratings 5, 4 and 2.
+        let mut board = ReviewBoardState {
+            histogram: [0, 1, 0, 1, 1],
+            ..ReviewBoardState::default()
+        };
         let board_ref = EntityRef::new(EntityKind::ReviewBoard, "RV-2");
         p.committed(&board_ref, &EntityState::ReviewBoard(board.clone()));
         assert_eq!(p.rating("RV-2"), (3.67, 3));
@@ -707,9 +699,7 @@ mod tests {
         assert_eq!(skus(&p.search(&by_rating).unwrap()), vec!["RV-2", "RV-1"]);
 
         // Hiding the 2-star review raises the average; the index follows.
-        if let Some(r) = board.reviews.get_mut("u2") {
-            r.hidden = true;
-        }
+        board.histogram[1] = 0;
         p.committed(&board_ref, &EntityState::ReviewBoard(board));
         assert_eq!(p.rating("RV-2"), (4.5, 2));
         assert_eq!(skus(&p.search(&rated(4.0)).unwrap()), vec!["RV-2"]);
@@ -727,6 +717,26 @@ mod tests {
                     }),
             "{facts:?}"
         );
+
+        // A board stored before review slots (reviews inside) gives its figures too.
+        let mut old = agora_actors::review::LegacyBoardState::default();
+        for (author, rating, hidden) in [("a", 4u8, false), ("b", 1, true), ("c", 5, false)] {
+            let review = agora_actors::review::Review {
+                id: old.next_id + 1,
+                author_name: "n".into(),
+                rating,
+                title: "t".into(),
+                body: String::new(),
+                created_at_ms: 1,
+                updated_at_ms: 1,
+                hidden,
+            };
+            old.next_id += 1;
+            old.reviews.insert(author.into(), review);
+        }
+        let old_ref = EntityRef::new(EntityKind::ReviewBoard, "RV-1");
+        p.committed(&old_ref, &EntityState::LegacyReviewBoard(old));
+        assert_eq!(p.rating("RV-1"), (4.5, 2));
     }
 
     #[test]

@@ -85,6 +85,9 @@ pub struct ServerOptions {
     pub extra_args: Vec<String>,
     /// More environment variables.
     pub env: Vec<(String, String)>,
+    /// The binary to run; `agora_bin()` when `None` (an upgrade test starts an older build
+    /// first).
+    pub bin: Option<PathBuf>,
 }
 
 impl ServerOptions {
@@ -245,6 +248,13 @@ impl AgoraProcess {
         self.spawn();
     }
 
+    /// Stops the server (SIGTERM) and starts `bin` (`agora_bin()` when `None`) on its data.
+    pub fn upgrade_to(&mut self, bin: Option<PathBuf>) {
+        self.terminate();
+        self.opts.bin = bin;
+        self.spawn();
+    }
+
     /// An unauthenticated client for the shop API.
     pub fn client(&self) -> Client {
         Client::new(&self.shop_url)
@@ -266,7 +276,7 @@ impl AgoraProcess {
     }
 
     fn spawn(&mut self) {
-        let bin = agora_bin();
+        let bin = self.opts.bin.clone().unwrap_or_else(agora_bin);
         self.starts += 1;
         let root = self
             .data_dir

@@ -1,7 +1,8 @@
 //! A three-node cluster of real `agora node` processes: the full order flow through each
 //! node's edge with entities spread over all three, catalog listings that include every
-//! node's products, a killed node whose shards fail fast while the others keep working, and
-//! a long order history listed alike from every node.
+//! node's products, a killed node whose shards fail fast while the others keep working, a
+//! long order history listed alike from every node, and reviews written through every node
+//! listed alike from every node.
 
 use agora_tests::cluster::Cluster;
 use agora_tests::{
@@ -766,5 +767,66 @@ async fn a_long_order_history_lists_the_same_from_every_node() {
             "node {} lists another history",
             node.shop_url
         );
+    }
+}
+
+/// Reviews written through every node (each review slot lives on its board's shard,
+/// wherever the writer is) read back at once from another node, and list the same from
+/// every node by cursor, newest first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reviews_written_through_every_node_list_the_same_from_every_node() {
+    const BUYERS: u64 = 5;
+    let cluster = Cluster::start(3, 100).await;
+    let admin = cluster
+        .client(0)
+        .login_as(ADMIN_EMAIL, ADMIN_PASSWORD)
+        .await;
+    let sku = admin.stocked_product(100, BUYERS).await;
+    let path = format!("/api/v1/products/{sku}/reviews");
+    let nodes = cluster.nodes.len();
+    for i in 0..BUYERS {
+        let at = i as usize % nodes;
+        let (buyer, _) = cluster.client(at).new_user().await;
+        buyer.add_to_cart(&sku, 1).await;
+        let order_id = buyer.place_order(wallet()).await;
+        wait_for_order(&buyer, &order_id, &["DELIVERED"]).await;
+        let body = json!({"rating": 5, "title": format!("review {i}")});
+        let r = poll_until(
+            "the slot to learn of the delivery",
+            POLL_TIMEOUT,
+            || async {
+                let r = buyer.post(&path, &body).await;
+                if r.status == 403 {
+                    Err(r.text)
+                } else {
+                    Ok(r)
+                }
+            },
+        )
+        .await;
+        let r = r.expect_status(201, "a review");
+        assert_eq!(r.body["id"], i + 1, "{}", r.text);
+        let other = cluster.client((at + 1) % nodes);
+        let page = other
+            .get(&format!("{path}?limit=1"))
+            .await
+            .expect_status(200, "list reviews")
+            .body;
+        assert_eq!(
+            page["items"][0]["id"],
+            i + 1,
+            "read at once elsewhere: {page}"
+        );
+        assert_eq!(page["count"], i + 1, "{page}");
+    }
+    for node in 0..nodes {
+        let listed: Vec<u64> = cluster
+            .client(node)
+            .walk(&path, 2)
+            .await
+            .iter()
+            .filter_map(|r| r["id"].as_u64())
+            .collect();
+        assert_eq!(listed, [5, 4, 3, 2, 1], "node {node}");
     }
 }

@@ -1,9 +1,10 @@
 //! Product reviews: only a customer with a delivered order may review (verified purchase,
-//! learnt by the product's review board from the order through the outbox); one review per
+//! learnt by the customer's review slot from the order through the outbox); one review per
 //! customer and product, edited by a second POST or a PUT; the listing's average, count and
-//! histogram; the product listing, search filter and sort following the average; an admin
-//! hiding a review; bad input, unknown products and missing rights; and the figures kept
-//! across a SIGKILL.
+//! histogram; more reviews than a page walked by cursor, each write read back at once; the
+//! product listing, search filter and sort following the average; an admin hiding a
+//! review; bad input, unknown products and missing rights; the figures kept across a
+//! SIGKILL; and (with `AGORA_OLD_BIN`) reviews written before review slots after an upgrade.
 
 use agora_tests::*;
 
@@ -446,4 +447,161 @@ async fn bad_reviews_unknown_products_and_missing_tokens_are_refused() {
         .await;
     assert_eq!(r.status, 400, "malformed review id: {}", r.text);
     r.assert_problem("malformed review id");
+}
+
+/// More reviews than one page, walked by cursor: each visible review once, newest first; a
+/// hidden one left out (its page comes back short while the cursor still leads on); and each
+/// write read back at once by the listing and its figures (read your writes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_reviews_walk_by_cursor_and_each_write_reads_back_at_once() {
+    let server = AgoraProcess::start(ServerOptions::fast());
+    let admin = server.admin().await;
+    let shop = server.client();
+    let sku = product_in(&admin, &category()).await;
+    let n = 7u64;
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let buyer = buyer_of(&server, &sku).await;
+        let body = json!({"rating": i % 5 + 1, "title": format!("review {i}")});
+        let r = post_review(&buyer, &sku, &body).await;
+        let r = r.expect_status(201, "a review");
+        let id = r.body["id"].as_u64().expect("a review id");
+        // Read your writes: no polling, the first page and the count include it already.
+        let page = listing(&shop, &sku, "limit=1").await;
+        assert_eq!(page["items"][0]["id"], id, "{page}");
+        assert_eq!(page["count"], i + 1, "{page}");
+        ids.push(id);
+    }
+    assert_eq!(
+        ids,
+        (1..=n).collect::<Vec<u64>>(),
+        "ids in order of submission"
+    );
+
+    admin
+        .post(&format!("{}/4/hide", reviews_path(&sku)), &json!({}))
+        .await
+        .expect_status(200, "hide review 4");
+    assert_eq!(listing(&shop, &sku, "").await["count"], n - 1);
+
+    let mut seen = Vec::new();
+    let mut sizes = Vec::new();
+    let mut query = "limit=2".to_string();
+    loop {
+        let page = listing(&shop, &sku, &query).await;
+        let items = page["items"].as_array().cloned().unwrap_or_default();
+        sizes.push(items.len());
+        seen.extend(items.iter().filter_map(|r| r["id"].as_u64()));
+        match page["next_cursor"].as_str() {
+            Some(c) => query = format!("limit=2&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(
+        seen,
+        [7, 6, 5, 3, 2, 1],
+        "newest first, each once, 4 hidden"
+    );
+    assert_eq!(
+        sizes,
+        [2, 1, 2, 1],
+        "the page holding the hidden review is short"
+    );
+    // Page numbers count the same windows.
+    let third = listing(&shop, &sku, "page=3&per_page=2").await;
+    let third: Vec<u64> = third["items"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|r| r["id"].as_u64()).collect())
+        .unwrap_or_default();
+    assert_eq!(third, [3, 2]);
+}
+
+/// A customer who bought one `sku` and saw it DELIVERED, with their email.
+async fn buyer_with_email(server: &AgoraProcess, sku: &str) -> (Client, String) {
+    let (user, email) = server.client().new_user().await;
+    user.add_to_cart(sku, 1).await;
+    let order_id = user.place_order(card(CARD_OK)).await;
+    wait_for_order(&user, &order_id, &["DELIVERED"]).await;
+    (user, email)
+}
+
+/// The ids, titles and hidden flags of a listing, and its figures.
+fn shown(page: &Value) -> Value {
+    let items: Vec<Value> = page["items"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|r| json!([r["id"], r["title"], r["rating"]]))
+                .collect()
+        })
+        .unwrap_or_default();
+    json!({"items": items, "count": page["count"], "average": page["average"],
+        "histogram": page["histogram"]})
+}
+
+/// Reviews written by a build before review slots (every review inside the product's board)
+/// read the same after an upgrade, and their authors, a buyer who had not reviewed yet and
+/// an admin carry on. Needs `AGORA_OLD_BIN`, an `agora` binary built before review slots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs AGORA_OLD_BIN: an agora binary built before review slots"]
+async fn reviews_written_before_slots_read_the_same_after_an_upgrade() {
+    let old_bin = std::env::var_os("AGORA_OLD_BIN").expect("AGORA_OLD_BIN");
+    let opts = ServerOptions {
+        bin: Some(old_bin.into()),
+        ..ServerOptions::fast()
+    };
+    let mut server = AgoraProcess::start(opts);
+    let admin = server.admin().await;
+    let sku = product_in(&admin, &category()).await;
+    let mut authors = Vec::new();
+    for i in 0..3u64 {
+        let (buyer, email) = buyer_with_email(&server, &sku).await;
+        let body = json!({"rating": i + 3, "title": format!("old {i}")});
+        post_review(&buyer, &sku, &body)
+            .await
+            .expect_status(201, "a review by the old build");
+        authors.push(email);
+    }
+    let (_, waiting) = buyer_with_email(&server, &sku).await;
+    admin
+        .post(&format!("{}/2/hide", reviews_path(&sku)), &json!({}))
+        .await
+        .expect_status(200, "hide review 2 in the old build");
+    let before = shown(&listing(&server.client(), &sku, "").await);
+    assert_eq!(before["count"], 2, "{before}");
+
+    server.upgrade_to(None);
+    let shop = server.client();
+    let after = shown(&listing(&shop, &sku, "").await);
+    assert_eq!(
+        after, before,
+        "the same listing and figures after the upgrade"
+    );
+    let walked = listing(&shop, &sku, "limit=1").await;
+    assert_eq!(walked["items"][0]["id"], 3, "{walked}");
+
+    // An old author edits their review: same id; the waiting buyer reviews: the next id.
+    let first = shop.login_as(&authors[0], USER_PASSWORD).await;
+    let r = first
+        .post(
+            &reviews_path(&sku),
+            &json!({"rating": 1, "title": "edited"}),
+        )
+        .await
+        .expect_status(200, "an old review edited");
+    assert_eq!(r.body["id"], 1, "{}", r.text);
+    let late = shop.login_as(&waiting, USER_PASSWORD).await;
+    let r = post_review(&late, &sku, &json!({"rating": 5, "title": "late"}))
+        .await
+        .expect_status(201, "a waiting buyer's review");
+    assert_eq!(r.body["id"], 4, "{}", r.text);
+    // The admin shows review 2 again: every review counts.
+    let admin = server.admin().await;
+    admin
+        .post(&format!("{}/2/unhide", reviews_path(&sku)), &json!({}))
+        .await
+        .expect_status(200, "unhide an old review");
+    let page = listing(&shop, &sku, "").await;
+    assert_eq!(page["count"], 4, "{page}");
+    assert_eq!(page["histogram"], histogram([1, 0, 0, 1, 2]), "{page}");
 }

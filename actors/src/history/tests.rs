@@ -328,7 +328,11 @@ fn page_ids_name_their_owner() {
         page_owner(&r.id),
         Some(EntityRef::new(EntityKind::Inbox, "u:1"))
     );
-    for bad in ["", "orders", "orders:u", "orders:u:x", "reviews:u:1"] {
+    assert_eq!(
+        page_owner("reviews:SKU-1:3"),
+        Some(EntityRef::new(EntityKind::ReviewBoard, "SKU-1"))
+    );
+    for bad in ["", "orders", "orders:u", "orders:u:x", "ratings:u:1"] {
         assert_eq!(page_owner(bad), None, "{bad}");
     }
     assert_eq!(String::header(9).header_pages(), Some(9));

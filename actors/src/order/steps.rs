@@ -1,5 +1,5 @@
 //! The order saga's steps: the messages an order sends to stock, payment, shipment, cart,
-//! account, inbox and review boards, and the transitions that send them.
+//! account, inbox and review slots, and the transitions that send them.
 
 use super::{
     OrderCommand, OrderLine, OrderPaymentStatus, OrderState, OrderStatus, OrderView, Placement,
@@ -13,7 +13,7 @@ use crate::error::DomainError;
 use crate::ids::shipment_id_for_order;
 use crate::inbox::InboxCommand;
 use crate::payment::PaymentCommand;
-use crate::review::ReviewCommand;
+use crate::review_slot::{slot_ref, ReviewSlotCommand};
 use crate::stock::StockCommand;
 use crate::{EntityKind, EntityRef};
 
@@ -142,7 +142,7 @@ pub(super) fn end_unpaid(
     notify(p, ctx, "ORDER_CANCELLED");
 }
 
-/// DELIVERED: record it and tell the customer and the review board of each SKU (the
+/// DELIVERED: record it and tell the customer and their review slot of each SKU (the
 /// customer may now review those products).
 pub(super) fn delivered(s: &mut OrderState, p: &Placement, ctx: &mut Ctx) {
     s.set(OrderStatus::Delivered, ctx.now_ms);
@@ -151,10 +151,9 @@ pub(super) fn delivered(s: &mut OrderState, p: &Placement, ctx: &mut Ctx) {
     let skus: std::collections::BTreeSet<&str> = p.lines.iter().map(|l| l.sku.as_str()).collect();
     for sku in skus {
         ctx.send(
-            EntityRef::new(EntityKind::ReviewBoard, sku),
+            slot_ref(sku, &p.customer),
             "ORDER_DELIVERED",
-            Command::Review(ReviewCommand::Delivered {
-                customer: p.customer.clone(),
+            Command::ReviewSlot(ReviewSlotCommand::Delivered {
                 order_id: order_id.clone(),
             }),
         );

@@ -5,7 +5,7 @@ use crate::command::Command;
 use crate::entity::DomainConfig;
 use crate::message::{Body, Destination};
 use crate::payment::PaymentCommand;
-use crate::review::ReviewCommand;
+use crate::review_slot::{slot_parts, ReviewSlotCommand};
 use crate::shipment::ShipmentCommand;
 use crate::stock::StockCommand;
 use crate::{EntityKind, EntityRef};
@@ -218,7 +218,7 @@ fn placement_of(skus: &[&str]) -> Placement {
     }
 }
 
-/// Runs `cmd`; the messages it sent to review boards, as (SKU, customer).
+/// Runs `cmd`; the messages it sent to review slots, as (SKU, customer).
 fn step(s: &mut OrderState, cmd: OrderCommand) -> Vec<(String, String)> {
     let me = EntityRef::new(EntityKind::Order, "o-1");
     let config = DomainConfig::default();
@@ -229,11 +229,12 @@ fn step(s: &mut OrderState, cmd: OrderCommand) -> Vec<(String, String)> {
         .filter_map(|m| match (m.to, m.body) {
             (
                 Destination::Entity(to),
-                Body::Command(Command::Review(ReviewCommand::Delivered { customer, order_id })),
+                Body::Command(Command::ReviewSlot(ReviewSlotCommand::Delivered { order_id })),
             ) => {
-                assert_eq!(to.kind, EntityKind::ReviewBoard);
+                assert_eq!(to.kind, EntityKind::ReviewSlot);
                 assert_eq!(order_id, "o-1");
-                Some((to.id, customer))
+                let (sku, customer) = slot_parts(&to.id).expect("a slot id");
+                Some((sku.to_string(), customer.to_string()))
             }
             _ => None,
         })

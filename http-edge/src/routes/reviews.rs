@@ -1,8 +1,10 @@
 //! Product reviews: read them with the rating figures, write or edit one's own (verified
 //! purchase only), and hide or show one (admin).
 //!
-//! The ReviewBoard entity of the SKU decides who may review: it learns of each delivered
-//! order containing the SKU from the Order itself, through the outbox.
+//! Each customer's review of a SKU lives in its ReviewSlot entity, which also decides who may
+//! review: it learns of each delivered order containing the SKU from the Order itself,
+//! through the outbox. The SKU's ReviewBoard keeps the figures and the listing index (see
+//! `agora_actors::review`); a write is answered once the board counts it as it stands.
 
 use super::products::fetch_product;
 use crate::dto::{rfc3339, ReviewDto, ReviewPageDto, ReviewQuery, ReviewRequest};
@@ -13,7 +15,8 @@ use crate::routes::validate;
 use crate::EdgeState;
 use agora_actors::account::AccountCommand;
 use agora_actors::client::EntityClient;
-use agora_actors::review::{Review, ReviewCommand, ReviewInput, ReviewKey};
+use agora_actors::review::{self, Review, ReviewCommand, ReviewHead, ReviewInput};
+use agora_actors::review_slot::{slot_ref, ReviewSlotCommand};
 use agora_actors::{Command, EntityKind, EntityRef, Reply};
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -48,30 +51,67 @@ async fn ask_board(client: &dyn EntityClient, sku: &str, cmd: ReviewCommand) -> 
         .await?)
 }
 
-async fn one_review(client: &dyn EntityClient, sku: &str, cmd: ReviewCommand) -> ApiResult<Review> {
-    match ask_board(client, sku, cmd).await? {
+/// Waits until the board has no migrated review on its way to a slot.
+async fn board_ready(client: &dyn EntityClient, sku: &str) -> ApiResult<()> {
+    match ask_board(client, sku, ReviewCommand::Ready).await? {
+        Reply::Ack => Ok(()),
+        _ => Err(Problem::internal("unexpected reply to ReviewBoard::Ready")),
+    }
+}
+
+/// The board's figures and the newest entries of its index.
+async fn board_head(client: &dyn EntityClient, sku: &str) -> ApiResult<ReviewHead> {
+    match ask_board(client, sku, ReviewCommand::Head).await? {
+        Reply::ReviewHead(h) => Ok(h),
+        _ => Err(Problem::internal("unexpected reply to ReviewBoard::Head")),
+    }
+}
+
+async fn ask_slot(
+    client: &dyn EntityClient,
+    sku: &str,
+    customer: &str,
+    cmd: ReviewSlotCommand,
+) -> ApiResult<Review> {
+    let slot = slot_ref(sku, customer);
+    match client.ask(slot, Command::ReviewSlot(cmd)).await? {
         Reply::Review(v) => Ok(v.review),
-        _ => Err(Problem::internal("unexpected reply to a review command")),
+        _ => Err(Problem::internal(
+            "unexpected reply to a review slot command",
+        )),
     }
 }
 
 /// How a listing was asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Paging {
-    /// By `limit` and `cursor`: the reviews after the key the cursor holds.
+    /// By `limit` and `cursor`: the index entries before the position the cursor holds.
     Cursor {
-        /// Page size.
+        /// Page size, in index entries.
         limit: usize,
-        /// The last review already read.
-        after: Option<ReviewKey>,
+        /// The position in the index to read before (from the newest when `None`).
+        before: Option<u64>,
     },
     /// By `page` and `per_page` (also when neither way is named).
     Number {
         /// Page number, from 1.
         page: usize,
-        /// Page size.
+        /// Page size, in index entries.
         per_page: usize,
     },
+}
+
+/// The position a review cursor continues before. A cursor holds that position; one given
+/// before review slots holds the last review's creation time and id, and review `id` is at
+/// position `id - 1`.
+fn cursor_before(cursor: &str) -> ApiResult<u64> {
+    match paging::decode::<1>(CursorList::Reviews, cursor) {
+        Ok([before]) => Ok(before),
+        Err(e) => match paging::decode::<2>(CursorList::Reviews, cursor) {
+            Ok([_created_at_ms, id]) => Ok(id.saturating_sub(1)),
+            Err(_) => Err(e),
+        },
+    }
 }
 
 /// Checks the page parameters: `limit` and `cursor`, or `page` and `per_page`, not both.
@@ -83,15 +123,9 @@ pub fn paging(q: &ReviewQuery) -> ApiResult<Paging> {
                 "page the reviews by limit and cursor, or by page and per_page, not both",
             ));
         }
-        let after = match &q.cursor {
-            Some(c) => {
-                let [created_at_ms, id] = paging::decode(CursorList::Reviews, c)?;
-                Some(ReviewKey { created_at_ms, id })
-            }
-            None => None,
-        };
+        let before = q.cursor.as_deref().map(cursor_before).transpose()?;
         let limit = paging::limit(q.limit)?;
-        return Ok(Paging::Cursor { limit, after });
+        return Ok(Paging::Cursor { limit, before });
     }
     let page = q.page.unwrap_or(1);
     let per_page = q.per_page.unwrap_or(paging::DEFAULT_LIMIT);
@@ -104,9 +138,24 @@ pub fn paging(q: &ReviewQuery) -> ApiResult<Paging> {
     Ok(Paging::Number { page, per_page })
 }
 
+/// Where a listing starts (`before`) and how many index entries it reads, over an index of
+/// `total` entries; `None` for a page number past the end.
+fn window(how: Paging, total: u64) -> Option<(Option<u64>, usize)> {
+    match how {
+        Paging::Cursor { limit, before } => Some((before, limit)),
+        Paging::Number { page, per_page } => {
+            let skip = (page as u64 - 1).saturating_mul(per_page as u64);
+            (skip < total).then(|| (Some(total - skip), per_page))
+        }
+    }
+}
+
 /// Lists a product's visible reviews, newest first, with the average rating, the count and
 /// the 1–5 histogram over all of them (hidden reviews count nowhere). Walk them with `limit`
-/// and `next_cursor`; `page` and `per_page` still work (not with `limit` or `cursor`).
+/// and `next_cursor`, with no cap on how many a product has; `page` and `per_page` still
+/// work (not with `limit` or `cursor`). A page covers `limit` (or `per_page`) reviews in
+/// order of first submission and leaves hidden ones out, so it may hold fewer; an empty
+/// page with a `next_cursor` is not the end.
 #[utoipa::path(get, path = "/api/v1/products/{sku}/reviews", operation_id = "list_reviews", tag = "reviews",
     params(("sku" = String, Path, description = "SKU"),
         ("limit" = Option<usize>, Query, minimum = 1, maximum = 100, description = "page size, 1..=100 (default 20)"),
@@ -120,39 +169,20 @@ pub async fn list(
     ApiPath(sku): ApiPath<String>,
     ApiQuery(q): ApiQuery<ReviewQuery>,
 ) -> ApiResult<Json<ReviewPageDto>> {
-    fetch_product(st.client.as_ref(), &sku).await?;
+    let client = st.client.as_ref();
+    fetch_product(client, &sku).await?;
     let how = paging(&q)?;
-    // One more than the page tells whether another page follows.
-    let (cmd, limit) = match how {
-        Paging::Cursor { limit, after } => (
-            ReviewCommand::ListAfter {
-                after,
-                limit: limit + 1,
-            },
-            limit,
-        ),
-        Paging::Number { page, per_page } => (
-            ReviewCommand::List {
-                offset: (page - 1) * per_page,
-                limit: per_page + 1,
-            },
-            per_page,
-        ),
+    let head = board_head(client, &sku).await?;
+    let (items, next_before) = match window(how, head.index.total()) {
+        Some((before, limit)) => {
+            let l = review::list(client, &sku, &head.index, before, limit).await?;
+            (l.items, l.next_before)
+        }
+        None => (Vec::new(), None),
     };
-    let Reply::Reviews(mut p) = ask_board(st.client.as_ref(), &sku, cmd).await? else {
-        return Err(Problem::internal("unexpected reply to ReviewBoard::List"));
-    };
-    let next_cursor = if p.items.len() > limit {
-        p.items.truncate(limit);
-        p.items.last().map(|r| {
-            let key = r.key();
-            paging::encode(CursorList::Reviews, [key.created_at_ms, key.id])
-        })
-    } else {
-        None
-    };
+    let next_cursor = next_before.map(|b| paging::encode(CursorList::Reviews, [b]));
     let histogram = (1..=5)
-        .zip(p.summary.histogram)
+        .zip(head.summary.histogram)
         .map(|(stars, n)| (stars.to_string(), n))
         .collect();
     let (page, per_page) = match how {
@@ -161,10 +191,10 @@ pub async fn list(
     };
     Ok(Json(ReviewPageDto {
         sku,
-        average: p.summary.average(),
-        count: p.summary.count,
+        average: head.summary.average(),
+        count: head.summary.count,
         histogram,
-        items: p.items.into_iter().map(dto).collect(),
+        items: items.into_iter().map(dto).collect(),
         next_cursor,
         page,
         per_page,
@@ -199,17 +229,13 @@ async fn save(
     };
     agora_actors::review::validate(&input)?;
     validate::name("title", &input.title)?;
-    let author_name = display_name(st.client.as_ref(), &caller.user_id).await?;
-    let review = one_review(
-        st.client.as_ref(),
-        sku,
-        ReviewCommand::Submit {
-            author: caller.user_id,
-            author_name,
-            input,
-        },
-    )
-    .await?;
+    let client = st.client.as_ref();
+    let author_name = display_name(client, &caller.user_id).await?;
+    board_ready(client, sku).await?;
+    let submit = ReviewSlotCommand::Submit { author_name, input };
+    ask_slot(client, sku, &caller.user_id, submit).await?;
+    // Answer once the board counts and lists the review as it now stands.
+    let review = ask_slot(client, sku, &caller.user_id, ReviewSlotCommand::Settled).await?;
     let status = if review.created_at_ms == review.updated_at_ms {
         StatusCode::CREATED
     } else {
@@ -272,15 +298,10 @@ pub async fn get_mine(
     caller: Caller,
     ApiPath(sku): ApiPath<String>,
 ) -> ApiResult<Json<ReviewDto>> {
-    fetch_product(st.client.as_ref(), &sku).await?;
-    let r = one_review(
-        st.client.as_ref(),
-        &sku,
-        ReviewCommand::GetMine {
-            author: caller.user_id,
-        },
-    )
-    .await?;
+    let client = st.client.as_ref();
+    fetch_product(client, &sku).await?;
+    board_ready(client, &sku).await?;
+    let r = ask_slot(client, &sku, &caller.user_id, ReviewSlotCommand::Settled).await?;
     Ok(Json(dto(r)))
 }
 
@@ -290,13 +311,16 @@ async fn set_hidden(
     review_id: u64,
     hidden: bool,
 ) -> ApiResult<Json<ReviewDto>> {
-    fetch_product(st.client.as_ref(), sku).await?;
-    let r = one_review(
-        st.client.as_ref(),
-        sku,
-        ReviewCommand::SetHidden { review_id, hidden },
-    )
-    .await?;
+    let client = st.client.as_ref();
+    fetch_product(client, sku).await?;
+    let head = board_head(client, sku).await?;
+    let Some(entry) = review::entry_of(client, sku, &head.index, review_id).await? else {
+        return Err(Problem::not_found(format!("review {review_id}")));
+    };
+    let cmd = ReviewSlotCommand::SetHidden { review_id, hidden };
+    ask_slot(client, sku, &entry.author, cmd).await?;
+    // Answer once the board's figures follow.
+    let r = ask_slot(client, sku, &entry.author, ReviewSlotCommand::Settled).await?;
     Ok(Json(dto(r)))
 }
 
@@ -345,6 +369,21 @@ mod tests {
     }
 
     #[test]
+    fn page_numbers_count_index_entries_from_the_newest() {
+        let number = |page, per_page| Paging::Number { page, per_page };
+        assert_eq!(window(number(1, 20), 650), Some((Some(650), 20)));
+        assert_eq!(window(number(3, 20), 650), Some((Some(610), 20)));
+        assert_eq!(window(number(33, 20), 650), Some((Some(10), 20)));
+        assert_eq!(window(number(34, 20), 650), None);
+        assert_eq!(window(number(1, 20), 0), None);
+        let cursor = Paging::Cursor {
+            limit: 5,
+            before: Some(9),
+        };
+        assert_eq!(window(cursor, 650), Some((Some(9), 5)));
+    }
+
+    #[test]
     fn paging_defaults_and_limits() {
         let number = |page, per_page| Paging::Number { page, per_page };
         assert_eq!(paging(&q(None, None)).unwrap(), number(1, 20));
@@ -367,18 +406,27 @@ mod tests {
 
     #[test]
     fn a_cursor_pages_by_key_and_does_not_mix_with_page_numbers() {
-        let cursor = paging::encode(CursorList::Reviews, [1_000, 7]);
-        let by_cursor = ReviewQuery {
-            cursor: Some(cursor.clone()),
+        let cursor = paging::encode(CursorList::Reviews, [640]);
+        let by_cursor = |c: &str| ReviewQuery {
+            cursor: Some(c.to_string()),
             ..ReviewQuery::default()
         };
-        let after = Some(ReviewKey {
-            created_at_ms: 1_000,
-            id: 7,
-        });
         assert_eq!(
-            paging(&by_cursor).unwrap(),
-            Paging::Cursor { limit: 20, after }
+            paging(&by_cursor(&cursor)).unwrap(),
+            Paging::Cursor {
+                limit: 20,
+                before: Some(640)
+            }
+        );
+        // A cursor given before review slots (creation time and id of the last review
+        // read) continues before that review's position.
+        let old = paging::encode(CursorList::Reviews, [1_000, 7]);
+        assert_eq!(
+            paging(&by_cursor(&old)).unwrap(),
+            Paging::Cursor {
+                limit: 20,
+                before: Some(6)
+            }
         );
         let both = ReviewQuery {
             cursor: Some(cursor),
