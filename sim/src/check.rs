@@ -35,7 +35,7 @@ pub struct World {
     stock: BTreeMap<String, (u64, StockState)>,
     duplicates: Vec<String>,
     /// Messages sent to be delivered at once (not timers) still in an outbox, by node.
-    undelivered: BTreeMap<u64, usize>,
+    undelivered: BTreeMap<u64, Vec<String>>,
     /// Shards whose replicas hold different rows (replicated shards only).
     replica_differences: Vec<String>,
     /// Entities read.
@@ -71,11 +71,12 @@ pub fn read_world(disks: &[(u64, SimDisk)], replicated: bool) -> Result<World, S
         let rows = store
             .outbox_rows()
             .map_err(|e| format!("node {node}'s outbox does not read: {e}"))?;
-        let at_once = rows
+        let at_once: Vec<String> = rows
             .iter()
             .filter(|(_, r)| r.message.deliver_at_ms == agora_actors::entity::DUE_AT_ONCE)
-            .count();
-        if at_once > 0 {
+            .map(|(_, r)| format!("{} {} to {:?}", r.message.id, r.message.topic, r.message.to))
+            .collect();
+        if !at_once.is_empty() {
             w.undelivered.insert(*node, at_once);
         }
         if replicated {
@@ -306,10 +307,14 @@ pub fn check(world: &World, history: &[Op]) -> Vec<Violation> {
     }
     // Every message is delivered: a compensation still in an outbox (a restock, a refund)
     // would show nowhere else once every order looks finished.
-    for (node, count) in &world.undelivered {
+    for (node, held) in &world.undelivered {
         out.push(violation(
             "messages-delivered",
-            format!("node {node} still holds {count} undelivered messages after healing"),
+            format!(
+                "node {node} still holds {} undelivered messages after healing: {}",
+                held.len(),
+                held.iter().take(5).cloned().collect::<Vec<_>>().join("; ")
+            ),
         ));
     }
     // Every replica of a shard holds the same rows once the cluster has healed.
@@ -626,7 +631,7 @@ mod tests {
         let mut w = world_with(delivered_order(), StockState::default());
         assert!(quiescent(&w));
         assert!(check(&w, &[]).is_empty());
-        w.undelivered.insert(2, 1);
+        w.undelivered.insert(2, vec!["o1#3.0 RESTOCK".into()]);
         assert!(!quiescent(&w));
         assert_eq!(invariants(&check(&w, &[])), ["messages-delivered"]);
     }
