@@ -35,7 +35,7 @@ pub struct World {
     stock: BTreeMap<String, (u64, StockState)>,
     duplicates: Vec<String>,
     /// Messages sent to be delivered at once (not timers) still in an outbox, by node.
-    undelivered: BTreeMap<u64, usize>,
+    undelivered: BTreeMap<u64, Vec<String>>,
     /// Shards whose replicas hold different rows (replicated shards only).
     replica_differences: Vec<String>,
     /// Entities read.
@@ -71,11 +71,12 @@ pub fn read_world(disks: &[(u64, SimDisk)], replicated: bool) -> Result<World, S
         let rows = store
             .outbox_rows()
             .map_err(|e| format!("node {node}'s outbox does not read: {e}"))?;
-        let at_once = rows
+        let at_once: Vec<String> = rows
             .iter()
             .filter(|(_, r)| r.message.deliver_at_ms == agora_actors::entity::DUE_AT_ONCE)
-            .count();
-        if at_once > 0 {
+            .map(|(_, r)| format!("{} {} to {:?}", r.message.id, r.message.topic, r.message.to))
+            .collect();
+        if !at_once.is_empty() {
             w.undelivered.insert(*node, at_once);
         }
         if replicated {
@@ -306,17 +307,22 @@ pub fn check(world: &World, history: &[Op]) -> Vec<Violation> {
     }
     // Every message is delivered: a compensation still in an outbox (a restock, a refund)
     // would show nowhere else once every order looks finished.
-    for (node, count) in &world.undelivered {
+    for (node, held) in &world.undelivered {
         out.push(violation(
             "messages-delivered",
-            format!("node {node} still holds {count} undelivered messages after healing"),
+            format!(
+                "node {node} still holds {} undelivered messages after healing: {}",
+                held.len(),
+                held.iter().take(5).cloned().collect::<Vec<_>>().join("; ")
+            ),
         ));
     }
     // Every replica of a shard holds the same rows once the cluster has healed.
     for d in &world.replica_differences {
         out.push(violation("replicas-identical", d.clone()));
     }
-    out.extend(linearizable_orders(world, history));
+    out.extend(crate::models::orders(world, history));
+    out.extend(crate::models::stock(world, history));
     // Units sold match the orders that were paid and kept their goods (one effect per
     // message: a repeated restock or release shows here).
     let mut delivered: BTreeMap<&str, u64> = BTreeMap::new();
@@ -405,6 +411,11 @@ impl World {
     pub fn order(&self, id: &str) -> Option<&OrderState> {
         self.orders.get(id).map(|(_, o)| o)
     }
+
+    /// The stock of `sku` as the world holds it.
+    pub fn stock(&self, sku: &str) -> Option<&StockState> {
+        self.stock.get(sku).map(|(_, s)| s)
+    }
 }
 
 /// Whether every saga is over and no stock is held (healing can stop early).
@@ -418,57 +429,10 @@ pub fn quiescent(world: &World) -> bool {
         && world.replica_differences.is_empty()
 }
 
-/// Per-entity linearizability of orders: the order's stored status history is its one
-/// linearization, so every status a client saw must be in it, and an answer that began
-/// after another ended may not show an earlier point of the history (no going back).
-/// Unknown outcomes show nothing and constrain nothing.
-fn linearizable_orders(world: &World, history: &[Op]) -> Vec<Violation> {
-    let mut out = Vec::new();
-    let mut seen: BTreeMap<&str, Vec<(u64, u64, usize, &str)>> = BTreeMap::new();
-    for op in history.iter().filter(|o| o.outcome == Outcome::Ok) {
-        let (Some(id), Some(status)) = (op.order_id.as_deref(), op.status_seen.as_deref()) else {
-            continue;
-        };
-        let Some((_, order)) = world.orders.get(id) else {
-            continue; // reported as a lost order above
-        };
-        let names: Vec<&str> = order.history.iter().map(|(s, _)| s.name()).collect();
-        match names.iter().position(|n| *n == status) {
-            Some(at) => seen
-                .entry(id)
-                .or_default()
-                .push((op.invoke_ms, op.end_ms, at, status)),
-            None => out.push(violation(
-                "linearizable",
-                format!(
-                    "{} saw order {id} {status}, which its history {names:?} never had",
-                    op.client
-                ),
-            )),
-        }
-    }
-    for (id, obs) in seen {
-        for a in &obs {
-            for b in &obs {
-                // a ended before b began, yet b shows an earlier point.
-                if a.1 < b.0 && b.2 < a.2 {
-                    out.push(violation(
-                        "linearizable",
-                        format!(
-                            "order {id}: {} seen at {} ms, then {} at {} ms",
-                            a.3, a.1, b.3, b.0
-                        ),
-                    ));
-                }
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::workload::Shown;
     use agora_actors::order::OrderStatus;
 
     #[test]
@@ -540,6 +504,7 @@ mod tests {
             quantity: 0,
             status_seen: Some(status.into()),
             replayed: false,
+            shown: crate::workload::Shown::Nothing,
         }
     }
 
@@ -581,25 +546,82 @@ mod tests {
 
     #[test]
     fn a_read_that_goes_back_in_an_orders_history_is_caught() {
+        let orders = crate::models::orders;
         let w = world_with(delivered_order(), StockState::default());
         let ok = [
             op("a", "checkout", (0, 10), "o1", "AWAITING_PAYMENT"),
             op("b", "read", (20, 30), "o1", "CONFIRMED"),
+            // Concurrent with the next one, which it may follow.
+            op("c", "read", (25, 60), "o1", "CONFIRMED"),
+            op("b", "read", (40, 50), "o1", "DELIVERED"),
         ];
-        assert!(linearizable_orders(&w, &ok).is_empty());
+        assert!(orders(&w, &ok).is_empty());
         let back = [
             op("a", "read", (0, 10), "o1", "CONFIRMED"),
             op("b", "read", (20, 30), "o1", "AWAITING_PAYMENT"),
         ];
-        assert_eq!(
-            invariants(&linearizable_orders(&w, &back)),
-            ["linearizable"]
-        );
+        assert_eq!(invariants(&orders(&w, &back)), ["linearizable-order"]);
         let never = [op("a", "read", (0, 10), "o1", "REFUNDED")];
-        assert_eq!(
-            invariants(&linearizable_orders(&w, &never)),
-            ["linearizable"]
-        );
+        assert_eq!(invariants(&orders(&w, &never)), ["linearizable-order"]);
+        // Unknown and refused operations constrain nothing.
+        let mut lost = op("a", "read", (40, 50), "o1", "PENDING");
+        lost.outcome = Outcome::Unknown;
+        assert!(orders(&w, &[ok[3].clone(), lost]).is_empty());
+    }
+
+    fn receipt(t: (u64, u64), units: u64, shown: Option<u64>) -> Op {
+        Op {
+            kind: "receive",
+            sku: Some("S".into()),
+            quantity: units,
+            order_id: None,
+            status_seen: None,
+            outcome: if shown.is_some() {
+                Outcome::Ok
+            } else {
+                Outcome::Unknown
+            },
+            shown: shown.map_or(Shown::Nothing, Shown::StockReceived),
+            ..op("admin", "receive", t, "", "")
+        }
+    }
+
+    #[test]
+    fn stock_receipts_must_add_up_in_some_order() {
+        let stock = |received: u64| {
+            let w = world_with(
+                delivered_order(),
+                StockState {
+                    available: received,
+                    received,
+                    ..StockState::default()
+                },
+            );
+            move |h: &[Op]| invariants(&crate::models::stock(&w, h))
+        };
+        // An unknown receipt that landed late, after the next one was answered.
+        let late = [
+            receipt((0, 10), 30, Some(30)),
+            receipt((20, 26), 2, None),
+            receipt((30, 40), 3, Some(33)),
+            receipt((50, 60), 1, Some(36)),
+        ];
+        assert!(stock(36)(&late).is_empty());
+        // The same receipt never landed: the disks say so at the end.
+        let never = [
+            receipt((0, 10), 30, Some(30)),
+            receipt((20, 26), 2, None),
+            receipt((30, 40), 3, Some(33)),
+        ];
+        assert!(stock(33)(&never).is_empty());
+        // The disks lost an answered receipt.
+        assert_eq!(stock(30)(&never), ["linearizable-stock"]);
+        // A receipt answered as if an earlier answered one had not happened (lost update).
+        let lost = [
+            receipt((0, 10), 30, Some(30)),
+            receipt((20, 30), 3, Some(3)),
+        ];
+        assert_eq!(stock(33)(&lost), ["linearizable-stock"]);
     }
 
     /// Found by seed 3038: every order looked finished while a refunded order's restock still
@@ -609,7 +631,7 @@ mod tests {
         let mut w = world_with(delivered_order(), StockState::default());
         assert!(quiescent(&w));
         assert!(check(&w, &[]).is_empty());
-        w.undelivered.insert(2, 1);
+        w.undelivered.insert(2, vec!["o1#3.0 RESTOCK".into()]);
         assert!(!quiescent(&w));
         assert_eq!(invariants(&check(&w, &[])), ["messages-delivered"]);
     }

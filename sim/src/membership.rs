@@ -92,6 +92,7 @@ mod tests {
             quantity,
             status_seen: None,
             replayed: false,
+            shown: crate::workload::Shown::Nothing,
         }
     }
 

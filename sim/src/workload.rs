@@ -59,6 +59,35 @@ pub struct Op {
     pub status_seen: Option<String>,
     /// The answer said it replays an earlier one (`Idempotent-Replayed: true`).
     pub replayed: bool,
+    /// What a 2xx answer showed of the entity, for the linearizability checkers. Left out
+    /// of the serialised history, so the trace hash is what it was before it was recorded.
+    #[serde(skip)]
+    pub shown: Shown,
+}
+
+/// What an answer showed of an entity besides an order's status.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Shown {
+    /// Nothing the checkers read.
+    #[default]
+    Nothing,
+    /// A stock receipt's answer: units ever received (`on_hand + sold`; the simulated admin
+    /// writes nothing off).
+    StockReceived(u64),
+}
+
+impl Shown {
+    /// What the 2xx answer `body` to an operation of `kind` shows.
+    fn of(kind: &str, body: &Value) -> Self {
+        let field = |name: &str| body.get(name).and_then(Value::as_u64);
+        match kind {
+            "receive" => match (field("on_hand"), field("sold")) {
+                (Some(on_hand), Some(sold)) => Shown::StockReceived(on_hand + sold),
+                _ => Shown::Nothing,
+            },
+            _ => Shown::Nothing,
+        }
+    }
 }
 
 /// The shared record of every operation, in completion order.
@@ -214,6 +243,10 @@ impl Session {
                 .and_then(Value::as_str)
                 .map(str::to_string),
             replayed: answer.as_ref().is_some_and(|a| a.replayed),
+            shown: answer
+                .as_ref()
+                .filter(|a| (200..300).contains(&a.status))
+                .map_or(Shown::Nothing, |a| Shown::of(r.kind, &a.body)),
         });
         (outcome, answer)
     }
@@ -592,6 +625,7 @@ async fn wait_out_of_map_group(s: &mut Session, node: u64) {
                 quantity: node,
                 status_seen: None,
                 replayed: false,
+                shown: Shown::Nothing,
             });
             return;
         }
