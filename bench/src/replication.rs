@@ -62,6 +62,7 @@ fn entry(group: u32, seq: u64, entry_bytes: usize) -> ShardEntry {
     let mut key = group.to_be_bytes().to_vec();
     key.extend_from_slice(&seq.to_be_bytes());
     ShardEntry {
+        proposer_term: None,
         rows: vec![ShardRow {
             table: ShardTable::Entities,
             key,

@@ -47,6 +47,16 @@ pub const METRICS: &[(Kind, &str, &str)] = &[
     ),
     (
         Counter,
+        "agora_replication_held_campaigns_total",
+        "Elections called by a replica held out of elections (leaving, or just stepped aside) because a candidate lacked entries only it held.",
+    ),
+    (
+        Counter,
+        "agora_replication_fenced_entries_total",
+        "Log entries skipped on apply because a proposer of an ended leadership made them (they were appended under a later term).",
+    ),
+    (
+        Counter,
         "agora_replication_removal_retries_total",
         "Removals of delivered outbox rows proposed again after their group lost them while this node led the shard.",
     ),

@@ -57,6 +57,9 @@ pub struct RunningNode {
     region: Region,
     servers: Vec<tokio::task::JoinHandle<()>>,
     store_failed: watch::Receiver<agora_store::CommitProgress>,
+    /// The shard map's Raft member (cluster nodes): its core stopping on a storage error is
+    /// a store failure too.
+    map_raft: Option<agora_cluster::raft::Raft>,
     gateway: agora_cluster::directory::PeerGateway,
 }
 
@@ -78,9 +81,15 @@ impl RunningNode {
         self.gateway.clone()
     }
 
-    /// Resolves when the store has failed (the node must stop: fail-stop).
+    /// Resolves when the node's storage has failed (the node must stop: fail-stop): the
+    /// store's writer stopped, or the shard map's Raft core stopped on a storage error (it
+    /// never starts again by itself, and without it the node serves no shard).
     pub async fn store_failed(&mut self) {
-        let _ = self.store_failed.wait_for(|p| p.failed).await;
+        let map_failed = map_core_failed(self.map_raft.clone());
+        tokio::select! {
+            _ = self.store_failed.wait_for(|p| p.failed) => {}
+            () = map_failed => {}
+        }
     }
 
     /// Moves this node's shards to the others (a cluster member leaving); a single node has
@@ -405,6 +414,7 @@ pub async fn start_with(
         (leadership.as_ref(), &group_config, map_current_tx),
     )
     .await?;
+    let map_raft = raft.clone();
 
     let cards = payment_gateway.cards();
     let external = services::outside_world(
@@ -602,8 +612,21 @@ pub async fn start_with(
         region,
         servers,
         store_failed: writer.progress(),
+        map_raft,
         gateway: agora_cluster::directory::PeerGateway::Actor(gateway),
     })
+}
+
+/// Resolves once `raft`'s core has stopped on a storage error or a panic (never for a node
+/// without one, or for a core stopped on purpose).
+async fn map_core_failed(raft: Option<agora_cluster::raft::Raft>) {
+    let Some(raft) = raft else {
+        return std::future::pending().await;
+    };
+    match agora_cluster::raft::core_failure(&raft).await {
+        Some(e) => tracing::error!(error = %e, "the shard map's Raft core stopped"),
+        None => std::future::pending().await,
+    }
 }
 
 /// Runs `each` every `period` with the shards the agreed map gives this node.

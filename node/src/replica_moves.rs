@@ -84,6 +84,46 @@ pub async fn follow_placement(
     }
 }
 
+/// Starts a replica that placement gives this node while the node runs, or `None` to try
+/// again later. A replica with no log here whose group still counts this node as a voter
+/// lost its state (its disk was replaced and it restarted before learning its placement,
+/// membership seed 37, session 21): it is rebuilt, granting no votes until it holds what
+/// its first leader had committed. A blank voter granting votes elected a replica that
+/// lacked committed entries, and the replicas' logs diverged. A replica being added (not
+/// yet a voter anywhere) starts as it is: it catches up as a learner before it votes.
+async fn start_placed(
+    groups: &agora_replication::Groups,
+    shard: u32,
+    me: u64,
+    peers: &BTreeSet<u64>,
+) -> Result<Option<agora_replication::ShardRaft>, agora_replication::groups::GroupError> {
+    if matches!(groups.last_log_index(shard).await, Ok(None)) {
+        let mut answered = false;
+        let mut voter = false;
+        for peer in peers.iter().filter(|p| **p != me) {
+            if let Some(members) = groups.peer_members(shard, *peer).await {
+                answered = true;
+                voter |= members.voters.contains(&me);
+            }
+        }
+        if !answered {
+            tracing::debug!(
+                shard,
+                "no peer says how the group stands: asking again later"
+            );
+            return Ok(None);
+        }
+        if voter {
+            tracing::warn!(
+                shard,
+                "the group counts this node as a voter but its log is gone: rebuilding its replica"
+            );
+            groups.mark_rebuilding(shard);
+        }
+    }
+    groups.start(shard).await.map(Some)
+}
+
 /// Brings one shard's replica here toward `desired`, counting it in `now`.
 async fn follow_shard(
     r: &Arc<ReplicaStart>,
@@ -98,8 +138,9 @@ async fn follow_shard(
     let raft = r.groups.raft(shard);
     now.placed += usize::from(wanted);
     match (wanted, raft) {
-        (true, None) => match r.groups.start(shard).await {
-            Ok(raft) => {
+        (true, None) => match start_placed(&r.groups, shard, r.me, desired).await {
+            Ok(None) => {}
+            Ok(Some(raft)) => {
                 tracing::info!(
                     shard,
                     "placed here: waiting for the group to add this replica"

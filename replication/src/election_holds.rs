@@ -29,14 +29,63 @@ pub enum ElectionHold {
 #[derive(Debug, Clone, Default)]
 pub struct ElectionHolds {
     held: Arc<Mutex<BTreeMap<GroupId, BTreeSet<ElectionHold>>>>,
+    /// Groups whose replica stands in elections for now whatever holds it (it alone holds
+    /// entries the candidates lack), with the release's number.
+    released: Arc<Mutex<BTreeMap<GroupId, u64>>>,
+    /// The number of the last release.
+    releases: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl ElectionHolds {
     /// Puts `hold` on (`on`) or off the replica of `group`, and lets `raft` call elections
-    /// exactly when no hold is left.
+    /// exactly when no hold is left (or the replica is released).
     pub fn set(&self, group: GroupId, raft: &ShardRaft, hold: ElectionHold, on: bool) {
         let free = self.update(group, hold, on);
-        raft.runtime_config().elect(free);
+        raft.runtime_config().elect(free || self.is_released(group));
+    }
+
+    /// Lets `group`'s replica call elections for `stand`, whatever holds it; the holds apply
+    /// again afterwards.
+    pub fn release(&self, group: GroupId, raft: &ShardRaft, stand: std::time::Duration) {
+        let number = self.begin_release(group);
+        raft.runtime_config().elect(true);
+        let (holds, raft) = (self.clone(), raft.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(stand).await;
+            if holds.end_release(group, number) {
+                holds.apply(group, &raft);
+            }
+        });
+    }
+
+    /// Records a release of `group`'s replica; its number.
+    fn begin_release(&self, group: GroupId) -> u64 {
+        let number = self
+            .releases
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel)
+            + 1;
+        let mut released = self.released.lock().unwrap_or_else(|p| p.into_inner());
+        released.insert(group, number);
+        number
+    }
+
+    /// Ends release `number` of `group`'s replica unless a later one replaced it; whether it
+    /// ended.
+    fn end_release(&self, group: GroupId, number: u64) -> bool {
+        let mut released = self.released.lock().unwrap_or_else(|p| p.into_inner());
+        let current = released.get(&group) == Some(&number);
+        if current {
+            released.remove(&group);
+        }
+        current
+    }
+
+    /// Whether `group`'s replica is released to call elections for now.
+    pub fn is_released(&self, group: GroupId) -> bool {
+        self.released
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&group)
     }
 
     /// Puts `hold` on or off `group`'s replica; whether no hold is left.
@@ -63,7 +112,8 @@ impl ElectionHolds {
     /// Applies the holds on `group` to a member that just started (openraft starts one
     /// calling elections).
     pub fn apply(&self, group: GroupId, raft: &ShardRaft) {
-        raft.runtime_config().elect(self.holds(group).is_empty());
+        raft.runtime_config()
+            .elect(self.holds(group).is_empty() || self.is_released(group));
     }
 
     /// The holds on `group`'s replica.
@@ -76,6 +126,9 @@ impl ElectionHolds {
     pub fn forget(&self, group: GroupId) {
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         held.remove(&group);
+        drop(held);
+        let mut released = self.released.lock().unwrap_or_else(|p| p.into_inner());
+        released.remove(&group);
     }
 }
 
@@ -101,5 +154,24 @@ mod tests {
         assert!(holds.holds(4).is_empty());
         holds.forget(5);
         assert!(holds.holds(5).is_empty());
+    }
+
+    #[test]
+    fn a_release_ends_only_when_no_later_one_replaced_it() {
+        let holds = ElectionHolds::default();
+        assert!(!holds.update(3, Leaving, true));
+        let first = holds.begin_release(3);
+        assert!(holds.is_released(3) && !holds.is_released(4));
+        let second = holds.begin_release(3);
+        // The first release's end comes while the second runs: the replica still stands.
+        assert!(!holds.end_release(3, first));
+        assert!(holds.is_released(3));
+        assert!(holds.end_release(3, second));
+        assert!(!holds.is_released(3));
+        // Its hold outlives the release.
+        assert_eq!(holds.holds(3), [Leaving].into());
+        let third = holds.begin_release(3);
+        holds.forget(3);
+        assert!(!holds.is_released(3) && !holds.end_release(3, third));
     }
 }

@@ -408,7 +408,14 @@ impl Groups {
                 }
                 GroupRpcReply::AppendEntries(raft.append_entries(r).await)
             }
-            GroupRpc::Vote(_, r) => GroupRpcReply::Vote(raft.vote(r).await),
+            GroupRpc::Vote(_, r) => {
+                let candidate_last = r.last_log_id;
+                let answer = raft.vote(r).await;
+                if let Ok(refused) = &answer {
+                    self.campaign_if_candidates_lack_entries(group, raft, candidate_last, refused);
+                }
+                GroupRpcReply::Vote(answer)
+            }
             GroupRpc::InstallSnapshot(_, r) => {
                 self.snapshot_chunk(group, r.offset, r.data.len(), r.done);
                 if rebuilding {
@@ -433,6 +440,40 @@ impl Groups {
         reply
     }
 
+    /// A replica held out of elections (leaving, or just stepped aside) that refuses a
+    /// candidate for lacking entries it holds stands in elections again for a while: while it
+    /// is the only one holding them, no candidate can win without it, and the group would
+    /// stay without a leader (membership seed 23, session 21: a leaving replica alone held a
+    /// joint configuration's entry). It stands through openraft's own election timer, as any
+    /// replica does: not while a leader's heartbeats reach it (that leader may still serve
+    /// on its acknowledgement), and at a term it learns from the candidates it refuses
+    /// (calling an election at once, on the request, ran at the candidate's own term each
+    /// time and never won). Once it leads, it steps aside for a replica that stays.
+    fn campaign_if_candidates_lack_entries(
+        &self,
+        group: GroupId,
+        raft: &ShardRaft,
+        candidate_last: Option<openraft::LogId<NodeId>>,
+        answer: &openraft::raft::VoteResponse<NodeId>,
+    ) {
+        let held = !self.holds.holds(group).is_empty();
+        if answer.vote_granted || !held || answer.last_log_id <= candidate_last {
+            return;
+        }
+        if self.holds.is_released(group) {
+            return;
+        }
+        tracing::info!(
+            group,
+            candidate_last = ?candidate_last,
+            last_log = ?answer.last_log_id,
+            "a candidate lacks entries this held replica holds: it stands in elections for a while"
+        );
+        metrics::counter!("agora_replication_held_campaigns_total").increment(1);
+        let stand = Duration::from_millis(self.config.election_timeout_max.saturating_mul(10));
+        self.holds.release(group, raft, stand);
+    }
+
     /// The membership this node's replica of `group` has applied, from its disk: `None` if
     /// it applied none.
     pub async fn applied_members(
@@ -452,6 +493,7 @@ impl Groups {
                 .nodes()
                 .map(|(id, _)| *id)
                 .collect(),
+            voters: a.membership.membership().voter_ids().collect(),
         }))
     }
 

@@ -51,6 +51,8 @@ pub struct AppliedMembers {
     pub log_id: Option<LogId<NodeId>>,
     /// Its voters and learners.
     pub nodes: BTreeSet<NodeId>,
+    /// Its voters (of every configuration, in a joint one).
+    pub voters: BTreeSet<NodeId>,
 }
 
 /// Whether a peer's applied membership `peer` shows that node `me`, whose own latest
@@ -218,6 +220,7 @@ mod tests {
         let view = |log_id, nodes: &[NodeId]| AppliedMembers {
             log_id,
             nodes: set(nodes),
+            voters: set(nodes),
         };
         // The group moved on without node 4.
         assert!(left_group(4, id(2, 10), &view(id(2, 12), &[1, 2, 5])));

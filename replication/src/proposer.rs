@@ -16,8 +16,9 @@
 //! limit; so one entry is in flight, and the next gathers what arrives meanwhile. The node then stops serving the shard and starts again with a fresh
 //! proposer once everything in its log is applied.
 
-use crate::types::{GroupId, NodeId, ShardEntry, ShardRaft, ShardRow};
+use crate::types::{GroupId, NodeId, ShardEntry, ShardRaft, ShardRow, ShardTypeConfig};
 use openraft::error::{ClientWriteError, RaftError};
+use openraft::raft::ClientWriteResponse;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,6 +57,9 @@ pub struct Proposer {
     group: GroupId,
     queue: mpsc::UnboundedSender<Proposal>,
     failed: Arc<AtomicBool>,
+    /// Set while an entry handed to openraft has not been answered (kept past the commit
+    /// timeout: such an entry may still be appended).
+    unanswered: Arc<AtomicBool>,
 }
 
 impl Proposer {
@@ -72,6 +76,7 @@ impl Proposer {
         assert!(!commit_timeout.is_zero(), "a round needs time to commit");
         let (queue, rx) = mpsc::unbounded_channel();
         let failed = Arc::new(AtomicBool::new(false));
+        let unanswered = Arc::new(AtomicBool::new(false));
         let round = Round {
             group,
             raft,
@@ -79,18 +84,33 @@ impl Proposer {
             max_rows,
             commit_timeout,
             failed: failed.clone(),
+            unanswered: unanswered.clone(),
         };
         tokio::spawn(round.run(rx));
         Self {
             group,
             queue,
             failed,
+            unanswered,
         }
     }
 
     /// Whether a proposal failed: this proposer refuses everything from then on.
     pub fn failed(&self) -> bool {
         self.failed.load(Ordering::Acquire)
+    }
+
+    /// Ends this proposer's term here (its leadership ended): it refuses everything not yet
+    /// handed to openraft.
+    pub fn retire(&self) {
+        self.failed.store(true, Ordering::Release);
+    }
+
+    /// Whether every entry this proposer handed to openraft was answered: none can be
+    /// appended from now on. Until then a new proposer of the same term must not start,
+    /// since such an entry would pass the term's fence after the new one adopted the log.
+    pub fn settled(&self) -> bool {
+        !self.unanswered.load(Ordering::Acquire)
     }
 
     /// Proposes `rows` (one change); `done` is called once they are committed by a majority
@@ -128,12 +148,16 @@ struct Round {
     max_rows: usize,
     commit_timeout: Duration,
     failed: Arc<AtomicBool>,
+    unanswered: Arc<AtomicBool>,
 }
 
 impl Round {
     async fn run(self, mut queue: mpsc::UnboundedReceiver<Proposal>) {
         while let Some(first) = queue.recv().await {
-            let mut entry = ShardEntry::default();
+            let mut entry = ShardEntry {
+                proposer_term: Some(self.term),
+                rows: Vec::new(),
+            };
             let mut waiting = Vec::new();
             let mut next = Some(first);
             while let Some((rows, done)) = next.take() {
@@ -150,7 +174,10 @@ impl Round {
                 }
             }
             let outcome = if self.failed.load(Ordering::Acquire) {
-                Err(self.failure("an earlier proposal of this term failed".into()))
+                Err(self.failure(
+                    "this proposer ended (an earlier proposal failed, or its leadership ended)"
+                        .into(),
+                ))
             } else {
                 metrics::histogram!("agora_replication_changes_per_entry")
                     .record(waiting.len() as f64);
@@ -174,29 +201,59 @@ impl Round {
 
     async fn commit(&self, entry: ShardEntry) -> Result<(), ProposeError> {
         let started = tokio::time::Instant::now();
-        let written = tokio::time::timeout(self.commit_timeout, self.raft.client_write(entry));
-        let outcome = match written.await {
-            Ok(Ok(written)) if written.log_id.leader_id.term == self.term => Ok(()),
-            // Committed, but appended under another leadership than the one whose state the
-            // change was built on: its outcome counts as unknown and this term ends here.
-            Ok(Ok(written)) => Err(self.failure(format!(
-                "appended in term {} by a proposer of term {}",
-                written.log_id.leader_id.term, self.term
-            ))),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                Err(ProposeError::NotLeader {
-                    group: self.group,
-                    leader: f.leader_id,
-                })
+        let raft = self.raft.clone();
+        let mut written = Box::pin(async move { raft.client_write(entry).await });
+        self.unanswered.store(true, Ordering::Release);
+        let answer = tokio::select! {
+            answer = &mut written => Some(answer),
+            _ = tokio::time::sleep(self.commit_timeout) => None,
+        };
+        let outcome = match answer {
+            Some(answer) => {
+                self.unanswered.store(false, Ordering::Release);
+                self.outcome(answer)
             }
-            Ok(Err(e)) => Err(self.failure(e.to_string())),
-            Err(_) => Err(self.failure(format!(
-                "not committed within {} ms",
-                self.commit_timeout.as_millis()
-            ))),
+            None => {
+                // The outcome is unknown and openraft may still append the entry: keep
+                // waiting for its answer so a successor of this term knows when it may start.
+                let unanswered = self.unanswered.clone();
+                tokio::spawn(async move {
+                    let _ = written.await;
+                    unanswered.store(false, Ordering::Release);
+                });
+                Err(self.failure(format!(
+                    "not committed within {} ms",
+                    self.commit_timeout.as_millis()
+                )))
+            }
         };
         metrics::histogram!("agora_replication_commit_seconds")
             .record(started.elapsed().as_secs_f64());
         outcome
     }
+
+    fn outcome(
+        &self,
+        answer: Result<ClientWriteResponse<ShardTypeConfig>, ClientWriteFailure>,
+    ) -> Result<(), ProposeError> {
+        match answer {
+            Ok(written) if written.log_id.leader_id.term == self.term => Ok(()),
+            // Appended under another leadership than the one whose state the change was
+            // built on: the entry's fence made every replica skip it, and this term ends here.
+            Ok(written) => Err(self.failure(format!(
+                "appended in term {} by a proposer of term {} (skipped)",
+                written.log_id.leader_id.term, self.term
+            ))),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(ProposeError::NotLeader {
+                    group: self.group,
+                    leader: f.leader_id,
+                })
+            }
+            Err(e) => Err(self.failure(e.to_string())),
+        }
+    }
 }
+
+/// Why openraft did not take an entry.
+type ClientWriteFailure = RaftError<NodeId, ClientWriteError<NodeId, openraft::BasicNode>>;

@@ -132,6 +132,8 @@ struct Inner {
     events: OnceLock<Arc<dyn LeadershipEvents>>,
     /// Who is told of each shard served here (the simulator's checker).
     served_log: OnceLock<Arc<dyn ServedLog>>,
+    /// The proposer of each group's last lead here, with its term, once it stopped.
+    retired: Mutex<BTreeMap<GroupId, (u64, Proposer)>>,
 }
 
 /// Where leaders should be.
@@ -185,6 +187,7 @@ impl Serving {
                 rafts: RwLock::new(BTreeMap::new()),
                 events: OnceLock::new(),
                 served_log: OnceLock::new(),
+                retired: Mutex::new(BTreeMap::new()),
             }),
         }
     }
@@ -288,13 +291,25 @@ impl Serving {
             }
             Some(_) => self.stop_serving(shard, events).await,
             None if ready_to_serve(self.inner.me, m)
-                && !self.stepped_aside(shard, m.current_term) =>
+                && !self.stepped_aside(shard, m.current_term)
+                && self.predecessor_settled(shard, m.current_term) =>
             {
                 self.start_serving(shard, raft, m, snapshot);
                 events.lead(shard, m.current_term).await;
             }
             None => {}
         }
+    }
+
+    /// Whether the last lead of `shard` here, if it was of `term`, can append nothing more.
+    /// An entry it handed to openraft and never heard of again passes the term's fence, so
+    /// a successor in the same term waits for it: applied before the successor adopts the
+    /// shard's outbox, or never appended.
+    fn predecessor_settled(&self, shard: GroupId, term: u64) -> bool {
+        self.inner.retired.lock().is_ok_and(|r| {
+            r.get(&shard)
+                .is_none_or(|(t, proposer)| *t != term || proposer.settled())
+        })
     }
 
     /// Starts balancing leaders: each group's leader steps aside for its preferred leader
@@ -568,6 +583,10 @@ impl Serving {
                 failed = lead.proposer.failed(),
                 "no longer serving shard"
             );
+            lead.proposer.retire();
+            if let Ok(mut retired) = self.inner.retired.lock() {
+                retired.insert(shard, (lead.term, lead.proposer.clone()));
+            }
             metrics::counter!("agora_replication_step_downs_total").increment(1);
             events.step_down(shard).await;
         }

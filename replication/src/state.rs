@@ -123,6 +123,17 @@ impl GroupState {
             EntryPayload::Membership(m) => {
                 self.applied.membership = StoredMembership::new(Some(entry.log_id), m);
             }
+            EntryPayload::Normal(e) if !e.applies_in(entry.log_id.leader_id.term) => {
+                // Made by a proposer of an ended leadership: skipped on every replica.
+                metrics::counter!("agora_replication_fenced_entries_total").increment(1);
+                tracing::debug!(
+                    group = self.group,
+                    log_id = %entry.log_id,
+                    proposer_term = ?e.proposer_term,
+                    rows = e.rows.len(),
+                    "skipped an entry appended under another leadership"
+                );
+            }
             EntryPayload::Normal(e) => {
                 for ShardRow { table, key, value } in e.rows {
                     if !row_of_shard(table, &key, self.group) {

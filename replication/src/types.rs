@@ -34,13 +34,118 @@ pub struct ShardRow {
 
 /// What a shard's group agrees on: the rows one round of its changes writes, applied in
 /// log order on every replica, so every replica holds the same bytes.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// An entry is fenced by the term of the leadership whose proposer made it: it applies only
+/// if openraft appended it in that term. A proposer whose leadership ended may still hand
+/// openraft an entry while this node leads a later term; fenced, that entry is skipped on
+/// every replica, so a change built on one leadership's state never takes effect under
+/// another (its outbox rows would reach no relay, and its record would overwrite what the
+/// new leadership's entities wrote).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ShardEntry {
+    /// The term of the leadership whose proposer made the entry; `None` in entries written
+    /// before fences existed (they apply as they are).
+    pub proposer_term: Option<u64>,
     /// The rows, in the order they are written.
     pub rows: Vec<ShardRow>,
 }
 
+/// A row as the log encodes it: a row of a table, or (first, at most once) the entry's
+/// fence. Its first two tables have the indexes of [`ShardTable`]'s, so an entry without a
+/// fence is the same bytes as one written before fences existed.
+#[derive(Serialize, Deserialize)]
+enum WireTable {
+    Entities,
+    Outbox,
+    Fence,
+}
+
+#[derive(Serialize)]
+struct WireRowRef<'a> {
+    table: WireTable,
+    #[serde(with = "serde_bytes")]
+    key: &'a [u8],
+    #[serde(with = "serde_bytes")]
+    value: Option<&'a [u8]>,
+}
+
+#[derive(Deserialize)]
+struct WireRow {
+    table: WireTable,
+    #[serde(with = "serde_bytes")]
+    key: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    value: Option<Vec<u8>>,
+}
+
+impl Serialize for ShardEntry {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let fence = self.proposer_term.map(u64::to_be_bytes);
+        let mut seq = s.serialize_seq(Some(self.rows.len() + usize::from(fence.is_some())))?;
+        if let Some(term) = &fence {
+            seq.serialize_element(&WireRowRef {
+                table: WireTable::Fence,
+                key: term,
+                value: None,
+            })?;
+        }
+        for r in &self.rows {
+            let table = match r.table {
+                ShardTable::Entities => WireTable::Entities,
+                ShardTable::Outbox => WireTable::Outbox,
+            };
+            seq.serialize_element(&WireRowRef {
+                table,
+                key: &r.key,
+                value: r.value.as_deref(),
+            })?;
+        }
+        seq.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for ShardEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let wire = Vec::<WireRow>::deserialize(d)?;
+        let mut entry = ShardEntry {
+            proposer_term: None,
+            rows: Vec::with_capacity(wire.len()),
+        };
+        for (i, row) in wire.into_iter().enumerate() {
+            let table = match row.table {
+                WireTable::Entities => ShardTable::Entities,
+                WireTable::Outbox => ShardTable::Outbox,
+                WireTable::Fence => {
+                    let term: [u8; 8] = row.key.as_slice().try_into().map_err(|_| {
+                        D::Error::custom("an entry's fence holds a term of 8 bytes")
+                    })?;
+                    if i != 0 || row.value.is_some() {
+                        return Err(D::Error::custom(
+                            "an entry's fence comes first, once, with no value",
+                        ));
+                    }
+                    entry.proposer_term = Some(u64::from_be_bytes(term));
+                    continue;
+                }
+            };
+            entry.rows.push(ShardRow {
+                table,
+                key: row.key,
+                value: row.value,
+            });
+        }
+        Ok(entry)
+    }
+}
+
 impl ShardEntry {
+    /// Whether the entry takes effect when appended in `term` (its fence allows it).
+    pub fn applies_in(&self, term: u64) -> bool {
+        self.proposer_term.is_none_or(|t| t == term)
+    }
+
     /// The bytes its rows carry (keys and values).
     pub fn size_bytes(&self) -> usize {
         self.rows
@@ -105,5 +210,64 @@ mod tests {
                 bincode::serde::decode_from_slice(&new, config.with_limit::<4096>()).unwrap();
             assert_eq!(back, row);
         }
+    }
+
+    /// `ShardEntry` as it was encoded before entries were fenced.
+    #[derive(Serialize)]
+    struct Unfenced {
+        rows: Vec<ShardRow>,
+    }
+
+    fn rows() -> Vec<ShardRow> {
+        vec![
+            ShardRow {
+                table: ShardTable::Entities,
+                key: vec![0, 0, 0, 3, 1],
+                value: Some(vec![7; 40]),
+            },
+            ShardRow {
+                table: ShardTable::Outbox,
+                key: vec![9, 0, 0, 0, 3],
+                value: None,
+            },
+        ]
+    }
+
+    fn decode(bytes: &[u8]) -> Result<ShardEntry, bincode::error::DecodeError> {
+        let config = bincode::config::standard().with_limit::<4096>();
+        bincode::serde::decode_from_slice(bytes, config).map(|(e, _)| e)
+    }
+
+    #[test]
+    fn an_unfenced_entry_is_the_same_bytes_as_before_fences() {
+        let config = bincode::config::standard();
+        let old = bincode::serde::encode_to_vec(Unfenced { rows: rows() }, config).unwrap();
+        let entry = ShardEntry {
+            proposer_term: None,
+            rows: rows(),
+        };
+        assert_eq!(bincode::serde::encode_to_vec(&entry, config).unwrap(), old);
+        assert_eq!(decode(&old).unwrap(), entry);
+    }
+
+    #[test]
+    fn a_fenced_entry_round_trips_and_a_misplaced_fence_is_an_error() {
+        let config = bincode::config::standard();
+        let entry = ShardEntry {
+            proposer_term: Some(0x0102_0304_0506_0708),
+            rows: rows(),
+        };
+        let bytes = bincode::serde::encode_to_vec(&entry, config).unwrap();
+        assert_eq!(decode(&bytes).unwrap(), entry);
+        // Two fences: the second is not first.
+        let twice = ShardEntry {
+            proposer_term: Some(5),
+            rows: Vec::new(),
+        };
+        let mut bytes = bincode::serde::encode_to_vec(&twice, config).unwrap();
+        let fence_row = bytes[1..].to_vec();
+        bytes[0] = 2;
+        bytes.extend_from_slice(&fence_row);
+        assert!(decode(&bytes).is_err());
     }
 }

@@ -69,6 +69,7 @@ fn entry(i: u64) -> ShardEntry {
     key.push(b'p');
     key.extend_from_slice(format!("item-{i:04}").as_bytes());
     ShardEntry {
+        proposer_term: None,
         rows: vec![ShardRow {
             table: ShardTable::Entities,
             key,
@@ -257,6 +258,60 @@ async fn a_proposer_refuses_an_entry_appended_under_another_term() {
     assert!(stale.failed());
     let next = stale.propose(entry(101).rows).await;
     assert!(matches!(next, Err(ProposeError::Failed { .. })), "{next:?}");
+    // The refused entry was appended and committed, yet its fence made every replica skip
+    // it: the change did not take effect anywhere.
+    let applied = leader.metrics().borrow().last_applied.unwrap().index;
+    let stale_key = entry(100).rows[0].key.clone();
+    for n in &nodes {
+        let held = rows(n, applied).await;
+        assert_eq!(held.len(), 50, "node {} holds the 50 committed rows", n.id);
+        assert!(
+            held.iter().all(|(k, _)| *k != stale_key),
+            "node {} applied an entry appended under another term",
+            n.id
+        );
+    }
+    for n in &nodes {
+        n.groups.shutdown().await;
+    }
+}
+
+/// A proposer whose round timed out (outcome unknown) counts as unsettled until openraft
+/// answers the entry it handed over: until then a successor of the same term must not start
+/// (the entry could still be appended after the successor adopted the shard's outbox).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_proposer_stays_unsettled_until_openraft_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (net, nodes) = cluster(dir.path(), 3).await;
+    let leader = leader_among(&nodes, None).await;
+    let (leader_id, term) = {
+        let m = leader.metrics().borrow().clone();
+        (m.id, m.current_term)
+    };
+    let proposer = Proposer::start(GROUP, leader.clone(), term, 16, Duration::from_millis(300));
+    assert!(proposer.settled(), "nothing handed over yet");
+    // The leader alone cannot commit: the round times out with its entry unanswered.
+    net.cut_off(leader_id, true);
+    let outcome = proposer.propose(entry(1).rows).await;
+    assert!(
+        matches!(&outcome, Err(ProposeError::Failed { reason, .. }) if reason.contains("within")),
+        "{outcome:?}"
+    );
+    assert!(proposer.failed());
+    assert!(
+        !proposer.settled(),
+        "a timed-out entry openraft has not answered counts as settled"
+    );
+    // Healed: openraft answers the entry (committed, or truncated by a new leader).
+    net.cut_off(leader_id, false);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !proposer.settled() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "openraft never answered the timed-out entry"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     for n in &nodes {
         n.groups.shutdown().await;
     }

@@ -7,13 +7,18 @@ use std::process::Command;
 
 /// Seeds CI runs on every change (swarm profile: every kind of fault).
 /// Seed 89 once left the copy of a handoff whose source crashed before settling it; seed 195
-/// once froze a shard forever (a move cancelled halfway when its admin request was dropped).
-const SEEDS: [u64; 8] = [1, 2, 3, 4, 5, 6, 89, 195];
+/// once froze a shard forever (a move cancelled halfway when its admin request was dropped);
+/// seed 6001 once left a node up but serving nothing after its shard map's Raft core
+/// stopped on a disk error at restart (now a fail-stop, and the node restarts).
+const SEEDS: [u64; 9] = [1, 2, 3, 4, 5, 6, 89, 195, 6001];
 
 /// Factor-3 seeds that once found a real bug. Seed 34: a node whose disk was replaced
 /// voted in the shard-map group before it had caught up and elected a lagging member, which
-/// then dropped map entries another member had committed.
-const REPLICATED_SEEDS: [u64; 2] = [34, 43];
+/// then dropped map entries another member had committed. Seed 8: a proposer of an ended
+/// leadership handed openraft an entry that committed under the next term on the same
+/// node, answered as refused, so its outbox rows reached no relay (entries are now fenced
+/// by their proposer's term).
+const REPLICATED_SEEDS: [u64; 3] = [8, 34, 43];
 
 /// An environment-faults seed (factor 3) that found a real bug: a paused leader whose group
 /// core stalled served its shard again under its old term (the lease counted from a stale

@@ -81,6 +81,24 @@ pub async fn remove_voter(raft: &Raft, node: NodeId) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
+/// Waits until this member's core stops on a storage error or a panic, and says why; `None`
+/// if it stopped on purpose (shut down) or is gone.
+pub async fn core_failure(raft: &Raft) -> Option<String> {
+    let mut metrics = raft.metrics();
+    let stopped = metrics
+        .wait_for(|m| m.running_state.is_err())
+        .await
+        .ok()?
+        .running_state
+        .clone();
+    match stopped {
+        Err(e @ (openraft::error::Fatal::StorageError(_) | openraft::error::Fatal::Panicked)) => {
+            Some(e.to_string())
+        }
+        _ => None,
+    }
+}
+
 /// Keeps this node's member of the shard-map group out of the lead for good (a node
 /// removed for good): it calls no elections and, if it leads, sends no heartbeats, so a
 /// member that stays takes over (and then takes this node out of the group).
