@@ -90,6 +90,19 @@ pub async fn dead_letters(
     Ok(Json(DeadLettersDto { items }))
 }
 
+/// Dead letter `id` of this node, once mutating routes are allowed: 403 if they are not,
+/// 404 if there is no such letter, 500 if the store cannot be read.
+fn mutable_dead_letter(
+    s: &AdminState,
+    id: u64,
+) -> Result<agora_store::record::DeadLetter, Problem> {
+    require_mutations(s)?;
+    s.store
+        .dead_letter(id)
+        .map_err(|e| Problem::internal(e.to_string()))?
+        .ok_or_else(|| Problem::not_found(format!("no dead letter {id} on this node")))
+}
+
 /// `DELETE /admin/dead-letters/{id}`: discards dead letter `id` of this node for good,
 /// through the store's writer. Audited (a WARN naming the message) and counted
 /// (`agora_dead_letters_discarded_total`).
@@ -105,12 +118,7 @@ pub async fn discard(
     State(s): State<Arc<AdminState>>,
     Path(id): Path<u64>,
 ) -> Result<StatusCode, Problem> {
-    require_mutations(&s)?;
-    let letter = s
-        .store
-        .dead_letter(id)
-        .map_err(|e| Problem::internal(e.to_string()))?
-        .ok_or_else(|| Problem::not_found(format!("no dead letter {id} on this node")))?;
+    let letter = mutable_dead_letter(&s, id)?;
     s.handoff
         .writer
         .discard_dead_letter(id)
@@ -145,12 +153,7 @@ pub async fn replay(
     State(s): State<Arc<AdminState>>,
     Path(id): Path<u64>,
 ) -> Result<StatusCode, Problem> {
-    require_mutations(&s)?;
-    let letter = s
-        .store
-        .dead_letter(id)
-        .map_err(|e| Problem::internal(e.to_string()))?
-        .ok_or_else(|| Problem::not_found(format!("no dead letter {id} on this node")))?;
+    let letter = mutable_dead_letter(&s, id)?;
     let replayer = &s.replayer;
     let delivery = redeliver(
         replayer.region.clone(),
