@@ -138,17 +138,25 @@ async fn follow_shard(
     let raft = r.groups.raft(shard);
     now.placed += usize::from(wanted);
     match (wanted, raft) {
-        (true, None) => match start_placed(&r.groups, shard, r.me, desired).await {
-            Ok(None) => {}
-            Ok(Some(raft)) => {
-                tracing::info!(
-                    shard,
-                    "placed here: waiting for the group to add this replica"
-                );
-                r.serving.watch(shard, raft, events.clone());
+        // A replica still being removed (its leave is under way) is not started again until
+        // the removal is done: started meanwhile it read the old log, which the removal then
+        // deleted under it (membership seed 58, session 21: a voter whose rows were gone).
+        (true, None) if !busy.claim(shard) => {}
+        (true, None) => {
+            let started = start_placed(&r.groups, shard, r.me, desired).await;
+            busy.release(shard);
+            match started {
+                Ok(None) => {}
+                Ok(Some(raft)) => {
+                    tracing::info!(
+                        shard,
+                        "placed here: waiting for the group to add this replica"
+                    );
+                    r.serving.watch(shard, raft, events.clone());
+                }
+                Err(e) => tracing::error!(shard, error = %e, "could not start a placed replica"),
             }
-            Err(e) => tracing::error!(shard, error = %e, "could not start a placed replica"),
-        },
+        }
         (true, Some(raft)) => {
             // Placed here (again): a replica once on its way out calls elections again.
             r.groups.hold_elections(shard, ElectionHold::Leaving, false);
