@@ -505,6 +505,7 @@ mod tests {
             status_seen: Some(status.into()),
             replayed: false,
             shown: crate::workload::Shown::Nothing,
+            refused_why: None,
         }
     }
 
@@ -582,6 +583,7 @@ mod tests {
                 Outcome::Unknown
             },
             shown: shown.map_or(Shown::Nothing, Shown::StockReceived),
+            refused_why: None,
             ..op("admin", "receive", t, "", "")
         }
     }

@@ -8,7 +8,7 @@ use agora_sim::run::{run, RunConfig, RunReport};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -211,6 +211,9 @@ struct Summary {
     sim_secs: f64,
     wall_secs: f64,
     ops: usize,
+    /// Answers 5xx by the reason their problem gave (numbers masked).
+    #[serde(default)]
+    refused: BTreeMap<String, usize>,
 }
 
 fn summary(r: &RunReport, wall_secs: f64) -> Summary {
@@ -225,6 +228,14 @@ fn summary(r: &RunReport, wall_secs: f64) -> Summary {
         sim_secs: r.sim_secs,
         wall_secs,
         ops: r.history.len(),
+        refused: r
+            .history
+            .iter()
+            .filter_map(|op| op.refused_why.clone())
+            .fold(BTreeMap::new(), |mut counts, why| {
+                *counts.entry(why).or_insert(0) += 1;
+                counts
+            }),
     }
 }
 
@@ -299,6 +310,7 @@ fn child(seed: u64, sim: &SimArgs) -> anyhow::Result<Summary> {
             sim_secs: 0.0,
             wall_secs: 0.0,
             ops: 0,
+            refused: BTreeMap::new(),
         }),
     }
 }
@@ -352,6 +364,7 @@ fn run_seeds(sim: &SimArgs, seeds: (u64, u64), opts: &SweepOptions) -> Vec<Summa
                         sim_secs: 0.0,
                         wall_secs: 0.0,
                         ops: 0,
+                        refused: BTreeMap::new(),
                     },
                 };
                 if twice && s.violations.is_empty() {
@@ -544,6 +557,9 @@ fn main() -> anyhow::Result<()> {
                     wall,
                     s.sim_secs / wall.max(1e-9)
                 );
+                if !s.refused.is_empty() {
+                    println!("5xx answers by reason: {:?}", s.refused);
+                }
                 for (inv, detail) in s.violations.iter().take(10) {
                     println!("  {inv}: {detail}");
                 }

@@ -93,6 +93,7 @@ mod tests {
             status_seen: None,
             replayed: false,
             shown: crate::workload::Shown::Nothing,
+            refused_why: None,
         }
     }
 

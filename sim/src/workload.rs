@@ -63,6 +63,31 @@ pub struct Op {
     /// of the serialised history, so the trace hash is what it was before it was recorded.
     #[serde(skip)]
     pub shown: Shown,
+    /// Why a 5xx answer refused (its problem's detail, numbers masked), for the run's
+    /// summary; left out of the serialised history like `shown`.
+    #[serde(skip)]
+    pub refused_why: Option<String>,
+}
+
+/// The detail of a 5xx answer's problem with every run of digits masked as `N`, so that
+/// answers refused for the same reason count together ("shard N is not hosted here").
+pub fn refusal_reason(answer: &crate::net::Answer) -> Option<String> {
+    if answer.status < 500 {
+        return None;
+    }
+    let detail = answer.body.get("detail").and_then(Value::as_str)?;
+    let mut masked = String::with_capacity(detail.len());
+    let mut in_number = false;
+    for c in detail.chars() {
+        let digit = c.is_ascii_digit();
+        if !digit {
+            masked.push(c);
+        } else if !in_number {
+            masked.push('N');
+        }
+        in_number = digit;
+    }
+    Some(masked)
 }
 
 /// What an answer showed of an entity besides an order's status.
@@ -247,6 +272,7 @@ impl Session {
                 .as_ref()
                 .filter(|a| (200..300).contains(&a.status))
                 .map_or(Shown::Nothing, |a| Shown::of(r.kind, &a.body)),
+            refused_why: answer.as_ref().and_then(refusal_reason),
         });
         (outcome, answer)
     }
@@ -626,6 +652,7 @@ async fn wait_out_of_map_group(s: &mut Session, node: u64) {
                 status_seen: None,
                 replayed: false,
                 shown: Shown::Nothing,
+                refused_why: None,
             });
             return;
         }
@@ -691,4 +718,36 @@ async fn send_removal(s: &mut Session, node: u64) -> Outcome {
     .body(json!({}))
     .quantity(node);
     s.send(request).await.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status: u16, detail: &str) -> crate::net::Answer {
+        crate::net::Answer {
+            status,
+            body: serde_json::json!({ "detail": detail }),
+            replayed: false,
+        }
+    }
+
+    #[test]
+    fn a_refusal_reason_masks_numbers_and_only_5xx_answers_have_one() {
+        assert_eq!(
+            refusal_reason(&answer(503, "node 12 does not lead shard 7 now")).as_deref(),
+            Some("node N does not lead shard N now")
+        );
+        assert_eq!(
+            refusal_reason(&answer(503, "Node 4: 10.0.0.1:7000")).as_deref(),
+            Some("Node N: N.N.N.N:N")
+        );
+        assert_eq!(refusal_reason(&answer(409, "order 5 is shipped")), None);
+        let no_detail = crate::net::Answer {
+            status: 503,
+            body: serde_json::json!({}),
+            replayed: false,
+        };
+        assert_eq!(refusal_reason(&no_detail), None);
+    }
 }
