@@ -117,21 +117,7 @@ impl AgoraProcess {
     /// Spawns a server with its data in `root/data` (the caller keeps `root`), and waits
     /// until it prints its addresses.
     pub fn start_in(opts: ServerOptions, root: PathBuf) -> Self {
-        let data_dir = root.join("data");
-        std::fs::create_dir_all(&data_dir).expect("create data dir");
-        let mut p = AgoraProcess {
-            child: None,
-            tmp: None,
-            data_dir,
-            opts,
-            starts: 0,
-            stderr_path: PathBuf::new(),
-            stdout_path: PathBuf::new(),
-            shop_url: String::new(),
-            admin_url: String::new(),
-        };
-        p.spawn();
-        p
+        Self::launch(opts, root.join("data"), None)
     }
 
     /// Spawns a server on a fresh temp data dir and waits until it prints its addresses.
@@ -141,10 +127,15 @@ impl AgoraProcess {
             .tempdir()
             .expect("create temp dir");
         let data_dir = tmp.path().join("data");
+        Self::launch(opts, data_dir, Some(tmp))
+    }
+
+    /// Spawns a server on `data_dir` (created), keeping `tmp` alive with it.
+    fn launch(opts: ServerOptions, data_dir: PathBuf, tmp: Option<tempfile::TempDir>) -> Self {
         std::fs::create_dir_all(&data_dir).expect("create data dir");
         let mut p = AgoraProcess {
             child: None,
-            tmp: Some(tmp),
+            tmp,
             data_dir,
             opts,
             starts: 0,
