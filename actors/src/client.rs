@@ -21,6 +21,25 @@ pub enum AskError {
     /// No answer in time; the command may or may not have taken effect.
     #[error("timed out")]
     Timeout,
+    /// The node asked does not serve the target's shard now and delivered nothing, so the
+    /// ask may be sent again: to `leader` when that node knows who serves it.
+    #[error("entity unavailable: {why}")]
+    NotServedHere {
+        /// Why, for the caller (turned into the 503's detail if no retry succeeds).
+        why: String,
+        /// The node that serves the shard, as the refusing node knows it.
+        leader: Option<u64>,
+    },
+}
+
+impl AskError {
+    /// A refusal that delivered nothing because `me` does not serve the shard now.
+    pub fn not_served_here(why: impl Into<String>, leader: Option<u64>) -> Self {
+        AskError::NotServedHere {
+            why: why.into(),
+            leader,
+        }
+    }
 }
 
 /// A change handed to this node's storage that may not be durable yet (from

@@ -37,6 +37,10 @@ pub enum Cmd {
     /// Failover time on a self-started three-node cluster: kill -9 a node, time until every
     /// product answers again through a survivor, restart it, repeat.
     Failover(FailoverArgs),
+    /// A rolling restart under load on a self-started three-node cluster: each node in turn
+    /// stopped with SIGTERM and started again while shoppers check out; 503s, the longest a
+    /// product was unreadable, and acknowledged orders lost.
+    Rolling(RollingArgs),
     /// Rebuild throughput on a self-started three-node cluster: node 3's data dir is
     /// deleted, it starts empty, time until it is ready again, against the disk's ceiling.
     Rebuild(RebuildArgs),
@@ -327,6 +331,24 @@ pub struct RebuildArgs {
     pub target: TargetArgs,
     /// Products created before node 3's disk is lost (the data it rebuilds).
     #[arg(long, default_value_t = 2_000)]
+    pub products: usize,
+    /// Where the JSON results go.
+    #[arg(long, default_value = "bench-results")]
+    pub out: PathBuf,
+}
+
+/// `rolling`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RollingArgs {
+    /// Target options (the binary, the temp dir, the replication factor; always a
+    /// self-started three-node cluster).
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Shoppers checking out (closed loop) while the nodes restart.
+    #[arg(long, default_value_t = 16)]
+    pub shoppers: usize,
+    /// Products (the prober reads each in turn: some land on every shard).
+    #[arg(long, default_value_t = 64)]
     pub products: usize,
     /// Where the JSON results go.
     #[arg(long, default_value = "bench-results")]

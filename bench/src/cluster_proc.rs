@@ -252,6 +252,39 @@ impl ClusterProc {
         Ok(())
     }
 
+    /// Stops node index `i` with SIGTERM and waits up to `timeout` for it to exit (killed
+    /// with SIGKILL after that, and refused).
+    pub fn terminate(
+        &mut self,
+        i: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<std::process::ExitStatus> {
+        let node = &mut self.nodes[i];
+        let sent = Command::new("kill")
+            .arg("-TERM")
+            .arg(node.child.id().to_string())
+            .status()
+            .context("cannot run kill")?;
+        if !sent.success() {
+            bail!("kill -TERM of node {} failed", node.id);
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = node.child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                node.child.kill()?;
+                node.child.wait()?;
+                bail!(
+                    "node {} did not exit within {timeout:?} of SIGTERM",
+                    node.id
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Starts node index `i` again on its data dir (after `kill`).
     pub fn restart(&mut self, i: usize) -> anyhow::Result<()> {
         let id = self.nodes[i].id;

@@ -59,7 +59,11 @@ async fn owned_per_node(
 
 /// Waits until the leaders are spread over all three nodes (at most one shard apart), as
 /// in a cluster that has been up a while: each kill then takes a third of the leaders.
-async fn until_balanced(c: &reqwest::Client, admin_base: &str, token: &str) -> anyhow::Result<()> {
+pub(crate) async fn until_balanced(
+    c: &reqwest::Client,
+    admin_base: &str,
+    token: &str,
+) -> anyhow::Result<()> {
     let started = Instant::now();
     loop {
         let per = owned_per_node(c, admin_base, token).await?;

@@ -24,6 +24,7 @@ mod rebuild;
 mod replication;
 mod report;
 mod rng;
+mod rolling;
 mod scenarios;
 mod smoke;
 mod stats;
@@ -70,6 +71,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Cmd::CrossNode(a) => on_runtime(cross_node::run(a)),
         Cmd::Replication(a) => on_runtime(replication::run(a)),
         Cmd::Failover(a) => on_runtime(failover::run(a)),
+        Cmd::Rolling(a) => on_runtime(rolling::run(a)),
         Cmd::Rebuild(a) => on_runtime(rebuild::run(a)),
         Cmd::Ceilings(a) => on_runtime(commands::ceilings(a)),
         Cmd::Memory(a) => commands::memory(a),

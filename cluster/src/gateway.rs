@@ -116,10 +116,14 @@ fn admit(args: &GatewayArgs, env: &Envelope) -> Result<u64, AskError> {
             Ok(map.epoch)
         } else {
             metrics::counter!("agora_cluster_refused_envelopes_total").increment(1);
-            Err(AskError::Unavailable(format!(
-                "node {} does not lead shard {} now",
-                args.me, env.shard
-            )))
+            let leader = args
+                .region
+                .handed_to(env.shard)
+                .or_else(|| args.groups.as_ref().and_then(|g| g.leader(env.shard)));
+            Err(AskError::not_served_here(
+                format!("node {} does not lead shard {} now", args.me, env.shard),
+                leader.filter(|&l| l != args.me),
+            ))
         };
     }
     // The owner is authoritative: a sender routing under an older map still reached the right
@@ -128,10 +132,13 @@ fn admit(args: &GatewayArgs, env: &Envelope) -> Result<u64, AskError> {
         && (env.epoch > map.epoch || map.owner(env.shard) != Some(args.me))
     {
         metrics::counter!("agora_cluster_refused_envelopes_total").increment(1);
-        return Err(AskError::Unavailable(format!(
-            "shard {} is not owned here under epoch {}",
-            env.shard, env.epoch
-        )));
+        return Err(AskError::not_served_here(
+            format!(
+                "shard {} is not owned here under epoch {}",
+                env.shard, env.epoch
+            ),
+            map.owner(env.shard).filter(|&o| o != args.me),
+        ));
     }
     Ok(map.epoch)
 }

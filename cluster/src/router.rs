@@ -90,20 +90,25 @@ impl Router {
     async fn remote(
         &self,
         to: EntityRef,
-        shard: u32,
-        owner: u64,
-        epoch: u64,
+        route: Route,
         payload: Payload,
     ) -> Result<ReplyPayload, AskError> {
+        let Route {
+            shard,
+            node: owner,
+            epoch,
+        } = route;
         if self.liveness.status(owner) == super::liveness::PeerStatus::Down {
-            return Err(AskError::Unavailable(format!(
-                "node {owner} (owner of shard {shard}) is down"
-            )));
+            return Err(AskError::not_served_here(
+                format!("node {owner} (owner of shard {shard}) is down"),
+                None,
+            ));
         }
         let gateway = self.directory.gateway(owner).ok_or_else(|| {
-            AskError::Unavailable(format!(
-                "node {owner} (owner of shard {shard}) is not connected"
-            ))
+            AskError::not_served_here(
+                format!("node {owner} (owner of shard {shard}) is not connected"),
+                None,
+            )
         })?;
         let env = Envelope {
             version: ENVELOPE_VERSION,
@@ -153,6 +158,71 @@ impl Router {
             .await
     }
 
+    /// Sends by `send` to the node that serves `to`'s shard, again while the node asked
+    /// refuses having delivered nothing (`AskError::NotServedHere`): at once to the leader it
+    /// names, or after a short pause while a lead changes hands.
+    async fn retrying<T, F, Fut>(&self, to: &EntityRef, mut send: F) -> Result<T, AskError>
+    where
+        F: FnMut(Route) -> Fut,
+        Fut: std::future::Future<Output = Result<T, AskError>>,
+    {
+        let mut retry = Retry::default();
+        loop {
+            let route = self.route(to, retry.leader)?;
+            match send(route).await {
+                Err(AskError::NotServedHere { why, leader }) => {
+                    match retry.after_refusal(route.node, leader) {
+                        Next::GiveUp => return Err(AskError::Unavailable(why)),
+                        Next::Send => {}
+                        Next::Pause(pause, refused) => {
+                            self.await_other_leader(route.shard, &refused, pause).await;
+                        }
+                    }
+                    metrics::counter!("agora_cluster_ask_retries_total").increment(1);
+                    tracing::debug!(
+                        me = self.me,
+                        shard = route.shard,
+                        refused_by = route.node,
+                        named = ?leader,
+                        pauses = retry.pauses,
+                        %why,
+                        "ask refused undelivered; sending it again"
+                    );
+                }
+                answer => return answer,
+            }
+        }
+    }
+
+    /// Waits up to `pause` for this node's view of `shard`'s leader to name a node other
+    /// than those that just `refused` (just `pause` when this node holds no replica).
+    async fn await_other_leader(&self, shard: u32, refused: &[u64], pause: Duration) {
+        match self.leaders.as_ref().and_then(|g| g.raft(shard)) {
+            Some(raft) => {
+                let other = |m: &openraft::RaftMetrics<u64, openraft::BasicNode>| {
+                    m.current_leader.is_some_and(|l| !refused.contains(&l))
+                };
+                // A timeout is the pause running out: the view is asked again either way.
+                let _ = raft
+                    .wait(Some(pause))
+                    .metrics(other, "another leader")
+                    .await;
+            }
+            None => tokio::time::sleep(pause).await,
+        }
+    }
+
+    /// Where an ask for `to` goes: to `leader` if a refusal named one, else as this node
+    /// knows the shard's owner.
+    fn route(&self, to: &EntityRef, leader: Option<u64>) -> Result<Route, AskError> {
+        let (shard, owner, epoch) = self.owner(to)?;
+        Ok(Route {
+            shard,
+            node: leader.unwrap_or(owner),
+            epoch,
+        })
+    }
+
     /// Delivers `cmd`, derived from this node's pending change `after`, to `to` wherever it
     /// lives: with the dependency on this node, once `after` is durable elsewhere.
     pub async fn deliver_after(
@@ -162,15 +232,40 @@ impl Router {
         msg_id: Option<String>,
         after: Pending,
     ) -> Result<Reply, AskError> {
-        let (shard, owner, epoch) = self.owner(&to)?;
-        if owner == self.me {
-            self.ensure_hosted(shard, epoch).await;
-            return self.region.deliver_after(to, cmd, msg_id, after).await;
-        }
-        // Another node would keep the command even if this node lost `after`.
-        self.region.settle(after).await?;
+        let mut after = Some(after);
+        self.retrying(&to, |route| {
+            let (to, cmd, msg_id, after) = (to.clone(), cmd.clone(), msg_id.clone(), after.take());
+            async move {
+                let after = after.unwrap_or_default();
+                if route.node == self.me {
+                    self.ensure_hosted(route.shard, route.epoch).await;
+                    // A refused dependent change cannot go again: its dependency is gone.
+                    let dependent = after.ticket != 0;
+                    return match self.region.deliver_after(to, cmd, msg_id, after).await {
+                        Err(AskError::NotServedHere { why, .. }) if dependent => {
+                            Err(AskError::Unavailable(why))
+                        }
+                        answer => answer,
+                    };
+                }
+                // Another node would keep the command even if this node lost `after`.
+                self.region.settle(after).await?;
+                self.remote_request(to, route, cmd, msg_id).await
+            }
+        })
+        .await
+    }
+
+    /// Sends one request to the node `route` names.
+    async fn remote_request(
+        &self,
+        to: EntityRef,
+        route: Route,
+        cmd: Command,
+        msg_id: Option<String>,
+    ) -> Result<Reply, AskError> {
         match self
-            .remote(to, shard, owner, epoch, Payload::Request { cmd, msg_id })
+            .remote(to, route, Payload::Request { cmd, msg_id })
             .await?
         {
             ReplyPayload::Reply(r) => Ok(r),
@@ -188,22 +283,47 @@ impl Router {
         to: EntityRef,
         items: Vec<BatchItem>,
     ) -> Result<BatchResults, AskError> {
-        let (shard, owner, epoch) = self.owner(&to)?;
-        if owner == self.me {
-            self.ensure_hosted(shard, epoch).await;
+        if items.iter().any(|i| i.sender > 0 || i.hold.is_some()) {
+            // Tied to changes of this node: sent once, as they are.
+            let route = self.route(&to, None)?;
+            return match self.deliver_batch_once(to, route, items).await {
+                Err(AskError::NotServedHere { why, .. }) => Err(AskError::Unavailable(why)),
+                answer => answer,
+            };
+        }
+        let durable: Vec<(Command, String)> =
+            items.into_iter().map(|i| (i.cmd, i.msg_id)).collect();
+        self.retrying(&to, |route| {
+            let items = durable
+                .iter()
+                .map(|(cmd, id)| BatchItem::durable(cmd.clone(), id.clone()))
+                .collect();
+            let to = to.clone();
+            async move { self.deliver_batch_once(to, route, items).await }
+        })
+        .await
+    }
+
+    async fn deliver_batch_once(
+        &self,
+        to: EntityRef,
+        route: Route,
+        items: Vec<BatchItem>,
+    ) -> Result<BatchResults, AskError> {
+        if route.node == self.me {
+            self.ensure_hosted(route.shard, route.epoch).await;
             return self.region.deliver_batch(to, items).await;
         }
         if items.iter().any(|i| i.sender > 0) {
             return Err(AskError::Unavailable(format!(
-                "{to} lives on node {owner}: sent once its senders' changes are durable"
+                "{to} lives on node {}: sent once its senders' changes are durable",
+                route.node
             )));
         }
         match self
             .remote(
                 to,
-                shard,
-                owner,
-                epoch,
+                route,
                 Payload::Batch(items.into_iter().map(|i| (i.cmd, i.msg_id)).collect()),
             )
             .await?
@@ -213,6 +333,67 @@ impl Router {
                 Err(AskError::Unavailable("a request answer to a batch".into()))
             }
         }
+    }
+}
+
+/// Pauses per ask at most: an ask refused by a node that delivered nothing goes again, at
+/// once to a leader the refusal names, else after a pause.
+const PAUSES_PER_ASK: u32 = 6;
+
+/// The first pause; doubled each time up to `LAST_RETRY_PAUSE_MS` (25 + 50 + 100 + 200 +
+/// 400 + 400 ms in all, about a failover after a crash: one that takes longer answers 503
+/// then, never a hang).
+const FIRST_RETRY_PAUSE_MS: u64 = 25;
+
+/// The longest pause between two sends of an ask.
+const LAST_RETRY_PAUSE_MS: u64 = 400;
+
+/// Where one send of an ask goes.
+#[derive(Debug, Clone, Copy)]
+struct Route {
+    shard: u32,
+    node: u64,
+    epoch: u64,
+}
+
+/// The retries of one ask.
+#[derive(Debug, Default)]
+struct Retry {
+    pauses: u32,
+    pause_ms: u64,
+    leader: Option<u64>,
+    /// The nodes that refused since the last pause (views may disagree for a moment, and
+    /// two nodes naming each other must not be asked in turn without a pause).
+    refused: Vec<u64>,
+}
+
+/// What an ask does after a refusal.
+#[derive(Debug, PartialEq, Eq)]
+enum Next {
+    /// Send again at once, to the leader the refusal named.
+    Send,
+    /// Send again after a pause of at most this long, which ends early once this node's
+    /// view of the leader names none of these nodes (they refused since the last pause).
+    Pause(Duration, Vec<u64>),
+    /// Answer with the refusal: the pauses are spent.
+    GiveUp,
+}
+
+impl Retry {
+    /// After `node` refused, naming `named` as the leader.
+    fn after_refusal(&mut self, node: u64, named: Option<u64>) -> Next {
+        self.refused.push(node);
+        self.leader = named.filter(|l| !self.refused.contains(l));
+        if self.leader.is_some() {
+            return Next::Send;
+        }
+        if self.pauses >= PAUSES_PER_ASK {
+            return Next::GiveUp;
+        }
+        self.pauses += 1;
+        self.pause_ms = (self.pause_ms * 2).clamp(FIRST_RETRY_PAUSE_MS, LAST_RETRY_PAUSE_MS);
+        let pause = Duration::from_millis(self.pause_ms);
+        Next::Pause(pause, std::mem::take(&mut self.refused))
     }
 }
 
@@ -247,12 +428,18 @@ impl EntityClient for Router {
     }
 
     async fn ask_early(&self, to: EntityRef, cmd: Command) -> Result<(Reply, Pending), AskError> {
-        let (shard, owner, epoch) = self.owner(&to)?;
-        if owner == self.me {
-            self.ensure_hosted(shard, epoch).await;
-            return self.region.deliver_early(to, cmd).await;
-        }
-        Ok((self.deliver(to, cmd, None).await?, Pending::default()))
+        self.retrying(&to, |route| {
+            let (to, cmd) = (to.clone(), cmd.clone());
+            async move {
+                if route.node == self.me {
+                    self.ensure_hosted(route.shard, route.epoch).await;
+                    return self.region.deliver_early(to, cmd).await;
+                }
+                let reply = self.remote_request(to, route, cmd, None).await?;
+                Ok((reply, Pending::default()))
+            }
+        })
+        .await
     }
 
     async fn ask_after(
@@ -275,5 +462,45 @@ impl EntityClient for Router {
         msg_id: String,
     ) -> Result<Reply, AskError> {
         self.deliver(to, cmd, Some(msg_id)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pause_ms(next: Next) -> u64 {
+        match next {
+            Next::Pause(p, _) => p.as_millis() as u64,
+            other => panic!("expected a pause, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_named_leader_is_asked_at_once_and_pauses_double_up_to_the_cap() {
+        let mut retry = Retry::default();
+        assert_eq!(retry.after_refusal(3, Some(2)), Next::Send);
+        assert_eq!(retry.leader, Some(2));
+        // Naming itself (a stale view) is no lead: pause and ask this node's view again.
+        let pauses: Vec<u64> = (0..6)
+            .map(|_| pause_ms(retry.after_refusal(2, Some(2))))
+            .collect();
+        assert_eq!(pauses, [25, 50, 100, 200, 400, 400]);
+        assert_eq!(retry.after_refusal(2, None), Next::GiveUp);
+    }
+
+    #[test]
+    fn two_nodes_naming_each_other_are_asked_again_only_after_a_pause() {
+        let mut retry = Retry::default();
+        assert_eq!(retry.after_refusal(1, Some(2)), Next::Send);
+        // The pause lasts while this node's view names either of them.
+        assert_eq!(
+            retry.after_refusal(2, Some(1)),
+            Next::Pause(Duration::from_millis(25), vec![1, 2])
+        );
+        // After the pause, a named node is followed at once again, and costs no pause.
+        assert_eq!(retry.after_refusal(1, Some(2)), Next::Send);
+        assert_eq!(retry.leader, Some(2));
+        assert_eq!(retry.pauses, 1);
     }
 }

@@ -201,7 +201,9 @@ impl From<AskError> for Problem {
         match e {
             AskError::Domain(d) => d.into(),
             AskError::Overloaded => Problem::unavailable("the node is overloaded"),
-            AskError::Unavailable(why) => Problem::unavailable(why),
+            AskError::Unavailable(why) | AskError::NotServedHere { why, .. } => {
+                Problem::unavailable(why)
+            }
             AskError::Timeout => Problem::unavailable("the request timed out; it may still take effect, retry with the same Idempotency-Key"),
         }
     }

@@ -97,6 +97,11 @@ pub const METRICS: &[(Kind, &str, &str)] = &[
     ),
     (
         Counter,
+        "agora_cluster_ask_retries_total",
+        "Asks sent again after a node refused them undelivered (it did not serve the shard).",
+    ),
+    (
+        Counter,
         "agora_cluster_remote_calls_total",
         "Requests sent to another node's gateway.",
     ),

@@ -3,6 +3,7 @@
 //! whose groups it leads (within the lease), claims them in the shard map so requests are
 //! routed here, and stops their entities when it stops leading.
 
+use agora_actors::client::AskError;
 use agora_cluster::handoff::Handoff;
 use agora_cluster::shard_map::SharedShardMap;
 use agora_replication::placement::{place, Placement};
@@ -21,6 +22,10 @@ pub struct LeaderGuard(pub Serving);
 impl ServeGuard for LeaderGuard {
     fn may_serve(&self, shard: u32) -> bool {
         self.0.may_serve(shard)
+    }
+
+    fn handed_to(&self, shard: u32) -> Option<u64> {
+        self.0.handed_to(shard)
     }
 }
 
@@ -85,10 +90,14 @@ impl LeadershipEvents for NodeLeadership {
     }
 
     async fn step_down(&self, shard: u32) {
-        // Messages waiting in the shard are dropped: their callers see the shard unavailable
-        // and retry against the new leader.
+        // Messages waiting in the shard were never delivered: refused so, their senders ask
+        // the new leader.
         let waiting = self.region.release(shard).await;
-        tracing::debug!(shard, dropped = waiting.len(), "stopped serving the shard");
+        tracing::debug!(shard, refused = waiting.len(), "stopped serving the shard");
+        for (_, msg) in waiting {
+            let why = format!("shard {shard}: this node stopped serving it");
+            msg.refuse(AskError::not_served_here(why, None));
+        }
     }
 }
 

@@ -71,6 +71,9 @@ pub struct Groups {
     received: Arc<crate::rebuild_progress::RebuildProgress>,
     /// Why replicas here call no elections.
     holds: crate::election_holds::ElectionHolds,
+    /// When a peer that stepped aside last asked this node's replica of each group to call
+    /// an election (a handover to this node).
+    asked_to_lead: Arc<Mutex<BTreeMap<GroupId, tokio::time::Instant>>>,
 }
 
 /// How long a peer has to say how far its log of a group goes.
@@ -113,12 +116,27 @@ impl Groups {
             rebuilding: Arc::new(Mutex::new(BTreeMap::new())),
             holds: Default::default(),
             received: Arc::default(),
+            asked_to_lead: Arc::default(),
         })
     }
 
     /// This node's member of `group`, if it runs one.
     pub fn raft(&self, group: GroupId) -> Option<ShardRaft> {
         self.rafts.read().ok()?.get(&group).cloned()
+    }
+
+    /// The leader of `group` as this node's member knows it (`None` if it runs none, or
+    /// knows no leader now).
+    pub fn leader(&self, group: GroupId) -> Option<NodeId> {
+        self.raft(group)?.metrics().borrow().current_leader
+    }
+
+    /// Whether a peer handed this node the lead of `group` (asked it to call an election)
+    /// less than `within` ago.
+    pub fn asked_to_lead_within(&self, group: GroupId, within: Duration) -> bool {
+        self.asked_to_lead
+            .lock()
+            .is_ok_and(|a| a.get(&group).is_some_and(|at| at.elapsed() < within))
     }
 
     /// This node.
@@ -427,7 +445,12 @@ impl Groups {
                 return GroupRpcReply::Refused("rebuilding: it may not lead yet".into());
             }
             GroupRpc::Elect(_) => match raft.trigger().elect().await {
-                Ok(()) => GroupRpcReply::Elect,
+                Ok(()) => {
+                    if let Ok(mut asked) = self.asked_to_lead.lock() {
+                        asked.insert(group, tokio::time::Instant::now());
+                    }
+                    GroupRpcReply::Elect
+                }
                 Err(e) => GroupRpcReply::Refused(e.to_string()),
             },
             GroupRpc::Status(_) | GroupRpc::Members(_) => {

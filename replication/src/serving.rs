@@ -147,6 +147,7 @@ pub struct Balancing {
 struct Handover {
     term: u64,
     at: Instant,
+    to: NodeId,
 }
 
 /// How long a leader that stepped aside waits for the new leader before serving again.
@@ -318,6 +319,13 @@ impl Serving {
         let _ = self.inner.balancing.set(balancing);
     }
 
+    /// The replica this node stepped aside for in `shard`, while it waits for it to lead.
+    pub fn handed_to(&self, shard: GroupId) -> Option<NodeId> {
+        let handovers = self.inner.handovers.lock().ok()?;
+        let h = handovers.get(&shard)?;
+        (h.at.elapsed() < HANDOVER_WAIT).then_some(h.to)
+    }
+
     /// Whether this node stepped aside in `term` of `shard` recently (it waits for the
     /// follower it chose rather than serve again at once).
     fn stepped_aside(&self, shard: GroupId, term: u64) -> bool {
@@ -353,7 +361,12 @@ impl Serving {
         shard: GroupId,
         m: &RaftMetrics<NodeId, openraft::BasicNode>,
     ) -> Option<NodeId> {
-        self.inner.balancing.get()?;
+        let balancing = self.inner.balancing.get()?;
+        // A replica that just handed this node the lead is leaving (a SIGTERM), or an
+        // operator moved the lead here: handing it back at once would undo that.
+        if balancing.groups.asked_to_lead_within(shard, HANDOVER_EVERY) {
+            return None;
+        }
         let desired = self.desired(shard)?;
         let me = self.inner.me;
         let voters = crate::membership::voters(m);
@@ -396,6 +409,7 @@ impl Serving {
             let handover = Handover {
                 term: m.current_term,
                 at: Instant::now(),
+                to,
             };
             h.insert(shard, handover);
         }

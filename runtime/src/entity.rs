@@ -99,6 +99,17 @@ pub enum EntityMsg {
     Stop,
 }
 
+impl EntityMsg {
+    /// Answers a message that was never delivered with `e` (a stop is dropped).
+    pub fn refuse(self, e: AskError) {
+        match self {
+            EntityMsg::Request { reply, .. } => reply.fail(e),
+            EntityMsg::Batch { reply, .. } => drop(reply.send(Err(e))),
+            EntityMsg::Stop => {}
+        }
+    }
+}
+
 /// Start arguments.
 pub struct EntityArgs {
     /// Which entity.
@@ -194,7 +205,11 @@ impl EntityHost {
         let deliver = move |ok: bool| {
             let refused = writer.was_refused(ticket) || (after > 0 && writer.was_refused(after));
             let r = if !ok || refused || fenced.load(Ordering::Acquire) {
-                Err(AskError::Unavailable("store".into()))
+                Err(AskError::Unavailable(
+                    "the change was refused before it was committed (the shard's lead moved, \
+                     or the store failed): it took no effect; retry"
+                        .into(),
+                ))
             } else {
                 result
             };

@@ -43,6 +43,10 @@ pub struct RuntimeContext {
 pub trait ServeGuard: Send + Sync + 'static {
     /// Whether `shard`'s entities may run and answer here now.
     fn may_serve(&self, shard: u32) -> bool;
+    /// The node this node just handed `shard`'s lead to, while that handover runs.
+    fn handed_to(&self, _shard: u32) -> Option<u64> {
+        None
+    }
 }
 
 /// The per-shard share of a node's cap on active entities (0: no cap).

@@ -121,6 +121,11 @@ impl Region {
             .is_none_or(|g| g.may_serve(shard))
     }
 
+    /// The node this node just handed `shard`'s lead to, while that handover runs.
+    pub fn handed_to(&self, shard: u32) -> Option<u64> {
+        self.rt.serve_guard.as_ref()?.handed_to(shard)
+    }
+
     /// Starts hosting `shard`, writing under `epoch` (no-op if already hosted, or if this
     /// node may not serve it now).
     pub async fn host(&self, shard: u32, epoch: u64) -> Result<(), ractor::SpawnErr> {
@@ -195,15 +200,16 @@ impl Region {
             .try_acquire()
             .map_err(|_| AskError::Overloaded)?;
         let shard = to.shard(self.shard_count);
-        let hosted = self
-            .hosted(shard)
-            .ok_or_else(|| AskError::Unavailable(format!("shard {shard} is not hosted here")))?;
         if !self.may_serve(shard) {
             metrics::counter!("agora_region_unserved_requests_total").increment(1);
-            return Err(AskError::Unavailable(format!(
-                "shard {shard}: this node's lease on it ended"
-            )));
+            return Err(AskError::not_served_here(
+                format!("shard {shard}: this node does not serve it now"),
+                self.handed_to(shard),
+            ));
         }
+        let hosted = self.hosted(shard).ok_or_else(|| {
+            AskError::not_served_here(format!("shard {shard} is not hosted here"), None)
+        })?;
         let (reply, rx) = oneshot::channel();
         // An active entity takes it straight into its mailbox; otherwise the shard actor
         // activates it (or holds the message while it stops or the shard is frozen).

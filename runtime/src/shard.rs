@@ -340,13 +340,7 @@ impl Actor for ShardActor {
             ShardMsg::Deliver { to, msg } => {
                 if s.fenced.load(std::sync::atomic::Ordering::Acquire) {
                     let why = format!("shard {} is fenced", s.args.shard);
-                    match msg {
-                        EntityMsg::Request { reply, .. } => reply.fail(AskError::Unavailable(why)),
-                        EntityMsg::Batch { reply, .. } => {
-                            drop(reply.send(Err(AskError::Unavailable(why))))
-                        }
-                        EntityMsg::Stop => {}
-                    }
+                    msg.refuse(AskError::not_served_here(why, None));
                     return Ok(());
                 }
                 s.deliver(&me, to, msg).await
