@@ -179,6 +179,9 @@ pub struct ClusterKnobs {
     /// Products whose reads say that every shard serves again after a kill.
     #[arg(long, default_value_t = 128)]
     pub failover_products: usize,
+    /// Shoppers checking out through a rolling restart of the three nodes (0: none).
+    #[arg(long, default_value_t = 16)]
+    pub rolling_shoppers: usize,
     /// Products created before the rebuilt node's disk is lost (0: no rebuild).
     #[arg(long, default_value_t = 20_000)]
     pub rebuild_products: usize,

@@ -344,5 +344,12 @@ impl Drop for ClusterProc {
             let _ = n.child.kill();
             let _ = n.child.wait();
         }
+        // The nodes' logs, for a look afterwards.
+        if std::env::var("AGORA_KEEP_TMP").is_ok_and(|v| v == "1") {
+            if let Ok(empty) = tempfile::TempDir::new() {
+                let kept = std::mem::replace(&mut self.dir, empty);
+                eprintln!("keeping the cluster's temp dir {}", kept.keep().display());
+            }
+        }
     }
 }

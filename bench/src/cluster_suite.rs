@@ -44,6 +44,8 @@ pub struct ClusterReport {
     pub failover: Option<FailoverResult>,
     /// A rebuild at factor 3 (None with `--rebuild-products 0`).
     pub rebuild: Option<RebuildResult>,
+    /// A rolling restart under load at factor 3 (None with `--rolling-shoppers 0`).
+    pub rolling: Option<crate::rolling::RollingResult>,
 }
 
 /// Closed-loop checkout on a fresh three-node cluster at `factor`.
@@ -111,10 +113,15 @@ pub async fn run(a: &ReportArgs, opts: &NodeOptions) -> anyhow::Result<ClusterRe
         0 => None,
         products => Some(rebuild::measure(&target, products).await?),
     };
+    let rolling = match a.cluster.rolling_shoppers {
+        0 => None,
+        shoppers => Some(crate::rolling::measure(&target, shoppers, 64).await?),
+    };
     Ok(ClusterReport {
         rounds,
         failover,
         rebuild,
+        rolling,
     })
 }
 
@@ -277,6 +284,28 @@ fn failover_and_rebuild(t: &mut String, c: &ClusterReport) {
             if share >= 0.5 { "**met**" } else { "**missed**" },
             100.0 * r.mb_per_s / r.redb_bulk_load_mb_per_s.max(1e-9),
             r.redb_bulk_load_mb_per_s,
+        );
+    }
+    if let Some(r) = &c.rolling {
+        let ok = r.lost == 0 && r.unavailable_pct < 1.0 && r.longest_unreadable_ms <= 1_000.0;
+        let exits: Vec<String> = r
+            .restarts
+            .iter()
+            .map(|x| format!("{:.0}", x.sigterm_to_exit_ms))
+            .collect();
+        let _ = writeln!(
+            t,
+            "
+Rolling restart at factor 3 (each node in turn: SIGTERM, start, ready, balanced) under {} shoppers: **{} of {} answers 503 ({:.2} %)**, {} orders acknowledged, **{} lost**, the longest a product was unreadable **{:.0} ms** (target 0 lost, under 1 %, at most 1 s: {}). SIGTERM to exit: {} ms.",
+            r.shoppers,
+            r.unavailable,
+            r.requests,
+            r.unavailable_pct,
+            r.acknowledged,
+            r.lost,
+            r.longest_unreadable_ms,
+            if ok { "**met**" } else { "**missed**" },
+            exits.join(", "),
         );
     }
 }

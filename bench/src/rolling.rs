@@ -48,7 +48,7 @@ pub struct RollingResult {
     pub requests: u64,
     /// Of those, 503s.
     pub unavailable: u64,
-    /// The 503s by their problem's detail (numbers masked).
+    /// The 503s (and the prober's failed reads) by their problem's detail, numbers masked.
     pub unavailable_by_reason: BTreeMap<String, u64>,
     /// 503s as a share of the answers, %.
     pub unavailable_pct: f64,
@@ -189,7 +189,14 @@ async fn probe(shared: Arc<Shared>) -> f64 {
             // A refused connection is the load balancer's business (a node stopping), not
             // the shard's.
             Err(e) if e.is_connect() => {}
-            _ => {
+            failed => {
+                let why = match &failed {
+                    Ok((status, body)) => {
+                        format!("read answered {status}: {}", String::from_utf8_lossy(body))
+                    }
+                    Err(e) => format!("read failed: {e}"),
+                };
+                shared.unavailable_because(&serde_json::json!({ "detail": why }));
                 failing_since[k].get_or_insert_with(Instant::now);
             }
         }

@@ -462,7 +462,12 @@ pub async fn run(a: &ReportArgs) -> anyhow::Result<Report> {
                 .with_context(|| format!("round {n}"))?,
         );
     }
-    let cluster = if a.cluster.cluster_rounds + a.cluster.kills + a.cluster.rebuild_products > 0 {
+    let cluster = if a.cluster.cluster_rounds
+        + a.cluster.kills
+        + a.cluster.rebuild_products
+        + a.cluster.rolling_shoppers
+        > 0
+    {
         Some(crate::cluster_suite::run(a, &node_opts).await?)
     } else {
         None

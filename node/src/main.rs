@@ -406,8 +406,15 @@ async fn serve_until_stopped(mut node: node::RunningNode) -> anyhow::Result<()> 
     tokio::select! {
         _ = wait_for_signal() => {
             tracing::info!("stopping: draining first");
+            let started = std::time::Instant::now();
             node.drain().await;
+            let drained_ms = started.elapsed().as_millis() as u64;
             node.shutdown().await;
+            tracing::info!(
+                drained_ms,
+                stopped_ms = started.elapsed().as_millis() as u64,
+                "stopped: every request in progress answered"
+            );
             Ok(())
         }
         _ = node.store_failed() => anyhow::bail!("the store failed; stopping so that nothing unacknowledged is served"),

@@ -46,6 +46,11 @@ pub const METRICS: &[(Kind, &str, &str)] = &[
         "Outbound calls (notification webhooks, the payment gateway) that failed or were refused, by destination (scheme, host and port).",
     ),
     (
+        Histogram,
+        "agora_replication_handover_quiesce_seconds",
+        "Time a lead that moves waits for its shard's work to commit and its successor to catch up.",
+    ),
+    (
         Counter,
         "agora_replication_held_campaigns_total",
         "Elections called by a replica held out of elections (leaving, or just stepped aside) because a candidate lacked entries only it held.",

@@ -89,6 +89,12 @@ impl LeadershipEvents for NodeLeadership {
         ));
     }
 
+    async fn quiesce(&self, shard: u32) {
+        if let Err(e) = self.region.freeze(shard).await {
+            tracing::debug!(shard, error = %e, "nothing to quiesce");
+        }
+    }
+
     async fn step_down(&self, shard: u32) {
         // Messages waiting in the shard were never delivered: refused so, their senders ask
         // the new leader.
@@ -289,19 +295,22 @@ pub struct ShardsReady {
 
 impl ShardsReady {
     /// Whether the replicas placed here at start run, every group this node is a member of
-    /// has a leader (requests are routed to it), and no replica here is still being rebuilt (until then this node cannot stand
-    /// in for a lost peer: taking another node down would stop those shards).
-    pub fn all_led(&self) -> bool {
+    /// has a leader that is this node or one `reachable` that it heard from since it started
+    /// (requests are routed to it), and no replica here is still being rebuilt (until then
+    /// this node cannot stand in for a lost peer: taking another node down would stop those
+    /// shards).
+    pub fn all_led(&self, reachable: impl Fn(u64) -> bool) -> bool {
         let Some(groups) = &self.groups else {
             return true;
         };
         if !self.started.load(Ordering::Acquire) || !groups.rebuilding().is_empty() {
             return false;
         }
+        let me = groups.me();
         groups.ids().into_iter().all(|shard| {
-            groups
-                .raft(shard)
-                .is_some_and(|raft| raft.metrics().borrow().current_leader.is_some())
+            let leader = groups.leader(shard);
+            leader == Some(me)
+                || leader.is_some_and(|l| reachable(l) && groups.heard_a_leader(shard))
         })
     }
 }

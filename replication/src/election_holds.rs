@@ -23,6 +23,12 @@ pub enum ElectionHold {
     /// takes it out (in a joint configuration a leaving leader that took the lead back each
     /// time would hold the change off forever).
     Leaving,
+    /// It just started again on the log it had (a restart): until it hears from a leader,
+    /// for at most a few election timeouts. Its election timer would otherwise fire before
+    /// the leader's heartbeats reach it again, and its higher term would depose a leader
+    /// that was serving (openraft 0.9 has no pre-vote): found by the rolling-restart
+    /// benchmark, ten shards re-elected at each node's return.
+    Starting,
 }
 
 /// The holds on each group's replica on this node.

@@ -74,6 +74,8 @@ pub struct Groups {
     /// When a peer that stepped aside last asked this node's replica of each group to call
     /// an election (a handover to this node).
     asked_to_lead: Arc<Mutex<BTreeMap<GroupId, tokio::time::Instant>>>,
+    /// Groups whose replica here heard from a leader (an append it took) since it started.
+    heard_a_leader: Arc<Mutex<std::collections::BTreeSet<GroupId>>>,
 }
 
 /// How long a peer has to say how far its log of a group goes.
@@ -117,6 +119,7 @@ impl Groups {
             holds: Default::default(),
             received: Arc::default(),
             asked_to_lead: Arc::default(),
+            heard_a_leader: Arc::default(),
         })
     }
 
@@ -159,10 +162,38 @@ impl Groups {
         let raft = self.start_member(group).await?;
         if self.is_rebuilding(group) {
             self.holds.set(group, &raft, ElectionHold::Rebuilding, true);
+        } else if raft.metrics().borrow().last_log_index.is_some() {
+            self.hold_until_a_leader_speaks(group, &raft);
         } else {
             self.holds.apply(group, &raft);
         }
         Ok(raft)
+    }
+
+    /// A replica started again on its log calls no elections until it hears from a leader
+    /// (takes an append: the vote it kept may name one that is gone), for at most six
+    /// election timeouts (`ElectionHold::Starting`).
+    fn hold_until_a_leader_speaks(&self, group: GroupId, raft: &ShardRaft) {
+        self.holds.set(group, raft, ElectionHold::Starting, true);
+        let longest = Duration::from_millis(self.config.election_timeout_max.saturating_mul(6));
+        let (this, raft) = (self.clone(), raft.clone());
+        tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            while !this.heard_a_leader(group) && started.elapsed() < longest {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            tracing::debug!(
+                group,
+                heard_a_leader = this.heard_a_leader(group),
+                "a restarted replica may call elections again"
+            );
+            this.holds.set(group, &raft, ElectionHold::Starting, false);
+        });
+    }
+
+    /// Whether this node's replica of `group` took an append from a leader since it started.
+    pub fn heard_a_leader(&self, group: GroupId) -> bool {
+        self.heard_a_leader.lock().is_ok_and(|h| h.contains(&group))
     }
 
     /// Puts `hold` on or off this node's replica of `group` (if it runs one): it calls
@@ -424,7 +455,14 @@ impl Groups {
                     self.rebuilding_entries(group, &r.entries);
                     self.rebuild_target(group, r.leader_commit.map(|l| l.index));
                 }
-                GroupRpcReply::AppendEntries(raft.append_entries(r).await)
+                let answer = raft.append_entries(r).await;
+                if matches!(&answer, Ok(a) if !matches!(a, openraft::raft::AppendEntriesResponse::HigherVote(_)))
+                {
+                    if let Ok(mut heard) = self.heard_a_leader.lock() {
+                        heard.insert(group);
+                    }
+                }
+                GroupRpcReply::AppendEntries(answer)
             }
             GroupRpc::Vote(_, r) => {
                 let candidate_last = r.last_log_id;

@@ -19,7 +19,7 @@
 use crate::types::{GroupId, NodeId, ShardEntry, ShardRaft, ShardRow, ShardTypeConfig};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::raft::ClientWriteResponse;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -60,6 +60,8 @@ pub struct Proposer {
     /// Set while an entry handed to openraft has not been answered (kept past the commit
     /// timeout: such an entry may still be appended).
     unanswered: Arc<AtomicBool>,
+    /// Changes submitted and not yet answered.
+    pending: Arc<AtomicUsize>,
 }
 
 impl Proposer {
@@ -92,6 +94,7 @@ impl Proposer {
             queue,
             failed,
             unanswered,
+            pending: Arc::default(),
         }
     }
 
@@ -113,9 +116,21 @@ impl Proposer {
         !self.unanswered.load(Ordering::Acquire)
     }
 
+    /// Whether every change submitted was answered and no entry awaits openraft's answer.
+    pub fn idle(&self) -> bool {
+        self.pending.load(Ordering::Acquire) == 0 && self.settled()
+    }
+
     /// Proposes `rows` (one change); `done` is called once they are committed by a majority
     /// of the group and applied here, or with why not.
     pub fn submit(&self, rows: Vec<ShardRow>, done: ProposalCallback) {
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        let pending = self.pending.clone();
+        let done: ProposalCallback = Box::new(move |outcome| {
+            let before = pending.fetch_sub(1, Ordering::AcqRel);
+            assert!(before > 0, "a change answered twice");
+            done(outcome);
+        });
         if let Err(mpsc::error::SendError((_, done))) = self.queue.send((rows, done)) {
             done(Err(ProposeError::Failed {
                 group: self.group,

@@ -21,7 +21,7 @@ use agora_store::{RowOp, RowTable};
 use async_trait::async_trait;
 use openraft::{RaftMetrics, ServerState};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -65,6 +65,9 @@ pub trait LeadershipEvents: Send + Sync + 'static {
     async fn lead(&self, shard: GroupId, term: u64);
     /// This node no longer serves `shard`: its entities must stop.
     async fn step_down(&self, shard: GroupId);
+    /// This node's lead of `shard` is about to move: its entities finish what they hold and
+    /// stop, and later messages wait (answered by `step_down`). Resolves once they stopped.
+    async fn quiesce(&self, _shard: GroupId) {}
 }
 
 /// Told each time this node lets a shard's entities run (a `may_serve` that says yes), with
@@ -134,6 +137,8 @@ struct Inner {
     served_log: OnceLock<Arc<dyn ServedLog>>,
     /// The proposer of each group's last lead here, with its term, once it stopped.
     retired: Mutex<BTreeMap<GroupId, (u64, Proposer)>>,
+    /// Set when the node is about to stop: it hands its leads on and takes none again.
+    leaving: AtomicBool,
 }
 
 /// Where leaders should be.
@@ -152,6 +157,9 @@ struct Handover {
 
 /// How long a leader that stepped aside waits for the new leader before serving again.
 const HANDOVER_WAIT: Duration = Duration::from_secs(2);
+/// Longest a lead that moves waits for its shard's work in progress to commit and for the
+/// replica it hands over to to hold every entry.
+const QUIESCE_MAX: Duration = Duration::from_millis(500);
 /// Least time between two balancing handovers of one group.
 const HANDOVER_EVERY: Duration = Duration::from_secs(5);
 
@@ -189,6 +197,7 @@ impl Serving {
                 events: OnceLock::new(),
                 served_log: OnceLock::new(),
                 retired: Mutex::new(BTreeMap::new()),
+                leaving: AtomicBool::new(false),
             }),
         }
     }
@@ -291,7 +300,8 @@ impl Serving {
                 }
             }
             Some(_) => self.stop_serving(shard, events).await,
-            None if ready_to_serve(self.inner.me, m)
+            None if !self.inner.leaving.load(Ordering::Acquire)
+                && ready_to_serve(self.inner.me, m)
                 && !self.stepped_aside(shard, m.current_term)
                 && self.predecessor_settled(shard, m.current_term) =>
             {
@@ -413,10 +423,12 @@ impl Serving {
             };
             h.insert(shard, handover);
         }
+        let quiet = self.quiesce(shard, to, events).await;
         tracing::info!(
             shard,
             to,
             term = m.current_term,
+            quiet,
             "stepping aside for another replica"
         );
         self.stop_serving(shard, events).await;
@@ -426,6 +438,29 @@ impl Serving {
         if !elected {
             tracing::debug!(shard, to, "the replica did not call an election");
         }
+    }
+
+    /// Before a lead moves to `to`: the shard's entities finish what they hold and stop,
+    /// their changes commit, and `to` comes to hold every entry (else this node would refuse
+    /// it the vote it needs). At most `QUIESCE_MAX`; whether all that happened.
+    async fn quiesce(&self, shard: GroupId, to: NodeId, events: &dyn LeadershipEvents) -> bool {
+        let started = Instant::now();
+        let _ = tokio::time::timeout(QUIESCE_MAX, events.quiesce(shard)).await;
+        let (Some(lead), Some(raft)) = (self.lead(shard), self.raft_of(shard)) else {
+            return false;
+        };
+        let quiet = loop {
+            if lead.proposer.idle() && caught_up(&raft.metrics().borrow(), to) {
+                break true;
+            }
+            if started.elapsed() >= QUIESCE_MAX || lead.proposer.failed() {
+                break false;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        };
+        metrics::histogram!("agora_replication_handover_quiesce_seconds")
+            .record(started.elapsed().as_secs_f64());
+        quiet
     }
 
     /// This node's member of `shard`'s group, if it runs one.
@@ -517,15 +552,21 @@ impl Serving {
             Err(_) => return 0,
         };
         let me = self.inner.me;
+        self.inner.leaving.store(true, Ordering::Release);
         for (shard, raft) in &rafts {
             let m = raft.metrics().borrow().clone();
             if m.current_leader != Some(me) {
                 continue;
             }
+            // The replica furthest along (it catches up while the shard quiesces).
+            let voters = crate::membership::voters(&m);
             let target = m.replication.as_ref().and_then(|r| {
-                r.keys()
-                    .copied()
-                    .find(|peer| *peer != me && caught_up(&m, *peer))
+                r.iter()
+                    .filter(|(peer, _)| **peer != me && voters.contains(peer))
+                    .max_by_key(|(peer, matched)| {
+                        (matched.map(|l| l.index), std::cmp::Reverse(**peer))
+                    })
+                    .map(|(peer, _)| *peer)
             });
             match target {
                 Some(to) => self.step_aside(*shard, &m, to, events.as_ref()).await,

@@ -567,8 +567,10 @@ impl Actor for EntityActor {
         host: &mut EntityHost,
     ) -> Result<(), ActorProcessingErr> {
         metrics::gauge!("agora_active_entities").decrement(1.0);
+        // Parked reads changed nothing: their senders may ask again (the shard's new
+        // leader, or this entity started again).
         for (_, reply, _) in host.parked.drain(..) {
-            reply.fail(AskError::Unavailable("entity passivated".into()));
+            reply.fail(AskError::not_served_here("entity passivated", None));
         }
         Ok(())
     }

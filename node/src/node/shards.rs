@@ -83,7 +83,7 @@ pub(super) fn readiness(
             .filter(|p| directory.gateway(**p).is_some())
             .count()
             >= majority
-            && shards_ready.all_led()
+            && shards_ready.all_led(|leader| directory.gateway(leader).is_some())
             && map_current.as_ref().is_none_or(|c| *c.borrow())
     })
 }
