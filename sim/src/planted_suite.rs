@@ -31,6 +31,9 @@ struct Entry {
     /// Replication factor of the simulated cluster (default 1).
     #[serde(default = "one")]
     replication_factor: usize,
+    /// The fault profile swept, as `--profile` names it (default `swarm`).
+    #[serde(default)]
+    profile: Option<String>,
     /// The bug whose defence stops this one first, when sweeps do not find it alone (the
     /// suite skips it and says so).
     #[serde(default)]
@@ -108,8 +111,14 @@ pub fn run(catalogue: &Path, jobs: usize, only: &[String]) -> anyhow::Result<boo
 /// rounds of `jobs` seeds).
 fn sweep_one(entry: &Entry, jobs: usize) -> anyhow::Result<Verdict> {
     let bug = super::parse_bug(&entry.name).map_err(|e| anyhow::anyhow!(e))?;
+    let profile = match &entry.profile {
+        None => Profile::Swarm,
+        Some(name) => <Profile as clap::ValueEnum>::from_str(name, true).map_err(|e| {
+            anyhow::anyhow!("bug {}: profile {name:?} is not a profile: {e}", entry.name)
+        })?,
+    };
     let sim = SimArgs {
-        profile: Profile::Swarm,
+        profile,
         nodes: 3,
         duration: 30,
         heal: 90,
@@ -165,6 +174,10 @@ mod tests {
         all.sort_unstable();
         assert_eq!(names, all);
         for e in &cat.bug {
+            if let Some(p) = &e.profile {
+                let parsed = <Profile as clap::ValueEnum>::from_str(p, true);
+                assert!(parsed.is_ok(), "{}: {p:?} is not a profile", e.name);
+            }
             if let Some(by) = &e.masked_by {
                 assert!(
                     names.contains(&by.as_str()),
