@@ -210,7 +210,7 @@ impl Cluster {
 
     /// Mints a join token for node `id` through node 1's admin endpoint.
     pub async fn mint_join_token(&self, id: u64) -> String {
-        let ops = self.nodes[0].admin_port_client().with_token(ADMIN_TOKEN);
+        let ops = self.ops(0);
         let minted = ops
             .post(
                 "/admin/cluster/join-tokens",
@@ -316,6 +316,18 @@ impl Cluster {
     /// A client of node `i`'s shop API (0-based).
     pub fn client(&self, i: usize) -> Client {
         self.nodes[i].client()
+    }
+
+    /// The seeded admin, logged in through node 1's shop API.
+    pub async fn admin(&self) -> Client {
+        self.client(0)
+            .login_as(crate::ADMIN_EMAIL, crate::ADMIN_PASSWORD)
+            .await
+    }
+
+    /// A client of node `i`'s admin port (0-based), with the admin token.
+    pub fn ops(&self, i: usize) -> Client {
+        self.nodes[i].admin_port_client().with_token(ADMIN_TOKEN)
     }
 }
 

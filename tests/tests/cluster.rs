@@ -6,20 +6,14 @@
 //! between nodes: `cluster_shards.rs`.)
 
 use agora_tests::cluster::Cluster;
-use agora_tests::{
-    card, counter, poll_until, wait_for_order, wallet, ADMIN_EMAIL, ADMIN_PASSWORD, CARD_OK,
-    POLL_TIMEOUT,
-};
+use agora_tests::{card, counter, poll_until, wait_for_order, wallet, CARD_OK, POLL_TIMEOUT};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_order_flow_runs_through_every_node_with_entities_on_all_three() {
     let cluster = Cluster::start(3, 100).await;
-    let admin = cluster
-        .client(0)
-        .login_as(ADMIN_EMAIL, ADMIN_PASSWORD)
-        .await;
+    let admin = cluster.admin().await;
     let skus = [
         admin.stocked_product(1_000, 50).await,
         admin.stocked_product(2_500, 50).await,
@@ -93,10 +87,7 @@ async fn the_order_flow_runs_through_every_node_with_entities_on_all_three() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_node_fails_fast_and_recovers_everything_on_restart() {
     let mut cluster = Cluster::start(3, 100).await;
-    let admin = cluster
-        .client(0)
-        .login_as(ADMIN_EMAIL, ADMIN_PASSWORD)
-        .await;
+    let admin = cluster.admin().await;
     // Products spread over the shards of all nodes.
     let mut skus = Vec::new();
     for _ in 0..12 {
@@ -164,10 +155,7 @@ async fn a_killed_node_fails_fast_and_recovers_everything_on_restart() {
 async fn the_admin_endpoint_needs_its_token_and_shows_members_shards_and_entities() {
     use agora_tests::cluster::ADMIN_TOKEN;
     let cluster = Cluster::start(3, 100).await;
-    let admin = cluster
-        .client(0)
-        .login_as(ADMIN_EMAIL, ADMIN_PASSWORD)
-        .await;
+    let admin = cluster.admin().await;
     let sku = admin.stocked_product(1_000, 5).await;
     let anon = cluster.nodes[0].admin_port_client();
     let r = anon.get("/admin/cluster/members").await;
@@ -278,10 +266,7 @@ async fn the_admin_endpoint_needs_its_token_and_shows_members_shards_and_entitie
 async fn a_long_order_history_lists_the_same_from_every_node() {
     const ORDERS: usize = 160;
     let cluster = Cluster::start(3, 100).await;
-    let admin = cluster
-        .client(0)
-        .login_as(ADMIN_EMAIL, ADMIN_PASSWORD)
-        .await;
+    let admin = cluster.admin().await;
     let sku = admin.stocked_product(100, ORDERS as u64).await;
     let (shopper, _) = cluster.client(0).new_user().await;
     let mut placed = std::collections::BTreeSet::new();
@@ -325,10 +310,7 @@ async fn a_long_order_history_lists_the_same_from_every_node() {
 async fn reviews_written_through_every_node_list_the_same_from_every_node() {
     const BUYERS: u64 = 5;
     let cluster = Cluster::start(3, 100).await;
-    let admin = cluster
-        .client(0)
-        .login_as(ADMIN_EMAIL, ADMIN_PASSWORD)
-        .await;
+    let admin = cluster.admin().await;
     let sku = admin.stocked_product(100, BUYERS).await;
     let path = format!("/api/v1/products/{sku}/reviews");
     let nodes = cluster.nodes.len();

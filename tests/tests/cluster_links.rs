@@ -106,7 +106,6 @@ fn a_node_given_another_nodes_certificate_refuses_to_start() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_outside_the_cluster_file_without_a_join_token_is_refused() {
-    use agora_tests::cluster::ADMIN_TOKEN;
     let mut cluster = Cluster::start(3, 50).await;
     cluster.wait_for_raft_leader().await;
     // It holds the cluster secret (the same file plus its own entry), but no token.
@@ -129,7 +128,7 @@ async fn a_node_outside_the_cluster_file_without_a_join_token_is_refused() {
     assert!(!owners.contains(&4), "node 4 was given shards: {owners:?}");
     let mut refused = 0.0;
     for i in 0..3 {
-        let ops = cluster.nodes[i].admin_port_client().with_token(ADMIN_TOKEN);
+        let ops = cluster.ops(i);
         refused += counter(&ops, "agora_cluster_joins_refused_total").await;
     }
     assert!(refused >= 1.0, "no node counted the refused join");
@@ -170,7 +169,6 @@ async fn a_join_token_minted_offline_from_the_cluster_file_admits_the_node() {
 /// an unusable one (another node's certificate) is refused and the one in use stays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn renewed_tls_files_are_used_without_a_restart_and_bad_ones_refused() {
-    use agora_tests::cluster::ADMIN_TOKEN;
     let files = tempfile::tempdir().expect("temp dir");
     let fixtures = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/tls"));
     for name in [
@@ -187,7 +185,7 @@ async fn renewed_tls_files_are_used_without_a_restart_and_bad_ones_refused() {
         "[tls]\ncert = \"{d}/node-{{id}}.pem\"\nkey = \"{d}/node-{{id}}.key\"\nca = \"{d}/ca.pem\"\nreload_check_ms = 1000\n"
     );
     let mut cluster = Cluster::start_with_tables(2, 50, &tables).await;
-    let metrics = cluster.nodes[0].admin_port_client().with_token(ADMIN_TOKEN);
+    let metrics = cluster.ops(0);
     let reloads = |outcome: &'static str| {
         let metrics = metrics.clone();
         async move {

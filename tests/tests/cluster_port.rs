@@ -4,7 +4,7 @@
 //! prefix over the frame limit closes the connection at once); and afterwards a restarted
 //! node connects again and a checkout crosses the nodes.
 
-use agora_tests::cluster::{Cluster, ADMIN_TOKEN};
+use agora_tests::cluster::Cluster;
 use agora_tests::counter;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -131,7 +131,7 @@ async fn strangers_cannot_exhaust_the_cluster_port_and_the_cluster_keeps_working
         peak >> 20
     );
 
-    let ops = cluster.nodes[0].admin_port_client().with_token(ADMIN_TOKEN);
+    let ops = cluster.ops(0);
     for (name, least) in [
         ("agora_cluster_connections_refused_total", 2 * PER_ADDRESS),
         ("agora_cluster_handshakes_timed_out_total", PER_ADDRESS),

@@ -4,7 +4,7 @@
 //! paused or restored from an old backup never serving a shard that moved away.
 
 use agora_tests::cluster::Cluster;
-use agora_tests::{poll_until, ADMIN_EMAIL, ADMIN_PASSWORD, POLL_TIMEOUT};
+use agora_tests::{poll_until, POLL_TIMEOUT};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -19,8 +19,7 @@ struct RaftView {
 
 /// Asks node `i` (0-based) for its shard map and Raft status; `Err` until it knows a leader.
 async fn raft_view(cluster: &Cluster, i: usize) -> Result<RaftView, String> {
-    use agora_tests::cluster::ADMIN_TOKEN;
-    let ops = cluster.nodes[i].admin_port_client().with_token(ADMIN_TOKEN);
+    let ops = cluster.ops(i);
     let r = ops
         .try_send(ops.req(reqwest::Method::GET, "/admin/cluster/shards"))
         .await
@@ -110,13 +109,9 @@ async fn the_shard_map_is_agreed_through_raft_and_survives_losing_the_leader() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shard_moves_to_another_node_under_load_without_losing_or_repeating_anything() {
-    use agora_tests::cluster::ADMIN_TOKEN;
     let cluster = Cluster::start(3, 50).await;
-    let admin = cluster
-        .client(0)
-        .login_as(ADMIN_EMAIL, ADMIN_PASSWORD)
-        .await;
-    let ops1 = cluster.nodes[0].admin_port_client().with_token(ADMIN_TOKEN);
+    let admin = cluster.admin().await;
+    let ops1 = cluster.ops(0);
     // A product stored on node 1, and its shard.
     let (sku, shard) = cluster.product_stored_on(&admin, 0, "product", 40).await;
 
@@ -147,7 +142,7 @@ async fn a_shard_moves_to_another_node_under_load_without_losing_or_repeating_an
     eprintln!("shard {shard} moved in {moved_in:?}; {unavailable} checkout answers were 503 (retried), {} acknowledged", acked.len());
 
     // The product now lives on node 2; node 1 names the new owner.
-    let ops2 = cluster.nodes[1].admin_port_client().with_token(ADMIN_TOKEN);
+    let ops2 = cluster.ops(1);
     // Followers apply the agreed map within a heartbeat or two.
     let r = poll_until("node 2 serves the moved product", POLL_TIMEOUT, || {
         let ops2 = ops2.clone();
@@ -187,10 +182,7 @@ async fn a_shard_moves_to_another_node_under_load_without_losing_or_repeating_an
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_stopped_with_sigterm_drains_its_shards_first_and_nothing_is_lost() {
     let mut cluster = Cluster::start(3, 50).await;
-    let admin = cluster
-        .client(0)
-        .login_as(ADMIN_EMAIL, ADMIN_PASSWORD)
-        .await;
+    let admin = cluster.admin().await;
     let skus = [
         admin.stocked_product(1_000, 30).await,
         admin.stocked_product(1_500, 30).await,
@@ -224,17 +216,13 @@ async fn a_node_stopped_with_sigterm_drains_its_shards_first_and_nothing_is_lost
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fourth_node_joins_under_load_and_takes_its_share() {
-    use agora_tests::cluster::ADMIN_TOKEN;
     let mut cluster = Cluster::start(3, 50).await;
-    let admin = cluster
-        .client(0)
-        .login_as(ADMIN_EMAIL, ADMIN_PASSWORD)
-        .await;
+    let admin = cluster.admin().await;
     let skus = vec![
         admin.stocked_product(1_000, 30).await,
         admin.stocked_product(1_500, 30).await,
     ];
-    let ops1 = cluster.nodes[0].admin_port_client().with_token(ADMIN_TOKEN);
+    let ops1 = cluster.ops(0);
     cluster.wait_for_raft_leader().await;
     let shoppers = agora_tests::cluster::Shoppers::start(
         (0..3).map(|i| cluster.client(i)).collect(),
@@ -244,7 +232,7 @@ async fn a_fourth_node_joins_under_load_and_takes_its_share() {
     .await;
     let started = Instant::now();
     cluster.join_node().await;
-    let ops4 = cluster.nodes[3].admin_port_client().with_token(ADMIN_TOKEN);
+    let ops4 = cluster.ops(3);
     poll_until(
         "node 4 owns its share of the 16 shards",
         Duration::from_secs(60),
@@ -309,13 +297,9 @@ fn signal(pid: u32, sig: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_paused_through_a_move_cannot_get_the_old_owner_to_serve_or_write_the_shard() {
-    use agora_tests::cluster::ADMIN_TOKEN;
     let cluster = Cluster::start(3, 50).await;
-    let admin = cluster
-        .client(0)
-        .login_as(ADMIN_EMAIL, ADMIN_PASSWORD)
-        .await;
-    let ops1 = cluster.nodes[0].admin_port_client().with_token(ADMIN_TOKEN);
+    let admin = cluster.admin().await;
+    let ops1 = cluster.ops(0);
     // A stock item stored on node 1, and its shard.
     let (sku, shard) = cluster.product_stored_on(&admin, 0, "stock", 10).await;
     let before = admin.inventory(&sku).await;
@@ -408,12 +392,8 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 /// map moved one of its shards came back serving it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_restored_from_an_old_backup_never_serves_a_shard_that_moved_away() {
-    use agora_tests::cluster::ADMIN_TOKEN;
     let mut cluster = Cluster::start(3, 50).await;
-    let admin = cluster
-        .client(0)
-        .login_as(ADMIN_EMAIL, ADMIN_PASSWORD)
-        .await;
+    let admin = cluster.admin().await;
     // A stock item stored on node 3, and its shard.
     let (sku, shard) = cluster.product_stored_on(&admin, 2, "stock", 10).await;
 
@@ -426,7 +406,7 @@ async fn a_node_restored_from_an_old_backup_never_serves_a_shard_that_moved_away
     cluster.wait_ready().await;
 
     // The shard moves to node 2; then node 3's disk goes back to the backup.
-    let ops3 = cluster.nodes[2].admin_port_client().with_token(ADMIN_TOKEN);
+    let ops3 = cluster.ops(2);
     agora_tests::operations::run_operation(
         &ops3,
         &format!("/admin/shards/{shard}/move"),
@@ -444,7 +424,7 @@ async fn a_node_restored_from_an_old_backup_never_serves_a_shard_that_moved_away
     // once, on node 2.
     let received = receive_one_by_one(&admin.rebased(&cluster.nodes[2].shop_url), &sku, 20).await;
     cluster.wait_ready().await;
-    let ops3 = cluster.nodes[2].admin_port_client().with_token(ADMIN_TOKEN);
+    let ops3 = cluster.ops(2);
     agora_tests::wait_for_counter(
         &ops3,
         "agora_orphan_shard_copies_dropped_total",

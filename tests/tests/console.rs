@@ -16,7 +16,7 @@ use agora_tests::dead_letters::{top_up_message, write_dead_letters};
 use agora_tests::operations::run_operation;
 use agora_tests::{
     card, history_statuses, poll_until, wait_for_order, AgoraProcess, Client, ServerOptions,
-    ADMIN_EMAIL, ADMIN_PASSWORD, CARD_OK,
+    CARD_OK,
 };
 use serde_json::json;
 use std::path::Path;
@@ -128,10 +128,7 @@ async fn shard_owners(ops: &Client) -> Vec<(u64, u64)> {
 /// Places an order with a card and waits until it is delivered; answers its id and its
 /// status history as the shop API shows it.
 async fn delivered_order(cluster: &Cluster) -> (String, Vec<String>) {
-    let admin = cluster
-        .client(0)
-        .login_as(ADMIN_EMAIL, ADMIN_PASSWORD)
-        .await;
+    let admin = cluster.admin().await;
     let sku = admin.stocked_product(1_250, 10).await;
     let (shopper, _) = cluster.client(0).new_user().await;
     shopper.add_to_cart(&sku, 2).await;
@@ -144,7 +141,7 @@ async fn delivered_order(cluster: &Cluster) -> (String, Vec<String>) {
 
 /// The admin URL of the node that stores `kind/id` (the inspector reads the owner's store).
 async fn owner_admin_url(cluster: &Cluster, kind: &str, id: &str) -> String {
-    let ops = cluster.nodes[0].admin_port_client().with_token(ADMIN_TOKEN);
+    let ops = cluster.ops(0);
     let r = ops.get(&format!("/admin/entities/{kind}/{id}")).await;
     let owner = match r.status {
         200 => 1,
@@ -161,7 +158,7 @@ async fn the_console_shows_every_shard_with_its_owner_and_an_orders_saga_in_orde
     let began = Instant::now();
     let cluster = Cluster::start(2, 100).await;
     let node1 = &cluster.nodes[0].admin_url;
-    let ops = cluster.nodes[0].admin_port_client().with_token(ADMIN_TOKEN);
+    let ops = cluster.ops(0);
     let owners = shard_owners(&ops).await;
     assert!(owners.iter().any(|(_, o)| *o == 2), "both nodes own shards");
 
@@ -316,7 +313,7 @@ async fn group_leaders(ops: &Client) -> Vec<(u64, u64)> {
 async fn with_replicated_shards_the_grid_shows_each_shards_leader_and_replicas() {
     chromium();
     let cluster = Cluster::start_replicated(3, 100, 3).await;
-    let ops = cluster.nodes[0].admin_port_client().with_token(ADMIN_TOKEN);
+    let ops = cluster.ops(0);
     let url = format!("{}/console#token={ADMIN_TOKEN}", cluster.nodes[0].admin_url);
     let html = poll_until(
         "the grid shows every group's leader",
@@ -375,7 +372,7 @@ async fn the_dead_letters_view_offers_replay_and_discard_only_with_mutations() {
     write_dead_letters(&data_dir, "account not found", message()).await;
     cluster.nodes[0].restart();
     cluster.wait_ready().await;
-    let ops = cluster.nodes[0].admin_port_client().with_token(ADMIN_TOKEN);
+    let ops = cluster.ops(0);
     let id = only_dead_letter(&ops).await;
     let url = format!("{}/console#token={ADMIN_TOKEN}", cluster.nodes[0].admin_url);
     poll_until(

@@ -88,7 +88,7 @@ async fn replayed(ops1: &Client, outcome: &str) -> f64 {
 async fn a_replayed_dead_letter_takes_effect_once_when_its_cause_is_gone_and_is_kept_while_refused()
 {
     let mut cluster = Cluster::start(2, 50).await;
-    let ops1 = cluster.nodes[0].admin_port_client().with_token(ADMIN_TOKEN);
+    let ops1 = cluster.ops(0);
     let email = email_owned_by_node_2(&ops1).await;
     replay_scenario(&mut cluster, &email).await;
 }
@@ -116,7 +116,7 @@ async fn replay_scenario(cluster: &mut Cluster, email: &str) {
     write_dead_letters(&data_dir, "not found: account", letters).await;
     cluster.nodes[0].restart();
     cluster.wait_ready().await;
-    let ops1 = cluster.nodes[0].admin_port_client().with_token(ADMIN_TOKEN);
+    let ops1 = cluster.ops(0);
     let before = listed(&ops1).await;
     assert_eq!(before.len(), 3, "{before:?}");
     let (b, a_copy, a) = (before[0].0, before[1].0, before[2].0);

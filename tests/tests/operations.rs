@@ -3,7 +3,7 @@
 //! Errors known at once (a shard not owned, an unknown operation or dead letter) are still
 //! answered at once.
 
-use agora_tests::cluster::{Cluster, ADMIN_TOKEN};
+use agora_tests::cluster::Cluster;
 use agora_tests::operations::{accepted, finished};
 use serde_json::json;
 
@@ -13,7 +13,7 @@ async fn a_drain_is_accepted_at_once_and_its_operation_counts_every_shard_moved(
     cluster.wait_for_raft_leader().await;
     let had = cluster.owners().await.iter().filter(|o| **o == 3).count();
     assert!(had > 0, "node 3 owns no shard to drain");
-    let ops3 = cluster.nodes[2].admin_port_client().with_token(ADMIN_TOKEN);
+    let ops3 = cluster.ops(2);
 
     // Errors known at once are still answered at once.
     let unknown = ops3.get("/admin/operations/no-such-operation").await;

@@ -3,8 +3,8 @@
 //! shards are served by the other replicas without anyone restarting it, and every saga in
 //! flight finishes.
 
-use agora_tests::cluster::{Cluster, Shoppers, ADMIN_TOKEN};
-use agora_tests::{poll_until, Client, ADMIN_EMAIL, ADMIN_PASSWORD, POLL_TIMEOUT};
+use agora_tests::cluster::{Cluster, Shoppers};
+use agora_tests::{poll_until, Client, POLL_TIMEOUT};
 use std::time::Instant;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -28,7 +28,7 @@ async fn a_killed_node_fails_over_without_losing_an_acknowledged_order() {
 
     // Replicated shards are not drained, and a move moves a shard's lead, not its data: a
     // leader transfer, made only by the shard's leader (elsewhere the refusal names it).
-    let ops = cluster.nodes[0].admin_port_client().with_token(ADMIN_TOKEN);
+    let ops = cluster.ops(0);
     let moved = ops
         .post("/admin/shards/0/move", &serde_json::json!({"to": 2}))
         .await;
@@ -164,10 +164,7 @@ async fn without_node_1(
 /// `cluster`, its admin (logged in through node 1) and `products` products with `stock`
 /// units each (on the shards of every node).
 async fn stocked(cluster: Cluster, products: usize, stock: u64) -> (Cluster, Client, Vec<String>) {
-    let admin = cluster
-        .client(0)
-        .login_as(ADMIN_EMAIL, ADMIN_PASSWORD)
-        .await;
+    let admin = cluster.admin().await;
     let mut skus = Vec::new();
     for _ in 0..products {
         skus.push(admin.stocked_product(1_000, stock).await);
@@ -292,7 +289,7 @@ async fn reads_through_one_node_go_on_through_a_rolling_restart() {
 
 /// What node `i`'s admin endpoint says of its replicas.
 async fn replicas_of(cluster: &Cluster, i: usize) -> serde_json::Value {
-    let ops = cluster.nodes[i].admin_port_client().with_token(ADMIN_TOKEN);
+    let ops = cluster.ops(i);
     ops.get("/admin/cluster/replicas")
         .await
         .expect_status(200, "replicas")
@@ -368,7 +365,7 @@ async fn a_joining_node_takes_replicas_and_a_removed_node_hands_its_replicas_on(
 
     // Node 1 is removed for good, through node 2's admin endpoint: its replicas are
     // rebuilt on the others and every group drops it.
-    let ops = cluster.nodes[1].admin_port_client().with_token(ADMIN_TOKEN);
+    let ops = cluster.ops(1);
     let removal = ops
         .post("/admin/cluster/members/1/remove", &serde_json::json!({}))
         .await;
@@ -484,7 +481,7 @@ async fn two_of_five_nodes_killed_at_once_lose_nothing() {
 /// Cuts node `i` (0-based) off from the nodes `peers` (empty: heals it), through its admin
 /// endpoint's fault injection.
 async fn cut_off(cluster: &Cluster, i: usize, peers: &[u64]) {
-    let ops = cluster.nodes[i].admin_port_client().with_token(ADMIN_TOKEN);
+    let ops = cluster.ops(i);
     let r = ops
         .send(
             ops.req(reqwest::Method::PUT, "/admin/faults/partition")
