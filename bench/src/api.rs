@@ -170,54 +170,133 @@ pub async fn login(
         .to_string())
 }
 
-/// Creates `n` stocked products in six categories.
+/// Runs `job(0..n)`, `parallel` at a time, and returns the results in index order.
+async fn in_parallel<T, F, Fut>(n: usize, parallel: usize, job: F) -> anyhow::Result<Vec<T>>
+where
+    T: Send + 'static,
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<T>> + Send,
+{
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let job = Arc::new(job);
+    let mut workers = Vec::new();
+    for _ in 0..parallel.clamp(1, n.max(1)) {
+        let (next, job) = (next.clone(), job.clone());
+        workers.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= n {
+                    return anyhow::Ok(got);
+                }
+                got.push((i, job(i).await?));
+            }
+        }));
+    }
+    let mut slots: Vec<Option<T>> = (0..n).map(|_| None).collect();
+    for w in workers {
+        for (i, t) in w.await?? {
+            slots[i] = Some(t);
+        }
+    }
+    slots
+        .into_iter()
+        .map(|t| t.context("a parallel job left its result out"))
+        .collect()
+}
+
+/// Creates `n` stocked products in six categories, `parallel` at a time, each with a
+/// description of at least `description_bytes` (a larger catalogue for the rebuild).
 async fn setup_catalog(
     c: &reqwest::Client,
     api: &str,
     admin_token: &str,
     tag: &str,
     n: usize,
+    shape: CatalogShape,
 ) -> anyhow::Result<Vec<CatalogItem>> {
-    let mut items = Vec::with_capacity(n);
-    for i in 0..n {
-        let (category, word) = CATEGORIES[i % CATEGORIES.len()];
-        let sku = format!("BENCH-{tag}-{i:03}");
-        let product = json!({"sku": sku, "name": format!("Bench {word} {i}"),
-            "description": format!("A {word} for load tests"), "category": category,
-            "price": {"amount_minor": 1000 + i as u64 * 100, "currency": "INR"}});
-        let (s, b) = post_retrying_unavailable(
-            c,
-            &format!("{api}/products"),
-            Some(admin_token),
-            product.to_string(),
-        )
-        .await?;
-        // The SKU is this run's own (its tag), so "already exists" is an earlier attempt of
-        // ours that answered 503 after all (a retryable outcome the node could not confirm
-        // in time) and took effect.
-        let ours = s == 409 && json_of(&b)["type"] == "/problems/already-exists";
-        if s != 201 && !ours {
-            bail!(
-                "creating product {sku} answered {s}: {}",
-                String::from_utf8_lossy(&b)
-            );
+    let (c, api, admin_token, tag) = (
+        c.clone(),
+        api.to_string(),
+        admin_token.to_string(),
+        tag.to_string(),
+    );
+    in_parallel(n, shape.parallel, move |i| {
+        let (c, api, admin_token, tag) = (c.clone(), api.clone(), admin_token.clone(), tag.clone());
+        async move { create_product(&c, &api, &admin_token, &tag, i, shape.description_bytes).await }
+    })
+    .await
+}
+
+/// How the bench catalogue is made.
+#[derive(Debug, Clone, Copy)]
+pub struct CatalogShape {
+    /// Products created at once.
+    pub parallel: usize,
+    /// Least length of each description, bytes (within the API's limit).
+    pub description_bytes: usize,
+}
+
+impl Default for CatalogShape {
+    fn default() -> Self {
+        Self {
+            parallel: 8,
+            description_bytes: 0,
         }
-        let qty = json!({ "quantity": STOCK_PER_SKU }).to_string();
-        let url = format!("{api}/inventory/{sku}/receive");
-        let (s, b) = post_retrying_unavailable(c, &url, Some(admin_token), qty).await?;
-        if s != 200 {
-            bail!(
-                "receiving stock of {sku} answered {s}: {}",
-                String::from_utf8_lossy(&b)
-            );
-        }
-        items.push(CatalogItem {
-            sku,
-            category: category.into(),
-            word: word.into(),
-        });
     }
-    Ok(items)
+}
+
+/// Creates product `i` of the bench catalogue and receives its stock.
+async fn create_product(
+    c: &reqwest::Client,
+    api: &str,
+    admin_token: &str,
+    tag: &str,
+    i: usize,
+    description_bytes: usize,
+) -> anyhow::Result<CatalogItem> {
+    let (category, word) = CATEGORIES[i % CATEGORIES.len()];
+    let sku = format!("BENCH-{tag}-{i:03}");
+    let mut description = format!("A {word} for load tests");
+    let filler = " with a long description";
+    let limit = agora_actors::limits::MAX_TEXT_LEN.min(description_bytes);
+    while description.len() + filler.len() <= limit {
+        description.push_str(filler);
+    }
+    let product = json!({"sku": sku, "name": format!("Bench {word} {i}"),
+        "description": description, "category": category,
+        "price": {"amount_minor": 1000 + i as u64 * 100, "currency": "INR"}});
+    let (s, b) = post_retrying_unavailable(
+        c,
+        &format!("{api}/products"),
+        Some(admin_token),
+        product.to_string(),
+    )
+    .await?;
+    // The SKU is this run's own (its tag), so "already exists" is an earlier attempt of
+    // ours that answered 503 after all (a retryable outcome the node could not confirm
+    // in time) and took effect.
+    let ours = s == 409 && json_of(&b)["type"] == "/problems/already-exists";
+    if s != 201 && !ours {
+        bail!(
+            "creating product {sku} answered {s}: {}",
+            String::from_utf8_lossy(&b)
+        );
+    }
+    let qty = json!({ "quantity": STOCK_PER_SKU }).to_string();
+    let url = format!("{api}/inventory/{sku}/receive");
+    let (s, b) = post_retrying_unavailable(c, &url, Some(admin_token), qty).await?;
+    if s != 200 {
+        bail!(
+            "receiving stock of {sku} answered {s}: {}",
+            String::from_utf8_lossy(&b)
+        );
+    }
+    Ok(CatalogItem {
+        sku,
+        category: category.into(),
+        word: word.into(),
+    })
 }
 
 /// Registers and logs in `n` shoppers, `parallel` at a time (password hashing is costly).
@@ -228,38 +307,23 @@ async fn register_users(
     n: usize,
     parallel: usize,
 ) -> anyhow::Result<Vec<String>> {
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let mut workers = Vec::new();
-    for _ in 0..parallel.clamp(1, n.max(1)) {
-        let (c, api, tag, next) = (c.clone(), api.to_string(), tag.to_string(), next.clone());
-        workers.push(tokio::spawn(async move {
-            let mut got = Vec::new();
-            loop {
-                let u = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if u >= n {
-                    return anyhow::Ok(got);
-                }
-                let email = format!("bench-{tag}-{u}@example.com");
-                let body = json!({"email": email, "password": "bench-password", "name": "Bench"});
-                let (s, b) =
-                    post(&c, &format!("{api}/users"), None, body.to_string(), None).await?;
-                if s != 201 && s != 200 {
-                    bail!(
-                        "registering {email} answered {s}: {}",
-                        String::from_utf8_lossy(&b)
-                    );
-                }
-                got.push((u, login(&c, &api, &email, "bench-password").await?));
+    let (c, api, tag) = (c.clone(), api.to_string(), tag.to_string());
+    in_parallel(n, parallel, move |u| {
+        let (c, api, tag) = (c.clone(), api.clone(), tag.clone());
+        async move {
+            let email = format!("bench-{tag}-{u}@example.com");
+            let body = json!({"email": email, "password": "bench-password", "name": "Bench"});
+            let (s, b) = post(&c, &format!("{api}/users"), None, body.to_string(), None).await?;
+            if s != 201 && s != 200 {
+                bail!(
+                    "registering {email} answered {s}: {}",
+                    String::from_utf8_lossy(&b)
+                );
             }
-        }));
-    }
-    let mut tokens = vec![String::new(); n];
-    for w in workers {
-        for (u, t) in w.await?? {
-            tokens[u] = t;
+            login(&c, &api, &email, "bench-password").await
         }
-    }
-    Ok(tokens)
+    })
+    .await
 }
 
 /// Logs in as admin, creates the bench catalog and registers `users` shoppers.
@@ -268,6 +332,17 @@ pub async fn setup(
     conns: usize,
     products: usize,
     users: usize,
+) -> anyhow::Result<World> {
+    setup_shaped(ep, conns, products, users, CatalogShape::default()).await
+}
+
+/// `setup` with the catalogue made as `shape` says.
+pub async fn setup_shaped(
+    ep: &Endpoint,
+    conns: usize,
+    products: usize,
+    users: usize,
+    shape: CatalogShape,
 ) -> anyhow::Result<World> {
     let client = client(conns)?;
     let api = format!("{}/api/v1", ep.api_base.trim_end_matches('/'));
@@ -285,7 +360,7 @@ pub async fn setup(
         .map(|d| d.as_nanos())
         .unwrap_or_default();
     let tag = format!("{:x}", (nanos as u64) ^ u64::from(std::process::id()) << 32);
-    let catalog = setup_catalog(&client, &api, &admin_token, &tag, products.max(1)).await?;
+    let catalog = setup_catalog(&client, &api, &admin_token, &tag, products.max(1), shape).await?;
     let users = register_users(&client, &api, &tag, users, 4).await?;
     let checkout_body = json!({"payment": {"method": "card", "card_number": "4242424242424242"},
         "shipping_address": {"name": "Bench", "line1": "1 Load St", "city": "Pune",

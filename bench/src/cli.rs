@@ -185,6 +185,9 @@ pub struct ClusterKnobs {
     /// Products created before the rebuilt node's disk is lost (0: no rebuild).
     #[arg(long, default_value_t = 20_000)]
     pub rebuild_products: usize,
+    /// Least description length of each rebuilt product, bytes (at most the API's 4,000).
+    #[arg(long, default_value_t = 2_000)]
+    pub rebuild_description_bytes: usize,
 }
 
 /// `ceilings`.
@@ -335,6 +338,9 @@ pub struct RebuildArgs {
     /// Products created before node 3's disk is lost (the data it rebuilds).
     #[arg(long, default_value_t = 2_000)]
     pub products: usize,
+    /// Least description length of each product, bytes (at most the API's 4,000).
+    #[arg(long, default_value_t = 2_000)]
+    pub description_bytes: usize,
     /// Where the JSON results go.
     #[arg(long, default_value = "bench-results")]
     pub out: PathBuf,

@@ -111,7 +111,9 @@ pub async fn run(a: &ReportArgs, opts: &NodeOptions) -> anyhow::Result<ClusterRe
     };
     let rebuild = match a.cluster.rebuild_products {
         0 => None,
-        products => Some(rebuild::measure(&target, products).await?),
+        products => {
+            Some(rebuild::measure(&target, products, a.cluster.rebuild_description_bytes).await?)
+        }
     };
     let rolling = match a.cluster.rolling_shoppers {
         0 => None,

@@ -60,10 +60,17 @@ pub struct RebuildResult {
 pub async fn measure(
     target: &crate::target::TargetArgs,
     products: usize,
+    description_bytes: usize,
 ) -> anyhow::Result<RebuildResult> {
     let (mut cluster, ep) = ClusterProc::start_replicated(target, "rebuild")?;
-    eprintln!("creating {products} products…");
-    api::setup(&ep, 16, products, 0).await?;
+    eprintln!("creating {products} products ({description_bytes}-byte descriptions)…");
+    let started = Instant::now();
+    let shape = api::CatalogShape {
+        parallel: 16,
+        description_bytes,
+    };
+    api::setup_shaped(&ep, 16, products, 0, shape).await?;
+    eprintln!("created in {:.1} s", started.elapsed().as_secs_f64());
     let victim = 2;
     cluster.kill(victim)?;
     let data = cluster.data_dir(victim);
@@ -91,7 +98,7 @@ pub async fn measure(
 
 /// Runs the rebuild and prints (and writes) its throughput.
 pub async fn run(a: RebuildArgs) -> anyhow::Result<()> {
-    let r = measure(&a.target, a.products).await?;
+    let r = measure(&a.target, a.products, a.description_bytes).await?;
     println!(
         "rebuild of node 3 ({} products): {:.1} MB in {:.2} s = {:.1} MB/s; disk sequential-write ceiling {:.0} MB/s ({:.1} %); redb loading the same bytes {:.0} MB/s ({:.1} %)",
         r.products,

@@ -177,7 +177,7 @@ async fn raft_run(args: &ReplicationArgs, replicas: usize) -> anyhow::Result<Spi
                     g as u32,
                     raft,
                     term,
-                    4096,
+                    agora_replication::EntryLimits::default(),
                     std::time::Duration::from_secs(5),
                 )
             })

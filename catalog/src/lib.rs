@@ -41,7 +41,38 @@ pub enum Fact {
     },
 }
 
+/// The version a page of `facts` (oldest first) ends at, the first fact left out being
+/// at `left_out`.
+fn facts_version(facts: &[(u64, String, Fact)], left_out: u64) -> u64 {
+    let last = facts.last().map_or(0, |(v, _, _)| *v);
+    assert!(
+        last < left_out,
+        "a page ends before the facts it leaves out"
+    );
+    last
+}
+
 impl Fact {
+    /// About how many bytes the fact takes on the wire (its text, plus a fixed part).
+    pub fn approx_bytes(&self) -> usize {
+        const FIXED_BYTES: usize = 64;
+        match self {
+            Fact::Product(p) => {
+                FIXED_BYTES
+                    + p.details.as_ref().map_or(0, |d| {
+                        d.name.len()
+                            + d.description.len()
+                            + d.category.len()
+                            + d.attributes
+                                .iter()
+                                .map(|(k, v)| k.len() + v.len() + 8)
+                                .sum::<usize>()
+                    })
+            }
+            Fact::Stock(_) | Fact::Rating { .. } => FIXED_BYTES,
+        }
+    }
+
     /// The rating fact of a board's figures.
     fn rating(summary: agora_actors::review::RatingSummary) -> Self {
         Fact::Rating {
@@ -408,8 +439,10 @@ impl CatalogProjection {
         }
     }
 
-    /// The facts from this node's shards newer than `version`.
-    pub fn since(&self, version: u64) -> FactsSince {
+    /// The facts from this node's shards newer than `version`, oldest first, about
+    /// `max_bytes` of them at most (at least one): the answer's `version` is the newest one
+    /// included, so a peer pulls the rest from there.
+    pub fn since(&self, version: u64, max_bytes: usize) -> FactsSince {
         let Ok(inner) = self.shared.inner.read() else {
             return FactsSince {
                 incarnation: self.incarnation,
@@ -417,16 +450,33 @@ impl CatalogProjection {
                 facts: Vec::new(),
             };
         };
-        let facts = inner
+        let mut newer: Vec<(u64, &String, &Fact)> = inner
             .local
             .iter()
             .filter(|(_, (v, _))| *v > version)
-            .map(|((_, sku), (_, f))| (sku.clone(), f.clone()))
+            .map(|((_, sku), (v, f))| (*v, sku, f))
             .collect();
+        newer.sort_unstable_by_key(|(v, _, _)| *v);
+        let mut bytes = 0;
+        let mut facts = Vec::new();
+        let mut newest = inner.version;
+        for (v, sku, fact) in newer {
+            let size = sku.len() + fact.approx_bytes();
+            if !facts.is_empty() && bytes + size > max_bytes {
+                newest = facts_version(&facts, v);
+                break;
+            }
+            bytes += size;
+            facts.push((v, sku.clone(), fact.clone()));
+        }
+        assert!(
+            newest <= inner.version,
+            "a page never runs ahead of the projection"
+        );
         FactsSince {
             incarnation: self.incarnation,
-            version: inner.version,
-            facts,
+            version: newest,
+            facts: facts.into_iter().map(|(_, sku, f)| (sku, f)).collect(),
         }
     }
 
@@ -668,6 +718,53 @@ mod tests {
     }
 
     #[test]
+    fn a_pull_comes_in_pages_that_end_at_a_version_and_miss_nothing() {
+        let p = CatalogProjection::empty(1, IndexMode::OnRead).unwrap();
+        for i in 0..10 {
+            let sku = format!("PG-{i}");
+            p.committed(
+                &product_ref(&sku),
+                &EntityState::Product(product("Paged Thing", "toys", 100 + i, 1)),
+            );
+        }
+        let one = Fact::Product(product("Paged Thing", "toys", 100, 1)).approx_bytes() + 4;
+        // Three products' worth per page: four pages, each ending at its last version.
+        let (mut version, mut got, mut pages) = (0, Vec::new(), 0);
+        loop {
+            let page = p.since(version, 3 * one);
+            if page.facts.is_empty() {
+                break;
+            }
+            assert!(
+                page.facts.len() <= 3,
+                "{} facts in a page",
+                page.facts.len()
+            );
+            assert!(page.version > version, "a page moves the version on");
+            version = page.version;
+            got.extend(page.facts.into_iter().map(|(sku, _)| sku));
+            pages += 1;
+            // A change made between pages comes in a later page.
+            if pages == 1 {
+                p.committed(
+                    &product_ref("PG-0"),
+                    &EntityState::Product(product("Paged Thing", "toys", 999, 1)),
+                );
+            }
+        }
+        assert_eq!(pages, 4);
+        let mut expected: Vec<String> = (1..10).map(|i| format!("PG-{i}")).collect();
+        expected.insert(0, "PG-0".into());
+        expected.push("PG-0".into());
+        assert_eq!(
+            got, expected,
+            "every fact once, oldest first; the changed one again"
+        );
+        // A fact larger than the budget still comes, alone.
+        assert_eq!(p.since(0, 1).facts.len(), 1);
+    }
+
+    #[test]
     fn committed_review_boards_set_the_rating_filter_and_sort() {
         use agora_actors::review::ReviewBoardState;
         let p = CatalogProjection::empty(1, IndexMode::OnRead).unwrap();
@@ -707,7 +804,7 @@ mod tests {
         assert_eq!((page.items[0].rating, page.items[0].review_count), (4.5, 2));
 
         // Peers pull the figures with the other facts.
-        let facts = p.since(0).facts;
+        let facts = p.since(0, usize::MAX).facts;
         assert!(
             facts.iter().any(|(sku, f)| sku == "RV-2"
                 && *f

@@ -219,7 +219,10 @@ impl Actor for Gateway {
             }
             GatewayMsg::CatalogSince(bytes, reply) => {
                 let since = decode::<u64>(&bytes).unwrap_or(0);
-                let _ = reply.send(encode(&args.catalog.since(since)).unwrap_or_default());
+                let _ = reply.send(
+                    encode(&args.catalog.since(since, super::catalog_sync::PAGE_BYTES))
+                        .unwrap_or_default(),
+                );
                 Ok(())
             }
             GatewayMsg::Raft(bytes, reply) => {

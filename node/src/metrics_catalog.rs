@@ -57,6 +57,11 @@ pub const METRICS: &[(Kind, &str, &str)] = &[
     ),
     (
         Counter,
+        "agora_replication_appends_split_total",
+        "Appends to a peer that were over the cluster frame limit and were sent again as fewer entries at once.",
+    ),
+    (
+        Counter,
         "agora_replication_fenced_entries_total",
         "Log entries skipped on apply because a proposer of an ended leadership made them (they were appended under a later term).",
     ),
@@ -419,6 +424,11 @@ pub const METRICS: &[(Kind, &str, &str)] = &[
     ),
     (
         Histogram,
+        "agora_replication_entry_bytes",
+        "Bytes of keys and values carried by one shard-group log entry.",
+    ),
+    (
+        Histogram,
         "agora_search_batch_docs",
         "Documents indexed per search index batch.",
     ),
@@ -450,12 +460,27 @@ const COUNT_BUCKETS: &[f64] = &[
     1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0, 16384.0,
 ];
 
+/// Bucket bounds of byte-size histograms.
+const BYTES_BUCKETS: &[f64] = &[
+    256.0,
+    1024.0,
+    4096.0,
+    16384.0,
+    65536.0,
+    262_144.0,
+    1_048_576.0,
+    4_194_304.0,
+    16_777_216.0,
+];
+
 /// The exporter with the histograms' buckets set.
 pub fn exporter() -> Result<PrometheusBuilder, BuildError> {
     let mut b = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)?;
     for (kind, name, _) in METRICS {
-        if *kind == Histogram && !name.ends_with("_seconds") {
+        if *kind == Histogram && name.ends_with("_bytes") {
+            b = b.set_buckets_for_metric(Matcher::Full((*name).into()), BYTES_BUCKETS)?;
+        } else if *kind == Histogram && !name.ends_with("_seconds") {
             b = b.set_buckets_for_metric(Matcher::Full((*name).into()), COUNT_BUCKETS)?;
         }
     }

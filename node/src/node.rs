@@ -352,6 +352,15 @@ pub async fn start_with(
     let replication_factor = cluster.as_ref().map_or(1, |c| c.replication_factor);
     let group_config = agora_replication::GroupConfig {
         cluster_name: membership.cluster_name.clone(),
+        max_message_bytes: agora_replication::GroupConfig::message_bytes_for_frame(
+            cluster.as_ref().map_or_else(
+                || {
+                    agora_cluster_config::cluster::ClusterConnectionLimits::default()
+                        .max_frame_bytes
+                },
+                |c| c.cluster_connections.max_frame_bytes,
+            ),
+        ),
         ..agora_replication::GroupConfig::default()
     };
     // Replicated shards are served by their groups' leaders only.

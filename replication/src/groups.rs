@@ -28,6 +28,24 @@ pub struct GroupConfig {
     /// The election timeout range: a follower that hears no leader for a random time in
     /// it calls an election (failover time is about its middle).
     pub election_timeout_ms: (u64, u64),
+    /// Largest request the transport carries, bytes: an append that would be larger is
+    /// sent as several smaller ones.
+    pub max_message_bytes: usize,
+}
+
+/// Room left in a cluster frame for what wraps a group request.
+pub const FRAME_OVERHEAD_BYTES: usize = 64 * 1024;
+
+impl GroupConfig {
+    /// The largest group request a cluster frame of `max_frame_bytes` carries.
+    pub fn message_bytes_for_frame(max_frame_bytes: u64) -> usize {
+        let frame = usize::try_from(max_frame_bytes).unwrap_or(usize::MAX);
+        assert!(
+            frame > 2 * FRAME_OVERHEAD_BYTES,
+            "a cluster frame holds more than its overhead"
+        );
+        frame - FRAME_OVERHEAD_BYTES
+    }
 }
 
 impl Default for GroupConfig {
@@ -36,6 +54,7 @@ impl Default for GroupConfig {
             cluster_name: "agora".into(),
             heartbeat_ms: 50,
             election_timeout_ms: (250, 500),
+            max_message_bytes: Self::message_bytes_for_frame(16 * 1024 * 1024),
         }
     }
 }
@@ -63,6 +82,8 @@ pub struct Groups {
     pool: Arc<dyn BlockingPool>,
     transport: Arc<dyn GroupTransport>,
     config: Arc<openraft::Config>,
+    /// Largest request sent to a peer, bytes.
+    max_message_bytes: usize,
     rafts: Arc<RwLock<BTreeMap<GroupId, ShardRaft>>>,
     /// Groups whose replica here is being rebuilt, with the commit index its first leader
     /// announced (`None` until one spoke): they grant no votes until they hold it.
@@ -114,6 +135,7 @@ impl Groups {
             pool,
             transport,
             config: Arc::new(raft_config),
+            max_message_bytes: config.max_message_bytes,
             rafts: Arc::new(RwLock::new(BTreeMap::new())),
             rebuilding: Arc::new(Mutex::new(BTreeMap::new())),
             holds: Default::default(),
@@ -220,7 +242,7 @@ impl Groups {
             self.writer.clone(),
             self.pool.clone(),
         )?;
-        let network = GroupNetwork::new(group, self.transport.clone());
+        let network = GroupNetwork::new(group, self.transport.clone(), self.max_message_bytes);
         let raft = ShardRaft::new(self.me, self.config.clone(), network, log, state)
             .await
             .map_err(|e| GroupError::Fatal(e.to_string()))?;

@@ -41,7 +41,7 @@ pub mod state;
 pub mod types;
 
 pub use groups::{GroupConfig, Groups};
-pub use proposer::{ProposeError, Proposer};
+pub use proposer::{EntryLimits, ProposeError, Proposer};
 pub use serving::{LeadershipEvents, ServedLog, Serving, ServingConfig, TransferRefused};
 pub use types::{GroupId, NodeId, ShardEntry, ShardRaft, ShardTypeConfig};
 

@@ -6,7 +6,8 @@ use crate::codec::{decode, encode};
 use crate::types::{GroupId, NodeId, ShardTypeConfig};
 use async_trait::async_trait;
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    Unreachable,
 };
 use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -69,6 +70,16 @@ pub enum TransportError {
     /// The peer cannot be reached now (openraft backs off and retries).
     #[error("node {0} is unreachable")]
     Unreachable(NodeId),
+    /// The request is larger than the transport carries (nothing was sent).
+    #[error("a group request of {bytes} bytes to node {node} is over the limit of {limit}")]
+    TooLarge {
+        /// The peer.
+        node: NodeId,
+        /// The encoded request's size.
+        bytes: usize,
+        /// The largest request the transport carries.
+        limit: usize,
+    },
     /// The call failed or timed out.
     #[error("group call to node {node} failed: {reason}")]
     Call {
@@ -110,12 +121,23 @@ pub(crate) fn encode_reply(reply: &GroupRpcReply) -> Vec<u8> {
 pub struct GroupNetwork {
     group: GroupId,
     transport: Arc<dyn GroupTransport>,
+    max_message_bytes: usize,
 }
 
 impl GroupNetwork {
-    /// Links of `group` over `transport`.
-    pub fn new(group: GroupId, transport: Arc<dyn GroupTransport>) -> Self {
-        Self { group, transport }
+    /// Links of `group` over `transport`, which carries requests of at most
+    /// `max_message_bytes`.
+    pub fn new(
+        group: GroupId,
+        transport: Arc<dyn GroupTransport>,
+        max_message_bytes: usize,
+    ) -> Self {
+        assert!(max_message_bytes > 0, "a transport carries some bytes");
+        Self {
+            group,
+            transport,
+            max_message_bytes,
+        }
     }
 }
 
@@ -140,8 +162,18 @@ pub struct GroupLink {
 fn transport<E: std::error::Error>(e: TransportError) -> RPCError<NodeId, BasicNode, E> {
     match e {
         TransportError::Unreachable(_) => RPCError::Unreachable(Unreachable::new(&e)),
-        TransportError::Call { .. } => RPCError::Network(NetworkError::new(&e)),
+        TransportError::Call { .. } | TransportError::TooLarge { .. } => {
+            RPCError::Network(NetworkError::new(&e))
+        }
     }
+}
+
+/// How many of an append's `entries` fit in `limit` bytes when all of them took `bytes`
+/// (at least one: a single entry is within the proposer's bound, far below a frame).
+fn entries_that_fit(entries: usize, bytes: usize, limit: usize) -> u64 {
+    assert!(bytes > limit, "only an append over the limit is split");
+    let fit = entries.saturating_mul(limit) / bytes.max(1);
+    u64::try_from(fit.max(1)).unwrap_or(1)
 }
 
 impl GroupLink {
@@ -155,6 +187,13 @@ impl GroupLink {
             reason,
         };
         let bytes = encode(rpc).map_err(|e| fail(e.to_string()))?;
+        if bytes.len() > self.net.max_message_bytes {
+            return Err(TransportError::TooLarge {
+                node: self.target,
+                bytes: bytes.len(),
+                limit: self.net.max_message_bytes,
+            });
+        }
         // openraft gives an append the heartbeat interval (50 ms) to answer; a loaded node
         // or a large entry takes longer, and a timed-out append is sent again from the
         // start, which only adds load. Appends and snapshots get at least `MIN_CALL_TTL`.
@@ -191,6 +230,7 @@ impl RaftNetwork<ShardTypeConfig> for GroupLink {
         rpc: AppendEntriesRequest<ShardTypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        let entries = rpc.entries.len();
         match self
             .call(&GroupRpc::AppendEntries(self.net.group, rpc), &option)
             .await
@@ -199,6 +239,22 @@ impl RaftNetwork<ShardTypeConfig> for GroupLink {
                 r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
             }
             Ok(_) => Err(transport(self.mismatch())),
+            Err(TransportError::TooLarge { bytes, limit, .. }) if entries > 1 => {
+                // openraft sends fewer entries at once for the next appends to this peer.
+                metrics::counter!("agora_replication_appends_split_total").increment(1);
+                let fit = entries_that_fit(entries, bytes, limit);
+                tracing::debug!(
+                    group = self.net.group,
+                    peer = self.target,
+                    entries,
+                    bytes,
+                    fit,
+                    "append over the frame limit: sent in smaller parts"
+                );
+                Err(RPCError::PayloadTooLarge(
+                    PayloadTooLarge::new_entries_hint(fit),
+                ))
+            }
             Err(e) => Err(transport(e)),
         }
     }

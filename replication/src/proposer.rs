@@ -51,6 +51,32 @@ pub type ProposalCallback = Box<dyn FnOnce(Result<(), ProposeError>) + Send>;
 
 type Proposal = (Vec<ShardRow>, ProposalCallback);
 
+/// How large one entry may grow while it gathers changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryLimits {
+    /// Most rows in one entry.
+    pub max_rows: usize,
+    /// Most bytes of keys and values in one entry (one change larger than this still goes,
+    /// alone): an append of one entry must fit in a cluster frame.
+    pub max_bytes: usize,
+}
+
+impl Default for EntryLimits {
+    fn default() -> Self {
+        Self {
+            max_rows: 4096,
+            max_bytes: 1 << 20,
+        }
+    }
+}
+
+/// Bytes of keys and values `rows` carry (what an entry's size is counted in).
+pub fn rows_bytes(rows: &[ShardRow]) -> usize {
+    rows.iter()
+        .map(|r| r.key.len() + r.value.as_ref().map_or(0, Vec::len))
+        .sum()
+}
+
 /// Hands changes of one shard to its group.
 #[derive(Clone)]
 pub struct Proposer {
@@ -65,16 +91,17 @@ pub struct Proposer {
 }
 
 impl Proposer {
-    /// Starts proposing to `raft` (this node's member of `group`, leading in `term`), at
-    /// most `max_rows` rows per entry, each round given at most `commit_timeout`.
+    /// Starts proposing to `raft` (this node's member of `group`, leading in `term`),
+    /// entries within `limits`, each round given at most `commit_timeout`.
     pub fn start(
         group: GroupId,
         raft: ShardRaft,
         term: u64,
-        max_rows: usize,
+        limits: EntryLimits,
         commit_timeout: Duration,
     ) -> Self {
-        assert!(max_rows > 0, "an entry carries at least one row");
+        assert!(limits.max_rows > 0, "an entry carries at least one row");
+        assert!(limits.max_bytes > 0, "an entry carries at least one byte");
         assert!(!commit_timeout.is_zero(), "a round needs time to commit");
         let (queue, rx) = mpsc::unbounded_channel();
         let failed = Arc::new(AtomicBool::new(false));
@@ -83,7 +110,7 @@ impl Proposer {
             group,
             raft,
             term,
-            max_rows,
+            limits,
             commit_timeout,
             failed: failed.clone(),
             unanswered: unanswered.clone(),
@@ -160,7 +187,7 @@ struct Round {
     group: GroupId,
     raft: ShardRaft,
     term: u64,
-    max_rows: usize,
+    limits: EntryLimits,
     commit_timeout: Duration,
     failed: Arc<AtomicBool>,
     unanswered: Arc<AtomicBool>,
@@ -174,14 +201,17 @@ impl Round {
                 rows: Vec::new(),
             };
             let mut waiting = Vec::new();
+            let mut entry_bytes = 0;
             let mut next = Some(first);
             while let Some((rows, done)) = next.take() {
+                entry_bytes += rows_bytes(&rows);
                 entry.rows.extend(rows);
                 waiting.push(done);
-                if entry.rows.len() < self.max_rows {
+                if entry.rows.len() < self.limits.max_rows && entry_bytes < self.limits.max_bytes {
                     next = queue.try_recv().ok();
                 }
             }
+            metrics::histogram!("agora_replication_entry_bytes").record(entry_bytes as f64);
             if agora_seams::planted::is_planted(agora_seams::planted::Bug::AckBeforeMajority) {
                 // The planted bug: the change counts as durable before the group commits it.
                 for done in waiting.drain(..) {

@@ -85,8 +85,8 @@ pub struct ServingConfig {
     pub lease_ms: u64,
     /// Longest a proposal may take before its outcome counts as unknown.
     pub commit_timeout_ms: u64,
-    /// Most rows in one entry.
-    pub max_rows_per_entry: usize,
+    /// How large one entry may grow.
+    pub entry_limits: crate::proposer::EntryLimits,
     /// How often leadership is looked at even when nothing changes.
     pub check_every_ms: u64,
 }
@@ -103,7 +103,7 @@ impl ServingConfig {
         Self {
             lease_ms,
             commit_timeout_ms: 2_000,
-            max_rows_per_entry: 4096,
+            entry_limits: crate::proposer::EntryLimits::default(),
             check_every_ms: config.heartbeat_ms,
         }
     }
@@ -608,7 +608,7 @@ impl Serving {
                 shard,
                 raft.clone(),
                 m.current_term,
-                config.max_rows_per_entry,
+                config.entry_limits,
                 Duration::from_millis(config.commit_timeout_ms),
             ),
             lease_until_ms: AtomicU64::new(0),

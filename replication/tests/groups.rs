@@ -5,7 +5,7 @@
 use agora_replication::memory::{MemoryLink, MemoryTransport};
 use agora_replication::types::{ShardRow, ShardTable};
 use agora_replication::{
-    GroupConfig, Groups, NodeId, ProposeError, Proposer, ShardEntry, ShardRaft,
+    EntryLimits, GroupConfig, Groups, NodeId, ProposeError, Proposer, ShardEntry, ShardRaft,
 };
 use agora_seams::system::TokioBlocking;
 use agora_store::{RowWrite, Store, Writer, ENTITIES};
@@ -25,6 +25,15 @@ struct TestNode {
 }
 
 async fn cluster(dir: &std::path::Path, n: u64) -> (MemoryTransport, Vec<TestNode>) {
+    cluster_carrying(dir, n, GroupConfig::default().max_message_bytes).await
+}
+
+/// `n` nodes whose transport carries requests of at most `max_message_bytes`.
+async fn cluster_carrying(
+    dir: &std::path::Path,
+    n: u64,
+    max_message_bytes: usize,
+) -> (MemoryTransport, Vec<TestNode>) {
     let net = MemoryTransport::default();
     let mut nodes = Vec::new();
     for id in 1..=n {
@@ -43,6 +52,7 @@ async fn cluster(dir: &std::path::Path, n: u64) -> (MemoryTransport, Vec<TestNod
             &GroupConfig {
                 heartbeat_ms: 50,
                 election_timeout_ms: (200, 400),
+                max_message_bytes,
                 ..GroupConfig::default()
             },
         )
@@ -187,7 +197,13 @@ async fn a_proposer_batches_concurrent_changes_and_a_follower_refuses() {
     let leader_id = leader.metrics().borrow().id;
     let before = leader.metrics().borrow().last_log_index.unwrap_or(0);
     let term = leader.metrics().borrow().current_term;
-    let proposer = Proposer::start(GROUP, leader.clone(), term, 4096, Duration::from_secs(5));
+    let proposer = Proposer::start(
+        GROUP,
+        leader.clone(),
+        term,
+        EntryLimits::default(),
+        Duration::from_secs(5),
+    );
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..200 {
         let p = proposer.clone();
@@ -211,7 +227,7 @@ async fn a_proposer_batches_concurrent_changes_and_a_follower_refuses() {
         GROUP,
         follower.groups.raft(GROUP).unwrap(),
         term,
-        16,
+        EntryLimits::default(),
         Duration::from_secs(5),
     )
     .propose(entry(999).rows)
@@ -239,7 +255,7 @@ async fn a_proposer_refuses_an_entry_appended_under_another_term() {
     let term = leader.metrics().borrow().current_term;
     let timeout = Duration::from_secs(5);
     // The right term: concurrent changes all commit, each answered.
-    let proposer = Proposer::start(GROUP, leader.clone(), term, 4096, timeout);
+    let proposer = Proposer::start(GROUP, leader.clone(), term, EntryLimits::default(), timeout);
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..50 {
         let p = proposer.clone();
@@ -249,7 +265,13 @@ async fn a_proposer_refuses_an_entry_appended_under_another_term() {
         r.unwrap().unwrap();
     }
     // A stale proposer (another term): its first entry is answered as failed.
-    let stale = Proposer::start(GROUP, leader.clone(), term + 1, 4096, timeout);
+    let stale = Proposer::start(
+        GROUP,
+        leader.clone(),
+        term + 1,
+        EntryLimits::default(),
+        timeout,
+    );
     let first = stale.propose(entry(100).rows).await;
     assert!(
         matches!(&first, Err(ProposeError::Failed { reason, .. }) if reason.contains("term")),
@@ -276,6 +298,78 @@ async fn a_proposer_refuses_an_entry_appended_under_another_term() {
     }
 }
 
+/// A follower that missed more entries than one request carries catches up in parts: an
+/// append over the transport's limit is never sent (it would close a real connection), and
+/// openraft sends fewer entries at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_behind_by_more_than_one_request_catches_up_in_parts() {
+    const MAX_MESSAGE_BYTES: usize = 16 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let (net, nodes) = cluster_carrying(dir.path(), 3, MAX_MESSAGE_BYTES).await;
+    let leader = leader_among(&nodes, None).await;
+    let leader_id = leader.metrics().borrow().id;
+    let behind = nodes.iter().find(|n| n.id != leader_id).unwrap();
+    net.cut_off(behind.id, true);
+    // 60 entries of 1 KiB each: about four times what one request carries.
+    let mut last = 0;
+    for i in 0..60 {
+        let mut e = entry(i);
+        e.rows[0].value = Some(vec![b'x'; 1024]);
+        last = leader.client_write(e).await.unwrap().log_id.index;
+    }
+    net.cut_off(behind.id, false);
+    let caught_up = rows(behind, last).await;
+    assert_eq!(caught_up.len(), 60, "the follower holds every row");
+    let leader_node = nodes.iter().find(|n| n.id == leader_id).unwrap();
+    assert_eq!(caught_up, rows(leader_node, last).await);
+    for n in &nodes {
+        n.groups.shutdown().await;
+    }
+}
+
+/// An entry gathers changes up to its byte bound (so one entry always fits in a frame):
+/// eight changes of 1 KiB queued at once go in four entries of 2 KiB, not one.
+#[tokio::test]
+async fn an_entry_gathers_changes_up_to_its_byte_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_net, nodes) = cluster(dir.path(), 3).await;
+    let leader = leader_among(&nodes, None).await;
+    let m = leader.metrics().borrow().clone();
+    let limits = EntryLimits {
+        max_rows: 4096,
+        max_bytes: 2048,
+    };
+    let proposer = Proposer::start(
+        GROUP,
+        leader.clone(),
+        m.current_term,
+        limits,
+        Duration::from_secs(5),
+    );
+    let before = m.last_log_index.unwrap_or(0);
+    let mut answers = Vec::new();
+    for i in 0..8 {
+        let mut e = entry(i);
+        let key_bytes = e.rows[0].key.len();
+        e.rows[0].value = Some(vec![b'x'; 1024 - key_bytes]);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        proposer.submit(e.rows, Box::new(move |r| drop(tx.send(r))));
+        answers.push(rx);
+    }
+    for a in answers {
+        a.await.unwrap().unwrap();
+    }
+    let after = leader.metrics().borrow().last_log_index.unwrap_or(0);
+    assert_eq!(
+        after - before,
+        4,
+        "eight 1 KiB changes in entries of at most 2 KiB"
+    );
+    for n in &nodes {
+        n.groups.shutdown().await;
+    }
+}
+
 /// A proposer whose round timed out (outcome unknown) counts as unsettled until openraft
 /// answers the entry it handed over: until then a successor of the same term must not start
 /// (the entry could still be appended after the successor adopted the shard's outbox).
@@ -288,7 +382,16 @@ async fn a_timed_out_proposer_stays_unsettled_until_openraft_answers() {
         let m = leader.metrics().borrow().clone();
         (m.id, m.current_term)
     };
-    let proposer = Proposer::start(GROUP, leader.clone(), term, 16, Duration::from_millis(300));
+    let proposer = Proposer::start(
+        GROUP,
+        leader.clone(),
+        term,
+        EntryLimits {
+            max_rows: 16,
+            ..EntryLimits::default()
+        },
+        Duration::from_millis(300),
+    );
     assert!(proposer.settled(), "nothing handed over yet");
     // The leader alone cannot commit: the round times out with its entry unanswered.
     net.cut_off(leader_id, true);
