@@ -41,15 +41,17 @@ pub enum Fact {
     },
 }
 
-/// The version a page of `facts` (oldest first) ends at, the first fact left out being
-/// at `left_out`.
-fn facts_version(facts: &[(u64, String, Fact)], left_out: u64) -> u64 {
-    let last = facts.last().map_or(0, |(v, _, _)| *v);
-    assert!(
-        last < left_out,
-        "a page ends before the facts it leaves out"
-    );
-    last
+/// The newest version a page of `newer` (version and size of each fact, oldest first) takes
+/// within `max_bytes` (at least one fact), or `None` when all of them fit.
+fn page_end(newer: &[(u64, usize)], max_bytes: usize) -> Option<u64> {
+    let mut bytes = 0;
+    for (i, (_, size)) in newer.iter().enumerate() {
+        if i > 0 && bytes + size > max_bytes {
+            return Some(newer[i - 1].0);
+        }
+        bytes += size;
+    }
+    None
 }
 
 impl Fact {
@@ -439,9 +441,9 @@ impl CatalogProjection {
         }
     }
 
-    /// The facts from this node's shards newer than `version`, oldest first, about
-    /// `max_bytes` of them at most (at least one): the answer's `version` is the newest one
-    /// included, so a peer pulls the rest from there.
+    /// The facts from this node's shards newer than `version`, about `max_bytes` of them at
+    /// most (at least one): the oldest ones, in key order. The answer's `version` is the
+    /// newest one included, so a peer pulls the rest from there.
     pub fn since(&self, version: u64, max_bytes: usize) -> FactsSince {
         let Ok(inner) = self.shared.inner.read() else {
             return FactsSince {
@@ -450,33 +452,28 @@ impl CatalogProjection {
                 facts: Vec::new(),
             };
         };
-        let mut newer: Vec<(u64, &String, &Fact)> = inner
+        let mut newer: Vec<(u64, usize)> = inner
             .local
             .iter()
             .filter(|(_, (v, _))| *v > version)
-            .map(|((_, sku), (v, f))| (*v, sku, f))
+            .map(|((_, sku), (v, f))| (*v, sku.len() + f.approx_bytes()))
             .collect();
-        newer.sort_unstable_by_key(|(v, _, _)| *v);
-        let mut bytes = 0;
-        let mut facts = Vec::new();
-        let mut newest = inner.version;
-        for (v, sku, fact) in newer {
-            let size = sku.len() + fact.approx_bytes();
-            if !facts.is_empty() && bytes + size > max_bytes {
-                newest = facts_version(&facts, v);
-                break;
-            }
-            bytes += size;
-            facts.push((v, sku.clone(), fact.clone()));
-        }
+        newer.sort_unstable();
+        let upto = page_end(&newer, max_bytes).unwrap_or(inner.version);
         assert!(
-            newest <= inner.version,
+            upto <= inner.version,
             "a page never runs ahead of the projection"
         );
+        let facts = inner
+            .local
+            .iter()
+            .filter(|(_, (v, _))| *v > version && *v <= upto)
+            .map(|((_, sku), (_, f))| (sku.clone(), f.clone()))
+            .collect();
         FactsSince {
             incarnation: self.incarnation,
-            version: newest,
-            facts: facts.into_iter().map(|(_, sku, f)| (sku, f)).collect(),
+            version: upto,
+            facts,
         }
     }
 
@@ -753,9 +750,9 @@ mod tests {
             }
         }
         assert_eq!(pages, 4);
-        let mut expected: Vec<String> = (1..10).map(|i| format!("PG-{i}")).collect();
-        expected.insert(0, "PG-0".into());
-        expected.push("PG-0".into());
+        // Within a page, facts come in key order: the last page is PG-0 (changed) and PG-9.
+        let mut expected: Vec<String> = (0..9).map(|i| format!("PG-{i}")).collect();
+        expected.extend(["PG-0".to_string(), "PG-9".to_string()]);
         assert_eq!(
             got, expected,
             "every fact once, oldest first; the changed one again"

@@ -38,7 +38,7 @@ pub fn start(directory: Directory, catalog: Arc<CatalogProjection>) {
                     metrics::counter!("agora_catalog_facts_pulled_total")
                         .increment(facts.facts.len() as u64);
                     seen.insert(*peer, (facts.incarnation, facts.version));
-                    if facts.facts.is_empty() {
+                    if !page_was_full(&facts) {
                         break;
                     }
                 }
@@ -46,6 +46,17 @@ pub fn start(directory: Directory, catalog: Arc<CatalogProjection>) {
             tokio::time::sleep(PULL_INTERVAL).await;
         }
     });
+}
+
+/// Whether a page may have been cut at `PAGE_BYTES` (more facts wait): pulled again at once,
+/// otherwise at the next turn. An answer well below the bound held every newer fact.
+fn page_was_full(page: &FactsSince) -> bool {
+    let bytes: usize = page
+        .facts
+        .iter()
+        .map(|(sku, f)| sku.len() + f.approx_bytes())
+        .sum();
+    bytes >= PAGE_BYTES / 2
 }
 
 /// One page of `peer`'s facts after `(incarnation, version)`; from the start when the peer
