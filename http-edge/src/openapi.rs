@@ -27,9 +27,10 @@ impl Modify for BearerAuth {
 
 /// Every error answer is a problem (`application/problem+json`): each operation's documented
 /// errors get the `ProblemDto` schema, and the errors any operation may answer are documented
-/// on all of them: a malformed request (400), a body too large or not JSON (413, 415, with a
-/// body), too many requests (429, when rate limits are on) and a shard not served right now
-/// (503, retry after `Retry-After`).
+/// on all of them: a malformed request (400), no valid token (401, where a token is needed), a
+/// body too large, not JSON or not a valid request (413, 415, 422, with a body), too many
+/// requests (429, when rate limits are on) and a shard not served right now (503, retry after
+/// `Retry-After`).
 struct ProblemResponses;
 
 impl Modify for ProblemResponses {
@@ -43,9 +44,19 @@ impl Modify for ProblemResponses {
                     "not served right now (failover, overload); retry after Retry-After seconds",
                 ),
             ];
+            if op.security.as_ref().is_some_and(|s| !s.is_empty()) {
+                common.push((
+                    "401",
+                    "no valid bearer token (missing, malformed or expired)",
+                ));
+            }
             if op.request_body.is_some() {
                 common.push(("413", "body too large"));
                 common.push(("415", "body is not application/json"));
+                common.push((
+                    "422",
+                    "the body is JSON but not a valid request (a field missing, of the wrong type or out of range)",
+                ));
             }
             common
         });
@@ -267,12 +278,21 @@ mod tests {
     }
 
     #[test]
-    fn every_error_an_operation_documents_is_a_problem_and_503_is_documented_everywhere() {
+    fn every_error_an_operation_documents_is_a_problem_and_the_common_ones_are_documented() {
         let doc = document();
         for (path, item) in doc["paths"].as_object().expect("paths") {
             for (method, op) in item.as_object().expect("path item") {
                 let responses = op["responses"].as_object().expect("responses");
                 assert!(responses.contains_key("503"), "{method} {path}: no 503");
+                let secured = op["security"].as_array().is_some_and(|s| !s.is_empty());
+                assert!(
+                    !secured || responses.contains_key("401"),
+                    "{method} {path}: needs a token but documents no 401"
+                );
+                assert!(
+                    op["requestBody"].is_null() || responses.contains_key("422"),
+                    "{method} {path}: takes a body but documents no 422"
+                );
                 for (code, r) in responses {
                     if code.starts_with('4') || code.starts_with('5') {
                         assert_eq!(

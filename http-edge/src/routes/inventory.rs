@@ -34,7 +34,7 @@ async fn stock(st: &EdgeState, sku: &str, cmd: StockCommand) -> ApiResult<Json<S
 
 /// Reads a SKU's stock (admin).
 #[utoipa::path(get, path = "/api/v1/inventory/{sku}", tag = "inventory", params(("sku" = String, Path, description = "SKU")), security(("bearer" = [])),
-    responses((status = 200, body = StockDto), (status = 404, description = "no such product")))]
+    responses((status = 200, body = StockDto), (status = 403, description = "not an admin"), (status = 404, description = "no such product")))]
 pub async fn get_stock(
     State(st): State<Arc<EdgeState>>,
     _a: Admin,
@@ -45,7 +45,7 @@ pub async fn get_stock(
 
 /// Records goods received (admin).
 #[utoipa::path(post, path = "/api/v1/inventory/{sku}/receive", tag = "inventory", params(("sku" = String, Path, description = "SKU")),
-    request_body = QuantityRequest, security(("bearer" = [])), responses((status = 200, body = StockDto), (status = 422, description = "bad quantity")))]
+    request_body = QuantityRequest, security(("bearer" = [])), responses((status = 200, body = StockDto), (status = 403, description = "not an admin"), (status = 404, description = "no such product"), (status = 422, description = "bad quantity")))]
 pub async fn receive(
     State(st): State<Arc<EdgeState>>,
     _a: Admin,
@@ -64,7 +64,7 @@ pub async fn receive(
 
 /// Writes off available units (admin).
 #[utoipa::path(post, path = "/api/v1/inventory/{sku}/write-off", tag = "inventory", params(("sku" = String, Path, description = "SKU")),
-    request_body = QuantityRequest, security(("bearer" = [])), responses((status = 200, body = StockDto), (status = 409, description = "more than available")))]
+    request_body = QuantityRequest, security(("bearer" = [])), responses((status = 200, body = StockDto), (status = 403, description = "not an admin"), (status = 404, description = "no such product"), (status = 409, description = "more than available"), (status = 422, description = "bad quantity")))]
 pub async fn write_off(
     State(st): State<Arc<EdgeState>>,
     _a: Admin,
