@@ -499,15 +499,22 @@ fn refund_key(order_id: &str, refund_id: &str) -> String {
 fn request_refund(s: &PaymentState, r: &RefundEntry, ctx: &mut Ctx, arm_timer: bool) {
     let order_id = ctx.me.id.clone();
     match s.method {
-        Some(Method::Wallet) => ctx.send(
-            EntityRef::new(EntityKind::Account, s.customer.clone()),
-            "WALLET_CREDIT",
-            Command::Account(AccountCommand::CreditWallet {
+        Some(Method::Wallet) => {
+            let credit = AccountCommand::CreditWallet {
                 order_id,
                 amount_minor: r.amount_minor,
                 refund_id: r.refund_id.clone(),
-            }),
-        ),
+            };
+            let account = EntityRef::new(EntityKind::Account, s.customer.clone());
+            if agora_seams::planted::is_planted(agora_seams::planted::Bug::DoubleWalletCredit) {
+                ctx.send(
+                    account.clone(),
+                    "WALLET_CREDIT",
+                    Command::Account(credit.clone()),
+                );
+            }
+            ctx.send(account, "WALLET_CREDIT", Command::Account(credit));
+        }
         _ => {
             let key = refund_key(&order_id, &r.refund_id);
             ctx.call(

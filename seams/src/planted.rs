@@ -45,11 +45,14 @@ pub enum Bug {
     /// The store retries a failed sync and trusts the retry (fsyncgate: the writes the failed
     /// sync dropped are acknowledged and never become durable).
     TrustFailedFsync,
+    /// A wallet refund is sent to the account twice: the account applies both credits, while
+    /// the payment counts one refund.
+    DoubleWalletCredit,
 }
 
 impl Bug {
     /// Every planted bug.
-    pub const ALL: [Bug; 16] = [
+    pub const ALL: [Bug; 17] = [
         Bug::AckBeforeDurable,
         Bug::SkipDedup,
         Bug::ForgetTimers,
@@ -66,6 +69,7 @@ impl Bug {
         Bug::SkipRefundBound,
         Bug::SkipRequestHash,
         Bug::TrustFailedFsync,
+        Bug::DoubleWalletCredit,
     ];
 
     /// The bug's name on the command line (`ack-before-durable`, ...).
@@ -87,6 +91,7 @@ impl Bug {
             Bug::SkipRefundBound => "skip-refund-bound",
             Bug::SkipRequestHash => "skip-request-hash",
             Bug::TrustFailedFsync => "trust-failed-fsync",
+            Bug::DoubleWalletCredit => "double-wallet-credit",
         }
     }
 

@@ -38,6 +38,10 @@ pub struct World {
     undelivered: BTreeMap<u64, Vec<String>>,
     /// Shards whose replicas hold different rows (replicated shards only).
     replica_differences: Vec<String>,
+    /// Registered accounts' wallets, by account id.
+    wallets: BTreeMap<String, crate::wallets::Wallet>,
+    /// What each wallet payment moved, by order id.
+    wallet_moves: BTreeMap<String, crate::wallets::WalletMoves>,
     /// Entities read.
     pub entities: usize,
     /// Entity rows on each node's disk.
@@ -56,6 +60,8 @@ pub fn read_world(disks: &[(u64, SimDisk)], replicated: bool) -> Result<World, S
         duplicates: Vec::new(),
         undelivered: BTreeMap::new(),
         replica_differences: Vec::new(),
+        wallets: BTreeMap::new(),
+        wallet_moves: BTreeMap::new(),
         entities: 0,
         entities_by_node: BTreeMap::new(),
     };
@@ -125,8 +131,16 @@ pub fn read_world(disks: &[(u64, SimDisk)], replicated: bool) -> Result<World, S
                         w.stock.insert(entity.id, (*node, s));
                     }
                     EntityState::Account(a) => {
+                        if let Some(wallet) = crate::wallets::Wallet::of(&a) {
+                            w.wallets.insert(entity.id, wallet);
+                        }
                         if let Some(p) = a.profile {
                             w.accounts.insert(p.email);
+                        }
+                    }
+                    EntityState::Payment(p) => {
+                        if let Some(moves) = crate::wallets::WalletMoves::of(&p) {
+                            w.wallet_moves.insert(entity.id, moves);
                         }
                     }
                     state => {
@@ -407,6 +421,16 @@ pub fn order_statuses(world: &World) -> BTreeMap<String, usize> {
 }
 
 impl World {
+    /// Registered accounts' wallets, by account id.
+    pub fn wallets(&self) -> &BTreeMap<String, crate::wallets::Wallet> {
+        &self.wallets
+    }
+
+    /// What each wallet payment moved (one per order paid from a wallet).
+    pub fn wallet_moves(&self) -> Vec<crate::wallets::WalletMoves> {
+        self.wallet_moves.values().cloned().collect()
+    }
+
     /// The order `id` as the world holds it.
     pub fn order(&self, id: &str) -> Option<&OrderState> {
         self.orders.get(id).map(|(_, o)| o)
@@ -518,6 +542,8 @@ mod tests {
             duplicates: Vec::new(),
             undelivered: BTreeMap::new(),
             replica_differences: Vec::new(),
+            wallets: BTreeMap::new(),
+            wallet_moves: BTreeMap::new(),
             entities: 2,
             entities_by_node: [(1, 2)].into_iter().collect(),
         }

@@ -15,4 +15,5 @@ pub mod replicas;
 pub mod run;
 pub mod seed;
 pub mod served;
+pub mod wallets;
 pub mod workload;

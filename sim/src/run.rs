@@ -700,6 +700,12 @@ pub fn run(config: RunConfig) -> RunReport {
             violations.extend(check::check(&world, &history));
             let settled = check::quiescent(&world);
             violations.extend(crate::effects::check(&world, &ledger.effects(), settled));
+            violations.extend(crate::wallets::check(
+                world.wallets(),
+                &world.wallet_moves(),
+                agora_actors::entity::DomainConfig::default().initial_wallet_minor,
+                settled,
+            ));
             violations.extend(crate::membership::check(&world, &history, &h.joined()));
             violations.extend(crate::membership::check_enough_remain(
                 &history,
