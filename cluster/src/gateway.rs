@@ -54,6 +54,37 @@ pub enum GatewayMsg {
     ReadIndex(Vec<u8>, RpcReplyPort<Vec<u8>>),
 }
 
+/// When the gateway last took a call: a stopping node keeps answering until its peers have
+/// stopped calling (they learn that its gateway left), so a call in flight is answered
+/// rather than cut off by the exit.
+pub struct GatewayTraffic {
+    clock: std::sync::Arc<dyn agora_actors::seams::Clock>,
+    last_call_ms: std::sync::atomic::AtomicU64,
+}
+
+impl GatewayTraffic {
+    /// A tracker reading `clock`.
+    pub fn new(clock: std::sync::Arc<dyn agora_actors::seams::Clock>) -> std::sync::Arc<Self> {
+        let now = clock.now_ms();
+        std::sync::Arc::new(Self {
+            clock,
+            last_call_ms: std::sync::atomic::AtomicU64::new(now),
+        })
+    }
+
+    /// Notes a call.
+    fn heard(&self) {
+        self.last_call_ms
+            .fetch_max(self.clock.now_ms(), std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// Milliseconds since the last call.
+    pub fn quiet_for_ms(&self) -> u64 {
+        let last = self.last_call_ms.load(std::sync::atomic::Ordering::Acquire);
+        self.clock.now_ms().saturating_sub(last)
+    }
+}
+
 /// Start arguments and state.
 pub struct GatewayArgs {
     /// This node's id.
@@ -81,6 +112,8 @@ pub struct GatewayArgs {
     pub join_policy: Option<super::join_token::JoinPolicy>,
     /// The time seam (join token expiry).
     pub clock: std::sync::Arc<dyn agora_actors::seams::Clock>,
+    /// When the last call came.
+    pub traffic: std::sync::Arc<GatewayTraffic>,
 }
 
 /// The actor.
@@ -190,6 +223,7 @@ impl Actor for Gateway {
         msg: GatewayMsg,
         args: &mut GatewayArgs,
     ) -> Result<(), ActorProcessingErr> {
+        args.traffic.heard();
         match msg {
             GatewayMsg::Deliver(bytes, reply) => {
                 let env = match decode::<Envelope>(&bytes) {

@@ -61,6 +61,45 @@ pub struct RunningNode {
     /// a store failure too.
     map_raft: Option<agora_cluster::raft::Raft>,
     gateway: agora_cluster::directory::PeerGateway,
+    /// How the gateway leaves its peers before the node stops (real clusters only).
+    leave: Option<GatewayLeave>,
+}
+
+/// The gateway's process group, left before a cluster node stops, and its traffic.
+struct GatewayLeave {
+    scope: String,
+    group: String,
+    gateway: ractor::ActorCell,
+    traffic: Arc<agora_cluster::gateway::GatewayTraffic>,
+}
+
+/// Calls to a leaving gateway stop for this long before the node stops.
+const GATEWAY_QUIET: Duration = Duration::from_millis(100);
+/// Longest a leaving gateway waits for its calls to stop.
+const GATEWAY_LINGER_MAX: Duration = Duration::from_secs(1);
+
+impl GatewayLeave {
+    /// Leaves the process group (peers stop finding this gateway and route elsewhere), then
+    /// answers what is still in flight until no call came for `GATEWAY_QUIET`, at most
+    /// `GATEWAY_LINGER_MAX`: a call cut off by the exit has an unknown outcome, one refused
+    /// is retried elsewhere.
+    async fn linger(&self) {
+        ractor::pg::leave_scoped(
+            self.scope.clone(),
+            self.group.clone(),
+            vec![self.gateway.clone()],
+        );
+        let started = std::time::Instant::now();
+        let quiet_ms = GATEWAY_QUIET.as_millis() as u64;
+        while self.traffic.quiet_for_ms() < quiet_ms && started.elapsed() < GATEWAY_LINGER_MAX {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tracing::info!(
+            lingered_ms = started.elapsed().as_millis() as u64,
+            quiet_ms = self.traffic.quiet_for_ms(),
+            "the gateway left its peers"
+        );
+    }
 }
 
 /// How a cluster node gives up its shards before it stops.
@@ -119,6 +158,9 @@ impl RunningNode {
         let _ = self.shutdown.send(true);
         for s in self.servers {
             let _ = s.await;
+        }
+        if let Some(leave) = &self.leave {
+            leave.linger().await;
         }
         self.region.stop();
     }
@@ -414,6 +456,7 @@ pub async fn start_with(
         router,
         gateway,
         handoff_cell,
+        gateway_traffic,
     } = routing::start(
         &settings,
         (cluster.as_ref(), &membership, joining, new_store),
@@ -622,6 +665,12 @@ pub async fn start_with(
         servers,
         store_failed: writer.progress(),
         map_raft,
+        leave: directory.scope().map(|scope| GatewayLeave {
+            scope,
+            group: agora_cluster::directory::Directory::group(me),
+            gateway: gateway.get_cell(),
+            traffic: gateway_traffic,
+        }),
         gateway: agora_cluster::directory::PeerGateway::Actor(gateway),
     })
 }

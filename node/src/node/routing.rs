@@ -41,6 +41,8 @@ pub(super) struct Routing {
     pub gateway: ActorRef<GatewayMsg>,
     /// The handoff, set once the admin state that holds it exists.
     pub handoff_cell: Arc<std::sync::OnceLock<agora_cluster::handoff::Handoff>>,
+    /// When the gateway last took a call.
+    pub gateway_traffic: Arc<agora_cluster::gateway::GatewayTraffic>,
 }
 
 /// Hosts this node's shards and connects it to its peers.
@@ -144,6 +146,7 @@ pub(super) async fn start(
         router.route_by_leaders(groups.clone());
     }
     let handoff_cell = Arc::new(std::sync::OnceLock::new());
+    let gateway_traffic = agora_cluster::gateway::GatewayTraffic::new(clock.clone());
     let (gateway, _) = Actor::spawn(
         None,
         Gateway,
@@ -160,6 +163,7 @@ pub(super) async fn start(
             replicated: leadership.is_some(),
             join_policy: join_policy.clone(),
             clock: clock.clone(),
+            traffic: gateway_traffic.clone(),
         },
     )
     .await?;
@@ -217,5 +221,6 @@ pub(super) async fn start(
         router,
         gateway,
         handoff_cell,
+        gateway_traffic,
     })
 }
