@@ -165,12 +165,17 @@ fn admit(args: &GatewayArgs, env: &Envelope) -> Result<u64, AskError> {
         && (env.epoch > map.epoch || map.owner(env.shard) != Some(args.me))
     {
         metrics::counter!("agora_cluster_refused_envelopes_total").increment(1);
+        // A map older than the sender's names no owner: the owner it knows may be the
+        // sender itself, which handed the shard here.
+        let owner = map
+            .owner(env.shard)
+            .filter(|&o| o != args.me && env.epoch <= map.epoch);
         return Err(AskError::not_served_here(
             format!(
                 "shard {} is not owned here under epoch {}",
                 env.shard, env.epoch
             ),
-            map.owner(env.shard).filter(|&o| o != args.me),
+            owner,
         ));
     }
     Ok(map.epoch)

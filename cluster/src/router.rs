@@ -138,13 +138,38 @@ impl Router {
         self.owner(to).is_ok_and(|(_, owner, _)| owner == self.me)
     }
 
-    /// Hosts a shard the agreed map gives this node if the map follower has not yet.
+    /// Hosts a shard the agreed map gives this node if the map follower has not yet. An
+    /// unreplicated shard the map gives another node is never hosted here, whatever named
+    /// this node: its rows are not here, and its entities would start empty.
     async fn ensure_hosted(&self, shard: u32, epoch: u64) {
-        if !self.region.hosts(shard) {
-            if let Err(e) = self.region.host(shard, epoch).await {
-                tracing::error!(shard, error = %e, "could not host a shard this node owns");
-            }
+        if self.region.hosts(shard) {
+            return;
         }
+        if !self.holds_replica(shard) && !self.map_gives_me(shard) {
+            return;
+        }
+        if let Err(e) = self.region.host(shard, epoch).await {
+            tracing::error!(shard, error = %e, "could not host a shard this node owns");
+        }
+    }
+
+    /// Whether this node holds a replica of `shard` (its group then decides who serves).
+    fn holds_replica(&self, shard: u32) -> bool {
+        self.leaders.as_ref().and_then(|g| g.raft(shard)).is_some()
+    }
+
+    /// Whether this node's agreed map gives `shard` to this node.
+    fn map_gives_me(&self, shard: u32) -> bool {
+        self.map
+            .read()
+            .is_ok_and(|m| m.owner(shard) == Some(self.me))
+    }
+
+    /// The leader a refusal named, if this node may follow it: one that names this node is
+    /// followed only while this node's own view agrees (a peer with a stale map names the
+    /// node that handed it the shard).
+    fn followable(&self, to: &EntityRef, named: Option<u64>) -> Option<u64> {
+        named.filter(|&l| l != self.me || self.owner(to).is_ok_and(|(_, o, _)| o == self.me))
     }
 
     /// Delivers `cmd` to `to` wherever it lives; `msg_id` makes it take effect at most once.
@@ -171,6 +196,7 @@ impl Router {
             let route = self.route(to, retry.leader)?;
             match send(route).await {
                 Err(AskError::NotServedHere { why, leader }) => {
+                    let leader = self.followable(to, leader);
                     match retry.after_refusal(route.node, leader) {
                         Next::GiveUp => return Err(AskError::Unavailable(why)),
                         Next::Send => {}

@@ -9,8 +9,11 @@ use std::process::Command;
 /// Seed 89 once left the copy of a handoff whose source crashed before settling it; seed 195
 /// once froze a shard forever (a move cancelled halfway when its admin request was dropped);
 /// seed 6001 once left a node up but serving nothing after its shard map's Raft core
-/// stopped on a disk error at restart (now a fail-stop, and the node restarts).
-const SEEDS: [u64; 9] = [1, 2, 3, 4, 5, 6, 89, 195, 6001];
+/// stopped on a disk error at restart (now a fail-stop, and the node restarts). Seeds 1001
+/// and 1006: the new owner of a just-moved shard, its map one epoch behind, refused the old
+/// owner's messages naming the old owner, which then hosted the shard again, empty (an order
+/// not found, a timer dead-lettered, a stock receipt lost).
+const SEEDS: [u64; 11] = [1, 2, 3, 4, 5, 6, 89, 195, 1001, 1006, 6001];
 
 /// Factor-3 seeds that once found a real bug. Seed 34: a node whose disk was replaced
 /// voted in the shard-map group before it had caught up and elected a lagging member, which
