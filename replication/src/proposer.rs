@@ -35,6 +35,15 @@ pub enum ProposeError {
         /// The leader this node knows of.
         leader: Option<NodeId>,
     },
+    /// The change took no effect anywhere: never handed to openraft (its proposer had
+    /// ended), or appended under another term and skipped by every replica.
+    #[error("group {group} refused the change: {reason}")]
+    Refused {
+        /// The group.
+        group: GroupId,
+        /// Why.
+        reason: String,
+    },
     /// The group failed, was shut down, or took too long; the outcome of the change is
     /// unknown.
     #[error("group {group} failed: {reason}")]
@@ -44,6 +53,13 @@ pub enum ProposeError {
         /// What happened.
         reason: String,
     },
+}
+
+impl ProposeError {
+    /// Whether the change certainly took no effect (else its outcome is unknown).
+    pub fn took_no_effect(&self) -> bool {
+        matches!(self, Self::NotLeader { .. } | Self::Refused { .. })
+    }
 }
 
 /// Called once with a proposal's outcome.
@@ -219,7 +235,7 @@ impl Round {
                 }
             }
             let outcome = if self.failed.load(Ordering::Acquire) {
-                Err(self.failure(
+                Err(self.refusal(
                     "this proposer ended (an earlier proposal failed, or its leadership ended)"
                         .into(),
                 ))
@@ -234,6 +250,13 @@ impl Round {
             for done in waiting {
                 done(outcome.clone());
             }
+        }
+    }
+
+    fn refusal(&self, reason: String) -> ProposeError {
+        ProposeError::Refused {
+            group: self.group,
+            reason,
         }
     }
 
@@ -285,7 +308,7 @@ impl Round {
             Ok(written) if written.log_id.leader_id.term == self.term => Ok(()),
             // Appended under another leadership than the one whose state the change was
             // built on: the entry's fence made every replica skip it, and this term ends here.
-            Ok(written) => Err(self.failure(format!(
+            Ok(written) => Err(self.refusal(format!(
                 "appended in term {} by a proposer of term {} (skipped)",
                 written.log_id.leader_id.term, self.term
             ))),

@@ -16,7 +16,7 @@
 use crate::election_holds::ElectionHold;
 use crate::proposer::Proposer;
 use crate::types::{GroupId, NodeId, ShardRaft, ShardRow, ShardTable};
-use agora_store::replicated::{ProposalDone, ShardReplication};
+use agora_store::replicated::{ProposalDone, ProposalOutcome, ShardReplication};
 use agora_store::{RowOp, RowTable};
 use async_trait::async_trait;
 use openraft::{RaftMetrics, ServerState};
@@ -721,9 +721,15 @@ impl ShardReplication for Serving {
         match self.lead(shard) {
             Some(lead) => lead.proposer.submit(
                 rows.into_iter().map(shard_row).collect(),
-                Box::new(move |outcome| done(outcome.is_ok())),
+                Box::new(move |answer| {
+                    done(match answer {
+                        Ok(()) => ProposalOutcome::Committed,
+                        Err(e) if e.took_no_effect() => ProposalOutcome::Refused,
+                        Err(_) => ProposalOutcome::Unknown,
+                    })
+                }),
             ),
-            None => done(false),
+            None => done(ProposalOutcome::Refused),
         }
     }
 }

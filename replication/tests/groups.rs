@@ -274,12 +274,16 @@ async fn a_proposer_refuses_an_entry_appended_under_another_term() {
     );
     let first = stale.propose(entry(100).rows).await;
     assert!(
-        matches!(&first, Err(ProposeError::Failed { reason, .. }) if reason.contains("term")),
+        matches!(&first, Err(ProposeError::Refused { reason, .. }) if reason.contains("term")),
         "an entry of another term counted as committed: {first:?}"
     );
+    assert!(first.as_ref().is_err_and(ProposeError::took_no_effect));
     assert!(stale.failed());
     let next = stale.propose(entry(101).rows).await;
-    assert!(matches!(next, Err(ProposeError::Failed { .. })), "{next:?}");
+    assert!(
+        matches!(next, Err(ProposeError::Refused { .. })),
+        "{next:?}"
+    );
     // The refused entry was appended and committed, yet its fence made every replica skip
     // it: the change did not take effect anywhere.
     let applied = leader.metrics().borrow().last_applied.unwrap().index;
@@ -399,6 +403,10 @@ async fn a_timed_out_proposer_stays_unsettled_until_openraft_answers() {
     assert!(
         matches!(&outcome, Err(ProposeError::Failed { reason, .. }) if reason.contains("within")),
         "{outcome:?}"
+    );
+    assert!(
+        !outcome.as_ref().is_err_and(ProposeError::took_no_effect),
+        "a round that timed out may still take effect"
     );
     assert!(proposer.failed());
     assert!(

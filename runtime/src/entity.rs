@@ -13,8 +13,8 @@ use agora_actors::{Command, Ctx, DomainError, EntityRef, OutboxMessage, Outcome,
 use agora_store::cascade::CascadeHold;
 use agora_store::keys::entity_key;
 use agora_store::record::encode_entity_record;
-use agora_store::writer::{wait_durable, EntityWrite};
-use agora_store::{StoreError, WriteOp};
+use agora_store::writer::{wait_durable, EntityWrite, Refusal};
+use agora_store::{StoreError, WriteOp, Writer};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -147,6 +147,38 @@ struct Applied {
     outbox: Vec<OutboxMessage>,
 }
 
+/// Why a change (and the change `after` it was derived from, 0 for none) did not become
+/// durable, if it did not. Refused because this copy of its shard may not write it, it took
+/// no effect and may go again (`NotServedHere`, which routers resend to the shard's owner);
+/// refused with what it was derived from, it took no effect and cannot go again as it was; a
+/// store failure, a round that timed out or a fenced copy leave its outcome unknown.
+fn failed_change(
+    writer: &Writer,
+    [ticket, after]: [u64; 2],
+    stored: bool,
+    fenced: bool,
+) -> Option<AskError> {
+    let own = writer.refusal(ticket);
+    let derived_from = (after > 0).then(|| writer.refusal(after)).flatten();
+    let unknown = [own, derived_from].contains(&Some(Refusal::Unknown));
+    match (own, derived_from) {
+        _ if !stored || unknown => Some(AskError::Unavailable(OUTCOME_UNKNOWN.into())),
+        (None, None) if fenced => Some(AskError::Unavailable(OUTCOME_UNKNOWN.into())),
+        (None, None) => None,
+        (Some(Refusal::NotHere), None) => Some(AskError::not_served_here(TOOK_NO_EFFECT, None)),
+        _ => Some(AskError::Unavailable(TOOK_NO_EFFECT.into())),
+    }
+}
+
+/// A change refused before anything was written.
+pub const TOOK_NO_EFFECT: &str =
+    "the change was refused before it was committed (the shard's lead moved): it took no effect; retry";
+
+/// A change whose outcome is unknown.
+pub const OUTCOME_UNKNOWN: &str = "the change's outcome is unknown (the shard's lead moved while \
+     it was being committed, or the store failed): it may have taken effect; retry with the same \
+     Idempotency-Key, or read before you retry";
+
 impl EntityHost {
     async fn ensure_loaded(&mut self) -> Result<(), StoreError> {
         if self.last_ticket > 0 && self.args.rt.writer.was_refused(self.last_ticket) {
@@ -196,24 +228,19 @@ impl EntityHost {
         let writer = self.args.rt.writer.clone();
         let progress = writer.progress();
         let fenced = self.args.fenced.clone();
+        let changes = [ticket, after];
         let ticket = ticket.max(after);
         let done =
             {
                 let p = *progress.borrow();
                 p.committed >= ticket || p.failed
             } || agora_seams::planted::is_planted(agora_seams::planted::Bug::AckBeforeDurable);
-        let deliver = move |ok: bool| {
-            let refused = writer.was_refused(ticket) || (after > 0 && writer.was_refused(after));
-            let r = if !ok || refused || fenced.load(Ordering::Acquire) {
-                Err(AskError::Unavailable(
-                    "the change was refused before it was committed (the shard's lead moved, \
-                     or the store failed): it took no effect; retry"
-                        .into(),
-                ))
-            } else {
-                result
-            };
-            let _ = reply.send(r);
+        let deliver = move |stored: bool| {
+            let failed = failed_change(&writer, changes, stored, fenced.load(Ordering::Acquire));
+            let _ = reply.send(match failed {
+                Some(e) => Err(e),
+                None => result,
+            });
         };
         if done {
             let ok = !progress.borrow().failed;

@@ -285,6 +285,30 @@ async fn a_write_refused_for_a_stale_epoch_fences_its_copy_and_a_dependent_one_d
 }
 
 #[tokio::test]
+async fn a_change_refused_for_a_stale_epoch_is_answered_as_not_served_so_it_can_go_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (region, store, writer) = region_and_writer(&dir.path().join("a.redb")).await;
+    let sku = EntityRef::new(EntityKind::StockItem, "R");
+    let shard = sku.shard(8);
+    // The shard moved on (its copy here still hosted, as for a moment during a handoff).
+    drop_shard(&writer, shard, 5).await;
+    let answer = region
+        .ask(
+            sku.clone(),
+            Command::Stock(StockCommand::Receive { quantity: 3 }),
+        )
+        .await;
+    // Nothing was written: routers may send it again (to the new owner).
+    assert!(
+        matches!(&answer, Err(AskError::NotServedHere { why, leader: None })
+            if why == agora_runtime::entity::TOOK_NO_EFFECT),
+        "{answer:?}"
+    );
+    assert!(store.entity(&entity_key(shard, &sku)).unwrap().is_none());
+    region.stop();
+}
+
+#[tokio::test]
 async fn an_early_message_whose_sender_was_refused_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (region, store, writer) = region_and_writer(&dir.path().join("a.redb")).await;

@@ -17,9 +17,26 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
-/// Called once with whether a proposal was committed (true) or refused / of unknown outcome
-/// (false).
-pub type ProposalDone = Box<dyn FnOnce(bool) + Send>;
+/// What a shard's group answered for a proposed change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProposalOutcome {
+    /// Committed by a majority of the shard's replicas and applied here.
+    Committed,
+    /// Certainly took no effect anywhere (never appended, or skipped by every replica).
+    Refused,
+    /// Not known to be committed: it may still take effect (a round that timed out).
+    Unknown,
+}
+
+impl ProposalOutcome {
+    /// Whether the change was committed.
+    pub fn committed(self) -> bool {
+        self == Self::Committed
+    }
+}
+
+/// Called once with a proposal's outcome.
+pub type ProposalDone = Box<dyn FnOnce(ProposalOutcome) + Send>;
 
 /// Where the writer sends the changes of replicated shards (implemented by the node's
 /// replication groups).
@@ -171,8 +188,8 @@ pub(crate) fn remove_delivered(group: Arc<dyn ShardReplication>, shard: u32, row
     group.propose(
         shard,
         rows,
-        Box::new(move |committed| {
-            if committed || !again.leads(shard) {
+        Box::new(move |outcome| {
+            if outcome.committed() || !again.leads(shard) {
                 return;
             }
             metrics::counter!("agora_replication_removal_retries_total").increment(1);
@@ -229,7 +246,7 @@ mod tests {
         );
         group.proposed.notified().await;
         let (_, _, done) = group.take().remove(0);
-        done(false);
+        done(ProposalOutcome::Unknown);
         tokio::time::timeout(
             std::time::Duration::from_millis(REMOVAL_RETRY_MS * 4),
             group.proposed.notified(),
@@ -240,7 +257,7 @@ mod tests {
         assert_eq!((shard, rows[0].key.clone()), (3, key));
         // Deposed: the next leader adopts the rows, so this node stops trying.
         group.deposed.store(true, Ordering::Release);
-        done(false);
+        done(ProposalOutcome::Unknown);
         tokio::time::sleep(std::time::Duration::from_millis(REMOVAL_RETRY_MS * 4)).await;
         assert!(
             group.take().is_empty(),
@@ -305,7 +322,7 @@ mod tests {
         );
         // The group applies the rows through the writer, then answers.
         writer.submit_rows(RowWrite::rows(rows)).unwrap();
-        done(true);
+        done(ProposalOutcome::Committed);
         assert!(writer.durable(local).await);
         assert!(writer.is_durable(replicated));
         assert!(store.dedup_seen(&key, "m1").unwrap());
@@ -327,14 +344,26 @@ mod tests {
         let writer = Writer::start(store, relay, Vec::new()).unwrap();
         let group = Arc::new(HeldGroup::default());
         writer.set_replication(group.clone());
-        let fence = Arc::new(AtomicBool::new(false));
-        let ticket = writer.submit(change(3, "a", &fence)).unwrap();
-        settled(&writer).await;
-        let (_, _, done) = group.take().remove(0);
-        done(false);
-        assert!(writer.durable(ticket).await);
-        assert!(writer.was_refused(ticket) && !writer.is_durable(ticket));
-        assert!(fence.load(Ordering::Acquire));
+        // A definite refusal and a round of unknown outcome: both refused here, and only
+        // the second may still take effect.
+        for (outcome, id) in [
+            (ProposalOutcome::Refused, "a"),
+            (ProposalOutcome::Unknown, "b"),
+        ] {
+            let fence = Arc::new(AtomicBool::new(false));
+            let ticket = writer.submit(change(3, id, &fence)).unwrap();
+            settled(&writer).await;
+            let (_, _, done) = group.take().remove(0);
+            done(outcome);
+            assert!(writer.durable(ticket).await);
+            assert!(writer.was_refused(ticket) && !writer.is_durable(ticket));
+            let why = match outcome {
+                ProposalOutcome::Unknown => crate::writer::Refusal::Unknown,
+                _ => crate::writer::Refusal::NotHere,
+            };
+            assert_eq!(writer.refusal(ticket), Some(why));
+            assert!(fence.load(Ordering::Acquire));
+        }
     }
 
     fn pending() -> Outstanding {

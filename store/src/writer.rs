@@ -149,8 +149,8 @@ pub enum WriteOp {
     GroupAnswered {
         /// The change.
         ticket: u64,
-        /// Whether a majority of the shard's replicas committed it.
-        committed: bool,
+        /// What the group answered.
+        outcome: crate::replicated::ProposalOutcome,
     },
     /// Delete a shard handed to another node, and refuse writes under epochs before `epoch`.
     DropShard {
@@ -226,16 +226,31 @@ fn early_delivery_from_env() -> bool {
 /// Most refused tickets remembered (refusals are rare: fencing after a shard moved).
 const MAX_REFUSED: usize = 65_536;
 
-/// Tickets of refused changes, shared by the writer thread (which adds them before it
-/// publishes the batch's progress) and everyone who must not answer from them.
+/// Why a change was refused here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The shard's copy here may not write it (a stale epoch, or its group refused it before
+    /// appending it): it took no effect and may go again, to the shard's current owner.
+    NotHere,
+    /// It was derived from a change that was refused: it took no effect, and cannot go again
+    /// as it was, since what it was derived from is gone.
+    Dependency,
+    /// Its group did not answer in time: it is refused here, yet may still take effect.
+    Unknown,
+}
+
+/// Tickets of refused changes, and why, shared by the writer thread (which adds them before
+/// it publishes the batch's progress) and everyone who must not answer from them.
 #[derive(Default)]
 struct RefusedTickets {
-    tickets: std::collections::BTreeSet<u64>,
+    tickets: std::collections::BTreeMap<u64, Refusal>,
 }
 
 impl RefusedTickets {
-    fn insert(&mut self, ticket: u64) {
-        self.tickets.insert(ticket);
+    fn insert(&mut self, ticket: u64, why: Refusal) {
+        assert!(ticket > 0, "a refused change has a ticket");
+        let first = self.tickets.insert(ticket, why).is_none();
+        assert!(first, "change {ticket} refused twice");
         while self.tickets.len() > MAX_REFUSED {
             self.tickets.pop_first();
         }
@@ -245,7 +260,10 @@ impl RefusedTickets {
         if self.tickets.is_empty() {
             return None;
         }
-        tickets.iter().copied().find(|t| self.tickets.contains(t))
+        tickets
+            .iter()
+            .copied()
+            .find(|t| self.tickets.contains_key(t))
     }
 }
 
@@ -513,6 +531,14 @@ impl Writer {
         self.refused
             .lock()
             .is_ok_and(|r| r.first_refused(&[ticket]).is_some())
+    }
+
+    /// Why the change with `ticket` was refused, if it was (and is still remembered).
+    pub fn refusal(&self, ticket: u64) -> Option<Refusal> {
+        self.refused
+            .lock()
+            .ok()
+            .and_then(|r| r.tickets.get(&ticket).copied())
     }
 
     /// Whether `ticket` is durable and was not refused.

@@ -3,7 +3,7 @@
 //! answers or reads).
 
 use super::thread::{BatchResult, Done, WriterThread};
-use super::{early_candidate, CommittedOutbox, CommittedRow, EntityWrite, WriteOp};
+use super::{early_candidate, CommittedOutbox, CommittedRow, EntityWrite, Refusal, WriteOp};
 use crate::keys::{dedup_key, dedup_value, outbox_key};
 use crate::record::{self, DeadLetter, EntityRecord, OutboxRecord, FORMAT_VERSION};
 use crate::replicated;
@@ -108,8 +108,8 @@ impl WriterThread {
                 None => self.write_entity(b, r, ticket, *w)?,
             },
             WriteOp::Load { key, reply } => load(b, r, key, reply),
-            WriteOp::GroupAnswered { ticket, committed } => {
-                self.group_answered(ticket, committed, r)?
+            WriteOp::GroupAnswered { ticket, outcome } => {
+                self.group_answered(ticket, outcome, r)?
             }
             WriteOp::OutboxAcked(keys) => {
                 let keys = self.replicate_outbox_removals(keys);
@@ -192,10 +192,14 @@ impl WriterThread {
     ) -> Result<(), StoreError> {
         if let Some(e) = self.refusal(b, &w)? {
             // Recorded before the batch's progress is published, so no one answers from it.
+            let why = match e {
+                StoreError::StaleEpoch { .. } => Refusal::NotHere,
+                _ => Refusal::Dependency,
+            };
             self.refused
                 .lock()
                 .map_err(|_| StoreError::Closed)?
-                .insert(ticket);
+                .insert(ticket, why);
             if let (Some(fence), StoreError::StaleEpoch { .. }) = (&w.fence, &e) {
                 tracing::warn!(error = %e, "write refused; fencing shard");
                 fence.store(true, std::sync::atomic::Ordering::Release);

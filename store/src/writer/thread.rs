@@ -3,12 +3,13 @@
 //! replicated shards go to their groups instead, and count as durable once committed there.
 
 use super::{
-    CommitListener, CommitProgress, CommittedOutbox, EntityWrite, RefusedTickets, RelayFeed,
-    SharedReplication, WriteOp, ACK_FLUSH, COMMIT_SIBLINGS, MAX_BATCH, MAX_DEFERRED_ACKS,
+    CommitListener, CommitProgress, CommittedOutbox, EntityWrite, Refusal, RefusedTickets,
+    RelayFeed, SharedReplication, WriteOp, ACK_FLUSH, COMMIT_SIBLINGS, MAX_BATCH,
+    MAX_DEFERRED_ACKS,
 };
 use crate::cascade::Cascade;
 use crate::record::EntityRecord;
-use crate::replicated::{self, Outstanding, OutstandingChanges, ShardReplication};
+use crate::replicated::{self, Outstanding, OutstandingChanges, ProposalOutcome, ShardReplication};
 use crate::rows::RowOp;
 use crate::{Store, StoreError};
 use agora_actors::host::EntityState;
@@ -256,7 +257,7 @@ impl WriterThread {
             self.refused
                 .lock()
                 .map_err(|_| StoreError::Closed)?
-                .insert(ticket);
+                .insert(ticket, Refusal::Dependency);
             if let Some(done) = w.done {
                 r.refused
                     .push((done, StoreError::DependencyRefused { ticket: t }));
@@ -285,9 +286,9 @@ impl WriterThread {
         group.propose(
             shard,
             rows,
-            Box::new(move |committed| {
+            Box::new(move |outcome| {
                 if let Some(tx) = answers.upgrade() {
-                    let _ = tx.send((0, WriteOp::GroupAnswered { ticket, committed }));
+                    let _ = tx.send((0, WriteOp::GroupAnswered { ticket, outcome }));
                 }
             }),
         );
@@ -296,11 +297,12 @@ impl WriterThread {
     }
 
     /// A group answered for an outstanding change: committed, it counts as durable with
-    /// this batch; refused, it is recorded as refused before the batch's progress.
+    /// this batch; refused (or of unknown outcome), it is recorded as refused before the
+    /// batch's progress.
     pub(super) fn group_answered(
         &mut self,
         ticket: u64,
-        committed: bool,
+        outcome: ProposalOutcome,
         r: &mut BatchResult,
     ) -> Result<(), StoreError> {
         let change = self.outstanding.take(ticket);
@@ -311,15 +313,19 @@ impl WriterThread {
         let Some(change) = change else {
             return Ok(());
         };
-        if committed {
+        if outcome.committed() {
             r.outbox.extend(change.outbox);
             r.states.extend(change.state);
             r.done.extend(change.done.map(Done::Unit));
         } else {
+            let why = match outcome {
+                ProposalOutcome::Unknown => Refusal::Unknown,
+                _ => Refusal::NotHere,
+            };
             self.refused
                 .lock()
                 .map_err(|_| StoreError::Closed)?
-                .insert(ticket);
+                .insert(ticket, why);
             metrics::counter!("agora_replication_changes_refused_total").increment(1);
             change.refuse();
         }
