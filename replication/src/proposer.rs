@@ -27,7 +27,8 @@ use tokio::sync::{mpsc, oneshot};
 /// Why a proposal was not committed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProposeError {
-    /// This node does not lead the group (the leader it knows of, if any).
+    /// This node does not lead the group (the leader it knows of, if any): the change was
+    /// refused, or appended and then truncated here, so its outcome is unknown.
     #[error("not the leader of group {group} (leader: {leader:?})")]
     NotLeader {
         /// The group.
@@ -56,9 +57,12 @@ pub enum ProposeError {
 }
 
 impl ProposeError {
-    /// Whether the change certainly took no effect (else its outcome is unknown).
+    /// Whether the change certainly took no effect (else its outcome is unknown). Not
+    /// `NotLeader`: openraft also answers so for an entry it appended and then truncated
+    /// when a new leader's log replaced it, and another replica that holds the entry may
+    /// still be elected and commit it.
     pub fn took_no_effect(&self) -> bool {
-        matches!(self, Self::NotLeader { .. } | Self::Refused { .. })
+        matches!(self, Self::Refused { .. })
     }
 }
 

@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 pub struct Cascade {
     state: Mutex<CascadeState>,
     settled: Condvar,
+    /// Wakes async waiters (the simulator's writer) when the count reaches zero.
+    settled_async: tokio::sync::Notify,
     /// The longest wait before a commit, in µs (0: none).
     gather_us: AtomicU64,
 }
@@ -38,6 +40,9 @@ impl Drop for CascadeHold {
         s.in_flight = s.in_flight.saturating_sub(1);
         if s.in_flight == 0 && s.waiters > 0 {
             self.0.settled.notify_all();
+        }
+        if s.in_flight == 0 {
+            self.0.settled_async.notify_waiters();
         }
     }
 }
@@ -74,6 +79,23 @@ impl Cascade {
     /// Threads waiting in [`Cascade::wait_settled`] now.
     pub fn waiters(&self) -> usize {
         self.lock().waiters
+    }
+
+    /// Waits until no early delivery is in flight (true) or `deadline` passes (false),
+    /// without blocking the thread: the writer of the simulator, on virtual time.
+    pub async fn settled(&self, deadline: tokio::time::Instant) -> bool {
+        loop {
+            let woken = self.settled_async.notified();
+            let mut woken = std::pin::pin!(woken);
+            // Registered before the count is read, so a drop to zero in between wakes it.
+            woken.as_mut().enable();
+            if self.in_flight() == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, woken).await.is_err() {
+                return self.in_flight() == 0;
+            }
+        }
     }
 
     /// Blocks until no early delivery is in flight (true) or `deadline` passes (false).
@@ -123,6 +145,25 @@ mod tests {
         drop(second);
         assert!(waiting.join().unwrap(), "settled, not timed out");
         assert_eq!(cascade.in_flight(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_async_waiter_is_woken_by_the_last_hold_and_gives_up_at_its_deadline() {
+        let cascade = Arc::new(Cascade::default());
+        let hold = cascade.hold();
+        let start = tokio::time::Instant::now();
+        let gather = Duration::from_micros(500);
+        assert!(!cascade.settled(start + gather).await, "a hold in flight");
+        // Waited its whole gather, in virtual time (tokio's timers tick in milliseconds).
+        assert!(start.elapsed() >= gather && start.elapsed() <= Duration::from_millis(1));
+        let waiting = {
+            let cascade = cascade.clone();
+            tokio::spawn(async move { cascade.settled(start + Duration::from_secs(60)).await })
+        };
+        tokio::task::yield_now().await;
+        drop(hold);
+        assert!(waiting.await.unwrap(), "settled, not timed out");
+        assert!(start.elapsed() < Duration::from_secs(60));
     }
 
     #[test]

@@ -291,7 +291,8 @@ pub enum StorageExecutor {
     #[default]
     Thread,
     /// A task on the current runtime, committing inline (the simulator), waiting `latency()`
-    /// after each commit as the disk's time.
+    /// before each commit as the disk's time; its gathers (commit delay, cascade) are waited
+    /// as a task too, so they run on the simulator's virtual time.
     Inline {
         /// The simulated time one commit takes.
         latency: Arc<dyn Fn() -> std::time::Duration + Send + Sync>,
@@ -391,6 +392,10 @@ impl Writer {
                     })?;
             }
             StorageExecutor::Inline { latency } => {
+                // The same gathers as in production, waited as a task: in the simulator they
+                // run on virtual time, deterministically.
+                thread.commit_delay = wait_from_env("AGORA_COMMIT_DELAY_US", COMMIT_DELAY_US);
+                cascade.set_gather(wait_from_env("AGORA_CASCADE_GATHER_US", CASCADE_GATHER_US));
                 tokio::spawn(async move { thread.run(Some(latency)).await });
             }
         }

@@ -38,7 +38,7 @@ pub(super) struct WriterThread {
     pub(super) next_outbox: u64,
     pub(super) next_dead: u64,
     pub(super) epochs: HashMap<u32, u64>,
-    /// The gather before a commit under load (its own OS thread only).
+    /// The gather before a commit under load.
     pub(super) commit_delay: Option<std::time::Duration>,
     /// Early deliveries in flight, and how long a commit may wait for them.
     pub(super) cascade: Arc<Cascade>,
@@ -50,7 +50,8 @@ pub(super) struct WriterThread {
     pub(super) max_ticket: u64,
     /// Where groups' answers come back (weak: the writer stops when every handle is gone).
     pub(super) answers: mpsc::WeakUnboundedSender<(u64, WriteOp)>,
-    /// Whether the writer may block its thread (its own OS thread only) to gather.
+    /// Whether the writer may block its thread (its own OS thread) to gather; otherwise it
+    /// waits as a task (the simulator's, on virtual time).
     pub(super) may_block: bool,
     /// Operations in the last batch.
     pub(super) last_batch: usize,
@@ -100,17 +101,22 @@ impl WriterThread {
                 Ok(None) => return None,
             }
         };
-        let taken = Instant::now();
+        let taken = (Instant::now(), tokio::time::Instant::now());
         let mut batch = std::mem::take(&mut self.spare);
         batch.push(first);
         self.drain_into(&mut batch);
         let mut gathered = false;
-        if let (Some(gather), true) = (self.cascade.gather(), self.may_block) {
+        if let Some(gather) = self.cascade.gather() {
             if self.cascade.in_flight() > 0 {
                 // Early deliveries of changes in this batch (or the last) are about to hand
                 // over their receivers' changes: let them share this fsync.
                 gathered = true;
-                if !self.cascade.wait_settled(taken + gather) {
+                let settled = if self.may_block {
+                    self.cascade.wait_settled(taken.0 + gather)
+                } else {
+                    self.cascade.settled(taken.1 + gather).await
+                };
+                if !settled {
                     metrics::counter!("agora_store_cascade_gather_timeouts_total").increment(1);
                 }
                 metrics::counter!("agora_store_cascade_gathers_total").increment(1);
@@ -122,7 +128,11 @@ impl WriterThread {
             // about to submit join this fsync instead of paying for the next one; at light
             // load (small batches) nothing waits.
             if self.last_batch >= COMMIT_SIBLINGS && batch.len() < self.last_batch {
-                std::thread::sleep(delay);
+                if self.may_block {
+                    std::thread::sleep(delay);
+                } else {
+                    tokio::time::sleep(delay).await;
+                }
                 self.drain_into(&mut batch);
             }
         }
