@@ -6,7 +6,7 @@
 
 use crate::check::{Violation, World};
 use crate::linearizable::{self, Answer, Model, Operation, Verdict};
-use crate::workload::{Op, Outcome, Shown};
+use crate::workload::{Op, Outcome, Shown, TOP_UP, WALLET_READ};
 use agora_actors::order::OrderStatus;
 use std::collections::BTreeMap;
 
@@ -94,6 +94,65 @@ impl Model for StockModel {
             StockInput::ReadAtEnd => *total,
         };
         shown.is_none_or(|s| *s == next).then_some(next)
+    }
+}
+
+/// What happens to a wallet: the shopper's top-ups and reads, and the moves of their wallet
+/// payments, which messages apply at times no client sees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WalletInput {
+    /// A top-up under an Idempotency-Key; a key already credited credits nothing and answers
+    /// the balance. Answers the balance after it.
+    TopUp {
+        /// The Idempotency-Key.
+        key: String,
+        /// Minor units.
+        amount_minor: u64,
+    },
+    /// A read of the wallet; answers the balance.
+    Read,
+    /// A wallet payment took its amount (a saga step: its outcome is unknown to clients).
+    Debit(u64),
+    /// A refund paid money back into the wallet (a saga step).
+    Credit(u64),
+    /// The balance as the disks hold it once every saga is over.
+    ReadAtEnd,
+}
+
+/// One wallet: its balance and the top-up keys credited. Debits never take the balance
+/// below zero.
+#[derive(Debug, Clone, Default)]
+pub struct WalletModel {
+    /// The balance of a new account, minor units.
+    pub initial_minor: u64,
+}
+
+impl Model for WalletModel {
+    type State = (u64, std::collections::BTreeSet<String>);
+    type Input = WalletInput;
+    type Output = u64;
+
+    fn init(&self) -> Self::State {
+        (self.initial_minor, Default::default())
+    }
+
+    fn step(
+        &self,
+        state: &Self::State,
+        input: &WalletInput,
+        shown: Option<&u64>,
+    ) -> Option<Self::State> {
+        let (balance, keys) = state;
+        let mut keys = keys.clone();
+        let next = match input {
+            WalletInput::TopUp { key, amount_minor } if keys.insert(key.clone()) => {
+                balance.checked_add(*amount_minor)?
+            }
+            WalletInput::TopUp { .. } | WalletInput::Read | WalletInput::ReadAtEnd => *balance,
+            WalletInput::Debit(minor) => balance.checked_sub(*minor)?,
+            WalletInput::Credit(minor) => balance.checked_add(*minor)?,
+        };
+        shown.is_none_or(|s| *s == next).then_some((next, keys))
     }
 }
 
@@ -233,7 +292,7 @@ pub fn stock(world: &World, history: &[Op]) -> Vec<Violation> {
         };
         let shown = match op.shown {
             Shown::StockReceived(total) => Some(total),
-            Shown::Nothing => None,
+            _ => None,
         };
         let Some(answer) = answer_of(op, shown) else {
             continue;
@@ -245,28 +304,107 @@ pub fn stock(world: &World, history: &[Op]) -> Vec<Violation> {
         };
         by_sku.entry(sku).or_default().push(operation, Some(op));
     }
-    let end = history
-        .iter()
-        .map(|o| o.end_ms.max(o.invoke_ms))
-        .max()
-        .unwrap_or(0)
-        + 1;
+    let end = end_of(history);
     let mut out = Vec::new();
     for (sku, mut sub) in by_sku {
         if let Some(s) = world.stock(sku) {
-            let at_end = Operation {
-                invoke_ms: end,
-                answer: Answer::Returned {
-                    at_ms: end,
-                    output: s.received,
-                },
-                input: StockInput::ReadAtEnd,
-            };
-            sub.push(at_end, None);
+            sub.push(read_at_end(end, StockInput::ReadAtEnd, s.received), None);
         }
         out.extend(sub.judge("linearizable-stock", &format!("stock {sku}"), &StockModel));
     }
     out
+}
+
+/// Wallets: every top-up and read a shopper sent, by account, with the debits and refunds
+/// their wallet payments made (placed anywhere, as messages apply them when no client
+/// sees), and the balance the disks hold at the end as a last read (`linearizable-wallet`).
+/// Only once every saga is over (`settled`): before, a move may be on its way.
+pub fn wallets(world: &World, history: &[Op], initial_minor: u64, settled: bool) -> Vec<Violation> {
+    if !settled {
+        return Vec::new();
+    }
+    let mut by_email: BTreeMap<String, SubHistory<WalletInput, u64>> = BTreeMap::new();
+    for op in history
+        .iter()
+        .filter(|o| [TOP_UP, WALLET_READ].contains(&o.kind))
+    {
+        let shown = match op.shown {
+            Shown::WalletBalance(minor) => Some(minor),
+            _ => None,
+        };
+        let Some(answer) = answer_of(op, shown) else {
+            continue;
+        };
+        let input = match (op.kind, &op.key) {
+            (TOP_UP, Some(key)) => WalletInput::TopUp {
+                key: key.clone(),
+                amount_minor: op.quantity,
+            },
+            (TOP_UP, None) => continue,
+            _ => WalletInput::Read,
+        };
+        let operation = Operation {
+            invoke_ms: op.invoke_ms,
+            answer,
+            input,
+        };
+        let email = format!("{}@sim.test", op.client);
+        by_email.entry(email).or_default().push(operation, Some(op));
+    }
+    let end = end_of(history);
+    let mut out = Vec::new();
+    for (account, wallet) in world.wallets() {
+        let Some(mut sub) = by_email.remove(&wallet.email) else {
+            continue;
+        };
+        for moved in world
+            .wallet_moves()
+            .iter()
+            .filter(|m| &m.customer == account)
+        {
+            let debit =
+                (moved.debited_minor > 0).then_some(WalletInput::Debit(moved.debited_minor));
+            let credits = moved.credits_minor.iter().map(|c| WalletInput::Credit(*c));
+            for input in debit.into_iter().chain(credits) {
+                let unseen = Operation {
+                    invoke_ms: 0,
+                    answer: Answer::Unknown,
+                    input,
+                };
+                sub.push(unseen, None);
+            }
+        }
+        sub.push(
+            read_at_end(end, WalletInput::ReadAtEnd, wallet.balance_minor),
+            None,
+        );
+        let model = WalletModel { initial_minor };
+        out.extend(sub.judge(
+            "linearizable-wallet",
+            &format!("wallet of {}", wallet.email),
+            &model,
+        ));
+    }
+    out
+}
+
+/// The virtual ms just after every operation of `history`.
+fn end_of(history: &[Op]) -> u64 {
+    history
+        .iter()
+        .map(|o| o.end_ms.max(o.invoke_ms))
+        .max()
+        .unwrap_or(0)
+        + 1
+}
+
+/// The disks' state once the run is over, read last: `input` answered `output` at `end`.
+fn read_at_end<I, O>(end: u64, input: I, output: O) -> Operation<I, O> {
+    Operation {
+        invoke_ms: end,
+        answer: Answer::Returned { at_ms: end, output },
+        input,
+    }
 }
 
 #[cfg(test)]
@@ -292,6 +430,75 @@ mod tests {
         assert_eq!(m.step(&2, &(), Some(&AwaitingPayment)), None);
         assert_eq!(m.step(&2, &(), Some(&Cancelled)), None);
         assert_eq!(m.step(&3, &(), None), Some(3));
+    }
+
+    #[test]
+    fn a_top_up_credits_its_key_once_and_moves_keep_the_balance_above_zero() {
+        let m = WalletModel {
+            initial_minor: 1_000,
+        };
+        let top_up = |key: &str| WalletInput::TopUp {
+            key: key.into(),
+            amount_minor: 500,
+        };
+        let (balance, keys) = m.step(&m.init(), &top_up("k"), Some(&1_500)).unwrap();
+        assert_eq!(balance, 1_500);
+        // The same key again: credited once, it answers the balance.
+        let state = (balance, keys);
+        assert_eq!(
+            m.step(&state, &top_up("k"), Some(&1_500)).map(|s| s.0),
+            Some(1_500)
+        );
+        assert_eq!(m.step(&state, &top_up("k"), Some(&2_000)), None);
+        assert_eq!(
+            m.step(&state, &top_up("j"), Some(&2_000)).map(|s| s.0),
+            Some(2_000)
+        );
+        assert_eq!(m.step(&state, &WalletInput::Debit(1_600), None), None);
+        assert_eq!(
+            m.step(&state, &WalletInput::Debit(1_500), None)
+                .map(|s| s.0),
+            Some(0)
+        );
+        assert_eq!(
+            m.step(&state, &WalletInput::Credit(10), None).map(|s| s.0),
+            Some(1_510)
+        );
+        assert_eq!(m.step(&state, &WalletInput::Read, Some(&1_400)), None);
+    }
+
+    #[test]
+    fn a_read_between_a_debit_and_its_refund_may_see_either_but_not_a_lost_top_up() {
+        let m = WalletModel {
+            initial_minor: 1_000,
+        };
+        let op = |invoke_ms, answer, input| Operation {
+            invoke_ms,
+            answer,
+            input,
+        };
+        let seen = |at_ms, output| Answer::Returned { at_ms, output };
+        let top_up = WalletInput::TopUp {
+            key: "k".into(),
+            amount_minor: 200,
+        };
+        let mut ops = vec![
+            op(0, Answer::Unknown, WalletInput::Debit(300)),
+            op(0, Answer::Unknown, WalletInput::Credit(300)),
+            op(10, seen(20, 700), WalletInput::Read),
+            op(30, seen(40, 1_200), top_up.clone()),
+            op(100, seen(100, 1_200), WalletInput::ReadAtEnd),
+        ];
+        assert_eq!(
+            linearizable::check(&m, &ops, STEP_BUDGET),
+            Verdict::Linearizable
+        );
+        // The balance at the end lost the top-up a shopper was told about.
+        ops[4] = op(100, seen(100, 1_000), WalletInput::ReadAtEnd);
+        assert!(matches!(
+            linearizable::check(&m, &ops, STEP_BUDGET),
+            Verdict::NotLinearizable { .. }
+        ));
     }
 
     #[test]

@@ -700,10 +700,18 @@ pub fn run(config: RunConfig) -> RunReport {
             violations.extend(check::check(&world, &history));
             let settled = check::quiescent(&world);
             violations.extend(crate::effects::check(&world, &ledger.effects(), settled));
+            let initial_wallet_minor =
+                agora_actors::entity::DomainConfig::default().initial_wallet_minor;
             violations.extend(crate::wallets::check(
                 world.wallets(),
                 &world.wallet_moves(),
-                agora_actors::entity::DomainConfig::default().initial_wallet_minor,
+                initial_wallet_minor,
+                settled,
+            ));
+            violations.extend(crate::models::wallets(
+                &world,
+                &history,
+                initial_wallet_minor,
                 settled,
             ));
             violations.extend(crate::membership::check(&world, &history, &h.joined()));

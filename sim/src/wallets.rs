@@ -18,15 +18,18 @@ pub struct Wallet {
     pub balance_minor: u64,
     /// Top-ups the account remembers, minor units.
     pub top_ups_minor: u64,
+    /// The account's email (the simulated shopper's name at `sim.test`).
+    pub email: String,
 }
 
 impl Wallet {
     /// The wallet of an account with a profile (`None` for an account never registered).
     pub fn of(account: &AccountState) -> Option<Self> {
-        account.profile.as_ref()?;
+        let profile = account.profile.as_ref()?;
         Some(Self {
             balance_minor: account.wallet_minor,
             top_ups_minor: account.top_ups.iter().map(|(_, a)| *a).sum(),
+            email: profile.email.clone(),
         })
     }
 }
@@ -40,6 +43,8 @@ pub struct WalletMoves {
     pub debited_minor: u64,
     /// Paid back into the wallet (refunds that succeeded).
     pub credited_minor: u64,
+    /// Each refund paid back, minor units (they sum to `credited_minor`).
+    pub credits_minor: Vec<u64>,
 }
 
 impl WalletMoves {
@@ -52,10 +57,17 @@ impl WalletMoves {
             payment.status,
             PaymentStatus::Succeeded | PaymentStatus::Refunding | PaymentStatus::Refunded
         );
+        let credits_minor: Vec<u64> = payment
+            .refunds
+            .iter()
+            .filter(|r| r.succeeded)
+            .map(|r| r.amount_minor)
+            .collect();
         Some(Self {
             customer: payment.customer.clone(),
             debited_minor: if taken { payment.amount_minor } else { 0 },
             credited_minor: payment.refunded_minor(),
+            credits_minor,
         })
     }
 }
@@ -111,6 +123,7 @@ mod tests {
         Wallet {
             balance_minor,
             top_ups_minor: 0,
+            email: String::new(),
         }
     }
 
@@ -119,6 +132,7 @@ mod tests {
             customer: customer.into(),
             debited_minor,
             credited_minor,
+            credits_minor: vec![credited_minor],
         }
     }
 

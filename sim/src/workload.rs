@@ -47,7 +47,7 @@ pub struct Op {
     pub outcome: Outcome,
     /// Status code (0: no answer).
     pub status: u16,
-    /// The idempotency key of a checkout.
+    /// The Idempotency-Key it was sent with (a checkout, refund or top-up).
     pub key: Option<String>,
     /// The order it concerns.
     pub order_id: Option<String>,
@@ -99,6 +99,8 @@ pub enum Shown {
     /// A stock receipt's answer: units ever received (`on_hand + sold`; the simulated admin
     /// writes nothing off).
     StockReceived(u64),
+    /// A wallet's balance (a top-up's answer, or a read of the wallet), minor units.
+    WalletBalance(u64),
 }
 
 impl Shown {
@@ -110,6 +112,11 @@ impl Shown {
                 (Some(on_hand), Some(sold)) => Shown::StockReceived(on_hand + sold),
                 _ => Shown::Nothing,
             },
+            TOP_UP | WALLET_READ => body
+                .get("balance")
+                .and_then(|b| b.get("amount_minor"))
+                .and_then(Value::as_u64)
+                .map_or(Shown::Nothing, Shown::WalletBalance),
             _ => Shown::Nothing,
         }
     }
@@ -488,6 +495,7 @@ pub async fn shopper(
             }
             5 => refund_when_delivered(&mut s, &order_id, &key).await,
             6 => retry_answered_checkout(&mut s, &body, &key).await,
+            7 => top_up_and_read(&mut s, &key).await,
             _ => {}
         }
     }
@@ -559,6 +567,33 @@ async fn refund_when_delivered(s: &mut Session, order_id: &str, key: &str) {
         }
         return;
     }
+}
+
+/// The kind of a shopper's wallet top-up (`key` its Idempotency-Key, `quantity` its amount).
+pub const TOP_UP: &str = "top-up";
+
+/// The kind of a shopper's read of their wallet.
+pub const WALLET_READ: &str = "wallet";
+
+/// Tops the wallet up (an unknown answer is asked again under the same key, which credits
+/// once), then reads it back a moment later: answers the wallet's linearizability check
+/// reads (`crate::models::wallets`).
+async fn top_up_and_read(s: &mut Session, key: &str) {
+    let amount_minor = s.rng.random_range(1..=50u64) * 100;
+    let request = Request::new(TOP_UP, "POST", "/api/v1/me/wallet/top-up".into())
+        .body(json!({ "amount_minor": amount_minor }))
+        .key(format!("{key}-top-up"))
+        .quantity(amount_minor);
+    for _attempt in 0..3 {
+        if s.send(request.clone()).await.0 != Outcome::Unknown {
+            break;
+        }
+        s.pause(300, 1_500).await;
+    }
+    s.pause(0, 2_000).await;
+    let _ = s
+        .send(Request::new(WALLET_READ, "GET", "/api/v1/me/wallet".into()))
+        .await;
 }
 
 /// What the harness asks the operator to do.
