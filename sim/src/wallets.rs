@@ -132,7 +132,7 @@ mod tests {
             customer: customer.into(),
             debited_minor,
             credited_minor,
-            credits_minor: vec![credited_minor],
+            credits_minor: [credited_minor].into_iter().filter(|c| *c > 0).collect(),
         }
     }
 
