@@ -6,7 +6,7 @@
 
 use crate::check::{Violation, World};
 use crate::linearizable::{self, Answer, Model, Operation, Verdict};
-use crate::workload::{Op, Outcome, Shown, TOP_UP, WALLET_READ};
+use crate::workload::{Op, Outcome, Shown, STOCK_READ, TOP_UP, WALLET_READ};
 use agora_actors::order::OrderStatus;
 use std::collections::BTreeMap;
 
@@ -69,6 +69,9 @@ impl Model for OrderModel {
 pub enum StockInput {
     /// The admin receives units; the answer shows the units ever received.
     Receive(u64),
+    /// The admin reads the stock (through any node); the answer shows the units ever
+    /// received.
+    Read,
     /// The units ever received as the disks hold them once the run is over.
     ReadAtEnd,
 }
@@ -91,7 +94,7 @@ impl Model for StockModel {
     fn step(&self, total: &u64, input: &StockInput, shown: Option<&u64>) -> Option<u64> {
         let next = match input {
             StockInput::Receive(units) => total.checked_add(*units)?,
-            StockInput::ReadAtEnd => *total,
+            StockInput::Read | StockInput::ReadAtEnd => *total,
         };
         shown.is_none_or(|s| *s == next).then_some(next)
     }
@@ -282,11 +285,15 @@ pub fn orders(world: &World, history: &[Op]) -> Vec<Violation> {
     out
 }
 
-/// Stock receipts: every answered or unknown receipt, by SKU, and what the disks hold at
-/// the end as a last read after every operation (`linearizable-stock`).
+/// Stock receipts: every answered or unknown receipt and every answered read, by SKU, and
+/// what the disks hold at the end as a last read after every operation
+/// (`linearizable-stock`).
 pub fn stock(world: &World, history: &[Op]) -> Vec<Violation> {
     let mut by_sku: BTreeMap<&str, SubHistory<StockInput, u64>> = BTreeMap::new();
-    for op in history.iter().filter(|o| o.kind == "receive") {
+    for op in history
+        .iter()
+        .filter(|o| o.kind == "receive" || o.kind == STOCK_READ)
+    {
         let Some(sku) = op.sku.as_deref() else {
             continue;
         };
@@ -300,7 +307,11 @@ pub fn stock(world: &World, history: &[Op]) -> Vec<Violation> {
         let operation = Operation {
             invoke_ms: op.invoke_ms,
             answer,
-            input: StockInput::Receive(op.quantity),
+            input: if op.kind == STOCK_READ {
+                StockInput::Read
+            } else {
+                StockInput::Receive(op.quantity)
+            },
         };
         by_sku.entry(sku).or_default().push(operation, Some(op));
     }
@@ -509,5 +520,7 @@ mod tests {
         assert_eq!(m.step(&30, &StockInput::Receive(3), None), Some(33));
         assert_eq!(m.step(&33, &StockInput::ReadAtEnd, Some(&33)), Some(33));
         assert_eq!(m.step(&33, &StockInput::ReadAtEnd, Some(&30)), None);
+        assert_eq!(m.step(&33, &StockInput::Read, Some(&33)), Some(33));
+        assert_eq!(m.step(&33, &StockInput::Read, Some(&36)), None);
     }
 }

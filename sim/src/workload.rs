@@ -108,7 +108,7 @@ impl Shown {
     fn of(kind: &str, body: &Value) -> Self {
         let field = |name: &str| body.get(name).and_then(Value::as_u64);
         match kind {
-            "receive" => match (field("on_hand"), field("sold")) {
+            "receive" | STOCK_READ => match (field("on_hand"), field("sold")) {
                 (Some(on_hand), Some(sold)) => Shown::StockReceived(on_hand + sold),
                 _ => Shown::Nothing,
             },
@@ -359,8 +359,24 @@ pub async fn admin(
         let sku = SKUS[s.rng.random_range(0..SKUS.len())];
         let qty = s.rng.random_range(1..=3);
         let _ = receive_once(&mut s, sku, qty).await;
+        if s.rng.random_range(0..3u8) == 0 {
+            read_stock_anywhere(&mut s).await;
+        }
     }
     Ok(())
+}
+
+/// The kind of the admin's read of a SKU's stock.
+pub const STOCK_READ: &str = "stock-read";
+
+/// Reads a random SKU's stock through a random node's edge (the stock checker's reads by
+/// another path than the receipts').
+async fn read_stock_anywhere(s: &mut Session) {
+    let sku = SKUS[s.rng.random_range(0..SKUS.len())];
+    s.node = s.rng.random_range(0..s.nodes.len());
+    let read =
+        Request::new(STOCK_READ, "GET", format!("/api/v1/inventory/{sku}")).sku(sku.into(), 0);
+    let _ = s.send(read).await;
 }
 
 async fn receive_once(s: &mut Session, sku: &str, qty: u64) -> Outcome {
