@@ -48,6 +48,8 @@ pub struct Region {
     rt: RuntimeContext,
     in_flight: Arc<Semaphore>,
     limits: RegionLimits,
+    /// Held while a shard actor starts: one start at a time (see [`Region::host`]).
+    starting: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Region {
@@ -66,6 +68,7 @@ impl Region {
             rt: rt.clone(),
             in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
             limits,
+            starting: Arc::new(tokio::sync::Mutex::new(())),
         };
         for shard in owned {
             region.host(*shard, epoch).await?;
@@ -127,10 +130,16 @@ impl Region {
     }
 
     /// Starts hosting `shard`, writing under `epoch` (no-op if already hosted, or if this
-    /// node may not serve it now).
-    pub async fn host(&self, shard: u32, epoch: u64) -> Result<(), ractor::SpawnErr> {
+    /// node may not serve it now). Returns whether this call started it.
+    ///
+    /// Starts are taken one at a time: two callers that both found the shard unhosted (the
+    /// map follower and a request's router, on the node a shard just moved to) would
+    /// otherwise start two shard actors, whose entities would each hold a copy of the same
+    /// state and overwrite each other's changes.
+    pub async fn host(&self, shard: u32, epoch: u64) -> Result<bool, ractor::SpawnErr> {
+        let _one_start_at_a_time = self.starting.lock().await;
         if self.hosts(shard) || shard >= self.shard_count || !self.may_serve(shard) {
-            return Ok(());
+            return Ok(false);
         }
         let hot = Arc::new(HotEntities::default());
         let (actor, _) = Actor::spawn(
@@ -146,11 +155,13 @@ impl Region {
         .await?;
         if let Ok(mut s) = self.shards.write() {
             if let Some(slot) = s.get_mut(shard as usize) {
+                // Only a start fills a slot, and starts wait for each other.
+                assert!(slot.is_none(), "shard {shard} started twice on this node");
                 *slot = Some(Hosted { actor, hot });
             }
         }
         tracing::debug!(shard, epoch, "hosting shard");
-        Ok(())
+        Ok(true)
     }
 
     /// Stops taking new work for `shard`: its entities stop (their writes are handed to the

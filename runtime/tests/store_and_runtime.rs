@@ -735,3 +735,37 @@ async fn a_load_of_a_key_written_in_the_same_batch_answers_only_once_that_write_
         }
     }
 }
+
+/// Two callers that find a shard unhosted at once (on the node a shard just moved to: the
+/// map follower, and the router of a message the old owner forwarded) start it once: two
+/// shard actors would each activate their own copy of an entity, and the copies would
+/// overwrite each other's changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_shard_hosted_by_many_callers_at_once_is_started_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (region, _store) = region_on(&dir.path().join("a.redb")).await;
+    assert!(region.release(3).await.is_empty());
+    assert!(!region.hosts(3));
+    let starts = (0..8).map(|_| {
+        let region = region.clone();
+        tokio::spawn(async move { region.host(3, 2).await.unwrap() })
+    });
+    let mut started = 0;
+    for start in starts.collect::<Vec<_>>() {
+        started += usize::from(start.await.unwrap());
+    }
+    assert_eq!(started, 1, "shard 3 was started {started} times");
+    assert!(region.hosts(3));
+    let sku = (0..)
+        .map(|i| EntityRef::new(EntityKind::StockItem, format!("hosted-once-{i}")))
+        .find(|e| e.shard(8) == 3)
+        .unwrap();
+    region
+        .ask(
+            sku.clone(),
+            Command::Stock(StockCommand::Receive { quantity: 5 }),
+        )
+        .await
+        .unwrap();
+    assert_available(&region, &sku, 5).await;
+}
