@@ -99,6 +99,12 @@ pub enum InboxCommand {
     History,
 }
 
+/// The key a notification goes out under, the same at every redelivery: the sink, or the
+/// service behind it, drops repeats by it.
+pub fn notification_key(user_id: &str, n: &Notification) -> String {
+    format!("{user_id}:{}:{}:{}", n.order_id, n.kind, n.channel.name())
+}
+
 /// Handles one command.
 pub fn handle(
     s: &mut InboxState,
@@ -126,7 +132,7 @@ pub fn handle(
                     order_id: order_id.clone(),
                     at_ms: ctx.now_ms,
                 };
-                let key = format!("{}:{}:{}:{}", ctx.me.id, order_id, kind, channel.name());
+                let key = notification_key(&ctx.me.id, &n);
                 ctx.call(
                     "NOTIFY",
                     ExternalCall::Notify {

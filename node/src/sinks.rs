@@ -194,21 +194,63 @@ pub(crate) fn sent(channel: &'static str) {
     metrics::counter!("agora_notifications_sent_total", "channel" => channel).increment(1);
 }
 
+/// How a webhook sink reaches its endpoint: one HTTP POST of a JSON body. Production posts
+/// with reqwest; the simulator puts its webhook endpoints behind it.
+#[async_trait]
+pub trait WebhookTransport: Send + Sync + 'static {
+    /// Posts `body` to `url` with the `Idempotency-Key` header `key`; the answer's HTTP
+    /// status, or why no answer came.
+    async fn post_json(
+        &self,
+        url: &str,
+        key: &str,
+        body: &serde_json::Value,
+    ) -> Result<u16, String>;
+}
+
+/// Posts over HTTPS (or HTTP) with reqwest.
+struct ReqwestWebhooks(reqwest::Client);
+
+#[async_trait]
+impl WebhookTransport for ReqwestWebhooks {
+    async fn post_json(
+        &self,
+        url: &str,
+        key: &str,
+        body: &serde_json::Value,
+    ) -> Result<u16, String> {
+        let resp = self
+            .0
+            .post(url)
+            .header("idempotency-key", key)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(resp.status().as_u16())
+    }
+}
+
 /// SMS or WhatsApp through an HTTP webhook: POST JSON, any 2xx is success, anything else is
 /// retried; the `Idempotency-Key` header carries the notification's key.
 pub struct WebhookSink {
     url: String,
-    client: reqwest::Client,
+    transport: Arc<dyn WebhookTransport>,
 }
 
 impl WebhookSink {
     /// A sink posting to `url`.
     pub fn new(url: &str) -> anyhow::Result<Self> {
         let client = crate::outbound::client(SEND_TIMEOUT)?;
-        Ok(Self {
+        Ok(Self::with_transport(url, Arc::new(ReqwestWebhooks(client))))
+    }
+
+    /// A sink posting to `url` through `transport`.
+    pub fn with_transport(url: &str, transport: Arc<dyn WebhookTransport>) -> Self {
+        Self {
             url: url.to_string(),
-            client,
-        })
+            transport,
+        }
     }
 }
 
@@ -229,22 +271,19 @@ impl NotificationSink for WebhookSink {
             "idempotency_key": key, "channel": n.channel.name(), "to": to, "user_id": user_id,
             "event": n.kind, "order_id": n.order_id, "text": m.body,
         });
-        let resp = self
-            .client
-            .post(&self.url)
-            .header("idempotency-key", key)
-            .json(&body)
-            .send()
+        let status = self
+            .transport
+            .post_json(&self.url, key, &body)
             .await
             .map_err(|e| {
                 crate::outbound::failed(&self.url, &e);
                 ExternalError::Unavailable(format!("webhook: {e}"))
             })?;
-        if resp.status().is_success() {
+        if (200..300).contains(&status) {
             sent(n.channel.name());
             Ok(())
         } else {
-            let why = format!("webhook answered {}", resp.status());
+            let why = format!("webhook answered {status}");
             crate::outbound::failed(&self.url, &why);
             Err(ExternalError::Unavailable(why))
         }

@@ -95,9 +95,25 @@ fn credentials() -> anyhow::Result<Option<lettre::transport::smtp::authenticatio
     }
 }
 
+/// How an SMTP sink hands a built email over: production speaks SMTP with lettre; the
+/// simulator puts its mail server behind it.
+#[async_trait]
+pub trait MailTransport: Send + Sync + 'static {
+    /// Submits `email`; why it was not accepted otherwise.
+    async fn submit(&self, email: lettre::Message) -> Result<(), String>;
+}
+
+#[async_trait]
+impl MailTransport for lettre::AsyncSmtpTransport<lettre::Tokio1Executor> {
+    async fn submit(&self, email: lettre::Message) -> Result<(), String> {
+        use lettre::AsyncTransport;
+        self.send(email).await.map(drop).map_err(|e| e.to_string())
+    }
+}
+
 /// Email through an SMTP server.
 pub struct SmtpSink {
-    transport: lettre::AsyncSmtpTransport<lettre::Tokio1Executor>,
+    transport: std::sync::Arc<dyn MailTransport>,
     from: lettre::message::Mailbox,
     /// `smtp://host:port`, for the log and the failure metric.
     destination: String,
@@ -128,10 +144,20 @@ impl SmtpSink {
             );
             builder = builder.credentials(login);
         }
+        let destination = format!("smtp://{}:{}", at.host, at.port);
+        Self::with_transport(from, &destination, std::sync::Arc::new(builder.build()))
+    }
+
+    /// A sink sending as `from` through `transport`, named `destination` in the log.
+    pub fn with_transport(
+        from: &str,
+        destination: &str,
+        transport: std::sync::Arc<dyn MailTransport>,
+    ) -> anyhow::Result<Self> {
         Ok(Self {
-            transport: builder.build(),
+            transport,
             from: from.parse()?,
-            destination: format!("smtp://{}:{}", at.host, at.port),
+            destination: destination.to_string(),
         })
     }
 }
@@ -145,7 +171,6 @@ impl NotificationSink for SmtpSink {
         n: &Notification,
         m: &Outgoing,
     ) -> Result<(), ExternalError> {
-        use lettre::AsyncTransport;
         let to =
             m.to.as_deref()
                 .and_then(|t| t.parse::<lettre::message::Mailbox>().ok());
@@ -162,9 +187,9 @@ impl NotificationSink for SmtpSink {
             .body(m.body.clone())
             .map_err(|e| ExternalError::Unavailable(format!("cannot build the email: {e}")))?;
         self.transport
-            .send(email)
+            .submit(email)
             .await
-            .map(|_| sent("email"))
+            .map(|()| sent("email"))
             .map_err(|e| {
                 crate::outbound::failed(&self.destination, &e);
                 ExternalError::Unavailable(format!("smtp: {e}"))

@@ -32,6 +32,8 @@ pub struct World {
     orders: BTreeMap<String, (u64, OrderState)>,
     accounts: std::collections::BTreeSet<String>,
     inbox_duplicates: Vec<String>,
+    /// The key of every notification an inbox or a sealed page holds.
+    notification_keys: std::collections::BTreeSet<String>,
     stock: BTreeMap<String, (u64, StockState)>,
     duplicates: Vec<String>,
     /// Messages sent to be delivered at once (not timers) still in an outbox, by node.
@@ -52,19 +54,7 @@ pub struct World {
 /// entity lives on several disks: the copy with the highest seq is the world's, a replica
 /// may lag behind it, but two copies at the same seq must be the same state.
 pub fn read_world(disks: &[(u64, SimDisk)], replicated: bool) -> Result<World, String> {
-    let mut w = World {
-        orders: BTreeMap::new(),
-        accounts: Default::default(),
-        inbox_duplicates: Vec::new(),
-        stock: BTreeMap::new(),
-        duplicates: Vec::new(),
-        undelivered: BTreeMap::new(),
-        replica_differences: Vec::new(),
-        wallets: BTreeMap::new(),
-        wallet_moves: BTreeMap::new(),
-        entities: 0,
-        entities_by_node: BTreeMap::new(),
-    };
+    let mut w = World::default();
     let mut replica_rows = crate::replicas::ReplicaRows::default();
     let mut seen: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
     // Notifications by holding entity (inbox or page): the copy with the highest seq.
@@ -163,6 +153,14 @@ pub fn read_world(disks: &[(u64, SimDisk)], replicated: bool) -> Result<World, S
         }
     }
     w.replica_differences = replica_rows.differences();
+    w.notification_keys = notes
+        .values()
+        .flat_map(|(_, user, items)| {
+            items
+                .iter()
+                .map(|n| agora_actors::inbox::notification_key(user, n))
+        })
+        .collect();
     w.inbox_duplicates = notification_duplicates(notes.into_values());
     Ok(w)
 }
@@ -421,6 +419,11 @@ pub fn order_statuses(world: &World) -> BTreeMap<String, usize> {
 }
 
 impl World {
+    /// The key of every notification the disks hold (an inbox's or a sealed page's).
+    pub fn notification_keys(&self) -> std::collections::BTreeSet<String> {
+        self.notification_keys.clone()
+    }
+
     /// Registered accounts' wallets, by account id.
     pub fn wallets(&self) -> &BTreeMap<String, crate::wallets::Wallet> {
         &self.wallets
@@ -536,16 +539,10 @@ mod tests {
     fn world_with(order: OrderState, stock: StockState) -> World {
         World {
             orders: [("o1".to_string(), (1, order))].into_iter().collect(),
-            accounts: Default::default(),
-            inbox_duplicates: Vec::new(),
             stock: [("S".to_string(), (1, stock))].into_iter().collect(),
-            duplicates: Vec::new(),
-            undelivered: BTreeMap::new(),
-            replica_differences: Vec::new(),
-            wallets: BTreeMap::new(),
-            wallet_moves: BTreeMap::new(),
             entities: 2,
             entities_by_node: [(1, 2)].into_iter().collect(),
+            ..World::default()
         }
     }
 

@@ -6,7 +6,6 @@ use crate::net::{
     node_host, serve_gateway, serve_http, Duplication, KnownNodes, SimLinks, ADMIN_PORT, HTTP_PORT,
 };
 use crate::seed::{SeededRandom, Stream};
-use agora_actors::notify::MemorySink;
 use agora_actors::seams::BlockingPool;
 use agora_actors::seams::Clock;
 use agora_cluster::Membership;
@@ -81,6 +80,8 @@ pub struct NodeSlot {
     pub served: crate::served::ServedRecorder,
     /// The payment gateway's books (one gateway behind every node, across restarts).
     pub ledger: Arc<agora_actors::gateway::GatewayLedger>,
+    /// The mail server and webhooks its notifications go to (shared, across restarts).
+    pub notifications: crate::notify_services::NotificationServices,
     /// The nodes that exist so far (its links reach these).
     pub known: KnownNodes,
     /// How much slower than a healthy one its host is (1: not slowed; the `SlowNode` fault).
@@ -93,15 +94,29 @@ pub struct NodeSlot {
 }
 
 /// What every node of a run shares: the log of who served what, the payment gateway's
-/// books and the nodes that exist so far.
-#[derive(Clone, Default)]
+/// books, the notification services and the nodes that exist so far.
+#[derive(Clone)]
 pub struct RunShared {
     /// Where nodes report the shards they serve.
     pub served: crate::served::ServedRecorder,
     /// The payment gateway's books.
     pub ledger: Arc<agora_actors::gateway::GatewayLedger>,
+    /// The mail server and webhooks behind every node, and what they received.
+    pub notifications: crate::notify_services::NotificationServices,
     /// The founders, then each node started to join.
     pub known: KnownNodes,
+}
+
+impl RunShared {
+    /// What the nodes of run `seed` share, empty.
+    pub fn new(seed: u64) -> Self {
+        Self {
+            served: Default::default(),
+            ledger: Default::default(),
+            notifications: crate::notify_services::NotificationServices::new(seed),
+            known: Default::default(),
+        }
+    }
 }
 
 impl NodeSlot {
@@ -115,6 +130,7 @@ impl NodeSlot {
             disk_latency_us: Arc::new(Mutex::new(DISK_LATENCY_US)),
             served: shared.served.clone(),
             ledger: shared.ledger.clone(),
+            notifications: shared.notifications.clone(),
             known: shared.known.clone(),
             slow_factor: Arc::new(AtomicU32::new(1)),
             paused_until_ms: Arc::default(),
@@ -228,7 +244,7 @@ pub async fn run_node(
                 });
             }
         })),
-        sink: Some(Arc::new(MemorySink::default())),
+        sink: Some(Arc::new(slot.notifications.sinks())),
         served_log: Some(slot.served.for_node()),
         gateway_ledger: Some(slot.ledger.clone()),
     };

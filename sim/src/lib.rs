@@ -11,6 +11,7 @@ pub mod linearizable;
 pub mod membership;
 pub mod models;
 pub mod net;
+pub mod notify_services;
 pub mod replicas;
 pub mod run;
 pub mod seed;

@@ -548,7 +548,7 @@ fn main() -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string(&s)?);
             } else {
                 println!(
-                    "seed={seed} trace={} ops={} orders={:?} gateway={:?} simulated {:.1} s in {:.1} s wall ({:.2}x)",
+                    "seed={seed} trace={} ops={} orders={:?} effects={:?} simulated {:.1} s in {:.1} s wall ({:.2}x)",
                     s.trace_hash,
                     s.ops,
                     report.orders,

@@ -60,7 +60,8 @@ pub struct RunReport {
     pub sim_secs: f64,
     /// Entities on the disks at the end.
     pub entities: usize,
-    /// What the payment gateway was made to do, by kind (the effect ledger).
+    /// What the payment gateway was made to do, by kind, and the notifications the services
+    /// received, by channel (`notify:email`, …): the effect ledger.
     pub effects: BTreeMap<String, usize>,
 }
 
@@ -534,7 +535,7 @@ pub fn run(config: RunConfig) -> RunReport {
         .min_message_latency(MIN_LATENCY)
         .max_message_latency(MAX_LATENCY)
         .build();
-    let shared = host::RunShared::default();
+    let shared = host::RunShared::new(seed);
     shared
         .known
         .lock()
@@ -560,6 +561,7 @@ pub fn run(config: RunConfig) -> RunReport {
     }
     let served = shared.served.clone();
     let ledger = shared.ledger.clone();
+    let notifications = shared.notifications.clone();
     let history: History = Rc::new(RefCell::new(Vec::new()));
     let load: LoadSwitch = Rc::new(Cell::new(true));
     sim.client(
@@ -700,6 +702,7 @@ pub fn run(config: RunConfig) -> RunReport {
             violations.extend(check::check(&world, &history));
             let settled = check::quiescent(&world);
             violations.extend(crate::effects::check(&world, &ledger.effects(), settled));
+            violations.extend(crate::notify_services::check(&world, &notifications));
             let initial_wallet_minor =
                 agora_actors::entity::DomainConfig::default().initial_wallet_minor;
             violations.extend(crate::wallets::check(
@@ -753,6 +756,10 @@ pub fn run(config: RunConfig) -> RunReport {
         ops,
         sim_secs,
         entities,
-        effects: crate::effects::counts(&ledger.effects()),
+        effects: {
+            let mut effects = crate::effects::counts(&ledger.effects());
+            effects.extend(notifications.counts());
+            effects
+        },
     }
 }

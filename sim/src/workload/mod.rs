@@ -292,6 +292,26 @@ impl Session {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
 
+    /// Shopper `index` picks its notification channels: one in three email only, one email
+    /// and SMS, one WhatsApp (so every channel's sink and service is exercised). A profile
+    /// change that fails is tried again a few times, then left: email stays.
+    async fn choose_channels(&mut self, index: usize) {
+        let channels = match index % 3 {
+            0 => return,
+            1 => json!(["email", "sms"]),
+            _ => json!(["whatsapp"]),
+        };
+        let body =
+            json!({"phone": format!("+9198450{index:05}"), "notification_channels": channels});
+        for _attempt in 0..3 {
+            let request = Request::new("channels", "PATCH", "/api/v1/me".into()).body(body.clone());
+            if self.send(request).await.0 == Outcome::Ok {
+                return;
+            }
+            self.pause(200, 1_000).await;
+        }
+    }
+
     /// Logs in (registering first when `register`), retrying until it works.
     async fn sign_in(&mut self, email: &str, password: &str, register: bool) {
         let mut registered = !register;
@@ -428,6 +448,7 @@ pub async fn shopper(
     s.pause(500, 3_000).await;
     let email = format!("{name}@sim.test");
     s.sign_in(&email, "sim-password-123", true).await;
+    s.choose_channels(index).await;
     let mut n = 0u32;
     while load.get() {
         s.pause(100, 900).await;
