@@ -335,6 +335,7 @@ pub fn check(world: &World, history: &[Op]) -> Vec<Violation> {
     }
     out.extend(crate::models::orders(world, history));
     out.extend(crate::models::stock(world, history));
+    out.extend(crate::carts::check(history));
     // Units sold match the orders that were paid and kept their goods (one effect per
     // message: a repeated restock or release shows here).
     let mut delivered: BTreeMap<&str, u64> = BTreeMap::new();

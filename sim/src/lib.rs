@@ -2,6 +2,7 @@
 //! behind redb, faults drawn from one seed, simulated shoppers, and checkers for the
 //! promises. See `agora-sim --help` and the README's "Simulation" section.
 
+pub mod carts;
 pub mod check;
 pub mod disk;
 pub mod effects;

@@ -161,7 +161,7 @@ impl Model for WalletModel {
 
 /// How a recorded operation ended, for the search: answered ones carry `output`, unknown
 /// ones nothing; definite refusals are left out (`None`).
-fn answer_of<O>(op: &Op, output: Option<O>) -> Option<Answer<O>> {
+pub(crate) fn answer_of<O>(op: &Op, output: Option<O>) -> Option<Answer<O>> {
     match (op.outcome, output) {
         (Outcome::Ok, Some(output)) => Some(Answer::Returned {
             at_ms: op.end_ms,
@@ -174,7 +174,7 @@ fn answer_of<O>(op: &Op, output: Option<O>) -> Option<Answer<O>> {
 
 /// One entity's operations for the search, each beside the recorded operation it came
 /// from (`None`: the disks' state once the run is over, read last).
-struct SubHistory<'a, I, O> {
+pub(crate) struct SubHistory<'a, I, O> {
     ops: Vec<Operation<I, O>>,
     recorded: Vec<Option<&'a Op>>,
 }
@@ -189,7 +189,7 @@ impl<I, O> Default for SubHistory<'_, I, O> {
 }
 
 impl<'a, I: std::fmt::Debug, O: std::fmt::Debug> SubHistory<'a, I, O> {
-    fn push(&mut self, op: Operation<I, O>, recorded: Option<&'a Op>) {
+    pub(crate) fn push(&mut self, op: Operation<I, O>, recorded: Option<&'a Op>) {
         self.ops.push(op);
         self.recorded.push(recorded);
     }
@@ -208,7 +208,12 @@ impl<'a, I: std::fmt::Debug, O: std::fmt::Debug> SubHistory<'a, I, O> {
     }
 
     /// Runs the search against `model` and names what it found.
-    fn judge<M>(&self, invariant: &'static str, entity: &str, model: &M) -> Option<Violation>
+    pub(crate) fn judge<M>(
+        &self,
+        invariant: &'static str,
+        entity: &str,
+        model: &M,
+    ) -> Option<Violation>
     where
         M: Model<Input = I, Output = O>,
     {

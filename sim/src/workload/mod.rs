@@ -104,6 +104,10 @@ pub enum Shown {
     StockReceived(u64),
     /// A wallet's balance (a top-up's answer, or a read of the wallet), minor units.
     WalletBalance(u64),
+    /// A cart's lines (an add's answer): SKU and units, by SKU.
+    Cart(Vec<(String, u32)>),
+    /// The problem type a checkout's 4xx answer named (`/problems/out-of-stock`, …).
+    Refused(String),
 }
 
 impl Shown {
@@ -120,9 +124,35 @@ impl Shown {
                 .and_then(|b| b.get("amount_minor"))
                 .and_then(Value::as_u64)
                 .map_or(Shown::Nothing, Shown::WalletBalance),
+            "add" => body
+                .get("items")
+                .and_then(Value::as_array)
+                .map_or(Shown::Nothing, |items| Shown::Cart(cart_lines(items))),
             _ => Shown::Nothing,
         }
     }
+
+    /// What a 4xx answer to an operation of `kind` shows: a checkout's problem type.
+    fn of_refusal(kind: &str, body: &Value) -> Self {
+        match (kind, body.get("type").and_then(Value::as_str)) {
+            ("checkout", Some(problem)) => Shown::Refused(problem.to_string()),
+            _ => Shown::Nothing,
+        }
+    }
+}
+
+/// A cart's lines as its answer lists them, by SKU.
+fn cart_lines(items: &[Value]) -> Vec<(String, u32)> {
+    let mut lines: Vec<(String, u32)> = items
+        .iter()
+        .filter_map(|i| {
+            let sku = i.get("sku")?.as_str()?.to_string();
+            let units = u32::try_from(i.get("quantity")?.as_u64()?).ok()?;
+            Some((sku, units))
+        })
+        .collect();
+    lines.sort();
+    lines
 }
 
 /// The shared record of every operation, in completion order.
@@ -278,10 +308,11 @@ impl Session {
                 .and_then(Value::as_str)
                 .map(str::to_string),
             replayed: answer.as_ref().is_some_and(|a| a.replayed),
-            shown: answer
-                .as_ref()
-                .filter(|a| (200..300).contains(&a.status))
-                .map_or(Shown::Nothing, |a| Shown::of(r.kind, &a.body)),
+            shown: match &answer {
+                Some(a) if (200..300).contains(&a.status) => Shown::of(r.kind, &a.body),
+                Some(a) if (400..500).contains(&a.status) => Shown::of_refusal(r.kind, &a.body),
+                _ => Shown::Nothing,
+            },
             refused_why: answer.as_ref().and_then(refusal_reason),
         });
         (outcome, answer)
