@@ -46,6 +46,55 @@ pub type BatchResults = Vec<Result<(), DomainError>>;
 /// The reply channel of a batch.
 pub type BatchReplyTo = oneshot::Sender<Result<BatchResults, AskError>>;
 
+/// A reply channel that can be answered with an error.
+pub trait Refusable {
+    /// Answers with `e` at once.
+    fn refuse(self, e: AskError);
+}
+
+impl Refusable for ReplyTo {
+    fn refuse(self, e: AskError) {
+        self.fail(e)
+    }
+}
+
+impl Refusable for BatchReplyTo {
+    fn refuse(self, e: AskError) {
+        drop(self.send(Err(e)))
+    }
+}
+
+/// What a message dropped before its entity took it answers: it took no effect.
+pub const NOT_DELIVERED: &str =
+    "the entity stopped before it took the message (its shard stopped here or it passivated): it took no effect";
+
+/// A message's reply channel until its entity takes the message. Dropped before that (the
+/// message waited in a mailbox of a shard or an entity that stopped: a lead that moved, a
+/// passivation, a failed entity), it answers `NotServedHere`: nothing was applied, so the
+/// router sends the message again to the shard's leader instead of answering 503. Once taken,
+/// a reply dropped unanswered leaves the outcome unknown, as before.
+pub struct UntilTaken<R: Refusable>(Option<R>);
+
+impl<R: Refusable> UntilTaken<R> {
+    /// Guards `reply` until its entity takes the message.
+    pub fn new(reply: R) -> Self {
+        Self(Some(reply))
+    }
+
+    /// The entity takes the message: the reply channel, unguarded.
+    pub fn take(mut self) -> Option<R> {
+        self.0.take()
+    }
+}
+
+impl<R: Refusable> Drop for UntilTaken<R> {
+    fn drop(&mut self) {
+        if let Some(reply) = self.0.take() {
+            reply.refuse(AskError::not_served_here(NOT_DELIVERED, None));
+        }
+    }
+}
+
 /// One relayed message of a batch.
 #[derive(Debug)]
 pub struct BatchItem {
@@ -85,7 +134,7 @@ pub enum EntityMsg {
         /// this command's change is refused if it is, and the reply waits for both.
         after: Pending,
         /// Where the reply goes.
-        reply: ReplyTo,
+        reply: UntilTaken<ReplyTo>,
     },
     /// Run relayed messages in order, storing their effects in one write.
     Batch {
@@ -93,7 +142,7 @@ pub enum EntityMsg {
         /// write depend on them: it is refused if any of them is.
         items: Vec<BatchItem>,
         /// Where the per-message results go.
-        reply: BatchReplyTo,
+        reply: UntilTaken<BatchReplyTo>,
     },
     /// Stop after everything before this message (passivation).
     Stop,
@@ -103,8 +152,16 @@ impl EntityMsg {
     /// Answers a message that was never delivered with `e` (a stop is dropped).
     pub fn refuse(self, e: AskError) {
         match self {
-            EntityMsg::Request { reply, .. } => reply.fail(e),
-            EntityMsg::Batch { reply, .. } => drop(reply.send(Err(e))),
+            EntityMsg::Request { reply, .. } => {
+                if let Some(r) = reply.take() {
+                    r.fail(e)
+                }
+            }
+            EntityMsg::Batch { reply, .. } => {
+                if let Some(r) = reply.take() {
+                    r.refuse(e)
+                }
+            }
             EntityMsg::Stop => {}
         }
     }
@@ -608,14 +665,21 @@ impl Actor for EntityActor {
         msg: EntityMsg,
         host: &mut EntityHost,
     ) -> Result<(), ActorProcessingErr> {
+        // Taking a message's reply channel: from here on it may take effect.
         match msg {
             EntityMsg::Request {
                 cmd,
                 msg_id,
                 after,
                 reply,
-            } => host.request(cmd, msg_id, after, reply).await,
-            EntityMsg::Batch { items, reply } => host.batch(items, reply).await,
+            } => match reply.take() {
+                Some(reply) => host.request(cmd, msg_id, after, reply).await,
+                None => Ok(()),
+            },
+            EntityMsg::Batch { items, reply } => match reply.take() {
+                Some(reply) => host.batch(items, reply).await,
+                None => Ok(()),
+            },
             EntityMsg::Stop => {
                 me.stop(Some("passivated".into()));
                 Ok(())

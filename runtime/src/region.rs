@@ -2,7 +2,7 @@
 //! shard actors as ownership changes (handoff), and delivers commands to hosted shards;
 //! routing between nodes is the cluster router's job.
 
-use super::entity::{BatchItem, BatchResults, EntityMsg, ReplyTo};
+use super::entity::{BatchItem, BatchResults, EntityMsg, ReplyTo, UntilTaken};
 use super::shard::{HotEntities, ShardActor, ShardArgs, ShardMsg, ShardStats};
 use super::RuntimeContext;
 use agora_actors::client::{AskError, EntityClient, Pending};
@@ -265,7 +265,7 @@ impl Region {
             cmd,
             msg_id,
             after,
-            reply: ReplyTo::Durable(reply),
+            reply: UntilTaken::new(ReplyTo::Durable(reply)),
         })
         .await
     }
@@ -280,7 +280,7 @@ impl Region {
             cmd,
             msg_id: None,
             after: Pending::default(),
-            reply: ReplyTo::Early(reply),
+            reply: UntilTaken::new(ReplyTo::Early(reply)),
         })
         .await
     }
@@ -306,8 +306,11 @@ impl Region {
         to: EntityRef,
         items: Vec<BatchItem>,
     ) -> Result<BatchResults, AskError> {
-        self.send(to, |reply| EntityMsg::Batch { items, reply })
-            .await
+        self.send(to, |reply| EntityMsg::Batch {
+            items,
+            reply: UntilTaken::new(reply),
+        })
+        .await
     }
 
     /// Counts per hosted shard, with the shard number.

@@ -285,3 +285,78 @@ async fn a_write_under_a_stale_epoch_is_refused_and_not_stored() {
     let rec = store.entity(&entity_key(5, &e)).unwrap().unwrap();
     assert_eq!(rec.state, stock_state(1));
 }
+
+/// A message dropped before its entity took it (it waited in the mailbox of a shard or an
+/// entity that stopped) took no effect: its sender hears `NotServedHere` and may send it to
+/// the shard's leader. Once taken, a reply dropped unanswered leaves the outcome unknown.
+#[test]
+fn a_message_dropped_before_its_entity_took_it_answers_not_delivered() {
+    use agora_actors::client::Pending;
+    use agora_runtime::entity::{EntityMsg, ReplyTo, UntilTaken};
+    let request = |reply| EntityMsg::Request {
+        cmd: Command::Stock(StockCommand::Get),
+        msg_id: None,
+        after: Pending::default(),
+        reply,
+    };
+    let (tx, rx) = oneshot::channel();
+    drop(request(UntilTaken::new(ReplyTo::Durable(tx))));
+    assert!(matches!(
+        rx.blocking_recv(),
+        Ok(Err(AskError::NotServedHere { .. }))
+    ));
+    let (tx, rx) = oneshot::channel();
+    drop(UntilTaken::new(ReplyTo::Durable(tx)).take());
+    assert!(
+        rx.blocking_recv().is_err(),
+        "a taken reply answered by itself"
+    );
+}
+
+/// Asks waiting in the mailboxes of a shard that stops here (its lead moved to another
+/// replica) are answered `NotServedHere`, which routers send again to the new leader, never
+/// "stopped before answering" (a 503): each took no effect, and each ask answered Ok is
+/// durable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asks_waiting_in_a_shard_that_stops_are_refused_as_not_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let (region, store) = region_on(&dir.path().join("a.redb")).await;
+    // Many entities of one shard, none active: each ask waits for its entity to start and
+    // load, so asks are still in mailboxes when the shard stops.
+    let skus: Vec<EntityRef> = (0..)
+        .map(|i| EntityRef::new(EntityKind::StockItem, format!("queued-{i}")))
+        .filter(|e| e.shard(8) == 5)
+        .take(300)
+        .collect();
+    let asks: Vec<_> = skus
+        .iter()
+        .map(|sku| {
+            let (region, sku) = (region.clone(), sku.clone());
+            let receive = Command::Stock(StockCommand::Receive { quantity: 1 });
+            tokio::spawn(async move { region.ask(sku, receive).await })
+        })
+        .collect();
+    let queued = async {
+        while region.in_flight() < 100 {
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), queued)
+        .await
+        .expect("100 asks never waited at once");
+    let _ = region.release(5).await;
+    let mut not_delivered = 0;
+    for (sku, ask) in skus.iter().zip(asks) {
+        let answer = ask.await.unwrap();
+        let stored = store.entity(&entity_key(5, sku)).unwrap().map(|r| r.state);
+        match answer {
+            Ok(_) => assert_eq!(stored, Some(stock_state(1)), "{sku} answered Ok"),
+            Err(AskError::NotServedHere { .. }) => {
+                not_delivered += 1;
+                assert_eq!(stored, None, "{sku} took effect, answered not delivered");
+            }
+            Err(e) => panic!("an ask waiting in a stopped shard answered {e:?}"),
+        }
+    }
+    assert!(not_delivered > 0, "every ask was answered before the stop");
+}

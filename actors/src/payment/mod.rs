@@ -494,39 +494,7 @@ pub fn handle(
             customer,
             amount_minor,
             method,
-        } => {
-            if !(1..=MAX_AMOUNT_MINOR).contains(&amount_minor) {
-                return Err(crate::error::invalid(
-                    "amount_minor",
-                    format!("1..={MAX_AMOUNT_MINOR}"),
-                ));
-            }
-            if s.status == PaymentStatus::None && !s.abandoned {
-                s.status = PaymentStatus::Processing;
-                s.requested_at_ms = ctx.now_ms;
-                s.updated_at_ms = ctx.now_ms;
-                s.customer = customer.clone();
-                s.amount_minor = amount_minor;
-                s.method = Some(method.clone());
-                let order_id = ctx.me.id.clone();
-                match method {
-                    Method::Wallet => ctx.send(
-                        EntityRef::new(EntityKind::Account, customer),
-                        "WALLET_DEBIT",
-                        Command::Account(AccountCommand::DebitWallet {
-                            order_id,
-                            amount_minor,
-                        }),
-                    ),
-                    m => request_charge(ctx, m, amount_minor),
-                }
-                ctx.send(
-                    order(ctx),
-                    "PAYMENT_PROCESSING",
-                    Command::Order(OrderCommand::PaymentStarted),
-                );
-            }
-        }
+        } => authorize(s, customer, amount_minor, method, ctx)?,
         PaymentCommand::ChargeResult { event_id, result } => match result {
             Ok(()) => {
                 return Err(report_refused(
@@ -543,13 +511,7 @@ pub fn handle(
             }
             charge_succeeded(s, event_id, ctx);
         }
-        PaymentCommand::Abandon => {
-            s.abandoned = true;
-            if s.status == PaymentStatus::Succeeded {
-                start_refund(s, ctx);
-            }
-        }
-        PaymentCommand::Refund => {
+        PaymentCommand::Abandon | PaymentCommand::Refund => {
             s.abandoned = true;
             if s.status == PaymentStatus::Succeeded {
                 start_refund(s, ctx);
@@ -559,36 +521,7 @@ pub fn handle(
             event_id,
             refund_id,
             result,
-        } => {
-            let now = ctx.now_ms;
-            let pending = s
-                .refunds
-                .iter_mut()
-                .find(|r| r.refund_id == refund_id && !r.succeeded);
-            if let (false, Some(r), Ok(())) = (seen_id(&s.events, &event_id), pending, &result) {
-                r.succeeded = true;
-                r.updated_at_ms = now;
-                s.events.push(event_id);
-                s.updated_at_ms = now;
-                if refund_id == FULL_REFUND_ID {
-                    s.status = PaymentStatus::Refunded;
-                    ctx.send(
-                        order(ctx),
-                        "REFUND_ISSUED",
-                        Command::Order(OrderCommand::RefundCompleted),
-                    );
-                } else {
-                    if s.refunded_minor() >= s.amount_minor {
-                        s.status = PaymentStatus::Refunded;
-                    }
-                    ctx.send(
-                        order(ctx),
-                        "REFUND_SETTLED",
-                        Command::Order(OrderCommand::RefundSettled { refund_id }),
-                    );
-                }
-            }
-        }
+        } => refund_result(s, event_id, refund_id, result.is_ok(), ctx),
         PaymentCommand::ChargePending { event_id } => {
             // Informational, and possibly late: it never moves the status.
             if !seen(s, &event_id) && s.status == PaymentStatus::Processing {
@@ -606,43 +539,130 @@ pub fn handle(
                 begin_refund(s, refund_id, amount_minor, ctx);
             }
         }
-        PaymentCommand::RetryCharge => {
-            // After the order gave up, keep asking a while: if the gateway did take the money
-            // and its answer was lost, the repeated key brings the answer back and the
-            // payment refunds itself. A gateway that never answers is left after a bound.
-            let keep_asking = !s.abandoned || s.checks_after_abandon < MAX_CHECKS_AFTER_ABANDON;
-            if s.status == PaymentStatus::Processing && keep_asking {
-                if let Some(m) = s.method.clone().filter(|m| *m != Method::Wallet) {
-                    if s.abandoned {
-                        s.checks_after_abandon += 1;
-                    }
-                    request_charge(ctx, m, s.amount_minor);
-                }
-            }
-        }
-        PaymentCommand::RetryRefund => {
-            // Ask again for every refund still pending (each under its own key). One timer
-            // per retry round is enough: the others find nothing or ask once more, harmlessly.
-            // A wallet credit is an entity message, delivered exactly once: never repeated.
-            let pending: Vec<RefundEntry> = s
-                .refunds
-                .iter()
-                .filter(|r| !r.succeeded && s.method != Some(Method::Wallet))
-                .cloned()
-                .collect();
-            if let Some((last, rest)) = pending.split_last() {
-                for r in rest {
-                    request_refund(s, r, ctx, false);
-                }
-                request_refund(s, last, ctx, true);
-            }
-        }
+        PaymentCommand::RetryCharge => retry_charge(s, ctx),
+        PaymentCommand::RetryRefund => retry_refunds(s, ctx),
         PaymentCommand::Get => {}
     }
     while s.events.len() > 64 {
         s.events.remove(0);
     }
     reply(Reply::Payment(view(s)))
+}
+
+/// The order asks for its money: a wallet debit, or a charge at the gateway.
+fn authorize(
+    s: &mut PaymentState,
+    customer: String,
+    amount_minor: u64,
+    method: Method,
+    ctx: &mut Ctx,
+) -> Result<(), DomainError> {
+    if !(1..=MAX_AMOUNT_MINOR).contains(&amount_minor) {
+        return Err(crate::error::invalid(
+            "amount_minor",
+            format!("1..={MAX_AMOUNT_MINOR}"),
+        ));
+    }
+    if s.status != PaymentStatus::None || s.abandoned {
+        return Ok(());
+    }
+    s.status = PaymentStatus::Processing;
+    s.requested_at_ms = ctx.now_ms;
+    s.updated_at_ms = ctx.now_ms;
+    s.customer = customer.clone();
+    s.amount_minor = amount_minor;
+    s.method = Some(method.clone());
+    let order_id = ctx.me.id.clone();
+    match method {
+        Method::Wallet => ctx.send(
+            EntityRef::new(EntityKind::Account, customer),
+            "WALLET_DEBIT",
+            Command::Account(AccountCommand::DebitWallet {
+                order_id,
+                amount_minor,
+            }),
+        ),
+        m => request_charge(ctx, m, amount_minor),
+    }
+    ctx.send(
+        order(ctx),
+        "PAYMENT_PROCESSING",
+        Command::Order(OrderCommand::PaymentStarted),
+    );
+    Ok(())
+}
+
+/// The gateway (or the wallet) answered refund `refund_id` under `event_id`; a success
+/// settles it once and tells the order.
+fn refund_result(
+    s: &mut PaymentState,
+    event_id: String,
+    refund_id: String,
+    succeeded: bool,
+    ctx: &mut Ctx,
+) {
+    let now = ctx.now_ms;
+    let pending = s
+        .refunds
+        .iter_mut()
+        .find(|r| r.refund_id == refund_id && !r.succeeded);
+    let (false, Some(r), true) = (seen_id(&s.events, &event_id), pending, succeeded) else {
+        return;
+    };
+    r.succeeded = true;
+    r.updated_at_ms = now;
+    s.events.push(event_id);
+    s.updated_at_ms = now;
+    if refund_id == FULL_REFUND_ID {
+        s.status = PaymentStatus::Refunded;
+        ctx.send(
+            order(ctx),
+            "REFUND_ISSUED",
+            Command::Order(OrderCommand::RefundCompleted),
+        );
+    } else {
+        if s.refunded_minor() >= s.amount_minor {
+            s.status = PaymentStatus::Refunded;
+        }
+        ctx.send(
+            order(ctx),
+            "REFUND_SETTLED",
+            Command::Order(OrderCommand::RefundSettled { refund_id }),
+        );
+    }
+}
+
+/// After the order gave up, keep asking a while: if the gateway did take the money and its
+/// answer was lost, the repeated key brings the answer back and the payment refunds itself.
+/// A gateway that never answers is left after a bound.
+fn retry_charge(s: &mut PaymentState, ctx: &mut Ctx) {
+    let keep_asking = !s.abandoned || s.checks_after_abandon < MAX_CHECKS_AFTER_ABANDON;
+    if s.status == PaymentStatus::Processing && keep_asking {
+        if let Some(m) = s.method.clone().filter(|m| *m != Method::Wallet) {
+            if s.abandoned {
+                s.checks_after_abandon += 1;
+            }
+            request_charge(ctx, m, s.amount_minor);
+        }
+    }
+}
+
+/// Asks again for every refund still pending (each under its own key). One timer per retry
+/// round is enough: the others find nothing or ask once more, harmlessly. A wallet credit is
+/// an entity message, delivered exactly once: never repeated.
+fn retry_refunds(s: &PaymentState, ctx: &mut Ctx) {
+    let pending: Vec<RefundEntry> = s
+        .refunds
+        .iter()
+        .filter(|r| !r.succeeded && s.method != Some(Method::Wallet))
+        .cloned()
+        .collect();
+    if let Some((last, rest)) = pending.split_last() {
+        for r in rest {
+            request_refund(s, r, ctx, false);
+        }
+        request_refund(s, last, ctx, true);
+    }
 }
 
 fn view(s: &PaymentState) -> PaymentView {

@@ -204,19 +204,26 @@ impl Handoff {
                     after,
                     reply,
                 } => {
+                    // Taken before it is sent on: from here it may take effect.
+                    let reply = reply.take();
                     let answer = router.deliver_after(to, cmd, msg_id, after).await;
                     match reply {
-                        ReplyTo::Durable(tx) => drop(tx.send(answer)),
+                        Some(ReplyTo::Durable(tx)) => drop(tx.send(answer)),
                         // Answered by another node: durable already.
-                        ReplyTo::Early(tx) => {
+                        Some(ReplyTo::Early(tx)) => {
                             drop(tx.send(answer.map(|r| (r, Pending::default()))))
                         }
+                        None => {}
                     }
                 }
                 EntityMsg::Batch { items, reply } => {
                     // Early deliveries go back to the relay, which sends them again once their
                     // senders' changes are durable (never to the new owner before).
-                    let _ = reply.send(router.deliver_batch(to, items).await);
+                    let reply = reply.take();
+                    let answer = router.deliver_batch(to, items).await;
+                    if let Some(reply) = reply {
+                        let _ = reply.send(answer);
+                    }
                 }
                 EntityMsg::Stop => {}
             }
