@@ -466,7 +466,7 @@ impl EntityHost {
         Ok(())
     }
 
-    async fn request(
+    fn request(
         &mut self,
         cmd: Command,
         msg_id: Option<String>,
@@ -478,10 +478,6 @@ impl EntityHost {
             ticket: after,
             hold: _hold,
         } = after;
-        if let Err(e) = self.ensure_loaded().await {
-            reply.fail(AskError::Unavailable(e.to_string()));
-            return Err(Box::new(e));
-        }
         if let Some(id) = &msg_id {
             match self.already_applied(id, 0) {
                 Ok(true) => {
@@ -533,15 +529,11 @@ impl EntityHost {
         Ok(())
     }
 
-    async fn batch(
+    fn batch(
         &mut self,
         items: Vec<BatchItem>,
         reply: BatchReplyTo,
     ) -> Result<(), ActorProcessingErr> {
-        if let Err(e) = self.ensure_loaded().await {
-            let _ = reply.send(Err(AskError::Unavailable(e.to_string())));
-            return Err(Box::new(e));
-        }
         let now = self.args.rt.clock.now_ms();
         let mut results = Vec::with_capacity(items.len());
         let mut ids = Vec::with_capacity(items.len());
@@ -623,6 +615,18 @@ impl EntityHost {
     }
 }
 
+impl Drop for EntityHost {
+    /// However the entity ends (passivated, failed, or killed with its shard, which skips
+    /// `post_stop`), it is no longer active, and its parked reads changed nothing: their senders may ask again (the shard's new leader, or this
+    /// entity started again).
+    fn drop(&mut self) {
+        metrics::gauge!("agora_active_entities").decrement(1.0);
+        for (_, reply, _) in self.parked.drain(..) {
+            reply.fail(AskError::not_served_here("entity stopped", None));
+        }
+    }
+}
+
 impl Actor for EntityActor {
     type Msg = EntityMsg;
     type State = EntityHost;
@@ -645,27 +649,25 @@ impl Actor for EntityActor {
         })
     }
 
-    async fn post_stop(
-        &self,
-        _me: ActorRef<Self::Msg>,
-        host: &mut EntityHost,
-    ) -> Result<(), ActorProcessingErr> {
-        metrics::gauge!("agora_active_entities").decrement(1.0);
-        // Parked reads changed nothing: their senders may ask again (the shard's new
-        // leader, or this entity started again).
-        for (_, reply, _) in host.parked.drain(..) {
-            reply.fail(AskError::not_served_here("entity passivated", None));
-        }
-        Ok(())
-    }
-
     async fn handle(
         &self,
         me: ActorRef<Self::Msg>,
         msg: EntityMsg,
         host: &mut EntityHost,
     ) -> Result<(), ActorProcessingErr> {
-        // Taking a message's reply channel: from here on it may take effect.
+        if matches!(msg, EntityMsg::Stop) {
+            me.stop(Some("passivated".into()));
+            return Ok(());
+        }
+        // The state is loaded while the message still answers for itself: an entity stopped
+        // here (its shard stopped, which kills it mid-await) refuses it as never delivered.
+        let loaded = host.ensure_loaded().await;
+        // Taking a message's reply channel: from here on it may take effect, and nothing
+        // below awaits, so the message is handled whole or not at all.
+        if let Err(e) = loaded {
+            msg.refuse(AskError::Unavailable(e.to_string()));
+            return Err(Box::new(e));
+        }
         match msg {
             EntityMsg::Request {
                 cmd,
@@ -673,17 +675,14 @@ impl Actor for EntityActor {
                 after,
                 reply,
             } => match reply.take() {
-                Some(reply) => host.request(cmd, msg_id, after, reply).await,
+                Some(reply) => host.request(cmd, msg_id, after, reply),
                 None => Ok(()),
             },
             EntityMsg::Batch { items, reply } => match reply.take() {
-                Some(reply) => host.batch(items, reply).await,
+                Some(reply) => host.batch(items, reply),
                 None => Ok(()),
             },
-            EntityMsg::Stop => {
-                me.stop(Some("passivated".into()));
-                Ok(())
-            }
+            EntityMsg::Stop => Ok(()),
         }
     }
 }

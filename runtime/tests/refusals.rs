@@ -360,3 +360,51 @@ async fn asks_waiting_in_a_shard_that_stops_are_refused_as_not_delivered() {
     }
     assert!(not_delivered > 0, "every ask was answered before the stop");
 }
+
+/// An ask whose entity is still loading its state when the shard stops here (the stop kills
+/// the entity mid-await) took no effect, and answers `NotServedHere` so the router sends it
+/// to the shard's new leader, not "stopped before answering" (a 503). The load is held by a
+/// pending change of the same entity whose commit waits for a cascade hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ask_whose_entity_is_loading_when_its_shard_stops_answers_not_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let (region, store, writer) = region_and_writer(&dir.path().join("a.redb")).await;
+    let sku = EntityRef::new(EntityKind::StockItem, "loading");
+    let shard = sku.shard(8);
+    writer.set_cascade_gather(Some(Duration::from_secs(60)));
+    let hold = writer.hold_commit();
+    let (pending, committed) = write(shard, 1, &sku, stock_state(3), vec![]);
+    writer.submit(pending).unwrap();
+    let ask = {
+        let (region, sku) = (region.clone(), sku.clone());
+        let receive = Command::Stock(StockCommand::Receive { quantity: 1 });
+        tokio::spawn(async move { region.ask(sku, receive).await })
+    };
+    // The entity is active and the writer holds the change its load waits for.
+    let loading = async {
+        loop {
+            let stats = region.stats().await;
+            let active = stats.iter().any(|(s, st)| *s == shard && st.active == 1);
+            if active && writer.gathering() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), loading)
+        .await
+        .expect("the entity never started loading");
+    let _ = region.release(shard).await;
+    let answer = tokio::time::timeout(Duration::from_secs(30), ask)
+        .await
+        .expect("the ask was never answered")
+        .unwrap();
+    assert!(
+        matches!(answer, Err(AskError::NotServedHere { .. })),
+        "an ask killed while loading answered {answer:?}"
+    );
+    drop(hold);
+    committed.await.unwrap().unwrap();
+    let stored = store.entity(&entity_key(shard, &sku)).unwrap().unwrap();
+    assert_eq!(stored.state, stock_state(3), "the killed ask took effect");
+}
