@@ -141,12 +141,40 @@ impl Default for HashLimits {
     }
 }
 
+/// How much work one password hash costs. A check costs what its stored hash says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PasswordCost {
+    /// argon2id with OWASP's parameters (19 MiB, 2 passes): every real node.
+    #[default]
+    Standard,
+    /// argon2id at its minimum (8 KiB, 1 pass): only for the simulator, whose hashes run
+    /// inline and whose CPU time is not simulated (a run signs in hundreds of shoppers).
+    Minimal,
+}
+
+/// argon2's smallest parameters (checked when compiled).
+const MINIMAL_PARAMS: argon2::Params = match argon2::Params::new(8, 1, 1, None) {
+    Ok(p) => p,
+    Err(_) => panic!("argon2's minimum parameters are valid"),
+};
+
+impl PasswordCost {
+    /// The argon2id hasher at this cost.
+    pub fn hasher(self) -> Argon2<'static> {
+        match self {
+            Self::Standard => Argon2::default(),
+            Self::Minimal => Argon2::from(MINIMAL_PARAMS),
+        }
+    }
+}
+
 /// The gate every password hash and check passes: at most `max_concurrent` run at once on
 /// the blocking pool; the others queue (first come, first served) for at most `max_wait`,
 /// then get 503 with `Retry-After`.
 pub struct Passwords {
     permits: Arc<Semaphore>,
     limits: HashLimits,
+    cost: PasswordCost,
     /// A hash no password matches, checked for unknown emails so they take as long as known
     /// ones (made on first use).
     dummy: OnceCell<String>,
@@ -162,8 +190,14 @@ impl Passwords {
         Self {
             permits: Arc::new(Semaphore::new(limits.max_concurrent)),
             limits,
+            cost: PasswordCost::Standard,
             dummy: OnceCell::new(),
         }
+    }
+
+    /// The same gate hashing new passwords at `cost`.
+    pub fn with_cost(self, cost: PasswordCost) -> Self {
+        Self { cost, ..self }
     }
 
     /// A turn to hash, waiting at most `max_wait`; the permit is held by the blocking job.
@@ -211,8 +245,9 @@ impl Passwords {
     ) -> Result<String, Problem> {
         let mut salt = [0u8; 16];
         rng.fill(&mut salt);
+        let hasher = self.cost.hasher();
         self.in_turn(pool, move || {
-            Argon2::default()
+            hasher
                 .hash_password_with_salt(password.as_bytes(), &salt)
                 .map(|h| h.to_string())
                 .map_err(|e| Problem::internal(format!("cannot hash a password: {e}")))
@@ -227,13 +262,12 @@ impl Passwords {
         password: String,
         hash: String,
     ) -> Result<bool, Problem> {
+        let hasher = self.cost.hasher();
         self.in_turn(pool, move || {
             let Ok(parsed) = PasswordHash::new(&hash) else {
                 return false;
             };
-            Argon2::default()
-                .verify_password(password.as_bytes(), &parsed)
-                .is_ok()
+            hasher.verify_password(password.as_bytes(), &parsed).is_ok()
         })
         .await
     }
@@ -375,6 +409,33 @@ mod tests {
         assert_eq!(resp.headers()["retry-after"], "1");
         assert_eq!(resp.headers()["content-type"], "application/problem+json");
         drop(busy);
+    }
+
+    #[tokio::test]
+    async fn a_hash_carries_its_cost_and_any_gate_checks_it_at_that_cost() {
+        let inline: Arc<dyn BlockingPool> = Arc::new(Inline);
+        let rng: Arc<dyn RandomSource> = Arc::new(Sevens);
+        let standard = Passwords::new(HashLimits::default());
+        let minimal = Passwords::new(HashLimits::default()).with_cost(PasswordCost::Minimal);
+        let strong = standard.hash(&inline, &rng, "pw".into()).await.unwrap();
+        let cheap = minimal.hash(&inline, &rng, "pw".into()).await.unwrap();
+        assert!(
+            strong.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{strong}"
+        );
+        assert!(cheap.starts_with("$argon2id$v=19$m=8,t=1,p=1$"), "{cheap}");
+        for gate in [&standard, &minimal] {
+            for hash in [&strong, &cheap] {
+                assert!(gate
+                    .verify(&inline, "pw".into(), hash.clone())
+                    .await
+                    .unwrap());
+                assert!(!gate
+                    .verify(&inline, "pX".into(), hash.clone())
+                    .await
+                    .unwrap());
+            }
+        }
     }
 
     #[test]

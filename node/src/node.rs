@@ -336,6 +336,8 @@ pub struct NodeEnv {
     /// and kept across restarts (the simulator's effect ledger); `None`: a ledger of this
     /// process's own.
     pub gateway_ledger: Option<Arc<agora_actors::gateway::GatewayLedger>>,
+    /// What hashing a new password costs (`Standard` but in the simulator).
+    pub password_cost: agora_http_edge::auth::PasswordCost,
 }
 
 impl NodeEnv {
@@ -352,6 +354,7 @@ impl NodeEnv {
             sink: None,
             served_log: None,
             gateway_ledger: None,
+            password_cost: agora_http_edge::auth::PasswordCost::Standard,
         }
     }
 }
@@ -386,6 +389,7 @@ pub async fn start_with(
         sink,
         served_log,
         gateway_ledger,
+        password_cost,
     } = env;
     let membership = cluster
         .as_ref()
@@ -493,7 +497,7 @@ pub async fn start_with(
         (cluster.is_some(), seeder),
         &router,
         (&store, &writer),
-        rng.clone(),
+        (rng.clone(), password_cost),
         (secrets.admin_password.clone(), settings.seed_demo_catalog),
     )
     .await?;
@@ -508,7 +512,7 @@ pub async fn start_with(
         cluster.as_ref(),
         (&store, &writer),
         (cards, Arc::new(router.clone()), catalog.clone()),
-        (blocking.clone(), clock.clone(), rng.clone()),
+        (blocking.clone(), clock.clone(), rng.clone(), password_cost),
     )
     .await?;
     let placement = crate::replicas::placement(

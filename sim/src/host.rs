@@ -230,6 +230,8 @@ pub async fn run_node(
         store: Some(store),
         executor: StorageExecutor::Inline { latency },
         blocking: Arc::new(InlineBlocking),
+        // Hashes run inline and their CPU time is not simulated: the cheapest argon2id.
+        password_cost: agora_http_edge::auth::PasswordCost::Minimal,
         network: PeerNetwork::Links(Arc::new(SimLinks::new(
             id,
             slot.known.clone(),

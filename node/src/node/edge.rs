@@ -7,7 +7,7 @@ use agora_actors::gateway::CardTokeniser;
 use agora_actors::seams::{Clock, RandomSource};
 use agora_catalog::CatalogProjection;
 use agora_cluster_config::NodeSettings;
-use agora_http_edge::auth::{JwtKey, JwtKeys};
+use agora_http_edge::auth::{JwtKey, JwtKeys, PasswordCost};
 use agora_http_edge::{EdgeConfig, EdgeState};
 use agora_seams::BlockingPool;
 use agora_store::{Store, Writer};
@@ -16,7 +16,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The seams the shop API reads: blocking work, the clock and randomness.
-pub(super) type EdgeSeams = (Arc<dyn BlockingPool>, Arc<dyn Clock>, Arc<dyn RandomSource>);
+pub(super) type EdgeSeams = (
+    Arc<dyn BlockingPool>,
+    Arc<dyn Clock>,
+    Arc<dyn RandomSource>,
+    PasswordCost,
+);
 
 /// The admin endpoint's token (the environment's, else the cluster file's, else one made
 /// now), and the one made now, if any, to print once.
@@ -49,7 +54,7 @@ pub(super) async fn shop_edge(
         Arc<dyn EntityClient>,
         Arc<CatalogProjection>,
     ),
-    (blocking, clock, rng): EdgeSeams,
+    (blocking, clock, rng, password_cost): EdgeSeams,
 ) -> anyhow::Result<Arc<EdgeState>> {
     let (jwt_current, jwt_previous) =
         jwt_keys(store, writer, rng.as_ref(), secrets, cluster).await?;
@@ -61,7 +66,8 @@ pub(super) async fn shop_edge(
         passwords: agora_http_edge::auth::Passwords::new(agora_http_edge::auth::HashLimits {
             max_concurrent: settings.password_hashes_at_once as usize,
             max_wait: Duration::from_millis(settings.password_hash_wait_ms),
-        }),
+        })
+        .with_cost(password_cost),
         lockouts: agora_http_edge::lockout::Lockouts::new(
             agora_actors::session::LockoutPolicy {
                 base_ms: settings.lockout_base_ms,

@@ -10,32 +10,34 @@ use agora_store::{Store, Writer};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The randomness for salts and the cost of a new password hash.
+type Hashing = (Arc<dyn RandomSource>, agora_http_edge::auth::PasswordCost);
+
 /// Seeds a single node now (its answer shows a generated password once), a cluster's
 /// seeder in the background, and nothing on the cluster's other nodes.
 pub(super) async fn seed(
     (in_cluster, seeder): (bool, bool),
     router: &Router,
     (store, writer): (&Store, &Writer),
-    rng: Arc<dyn RandomSource>,
+    hashing: Hashing,
     (admin_password, demo): (Option<String>, bool),
 ) -> anyhow::Result<Option<AdminSeed>> {
     Ok(match (in_cluster, seeder) {
-        (false, _) => {
-            Some(seed_all(router, store, writer, rng.clone(), admin_password, demo).await?)
-        }
+        (false, _) => Some(seed_all(router, store, writer, hashing, admin_password, demo).await?),
         (true, true) => {
             // The other nodes may not be up yet: seed in the background, retrying.
-            let (router, store, writer, rng, pw, demo) = (
+            let (router, store, writer, pw, demo) = (
                 router.clone(),
                 store.clone(),
                 writer.clone(),
-                rng.clone(),
                 admin_password,
                 demo,
             );
             tokio::spawn(async move {
                 for attempt in 0..240u32 {
-                    match seed_all(&router, &store, &writer, rng.clone(), pw.clone(), demo).await {
+                    match seed_all(&router, &store, &writer, hashing.clone(), pw.clone(), demo)
+                        .await
+                    {
                         Ok(_) => return tracing::info!("cluster seeded"),
                         Err(e) => {
                             tracing::debug!(attempt, error = %e, "seeding waits for the cluster")
@@ -56,7 +58,7 @@ async fn seed_all(
     client: &dyn EntityClient,
     store: &Store,
     writer: &Writer,
-    rng: Arc<dyn RandomSource>,
+    (rng, cost): Hashing,
     admin_password: Option<String>,
     demo: bool,
 ) -> anyhow::Result<AdminSeed> {
@@ -67,18 +69,14 @@ async fn seed_all(
         let mut salt = [0u8; 16];
         rng.fill(&mut salt);
         use argon2::password_hash::PasswordHasher;
-        argon2::Argon2::default()
+        cost.hasher()
             .hash_password_with_salt(p.as_bytes(), &salt)
             .map(|h| h.to_string())
             .map_err(|e| e.to_string())
     };
     let verify = |p: &str, h: &str| {
         use argon2::password_hash::{phc::PasswordHash, PasswordVerifier};
-        PasswordHash::new(h).is_ok_and(|h| {
-            argon2::Argon2::default()
-                .verify_password(p.as_bytes(), &h)
-                .is_ok()
-        })
+        PasswordHash::new(h).is_ok_and(|h| cost.hasher().verify_password(p.as_bytes(), &h).is_ok())
     };
     let admin = seed::seed_admin(client, admin_password, generated, hash, verify)
         .await
