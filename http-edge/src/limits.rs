@@ -22,7 +22,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::ops::Add;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Keys kept per limiter before idle ones are dropped.
@@ -48,14 +48,47 @@ impl Reference for SeamInstant {
     }
 }
 
-/// governor's clock over the `Clock` seam.
+/// governor's clock over the `Clock` seam, made monotonic. The wall clock can step back (an
+/// NTP correction, a skewed clock put right); a bucket scheduled by the later time would then
+/// refuse its key until the wall clock caught up (the simulator found a node answering 429
+/// for 18 s after its clock came back from 25 s ahead). Here time moves by the wall clock's
+/// forward steps only: a step back counts as no time passing.
 #[derive(Clone)]
-pub struct GovernorClock(Arc<dyn SeamClock>);
+pub struct GovernorClock {
+    wall: Arc<dyn SeamClock>,
+    steps: Arc<Mutex<ForwardSteps>>,
+}
+
+/// The wall clock's last reading and the time summed from its forward steps.
+#[derive(Debug)]
+struct ForwardSteps {
+    last_wall_ms: u64,
+    elapsed_ms: u64,
+}
+
+impl GovernorClock {
+    /// A monotonic clock over `wall`, starting at its reading now.
+    pub fn new(wall: Arc<dyn SeamClock>) -> Self {
+        let now_ms = wall.now_ms();
+        Self {
+            wall,
+            steps: Arc::new(Mutex::new(ForwardSteps {
+                last_wall_ms: now_ms,
+                elapsed_ms: now_ms,
+            })),
+        }
+    }
+}
 
 impl Clock for GovernorClock {
     type Instant = SeamInstant;
     fn now(&self) -> SeamInstant {
-        SeamInstant(self.0.now_ms().saturating_mul(1_000_000))
+        let wall_ms = self.wall.now_ms();
+        let mut steps = self.steps.lock().unwrap_or_else(|p| p.into_inner());
+        let forward_ms = wall_ms.saturating_sub(steps.last_wall_ms);
+        steps.elapsed_ms = steps.elapsed_ms.saturating_add(forward_ms);
+        steps.last_wall_ms = wall_ms;
+        SeamInstant(steps.elapsed_ms.saturating_mul(1_000_000))
     }
 }
 
@@ -88,7 +121,7 @@ fn keyed<K: std::hash::Hash + Eq + Clone>(quota: Quota, clock: &GovernorClock) -
 impl Limiter {
     /// Limiters with `limits`, timed by `clock`.
     pub fn new(limits: &RateLimits, clock: Arc<dyn SeamClock>) -> Self {
-        let clock = GovernorClock(clock);
+        let clock = GovernorClock::new(clock);
         let per_sec = |rate: u32, burst: u32| Quota::per_second(nz(rate)).allow_burst(nz(burst));
         let login_period = Duration::from_millis(60_000 / u64::from(limits.login_per_min.max(1)));
         let login = Quota::with_period(login_period)
@@ -297,6 +330,24 @@ mod tests {
         assert_eq!(l.check(ip, None, None), None);
         // Another address has its own bucket.
         assert_eq!(l.check(Some("5.6.7.8".parse().unwrap()), None, None), None);
+    }
+
+    #[test]
+    fn a_wall_clock_that_steps_back_neither_refuses_nor_refills() {
+        let clock = Arc::new(TestClock(AtomicU64::new(1_000_000)));
+        let l = Limiter::new(&limits(), clock.clone());
+        let ip = Some("1.2.3.4".parse().unwrap());
+        // 25 s ahead (a skewed clock), the burst is spent...
+        clock.0.fetch_add(25_000, Ordering::SeqCst);
+        for _ in 0..3 {
+            assert_eq!(l.check(ip, None, None), None);
+        }
+        assert_eq!(l.check(ip, None, None).map(|(s, _)| s), Some(1));
+        // ...and put right: no time passed, so still over for about a second, not for 25.
+        clock.0.fetch_sub(25_000, Ordering::SeqCst);
+        assert_eq!(l.check(ip, None, None).map(|(s, _)| s), Some(1));
+        clock.0.fetch_add(500, Ordering::SeqCst);
+        assert_eq!(l.check(ip, None, None), None);
     }
 
     /// A limiter whose per-address limit is out of the way, and its clock.

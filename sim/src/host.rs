@@ -172,11 +172,8 @@ pub fn settings(id: u64) -> NodeSettings {
         gateway_min_latency_ms: 20,
         gateway_max_latency_ms: 150,
         seed_demo_catalog: false,
-        // The simulated clients share no real addresses; limits are not what it checks.
-        rate_limits: agora_cluster_config::RateLimits {
-            enabled: false,
-            ..Default::default()
-        },
+        // Production's rate limits: each client host has its own address.
+        rate_limits: agora_cluster_config::RateLimits::default(),
         ..NodeSettings::default()
     }
 }

@@ -214,6 +214,9 @@ struct Summary {
     /// Answers 5xx by the reason their problem gave (numbers masked).
     #[serde(default)]
     refused: BTreeMap<String, usize>,
+    /// Answers 429 (a rate limit or a lockout refused the request).
+    #[serde(default)]
+    rate_limited: usize,
 }
 
 fn summary(r: &RunReport, wall_secs: f64) -> Summary {
@@ -236,6 +239,7 @@ fn summary(r: &RunReport, wall_secs: f64) -> Summary {
                 *counts.entry(why).or_insert(0) += 1;
                 counts
             }),
+        rate_limited: r.history.iter().filter(|op| op.status == 429).count(),
     }
 }
 
@@ -311,6 +315,7 @@ fn child(seed: u64, sim: &SimArgs) -> anyhow::Result<Summary> {
             wall_secs: 0.0,
             ops: 0,
             refused: BTreeMap::new(),
+            rate_limited: 0,
         }),
     }
 }
@@ -365,6 +370,7 @@ fn run_seeds(sim: &SimArgs, seeds: (u64, u64), opts: &SweepOptions) -> Vec<Summa
                         wall_secs: 0.0,
                         ops: 0,
                         refused: BTreeMap::new(),
+                        rate_limited: 0,
                     },
                 };
                 if twice && s.violations.is_empty() {
@@ -559,6 +565,9 @@ fn main() -> anyhow::Result<()> {
                 );
                 if !s.refused.is_empty() {
                     println!("5xx answers by reason: {:?}", s.refused);
+                }
+                if s.rate_limited > 0 {
+                    println!("429 answers (rate limits, lockouts): {}", s.rate_limited);
                 }
                 for (inv, detail) in s.violations.iter().take(10) {
                     println!("  {inv}: {detail}");

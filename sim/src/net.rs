@@ -395,8 +395,13 @@ impl axum::serve::Listener for SimListener {
 
 /// Serves `app` on `port` of this host.
 pub async fn serve_http(port: u16, app: axum::Router) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
     let listener = TcpListener::bind(("0.0.0.0", port)).await?;
-    axum::serve(SimListener(listener), app).await
+    // As production serves it: each connection carries its client's address (`ConnectInfo`),
+    // which the rate limits key on.
+    let listener = SimListener(listener).tap_io(|_: &mut TcpStream| {});
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app).await
 }
 
 /// An HTTP answer: status and JSON body (`Null` when not JSON).
@@ -408,6 +413,8 @@ pub struct Answer {
     pub body: serde_json::Value,
     /// Whether it says it replays an earlier answer (`Idempotent-Replayed: true`).
     pub replayed: bool,
+    /// Seconds its `Retry-After` header asks to wait, if it has one.
+    pub retry_after_secs: Option<u64>,
 }
 
 /// Sends one request to port `port` of node `node` over a fresh connection.
@@ -459,6 +466,11 @@ pub async fn http(
         .headers()
         .get("idempotent-replayed")
         .is_some_and(|v| v.as_bytes() == b"true");
+    let retry_after_secs = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
     let bytes = resp
         .into_body()
         .collect()
@@ -469,6 +481,7 @@ pub async fn http(
         status,
         body: serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
         replayed,
+        retry_after_secs,
     })
 }
 

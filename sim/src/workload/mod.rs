@@ -22,6 +22,8 @@ pub const SKUS: [&str; 4] = ["SIM-A", "SIM-B", "SIM-C", "SIM-D"];
 pub const INITIAL_STOCK: u64 = 30;
 /// How long a client waits for one answer before calling the outcome unknown.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(6);
+/// How often a request answered 429 is sent in all.
+const RATE_LIMITED_TRIES: usize = 3;
 
 /// How an operation ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -243,7 +245,23 @@ impl Session {
         s
     }
 
+    /// Sends `r`; a 429 (a rate limit or a lockout: nothing was done) is recorded and sent
+    /// again after its `Retry-After`, as a well-behaved client does, a few times at most.
     async fn send(&mut self, r: Request<'_>) -> (Outcome, Option<Answer>) {
+        for _ in 1..RATE_LIMITED_TRIES {
+            let (outcome, answer) = self.send_once(r.clone()).await;
+            match &answer {
+                Some(a) if a.status == 429 => {
+                    let wait_secs = a.retry_after_secs.unwrap_or(1).clamp(1, 5);
+                    tokio::time::sleep(Duration::from_secs(wait_secs)).await;
+                }
+                _ => return (outcome, answer),
+            }
+        }
+        self.send_once(r).await
+    }
+
+    async fn send_once(&mut self, r: Request<'_>) -> (Outcome, Option<Answer>) {
         let invoke_ms = now_ms();
         let node = self.nodes[self.node];
         let headers: Vec<(&str, &str)> = r
@@ -270,9 +288,8 @@ impl Session {
         };
         let outcome = match &answer {
             Some(a) if (200..300).contains(&a.status) => Outcome::Ok,
-            Some(a) if (400..500).contains(&a.status) && a.status != 408 && a.status != 429 => {
-                Outcome::Fail
-            }
+            // A 429 refused the request before it did anything.
+            Some(a) if (400..500).contains(&a.status) && a.status != 408 => Outcome::Fail,
             _ => Outcome::Unknown,
         };
         if outcome == Outcome::Unknown {
@@ -676,6 +693,7 @@ mod tests {
             status,
             body: serde_json::json!({ "detail": detail }),
             replayed: false,
+            retry_after_secs: None,
         }
     }
 
@@ -694,6 +712,7 @@ mod tests {
             status: 503,
             body: serde_json::json!({}),
             replayed: false,
+            retry_after_secs: None,
         };
         assert_eq!(refusal_reason(&no_detail), None);
     }
