@@ -7,7 +7,9 @@
 //!   answered "empty cart" found no line and held nothing for its order;
 //! - a return gives a held checkout's lines back: after a checkout refused for stock, an
 //!   unknown one, or one refused for another reason after its lines may have been held
-//!   (the edge gives them back then, but its own ask may fail). A return is of unknown
+//!   (the edge gives them back then, but its own ask may fail), or after a checkout
+//!   answered while its order was still PENDING (an order cancelled later for stock gives
+//!   them back too: seed 5 of session 26's traces). A return is of unknown
 //!   outcome: it may happen at any point after its checkout was sent, or never.
 //!
 //! The disks' carts are not read as a last operation: a cart's id is its shopper's user id,
@@ -116,7 +118,12 @@ impl Model for CartModel {
 /// return of its lines may follow.
 fn checkout_answer(op: &Op) -> (Option<CartOutput>, bool) {
     match (op.outcome, &op.shown) {
-        (Outcome::Ok, _) => (Some(CartOutput::Held), false),
+        // Answered while its order was still PENDING (the edge did not see its stock settle),
+        // the order may yet be cancelled for stock, which gives the lines back.
+        (Outcome::Ok, _) => (
+            Some(CartOutput::Held),
+            op.status_seen.as_deref() == Some("PENDING"),
+        ),
         (Outcome::Fail, Shown::Refused(t)) if t.ends_with("/out-of-stock") => {
             (Some(CartOutput::Held), true)
         }
