@@ -12,8 +12,9 @@
 //!   them back too: seed 5 of session 26's traces). A return is of unknown
 //!   outcome: it may happen at any point after its checkout was sent, or never.
 //!
-//! The disks' carts are not read as a last operation: a cart's id is its shopper's user id,
-//! which the workload does not record.
+//! After the run, each cart as the disks hold it is a last read of its lines (the account
+//! with the shopper's email gives the cart's id): an add acknowledged and then lost, or lines
+//! a placed order took coming back, show there even when no later add read them.
 
 use crate::check::Violation;
 use crate::linearizable::{Answer, Model, Operation};
@@ -41,6 +42,8 @@ pub enum CartInput {
     Checkout(String),
     /// The lines held for a checkout key come back (a refusal's compensation).
     Return(String),
+    /// Reads the lines (the disks' cart after the run).
+    Read,
 }
 
 /// What a cart operation answered.
@@ -100,6 +103,11 @@ impl Model for CartModel {
                     Some(CartOutput::Lines(_)) => None,
                 }
             }
+            CartInput::Read => match out {
+                None => Some(next),
+                Some(CartOutput::Lines(lines)) => (*lines == next.lines).then_some(next),
+                Some(_) => None,
+            },
             CartInput::Return(key) => {
                 for (sku, units) in next.held.remove(key).unwrap_or_default() {
                     if !next.lines.contains_key(&sku) && next.lines.len() >= MAX_CART_LINES {
@@ -135,8 +143,9 @@ fn checkout_answer(op: &Op) -> (Option<CartOutput>, bool) {
 }
 
 /// Every add and checkout of each shopper, by shopper (one cart each), with a possible
-/// return after each checkout that may have held lines and did not place its order.
-pub fn check(history: &[Op]) -> Vec<Violation> {
+/// return after each checkout that may have held lines and did not place its order, and the
+/// cart the disks hold (`on_disk`, by shopper) read last.
+pub fn check(history: &[Op], on_disk: &BTreeMap<String, Lines>) -> Vec<Violation> {
     let mut by_cart: BTreeMap<&str, SubHistory<CartInput, CartOutput>> = BTreeMap::new();
     for op in history.iter().filter(|o| o.client.starts_with("shopper")) {
         let sub = by_cart.entry(op.client.as_str()).or_default();
@@ -171,6 +180,16 @@ pub fn check(history: &[Op]) -> Vec<Violation> {
                 }
             }
             _ => {}
+        }
+    }
+    let after_ms = history.iter().map(|o| o.end_ms).max().unwrap_or(0) + 1;
+    for (shopper, sub) in by_cart.iter_mut() {
+        if let Some(lines) = on_disk.get(*shopper) {
+            let answer = Answer::Returned {
+                at_ms: after_ms,
+                output: CartOutput::Lines(lines.clone()),
+            };
+            sub.push(operation(after_ms, answer, CartInput::Read), None);
         }
     }
     by_cart
@@ -247,6 +266,26 @@ mod tests {
             search(&CartModel, &ops, 10_000),
             Verdict::NotLinearizable { .. }
         ));
+    }
+
+    #[test]
+    fn the_disks_cart_read_last_must_hold_every_acknowledged_add() {
+        let mut ops = vec![
+            add(0, "A", 2, &[("A", 2)]),
+            returned(10, 20, CartInput::Checkout("k1".into()), CartOutput::Held),
+            add(30, "B", 1, &[("B", 1)]),
+        ];
+        let read = |shown: &[(&str, u32)]| returned(40, 41, CartInput::Read, lines(shown));
+        ops.push(read(&[("B", 1)]));
+        assert_eq!(search(&CartModel, &ops, 10_000), Verdict::Linearizable);
+        // The last add was acknowledged and lost; or the placed order's lines came back.
+        for on_disk in [&[][..], &[("A", 2), ("B", 1)][..]] {
+            *ops.last_mut().unwrap() = read(on_disk);
+            assert!(matches!(
+                search(&CartModel, &ops, 10_000),
+                Verdict::NotLinearizable { .. }
+            ));
+        }
     }
 
     #[test]

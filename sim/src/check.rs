@@ -44,6 +44,8 @@ pub struct World {
     wallets: BTreeMap<String, crate::wallets::Wallet>,
     /// What each wallet payment moved, by order id.
     wallet_moves: BTreeMap<String, crate::wallets::WalletMoves>,
+    /// Each cart's lines, by its shopper's account id.
+    carts: BTreeMap<String, BTreeMap<String, u32>>,
     /// Entities read.
     pub entities: usize,
     /// Entity rows on each node's disk.
@@ -127,6 +129,9 @@ pub fn read_world(disks: &[(u64, SimDisk)], replicated: bool) -> Result<World, S
                         if let Some(p) = a.profile {
                             w.accounts.insert(p.email);
                         }
+                    }
+                    EntityState::Cart(c) => {
+                        w.carts.insert(entity.id, c.lines);
                     }
                     EntityState::Payment(p) => {
                         if let Some(moves) = crate::wallets::WalletMoves::of(&p) {
@@ -335,7 +340,7 @@ pub fn check(world: &World, history: &[Op]) -> Vec<Violation> {
     }
     out.extend(crate::models::orders(world, history));
     out.extend(crate::models::stock(world, history));
-    out.extend(crate::carts::check(history));
+    out.extend(crate::carts::check(history, &world.carts_by_client()));
     // Units sold match the orders that were paid and kept their goods (one effect per
     // message: a repeated restock or release shows here).
     let mut delivered: BTreeMap<&str, u64> = BTreeMap::new();
@@ -423,6 +428,19 @@ impl World {
     /// The key of every notification the disks hold (an inbox's or a sealed page's).
     pub fn notification_keys(&self) -> std::collections::BTreeSet<String> {
         self.notification_keys.clone()
+    }
+
+    /// The lines of each registered shopper's cart as the disks hold them, by the shopper's
+    /// client name (its email's local part); a shopper whose cart was never written has none.
+    pub fn carts_by_client(&self) -> BTreeMap<String, BTreeMap<String, u32>> {
+        self.wallets
+            .iter()
+            .filter_map(|(account, w)| {
+                let client = w.email.strip_suffix("@sim.test")?;
+                let lines = self.carts.get(account).cloned().unwrap_or_default();
+                Some((client.to_string(), lines))
+            })
+            .collect()
     }
 
     /// Registered accounts' wallets, by account id.
