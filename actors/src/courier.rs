@@ -11,7 +11,7 @@ use crate::ids::{EntityKind, EntityRef};
 use crate::seams::RandomSource;
 use crate::shipment::ShipmentCommand;
 use async_trait::async_trait;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// A courier.
@@ -61,11 +61,44 @@ impl Default for SimCourierConfig {
     }
 }
 
+/// A pickup the courier booked: its idempotency key and the shipment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CourierBooking {
+    /// The booking call's idempotency key.
+    pub key: String,
+    /// The shipment picked up.
+    pub shipment_id: String,
+}
+
+/// The courier's books: every pickup booked, in order (a repeated call under one key books
+/// nothing new at a real courier, and is recorded once here).
+#[derive(Debug, Default)]
+pub struct CourierBookings(Mutex<Vec<CourierBooking>>);
+
+impl CourierBookings {
+    /// Records a booking (once per key).
+    fn record(&self, key: &str, shipment_id: &str) {
+        let mut books = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if !books.iter().any(|b| b.key == key) {
+            books.push(CourierBooking {
+                key: key.to_string(),
+                shipment_id: shipment_id.to_string(),
+            });
+        }
+    }
+
+    /// Every booking so far.
+    pub fn all(&self) -> Vec<CourierBooking> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
 /// A courier simulated in process.
 pub struct SimulatedCourier {
     config: SimCourierConfig,
     rng: Arc<dyn RandomSource>,
     callbacks: Arc<dyn CallbackSink>,
+    bookings: Arc<CourierBookings>,
 }
 
 impl SimulatedCourier {
@@ -79,7 +112,14 @@ impl SimulatedCourier {
             config,
             rng,
             callbacks,
+            bookings: Arc::default(),
         }
+    }
+
+    /// The same courier keeping its books in `bookings` (shared across a simulated
+    /// cluster's nodes and restarts).
+    pub fn with_bookings(self, bookings: Arc<CourierBookings>) -> Self {
+        Self { bookings, ..self }
     }
 }
 
@@ -127,6 +167,7 @@ impl Courier for SimulatedCourier {
         let callbacks = self.callbacks.clone();
         let delay = self.config.booking_latency;
         let msg_id = format!("courier:{key}");
+        self.bookings.record(key, shipment_id);
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
             callbacks.deliver(to, msg_id, cmd);

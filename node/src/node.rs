@@ -336,6 +336,8 @@ pub struct NodeEnv {
     /// and kept across restarts (the simulator's effect ledger); `None`: a ledger of this
     /// process's own.
     pub gateway_ledger: Option<Arc<agora_actors::gateway::GatewayLedger>>,
+    /// The simulated courier's books, shared like the gateway's; `None`: this process's own.
+    pub courier_bookings: Option<Arc<agora_actors::courier::CourierBookings>>,
     /// What hashing a new password costs (`Standard` but in the simulator).
     pub password_cost: agora_http_edge::auth::PasswordCost,
 }
@@ -354,6 +356,7 @@ impl NodeEnv {
             sink: None,
             served_log: None,
             gateway_ledger: None,
+            courier_bookings: None,
             password_cost: agora_http_edge::auth::PasswordCost::Standard,
         }
     }
@@ -389,6 +392,7 @@ pub async fn start_with(
         sink,
         served_log,
         gateway_ledger,
+        courier_bookings,
         password_cost,
     } = env;
     let membership = cluster
@@ -476,6 +480,7 @@ pub async fn start_with(
     let external = services::outside_world(
         &settings,
         (payment_gateway, gateway_ledger.unwrap_or_default()),
+        courier_bookings.unwrap_or_default(),
         rng.clone(),
         &router,
         sink,

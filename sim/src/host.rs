@@ -80,6 +80,8 @@ pub struct NodeSlot {
     pub served: crate::served::ServedRecorder,
     /// The payment gateway's books (one gateway behind every node, across restarts).
     pub ledger: Arc<agora_actors::gateway::GatewayLedger>,
+    /// The courier's books (one courier behind every node, across restarts).
+    pub bookings: Arc<agora_actors::courier::CourierBookings>,
     /// The mail server and webhooks its notifications go to (shared, across restarts).
     pub notifications: crate::notify_services::NotificationServices,
     /// The nodes that exist so far (its links reach these).
@@ -101,6 +103,8 @@ pub struct RunShared {
     pub served: crate::served::ServedRecorder,
     /// The payment gateway's books.
     pub ledger: Arc<agora_actors::gateway::GatewayLedger>,
+    /// The courier's books.
+    pub bookings: Arc<agora_actors::courier::CourierBookings>,
     /// The mail server and webhooks behind every node, and what they received.
     pub notifications: crate::notify_services::NotificationServices,
     /// The founders, then each node started to join.
@@ -113,6 +117,7 @@ impl RunShared {
         Self {
             served: Default::default(),
             ledger: Default::default(),
+            bookings: Default::default(),
             notifications: crate::notify_services::NotificationServices::new(seed),
             known: Default::default(),
         }
@@ -130,6 +135,7 @@ impl NodeSlot {
             disk_latency_us: Arc::new(Mutex::new(DISK_LATENCY_US)),
             served: shared.served.clone(),
             ledger: shared.ledger.clone(),
+            bookings: shared.bookings.clone(),
             notifications: shared.notifications.clone(),
             known: shared.known.clone(),
             slow_factor: Arc::new(AtomicU32::new(1)),
@@ -246,6 +252,7 @@ pub async fn run_node(
         sink: Some(Arc::new(slot.notifications.sinks())),
         served_log: Some(slot.served.for_node()),
         gateway_ledger: Some(slot.ledger.clone()),
+        courier_bookings: Some(slot.bookings.clone()),
     };
     let cluster = ClusterSpec {
         membership: membership(id, &file),

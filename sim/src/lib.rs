@@ -13,6 +13,7 @@ pub mod membership;
 pub mod models;
 pub mod net;
 pub mod notify_services;
+pub mod pickups;
 pub mod replicas;
 pub mod run;
 pub mod seed;

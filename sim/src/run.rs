@@ -566,6 +566,7 @@ pub fn run(config: RunConfig) -> RunReport {
     }
     let served = shared.served.clone();
     let ledger = shared.ledger.clone();
+    let bookings = shared.bookings.clone();
     let notifications = shared.notifications.clone();
     let history: History = Rc::new(RefCell::new(Vec::new()));
     let load: LoadSwitch = Rc::new(Cell::new(true));
@@ -707,6 +708,7 @@ pub fn run(config: RunConfig) -> RunReport {
             violations.extend(check::check(&world, &history));
             let settled = check::quiescent(&world);
             violations.extend(crate::effects::check(&world, &ledger.effects(), settled));
+            violations.extend(crate::pickups::check(&world, &bookings.all()));
             violations.extend(crate::notify_services::check(&world, &notifications));
             let initial_wallet_minor =
                 agora_actors::entity::DomainConfig::default().initial_wallet_minor;
@@ -764,6 +766,7 @@ pub fn run(config: RunConfig) -> RunReport {
         effects: {
             let mut effects = crate::effects::counts(&ledger.effects());
             effects.extend(notifications.counts());
+            effects.insert("pickup".into(), bookings.all().len());
             effects
         },
     }

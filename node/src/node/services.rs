@@ -18,6 +18,7 @@ use std::time::Duration;
 pub(super) fn outside_world(
     settings: &NodeSettings,
     (payment_gateway, gateway_ledger): (GatewayChoice, Arc<agora_actors::gateway::GatewayLedger>),
+    courier_bookings: Arc<agora_actors::courier::CourierBookings>,
     rng: Arc<dyn RandomSource>,
     router: &Router,
     sink: Option<Arc<dyn agora_actors::notify::NotificationSink>>,
@@ -45,7 +46,10 @@ pub(super) fn outside_world(
     };
     Ok(ExternalServices {
         gateway: payments,
-        courier: Arc::new(SimulatedCourier::new(courier_cfg, rng.clone(), callbacks)),
+        courier: Arc::new(
+            SimulatedCourier::new(courier_cfg, rng.clone(), callbacks)
+                .with_bookings(courier_bookings),
+        ),
         sink: match sink {
             Some(sink) => sink,
             None => Arc::new(
