@@ -18,7 +18,7 @@
 
 use crate::check::Violation;
 use crate::linearizable::{Answer, Model, Operation};
-use crate::models::{answer_of, SubHistory};
+use crate::models::{answer_of, end_of, read_at_end, SubHistory};
 use crate::workload::{Op, Outcome, Shown};
 use agora_actors::limits::{MAX_CART_LINES, MAX_LINE_QUANTITY};
 use std::collections::BTreeMap;
@@ -42,8 +42,8 @@ pub enum CartInput {
     Checkout(String),
     /// The lines held for a checkout key come back (a refusal's compensation).
     Return(String),
-    /// Reads the lines (the disks' cart after the run).
-    Read,
+    /// The lines as the disks hold them once the run is over.
+    ReadAtEnd,
 }
 
 /// What a cart operation answered.
@@ -103,7 +103,7 @@ impl Model for CartModel {
                     Some(CartOutput::Lines(_)) => None,
                 }
             }
-            CartInput::Read => match out {
+            CartInput::ReadAtEnd => match out {
                 None => Some(next),
                 Some(CartOutput::Lines(lines)) => (*lines == next.lines).then_some(next),
                 Some(_) => None,
@@ -182,14 +182,11 @@ pub fn check(history: &[Op], on_disk: &BTreeMap<String, Lines>) -> Vec<Violation
             _ => {}
         }
     }
-    let after_ms = history.iter().map(|o| o.end_ms).max().unwrap_or(0) + 1;
+    let end = end_of(history);
     for (shopper, sub) in by_cart.iter_mut() {
         if let Some(lines) = on_disk.get(*shopper) {
-            let answer = Answer::Returned {
-                at_ms: after_ms,
-                output: CartOutput::Lines(lines.clone()),
-            };
-            sub.push(operation(after_ms, answer, CartInput::Read), None);
+            let output = CartOutput::Lines(lines.clone());
+            sub.push(read_at_end(end, CartInput::ReadAtEnd, output), None);
         }
     }
     by_cart
@@ -275,7 +272,7 @@ mod tests {
             returned(10, 20, CartInput::Checkout("k1".into()), CartOutput::Held),
             add(30, "B", 1, &[("B", 1)]),
         ];
-        let read = |shown: &[(&str, u32)]| returned(40, 41, CartInput::Read, lines(shown));
+        let read = |shown: &[(&str, u32)]| returned(40, 41, CartInput::ReadAtEnd, lines(shown));
         ops.push(read(&[("B", 1)]));
         assert_eq!(search(&CartModel, &ops, 10_000), Verdict::Linearizable);
         // The last add was acknowledged and lost; or the placed order's lines came back.

@@ -405,7 +405,7 @@ pub fn wallets(world: &World, history: &[Op], initial_minor: u64, settled: bool)
 }
 
 /// The virtual ms just after every operation of `history`.
-fn end_of(history: &[Op]) -> u64 {
+pub(crate) fn end_of(history: &[Op]) -> u64 {
     history
         .iter()
         .map(|o| o.end_ms.max(o.invoke_ms))
@@ -415,7 +415,7 @@ fn end_of(history: &[Op]) -> u64 {
 }
 
 /// The disks' state once the run is over, read last: `input` answered `output` at `end`.
-fn read_at_end<I, O>(end: u64, input: I, output: O) -> Operation<I, O> {
+pub(crate) fn read_at_end<I, O>(end: u64, input: I, output: O) -> Operation<I, O> {
     Operation {
         invoke_ms: end,
         answer: Answer::Returned { at_ms: end, output },
