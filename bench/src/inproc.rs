@@ -51,6 +51,7 @@ impl Harness {
             passivate_after,
             max_active_per_shard: agora_runtime::max_active_per_shard(max_active_entities, shards),
             serve_guard: None,
+            served_log: None,
         };
         let owned: Vec<u32> = (0..shards).collect();
         let region = Region::start(shards, &owned, 1, rt, RegionLimits::default()).await?;

@@ -230,6 +230,7 @@ fn runtime_context(
     settings: &NodeSettings,
     (store, writer, clock): (&Store, &agora_store::Writer, Arc<dyn Clock>),
     serve_guard: Option<Arc<dyn agora_runtime::ServeGuard>>,
+    served_log: Option<(u64, Arc<dyn agora_seams::ServedLog>)>,
 ) -> RuntimeContext {
     let domain = DomainConfig {
         reservation_ttl_ms: settings.reservation_ttl_ms,
@@ -251,6 +252,7 @@ fn runtime_context(
             settings.shard_count,
         ),
         serve_guard,
+        served_log,
     }
 }
 
@@ -329,8 +331,8 @@ pub struct NodeEnv {
     pub serving: Serving,
     /// Where customer notifications go; `None`: a file in the data directory.
     pub sink: Option<Arc<dyn agora_actors::notify::NotificationSink>>,
-    /// Who is told of every replicated shard served here (the simulator's one-leader
-    /// checker); `None` in production.
+    /// Who is told of every shard served here, with its term or epoch (the simulator's
+    /// one-leader and one-owner checkers); `None` in production.
     pub served_log: Option<Arc<dyn agora_replication::ServedLog>>,
     /// The simulated payment gateway's books, shared by every node of a simulated cluster
     /// and kept across restarts (the simulator's effect ledger); `None`: a ledger of this
@@ -421,9 +423,16 @@ pub async fn start_with(
             agora_replication::ServingConfig::for_groups(&group_config),
         )
     });
-    if let (Some(leadership), Some(log)) = (&leadership, served_log) {
-        leadership.log_served(log);
-    }
+    // Replicated shards report what they serve through their leadership, unreplicated ones
+    // through their entities.
+    let unreplicated_served_log = match (&leadership, served_log) {
+        (Some(leadership), Some(log)) => {
+            leadership.log_served(log);
+            None
+        }
+        (None, log) => log.map(|log| (me, log)),
+        (Some(_), None) => None,
+    };
 
     let storage::Storage {
         store,
@@ -451,6 +460,7 @@ pub async fn start_with(
         &settings,
         (&store, &writer, clock.clone()),
         serve_guard(leadership.as_ref(), cluster.is_some(), &map_current),
+        unreplicated_served_log,
     );
     let joining = cluster.as_ref().is_some_and(|c| c.join);
     let routing::Routing {
@@ -572,6 +582,7 @@ pub async fn start_with(
             raft: raft.clone(),
             router: router.clone(),
             replicated: leadership.is_some(),
+            moving: Default::default(),
         },
         raft,
         join_policy,

@@ -71,11 +71,8 @@ pub trait LeadershipEvents: Send + Sync + 'static {
 }
 
 /// Told each time this node lets a shard's entities run (a `may_serve` that says yes), with
-/// the term it serves under: the simulator's one-leader checker reads it as the run goes.
-pub trait ServedLog: Send + Sync + 'static {
-    /// `node` served `shard` under `term` just now.
-    fn served(&self, node: NodeId, shard: GroupId, term: u64);
-}
+/// the group term it serves under.
+pub use agora_seams::ServedLog;
 
 /// How serving behaves.
 #[derive(Debug, Clone)]

@@ -668,6 +668,9 @@ impl Actor for EntityActor {
             msg.refuse(AskError::Unavailable(e.to_string()));
             return Err(Box::new(e));
         }
+        if let Some((node, log)) = &host.args.rt.served_log {
+            log.served(*node, host.args.shard, host.args.epoch);
+        }
         match msg {
             EntityMsg::Request {
                 cmd,

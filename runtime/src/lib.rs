@@ -37,6 +37,10 @@ pub struct RuntimeContext {
     /// Whether this node may serve a shard now (replicated shards: their group's leader,
     /// within its lease); `None`: every shard the map gives this node.
     pub serve_guard: Option<Arc<dyn ServeGuard>>,
+    /// This node's id and where it reports each message an unreplicated shard's entity
+    /// takes, with the shard's owner epoch (the simulator's one-owner checker); `None` in
+    /// production and for replicated shards (their leadership reports them).
+    pub served_log: Option<(u64, Arc<dyn agora_seams::ServedLog>)>,
 }
 
 /// Says whether this node may serve a shard at this moment.

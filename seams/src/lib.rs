@@ -11,6 +11,14 @@ pub trait Clock: Send + Sync + 'static {
     fn now_ms(&self) -> u64;
 }
 
+/// Told each time a node lets a shard's entities run, with the term (a replicated shard's
+/// group term) or epoch (an unreplicated shard's owner epoch) it serves under: the
+/// simulator's one-owner and one-leader checkers read it as the run goes.
+pub trait ServedLog: Send + Sync + 'static {
+    /// `node` served `shard` under `term` just now.
+    fn served(&self, node: u64, shard: u32, term: u64);
+}
+
 /// A source of random bytes.
 pub trait RandomSource: Send + Sync + 'static {
     /// Fills `buf` with random bytes.

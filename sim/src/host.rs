@@ -112,10 +112,10 @@ pub struct RunShared {
 }
 
 impl RunShared {
-    /// What the nodes of run `seed` share, empty.
-    pub fn new(seed: u64) -> Self {
+    /// What the nodes of run `seed` share, empty; `replicated`: its shards are.
+    pub fn new(seed: u64, replicated: bool) -> Self {
         Self {
-            served: Default::default(),
+            served: crate::served::ServedRecorder::new(replicated),
             ledger: Default::default(),
             bookings: Default::default(),
             notifications: crate::notify_services::NotificationServices::new(seed),

@@ -554,11 +554,12 @@ fn main() -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string(&s)?);
             } else {
                 println!(
-                    "seed={seed} trace={} ops={} orders={:?} effects={:?} simulated {:.1} s in {:.1} s wall ({:.2}x)",
+                    "seed={seed} trace={} ops={} orders={:?} effects={:?} served={} simulated {:.1} s in {:.1} s wall ({:.2}x)",
                     s.trace_hash,
                     s.ops,
                     report.orders,
                     report.effects,
+                    report.served_events,
                     s.sim_secs,
                     wall,
                     s.sim_secs / wall.max(1e-9)

@@ -1,8 +1,11 @@
-//! The one-leader checker, during the run: every time a node lets a replicated shard's
-//! entities run it says so, with the group term it serves under (`ServedLog`). Raft gives a
-//! term at most one leader, and leases keep a deposed leader from serving once a newer term
-//! could: so for each shard, the terms served must never go back, and one term must be
-//! served by one node. Events arrive in simulated-time order (the simulation is one thread).
+//! The one-owner and one-leader checkers, during the run: every time a node lets a shard's
+//! entities run it says so (`ServedLog`), with the term it serves under: a replicated
+//! shard's group term (its leadership reports it), an unreplicated shard's owner epoch (its
+//! entities report each message they take). Raft gives a term at most one leader, leases keep
+//! a deposed leader from serving once a newer term could, and a handoff freezes the old
+//! owner before the map moves the shard on: so for each shard, the terms served must never go
+//! back, and one term must be served by one node. Events arrive in simulated-time order (the
+//! simulation is one thread).
 
 use agora_replication::{GroupId, NodeId, ServedLog};
 use std::collections::BTreeMap;
@@ -20,12 +23,31 @@ struct Seen {
 }
 
 /// What every node of a run reports it served.
-#[derive(Default, Clone)]
+#[derive(Clone)]
 pub struct ServedRecorder {
     seen: Arc<Mutex<Seen>>,
+    /// What a term is in this run's messages: "term" (replicated) or "epoch".
+    term: &'static str,
 }
 
 impl ServedRecorder {
+    /// A recorder for a run whose shards are `replicated` (terms) or not (epochs).
+    pub fn new(replicated: bool) -> Self {
+        Self {
+            seen: Arc::default(),
+            term: if replicated { "term" } else { "epoch" },
+        }
+    }
+
+    /// The invariant its violations break: one leader per term, or one owner per epoch.
+    pub fn invariant(&self) -> &'static str {
+        if self.term == "term" {
+            "one-leader"
+        } else {
+            "one-owner"
+        }
+    }
+
     /// The log a node reports to (one recorder for every node of the run; each event names
     /// its node).
     pub fn for_node(&self) -> Arc<dyn ServedLog> {
@@ -41,14 +63,15 @@ impl ServedRecorder {
 
 impl ServedLog for ServedRecorder {
     fn served(&self, node: NodeId, shard: GroupId, term: u64) {
+        let unit = self.term;
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         seen.events += 1;
         let problem = match seen.newest.get(&shard).copied() {
             Some((newest, by)) if term < newest => Some(format!(
-                "shard {shard}: node {node} served under term {term} after node {by} served under term {newest}"
+                "shard {shard}: node {node} served under {unit} {term} after node {by} served under {unit} {newest}"
             )),
             Some((newest, by)) if term == newest && node != by => Some(format!(
-                "shard {shard}: nodes {by} and {node} both served under term {term}"
+                "shard {shard}: nodes {by} and {node} both served under {unit} {term}"
             )),
             _ => None,
         };
@@ -68,7 +91,7 @@ mod tests {
 
     #[test]
     fn an_older_term_or_a_second_node_in_a_term_is_caught() {
-        let rec = ServedRecorder::default();
+        let rec = ServedRecorder::new(true);
         let log = rec.for_node();
         log.served(1, 0, 3);
         log.served(1, 0, 3);
@@ -82,5 +105,20 @@ mod tests {
         assert_eq!(found.len(), 2, "{found:?}");
         assert!(found[0].contains("term 3 after node 2 served under term 4"));
         assert!(found[1].contains("nodes 2 and 3 both served under term 4"));
+    }
+
+    #[test]
+    fn an_unreplicated_run_checks_owner_epochs_as_one_owner() {
+        let rec = ServedRecorder::new(false);
+        let log = rec.for_node();
+        log.served(1, 5, 1);
+        log.served(2, 5, 2);
+        log.served(1, 5, 1);
+        let (found, _) = rec.violations();
+        assert_eq!(rec.invariant(), "one-owner");
+        assert_eq!(
+            found,
+            vec!["shard 5: node 1 served under epoch 1 after node 2 served under epoch 2"]
+        );
     }
 }

@@ -107,21 +107,43 @@ async fn the_shard_map_is_agreed_through_raft_and_survives_losing_the_leader() {
     assert!(third.term >= second.term, "{third:?} after {second:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_shard_moves_to_another_node_under_load_without_losing_or_repeating_anything() {
-    let cluster = Cluster::start(3, 50).await;
-    let admin = cluster.admin().await;
-    let ops1 = cluster.ops(0);
-    // A product stored on node 1, and its shard.
-    let (sku, shard) = cluster.product_stored_on(&admin, 0, "product", 40).await;
+/// A product stored on node 1, its shard, and shoppers buying it through every node.
+struct Bought {
+    admin: agora_tests::http::Client,
+    sku: String,
+    shard: u64,
+    shoppers: agora_tests::cluster::Shoppers,
+}
 
-    // Shoppers keep buying it through every node while the shard moves.
+/// Stores a product on node 1 (40 in stock) and starts six shoppers buying it through every
+/// node.
+async fn bought_on_node_1(cluster: &Cluster) -> Bought {
+    let admin = cluster.admin().await;
+    let (sku, shard) = cluster.product_stored_on(&admin, 0, "product", 40).await;
     let shoppers = agora_tests::cluster::Shoppers::start(
         (0..3).map(|i| cluster.client(i)).collect(),
         vec![sku.clone()],
         6,
     )
     .await;
+    Bought {
+        admin,
+        sku,
+        shard,
+        shoppers,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_moves_to_another_node_under_load_without_losing_or_repeating_anything() {
+    let cluster = Cluster::start(3, 50).await;
+    let ops1 = cluster.ops(0);
+    let Bought {
+        admin,
+        sku,
+        shard,
+        shoppers,
+    } = bought_on_node_1(&cluster).await;
     let started = Instant::now();
     let moved = agora_tests::operations::run_operation(
         &ops1,
@@ -174,6 +196,56 @@ async fn a_shard_moves_to_another_node_under_load_without_losing_or_repeating_an
         .await
         .expect_status(200, "shards");
     assert_eq!(shards.body["epoch"], 2, "{}", shards.text);
+
+    // Every acknowledged order finishes, once, and stock is conserved.
+    agora_tests::cluster::assert_acknowledged_units_sold_once(&admin, &[sku], 40, &acked).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_moves_of_one_shard_at_once_run_one_after_the_other_and_lose_nothing() {
+    let cluster = Cluster::start(3, 50).await;
+    let ops1 = cluster.ops(0);
+    let Bought {
+        admin,
+        sku,
+        shard,
+        shoppers,
+    } = bought_on_node_1(&cluster).await;
+
+    // An operator asks node 1 to move the shard to node 2 and, at once, to node 3.
+    let path = format!("/admin/shards/{shard}/move");
+    let (body2, body3) = (json!({"to": 2}), json!({"to": 3}));
+    let (to2, to3) = tokio::join!(ops1.post(&path, &body2), ops1.post(&path, &body3));
+    let ids = [
+        agora_tests::operations::accepted(&to2, "move", "move to node 2"),
+        agora_tests::operations::accepted(&to3, "move", "move to node 3"),
+    ];
+    let mut ended = Vec::new();
+    for id in &ids {
+        ended.push(agora_tests::operations::finished(&ops1, id).await);
+    }
+    let acked = shoppers.finish().await;
+
+    // One move won; the other waited for its turn and was then refused: the shard was no
+    // longer node 1's to move (it did not race the first, freezing and thawing the shard).
+    let won: Vec<&serde_json::Value> = ended.iter().filter(|o| o["state"] == "succeeded").collect();
+    assert_eq!(won.len(), 1, "exactly one move wins: {ended:?}");
+    let owner = won[0]["to"].as_u64().expect("the winner names its target");
+    let lost = ended
+        .iter()
+        .find(|o| o["state"] != "succeeded")
+        .expect("the other move ended");
+    assert_eq!(lost["state"], "failed", "{lost}");
+    let detail = lost["problem"]["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains(&format!("is owned by node {owner}")),
+        "the second move must find the shard moved, not race the first: {lost}"
+    );
+    assert_eq!(
+        won[0]["result"]["epoch"], 2,
+        "one move, one epoch: {}",
+        won[0]
+    );
 
     // Every acknowledged order finishes, once, and stock is conserved.
     agora_tests::cluster::assert_acknowledged_units_sold_once(&admin, &[sku], 40, &acked).await;

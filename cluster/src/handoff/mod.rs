@@ -90,6 +90,12 @@ pub struct Handoff {
     /// Whether shards are replicated: their data is already on several nodes and their
     /// groups elect who serves, so nothing is streamed and moves are refused.
     pub replicated: bool,
+    /// Held while a move of this node's runs: one at a time. Two moves of one shard at once
+    /// would each freeze it, and the one that lost (refused: the map moved on) would thaw it
+    /// while the winner hands it off, so the old copy would take writes the new owner never
+    /// gets; moves of two shards at once would refuse each other anyway (a move needs the
+    /// map's epoch unchanged).
+    pub moving: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Why a move is refused for replicated shards.

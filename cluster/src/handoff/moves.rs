@@ -48,6 +48,8 @@ impl Handoff {
     }
 
     pub(super) async fn move_shard_to_end(&self, shard: u32, to: u64) -> Result<u64, MoveError> {
+        // Checked again once this move's turn comes: an earlier move may have taken the shard.
+        let _one_move_at_a_time = self.moving.lock().await;
         let epoch = self.check_move(shard, to)?;
         // The map follower may not have started the shard yet (just after a start).
         self.region

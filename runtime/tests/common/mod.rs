@@ -137,6 +137,7 @@ pub async fn region_capped(
         passivate_after: idle,
         max_active_per_shard: cap,
         serve_guard: None,
+        served_log: None,
     };
     let all: Vec<u32> = (0..8).collect();
     let region = Region::start(8, &all, 1, rt, RegionLimits::default())
