@@ -21,6 +21,7 @@ pub mod outbound;
 pub mod payment_gateway_sim;
 pub mod payment_http;
 pub mod placement_balancer;
+pub mod prompt_elections;
 pub mod replica_moves;
 pub mod replicas;
 pub mod seed;

@@ -327,6 +327,11 @@ pub const METRICS: &[(Kind, &str, &str)] = &[
     ),
     (
         Counter,
+        "agora_prompt_elections_total",
+        "Elections this node asked for because a replicated shard's leader was down (its session gone) past the leader's lease.",
+    ),
+    (
+        Counter,
         "agora_store_marks_forgotten_total",
         "Applied-message marks forgotten after the retention time.",
     ),

@@ -611,6 +611,15 @@ pub async fn start_with(
         agora_cluster::handoff::follow_map(me, region.clone(), map.clone());
     }
     let _ = handoff_cell.set(admin_state.handoff.clone());
+    if let (Some(_), Some(groups), Some(_)) = (&leadership, &groups, &cluster) {
+        crate::prompt_elections::start(
+            me,
+            groups.clone(),
+            liveness.clone(),
+            settings.shard_count,
+            &group_config,
+        );
+    }
     match (&leadership, &groups, &cluster) {
         (Some(leadership), Some(groups), Some(c)) => shards::start_replicas(
             crate::replicas::ReplicaStart {

@@ -226,6 +226,12 @@ impl Groups {
         }
     }
 
+    /// Whether this node's replica of `group` may call elections now: nothing holds it, or
+    /// it was released to stand (`ElectionHolds`).
+    pub fn calls_elections(&self, group: GroupId) -> bool {
+        self.holds.holds(group).is_empty() || self.holds.is_released(group)
+    }
+
     async fn start_member(&self, group: GroupId) -> Result<ShardRaft, GroupError> {
         if let Some(raft) = self.raft(group) {
             return Ok(raft);
