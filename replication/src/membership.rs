@@ -135,19 +135,18 @@ pub async fn change_voters(
         group,
         reason: e.to_string(),
     };
-    for node in learners {
-        let added = raft.add_learner(node, openraft::BasicNode::default(), true);
-        match tokio::time::timeout(catch_up, added).await {
-            Ok(Ok(_)) => tracing::info!(group, node, "new replica caught up"),
-            Ok(Err(e)) => return Err(raft_err(&e)),
-            Err(_) => {
-                return Err(MembershipError::CatchUpTimeout {
-                    group,
-                    node,
-                    timeout_ms: catch_up.as_millis() as u64,
-                })
-            }
-        }
+    for node in &learners {
+        raft.add_learner(*node, openraft::BasicNode::default(), false)
+            .await
+            .map_err(|e| raft_err(&e))?;
+    }
+    // Every replica that is to become a voter holds the log first: those just added, and
+    // learners an earlier attempt added that may not have caught up then.
+    let m = raft.metrics().borrow().clone();
+    let entry = m.membership_config.log_id().unwrap_or_default();
+    for node in desired.difference(&voters(&m)) {
+        wait_for_learner(group, raft, *node, entry, catch_up).await?;
+        tracing::info!(group, node, "new replica caught up");
     }
     raft.change_membership(ChangeMembers::ReplaceAllVoters(desired.clone()), false)
         .await
@@ -155,6 +154,87 @@ pub async fn change_voters(
     let now = voters(&raft.metrics().borrow().clone());
     tracing::info!(group, voters = ?now, "group membership changed");
     Ok(true)
+}
+
+/// Waits (at most `catch_up`) until the leader has replicated to learner `node` the
+/// membership entry `entry` that lists it, so that it holds the log before it may become a
+/// voter.
+///
+/// openraft's own blocking `add_learner` is not that wait: it calls a learner "up to date"
+/// when it lags by at most `replication_lag_threshold` entries (5,000 by default), which a
+/// learner that has received nothing at all does whenever the log is shorter. A blank
+/// learner then became a voter at once (the log said "caught up" the moment it was added),
+/// and when a second replica's disk was lost the group had no majority that held its
+/// entries: it stayed without a leader for good (simulator, membership seed 23, session 28).
+async fn wait_for_learner(
+    group: GroupId,
+    raft: &ShardRaft,
+    node: NodeId,
+    entry: LogId<NodeId>,
+    catch_up: Duration,
+) -> Result<(), MembershipError> {
+    let me = raft.metrics().borrow().id;
+    let caught_up = raft
+        .wait(Some(catch_up))
+        .metrics(
+            |m| learner_progress(m, node, entry) != LearnerProgress::Behind,
+            "the new learner holds the entry that lists it",
+        )
+        .await;
+    let timeout = MembershipError::CatchUpTimeout {
+        group,
+        node,
+        timeout_ms: catch_up.as_millis() as u64,
+    };
+    match caught_up.map(|m| learner_progress(&m, node, entry)) {
+        Ok(LearnerProgress::HoldsEntry) => Ok(()),
+        Ok(LearnerProgress::NotLeading) => Err(MembershipError::NotLeader { me, group }),
+        Ok(LearnerProgress::Removed) => Err(MembershipError::Raft {
+            group,
+            reason: format!("node {node} left the group while it caught up"),
+        }),
+        Ok(LearnerProgress::Behind) | Err(openraft::metrics::WaitError::Timeout(..)) => {
+            Err(timeout)
+        }
+        Err(e) => Err(MembershipError::Raft {
+            group,
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// Where a learner being added stands, as its group's leader sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LearnerProgress {
+    /// The leader has replicated to it the entry that added it (or a later one).
+    HoldsEntry,
+    /// It does not hold that entry yet.
+    Behind,
+    /// This node no longer leads the group: its view of the learner says nothing.
+    NotLeading,
+    /// A later membership left it out.
+    Removed,
+}
+
+/// How far learner `node`, added by the membership entry `entry`, has caught up, from
+/// the leader's metrics `m` (pure: unit-tested).
+fn learner_progress(
+    m: &RaftMetrics<NodeId, openraft::BasicNode>,
+    node: NodeId,
+    entry: LogId<NodeId>,
+) -> LearnerProgress {
+    let Some(replication) = &m.replication else {
+        return LearnerProgress::NotLeading;
+    };
+    if m.membership_config.log_id() >= &Some(entry)
+        && m.membership_config.membership().get_node(&node).is_none()
+    {
+        return LearnerProgress::Removed;
+    }
+    match replication.get(&node) {
+        Some(matched) if *matched >= Some(entry) => LearnerProgress::HoldsEntry,
+        _ => LearnerProgress::Behind,
+    }
 }
 
 #[cfg(test)]
@@ -232,5 +312,36 @@ mod tests {
         assert!(left_group(4, id(2, 10), &view(id(2, 10), &[1, 2])));
         // A peer that applied no membership proves nothing.
         assert!(!left_group(4, None, &view(None, &[])));
+    }
+
+    #[test]
+    fn a_learner_that_received_nothing_has_not_caught_up_however_short_the_log() {
+        let entry = LogId::new(openraft::CommittedLeaderId::new(2, 1), 12);
+        let mut m = metrics(vec![set(&[1, 2, 3])], &[4]);
+        m.membership_config = Arc::new(StoredMembership::new(
+            Some(entry),
+            m.membership_config.membership().clone(),
+        ));
+        m.last_log_index = Some(14);
+        // openraft's blocking add_learner called this learner up to date: it lags by 14
+        // entries, under its 5,000-entry threshold. It holds nothing.
+        m.replication = Some(BTreeMap::from([(2, Some(entry)), (4, None)]));
+        assert_eq!(learner_progress(&m, 4, entry), LearnerProgress::Behind);
+        let before = LogId::new(openraft::CommittedLeaderId::new(2, 1), 11);
+        m.replication = Some(BTreeMap::from([(4, Some(before))]));
+        assert_eq!(learner_progress(&m, 4, entry), LearnerProgress::Behind);
+        m.replication = Some(BTreeMap::from([(4, Some(entry))]));
+        assert_eq!(learner_progress(&m, 4, entry), LearnerProgress::HoldsEntry);
+        // Deposed: this node's view of the learner says nothing.
+        m.replication = None;
+        assert_eq!(learner_progress(&m, 4, entry), LearnerProgress::NotLeading);
+        // A later membership without it.
+        let mut m = metrics(vec![set(&[1, 2, 3])], &[]);
+        m.membership_config = Arc::new(StoredMembership::new(
+            Some(LogId::new(openraft::CommittedLeaderId::new(2, 1), 13)),
+            m.membership_config.membership().clone(),
+        ));
+        m.replication = Some(BTreeMap::new());
+        assert_eq!(learner_progress(&m, 4, entry), LearnerProgress::Removed);
     }
 }
