@@ -210,7 +210,15 @@ async fn change(
     desired: BTreeSet<u64>,
 ) {
     if let (Ok(_permit), Some(raft)) = (permits.acquire().await, r.groups.raft(shard)) {
-        match membership::change_voters(r.me, shard, &raft, &desired, CATCH_UP_TIMEOUT).await {
+        // A learner is waited for only while placement still puts it here.
+        let wanted = |node: u64| {
+            crate::replicas::current_placement(&r)
+                .replicas
+                .get(shard as usize)
+                .is_some_and(|d| d.contains(&node))
+        };
+        let catch_up = (CATCH_UP_TIMEOUT, &wanted as &(dyn Fn(u64) -> bool + Sync));
+        match membership::change_voters(r.me, shard, &raft, &desired, catch_up).await {
             Ok(changed) => tracing::debug!(shard, changed, "group membership follows placement"),
             Err(e) => tracing::warn!(shard, error = %e, "group membership change did not finish"),
         }

@@ -100,27 +100,32 @@ pub fn next_step(
 ) -> Step {
     assert!(!desired.is_empty(), "a group keeps at least one replica");
     let joint = m.membership_config.membership().get_joint_config().len() > 1;
-    if !joint && voters(m) == *desired {
+    let present = members(m);
+    // Settled only without stray learners: a learner added for a node that placement then
+    // dropped (removed while it caught up) would otherwise stay in the group for good, and
+    // its replica, which leaves only once the group has applied a membership without it,
+    // would never go (membership seed 58, session 28).
+    if !joint && voters(m) == *desired && present == *desired {
         return Step::Settled;
     }
     if !desired.contains(&me) {
         return Step::HandOver;
     }
-    let present = members(m);
     Step::Change {
         learners: desired.difference(&present).copied().collect(),
     }
 }
 
 /// Moves `raft`'s group (led by `me`) to the voters `desired`: new nodes join as learners
-/// and catch up (at most `catch_up` each), then one joint change replaces the voters and
-/// drops the nodes left out. Returns whether anything changed.
+/// and catch up (at most `catch_up` each, and only while `wanted` still places them), then
+/// one joint change replaces the voters and drops the nodes left out, learners included.
+/// Returns whether anything changed.
 pub async fn change_voters(
     me: NodeId,
     group: GroupId,
     raft: &ShardRaft,
     desired: &BTreeSet<NodeId>,
-    catch_up: Duration,
+    (catch_up, wanted): (Duration, &(dyn Fn(NodeId) -> bool + Sync)),
 ) -> Result<bool, MembershipError> {
     let m = raft.metrics().borrow().clone();
     if m.current_leader != Some(me) {
@@ -145,12 +150,24 @@ pub async fn change_voters(
     let m = raft.metrics().borrow().clone();
     let entry = m.membership_config.log_id().unwrap_or_default();
     for node in desired.difference(&voters(&m)) {
-        wait_for_learner(group, raft, *node, entry, catch_up).await?;
+        wait_for_learner(group, raft, (*node, entry), (catch_up, wanted)).await?;
         tracing::info!(group, node, "new replica caught up");
     }
-    raft.change_membership(ChangeMembers::ReplaceAllVoters(desired.clone()), false)
-        .await
-        .map_err(|e| raft_err(&e))?;
+    if voters(&m) != *desired || m.membership_config.membership().get_joint_config().len() > 1 {
+        raft.change_membership(ChangeMembers::ReplaceAllVoters(desired.clone()), false)
+            .await
+            .map_err(|e| raft_err(&e))?;
+    }
+    let stray: BTreeSet<NodeId> = members(&raft.metrics().borrow().clone())
+        .difference(desired)
+        .copied()
+        .collect();
+    if !stray.is_empty() {
+        raft.change_membership(ChangeMembers::RemoveNodes(stray.clone()), false)
+            .await
+            .map_err(|e| raft_err(&e))?;
+        tracing::info!(group, learners = ?stray, "learners placed elsewhere dropped");
+    }
     let now = voters(&raft.metrics().borrow().clone());
     tracing::info!(group, voters = ?now, "group membership changed");
     Ok(true)
@@ -169,39 +186,56 @@ pub async fn change_voters(
 async fn wait_for_learner(
     group: GroupId,
     raft: &ShardRaft,
-    node: NodeId,
-    entry: LogId<NodeId>,
-    catch_up: Duration,
+    (node, entry): (NodeId, LogId<NodeId>),
+    (catch_up, wanted): (Duration, &(dyn Fn(NodeId) -> bool + Sync)),
 ) -> Result<(), MembershipError> {
     let me = raft.metrics().borrow().id;
-    let caught_up = raft
-        .wait(Some(catch_up))
-        .metrics(
-            |m| learner_progress(m, node, entry) != LearnerProgress::Behind,
-            "the new learner holds the entry that lists it",
-        )
-        .await;
     let timeout = MembershipError::CatchUpTimeout {
         group,
         node,
         timeout_ms: catch_up.as_millis() as u64,
     };
-    match caught_up.map(|m| learner_progress(&m, node, entry)) {
-        Ok(LearnerProgress::HoldsEntry) => Ok(()),
-        Ok(LearnerProgress::NotLeading) => Err(MembershipError::NotLeader { me, group }),
-        Ok(LearnerProgress::Removed) => Err(MembershipError::Raft {
-            group,
-            reason: format!("node {node} left the group while it caught up"),
-        }),
-        Ok(LearnerProgress::Behind) | Err(openraft::metrics::WaitError::Timeout(..)) => {
-            Err(timeout)
-        }
-        Err(e) => Err(MembershipError::Raft {
-            group,
-            reason: e.to_string(),
-        }),
+    let deadline = tokio::time::Instant::now() + catch_up;
+    loop {
+        // In slices, so that a learner placement dropped meanwhile (its node removed while
+        // it caught up) is given up within a second, not after the whole `catch_up`.
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let caught_up = raft
+            .wait(Some(left.min(CATCH_UP_LOOK_EVERY)))
+            .metrics(
+                |m| learner_progress(m, node, entry) != LearnerProgress::Behind,
+                "the new learner holds the entry that lists it",
+            )
+            .await;
+        return match caught_up.map(|m| learner_progress(&m, node, entry)) {
+            Ok(LearnerProgress::HoldsEntry) => Ok(()),
+            Ok(LearnerProgress::NotLeading) => Err(MembershipError::NotLeader { me, group }),
+            Ok(LearnerProgress::Removed) => Err(MembershipError::Raft {
+                group,
+                reason: format!("node {node} left the group while it caught up"),
+            }),
+            Ok(LearnerProgress::Behind) | Err(openraft::metrics::WaitError::Timeout(..)) => {
+                if left.is_zero() {
+                    Err(timeout)
+                } else if !wanted(node) {
+                    Err(MembershipError::Raft {
+                        group,
+                        reason: format!("node {node} is no longer placed here while it caught up"),
+                    })
+                } else {
+                    continue;
+                }
+            }
+            Err(e) => Err(MembershipError::Raft {
+                group,
+                reason: e.to_string(),
+            }),
+        };
     }
 }
+
+/// How often a wait for a learner looks whether placement still wants it.
+const CATCH_UP_LOOK_EVERY: Duration = Duration::from_secs(1);
 
 /// Where a learner being added stands, as its group's leader sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -284,6 +318,13 @@ mod tests {
         let m = metrics(vec![set(&[1, 2, 3]), set(&[1, 2, 4])], &[]);
         assert_eq!(
             next_step(1, &m, &set(&[1, 2, 4])),
+            Step::Change { learners: set(&[]) }
+        );
+        // A learner placement no longer wants (its node was removed while it caught up)
+        // is dropped: the group is not settled while it stays.
+        let m = metrics(vec![set(&[1, 2, 3])], &[4]);
+        assert_eq!(
+            next_step(1, &m, &set(&[1, 2, 3])),
             Step::Change { learners: set(&[]) }
         );
         // Shrinking needs no learner.
