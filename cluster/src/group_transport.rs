@@ -23,6 +23,10 @@ impl DirectoryTransport {
 
 #[async_trait]
 impl GroupTransport for DirectoryTransport {
+    fn connected(&self, to: NodeId) -> bool {
+        self.directory.gateway(to).is_some()
+    }
+
     async fn call(
         &self,
         to: NodeId,

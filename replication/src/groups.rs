@@ -102,6 +102,17 @@ pub struct Groups {
 /// How long a peer has to say how far its log of a group goes.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// What came of asking a peer to call an election (`Groups::ask_to_elect`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ElectAsk {
+    /// It called one.
+    Called,
+    /// It refused, failed or did not answer in time: it may or may not have called one.
+    Refused,
+    /// The request was never sent (no connection to the peer): it called none on our ask.
+    NotSent,
+}
+
 impl Groups {
     /// Node `me`'s groups, stored in `store` through `writer`, reaching peers over
     /// `transport`.
@@ -320,15 +331,24 @@ impl Groups {
     }
 
     /// Asks `peer` to call an election in `group` now (this node, its leader, stepped aside
-    /// for it); whether it did.
-    pub async fn ask_to_elect(&self, group: GroupId, peer: NodeId) -> bool {
+    /// for it); what came of it.
+    pub async fn ask_to_elect(&self, group: GroupId, peer: NodeId) -> ElectAsk {
         let Ok(request) = crate::codec::encode(&GroupRpc::Elect(group)) else {
-            return false;
+            return ElectAsk::NotSent;
         };
         match self.transport.call(peer, request, STATUS_TIMEOUT).await {
-            Ok(answer) => matches!(decode::<GroupRpcReply>(&answer), Ok(GroupRpcReply::Elect)),
-            Err(_) => false,
+            Ok(answer) => match decode::<GroupRpcReply>(&answer) {
+                Ok(GroupRpcReply::Elect) => ElectAsk::Called,
+                _ => ElectAsk::Refused,
+            },
+            Err(crate::network::TransportError::Unreachable(_)) => ElectAsk::NotSent,
+            Err(_) => ElectAsk::Refused,
         }
+    }
+
+    /// Whether a connection to `peer` is up now (a call to it would be sent).
+    pub fn connected(&self, peer: NodeId) -> bool {
+        self.transport.connected(peer)
     }
 
     /// Marks this node's replica of `group` as being rebuilt from its peers (its disk was

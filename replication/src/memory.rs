@@ -52,24 +52,32 @@ pub struct MemoryLink {
     pub net: MemoryTransport,
 }
 
-#[async_trait]
-impl GroupTransport for MemoryLink {
-    async fn call(
-        &self,
-        to: NodeId,
-        request: Vec<u8>,
-        timeout: Duration,
-    ) -> Result<Vec<u8>, TransportError> {
+impl MemoryLink {
+    /// `to`'s groups, if a call from this node reaches them now (neither end cut off).
+    fn peer(&self, to: NodeId) -> Option<Groups> {
         let from_cut = self
             .net
             .cut_off
             .read()
             .map(|c| c.contains(&self.from))
             .unwrap_or(true);
-        let peer = match self.net.reachable(to) {
-            Some(p) if !from_cut => p,
-            _ => return Err(TransportError::Unreachable(to)),
-        };
+        self.net.reachable(to).filter(|_| !from_cut)
+    }
+}
+
+#[async_trait]
+impl GroupTransport for MemoryLink {
+    fn connected(&self, to: NodeId) -> bool {
+        self.peer(to).is_some()
+    }
+
+    async fn call(
+        &self,
+        to: NodeId,
+        request: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, TransportError> {
+        let peer = self.peer(to).ok_or(TransportError::Unreachable(to))?;
         tokio::time::timeout(timeout, async move { peer.serve(&request).await })
             .await
             .map_err(|_| TransportError::Call {

@@ -101,6 +101,12 @@ pub trait GroupTransport: Send + Sync + 'static {
         request: Vec<u8>,
         timeout: Duration,
     ) -> Result<Vec<u8>, TransportError>;
+
+    /// Whether a call to `to` would be sent now (a connection to it is up): a node gives
+    /// no lead to a peer it knows is gone.
+    fn connected(&self, _to: NodeId) -> bool {
+        true
+    }
 }
 
 /// The encoded answer refusing a request for `reason`.

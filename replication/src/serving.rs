@@ -377,7 +377,13 @@ impl Serving {
         let desired = self.desired(shard)?;
         let me = self.inner.me;
         let voters = crate::membership::voters(m);
-        let eligible = |n: &&NodeId| **n != me && voters.contains(n) && caught_up(m, **n);
+        // A peer whose connection is gone is no target, however caught up it looks: an idle
+        // group's log does not move, so a replica killed a moment ago still "holds every
+        // entry" (the failover bench: a lead handed to a node killed 430 ms before, and the
+        // shard unserved for the two-second handover wait).
+        let eligible = |n: &&NodeId| {
+            **n != me && voters.contains(n) && caught_up(m, **n) && balancing.groups.connected(**n)
+        };
         let target = if desired.contains(&me) {
             desired.first().filter(eligible).copied()
         } else {
@@ -430,10 +436,25 @@ impl Serving {
         );
         self.stop_serving(shard, events).await;
         self.keep_out_of_elections(shard, &balancing.groups);
-        let elected = balancing.groups.ask_to_elect(shard, to).await;
+        let asked = balancing.groups.ask_to_elect(shard, to).await;
         metrics::counter!("agora_replication_handovers_total").increment(1);
-        if !elected {
-            tracing::debug!(shard, to, "the replica did not call an election");
+        match asked {
+            crate::groups::ElectAsk::Called => {}
+            crate::groups::ElectAsk::Refused => {
+                tracing::debug!(shard, to, "the replica did not call an election");
+            }
+            // Never sent (its connection went while the shard quiesced): it calls no
+            // election on this ask, so this node, still the group's leader, serves again at
+            // once instead of waiting out the handover for a leader that is not coming.
+            crate::groups::ElectAsk::NotSent => {
+                tracing::info!(shard, to, "the replica is gone: serving the shard again");
+                if let Ok(mut h) = self.inner.handovers.lock() {
+                    h.remove(&shard);
+                }
+                balancing
+                    .groups
+                    .hold_elections(shard, ElectionHold::SteppedAside, false);
+            }
         }
     }
 
@@ -458,6 +479,14 @@ impl Serving {
         metrics::histogram!("agora_replication_handover_quiesce_seconds")
             .record(started.elapsed().as_secs_f64());
         quiet
+    }
+
+    /// Whether a connection to `peer` is up (always, before balancing starts).
+    fn connected(&self, peer: NodeId) -> bool {
+        self.inner
+            .balancing
+            .get()
+            .is_none_or(|b| b.groups.connected(peer))
     }
 
     /// This node's member of `shard`'s group, if it runs one.
@@ -535,6 +564,9 @@ impl Serving {
         if !caught_up(&m, to) {
             return Err(TransferRefused::NotCaughtUp { shard, to });
         }
+        if !self.connected(to) {
+            return Err(TransferRefused::NotConnected { shard, to });
+        }
         Ok((m, events))
     }
 
@@ -559,7 +591,9 @@ impl Serving {
             let voters = crate::membership::voters(&m);
             let target = m.replication.as_ref().and_then(|r| {
                 r.iter()
-                    .filter(|(peer, _)| **peer != me && voters.contains(peer))
+                    .filter(|(peer, _)| {
+                        **peer != me && voters.contains(peer) && self.connected(**peer)
+                    })
                     .max_by_key(|(peer, matched)| {
                         (matched.map(|l| l.index), std::cmp::Reverse(**peer))
                     })
@@ -675,6 +709,14 @@ pub enum TransferRefused {
     /// The target is not a replica holding every entry of the shard's log.
     #[error("node {to} is not a caught-up replica of shard {shard}")]
     NotCaughtUp {
+        /// The shard.
+        shard: GroupId,
+        /// The target.
+        to: NodeId,
+    },
+    /// This node has no connection to the target (it is down or cut off).
+    #[error("node {to} is not connected to this node: it cannot take shard {shard}'s lead now")]
+    NotConnected {
         /// The shard.
         shard: GroupId,
         /// The target.

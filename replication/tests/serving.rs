@@ -261,15 +261,20 @@ async fn lead_after(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_operator_hands_the_lead_to_a_caught_up_replica_and_only_that_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_net, nodes, mut events) = cluster(dir.path()).await;
-    for n in &nodes {
+/// Starts balancing leaders on every node (so that transfers are possible).
+fn balance(nodes: &[TestNode]) {
+    for n in nodes {
         n.serving.balance(agora_replication::serving::Balancing {
             groups: n.groups.clone(),
         });
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_hands_the_lead_to_a_caught_up_replica_and_only_that_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_net, nodes, mut events) = cluster(dir.path()).await;
+    balance(&nodes);
     let (first, term) = next_lead(&mut events).await;
     let leader = &nodes[(first - 1) as usize];
     let to = nodes.iter().find(|n| n.id != first).unwrap();
@@ -309,6 +314,35 @@ async fn an_operator_hands_the_lead_to_a_caught_up_replica_and_only_that_one() {
         served = lead_after(&mut events, served.0, served.1).await;
     }
     assert_eq!(served.0, to.id, "term {} is served by the target", served.1);
+    for n in &nodes {
+        n.groups.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lead_goes_only_to_a_connected_peer_and_an_ask_never_sent_serves_again_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (net, nodes, mut events) = cluster(dir.path()).await;
+    balance(&nodes);
+    let (first, _) = next_lead(&mut events).await;
+    let leader = &nodes[(first - 1) as usize];
+    let to = nodes.iter().find(|n| n.id != first).unwrap();
+    let fence = Arc::new(AtomicBool::new(false));
+    let ticket = leader.writer.submit(change("a", b"one", &fence)).unwrap();
+    assert!(leader.writer.durable(ticket).await);
+    wait_caught_up(leader, to.id).await;
+    // The target's connection is gone: it still looks caught up (nothing was written since),
+    // and an operator's transfer to it is refused.
+    net.cut_off(to.id, true);
+    let refused = leader.serving.transfer(SHARD, to.id).await;
+    assert!(
+        matches!(refused, Err(TransferRefused::NotConnected { .. })),
+        "{refused:?}"
+    );
+    assert!(
+        leader.serving.may_serve(SHARD),
+        "a refused transfer changes nothing"
+    );
     for n in &nodes {
         n.groups.shutdown().await;
     }
