@@ -320,7 +320,7 @@ async fn an_operator_hands_the_lead_to_a_caught_up_replica_and_only_that_one() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lead_goes_only_to_a_connected_peer_and_an_ask_never_sent_serves_again_at_once() {
+async fn an_operator_transfer_to_a_peer_whose_connection_is_gone_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (net, nodes, mut events) = cluster(dir.path()).await;
     balance(&nodes);
