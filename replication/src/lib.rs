@@ -18,7 +18,8 @@
 //! - `memory`: a transport inside one process (tests, the replication benchmark).
 //! - `proposer`: a shard's changes become entries, one proposal in flight per group.
 //! - `serving`: which shards this node serves (leader with a lease), and the writer's way
-//!   into their groups.
+//!   into their groups; `serving::handover` moves a lead between replicas (balancing, an
+//!   operator's transfer, a stopping node's hand-off).
 //! - `membership`: changing a group's replicas (learner, catch up, voter) and leaving one.
 //! - `placement`: which nodes hold each shard's replicas and where leaders should be.
 
