@@ -277,9 +277,11 @@ const BULK_RECORD_BYTES: usize = 1024;
 /// Bytes committed per durable transaction of the bulk load (about a snapshot chunk).
 const BULK_TRANSACTION_BYTES: usize = 4 << 20;
 
-/// What redb itself can load: `total_bytes` of records under scattered keys, in durable
+/// What redb itself can load: `total_bytes` of records under ascending keys (a rebuild
+/// installs each shard's rows in key order, as the leader exported them), in durable
 /// transactions of `BULK_TRANSACTION_BYTES`, into a fresh file in `dir`. Answers the
-/// file's size over the time taken, in MB/s: the same measure as a rebuild's.
+/// file's size over the time taken, in MB/s: the same measure as a rebuild's. (Scattered
+/// keys load about five times slower: 77 against 356 MB/s on a 2-vCPU Intel Xeon.)
 pub fn redb_bulk_mb_per_s(dir: &Path, total_bytes: u64) -> anyhow::Result<f64> {
     let path = dir.join("bulk.redb");
     let db = fresh_db(dir, "bulk.redb")?;
@@ -297,7 +299,7 @@ pub fn redb_bulk_mb_per_s(dir: &Path, total_bytes: u64) -> anyhow::Result<f64> {
         {
             let mut t = tx.open_table(TABLE)?;
             for _ in 0..per_tx.min(records - written) {
-                t.insert(rng.next_u64(), value.as_slice())?;
+                t.insert(written, value.as_slice())?;
                 written += 1;
             }
         }

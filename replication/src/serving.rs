@@ -339,6 +339,10 @@ impl Serving {
             lease_until_ms: AtomicU64::new(0),
         });
         self.extend_lease(&lead, m, snapshot);
+        // A leader openraft restored from its own persisted vote has no lease until a
+        // majority acknowledges its term, which peers at a newer term never do: it answers
+        // nothing meanwhile, and the log says so.
+        let leased = self.now_ms() < lead.lease_until_ms.load(Ordering::Acquire);
         if let Ok(mut leads) = self.inner.leads.write() {
             let fresh = leads.insert(shard, lead).is_none();
             assert!(fresh, "shard {shard} started serving twice");
@@ -347,7 +351,8 @@ impl Serving {
         tracing::info!(
             shard,
             term = m.current_term,
-            "serving shard as its group's leader"
+            leased,
+            "leading shard: serving it while a majority acknowledges this term"
         );
     }
 

@@ -263,10 +263,7 @@ impl RaftStateMachine<ShardTypeConfig> for GroupState {
         if data.shard.shard != self.group {
             return Err(read_err(ReplicationError::ForeignRow { group: self.group }));
         }
-        let write = self
-            .replace_shard(&data.shard)
-            .await
-            .map_err(snapshot_err)?;
+        let write = self.replace_shard(data.shard).await.map_err(snapshot_err)?;
         self.applied = AppliedState {
             last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
@@ -315,7 +312,7 @@ impl RaftStateMachine<ShardTypeConfig> for GroupState {
 
 impl GroupState {
     /// A write that replaces every row of the shard with `data`'s (never a merge).
-    async fn replace_shard(&self, data: &ShardData) -> Result<RowWrite, ReplicationError> {
+    async fn replace_shard(&self, data: ShardData) -> Result<RowWrite, ReplicationError> {
         let (group, store) = (self.group, self.store.clone());
         let old = run(&self.pool, move || Ok(store.export_shard(group)?)).await?;
         let (start, end) = agora_store::keys::shard_range(group);
@@ -326,20 +323,20 @@ impl GroupState {
             .collect();
         rows.extend(
             data.entities
-                .iter()
-                .map(|(k, v)| RowOp::put(RowTable::Entities, k.clone(), v.clone())),
+                .into_iter()
+                .map(|(k, v)| RowOp::put(RowTable::Entities, k, v)),
         );
-        rows.extend(data.dedup.iter().map(|(k, at)| {
+        rows.extend(data.dedup.into_iter().map(|(k, at)| {
             RowOp::put(
                 RowTable::Entities,
-                k.clone(),
-                agora_store::keys::dedup_value(*at).to_vec(),
+                k,
+                agora_store::keys::dedup_value(at).to_vec(),
             )
         }));
         rows.extend(
             data.outbox
-                .iter()
-                .map(|(k, v)| RowOp::put(RowTable::Outbox, k.clone(), v.clone())),
+                .into_iter()
+                .map(|(k, v)| RowOp::put(RowTable::Outbox, k, v)),
         );
         Ok(RowWrite {
             remove_ranges: vec![(RowTable::Entities, start, end)],

@@ -16,7 +16,7 @@ use openraft::BasicNode;
 use redb::{ReadableDatabase, ReadableTable};
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -32,6 +32,9 @@ enum Event {
 struct Recorder {
     me: NodeId,
     events: mpsc::UnboundedSender<Event>,
+    /// A node to cut off from the others when a lead starts to move (its shard quiesces).
+    cut_at_quiesce: Arc<Mutex<Option<NodeId>>>,
+    net: MemoryTransport,
 }
 
 #[async_trait]
@@ -41,6 +44,11 @@ impl LeadershipEvents for Recorder {
     }
     async fn step_down(&self, _shard: u32) {
         let _ = self.events.send(Event::StepDown(self.me));
+    }
+    async fn quiesce(&self, _shard: u32) {
+        if let Some(node) = self.cut_at_quiesce.lock().unwrap().take() {
+            self.net.cut_off(node, true);
+        }
     }
 }
 
@@ -52,8 +60,22 @@ struct TestNode {
     serving: Serving,
 }
 
+/// A cluster of three nodes running `SHARD`'s group (see `cluster_cutting`).
 async fn cluster(
     dir: &std::path::Path,
+) -> (
+    MemoryTransport,
+    Vec<TestNode>,
+    mpsc::UnboundedReceiver<Event>,
+) {
+    cluster_cutting(dir, Arc::default()).await
+}
+
+/// A cluster of three nodes running `SHARD`'s group, whose leadership events cut off the
+/// node named in `cut_at_quiesce`, once, when a lead starts to move.
+async fn cluster_cutting(
+    dir: &std::path::Path,
+    cut_at_quiesce: Arc<Mutex<Option<NodeId>>>,
 ) -> (
     MemoryTransport,
     Vec<TestNode>,
@@ -91,6 +113,8 @@ async fn cluster(
         let recorder = Arc::new(Recorder {
             me: id,
             events: events.clone(),
+            cut_at_quiesce: cut_at_quiesce.clone(),
+            net: net.clone(),
         });
         serving.watch(SHARD, raft, recorder);
         nodes.push(TestNode {
@@ -343,6 +367,37 @@ async fn an_operator_transfer_to_a_peer_whose_connection_is_gone_is_refused() {
         leader.serving.may_serve(SHARD),
         "a refused transfer changes nothing"
     );
+    for n in &nodes {
+        n.groups.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_target_goes_while_the_shard_quiesces_serves_again_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let cut_at_quiesce = Arc::new(Mutex::new(None));
+    let (_net, nodes, mut events) = cluster_cutting(dir.path(), cut_at_quiesce.clone()).await;
+    balance(&nodes);
+    let (first, term) = next_lead(&mut events).await;
+    let leader = &nodes[(first - 1) as usize];
+    let to = nodes.iter().find(|n| n.id != first).unwrap();
+    let fence = Arc::new(AtomicBool::new(false));
+    let ticket = leader.writer.submit(change("a", b"one", &fence)).unwrap();
+    assert!(leader.writer.durable(ticket).await);
+    wait_caught_up(leader, to.id).await;
+    // The transfer passes its checks, then the target's connection goes while the shard
+    // quiesces: the ask to elect is never sent.
+    *cut_at_quiesce.lock().unwrap() = Some(to.id);
+    leader.serving.transfer(SHARD, to.id).await.unwrap();
+    assert!(
+        cut_at_quiesce.lock().unwrap().is_none(),
+        "the shard quiesced"
+    );
+    // No handover is waited out (it would hold the shard unserved for two seconds): the
+    // leader, still the group's leader, serves the same term again.
+    assert_eq!(leader.serving.handed_to(SHARD), None);
+    assert_eq!(events.recv().await, Some(Event::StepDown(first)));
+    assert_eq!(next_lead(&mut events).await, (first, term));
     for n in &nodes {
         n.groups.shutdown().await;
     }
