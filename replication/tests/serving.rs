@@ -343,18 +343,25 @@ async fn an_operator_hands_the_lead_to_a_caught_up_replica_and_only_that_one() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_operator_transfer_to_a_peer_whose_connection_is_gone_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let (net, nodes, mut events) = cluster(dir.path()).await;
-    balance(&nodes);
-    let (first, _) = next_lead(&mut events).await;
+/// The leader `first` and another replica, once a change made through the leader is
+/// durable and that replica holds the whole log.
+async fn caught_up_target(nodes: &[TestNode], first: NodeId) -> (&TestNode, &TestNode) {
     let leader = &nodes[(first - 1) as usize];
     let to = nodes.iter().find(|n| n.id != first).unwrap();
     let fence = Arc::new(AtomicBool::new(false));
     let ticket = leader.writer.submit(change("a", b"one", &fence)).unwrap();
     assert!(leader.writer.durable(ticket).await);
     wait_caught_up(leader, to.id).await;
+    (leader, to)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_transfer_to_a_peer_whose_connection_is_gone_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (net, nodes, mut events) = cluster(dir.path()).await;
+    balance(&nodes);
+    let (first, _) = next_lead(&mut events).await;
+    let (leader, to) = caught_up_target(&nodes, first).await;
     // The target's connection is gone: it still looks caught up (nothing was written since),
     // and an operator's transfer to it is refused.
     net.cut_off(to.id, true);
@@ -379,12 +386,7 @@ async fn a_leader_whose_target_goes_while_the_shard_quiesces_serves_again_at_onc
     let (_net, nodes, mut events) = cluster_cutting(dir.path(), cut_at_quiesce.clone()).await;
     balance(&nodes);
     let (first, term) = next_lead(&mut events).await;
-    let leader = &nodes[(first - 1) as usize];
-    let to = nodes.iter().find(|n| n.id != first).unwrap();
-    let fence = Arc::new(AtomicBool::new(false));
-    let ticket = leader.writer.submit(change("a", b"one", &fence)).unwrap();
-    assert!(leader.writer.durable(ticket).await);
-    wait_caught_up(leader, to.id).await;
+    let (leader, to) = caught_up_target(&nodes, first).await;
     // The transfer passes its checks, then the target's connection goes while the shard
     // quiesces: the ask to elect is never sent.
     *cut_at_quiesce.lock().unwrap() = Some(to.id);
