@@ -85,12 +85,15 @@ pub async fn follow_placement(
 }
 
 /// Starts a replica that placement gives this node while the node runs, or `None` to try
-/// again later. A replica with no log here whose group still counts this node as a voter
-/// lost its state (its disk was replaced and it restarted before learning its placement,
-/// membership seed 37, session 21): it is rebuilt, granting no votes until it holds what
-/// its first leader had committed. A blank voter granting votes elected a replica that
-/// lacked committed entries, and the replicas' logs diverged. A replica being added (not
-/// yet a voter anywhere) starts as it is: it catches up as a learner before it votes.
+/// again later. A replica with no log here, of a group that exists, is rebuilt: it grants
+/// no votes until it holds what the first leader to reach it had committed. A blank member
+/// granting votes elects a replica that lacks committed entries, and the replicas' logs
+/// diverge. That happened when the group still counted this node as a voter (its disk was
+/// replaced and it restarted before learning its placement, membership seed 37, session
+/// 21), and also when no peer that answered did: a member cut off since before this node
+/// left the group still counted it as a voter, and this node, placed in the group again
+/// and blank, gave it the vote it needed (membership seed 275, session 29). Which peers
+/// still count this node as a voter cannot be known, so no blank replica votes.
 async fn start_placed(
     groups: &agora_replication::Groups,
     shard: u32,
@@ -118,8 +121,13 @@ async fn start_placed(
                 shard,
                 "the group counts this node as a voter but its log is gone: rebuilding its replica"
             );
-            groups.mark_rebuilding(shard);
+        } else {
+            tracing::info!(
+                shard,
+                "a new replica of a group that exists: no votes until it has caught up"
+            );
         }
+        groups.mark_rebuilding(shard);
     }
     groups.start(shard).await.map(Some)
 }
