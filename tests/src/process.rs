@@ -332,8 +332,10 @@ impl AgoraProcess {
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     let status = child.wait().ok();
+                    // A backtrace can push the error itself out of the tail: show it too.
                     panic!(
-                        "agora exited ({status:?}) before printing its addresses\nstdout:\n{seen}\nstderr tail:\n{}",
+                        "agora exited ({status:?}) before printing its addresses\nstdout:\n{seen}\nerror:\n{}\nstderr tail:\n{}",
+                        error_of(&self.stderr_path, 2000),
                         tail_of(&self.stderr_path, 4000)
                     );
                 }
@@ -364,6 +366,16 @@ impl Drop for AgoraProcess {
             }
         }
     }
+}
+
+/// Up to `max_bytes` of the file at `path` from its last `Error:` line (what the binary
+/// printed as it exited with an error), or an empty string.
+fn error_of(path: &Path, max_bytes: usize) -> String {
+    let text = std::fs::read(path).unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    text.rfind("Error: ")
+        .map(|at| text[at..].chars().take(max_bytes).collect())
+        .unwrap_or_default()
 }
 
 fn tail_of(path: &Path, max_bytes: u64) -> String {
